@@ -1,0 +1,165 @@
+package api
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Prefix is the root of every key sanboot writes in etcd. The version lets a
+// future layout live beside this one during an upgrade.
+const Prefix = "/sanboot/v1/"
+
+// The key layout. Values are protobuf messages from api/v1.
+//
+//	key                                          value         written by
+//	images/<project>/<image>                     Image (spec)  API server
+//	replicas/<project>/<image>/<agent>           ImageReplica  that agent
+//	nodes/<project>/<node>                       Node (spec)   API server
+//	placements/<project>/<node>                  Placement     scheduler (leader)
+//	assign/<agent>/<project>/<node>              Assignment    scheduler (leader)
+//	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
+//	agents/<agent>                               AgentRecord   that agent
+//	alive/<agent>                                (empty)       that agent, under its lease
+//	members/<member>                             Member        that control-plane member, leased
+//	election/controllers/                        (etcd concurrency.Election)
+//
+// The writer of a spec and the writer of a status never share a key, so they
+// never race. Every write is a transaction that compares mod_revision.
+const (
+	kindImages     = "images/"
+	kindReplicas   = "replicas/"
+	kindNodes      = "nodes/"
+	kindPlacements = "placements/"
+	kindAssign     = "assign/"
+	kindNodeStatus = "nodestatus/"
+	kindAgents     = "agents/"
+	kindAlive      = "alive/"
+	kindMembers    = "members/"
+
+	// ElectionPrefix is where control-plane members campaign to run the
+	// controllers.
+	ElectionPrefix = Prefix + "election/controllers/"
+)
+
+// ImagesPrefix is the prefix of every image in project, or of all images
+// when project is empty.
+func ImagesPrefix(project string) string { return scoped(kindImages, project) }
+
+// ImageKey is where an image's spec lives.
+func ImageKey(project, name string) string { return Prefix + kindImages + project + "/" + name }
+
+// ReplicasPrefix holds the replicas of one image, or of every image when
+// project and image are empty.
+func ReplicasPrefix(project, image string) string {
+	if project == "" {
+		return Prefix + kindReplicas
+	}
+	return Prefix + kindReplicas + project + "/" + image + "/"
+}
+
+// ReplicaKey is where agent reports its replica of an image.
+func ReplicaKey(project, image, agent string) string {
+	return Prefix + kindReplicas + project + "/" + image + "/" + agent
+}
+
+// NodesPrefix is the prefix of every node in project, or of all nodes.
+func NodesPrefix(project string) string { return scoped(kindNodes, project) }
+
+// NodeKey is where a node's spec lives.
+func NodeKey(project, name string) string { return Prefix + kindNodes + project + "/" + name }
+
+// PlacementsPrefix is the prefix of every placement in project, or of all.
+func PlacementsPrefix(project string) string { return scoped(kindPlacements, project) }
+
+// PlacementKey is where the scheduler records its decision for a node.
+func PlacementKey(project, node string) string {
+	return Prefix + kindPlacements + project + "/" + node
+}
+
+// NodeStatusPrefix is the prefix of every node status in project, or of all.
+func NodeStatusPrefix(project string) string { return scoped(kindNodeStatus, project) }
+
+// NodeStatusKey is where the assigned agent reports a node's status.
+func NodeStatusKey(project, node string) string {
+	return Prefix + kindNodeStatus + project + "/" + node
+}
+
+// AssignPrefix is the prefix an agent watches: its own assignments only.
+// With an empty agent it is the prefix of every assignment.
+func AssignPrefix(agent string) string { return scoped(kindAssign, agent) }
+
+// AssignKey is one assignment of node to agent.
+func AssignKey(agent, project, node string) string {
+	return Prefix + kindAssign + agent + "/" + project + "/" + node
+}
+
+// AgentsPrefix is the prefix of every agent record.
+func AgentsPrefix() string { return Prefix + kindAgents }
+
+// AgentKey is where an agent keeps its record.
+func AgentKey(name string) string { return Prefix + kindAgents + name }
+
+// AlivePrefix is the prefix of every agent liveness key.
+func AlivePrefix() string { return Prefix + kindAlive }
+
+// AliveKey exists while the agent's lease is kept alive.
+func AliveKey(name string) string { return Prefix + kindAlive + name }
+
+// MembersPrefix is the prefix of every control-plane member registration.
+func MembersPrefix() string { return Prefix + kindMembers }
+
+// MemberKey is where a control-plane member registers its API address.
+func MemberKey(name string) string { return Prefix + kindMembers + name }
+
+func scoped(kind, scope string) string {
+	if scope == "" {
+		return Prefix + kind
+	}
+	return Prefix + kind + scope + "/"
+}
+
+// ProjectName splits a key of the form <Prefix><kind><project>/<name> (nodes,
+// images, placements, nodestatus) into project and name.
+func ProjectName(key string) (project, name string, err error) {
+	rest, ok := strings.CutPrefix(key, Prefix)
+	if !ok {
+		return "", "", fmt.Errorf("key %q is not under %s", key, Prefix)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return "", "", fmt.Errorf("key %q is not <kind>/<project>/<name>", key)
+	}
+	return parts[1], parts[2], nil
+}
+
+// ParseAssignKey splits an assignment key into agent, project and node.
+func ParseAssignKey(key string) (agent, project, node string, err error) {
+	rest, ok := strings.CutPrefix(key, Prefix+kindAssign)
+	if !ok {
+		return "", "", "", fmt.Errorf("key %q is not an assignment key", key)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return "", "", "", fmt.Errorf("key %q is not assign/<agent>/<project>/<node>", key)
+	}
+	return parts[0], parts[1], parts[2], nil
+}
+
+// ParseReplicaKey splits a replica key into project, image and agent.
+func ParseReplicaKey(key string) (project, image, agent string, err error) {
+	rest, ok := strings.CutPrefix(key, Prefix+kindReplicas)
+	if !ok {
+		return "", "", "", fmt.Errorf("key %q is not a replica key", key)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return "", "", "", fmt.Errorf("key %q is not replicas/<project>/<image>/<agent>", key)
+	}
+	return parts[0], parts[1], parts[2], nil
+}
+
+// LastSegment returns what follows the last "/" of key: the name in
+// agents/<name>, alive/<name> and members/<name>.
+func LastSegment(key string) string {
+	return key[strings.LastIndexByte(key, '/')+1:]
+}

@@ -1,0 +1,42 @@
+package api
+
+// Node phases, as reported in NodeStatus.phase.
+const (
+	// PhasePending: accepted, not yet on an agent (see the message).
+	PhasePending = "Pending"
+	// PhaseProvisioning: the agent is cloning the disk or building the target.
+	PhaseProvisioning = "Provisioning"
+	// PhaseReady: the target is served and only the node may log in.
+	PhaseReady = "Ready"
+	// PhaseFailed: the agent could not converge; the message says why. It
+	// keeps retrying.
+	PhaseFailed = "Failed"
+	// PhaseDeleting: deletion was requested; the agent is tearing down.
+	PhaseDeleting = "Deleting"
+	// PhaseDeleted: the agent has torn the node down; the controller then
+	// removes the records. Seen only briefly.
+	PhaseDeleted = "Deleted"
+	// PhaseUnavailable: the node's agent lost its lease. The disk lives on
+	// that host; the node comes back with it.
+	PhaseUnavailable = "Unavailable"
+)
+
+// Agent states.
+const (
+	AgentReady       = "Ready"
+	AgentUnavailable = "Unavailable"
+)
+
+// Image replica phases.
+const (
+	ReplicaPending = "Pending"
+	ReplicaReady   = "Ready"
+	ReplicaFailed  = "Failed"
+)
+
+// Condition types on a node.
+const (
+	ConditionScheduled      = "Scheduled"
+	ConditionAgentAvailable = "AgentAvailable"
+	ConditionReady          = "Ready"
+)
