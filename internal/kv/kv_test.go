@@ -5,9 +5,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/etcdtest"
@@ -106,41 +110,71 @@ func (m *mirror) waitFor(t *testing.T, want map[string]string) {
 	}
 }
 
-func TestReflectResumesAfterCompactionAndRestart(t *testing.T) {
+func TestReflectResumesAfterRestart(t *testing.T) {
 	m := etcdtest.Start(t)
 	c := m.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	put := func(k, v string) {
-		t.Helper()
-		if _, err := c.Put(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("/p/a", "1")
-	mir := &mirror{keys: map[string]string{}}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	done := make(chan struct{})
-	go func() { defer close(done); kv.Reflect(ctx, c, "/p/", log, mir.handle) }()
+	put(t, c, "/p/a", "1")
+	mir := startMirror(ctx, t, c, "/p/")
 	mir.waitFor(t, map[string]string{"/p/a": "1"})
 
 	// Restart the member: the watch must resume from where it was.
 	m.Restart()
-	put("/p/b", "2")
-	mir.waitFor(t, map[string]string{"/p/a": "1", "/p/b": "2"})
-
-	// Compaction while the watcher is behind: stop etcd delivering by
-	// restarting after changes and a compaction; Reflect must relist and
-	// notice the deletion it never saw as an event.
-	m.Stop()
-	m.Restart()
+	put(t, c, "/p/b", "2")
 	if _, err := c.Delete(ctx, "/p/a"); err != nil {
 		t.Fatal(err)
 	}
-	put("/p/c", "3")
-	m.Compact(t, c)
+	mir.waitFor(t, map[string]string{"/p/b": "2"})
+}
+
+func TestReflectRelistsAfterCompaction(t *testing.T) {
+	m := etcdtest.Start(t)
+	writer := m.Client(t)
+	// The watcher reaches etcd through a proxy that the test can cut.
+	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(m.Endpoints[0], "http://"))
+	watcher, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + proxy.Addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	put(t, writer, "/p/a", "1")
+	put(t, writer, "/p/b", "2")
+	mir := startMirror(ctx, t, watcher, "/p/")
+	mir.waitFor(t, map[string]string{"/p/a": "1", "/p/b": "2"})
+
+	// While the watcher is cut off: a delete it will never see as an event,
+	// a put, and a compaction past both.
+	proxy.Pause()
+	if _, err := writer.Delete(ctx, "/p/a"); err != nil {
+		t.Fatal(err)
+	}
+	put(t, writer, "/p/c", "3")
+	m.Compact(t, writer)
+	proxy.Resume()
+
 	mir.waitFor(t, map[string]string{"/p/b": "2", "/p/c": "3"})
-	t.Logf("resyncs: %d", mir.resyncs)
-	cancel()
-	<-done
+	mir.mu.Lock()
+	defer mir.mu.Unlock()
+	if mir.resyncs < 2 {
+		t.Fatalf("resyncs = %d: the watcher should have listed again after the compaction", mir.resyncs)
+	}
+}
+
+func put(t *testing.T, c *clientv3.Client, k, v string) {
+	t.Helper()
+	if _, err := c.Put(context.Background(), k, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startMirror(ctx context.Context, t *testing.T, c *clientv3.Client, prefix string) *mirror {
+	mir := &mirror{keys: map[string]string{}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	done := make(chan struct{})
+	go func() { defer close(done); kv.Reflect(ctx, c, prefix, log, mir.handle) }()
+	t.Cleanup(func() { <-done })
+	return mir
 }
