@@ -1,0 +1,88 @@
+# lib.sh: shared shell functions for hack/demo.sh and hack/e2e.sh. Source it.
+# Starts real sanboot processes on loopback ports and stops exactly the
+# processes it started, by PID.
+
+SANBOOT_PIDS=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+	local p
+	for _ in $(seq 1 100); do
+		p=$((20000 + RANDOM % 40000))
+		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
+	done
+	die "no free port found"
+}
+
+# build_binaries DIR builds the three programs into DIR.
+build_binaries() {
+	log "building sanboot-controlplane, sanboot-agent, sanbootctl"
+	go build -o "$1/" ./controlplane/cmd/sanboot-controlplane ./agent/cmd/sanboot-agent ./ctl/cmd/sanbootctl
+}
+
+# start_controlplane WORKDIR: starts a one-member control plane with its
+# data in WORKDIR/cp; sets CP_PID, ETCD_URL, API_ADDR.
+start_controlplane() {
+	local work=$1
+	: "${CLIENT_PORT:=$(free_port)}" "${PEER_PORT:=$(free_port)}" "${API_PORT:=$(free_port)}"
+	ETCD_URL=http://127.0.0.1:$CLIENT_PORT
+	API_ADDR=127.0.0.1:$API_PORT
+	local peer=http://127.0.0.1:$PEER_PORT
+	"$BIN/sanboot-controlplane" --name default --data-dir "$work/cp" \
+		--listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+		--listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+		--initial-cluster "default=$peer" --api-listen "$API_ADDR" \
+		>>"$work/controlplane.log" 2>&1 &
+	CP_PID=$!
+	SANBOOT_PIDS+=("$CP_PID")
+	export SANBOOT_ENDPOINTS=$API_ADDR
+	wait_until 60 "control plane API on $API_ADDR" ctl get agents
+}
+
+# start_agent WORKDIR NAME [extra flags]: sets AGENT_PID.
+start_agent() {
+	local work=$1 name=$2
+	shift 2
+	"$BIN/sanboot-agent" --name "$name" --etcd-endpoints "$ETCD_URL" --driver fake \
+		--store-dir "$work/store-$name" "$@" >>"$work/agent-$name.log" 2>&1 &
+	AGENT_PID=$!
+	SANBOOT_PIDS+=("$AGENT_PID")
+	wait_until 30 "agent $name Ready" agent_state_is "$name" Ready
+}
+
+ctl() { "$BIN/sanbootctl" "$@"; }
+
+# agent_state_is NAME STATE
+agent_state_is() { ctl get agents "$1" -o json 2>/dev/null | grep -q "\"state\": *\"$2\""; }
+
+# node_phase_is NAME PHASE
+node_phase_is() { ctl get nodes "$1" -o json 2>/dev/null | grep -q "\"phase\": *\"$2\""; }
+
+# wait_until SECONDS WHAT CMD...: runs CMD until it succeeds, or fails after SECONDS.
+wait_until() {
+	local secs=$1 what=$2
+	shift 2
+	local end=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < end)) || die "timed out after ${secs}s waiting for: $what"
+		sleep 0.2
+	done
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 15 s; only PIDs we started.
+stop_pid() {
+	local pid=$1
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+	kill -9 "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+	local i
+	for ((i = ${#SANBOOT_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${SANBOOT_PIDS[i]}"; done
+	SANBOOT_PIDS=()
+}
