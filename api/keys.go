@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -48,11 +49,11 @@ func ImagesPrefix(project string) string { return scoped(kindImages, project) }
 // ImageKey is where an image's spec lives.
 func ImageKey(project, name string) string { return Prefix + kindImages + project + "/" + name }
 
-// ReplicasPrefix holds the replicas of one image, or of every image when
-// project and image are empty.
+// ReplicasPrefix holds the replicas of one image, of every image in project
+// when image is empty, or of every image when project is empty too.
 func ReplicasPrefix(project, image string) string {
-	if project == "" {
-		return Prefix + kindReplicas
+	if project == "" || image == "" {
+		return scoped(kindReplicas, project)
 	}
 	return Prefix + kindReplicas + project + "/" + image + "/"
 }
@@ -126,7 +127,7 @@ func ProjectName(key string) (project, name string, err error) {
 		return "", "", fmt.Errorf("key %q is not under %s", key, Prefix)
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 3 {
+	if len(parts) != 3 || slices.Contains(parts, "") {
 		return "", "", fmt.Errorf("key %q is not <kind>/<project>/<name>", key)
 	}
 	return parts[1], parts[2], nil
@@ -139,7 +140,7 @@ func ParseAssignKey(key string) (agent, project, node string, err error) {
 		return "", "", "", fmt.Errorf("key %q is not an assignment key", key)
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 3 {
+	if len(parts) != 3 || slices.Contains(parts, "") {
 		return "", "", "", fmt.Errorf("key %q is not assign/<agent>/<project>/<node>", key)
 	}
 	return parts[0], parts[1], parts[2], nil
@@ -152,7 +153,7 @@ func ParseReplicaKey(key string) (project, image, agent string, err error) {
 		return "", "", "", fmt.Errorf("key %q is not a replica key", key)
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 3 {
+	if len(parts) != 3 || slices.Contains(parts, "") {
 		return "", "", "", fmt.Errorf("key %q is not replicas/<project>/<image>/<agent>", key)
 	}
 	return parts[0], parts[1], parts[2], nil

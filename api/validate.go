@@ -3,9 +3,12 @@ package api
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -112,9 +115,11 @@ func ValidatePortal(field, s string) error {
 
 // ValidateLabels checks label keys and values (Kubernetes rules: keys an
 // optional DNS prefix and a name of at most 63 characters, values at most 63).
+// Errors come in key order, so the same labels always give the same message.
 func ValidateLabels(field string, labels map[string]string) error {
 	var errs []error
-	for k, v := range labels {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		v := labels[k]
 		name := k[strings.LastIndexByte(k, '/')+1:]
 		if len(k) > 253 || len(name) > 63 || !labelKeyRe.MatchString(k) {
 			errs = append(errs, &FieldError{Field: field, Value: k, Msg: "is not a label key: [prefix/]name, name of at most 63 of A-Z a-z 0-9 - _ ."})
@@ -175,7 +180,7 @@ func ValidateNode(n *sanbootv1.Node) error {
 	if s.InitiatorIqn != "" {
 		errs = append(errs, ValidateIQN("spec.initiatorIqn", s.InitiatorIqn))
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	for i, mac := range s.Macs {
 		field := "spec.macs[" + strconv.Itoa(i) + "]"
 		norm, err := NormalizeMAC(field, mac)
@@ -183,10 +188,12 @@ func ValidateNode(n *sanbootv1.Node) error {
 			errs = append(errs, err)
 			continue
 		}
-		if seen[norm] {
-			errs = append(errs, &FieldError{Field: field, Value: mac, Msg: "is listed twice"})
+		if first, dup := seen[norm]; dup {
+			errs = append(errs, &FieldError{Field: field, Value: mac,
+				Msg: fmt.Sprintf("is the same MAC as spec.macs[%d]; list each MAC once", first)})
+		} else {
+			seen[norm] = i
 		}
-		seen[norm] = true
 		s.Macs[i] = norm
 	}
 	if s.Agent != "" {
@@ -222,20 +229,31 @@ func ValidateImage(im *sanbootv1.Image) error {
 	case *sanbootv1.ImageSource_Copy:
 		errs = append(errs, ValidateName("spec.source.copy.image", src.Copy.GetImage()))
 	case *sanbootv1.ImageSource_Url:
-		u := src.Url.GetUrl()
-		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			errs = append(errs, &FieldError{Field: "spec.source.url.url", Value: u, Msg: "must be an http:// or https:// URL"})
-		}
+		errs = append(errs, validateURL("spec.source.url.url", src.Url.GetUrl()))
 		errs = append(errs, validateSHA256("spec.source.url.sha256", src.Url.GetSha256(), true))
 	case *sanbootv1.ImageSource_Upload:
 		if src.Upload.GetUploadId() == "" {
-			errs = append(errs, &FieldError{Field: "spec.source.upload.uploadId", Msg: "is required"})
+			errs = append(errs, &FieldError{Field: "spec.source.upload.uploadId", Msg: "is required: the id the upload returned"})
 		}
 		errs = append(errs, validateSHA256("spec.source.upload.sha256", src.Upload.GetSha256(), false))
 	default:
 		errs = append(errs, &FieldError{Field: "spec.source", Msg: "must be one of blank, upload, url, snapshot, copy"})
 	}
 	return errors.Join(errs...)
+}
+
+// validateURL checks a URL every agent fetches by itself: http or https, with
+// a host.
+func validateURL(field, s string) error {
+	const allowed = "must be an http:// or https:// URL with a host, e.g. https://images.example.com/ubuntu.raw"
+	if s == "" {
+		return &FieldError{Field: field, Msg: "is required: " + allowed}
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return &FieldError{Field: field, Value: s, Msg: allowed}
+	}
+	return nil
 }
 
 func validateSHA256(field, s string, optional bool) error {
