@@ -25,6 +25,19 @@ const DefaultAuthority = "iqn.2026-11.io.sanboot"
 // become a disk no store can hold.
 const MaxImageSize = 64 << 40
 
+// MaxLabels and MaxDescription keep a record far below etcd's value limit.
+const (
+	MaxLabels      = 64
+	MaxDescription = 1024
+)
+
+func limit(field string, n, max int, unit string) error {
+	if n <= max {
+		return nil
+	}
+	return &FieldError{Field: field, Msg: fmt.Sprintf("has %d %s; at most %d are allowed", n, unit, max)}
+}
+
 // FieldError says which field is wrong, what it holds and what is allowed.
 type FieldError struct {
 	Field string // path, e.g. "spec.macs[1]"
@@ -162,6 +175,7 @@ func ValidateMeta(m *sanbootv1.ObjectMeta) error {
 		ValidateName("metadata.project", m.Project),
 		ValidateName("metadata.name", m.Name),
 		ValidateLabels("metadata.labels", m.Labels),
+		limit("metadata.labels", len(m.Labels), MaxLabels, "labels"),
 	)
 }
 
@@ -216,6 +230,7 @@ func ValidateImage(im *sanbootv1.Image) error {
 		errs = append(errs, &FieldError{Field: "spec.sizeBytes", Value: strconv.FormatInt(s.SizeBytes, 10),
 			Msg: "must be a positive multiple of 512 bytes, at most 64 TiB"})
 	}
+	errs = append(errs, limit("spec.description", len(s.Description), MaxDescription, "bytes"))
 	for i, a := range s.Agents {
 		errs = append(errs, ValidateName("spec.agents["+strconv.Itoa(i)+"]", a))
 	}
