@@ -1,0 +1,39 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// rpcError turns the error of an API call into one whose text is the
+// server's message (without gRPC's "rpc error: code = ... desc =" framing)
+// and whose exit code follows the gRPC code. Failures to reach the server
+// say where sanbootctl looked and what to check.
+func (s *session) rpcError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return errors.New("interrupted")
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.Canceled:
+		return errors.New("interrupted")
+	case codes.Unavailable:
+		msg = fmt.Sprintf("cannot reach %s: %s; check that sanboot-controlplane runs there, or point --endpoints at it", s.where(), msg)
+	case codes.DeadlineExceeded:
+		msg = fmt.Sprintf("%s did not answer in time (%s); raise --timeout or check the control plane", s.where(), msg)
+	case codes.Unimplemented:
+		msg = fmt.Sprintf("%s does not implement this call (%s); is it an older version than sanbootctl?", s.where(), msg)
+	}
+	return withCode(codeForRPC(st.Code()), errors.New(msg))
+}

@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/goccy/go-yaml"
+)
+
+func TestHumanDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{-time.Second, "0s"},
+		{0, "0s"},
+		{45 * time.Second, "45s"},
+		{119 * time.Second, "119s"},
+		{2 * time.Minute, "2m"},
+		{5*time.Minute + 30*time.Second, "5m30s"},
+		{45 * time.Minute, "45m"},
+		{3*time.Hour + 5*time.Minute, "3h5m"},
+		{5 * time.Hour, "5h"},
+		{20 * time.Hour, "20h"},
+		{50 * time.Hour, "2d2h"},
+		{72 * time.Hour, "3d"},
+		{30 * 24 * time.Hour, "30d"},
+		{800 * 24 * time.Hour, "2y70d"},
+	} {
+		if got := humanDuration(tc.d); got != tc.want {
+			t.Errorf("humanDuration(%v) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64 // 0: error
+	}{
+		{"10GiB", 10 << 30},
+		{"512MiB", 512 << 20},
+		{"1.5GiB", 1536 << 20},
+		{"4096", 4096},
+		{"4096B", 4096},
+		{"20GB", 20e9},
+		{"1 TiB", 1 << 40},
+		{"8KiB", 8192},
+		{"2kB", 2000},
+		{"", 0},
+		{"ten", 0},
+		{"-1GiB", 0},
+		{"0", 0},
+		{"1.3B", 0},
+		{"10GiBs", 0},
+		{"99999999999PiB", 0},
+	} {
+		got, err := parseSize(tc.in)
+		if tc.want == 0 {
+			if err == nil {
+				t.Errorf("parseSize(%q) = %d, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestFormatSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   int64
+		want string
+	}{
+		{0, "0B"}, {512, "512B"}, {1024, "1KiB"}, {1536 << 20, "1.5GiB"}, {10 << 30, "10GiB"}, {2 << 40, "2TiB"}, {1000, "1000B"}, {1025, "1.0KiB"},
+	} {
+		if got := formatSize(tc.in); got != tc.want {
+			t.Errorf("formatSize(%d) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestYAMLMatchesJSON: each YAML golden file holds the same data as its
+// JSON twin, so YAML readers see the proto JSON names and values (MACs that
+// look like base-60 numbers to YAML 1.1 readers are quoted).
+func TestYAMLMatchesJSON(t *testing.T) {
+	for _, name := range []string{"get_nodes", "get_node", "get_images", "get_agents", "get_nodes_empty"} {
+		j, err := os.ReadFile(filepath.Join("testdata", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := os.ReadFile(filepath.Join("testdata", name+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fromJSON, fromYAML any
+		if err := json.Unmarshal(j, &fromJSON); err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(y, &fromYAML); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fromJSON, fromYAML) {
+			t.Errorf("%s: YAML and JSON differ:\n%v\n%v", name, fromJSON, fromYAML)
+		}
+	}
+}

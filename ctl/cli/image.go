@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+func newImageCmd(s *session) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "image",
+		Aliases: []string{"images", "img"},
+		Short:   "Create, list and remove disk images",
+		Example: `  sanbootctl image create scratch --size 10GiB
+  sanbootctl image ls
+  sanbootctl image rm scratch`,
+	}
+	cmd.AddCommand(
+		newImageCreateCmd(s),
+		newImageRmCmd(s),
+		newListImagesCmd(s, "ls [NAME...]", []string{"list"}, "List images (same as get images)",
+			`  sanbootctl image ls
+  sanbootctl image ls -A -o wide`),
+	)
+	return cmd
+}
+
+func newImageCreateCmd(s *session) *cobra.Command {
+	var (
+		size   string
+		spec   sanbootv1.ImageSpec
+		labels []string
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME --size SIZE",
+		Short: "Create a blank image",
+		Long: `Create a blank image: a sparse, zero-filled disk of --size bytes on every
+agent (or on the agents named by --agents). Only its metadata goes to the
+control plane; each agent creates the file in its own store.
+
+SIZE is a number of bytes or a number with a unit: KiB, MiB, GiB, TiB (powers
+of 1024) or kB, MB, GB, TB (powers of 1000). Images must be a multiple of
+512 bytes.`,
+		Example: `  # A 10 GiB blank image on every agent
+  sanbootctl image create scratch --size 10GiB
+
+  # Only on two agents, and protected against deletion
+  sanbootctl image create golden --size 512MiB --agents storage-1,storage-2 --protected`,
+		Args:              exactArgs(1, "image create takes one NAME"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := parseSize(size)
+			if err != nil {
+				return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
+			}
+			l, err := parseLabels(labels)
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			spec.SizeBytes = n
+			spec.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Blank{Blank: &sanbootv1.BlankSource{}}}
+			return s.createImage(cmd.Context(), args[0], &spec, l)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&size, "size", "", "size, e.g. 10GiB, 512MiB or a number of bytes (required)")
+	f.StringSliceVar(&spec.Agents, "agents", nil, "agents that hold the image, comma-separated (default: every agent)")
+	f.BoolVar(&spec.Protected, "protected", false, "refuse deletion of the image")
+	f.StringVar(&spec.Description, "description", "", "free text")
+	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	_ = cmd.MarkFlagRequired("size")
+	return cmd
+}
+
+func (s *session) createImage(ctx context.Context, name string, spec *sanbootv1.ImageSpec, labels map[string]string) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	resp, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{
+		Mode: sanbootv1.PutMode_PUT_MODE_CREATE,
+		Image: &sanbootv1.Image{
+			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name, Labels: labels},
+			Spec:     spec,
+		},
+	})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	fmt.Fprintf(s.env.Stdout, "image/%s %s\n", name, putResult(resp.GetResult()))
+	return nil
+}
+
+func newImageRmCmd(s *session) *cobra.Command {
+	var ignoreNotFound bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"delete"},
+		Short:   "Remove images",
+		Long: `Remove images from the control plane and from every agent's store.
+
+A protected image, or one that nodes still use, is refused (exit code 5).`,
+		Example: `  sanbootctl image rm scratch
+  sanbootctl image rm old-1 old-2 --ignore-not-found`,
+		Args:              minArgs(1, "name at least one image"),
+		ValidArgsFunction: s.completeImages,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			return s.removeImages(cmd.Context(), names, ignoreNotFound)
+		},
+	}
+	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
+	return cmd
+}
+
+func (s *session) removeImages(ctx context.Context, names []string, ignoreNotFound bool) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		if _, err := c.DeleteImage(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name}); err != nil {
+			err = s.rpcError(err)
+			if ignoreNotFound && exitCode(err) == ExitNotFound {
+				continue
+			}
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintf(s.env.Stdout, "image/%s deleted\n", name)
+	}
+	return errors.Join(errs...)
+}
+
+func newAgentsCmd(s *session) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "agents",
+		Aliases: []string{"agent"},
+		Short:   "List agents (storage hosts)",
+		Example: `  sanbootctl agents ls
+  sanbootctl agents ls -o wide`,
+	}
+	cmd.AddCommand(newListAgentsCmd(s, "ls [NAME...]", []string{"list"}, "List agents (same as get agents)",
+		`  sanbootctl agents ls
+  sanbootctl agents ls storage-1 -o yaml`))
+	return cmd
+}

@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+func newProvisionCmd(s *session) *cobra.Command {
+	var (
+		spec    sanbootv1.NodeSpec
+		labels  []string
+		wait    bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "provision NODE --image IMAGE",
+		Short: "Declare that a node boots from a clone of an image",
+		Long: `Declare that NODE boots from a copy-on-write clone of IMAGE.
+
+The control plane places the node on an agent that holds the image; the agent
+clones the image into the node's disk and serves it as an iSCSI target that
+only the node's initiator may log into. provision creates the node: if it
+exists with the same spec nothing changes ("unchanged"); if it exists with a
+different spec the exit code is 5.
+
+With --wait, provision follows the node until it is Ready for this spec,
+printing phase changes on stderr. A Failed node ends the wait with exit code 1
+and the agent's message; --timeout ends it with exit code 3.`,
+		Example: `  # Boot node-01 from debian-13; it may boot by MAC through the boot server
+  sanbootctl provision node-01 --image debian-13 --mac 52:54:00:12:34:56
+
+  # Pin to an agent, turn on CHAP, label it and wait until it is served
+  sanbootctl provision node-02 --image debian-13 --agent storage-1 --chap \
+      --label rack=r1 --wait --timeout 10m
+
+  # Use the initiator name the machine already has
+  sanbootctl provision node-03 --image debian-13 --initiator iqn.2004-10.com.example:node-03`,
+		Args:              exactArgs(1, "provision takes one NODE name"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := parseLabels(labels)
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			return s.provision(cmd.Context(), args[0], &spec, l, wait, timeout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&spec.Image, "image", "", "image to clone the node's disk from (required)")
+	f.StringVar(&spec.InitiatorIqn, "initiator", "", "initiator IQN allowed to log in (default iqn.2026-11.io.sanboot:initiator.PROJECT.NODE)")
+	f.StringArrayVar(&spec.Macs, "mac", nil, "MAC address the boot server knows the node by (repeatable)")
+	f.StringVar(&spec.Agent, "agent", "", "place the node on this agent only")
+	f.BoolVar(&spec.Chap, "chap", false, "require CHAP authentication on the target")
+	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	f.BoolVar(&wait, "wait", false, "wait until the node is Ready")
+	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the call")
+	_ = cmd.MarkFlagRequired("image")
+	_ = cmd.RegisterFlagCompletionFunc("image", s.completeImages)
+	return cmd
+}
+
+func (s *session) provision(ctx context.Context, name string, spec *sanbootv1.NodeSpec, labels map[string]string, wait bool, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	resp, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{
+		Mode: sanbootv1.PutMode_PUT_MODE_CREATE,
+		Node: &sanbootv1.Node{
+			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name, Labels: labels},
+			Spec:     spec,
+		},
+	})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	fmt.Fprintf(s.env.Stdout, "node/%s %s\n", name, putResult(resp.GetResult()))
+	if !wait {
+		return nil
+	}
+	return s.waitNodes(ctx, project, []string{name}, condReady, timeout)
+}
+
+func putResult(r sanbootv1.PutResult) string {
+	switch r {
+	case sanbootv1.PutResult_PUT_RESULT_CREATED:
+		return "created"
+	case sanbootv1.PutResult_PUT_RESULT_CONFIGURED:
+		return "configured"
+	case sanbootv1.PutResult_PUT_RESULT_UNCHANGED:
+		return "unchanged"
+	}
+	return "accepted"
+}
+
+func newDeprovisionCmd(s *session) *cobra.Command {
+	var (
+		wait           bool
+		keepDisk       bool
+		ignoreNotFound bool
+		timeout        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "deprovision NODE...",
+		Short: "Delete nodes: tear down their targets and disks",
+		Long: `Delete nodes. Deletion takes two steps: the API marks the node deleting,
+then its agent removes the iSCSI target and the disk and the record goes.
+deprovision returns after the first step ("deleting"); with --wait it returns
+once the node is gone ("deleted").`,
+		Example: `  # Delete a node and wait until its target and disk are gone
+  sanbootctl deprovision node-01 --wait
+
+  # Delete several nodes, keeping their disks as images
+  sanbootctl deprovision node-02 node-03 --keep-disk`,
+		Args:              minArgs(1, "name at least one NODE"),
+		ValidArgsFunction: s.completeNodes,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			return s.deprovision(cmd.Context(), names, keepDisk, ignoreNotFound, wait, timeout)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&wait, "wait", false, "wait until the nodes are gone")
+	f.BoolVar(&keepDisk, "keep-disk", false, "keep each node's disk as an image")
+	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
+	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
+	return cmd
+}
+
+func (s *session) deprovision(ctx context.Context, names []string, keepDisk, ignoreNotFound, wait bool, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	var deleting []string
+	for _, name := range names {
+		_, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name, KeepDisk: keepDisk})
+		if err != nil {
+			err = s.rpcError(err)
+			if ignoreNotFound && exitCode(err) == ExitNotFound {
+				continue
+			}
+			errs = append(errs, err)
+			continue
+		}
+		deleting = append(deleting, name)
+		if !wait {
+			fmt.Fprintf(s.env.Stdout, "node/%s deleting\n", name)
+		}
+	}
+	if wait && len(deleting) > 0 {
+		errs = append(errs, s.waitNodes(ctx, project, deleting, condDeleted, timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// exactArgs and minArgs are cobra argument checks with a message that says
+// what the command wants.
+func exactArgs(n int, msg string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s (got %d arguments)", msg, len(args))
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, msg string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return errors.New(msg)
+		}
+		return nil
+	}
+}

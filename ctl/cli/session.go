@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/client"
+	"github.com/sanboot/sanboot/ctl/config"
+)
+
+// session holds the global flags and, once a command needs them, the
+// resolved settings and the API connection. Commands that never talk to the
+// API (help, completion) never read the config file.
+type session struct {
+	env   Env
+	flags struct {
+		endpoints   string
+		project     string
+		configPath  string
+		callTimeout time.Duration
+	}
+	settings *config.Settings
+	client   *client.Client
+}
+
+func (s *session) resolve() (config.Settings, error) {
+	if s.settings != nil {
+		return *s.settings, nil
+	}
+	st, err := config.Resolve(config.Input{
+		Endpoints:  s.flags.endpoints,
+		Project:    s.flags.project,
+		ConfigPath: s.flags.configPath,
+		Getenv:     s.env.Getenv,
+	})
+	if err != nil {
+		var fe *config.FlagError
+		if errors.As(err, &fe) {
+			return config.Settings{}, withCode(ExitUsage, err)
+		}
+		return config.Settings{}, err
+	}
+	s.settings = &st
+	return st, nil
+}
+
+// project returns the project commands work in.
+func (s *session) project() (string, error) {
+	st, err := s.resolve()
+	return st.Project, err
+}
+
+// api returns the connection to the API, creating it on first use.
+func (s *session) api() (sanbootv1.SanbootClient, error) {
+	if s.client != nil {
+		return s.client, nil
+	}
+	st, err := s.resolve()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout})
+	if err != nil {
+		return nil, err
+	}
+	s.client = c
+	return c, nil
+}
+
+// where describes the endpoints for error messages.
+func (s *session) where() string {
+	if s.settings == nil {
+		return "the sanboot API"
+	}
+	return "the sanboot API at " + strings.Join(s.settings.Endpoints, ",") + " (from " + s.settings.EndpointsFrom + ")"
+}
+
+func (s *session) close() {
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+}

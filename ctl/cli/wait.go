@@ -1,0 +1,307 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+// condition is what a wait waits for.
+type condition string
+
+const (
+	condReady   condition = "ready"
+	condDeleted condition = "deleted"
+)
+
+func parseCondition(s string) (condition, error) {
+	switch strings.ToLower(strings.TrimPrefix(s, "condition=")) {
+	case "ready":
+		return condReady, nil
+	case "deleted", "delete":
+		return condDeleted, nil
+	}
+	return "", usageErrorf("--for=%q: use --for=ready or --for=deleted", s)
+}
+
+func newWaitCmd(s *session) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "wait node NAME... [--for=ready|deleted] [--timeout=D]",
+		Short: "Wait until nodes are Ready or deleted",
+		Long: `Wait until every named node is Ready or deleted.
+
+Ready means the node's phase is Ready and its status describes its current
+spec (status.observedGeneration == metadata.generation). Waiting follows the
+API's watch of the nodes; it never polls. A node that is Failed for its
+current spec ends the wait with exit code 1 and the agent's message; a node
+that does not exist ends a wait for ready with exit code 4. When --timeout
+passes first, the exit code is 3.`,
+		Example: `  # Wait up to ten minutes for two nodes to be served
+  sanbootctl wait node node-01 node-02 --for=ready --timeout=10m
+
+  # Wait until a node's disk and target are gone
+  sanbootctl wait node node-01 --for=deleted`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf("name what to wait for: wait node NAME...")
+			}
+			return usageErrorf("cannot wait for %q: use wait node NAME...", args[0])
+		},
+	}
+
+	var (
+		forFlag string
+		timeout time.Duration
+	)
+	node := &cobra.Command{
+		Use:     "node NAME...",
+		Aliases: []string{"nodes", "no"},
+		Short:   "Wait until nodes are Ready or deleted",
+		Example: `  sanbootctl wait node node-01 --for=ready --timeout=10m
+  sanbootctl wait node node-01 node-02 --for=deleted`,
+		Args:              minArgs(1, "name at least one NODE"),
+		ValidArgsFunction: s.completeNodes,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			cond, err := parseCondition(forFlag)
+			if err != nil {
+				return err
+			}
+			project, err := s.project()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return s.waitNodes(ctx, project, names, cond, timeout)
+		},
+	}
+	node.Flags().StringVar(&forFlag, "for", string(condReady), "condition: ready or deleted")
+	node.Flags().DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait (exit code 3 when it passes)")
+	_ = node.RegisterFlagCompletionFunc("for", cobra.FixedCompletions([]string{"ready", "deleted"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.AddCommand(node)
+	return cmd
+}
+
+// nodeWait is the state of one waitNodes call.
+type nodeWait struct {
+	project  string
+	cond     condition
+	pending  map[string]bool
+	last     map[string]string // last progress line per node, for the timeout message
+	progress io.Writer         // phase changes go here (stderr)
+	done     io.Writer         // "node/x ready" goes here (stdout)
+}
+
+// streamError is a failure of the watch stream itself (as opposed to a
+// node reaching a state that ends the wait); some are worth a reconnect.
+type streamError struct{ err error }
+
+func (e *streamError) Error() string { return e.err.Error() }
+func (e *streamError) Unwrap() error { return e.err }
+
+// waitNodes blocks until every named node of project meets cond or ctx
+// ends. It is driven by WatchNodes: the watch first sends every matching
+// node (TYPE_INITIAL), then TYPE_SYNCED, then changes. When the stream
+// breaks (a control-plane member went away) it opens a new one, which
+// starts with the current state again; nothing is polled.
+func (s *session) waitNodes(ctx context.Context, project string, names []string, cond condition, timeout time.Duration) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	w := &nodeWait{
+		project: project, cond: cond,
+		pending:  make(map[string]bool, len(names)),
+		last:     make(map[string]string, len(names)),
+		progress: s.env.Stderr, done: s.env.Stdout,
+	}
+	for _, n := range names {
+		w.pending[n] = true
+	}
+	backoff := 250 * time.Millisecond
+	for {
+		synced, err := w.watchOnce(ctx, c, names)
+		if err == nil {
+			return nil
+		}
+		var se *streamError
+		isStream := errors.As(err, &se)
+		// The server may see the deadline (sent along as grpc-timeout)
+		// before this process's timer fires: DeadlineExceeded is a timeout
+		// either way.
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || (isStream && status.Code(se.err) == codes.DeadlineExceeded) {
+			return w.timeoutError(timeout)
+		}
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		if !isStream {
+			return err
+		}
+		if !retryable(se.err) {
+			return s.rpcError(se.err)
+		}
+		if synced {
+			backoff = 250 * time.Millisecond
+		}
+		fmt.Fprintf(w.progress, "watch interrupted (%s); reconnecting in %s\n", status.Convert(se.err).Message(), backoff)
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return w.timeoutError(timeout)
+			}
+			return errors.New("interrupted")
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// retryable reports whether a broken watch is worth opening again: the
+// server went away or is stopping (Unavailable), ended the stream (io.EOF),
+// or dropped a watcher that fell behind (ResourceExhausted, "watch again").
+func retryable(err error) bool {
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// watchOnce runs one watch stream until every node met the condition (nil),
+// a node ended the wait (an error), or the stream failed (*streamError).
+// synced reports whether the stream got as far as TYPE_SYNCED.
+func (w *nodeWait) watchOnce(ctx context.Context, c sanbootv1.SanbootClient, names []string) (synced bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.WatchNodes(ctx, &sanbootv1.WatchNodesRequest{Project: w.project, Names: names})
+	if err != nil {
+		return false, &streamError{err}
+	}
+	seen := map[string]bool{}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return synced, &streamError{err}
+		}
+		n := ev.GetNode()
+		name := n.GetMetadata().GetName()
+		mine := w.pending[name] && api.ProjectOrDefault(n.GetMetadata().GetProject()) == w.project
+		switch ev.GetType() {
+		case sanbootv1.NodeEvent_TYPE_SYNCED:
+			synced = true
+			for _, name := range sortedKeys(w.pending) {
+				if seen[name] {
+					continue
+				}
+				if w.cond == condDeleted {
+					w.finish(name)
+					continue
+				}
+				return synced, withCode(ExitNotFound, fmt.Errorf("node %q not found in project %q", name, w.project))
+			}
+		case sanbootv1.NodeEvent_TYPE_INITIAL, sanbootv1.NodeEvent_TYPE_ADDED, sanbootv1.NodeEvent_TYPE_MODIFIED:
+			if !mine {
+				continue
+			}
+			seen[name] = true
+			w.report(n)
+			if w.cond != condReady {
+				continue
+			}
+			ready, err := isReady(n)
+			if err != nil {
+				return synced, err
+			}
+			if ready {
+				w.finish(name)
+			}
+		case sanbootv1.NodeEvent_TYPE_DELETED:
+			if !mine {
+				continue
+			}
+			if w.cond != condDeleted {
+				return synced, fmt.Errorf("node/%s was deleted while waiting for it to be ready", name)
+			}
+			w.finish(name)
+		}
+		if len(w.pending) == 0 {
+			return synced, nil
+		}
+	}
+}
+
+// isReady says whether n is Ready for its current spec, or returns an error
+// when it cannot become Ready by waiting (Failed for the current spec, or
+// being deleted).
+func isReady(n *sanbootv1.Node) (bool, error) {
+	m, st := n.GetMetadata(), n.GetStatus()
+	if m.GetDeleteTime() != nil {
+		return false, fmt.Errorf("node/%s is being deleted", m.GetName())
+	}
+	if st.GetObservedGeneration() < m.GetGeneration() {
+		return false, nil // the status describes an older spec
+	}
+	switch st.GetPhase() {
+	case api.PhaseReady:
+		return true, nil
+	case api.PhaseFailed:
+		return false, fmt.Errorf("node/%s failed: %s (the agent keeps retrying)", m.GetName(), orNone(st.GetMessage()))
+	}
+	return false, nil
+}
+
+// report prints a node's phase and message when they changed.
+func (w *nodeWait) report(n *sanbootv1.Node) {
+	name, st := n.GetMetadata().GetName(), n.GetStatus()
+	line := orNone(st.GetPhase())
+	if msg := st.GetMessage(); msg != "" {
+		line += ": " + msg
+	}
+	if w.last[name] == line {
+		return
+	}
+	w.last[name] = line
+	fmt.Fprintf(w.progress, "node/%s: %s\n", name, line)
+}
+
+func (w *nodeWait) finish(name string) {
+	delete(w.pending, name)
+	fmt.Fprintf(w.done, "node/%s %s\n", name, w.cond)
+}
+
+func (w *nodeWait) timeoutError(timeout time.Duration) error {
+	var parts []string
+	for _, name := range sortedKeys(w.pending) {
+		if last, ok := w.last[name]; ok {
+			parts = append(parts, fmt.Sprintf("node/%s (last seen %s)", name, last))
+		} else {
+			parts = append(parts, "node/"+name)
+		}
+	}
+	return withCode(ExitTimeout, fmt.Errorf("timed out after %s waiting for %s to be %s; raise --timeout to wait longer",
+		timeout, strings.Join(parts, ", "), w.cond))
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

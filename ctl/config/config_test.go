@@ -1,0 +1,92 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sanboot/sanboot/ctl/client"
+)
+
+func TestResolve(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte("endpoints: [10.0.0.1:7443, \"[::1]:7443\"]\nproject: from-file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		in   Input
+		env  map[string]string
+		want Settings
+	}{
+		{"defaults", Input{}, map[string]string{"HOME": t.TempDir()},
+			Settings{Endpoints: []string{client.DefaultEndpoint}, EndpointsFrom: "default", Project: DefaultProject}},
+		{"no HOME", Input{}, nil,
+			Settings{Endpoints: []string{client.DefaultEndpoint}, EndpointsFrom: "default", Project: DefaultProject}},
+		{"file", Input{ConfigPath: file}, nil,
+			Settings{Endpoints: []string{"10.0.0.1:7443", "[::1]:7443"}, EndpointsFrom: file, Project: "from-file"}},
+		{"env over file", Input{ConfigPath: file}, map[string]string{EnvEndpoints: " 10.0.0.9:1 , 10.0.0.8:2,", EnvProject: "from-env"},
+			Settings{Endpoints: []string{"10.0.0.9:1", "10.0.0.8:2"}, EndpointsFrom: EnvEndpoints, Project: "from-env"}},
+		{"flags over env", Input{ConfigPath: file, Endpoints: "h:3", Project: "from-flag"}, map[string]string{EnvEndpoints: "10.0.0.9:1", EnvProject: "from-env"},
+			Settings{Endpoints: []string{"h:3"}, EndpointsFrom: "--endpoints", Project: "from-flag"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in
+			in.Getenv = func(k string) string { return tc.env[k] }
+			got, err := Resolve(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseEndpoints(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{"a:1", []string{"a:1"}, ""},
+		{"a:1,b:2", []string{"a:1", "b:2"}, ""},
+		{"[::1]:7443", []string{"[::1]:7443"}, ""},
+		{"a", nil, "not host:port"},
+		{":7443", nil, "not host:port"},
+		{"a:0", nil, "no valid port"},
+		{"a:http", nil, "no valid port"},
+		{",", nil, "names no endpoint"},
+	} {
+		got, err := ParseEndpoints(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseEndpoints(%q) error %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseEndpoints(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+}
+
+func TestLoadErrorsNameFileAndLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("project: a\n\nendpoints: [h:1]\nendpoint: [h:2]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, found, err := Load(path)
+	want := path + `:4: unknown field "endpoint"`
+	if !found || err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Load: found=%v err=%v, want prefix %q", found, err, want)
+	}
+	_, found, err = Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if found || err != nil {
+		t.Errorf("missing file: found=%v err=%v, want neither", found, err)
+	}
+}
