@@ -1,0 +1,262 @@
+// Command sanboot-agent runs on a storage host: it registers itself in etcd
+// under a lease, watches its own assignments and the image specs, and makes
+// its store and iSCSI target match them. It never listens for commands:
+// it opens every connection itself. See agent/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/sanboot/sanboot/agent/reconciler"
+	"github.com/sanboot/sanboot/agent/registry"
+	fakestore "github.com/sanboot/sanboot/agent/store/fake"
+	faketarget "github.com/sanboot/sanboot/agent/target/fake"
+	"github.com/sanboot/sanboot/api"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "sanboot-agent:", err)
+		os.Exit(2)
+	}
+}
+
+// availableDrivers are the --driver values this release knows.
+const availableDrivers = "fake"
+
+type config struct {
+	name             string
+	endpoints        []string
+	driver           string
+	storeDir         string
+	portals          []string
+	advertisePortals []string
+	leaseTTL         time.Duration
+	resyncInterval   time.Duration
+	workers          int
+	fakeCapacity     int64
+	logLevel         slog.Level
+}
+
+// listFlag is a repeatable flag.
+type listFlag struct {
+	vals []string
+	set  bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+func (l *listFlag) Set(s string) error {
+	if !l.set {
+		l.vals, l.set = nil, true // the first use replaces the default
+	}
+	l.vals = append(l.vals, s)
+	return nil
+}
+
+func parseFlags(args []string, out io.Writer) (config, error) {
+	fs := flag.NewFlagSet("sanboot-agent", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var (
+		c         config
+		endpoints string
+		capacity  string
+		logLevel  string
+		portals   = listFlag{vals: []string{"127.0.0.1:3260"}}
+		advertise listFlag
+	)
+	fs.StringVar(&c.name, "name", "", "this agent's name, a DNS label unique among agents (required)")
+	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma separated")
+	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver (required): "+availableDrivers+"; tgt and lio arrive in a later release")
+	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "where images and node disks live (the fake store keeps nothing there)")
+	fs.Var(&portals, "portal", "ADDR:PORT targets listen on (repeatable)")
+	fs.Var(&advertise, "advertise-portal", "ADDR:PORT nodes are told to use, when it differs from --portal (NAT, VM; repeatable)")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", 10*time.Second, "TTL of the registration lease: how long after a crash the agent shows Unavailable")
+	fs.DurationVar(&c.resyncInterval, "resync-interval", time.Minute, "interval of full resyncs (desired in etcd vs actual store and targets)")
+	fs.IntVar(&c.workers, "workers", 8, "nodes and images worked on at once")
+	fs.StringVar(&capacity, "fake-capacity", "1TiB", "size the fake store pretends to have (--driver=fake)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q: every setting is a flag; see --help", fs.Args())
+	}
+	c.portals, c.advertisePortals = portals.vals, advertise.vals
+
+	var errs []error
+	if err := api.ValidateName("--name", c.name); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.driver {
+	case "fake":
+	case "":
+		errs = append(errs, fmt.Errorf("--driver is required: available drivers: %s (tgt and lio arrive in a later release)", availableDrivers))
+	default:
+		errs = append(errs, fmt.Errorf("--driver=%q is unknown: available drivers: %s (tgt and lio arrive in a later release)", c.driver, availableDrivers))
+	}
+	for e := range strings.SplitSeq(endpoints, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		u, err := url.Parse(e)
+		switch {
+		case err != nil || u.Host == "" || u.Path != "" && u.Path != "/":
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://127.0.0.1:2379", e))
+		case u.Scheme != "http":
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q: only http:// is supported in this release (TLS flags arrive later)", e))
+		default:
+			c.endpoints = append(c.endpoints, e)
+		}
+	}
+	if len(c.endpoints) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("--etcd-endpoints is empty: give at least one URL such as http://127.0.0.1:2379"))
+	}
+	if !filepath.IsAbs(c.storeDir) || filepath.Clean(c.storeDir) != c.storeDir {
+		errs = append(errs, fmt.Errorf("--store-dir=%q: use an absolute, clean path such as /var/lib/sanboot", c.storeDir))
+	} else if fi, err := os.Stat(c.storeDir); err == nil && !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("--store-dir=%q is not a directory", c.storeDir))
+	}
+	errs = append(errs, checkPortals("--portal", c.portals, true), checkPortals("--advertise-portal", c.advertisePortals, false))
+	if c.leaseTTL < 2*time.Second || c.leaseTTL > time.Hour {
+		errs = append(errs, fmt.Errorf("--lease-ttl=%v: use 2s to 1h (etcd's minimum is about 2s)", c.leaseTTL))
+	}
+	if c.resyncInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--resync-interval=%v: use at least 1s", c.resyncInterval))
+	}
+	if c.workers < 1 || c.workers > 1024 {
+		errs = append(errs, fmt.Errorf("--workers=%d: use 1 to 1024", c.workers))
+	}
+	size, err := parseSize(capacity)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--fake-capacity: %w", err))
+	}
+	c.fakeCapacity = size
+	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level=%q: use debug, info, warn or error", logLevel))
+	}
+	return c, errors.Join(errs...)
+}
+
+func checkPortals(flagName string, portals []string, required bool) error {
+	if required && len(portals) == 0 {
+		return fmt.Errorf("%s: give at least one ADDR:PORT", flagName)
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for _, p := range portals {
+		if err := api.ValidatePortal(flagName, p); err != nil {
+			errs = append(errs, err)
+		} else if seen[p] {
+			errs = append(errs, fmt.Errorf("%s: %s is given twice", flagName, p))
+		}
+		seen[p] = true
+	}
+	return errors.Join(errs...)
+}
+
+// parseSize reads a size such as 1TiB, 500GiB, 64MiB or 1048576 (bytes).
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"PiB", 1 << 50}, {"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size: use a positive whole number of bytes, or with KiB, MiB, GiB, TiB or PiB (e.g. 1TiB)", s)
+	}
+	return n * mult, nil
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// run is the whole program; it returns when ctx ends (after revoking the
+// lease) or when the flags are wrong.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
+	log.Warn("the fake driver and store serve no iSCSI and keep no data: use them for tests and benchmarks only",
+		"driver", c.driver, "capacity", c.fakeCapacity)
+	if _, err := os.Stat(c.storeDir); err != nil {
+		log.Info("store directory does not exist; the fake store does not need it", "dir", c.storeDir)
+	}
+	st, err := fakestore.New(fakestore.Options{Root: c.storeDir, CapacityBytes: c.fakeCapacity})
+	if err != nil {
+		return err
+	}
+	drv := faketarget.New()
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
+	}
+	defer cli.Close()
+	log.Info("starting", "agent", c.name, "version", version(), "etcd", c.endpoints, "driver", c.driver,
+		"portals", c.portals, "advertise", c.advertisePortals, "note", "the connection to etcd is not encrypted")
+
+	reg, err := registry.New(cli, registry.Config{
+		Name: c.name, Version: version(), Driver: drv.Name(),
+		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
+		TTL: c.leaseTTL, Log: log,
+		Capacity: func(ctx context.Context) (int64, int64, error) {
+			cp, err := st.Capacity(ctx)
+			return cp.CapacityBytes, cp.FreeBytes, err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	rec, err := reconciler.New(reconciler.Config{
+		Agent: c.name, Client: cli, Store: st, Driver: drv,
+		Portals: c.portals, AdvertisePortals: c.advertisePortals,
+		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = reg.Run(ctx) })
+	wg.Go(func() { _ = rec.Run(ctx) })
+	<-ctx.Done()
+	log.Info("stopping: revoking the lease, so the agent shows as Unavailable now")
+	wg.Wait()
+	return nil
+}

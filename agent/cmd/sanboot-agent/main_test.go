@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+func TestFlagDefaults(t *testing.T) {
+	c, err := parseFlags([]string{"--name=agent-1", "--driver=fake"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.name != "agent-1" || c.driver != "fake" || strings.Join(c.endpoints, ",") != "http://127.0.0.1:2379" ||
+		c.storeDir != "/var/lib/sanboot" || strings.Join(c.portals, ",") != "127.0.0.1:3260" || len(c.advertisePortals) != 0 ||
+		c.leaseTTL != 10*time.Second || c.resyncInterval != time.Minute || c.workers != 8 || c.fakeCapacity != 1<<40 {
+		t.Errorf("defaults = %+v", c)
+	}
+	c, err = parseFlags([]string{"--name=a", "--driver=fake", "--portal=10.0.0.1:3260", "--portal=[::1]:3261",
+		"--advertise-portal=192.0.2.1:3260", "--etcd-endpoints=http://10.0.0.1:2379, http://10.0.0.2:2379",
+		"--fake-capacity=512GiB", "--workers=2", "--lease-ttl=3s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.portals, ",") != "10.0.0.1:3260,[::1]:3261" || strings.Join(c.advertisePortals, ",") != "192.0.2.1:3260" ||
+		len(c.endpoints) != 2 || c.fakeCapacity != 512<<30 || c.workers != 2 || c.leaseTTL != 3*time.Second {
+		t.Errorf("parsed = %+v", c)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--driver=fake"}, "--name: is required"},
+		{[]string{"--name=Agent_1", "--driver=fake"}, "not a lowercase DNS label"},
+		{[]string{"--name=a"}, "--driver is required: available drivers: fake (tgt and lio arrive in a later release)"},
+		{[]string{"--name=a", "--driver=tgt"}, `--driver="tgt" is unknown: available drivers: fake (tgt and lio arrive in a later release)`},
+		{[]string{"--name=a", "--driver=lio"}, "tgt and lio arrive in a later release"},
+		{[]string{"--name=a", "--driver=fake", "--portal=localhost:3260"}, "is not a portal"},
+		{[]string{"--name=a", "--driver=fake", "--portal=127.0.0.1:3260", "--portal=127.0.0.1:3260"}, "given twice"},
+		{[]string{"--name=a", "--driver=fake", "--advertise-portal=1.2.3.4"}, "is not a portal"},
+		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=127.0.0.1:2379"}, "not a URL"},
+		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=https://127.0.0.1:2379"}, "only http://"},
+		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=,"}, "--etcd-endpoints is empty"},
+		{[]string{"--name=a", "--driver=fake", "--store-dir=var/lib"}, "absolute, clean path"},
+		{[]string{"--name=a", "--driver=fake", "--store-dir=/etc/hostname"}, "is not a directory"},
+		{[]string{"--name=a", "--driver=fake", "--lease-ttl=1s"}, "--lease-ttl=1s"},
+		{[]string{"--name=a", "--driver=fake", "--resync-interval=10ms"}, "--resync-interval"},
+		{[]string{"--name=a", "--driver=fake", "--workers=0"}, "--workers=0"},
+		{[]string{"--name=a", "--driver=fake", "--fake-capacity=1TB"}, `"1TB" is not a size`},
+		{[]string{"--name=a", "--driver=fake", "--fake-capacity=-1GiB"}, "is not a size"},
+		{[]string{"--name=a", "--driver=fake", "--log-level=loud"}, "--log-level"},
+		{[]string{"--name=a", "--driver=fake", "extra"}, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		_, err := parseFlags(tc.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1TiB": 1 << 40, "3 GiB": 3 << 30, "512": 512, "10B": 10, "2PiB": 2 << 50, "4KiB": 4096} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer the agent's logger and the test may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The whole program against a real etcd: registers, serves an assignment,
+// revokes its lease on stop, and after a restart registers again and keeps
+// serving its assignments.
+func TestRunRegistersServesAndRestarts(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	ctx := context.Background()
+	args := []string{"--name=agent-1", "--driver=fake", "--etcd-endpoints=" + m.Endpoints[0],
+		"--store-dir=" + t.TempDir(), "--advertise-portal=10.0.2.2:3260", "--lease-ttl=2s"}
+	var logs syncBuffer
+	start := func() (stop func()) {
+		c, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- run(c, args, &logs) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	}
+	alive := func() bool {
+		resp, err := cli.Get(ctx, api.AliveKey("agent-1"))
+		return err == nil && len(resp.Kvs) == 1
+	}
+	ready := func(gen int64) bool {
+		st := &sanbootv1.NodeStatus{}
+		_, err := kv.Get(ctx, cli, api.NodeStatusKey("default", "node-01"), st)
+		return err == nil && st.Phase == api.PhaseReady && st.ObservedGeneration == gen &&
+			st.TargetIqn == api.TargetIQN("", "default", "node-01") && len(st.Portals) == 1 && st.Portals[0] == "10.0.2.2:3260"
+	}
+	put := func(key string, msg proto.Message) {
+		b, _ := proto.Marshal(msg)
+		if _, err := cli.Put(ctx, key, string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	stop := start()
+	eventually(t, "registered", alive)
+	rec := &sanbootv1.AgentRecord{}
+	if _, err := kv.Get(ctx, cli, api.AgentKey("agent-1"), rec); err != nil || rec.Driver != "fake" || rec.CapacityBytes != 1<<40 {
+		t.Fatalf("agent record %v, %v", rec, err)
+	}
+	put(api.ImageKey("default", "golden"), &sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{Project: "default", Name: "golden", Generation: 1},
+		Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 30}})
+	a := &sanbootv1.Assignment{Project: "default", Node: "node-01", Generation: 1, Spec: &sanbootv1.NodeSpec{Image: "golden"},
+		InitiatorIqn: api.DefaultInitiatorIQN("default", "node-01"), TargetIqn: api.TargetIQN("", "default", "node-01")}
+	put(api.AssignKey("agent-1", "default", "node-01"), a)
+	eventually(t, "node Ready", func() bool { return ready(1) })
+
+	stop()
+	if alive() {
+		t.Errorf("alive key still there after a clean stop: the lease must be revoked")
+	}
+	if resp, err := cli.Get(ctx, api.AssignKey("agent-1", "default", "node-01")); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("assignment gone after stop: %v", err)
+	}
+
+	stop = start()
+	defer stop()
+	eventually(t, "registered again", alive)
+	a.Generation = 2
+	put(api.AssignKey("agent-1", "default", "node-01"), a)
+	eventually(t, "node Ready at generation 2 after the restart", func() bool { return ready(2) })
+	if !strings.Contains(logs.String(), "lease revoked") {
+		t.Errorf("logs do not say the lease was revoked:\n%s", logs.String())
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 60s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,109 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/agent/store"
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+// syncImage makes the store hold an image this agent should replicate, and
+// report it in its ImageReplica; or removes the copy and the replica of an
+// image it should not hold (spec deleted, being deleted, or for other
+// agents). Disks cloned from a removed image are not affected.
+func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
+	r.mu.Lock()
+	st, ok := r.images[k]
+	r.mu.Unlock()
+	defer r.wakeWaiters(k)
+
+	if !ok || (st.err == nil && (st.im.GetMetadata().GetDeleteTime() != nil || !r.wants(st.im))) {
+		guard := int64(0) // the spec is absent
+		if ok {
+			guard = st.rev
+		}
+		if err := r.cfg.Store.DeleteImage(ctx, k.project, k.name); err != nil {
+			if isInvalid(err) {
+				return settled, err // a name that was never a path
+			}
+			return retry, fmt.Errorf("remove image %s/%s from the store: %w", k.project, k.name, err)
+		}
+		r.mu.Lock()
+		delete(r.imageErr, k)
+		r.mu.Unlock()
+		r.w.submit(item{key: api.ReplicaKey(k.project, k.name, r.cfg.Agent), del: true, guardKey: api.ImageKey(k.project, k.name), guardRev: guard})
+		return done, nil
+	}
+
+	rep := &sanbootv1.ImageReplica{Agent: r.cfg.Agent, ObservedGeneration: st.im.GetMetadata().GetGeneration()}
+	submit := func(phase, msg string) {
+		rep := proto.CloneOf(rep)
+		rep.Phase, rep.Message = phase, msg
+		r.w.submit(replicaItem(r.cfg.Agent, k.project, k.name, st.rev, rep))
+	}
+	fail := func(out outcome, err error, msg string) (outcome, error) {
+		if ctx.Err() != nil { // stopping: not the image's fault
+			return retry, err
+		}
+		r.mu.Lock()
+		r.imageErr[k] = msg
+		r.mu.Unlock()
+		submit(api.ReplicaFailed, msg)
+		return out, err
+	}
+	if st.err != nil {
+		return fail(settled, st.err, fmt.Sprintf("the image record cannot be decoded (%v): upgrade the agent", st.err))
+	}
+	spec, err := storeSpec(k, st.im)
+	if err != nil {
+		return fail(settled, err, fmt.Sprintf("the image spec is invalid: %s; fix it through the API", oneLine(err)))
+	}
+	p := startProgress(r.cfg.ProgressAfter, "importing", func(msg string) { submit(api.ReplicaPending, msg) })
+	im, err := r.cfg.Store.EnsureImage(ctx, spec)
+	p.finish(nil)
+	switch {
+	case err == nil:
+	case isInvalid(err):
+		return fail(settled, err, fmt.Sprintf("the image spec is invalid: %s; fix it through the API", oneLine(err)))
+	case errors.Is(err, store.ErrMismatch):
+		return fail(settled, err, fmt.Sprintf("%v: this agent holds another image of that name; images do not change: "+
+			"create a new image instead", err))
+	case errors.Is(err, store.ErrNoSpace):
+		return fail(retry, err, fmt.Sprintf("%v; the agent retries", err))
+	default:
+		return fail(retry, err, fmt.Sprintf("import failed: %v; the agent retries", err))
+	}
+	r.mu.Lock()
+	delete(r.imageErr, k)
+	r.mu.Unlock()
+	rep.SizeBytes, rep.Sha256 = im.SizeBytes, im.SHA256
+	submit(api.ReplicaReady, "")
+	return done, nil
+}
+
+// storeSpec converts an image record into what the store imports.
+func storeSpec(k ref, im *sanbootv1.Image) (store.ImageSpec, error) {
+	s := im.GetSpec()
+	if s == nil {
+		return store.ImageSpec{}, &api.FieldError{Field: "spec", Msg: "is missing: it gives the size and source"}
+	}
+	spec := store.ImageSpec{Project: k.project, Name: k.name, SizeBytes: s.GetSizeBytes()}
+	switch src := s.GetSource().GetKind().(type) {
+	case nil, *sanbootv1.ImageSource_Blank:
+		spec.Source = store.Source{Kind: store.SourceBlank}
+	case *sanbootv1.ImageSource_Upload:
+		spec.Source = store.Source{Kind: store.SourceUpload, UploadID: src.Upload.GetUploadId(), SHA256: src.Upload.GetSha256()}
+	case *sanbootv1.ImageSource_Url:
+		spec.Source = store.Source{Kind: store.SourceURL, URL: src.Url.GetUrl(), SHA256: src.Url.GetSha256()}
+	case *sanbootv1.ImageSource_Snapshot:
+		spec.Source = store.Source{Kind: store.SourceSnapshot, Node: src.Snapshot.GetNode()}
+	case *sanbootv1.ImageSource_Copy:
+		spec.Source = store.Source{Kind: store.SourceCopy, Image: src.Copy.GetImage()}
+	}
+	return spec, store.ValidateImageSpec(spec)
+}

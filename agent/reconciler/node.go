@@ -1,0 +1,253 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/sanboot/sanboot/agent/store"
+	"github.com/sanboot/sanboot/agent/target"
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+// nodeWork is one pass over one node: the assignment it acts on and the
+// way it reports.
+type nodeWork struct {
+	ctx context.Context
+	r   *Reconciler
+	k   ref
+	rev int64
+	gen int64
+	p   *progress
+}
+
+func (w *nodeWork) status(phase, msg string) *sanbootv1.NodeStatus {
+	return &sanbootv1.NodeStatus{Phase: phase, Message: msg, Agent: w.r.cfg.Agent, ObservedGeneration: w.gen}
+}
+
+func (w *nodeWork) submit(st *sanbootv1.NodeStatus) {
+	w.r.w.submit(statusItem(w.r.cfg.Agent, w.k.project, w.k.name, w.rev, st))
+}
+
+// final writes st as the outcome of this pass.
+func (w *nodeWork) final(st *sanbootv1.NodeStatus) { w.p.finish(func() { w.submit(st) }) }
+
+// failed writes a Failed status and returns how to go on. When the agent
+// is stopping, the failure is the stop's doing and is not reported.
+func (w *nodeWork) failed(out outcome, err error, msg string) (outcome, error) {
+	if w.ctx.Err() != nil {
+		w.p.finish(nil)
+		return retry, err
+	}
+	w.final(w.status(api.PhaseFailed, msg))
+	return out, err
+}
+
+// syncNode converges one node: image present, disk cloned, target served,
+// status written; or, for a deleting assignment, target and disk gone.
+func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
+	r.mu.Lock()
+	st, ok := r.assigns[k]
+	r.mu.Unlock()
+	if !ok {
+		// The scheduler removed the assignment (and the status with it);
+		// the target GC removes what is left.
+		return done, nil
+	}
+	w := &nodeWork{ctx: ctx, r: r, k: k, rev: st.rev}
+	if st.err != nil {
+		w.p = startProgress(r.cfg.ProgressAfter, "", nil)
+		return w.failed(settled, st.err, fmt.Sprintf("the assignment record cannot be decoded (%v): the control plane "+
+			"and this agent may run incompatible versions; upgrade the agent", st.err))
+	}
+	a := st.a
+	w.gen = a.GetGeneration()
+	if a.GetDeleting() {
+		w.p = startProgress(r.cfg.ProgressAfter, "removing the target", func(msg string) { w.submit(w.status(api.PhaseDeleting, msg)) })
+		return r.teardown(ctx, w, a)
+	}
+	w.p = startProgress(r.cfg.ProgressAfter, "preparing the disk", func(msg string) { w.submit(w.status(api.PhaseProvisioning, msg)) })
+	want, image, err := r.desired(k, a)
+	if err != nil {
+		return w.failed(settled, err, fmt.Sprintf("the assignment is invalid, so nothing was created: %s. "+
+			"Fix the node's spec through the API; the agent tries again when the assignment changes", oneLine(err)))
+	}
+
+	disk, err := r.cfg.Store.StatDisk(ctx, k.project, k.name)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, err := r.cfg.Store.StatImage(ctx, k.project, image); errors.Is(err, store.ErrNotFound) {
+			phase, msg := r.imageProblem(k, image)
+			w.final(w.status(phase, msg))
+			return settled, nil
+		} else if err != nil {
+			return w.failed(retry, err, fmt.Sprintf("cannot read image %q in this agent's store: %v; the agent retries", image, err))
+		}
+		msg := fmt.Sprintf("cloning image %q into the node's disk", image)
+		if r.cfg.Store.CloneMode() == store.CloneCopy {
+			w.p.now(msg + " (a full copy: this file system has no reflink)")
+		} else {
+			w.p.step(msg)
+		}
+		disk, err = r.cfg.Store.Clone(ctx, k.project, image, k.name)
+		switch {
+		case errors.Is(err, store.ErrNoSpace):
+			return w.failed(retry, err, fmt.Sprintf("cannot clone the disk: %v; the agent retries", err))
+		case errors.Is(err, store.ErrNotFound):
+			return w.failed(retry, err, fmt.Sprintf("image %q vanished from this agent's store while cloning; the agent retries", image))
+		case err != nil:
+			return w.failed(retry, err, fmt.Sprintf("cannot clone image %q: %v; check the store directory on this agent; the agent retries", image, err))
+		}
+	} else if err != nil {
+		return w.failed(retry, err, fmt.Sprintf("cannot read the node's disk: %v; check the store directory on this agent; the agent retries", err))
+	}
+
+	want.BackingPath, want.SizeBytes = disk.Path, disk.SizeBytes
+	w.p.step("building the iSCSI target")
+	if err := r.cfg.Driver.Ensure(ctx, want); err != nil {
+		if isInvalid(err) {
+			return w.failed(settled, err, fmt.Sprintf("the target cannot be built from this assignment: %s. "+
+				"Fix the node's spec through the API", oneLine(err)))
+		}
+		return w.failed(retry, err, fmt.Sprintf("the %s driver could not build target %s: %v; check the target service "+
+			"on this agent; the agent retries", r.cfg.Driver.Name(), want.IQN, err))
+	}
+	ready := w.status(api.PhaseReady, fmt.Sprintf("target %s serves the disk to %s", want.IQN, want.Initiators[0]))
+	ready.TargetIqn = want.IQN
+	ready.Portals = slices.Clone(r.advertise)
+	ready.Lun = int32(r.cfg.Driver.LUN())
+	ready.CloneMode = string(disk.CloneMode)
+	w.final(ready)
+	return done, nil
+}
+
+// teardown removes a deleting node's target and disk and says Deleted.
+func (r *Reconciler) teardown(ctx context.Context, w *nodeWork, a *sanbootv1.Assignment) (outcome, error) {
+	k := w.k
+	iqn := targetIQN(k, a)
+	if err := api.ValidateIQN("assignment.targetIqn", iqn); err == nil {
+		if err := r.cfg.Driver.Delete(ctx, iqn); err != nil {
+			return w.failed(retry, err, fmt.Sprintf("deleting: the %s driver could not remove target %s: %v; the agent retries",
+				r.cfg.Driver.Name(), iqn, err))
+		}
+	}
+	msg := "target removed and disk deleted"
+	if a.GetSpec().GetKeepDisk() {
+		path := "(none)"
+		if d, err := r.cfg.Store.StatDisk(ctx, k.project, k.name); err == nil {
+			path = d.Path
+		}
+		msg = fmt.Sprintf("target removed; the disk is kept at %s because spec.keepDisk is set "+
+			"(turning it into an image comes in a later release)", path)
+	} else {
+		w.p.step("deleting the disk")
+		if err := r.cfg.Store.DeleteDisk(ctx, k.project, k.name); err != nil {
+			return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed but the disk could not be deleted: %v; "+
+				"check the store directory on this agent; the agent retries", err))
+		}
+	}
+	w.final(w.status(api.PhaseDeleted, msg))
+	return done, nil
+}
+
+func targetIQN(k ref, a *sanbootv1.Assignment) string {
+	if a.GetTargetIqn() != "" {
+		return a.GetTargetIqn()
+	}
+	return api.TargetIQN("", k.project, k.name)
+}
+
+// desired returns the target a node's assignment asks for (without its
+// backing file) and the image its disk comes from, or every reason why the
+// assignment cannot be served.
+func (r *Reconciler) desired(k ref, a *sanbootv1.Assignment) (target.Target, string, error) {
+	errs := []error{
+		api.ValidateName("assignment project", k.project),
+		api.ValidateName("assignment node", k.name),
+	}
+	if a.GetProject() != "" && a.GetProject() != k.project {
+		errs = append(errs, &api.FieldError{Field: "assignment.project", Value: a.GetProject(), Msg: "differs from the project in its key " + k.project})
+	}
+	if a.GetNode() != "" && a.GetNode() != k.name {
+		errs = append(errs, &api.FieldError{Field: "assignment.node", Value: a.GetNode(), Msg: "differs from the node in its key " + k.name})
+	}
+	spec := a.GetSpec()
+	if spec == nil {
+		errs = append(errs, &api.FieldError{Field: "assignment.spec", Msg: "is missing: it names the image"})
+		return target.Target{}, "", errors.Join(errs...)
+	}
+	errs = append(errs, api.ValidateName("spec.image", spec.GetImage()))
+	iqn := targetIQN(k, a)
+	errs = append(errs, api.ValidateIQN("assignment.targetIqn", iqn))
+	initiator := a.GetInitiatorIqn()
+	field := "assignment.initiatorIqn"
+	if initiator == "" {
+		initiator, field = spec.GetInitiatorIqn(), "spec.initiatorIqn"
+	}
+	if initiator == "" {
+		initiator = api.DefaultInitiatorIQN(k.project, k.name)
+	}
+	errs = append(errs, api.ValidateIQN(field, initiator))
+	if spec.GetChap() {
+		errs = append(errs, &api.FieldError{Field: "spec.chap", Value: "true",
+			Msg: "is not supported yet: assignments carry no CHAP secret in this release; turn chap off for this node"})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return target.Target{}, "", err
+	}
+	return target.Target{
+		IQN:        iqn,
+		Initiators: []string{initiator},
+		Portals:    slices.Clone(r.cfg.Portals),
+		Serial:     target.Serial(k.project, k.name),
+	}, spec.GetImage(), nil
+}
+
+// imageProblem says why a node's image is not in the store and registers
+// the node to be queued again when the image changes.
+func (r *Reconciler) imageProblem(node ref, image string) (phase, msg string) {
+	ik := ref{node.project, image}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiting[ik] == nil {
+		r.waiting[ik] = map[ref]bool{}
+	}
+	r.waiting[ik][node] = true
+	st, ok := r.images[ik]
+	switch {
+	case !ok:
+		return api.PhaseFailed, fmt.Sprintf("image %q does not exist in project %q: create it, or change the node's image; "+
+			"the agent goes on when it appears", image, node.project)
+	case st.err != nil:
+		return api.PhaseFailed, fmt.Sprintf("the record of image %q cannot be decoded (%v): upgrade the agent", image, st.err)
+	case st.im.GetMetadata().GetDeleteTime() != nil:
+		return api.PhaseFailed, fmt.Sprintf("image %q is being deleted: change the node's image", image)
+	case !r.wants(st.im):
+		return api.PhaseFailed, fmt.Sprintf("image %q is not replicated to agent %q (its spec.agents is %v): add this agent "+
+			"to the image's agents, or pin the node to one of them", image, r.cfg.Agent, st.im.GetSpec().GetAgents())
+	case r.imageErr[ik] != "":
+		return api.PhaseFailed, fmt.Sprintf("image %q could not be imported on this agent: %s", image, r.imageErr[ik])
+	}
+	r.q.Add(key{kindImage, ik})
+	return api.PhaseProvisioning, fmt.Sprintf("waiting for image %q to be imported into this agent's store", image)
+}
+
+// wants reports whether this agent should hold im.
+func (r *Reconciler) wants(im *sanbootv1.Image) bool {
+	agents := im.GetSpec().GetAgents()
+	return len(agents) == 0 || slices.Contains(agents, r.cfg.Agent)
+}
+
+// wakeWaiters queues the nodes waiting for image ik.
+func (r *Reconciler) wakeWaiters(ik ref) {
+	r.mu.Lock()
+	nodes := r.waiting[ik]
+	delete(r.waiting, ik)
+	r.mu.Unlock()
+	for n := range nodes {
+		k := key{kindNode, n}
+		r.q.Forget(k)
+		r.q.Add(k)
+	}
+}

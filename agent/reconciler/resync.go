@@ -1,0 +1,165 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sanboot/sanboot/agent/target"
+	"github.com/sanboot/sanboot/api"
+)
+
+// resync compares desired (the assignments and images mirrored from etcd)
+// with actual (store and driver), queues every node and image that
+// differs, removes sanboot targets nobody wants and logs orphan disks.
+func (r *Reconciler) resync(ctx context.Context) error {
+	// Actual state first: a target made after this list belongs to an
+	// assignment that the snapshot below already holds, so the GC never
+	// removes a target it has not seen wanted.
+	targets, err := r.cfg.Driver.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list targets: %w", err)
+	}
+	disks, err := r.cfg.Store.ListDisks(ctx)
+	if err != nil {
+		return fmt.Errorf("list disks: %w", err)
+	}
+	storeImages, err := r.cfg.Store.ListImages(ctx)
+	if err != nil {
+		return fmt.Errorf("list images: %w", err)
+	}
+	replicas, err := r.cfg.Client.Get(ctx, api.ReplicasPrefix("", ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("list image replicas: %w", err)
+	}
+
+	r.mu.Lock()
+	assigns := make(map[ref]assignState, len(r.assigns))
+	for k, v := range r.assigns {
+		assigns[k] = v
+	}
+	imageKeys := map[ref]bool{} // images to look at
+	for k, st := range r.images {
+		if st.err != nil || r.wants(st.im) {
+			imageKeys[k] = true
+		}
+	}
+	r.mu.Unlock()
+
+	actual := make(map[string]target.Target, len(targets))
+	for _, t := range targets {
+		actual[t.IQN] = t
+	}
+	diskOf := make(map[ref]int, len(disks))
+	for i, d := range disks {
+		diskOf[ref{d.Project, d.Node}] = i
+	}
+	wanted := wantedIQNs(assigns)
+	queued := 0
+	for k, st := range assigns {
+		need := !r.w.covered(api.NodeStatusKey(k.project, k.name), st.rev)
+		switch {
+		case st.err != nil:
+		case st.a.GetDeleting():
+			need = true
+		default:
+			want, _, err := r.desired(k, st.a)
+			if err != nil {
+				break
+			}
+			i, ok := diskOf[k]
+			if !ok {
+				need = true
+				break
+			}
+			want.BackingPath, want.SizeBytes = disks[i].Path, disks[i].SizeBytes
+			if got, ok := actual[want.IQN]; !ok || !target.SameConfig(got, want) {
+				need = true
+			}
+		}
+		if need {
+			r.q.Add(key{kindNode, k})
+			queued++
+		}
+	}
+
+	removed := 0
+	for _, t := range targets {
+		if strings.HasPrefix(t.IQN, r.cfg.ManagedPrefix) && !wanted[t.IQN] {
+			if err := r.cfg.Driver.Delete(ctx, t.IQN); err != nil {
+				r.log.Warn("could not remove an unwanted target; the next resync tries again", "iqn", t.IQN, "err", err)
+				continue
+			}
+			r.log.Info("removed a target no assignment wants", "iqn", t.IQN)
+			removed++
+		}
+	}
+
+	r.mu.Lock()
+	for _, d := range disks {
+		k := ref{d.Project, d.Node}
+		if _, ok := assigns[k]; ok || r.orphans[k] {
+			continue
+		}
+		r.orphans[k] = true
+		r.log.Warn("orphan disk: no assignment names it; it is kept (a disk is deleted only when its node is deleted); "+
+			"remove it by hand if nobody needs it", "project", d.Project, "node", d.Node, "path", d.Path)
+	}
+	r.mu.Unlock()
+
+	// Images are few: look at every one this agent should hold, and at
+	// every copy or replica it has of one it should not (any more).
+	for _, im := range storeImages {
+		imageKeys[ref{im.Project, im.Name}] = true
+	}
+	for _, kv := range replicas.Kvs {
+		project, image, agent, err := api.ParseReplicaKey(string(kv.Key))
+		if err == nil && agent == r.cfg.Agent {
+			imageKeys[ref{project, image}] = true
+		}
+	}
+	for k := range imageKeys {
+		r.q.Add(key{kindImage, k})
+	}
+	r.log.Debug("resync", "assignments", len(assigns), "queued", queued, "targets", len(targets),
+		"removed", removed, "images", len(imageKeys))
+	return nil
+}
+
+// gcTargets removes sanboot targets that no assignment wants.
+func (r *Reconciler) gcTargets(ctx context.Context) error {
+	targets, err := r.cfg.Driver.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list targets: %w", err)
+	}
+	r.mu.Lock()
+	wanted := wantedIQNs(r.assigns)
+	r.mu.Unlock()
+	for _, t := range targets {
+		if strings.HasPrefix(t.IQN, r.cfg.ManagedPrefix) && !wanted[t.IQN] {
+			if err := r.cfg.Driver.Delete(ctx, t.IQN); err != nil {
+				return fmt.Errorf("remove target %s: %w", t.IQN, err)
+			}
+			r.log.Info("removed a target no assignment wants", "iqn", t.IQN)
+		}
+	}
+	return nil
+}
+
+// wantedIQNs are the targets the GC keeps: those of every assignment not
+// being deleted, valid or not. A node whose spec became invalid keeps its
+// old target (it may be running from it) until it is deleted.
+func wantedIQNs(assigns map[ref]assignState) map[string]bool {
+	wanted := make(map[string]bool, len(assigns))
+	for k, st := range assigns {
+		switch {
+		case st.err != nil:
+			wanted[api.TargetIQN("", k.project, k.name)] = true
+		case !st.a.GetDeleting():
+			wanted[targetIQN(k, st.a)] = true
+		}
+	}
+	return wanted
+}

@@ -1,0 +1,133 @@
+package tgt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const redacted = "[redacted]"
+
+// Error is a failed tgtadm call. Its text names the command line with every
+// CHAP secret replaced by "[redacted]", and what tgtadm said.
+type Error struct {
+	// Args are tgtadm's arguments, secrets redacted.
+	Args []string
+	// Msg is what tgtadm wrote to stderr, trimmed, secrets redacted.
+	Msg string
+	// Hint says what to do, when the failure has a known cause.
+	Hint string
+	// Err is the exec error (an *exec.ExitError, a context error, ...).
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("tgtadm ")
+	b.WriteString(strings.Join(e.Args, " "))
+	b.WriteString(": ")
+	if e.Msg != "" {
+		b.WriteString(e.Msg)
+	} else {
+		b.WriteString(e.Err.Error())
+	}
+	if e.Hint != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Hint)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// tgtadm's messages (usr/tgtadm_err.c); the exit status is 22 for all of them.
+const (
+	msgNoTarget   = "can't find the target"
+	msgNoAccount  = "can't find the account"
+	msgNoACL      = "this access control rule does not exist"
+	msgNoLUN      = "can't find the logical unit"
+	msgLUNActive  = "this logical unit is still active"
+	msgExists     = "already exists"
+	msgNoDaemon   = "tgt daemon" // "can't connect to the tgt daemon", "failed to send request hdr to tgt daemon"
+	exitNotConn   = 107          // ENOTCONN: no tgtd behind the control socket
+	defaultTgtadm = "tgtadm"
+)
+
+// said reports whether err is a tgtadm failure whose message contains msg.
+func said(err error, msg string) bool {
+	var e *Error
+	return errors.As(err, &e) && strings.Contains(e.Msg, msg)
+}
+
+// tgtadm runs tgtadm against one tgtd's control socket.
+type tgtadm struct {
+	path        string
+	controlPort int
+	timeout     time.Duration
+}
+
+// run runs tgtadm -C <port> args... and returns its standard output. The
+// values in secrets are redacted from any error.
+func (a *tgtadm) run(ctx context.Context, secrets []string, args ...string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", &Error{Args: redactArgs(args), Err: err}
+	}
+	if a.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.timeout)
+		defer cancel()
+	}
+	argv := append([]string{"-C", strconv.Itoa(a.controlPort)}, args...)
+	cmd := exec.CommandContext(ctx, a.path, argv...)
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err == nil {
+		return stdout.String(), nil
+	}
+	e := &Error{Args: redactArgs(argv), Msg: redactText(strings.TrimSpace(stderr.String()), secrets), Err: err}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		e.Err = fmt.Errorf("%w (%v)", ctxErr, err)
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		e.Hint = "tgtadm is not installed: install Debian's tgt package (apt-get install tgt)"
+	case errors.As(err, &exitErr) && (exitErr.ExitCode() == exitNotConn || strings.Contains(e.Msg, msgNoDaemon)):
+		e.Hint = fmt.Sprintf("no tgtd answers on control port %d: start one (sanboot-agent --tgtd=managed starts its own) or point the agent at the right port", a.controlPort)
+	}
+	return "", e
+}
+
+// redactArgs returns a copy of args with the value of every --password
+// option replaced.
+func redactArgs(args []string) []string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		switch {
+		case strings.HasPrefix(a, "--password="):
+			out[i] = "--password=" + redacted
+		case a == "--password" && i+1 < len(out):
+			out[i+1] = redacted
+		}
+	}
+	return out
+}
+
+// redactText replaces every secret in s.
+func redactText(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, redacted)
+		}
+	}
+	return s
+}
