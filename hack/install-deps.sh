@@ -7,13 +7,18 @@
 #                   from the Go module proxy (golang.org/toolchain), then
 #                   link it as /usr/local/bin/go.
 #   protoc          Debian's protobuf-compiler, for `make generate`.
+#   tgt             tgtd/tgtadm, the iSCSI target of the tgt driver (tests run
+#                   their own tgtd; the package's own service is kept from
+#                   starting during the install).
+#   libiscsi-bin    a real initiator (iscsi-inq, iscsi-readcapacity16, iscsi-ls)
+#   xfsprogs, btrfs-progs, util-linux  reflink file systems on loop devices
 #
 # Source it (`. hack/install-deps.sh`) or run it; afterwards `go` in PATH is
 # new enough.
 set -euo pipefail
 
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
-DEBS=(protobuf-compiler ca-certificates git make)
+DEBS=(protobuf-compiler ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2)
 
 need_debs=()
 for p in "${DEBS[@]}"; do
@@ -38,8 +43,18 @@ if [ ${#need_debs[@]} -gt 0 ]; then
 		exit 1
 	fi
 	echo "install-deps: installing ${need_debs[*]}"
+	# Keep packages (tgt) from starting system services that would take
+	# 0.0.0.0:3260 during the install, unless a policy is already in place.
+	policy_made=false
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		policy_made=true
+	fi
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}" ||
+		{ $policy_made && rm -f /usr/sbin/policy-rc.d; exit 1; }
+	$policy_made && rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! go_ok; then
