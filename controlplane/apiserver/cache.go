@@ -1,0 +1,276 @@
+package apiserver
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/controlplane/view"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+// cache keeps the joined view of every node, fed by one kv.Reflect over
+// api.Prefix (one etcd watch, so the view is consistent at each revision),
+// and fans out the views that actually changed to the WatchNodes streams.
+type cache struct {
+	cli    *clientv3.Client
+	log    *slog.Logger
+	buffer int
+
+	synced  chan struct{} // closed after the first list
+	stopped chan struct{} // closed when run returns
+
+	mu     sync.Mutex
+	store  *state.Store
+	views  map[state.Ref]*sanbootv1.Node
+	subs   map[*subscriber]struct{}
+	closed bool
+	// advanced is closed (and replaced) whenever the store's revision moves.
+	advanced chan struct{}
+}
+
+// catchUpWait bounds how long a new watch waits for the cache to reach the
+// revision etcd had when the watch began. Every sanboot write is under
+// api.Prefix, so the cache gets there at once unless it is cut off from
+// etcd, or someone else writes elsewhere in the same etcd.
+const catchUpWait = 2 * time.Second
+
+// subscriber is one WatchNodes stream.
+type subscriber struct {
+	filter view.NodeFilter
+	events chan *sanbootv1.NodeEvent
+	// dropped is closed when events overflowed; the stream then ends.
+	dropped chan struct{}
+}
+
+func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
+	return &cache{
+		cli:     cli,
+		log:     log.With("cache", "nodes"),
+		buffer:  buffer,
+		synced:  make(chan struct{}),
+		stopped: make(chan struct{}),
+		store:   state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive),
+		views:   map[state.Ref]*sanbootv1.Node{},
+		subs:    map[*subscriber]struct{}{},
+
+		advanced: make(chan struct{}),
+	}
+}
+
+func (c *cache) run(ctx context.Context) error {
+	defer func() {
+		c.mu.Lock()
+		c.closed = true
+		c.subs = map[*subscriber]struct{}{}
+		c.mu.Unlock()
+		close(c.stopped)
+	}()
+	return kv.Reflect(ctx, c.cli, api.Prefix, c.log, c.handle)
+}
+
+// handle applies a batch and sends what changed to the subscribers. It
+// never blocks on a subscriber.
+func (c *cache) handle(b kv.Batch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changes := c.store.Apply(b)
+	affected := map[state.Ref]bool{}
+	if b.Resync {
+		for ref := range c.views {
+			affected[ref] = true
+		}
+		for ref := range c.store.Nodes {
+			affected[ref] = true
+		}
+	}
+	for _, ch := range changes {
+		switch ch.Kind {
+		case state.Nodes, state.Placements, state.NodeStatus:
+			affected[ch.Ref] = true
+		case state.Alive:
+			for ref, pl := range c.store.Placements {
+				if pl.Msg.GetAgent() == ch.Agent {
+					affected[ref] = true
+				}
+			}
+		}
+	}
+	refs := slices.SortedFunc(maps.Keys(affected), func(a, b state.Ref) int {
+		return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.Name, b.Name))
+	})
+	for _, ref := range refs {
+		old, cur := c.views[ref], view.Node(c.store, ref)
+		switch {
+		case cur == nil && old == nil:
+			continue
+		case cur == nil:
+			delete(c.views, ref)
+		case old != nil && proto.Equal(old, cur):
+			continue
+		default:
+			c.views[ref] = cur
+		}
+		for sub := range c.subs {
+			if !sub.offer(old, cur, c.store.Revision) {
+				delete(c.subs, sub)
+				c.log.Warn("a node watcher fell behind; ending its stream so that it watches again", "buffer", c.buffer)
+			}
+		}
+	}
+	select {
+	case <-c.synced:
+	default:
+		close(c.synced)
+	}
+	close(c.advanced)
+	c.advanced = make(chan struct{})
+}
+
+// catchUp waits until the cache has seen what etcd held when it was called,
+// so that a watch that starts after a write (or a read) sees it in its
+// initial events. It gives up silently after catchUpWait: the watch is
+// then merely late, never wrong.
+func (c *cache) catchUp(ctx context.Context) error {
+	resp, err := c.cli.Get(ctx, api.Prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return etcdError(ctx, "read", err)
+	}
+	want := resp.Header.Revision
+	timeout := time.NewTimer(catchUpWait)
+	defer timeout.Stop()
+	for {
+		c.mu.Lock()
+		rev, advanced := c.store.Revision, c.advanced
+		c.mu.Unlock()
+		if rev >= want {
+			return nil
+		}
+		select {
+		case <-advanced:
+		case <-timeout.C:
+			c.log.Debug("watch starts from a cache that has not caught up", "cache", rev, "etcd", want)
+			return nil
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// offer queues the event that turns old into cur, as this subscriber sees
+// it, or reports false (and marks the subscriber dropped) if its buffer is
+// full.
+func (s *subscriber) offer(old, cur *sanbootv1.Node, rev int64) bool {
+	was := old != nil && s.filter.Matches(old)
+	is := cur != nil && s.filter.Matches(cur)
+	ev := &sanbootv1.NodeEvent{Revision: rev, Node: cur}
+	switch {
+	case was && is:
+		ev.Type = sanbootv1.NodeEvent_TYPE_MODIFIED
+	case is:
+		ev.Type = sanbootv1.NodeEvent_TYPE_ADDED
+	case was:
+		ev.Type = sanbootv1.NodeEvent_TYPE_DELETED
+		if cur == nil {
+			ev.Node = old
+		}
+	default:
+		return true
+	}
+	select {
+	case s.events <- ev:
+		return true
+	default:
+		close(s.dropped)
+		return false
+	}
+}
+
+// subscribe waits for the cache to be synced and caught up, then returns the nodes f
+// selects and a subscriber that receives every later change, atomically.
+func (c *cache) subscribe(ctx context.Context, f view.NodeFilter) (*subscriber, []*sanbootv1.Node, int64, error) {
+	select {
+	case <-c.synced:
+	case <-c.stopped:
+		return nil, nil, 0, errStopping
+	case <-ctx.Done():
+		return nil, nil, 0, status.FromContextError(ctx.Err()).Err()
+	}
+	if err := c.catchUp(ctx); err != nil {
+		return nil, nil, 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, 0, errStopping
+	}
+	var snapshot []*sanbootv1.Node
+	for _, ref := range slices.SortedFunc(maps.Keys(c.views), func(a, b state.Ref) int {
+		return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.Name, b.Name))
+	}) {
+		if n := c.views[ref]; f.Matches(n) {
+			snapshot = append(snapshot, n)
+		}
+	}
+	sub := &subscriber{filter: f, events: make(chan *sanbootv1.NodeEvent, c.buffer), dropped: make(chan struct{})}
+	c.subs[sub] = struct{}{}
+	return sub, snapshot, c.store.Revision, nil
+}
+
+func (c *cache) unsubscribe(sub *subscriber) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.subs, sub)
+}
+
+var errStopping = status.Error(codes.Unavailable, "this API server is stopping: watch again (on another member)")
+
+// WatchNodes sends the nodes a request selects (TYPE_INITIAL each, then
+// TYPE_SYNCED), then every change of their views.
+func (s *Server) WatchNodes(req *sanbootv1.WatchNodesRequest, stream sanbootv1.Sanboot_WatchNodesServer) error {
+	f, err := nodeFilter(req.GetProject(), req.GetAllProjects(), req.GetLabelSelector(), req.GetNames())
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	sub, snapshot, rev, err := s.cache.subscribe(ctx, f)
+	if err != nil {
+		return err
+	}
+	defer s.cache.unsubscribe(sub)
+	for _, n := range snapshot {
+		if err := stream.Send(&sanbootv1.NodeEvent{Type: sanbootv1.NodeEvent_TYPE_INITIAL, Node: n, Revision: rev}); err != nil {
+			return err
+		}
+	}
+	if err := stream.Send(&sanbootv1.NodeEvent{Type: sanbootv1.NodeEvent_TYPE_SYNCED, Revision: rev}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case ev := <-sub.events:
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		case <-sub.dropped:
+			return status.Errorf(codes.ResourceExhausted, "this watch fell more than %d events behind: watch again", cap(sub.events))
+		case <-s.cache.stopped:
+			return errStopping
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}

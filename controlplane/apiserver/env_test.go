@@ -1,0 +1,279 @@
+package apiserver_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/internal/etcdtest"
+)
+
+// env is a real etcd member, an API server on a loopback port, a scheduler
+// and a client of the API.
+type env struct {
+	t     testing.TB
+	etcd  *etcdtest.Member
+	cli   *clientv3.Client // for fakes and checks, straight to etcd
+	api   sanbootv1.SanbootClient
+	conn  *grpc.ClientConn
+	ctx   context.Context
+	log   *slog.Logger
+	proxy *etcdtest.Proxy // between the API server and etcd, when asked for
+}
+
+type option func(*envOptions)
+
+type envOptions struct {
+	proxy       bool
+	watchBuffer int
+}
+
+// watchBuffer sets the API server's WatchBuffer.
+func watchBuffer(n int) option { return func(o *envOptions) { o.watchBuffer = n } }
+
+// throughProxy puts an etcdtest.Proxy between the API server and etcd.
+func throughProxy(o *envOptions) { o.proxy = true }
+
+func start(t testing.TB, opts ...option) *env {
+	t.Helper()
+	var o envOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	m := etcdtest.Start(t)
+	e := &env{t: t, etcd: m, cli: m.Client(t)}
+	e.log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if _, ok := t.(*testing.B); ok {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	srvCli := e.cli
+	if o.proxy {
+		e.proxy = etcdtest.NewProxy(t, strings.TrimPrefix(m.Endpoints[0], "http://"))
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + e.proxy.Addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		srvCli = c
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	e.ctx = ctx
+	srv := apiserver.New(srvCli, apiserver.Config{Log: e.log, WatchBuffer: o.watchBuffer})
+	gs := grpc.NewServer(apiserver.ServerOptions(e.log)...)
+	srv.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.Run(ctx) })
+	wg.Go(func() { scheduler.New(e.cli, scheduler.Config{Log: e.log}).Run(ctx) })
+	wg.Go(func() { gs.Serve(lis) })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.conn = conn
+	e.api = sanbootv1.NewSanbootClient(conn)
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		gs.Stop()
+		wg.Wait()
+	})
+	return e
+}
+
+// image creates an image through the API.
+func (e *env) image(project, name string) *sanbootv1.Image {
+	e.t.Helper()
+	resp, err := e.api.PutImage(e.ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name},
+		Spec:     &sanbootv1.ImageSpec{SizeBytes: 1 << 20},
+	}})
+	if err != nil {
+		e.t.Fatalf("PutImage %s: %v", name, err)
+	}
+	return resp.Image
+}
+
+// node creates a node through the API.
+func (e *env) node(name, image string) *sanbootv1.Node {
+	e.t.Helper()
+	resp, err := e.api.PutNode(e.ctx, &sanbootv1.PutNodeRequest{Node: newNode(name, image)})
+	if err != nil {
+		e.t.Fatalf("PutNode %s: %v", name, err)
+	}
+	return resp.Node
+}
+
+func newNode(name, image string) *sanbootv1.Node {
+	return &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Name: name}, Spec: &sanbootv1.NodeSpec{Image: image}}
+}
+
+// agent registers a fake agent holding a Ready replica of images.
+func (e *env) agent(name string, ttl int64, images ...string) *fakeagent.Agent {
+	e.t.Helper()
+	a, err := fakeagent.Register(e.ctx, e.cli, name, ttl)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, im := range images {
+		if err := a.SetReplica(e.ctx, api.DefaultProject, im, api.ReplicaReady); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return a
+}
+
+// waitNode polls GetNode until ok holds.
+func (e *env) waitNode(name string, ok func(*sanbootv1.Node) bool) *sanbootv1.Node {
+	e.t.Helper()
+	var n *sanbootv1.Node
+	var err error
+	waitFor(e.t, "node "+name, func() bool {
+		n, err = e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: name})
+		return err == nil && ok(n)
+	}, func() string { return n.GetStatus().String() + " " + errString(err) })
+	return n
+}
+
+func phase(p string) func(*sanbootv1.Node) bool {
+	return func(n *sanbootv1.Node) bool { return n.GetStatus().GetPhase() == p }
+}
+
+func waitFor(t testing.TB, what string, cond func() bool, got func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; last seen: %s", what, got())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// wantCode fails unless err is a status with code and a message holding
+// every one of parts.
+func wantCode(t testing.TB, err error, code codes.Code, parts ...string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != code {
+		t.Fatalf("error = %v, want code %v", err, code)
+	}
+	for _, p := range parts {
+		if !strings.Contains(st.Message(), p) {
+			t.Fatalf("error message %q lacks %q", st.Message(), p)
+		}
+	}
+}
+
+// watcher collects the events of one WatchNodes stream.
+type watcher struct {
+	t      testing.TB
+	events chan *sanbootv1.NodeEvent
+	errc   chan error
+}
+
+func (e *env) watch(req *sanbootv1.WatchNodesRequest) *watcher {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(e.ctx)
+	e.t.Cleanup(cancel)
+	stream, err := e.api.WatchNodes(ctx, req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	w := &watcher{t: e.t, events: make(chan *sanbootv1.NodeEvent, 100000), errc: make(chan error, 1)}
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				w.errc <- err
+				return
+			}
+			w.events <- ev
+		}
+	}()
+	return w
+}
+
+// next returns the next event.
+func (w *watcher) next() *sanbootv1.NodeEvent {
+	w.t.Helper()
+	select {
+	case ev := <-w.events:
+		return ev
+	case err := <-w.errc:
+		w.t.Fatalf("watch ended: %v", err)
+	case <-time.After(30 * time.Second):
+		w.t.Fatal("timed out waiting for a watch event")
+	}
+	return nil
+}
+
+// until skips events until one satisfies ok, and returns it.
+func (w *watcher) until(what string, ok func(*sanbootv1.NodeEvent) bool) *sanbootv1.NodeEvent {
+	w.t.Helper()
+	deadline := time.After(30 * time.Second)
+	var last *sanbootv1.NodeEvent
+	for {
+		select {
+		case ev := <-w.events:
+			if ok(ev) {
+				return ev
+			}
+			last = ev
+		case err := <-w.errc:
+			w.t.Fatalf("watch ended while waiting for %s: %v", what, err)
+		case <-deadline:
+			w.t.Fatalf("timed out waiting for %s; last event: %v", what, last)
+		}
+	}
+}
+
+// initial reads the initial events up to SYNCED and returns the nodes.
+func (w *watcher) initial() []*sanbootv1.Node {
+	w.t.Helper()
+	var nodes []*sanbootv1.Node
+	for {
+		ev := w.next()
+		switch ev.Type {
+		case sanbootv1.NodeEvent_TYPE_INITIAL:
+			nodes = append(nodes, ev.Node)
+		case sanbootv1.NodeEvent_TYPE_SYNCED:
+			return nodes
+		default:
+			w.t.Fatalf("event %v before SYNCED", ev.Type)
+		}
+	}
+}
+
+func isEvent(typ sanbootv1.NodeEvent_Type, name, phase string) func(*sanbootv1.NodeEvent) bool {
+	return func(ev *sanbootv1.NodeEvent) bool {
+		return ev.Type == typ && ev.Node.GetMetadata().GetName() == name && (phase == "" || ev.Node.GetStatus().GetPhase() == phase)
+	}
+}

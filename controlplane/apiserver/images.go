@@ -1,0 +1,197 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/controlplane/view"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+// readImages reads what image views join: images (one, or all of a
+// project), their replicas, the nodes that use them, and the agents.
+func (s *Server) readImages(ctx context.Context, project, name string) (*state.Store, error) {
+	images, replicas := list(api.ImagesPrefix(project)), list(api.ReplicasPrefix("", ""))
+	if name != "" {
+		images, replicas = get(api.ImageKey(project, name)), list(api.ReplicasPrefix(project, name))
+	}
+	return s.read(ctx, images, replicas,
+		list(api.NodesPrefix(project)),
+		listKeys(api.AgentsPrefix()),
+		listKeys(api.AlivePrefix()))
+}
+
+// GetImage returns an image with its replicas and users.
+func (s *Server) GetImage(ctx context.Context, req *sanbootv1.GetRequest) (*sanbootv1.Image, error) {
+	ref, err := refOf(req.GetProject(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.readImages(ctx, ref.Project, ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	im := view.Image(st, ref, view.UsedBy(st)[ref])
+	if im == nil {
+		return nil, notFound("image", ref)
+	}
+	return im, nil
+}
+
+// ListImages returns the images a request selects, sorted.
+func (s *Server) ListImages(ctx context.Context, req *sanbootv1.ListRequest) (*sanbootv1.ListImagesResponse, error) {
+	project := api.ProjectOrDefault(req.GetProject())
+	if req.GetAllProjects() {
+		project = ""
+	} else if err := api.ValidateName("project", project); err != nil {
+		return nil, invalid(err)
+	}
+	sel, err := api.ParseSelector(req.GetLabelSelector())
+	if err != nil {
+		return nil, invalid(err)
+	}
+	st, err := s.readImages(ctx, project, "")
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListImagesResponse{Images: view.Images(st, project, sel), Revision: st.Revision}, nil
+}
+
+// PutImage creates or updates an image (see PutMode).
+func (s *Server) PutImage(ctx context.Context, req *sanbootv1.PutImageRequest) (*sanbootv1.PutImageResponse, error) {
+	im := proto.CloneOf(req.GetImage())
+	if err := api.ValidateImage(im); err != nil {
+		return nil, invalid(err)
+	}
+	ref := state.Ref{Project: im.Metadata.Project, Name: im.Metadata.Name}
+	for attempt := 1; ; attempt++ {
+		resp, err := s.putImage(ctx, ref, im, req.GetMode(), req.GetDryRun())
+		if errors.Is(err, kv.ErrConflict) {
+			if im.Metadata.Revision == 0 && attempt < retries {
+				continue
+			}
+			return nil, conflict(describe("image", ref))
+		}
+		return resp, err
+	}
+}
+
+func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Image, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutImageResponse, error) {
+	st, err := s.readImages(ctx, ref.Project, ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	old, exists := st.Images[ref]
+	if want := im.Metadata.Revision; want != 0 && want != old.ModRevision {
+		return nil, kv.ErrConflict
+	}
+	var rec *sanbootv1.Image
+	var result sanbootv1.PutResult
+	if !exists {
+		rec = &sanbootv1.Image{
+			Metadata: &sanbootv1.ObjectMeta{
+				Project: ref.Project, Name: ref.Name, Labels: im.Metadata.Labels,
+				Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
+			},
+			Spec: im.Spec,
+		}
+		result = sanbootv1.PutResult_PUT_RESULT_CREATED
+	} else {
+		o := old.Msg
+		specSame := proto.Equal(o.GetSpec(), im.Spec)
+		labelsSame := maps.Equal(o.GetMetadata().GetLabels(), im.Metadata.Labels)
+		switch {
+		case mode == sanbootv1.PutMode_PUT_MODE_CREATE && !specSame:
+			return nil, status.Errorf(codes.AlreadyExists, "%s already exists with a different spec: apply it (PUT_MODE_APPLY) to change it, or delete it first", describe("image", ref))
+		case mode == sanbootv1.PutMode_PUT_MODE_CREATE || (specSame && labelsSame):
+			return &sanbootv1.PutImageResponse{Image: view.Image(st, ref, view.UsedBy(st)[ref]), Result: sanbootv1.PutResult_PUT_RESULT_UNCHANGED}, nil
+		}
+		rec = proto.CloneOf(o)
+		rec.Metadata.Labels = im.Metadata.Labels
+		if !specSame {
+			rec.Spec = im.Spec
+			rec.Metadata.Generation++
+		}
+		result = sanbootv1.PutResult_PUT_RESULT_CONFIGURED
+	}
+	rec.Metadata.Revision = 0
+	rev := old.ModRevision
+	if !dryRun {
+		rev, err = kv.CAS(ctx, s.cli, api.ImageKey(ref.Project, ref.Name), old.ModRevision, rec)
+		if errors.Is(err, kv.ErrConflict) {
+			return nil, err
+		}
+		if err != nil {
+			return nil, etcdError(ctx, "write", err)
+		}
+		s.log.Info("image written", "image", ref, "result", result, "generation", rec.Metadata.Generation, "rev", rev)
+	}
+	st.Images[ref] = state.Record[*sanbootv1.Image]{Msg: rec, ModRevision: rev}
+	return &sanbootv1.PutImageResponse{Image: view.Image(st, ref, view.UsedBy(st)[ref]), Result: result}, nil
+}
+
+// DeleteImage deletes an image no node uses and that is not protected.
+//
+// It is race-free against PutNode: it reads the project's nodes at revision
+// R and deletes only if no node key changed after R (a node created or
+// changed meanwhile might use the image), while PutNode writes a node only
+// if its image's mod_revision is still the one it checked.
+func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.DeleteResponse, error) {
+	ref, err := refOf(req.GetProject(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		err := s.deleteImage(ctx, ref, req.GetRevision())
+		if errors.Is(err, kv.ErrConflict) {
+			if req.GetRevision() == 0 && attempt < retries {
+				continue
+			}
+			return nil, conflict(describe("image", ref) + " or a node of its project")
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &sanbootv1.DeleteResponse{}, nil
+	}
+}
+
+func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64) error {
+	st, err := s.read(ctx, get(api.ImageKey(ref.Project, ref.Name)), list(api.NodesPrefix(ref.Project)))
+	if err != nil {
+		return err
+	}
+	img, ok := st.Images[ref]
+	if !ok {
+		return notFound("image", ref)
+	}
+	if revision != 0 && revision != img.ModRevision {
+		return kv.ErrConflict
+	}
+	if img.Msg.GetSpec().GetProtected() {
+		return status.Errorf(codes.FailedPrecondition, "%s is protected: apply it with spec.protected=false first", describe("image", ref))
+	}
+	if users := view.UsedBy(st)[ref]; len(users) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "%s is used by nodes %s: delete them first", describe("image", ref), strings.Join(users, ", "))
+	}
+	nodes := api.NodesPrefix(ref.Project)
+	_, err = s.write(ctx, []clientv3.Cmp{
+		kv.Unchanged(api.ImageKey(ref.Project, ref.Name), img.ModRevision),
+		clientv3.Compare(clientv3.ModRevision(nodes), "<", st.Revision+1).WithPrefix(),
+	}, clientv3.OpDelete(api.ImageKey(ref.Project, ref.Name)))
+	if err == nil {
+		s.log.Info("image deleted", "image", ref)
+	}
+	return err
+}

@@ -1,0 +1,243 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"maps"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/controlplane/view"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+// readNode reads what the view of one node joins, plus its image.
+func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*state.Store, error) {
+	ops := []clientv3.Op{
+		get(api.NodeKey(ref.Project, ref.Name)),
+		get(api.PlacementKey(ref.Project, ref.Name)),
+		get(api.NodeStatusKey(ref.Project, ref.Name)),
+		listKeys(api.AlivePrefix()),
+	}
+	if image != "" {
+		ops = append(ops, get(api.ImageKey(ref.Project, image)))
+	}
+	return s.read(ctx, ops...)
+}
+
+// GetNode returns a node with its status.
+func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbootv1.Node, error) {
+	ref, err := refOf(req.GetProject(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.readNode(ctx, ref, "")
+	if err != nil {
+		return nil, err
+	}
+	n := view.Node(st, ref)
+	if n == nil {
+		return nil, notFound("node", ref)
+	}
+	return n, nil
+}
+
+// ListNodes returns the nodes a request selects, sorted.
+func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sanbootv1.ListNodesResponse, error) {
+	f, err := nodeFilter(req.GetProject(), req.GetAllProjects(), req.GetLabelSelector(), nil)
+	if err != nil {
+		return nil, err
+	}
+	scope := f.Project
+	if f.AllProjects {
+		scope = ""
+	}
+	st, err := s.read(ctx,
+		list(api.NodesPrefix(scope)),
+		list(api.PlacementsPrefix(scope)),
+		list(api.NodeStatusPrefix(scope)),
+		listKeys(api.AlivePrefix()))
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListNodesResponse{Nodes: view.Nodes(st, f), Revision: st.Revision}, nil
+}
+
+// nodeFilter checks and turns the selection fields of a request into a filter.
+func nodeFilter(project string, all bool, selector string, names []string) (view.NodeFilter, error) {
+	f := view.NodeFilter{Project: api.ProjectOrDefault(project), AllProjects: all}
+	var errs []error
+	if !all {
+		errs = append(errs, api.ValidateName("project", f.Project))
+	}
+	sel, err := api.ParseSelector(selector)
+	errs = append(errs, err)
+	f.Selector = sel
+	if len(names) > 0 {
+		f.Names = map[string]bool{}
+		for _, n := range names {
+			errs = append(errs, api.ValidateName("names", n))
+			f.Names[n] = true
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return f, invalid(err)
+	}
+	return f, nil
+}
+
+// PutNode creates or updates a node (see PutMode). Its image must exist in
+// its project, and a node's image never changes: its disk was cloned from it.
+func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*sanbootv1.PutNodeResponse, error) {
+	n := proto.CloneOf(req.GetNode())
+	if err := api.ValidateNode(n); err != nil {
+		return nil, invalid(err)
+	}
+	ref := state.Ref{Project: n.Metadata.Project, Name: n.Metadata.Name}
+	for attempt := 1; ; attempt++ {
+		resp, err := s.putNode(ctx, ref, n, req.GetMode(), req.GetDryRun())
+		if errors.Is(err, kv.ErrConflict) {
+			if n.Metadata.Revision == 0 && attempt < retries {
+				continue // no revision was asked for: read again and redo
+			}
+			return nil, conflict(describe("node", ref))
+		}
+		return resp, err
+	}
+}
+
+func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutNodeResponse, error) {
+	st, err := s.readNode(ctx, ref, n.Spec.Image)
+	if err != nil {
+		return nil, err
+	}
+	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
+	img, ok := st.Images[imgRef]
+	if !ok {
+		return nil, status.Errorf(codes.FailedPrecondition, "spec.image: image %q does not exist in project %q: create the image first", imgRef.Name, imgRef.Project)
+	}
+	old, exists := st.Nodes[ref]
+	if want := n.Metadata.Revision; want != 0 && want != old.ModRevision {
+		return nil, kv.ErrConflict
+	}
+
+	var rec *sanbootv1.Node
+	var result sanbootv1.PutResult
+	if !exists {
+		rec = &sanbootv1.Node{
+			Metadata: &sanbootv1.ObjectMeta{
+				Project: ref.Project, Name: ref.Name, Labels: n.Metadata.Labels,
+				Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
+			},
+			Spec: n.Spec,
+		}
+		result = sanbootv1.PutResult_PUT_RESULT_CREATED
+	} else {
+		o := old.Msg
+		if o.GetMetadata().GetDeleteTime() != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s is being deleted: wait until it is gone, then create it again", describe("node", ref))
+		}
+		if o.GetSpec().GetImage() != n.Spec.Image {
+			return nil, status.Errorf(codes.InvalidArgument, "spec.image: cannot change from %q to %q: the node's disk was cloned from %q; delete the node and create it again (its disk is re-provisioned)",
+				o.GetSpec().GetImage(), n.Spec.Image, o.GetSpec().GetImage())
+		}
+		specSame := proto.Equal(o.GetSpec(), n.Spec)
+		labelsSame := maps.Equal(o.GetMetadata().GetLabels(), n.Metadata.Labels)
+		switch {
+		case mode == sanbootv1.PutMode_PUT_MODE_CREATE && !specSame:
+			return nil, status.Errorf(codes.AlreadyExists, "%s already exists with a different spec: apply it (PUT_MODE_APPLY) to change it, or delete it first", describe("node", ref))
+		case mode == sanbootv1.PutMode_PUT_MODE_CREATE || (specSame && labelsSame):
+			return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: sanbootv1.PutResult_PUT_RESULT_UNCHANGED}, nil
+		}
+		rec = proto.CloneOf(o)
+		rec.Metadata.Labels = n.Metadata.Labels
+		if !specSame {
+			rec.Spec = n.Spec
+			rec.Metadata.Generation++
+		}
+		result = sanbootv1.PutResult_PUT_RESULT_CONFIGURED
+	}
+	rec.Metadata.Revision = 0 // the mod_revision is the revision; never stored
+	rev := old.ModRevision
+	if !dryRun {
+		put, err := kv.PutOp(api.NodeKey(ref.Project, ref.Name), rec)
+		if err != nil {
+			return nil, apiError(err)
+		}
+		rev, err = s.write(ctx, []clientv3.Cmp{
+			kv.Unchanged(api.NodeKey(ref.Project, ref.Name), old.ModRevision),
+			kv.Unchanged(api.ImageKey(imgRef.Project, imgRef.Name), img.ModRevision),
+		}, put)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("node written", "node", ref, "result", result, "generation", rec.Metadata.Generation, "rev", rev)
+	}
+	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
+	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: result}, nil
+}
+
+// DeleteNode marks a node deleting; the scheduler and its agent do the
+// rest. Deleting a node that is being deleted again changes nothing.
+func (s *Server) DeleteNode(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {
+	ref, err := refOf(req.GetProject(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		n, err := s.deleteNode(ctx, ref, req)
+		if errors.Is(err, kv.ErrConflict) {
+			if req.GetRevision() == 0 && attempt < retries {
+				continue
+			}
+			return nil, conflict(describe("node", ref))
+		}
+		return n, err
+	}
+}
+
+func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {
+	st, err := s.readNode(ctx, ref, "")
+	if err != nil {
+		return nil, err
+	}
+	old, ok := st.Nodes[ref]
+	if !ok {
+		return nil, notFound("node", ref)
+	}
+	if want := req.GetRevision(); want != 0 && want != old.ModRevision {
+		return nil, kv.ErrConflict
+	}
+	if old.Msg.GetMetadata().GetDeleteTime() != nil {
+		return view.Node(st, ref), nil
+	}
+	rec := proto.CloneOf(old.Msg)
+	if rec.Metadata == nil {
+		rec.Metadata = &sanbootv1.ObjectMeta{Project: ref.Project, Name: ref.Name}
+	}
+	rec.Metadata.DeleteTime = timestamppb.Now()
+	if req.GetKeepDisk() && !rec.GetSpec().GetKeepDisk() {
+		if rec.Spec == nil {
+			rec.Spec = &sanbootv1.NodeSpec{}
+		}
+		rec.Spec.KeepDisk = true // a spec change: the agent must learn it
+		rec.Metadata.Generation++
+	}
+	rev, err := kv.CAS(ctx, s.cli, api.NodeKey(ref.Project, ref.Name), old.ModRevision, rec)
+	if errors.Is(err, kv.ErrConflict) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, etcdError(ctx, "write", err)
+	}
+	s.log.Info("node deletion requested", "node", ref, "rev", rev)
+	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
+	return view.Node(st, ref), nil
+}

@@ -1,0 +1,189 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+// Config tunes a Server; the zero value is usable.
+type Config struct {
+	Log *slog.Logger
+	// WatchBuffer is how many events a WatchNodes stream may fall behind
+	// before it is ended (default 16384).
+	WatchBuffer int
+}
+
+// Server implements sanbootv1.SanbootServer. Create it with New, call Run
+// to feed its watch cache, and register it with Register.
+type Server struct {
+	sanbootv1.UnimplementedSanbootServer
+	cli   *clientv3.Client
+	log   *slog.Logger
+	cache *cache
+}
+
+// New returns a server over cli.
+func New(cli *clientv3.Client, cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.WatchBuffer <= 0 {
+		cfg.WatchBuffer = 16384
+	}
+	log := cfg.Log.With("component", "apiserver")
+	return &Server{cli: cli, log: log, cache: newCache(cli, log, cfg.WatchBuffer)}
+}
+
+// Run feeds the watch cache until ctx ends; WatchNodes streams end then.
+func (s *Server) Run(ctx context.Context) error { return s.cache.run(ctx) }
+
+// Register adds the Sanboot service and the standard health service to
+// gs. The health server says SERVING for "" and "sanboot.v1.Sanboot";
+// call its Shutdown when stopping.
+func (s *Server) Register(gs *grpc.Server) *health.Server {
+	sanbootv1.RegisterSanbootServer(gs, s)
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	h.SetServingStatus(sanbootv1.Sanboot_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, h)
+	return h
+}
+
+// ServerOptions are the gRPC options the service needs: interceptors that
+// turn a panic into codes.Internal (logged with its stack) instead of
+// killing the process.
+func ServerOptions(log *slog.Logger) []grpc.ServerOption {
+	recovered := func(method string, r any) error {
+		log.Error("panic in RPC handler", "method", method, "panic", r, "stack", string(debug.Stack()))
+		return status.Errorf(codes.Internal, "internal error in %s (logged on the server); please report it", method)
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					resp, err = nil, recovered(info.FullMethod, r)
+				}
+			}()
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = recovered(info.FullMethod, r)
+				}
+			}()
+			return h(srv, ss)
+		}),
+	}
+}
+
+// read runs range reads in one transaction, so that they all see one
+// revision, and loads what they return into a store.
+func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, error) {
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, etcdError(ctx, "read", err)
+	}
+	kvss := make([][]*mvccpb.KeyValue, 0, len(resp.Responses))
+	for _, r := range resp.Responses {
+		kvss = append(kvss, r.GetResponseRange().GetKvs())
+	}
+	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
+		state.NodeStatus, state.Agents, state.Alive, state.Members)
+	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
+	return st, nil
+}
+
+func get(key string) clientv3.Op { return clientv3.OpGet(key) }
+
+func list(prefix string) clientv3.Op { return clientv3.OpGet(prefix, clientv3.WithPrefix()) }
+
+func listKeys(prefix string) clientv3.Op {
+	return clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+}
+
+// write commits a transaction; a failed comparison is kv.ErrConflict.
+func (s *Server) write(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (int64, error) {
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, etcdError(ctx, "write", err)
+	}
+	if !resp.Succeeded {
+		return 0, kv.ErrConflict
+	}
+	return resp.Header.Revision, nil
+}
+
+// etcdError maps an etcd client error to a gRPC status.
+func etcdError(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Errorf(codes.Unavailable, "%s etcd: %v; retry, or try another control-plane member", what, err)
+}
+
+// conflict is the error of a write that lost a race.
+func conflict(what string) error {
+	return status.Errorf(codes.Aborted, "%s changed since it was read (someone else wrote it): read it again and retry", what)
+}
+
+// invalid maps a validation error (api.FieldError joined) to InvalidArgument.
+func invalid(err error) error {
+	return status.Error(codes.InvalidArgument, err.Error())
+}
+
+// apiError passes gRPC statuses through and maps anything else.
+func apiError(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	if errors.Is(err, kv.ErrConflict) {
+		return status.Error(codes.Aborted, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func newUID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// refOf validates a project and a name from a request.
+func refOf(project, name string) (state.Ref, error) {
+	ref := state.Ref{Project: api.ProjectOrDefault(project), Name: name}
+	if err := errors.Join(api.ValidateName("project", ref.Project), api.ValidateName("name", ref.Name)); err != nil {
+		return ref, invalid(err)
+	}
+	return ref, nil
+}
+
+func notFound(kind string, ref state.Ref) error {
+	return status.Errorf(codes.NotFound, "%s %q not found in project %q", kind, ref.Name, ref.Project)
+}
+
+// retries is how often a write without an expected revision is tried again
+// after losing a race, before the caller is told to retry.
+const retries = 5
+
+func describe(kind string, ref state.Ref) string {
+	return fmt.Sprintf("%s %q in project %q", kind, ref.Name, ref.Project)
+}

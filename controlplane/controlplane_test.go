@@ -1,0 +1,125 @@
+package controlplane_test
+
+import (
+	"context"
+	"log/slog"
+	"net/url"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane"
+	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/internal/etcdtest"
+)
+
+// run starts the whole control plane and returns a stop function that
+// waits for Run to return and reports its error.
+func run(t *testing.T, cfg controlplane.Config) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- controlplane.Run(ctx, cfg) }()
+	return func() error {
+		cancel()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(60 * time.Second):
+			t.Fatal("Run did not return after its context ended")
+			return nil
+		}
+	}
+}
+
+// The assembled member: etcd, API, registration, elected scheduler; a node
+// goes Ready with a FAKE agent; a clean stop; a restart keeps the state.
+func TestRunProvisionsAndRestarts(t *testing.T) {
+	cfg := controlplane.DefaultConfig()
+	cfg.Member.Name = "cp1"
+	cfg.Member.DataDir = t.TempDir()
+	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
+	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
+	cfg.APIListen = etcdtest.FreeAddr(t)
+	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	stop := run(t, cfg)
+
+	conn, err := grpc.NewClient(cfg.APIListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := sanbootv1.NewSanbootClient(conn)
+	ctx := context.Background()
+	eventually(t, "the member registered", func() bool {
+		m, err := c.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
+		return err == nil && len(m.Members) == 1 && m.Members[0].Name == "cp1" && m.Members[0].ApiEndpoints[0] == cfg.APIListen
+	})
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.Member.Client.ListenURLs[0].String()}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	a, err := fakeagent.Register(agentCtx, cli, "a", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Serve(agentCtx, slog.New(slog.DiscardHandler))
+	if _, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetReplica(ctx, "default", "img", api.ReplicaReady); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: &sanbootv1.Node{
+		Metadata: &sanbootv1.ObjectMeta{Name: "n1"}, Spec: &sanbootv1.NodeSpec{Image: "img"}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n1 Ready", func() bool {
+		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})
+		return err == nil && n.Status.Phase == api.PhaseReady
+	})
+	// etcd's Close waits (up to its request timeout, 7s) for clients that
+	// hold streams open; the agent is done, so let it go first.
+	stopAgent()
+	cli.Close()
+	if err := stop(); err != nil {
+		t.Fatalf("Run after a clean stop: %v", err)
+	}
+
+	stop = run(t, cfg)
+	defer stop()
+	eventually(t, "n1 back after the restart", func() bool {
+		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})
+		return err == nil && n.Status.Agent == "a" && n.Metadata.Generation == 1
+	})
+}
+
+func TestRunRefusesNonLoopbackAPI(t *testing.T) {
+	cfg := controlplane.DefaultConfig()
+	cfg.APIListen = "0.0.0.0:7443"
+	cfg.Member.DataDir = t.TempDir()
+	if err := controlplane.Run(context.Background(), cfg); err == nil {
+		t.Fatal("Run accepted a non-loopback API address")
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

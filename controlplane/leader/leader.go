@@ -1,0 +1,138 @@
+// Package leader runs the controllers on one control-plane member at a
+// time. Members campaign in an etcd election (concurrency.Election at
+// api.ElectionPrefix) under a leased session; the winner runs the
+// controllers until its session ends (lease lost, etcd unreachable for a
+// TTL) or it shuts down, then campaigns again. With one member it simply
+// wins.
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/sanboot/sanboot/api"
+)
+
+// Config says who campaigns and how.
+type Config struct {
+	// Name is the candidate's value in the election: the member name.
+	Name string
+	// TTL is the session lease in seconds (default 10): how long the
+	// controllers of a dead leader may seem to run before another takes over.
+	TTL int
+	// Prefix is the election prefix (default api.ElectionPrefix).
+	Prefix string
+	Log    *slog.Logger
+}
+
+// errLost says the session ended while leading.
+var errLost = errors.New("lost leadership: the election session (lease) ended")
+
+// Run campaigns and calls run while this member leads, with a context that
+// ends when leadership is lost. It repeats until ctx ends, and returns nil
+// then.
+func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(context.Context) error) error {
+	if cfg.TTL <= 0 {
+		cfg.TTL = 10
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = api.ElectionPrefix
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	log := cfg.Log.With("election", cfg.Prefix, "candidate", cfg.Name)
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		led, err := term(ctx, cli, cfg, log, run)
+		if ctx.Err() != nil {
+			break
+		}
+		if led {
+			backoff = 200 * time.Millisecond
+		}
+		log.Warn("not leading; campaigning again", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+// term is one campaign and, if won, one term of leadership. led reports
+// whether run was called.
+func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logger, run func(context.Context) error) (led bool, err error) {
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(cfg.TTL), concurrency.WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("open an election session (is etcd reachable?): %w", err)
+	}
+	defer func() {
+		// Revoke even when ctx has ended, so that another member need
+		// not wait for the lease to expire.
+		sess.Orphan()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if _, err := cli.Revoke(rctx, sess.Lease()); err != nil {
+			log.Debug("revoke election lease", "err", err)
+		}
+	}()
+
+	// Campaign until elected, the session ends or ctx ends.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go cancelOnDone(cctx, sess.Done(), cancel)
+	e := concurrency.NewElection(sess, cfg.Prefix)
+	log.Info("campaigning to run the controllers")
+	if err := e.Campaign(cctx, cfg.Name); err != nil {
+		if ctx.Err() == nil && isDone(sess.Done()) {
+			return false, errLost
+		}
+		return false, fmt.Errorf("campaign: %w", err)
+	}
+	if isDone(sess.Done()) {
+		return false, errLost
+	}
+
+	log.Info("elected leader; starting the controllers")
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	go cancelOnDone(rctx, sess.Done(), func() {
+		log.Warn("lost leadership (session lease ended); stopping the controllers")
+		rcancel()
+	})
+	err = run(rctx)
+	if isDone(sess.Done()) && ctx.Err() == nil {
+		return true, errLost
+	}
+	log.Info("controllers stopped; resigning")
+	if ctx.Err() == nil && err == nil {
+		err = errors.New("the controllers returned while still leader")
+	}
+	return true, err
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// cancelOnDone calls cancel when done is closed before ctx ends.
+func cancelOnDone(ctx context.Context, done <-chan struct{}, cancel func()) {
+	select {
+	case <-done:
+		cancel()
+	case <-ctx.Done():
+	}
+}

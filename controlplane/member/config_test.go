@@ -1,0 +1,106 @@
+package member
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestFlagsAndDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		// want checks the completed config; wantErr is a part of the error.
+		want    func(Config) string
+		wantErr string
+	}{
+		{name: "defaults", want: func(c Config) string {
+			switch {
+			case c.Name != "default" || c.DataDir != "./sanboot-data" || c.Cluster.State != "new":
+				return "name, data dir or state"
+			case urlStrings(c.Client.ListenURLs)[0] != "http://127.0.0.1:2379" || urlStrings(c.Client.AdvertiseURLs)[0] != "http://127.0.0.1:2379":
+				return "client URLs"
+			case urlStrings(c.Peer.ListenURLs)[0] != "http://127.0.0.1:2380" || urlStrings(c.Peer.AdvertiseURLs)[0] != "http://127.0.0.1:2380":
+				return "peer URLs"
+			case c.Cluster.Initial != "default=http://127.0.0.1:2380":
+				return "initial cluster"
+			}
+			return ""
+		}},
+		{name: "etcd vocabulary", args: []string{"--name", "cp1", "--data-dir", "/d",
+			"--listen-client-urls", "http://127.0.0.1:3379,http://[::1]:3379", "--advertise-client-urls", "http://localhost:3379",
+			"--listen-peer-urls", "http://127.0.0.1:3380", "--initial-advertise-peer-urls", "http://localhost:3380",
+			"--initial-cluster", "cp1=http://localhost:3380,cp2=http://localhost:4380", "--initial-cluster-state", "existing"},
+			want: func(c Config) string {
+				switch {
+				case c.Name != "cp1" || c.DataDir != "/d" || c.Cluster.State != "existing":
+					return "name, data dir or state"
+				case len(c.Client.ListenURLs) != 2 || urlStrings(c.Client.AdvertiseURLs)[0] != "http://localhost:3379":
+					return "client URLs"
+				case urlStrings(c.Peer.AdvertiseURLs)[0] != "http://localhost:3380":
+					return "peer URLs"
+				case c.Cluster.Initial != "cp1=http://localhost:3380,cp2=http://localhost:4380":
+					return "initial cluster"
+				}
+				return ""
+			}},
+		{name: "initial cluster follows name and peer URL", args: []string{"--name", "x", "--listen-peer-urls", "http://127.0.0.1:9"},
+			want: func(c Config) string {
+				if c.Cluster.Initial != "x=http://127.0.0.1:9" {
+					return "initial cluster " + c.Cluster.Initial
+				}
+				return ""
+			}},
+		{name: "all interfaces", args: []string{"--listen-client-urls", "http://0.0.0.0:2379"}, wantErr: "loopback only"},
+		{name: "no host", args: []string{"--listen-peer-urls", "http://:2380"}, wantErr: "loopback only"},
+		{name: "network address", args: []string{"--listen-client-urls", "http://127.0.0.1:2379,http://192.168.1.5:2379"}, wantErr: "192.168.1.5:2379"},
+		{name: "hostname", args: []string{"--listen-client-urls", "http://example.com:2379"}, wantErr: "loopback only"},
+		{name: "https", args: []string{"--listen-client-urls", "https://127.0.0.1:2379"}, wantErr: "only http://"},
+		{name: "bad state", args: []string{"--initial-cluster-state", "old"}, wantErr: `use "new" or "existing"`},
+		{name: "empty name", args: []string{"--name", ""}, wantErr: "--name is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			c.AddFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.complete()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bad := tt.want(got); bad != "" {
+				t.Fatalf("wrong %s in %+v", bad, got)
+			}
+		})
+	}
+}
+
+func TestBadURLFlag(t *testing.T) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(new(strings.Builder))
+	c.AddFlags(fs)
+	if err := fs.Parse([]string{"--listen-client-urls", "127.0.0.1:2379"}); err == nil || !strings.Contains(err.Error(), "is not a URL") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestRequireLoopback(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:7443": true, "[::1]:7443": true, "localhost:7443": true, "127.0.0.2:1": true,
+		"0.0.0.0:7443": false, ":7443": false, "[::]:7443": false, "10.0.0.1:7443": false, "7443": false,
+	} {
+		if err := RequireLoopback("--api-listen", addr); (err == nil) != ok {
+			t.Errorf("RequireLoopback(%q) = %v", addr, err)
+		}
+	}
+}

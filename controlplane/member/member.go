@@ -1,0 +1,114 @@
+// Package member runs the control plane's embedded etcd member
+// (go.etcd.io/etcd/server/v3/embed): it turns a Config in etcd's vocabulary
+// into an embed.Config, refuses non-loopback listeners while the control
+// plane has no TLS, routes etcd's logs into slog at warn level, and waits
+// until the member serves.
+//
+// A member on a data directory that already holds data starts from it: a
+// restart keeps all state.
+package member
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sanboot/sanboot/controlplane/internal/zapslog"
+)
+
+// Member is a running etcd member.
+type Member struct {
+	etcd  *embed.Etcd
+	cfg   Config
+	level zap.AtomicLevel // of etcd's logs
+}
+
+// Start starts the member and waits until it is ready to serve clients (or
+// cfg.ReadyTimeout passes, or ctx ends).
+func Start(ctx context.Context, cfg Config) (*Member, error) {
+	cfg, err := cfg.complete()
+	if err != nil {
+		return nil, fmt.Errorf("etcd member configuration: %w", err)
+	}
+	log := cfg.Log
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.DataDir
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = cfg.Client.ListenURLs, cfg.Client.AdvertiseURLs
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = cfg.Peer.ListenURLs, cfg.Peer.AdvertiseURLs
+	ec.InitialCluster = cfg.Cluster.Initial
+	ec.ClusterState = cfg.Cluster.State
+	ec.InitialClusterToken = "sanboot"
+	// etcd 3.6 leaves this at 0 and then warns about every request.
+	ec.WarningUnaryRequestDuration = 300 * time.Millisecond
+	ec.Logger = "zap"
+	level := zap.NewAtomicLevelAt(zapcore.WarnLevel)
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(log, level))
+
+	log.Info("insecure mode: listening on loopback only")
+	log.Info("starting etcd member", "name", cfg.Name, "data-dir", cfg.DataDir,
+		"listen-client-urls", urlStrings(cfg.Client.ListenURLs), "advertise-client-urls", urlStrings(cfg.Client.AdvertiseURLs),
+		"listen-peer-urls", urlStrings(cfg.Peer.ListenURLs), "initial-advertise-peer-urls", urlStrings(cfg.Peer.AdvertiseURLs),
+		"initial-cluster", cfg.Cluster.Initial, "initial-cluster-state", cfg.Cluster.State)
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd member %q in %s (is another instance using the directory or the ports?): %w", cfg.Name, cfg.DataDir, err)
+	}
+	timer := time.NewTimer(cfg.ReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd member %q failed while starting: %w", cfg.Name, err)
+	case <-timer.C:
+		e.Close()
+		return nil, fmt.Errorf("etcd member %q not ready after %s: with several members, start a majority of them (see --initial-cluster %q)", cfg.Name, cfg.ReadyTimeout, cfg.Cluster.Initial)
+	case <-ctx.Done():
+		e.Close()
+		return nil, fmt.Errorf("etcd member %q: gave up waiting for it to be ready: %w", cfg.Name, ctx.Err())
+	}
+	for _, u := range cfg.Client.ListenURLs {
+		log.Info("etcd serving clients", "url", u.String())
+	}
+	for _, u := range cfg.Peer.ListenURLs {
+		log.Info("etcd serving peers", "url", u.String())
+	}
+	return &Member{etcd: e, cfg: cfg, level: level}, nil
+}
+
+// ClientURLs are the URLs clients use to reach this member.
+func (m *Member) ClientURLs() []string { return urlStrings(m.cfg.Client.AdvertiseURLs) }
+
+// Name is the member's name.
+func (m *Member) Name() string { return m.cfg.Name }
+
+// Client returns a new client of this member; the caller closes it.
+func (m *Member) Client() (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   urlStrings(m.cfg.Client.ListenURLs),
+		DialTimeout: 5 * time.Second,
+		Logger:      zapslog.New(m.cfg.Log, zapcore.WarnLevel),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client of member %q: %w", m.cfg.Name, err)
+	}
+	return c, nil
+}
+
+// Err reports a fatal error of the running member.
+func (m *Member) Err() <-chan error { return m.etcd.Err() }
+
+// Close stops the member and waits until it has stopped.
+func (m *Member) Close() {
+	// etcd reports its closing listeners as errors; they are not.
+	m.level.SetLevel(zapcore.FatalLevel)
+	m.etcd.Close()
+	<-m.etcd.Server.StopNotify()
+	m.cfg.Log.Info("etcd member stopped", "name", m.cfg.Name)
+}

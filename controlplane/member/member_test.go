@@ -1,0 +1,78 @@
+package member_test
+
+import (
+	"context"
+	"log/slog"
+	"net/url"
+	"testing"
+
+	"github.com/sanboot/sanboot/controlplane/member"
+	"github.com/sanboot/sanboot/internal/etcdtest"
+)
+
+func config(t *testing.T, dir string) member.Config {
+	cfg := member.DefaultConfig()
+	cfg.Name = "m1"
+	cfg.DataDir = dir
+	cfg.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
+	cfg.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
+	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return cfg
+}
+
+func TestRestartKeepsState(t *testing.T) {
+	ctx := context.Background()
+	cfg := config(t, t.TempDir())
+	m, err := member.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := m.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	m.Close()
+
+	m, err = member.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cli, err = m.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, "/k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("after restart: %v, %v", resp, err)
+	}
+}
+
+func TestStartRefusesNonLoopback(t *testing.T) {
+	cfg := config(t, t.TempDir())
+	cfg.Client.ListenURLs = []url.URL{{Scheme: "http", Host: "0.0.0.0:2379"}}
+	if _, err := member.Start(context.Background(), cfg); err == nil {
+		t.Fatal("started on 0.0.0.0")
+	}
+}
+
+func TestStartFailsOnABusyPort(t *testing.T) {
+	ctx := context.Background()
+	cfg := config(t, t.TempDir())
+	m, err := member.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	other := config(t, t.TempDir())
+	other.Client.ListenURLs = cfg.Client.ListenURLs
+	if m2, err := member.Start(ctx, other); err == nil {
+		m2.Close()
+		t.Fatal("a second member started on the same client port")
+	}
+}

@@ -1,0 +1,497 @@
+// Package scheduler is the controller that puts nodes on agents and takes
+// them off again (semantics points 3 and 4 of the design).
+//
+// It mirrors sanboot's records with one kv.Reflect over api.Prefix, queues
+// the keys of affected nodes in a keyed work queue, and for each node makes
+// etcd hold what it should:
+//
+//   - a node without a placement gets one: its pinned agent (spec.agent) when
+//     that agent is alive and holds a Ready replica of the image, else the
+//     live agent with a Ready replica and the fewest assignments (ties: by
+//     name). Placement and Assignment are written in one transaction that
+//     compares the mod_revisions it decided on. A node no agent can take gets
+//     a Placement with an empty agent and a message, and is tried again when
+//     agents or replicas change.
+//   - a placed node never moves (its disk lives there); spec changes are
+//     copied into its Assignment.
+//   - a node with delete_time gets assignment.deleting; once its agent
+//     reports phase Deleted, the node, placement, status and assignment are
+//     deleted in one transaction. A node never placed is deleted at once.
+//
+// Many nodes' writes go into one transaction; when such a batch fails, each
+// node is tried on its own so that one conflict does not hold up the rest.
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/kv"
+	"github.com/sanboot/sanboot/internal/workqueue"
+)
+
+// Placement reasons (Placement.reason).
+const (
+	ReasonScheduled        = "Scheduled"
+	ReasonNoAgent          = "NoAgentHoldsImage"
+	ReasonAgentNotFound    = "AgentNotFound"
+	ReasonAgentUnavailable = "AgentUnavailable"
+	ReasonImageNotReady    = "ImageNotReady"
+	ReasonPinIgnored       = "PinIgnored"
+)
+
+// maxTxnOps is etcd's default limit on the operations (and on the
+// comparisons) of one transaction (--max-txn-ops).
+const maxTxnOps = 128
+
+// Config tunes the scheduler; the zero value is usable.
+type Config struct {
+	Log *slog.Logger
+	// BatchNodes is the most nodes written in one transaction (default 40).
+	BatchNodes int
+	// RetryBase and RetryMax bound the backoff of a node whose write failed
+	// (default 50ms and 5s).
+	RetryBase, RetryMax time.Duration
+}
+
+// Scheduler places nodes. Create it with New and call Run.
+type Scheduler struct {
+	cli   *clientv3.Client
+	log   *slog.Logger
+	cfg   Config
+	queue *workqueue.Queue[state.Ref]
+
+	mu    sync.Mutex
+	store *state.Store
+	// written holds the nodes this scheduler wrote and the store has not
+	// yet seen: the revision of the write, and the agent of a new
+	// placement (counted as load until its assignment shows up).
+	written         map[state.Ref]write
+	writtenPerAgent map[string]int
+}
+
+type write struct {
+	rev   int64
+	agent string
+}
+
+// New returns a scheduler over cli.
+func New(cli *clientv3.Client, cfg Config) *Scheduler {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.BatchNodes <= 0 {
+		cfg.BatchNodes = 40
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 50 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Second
+	}
+	log := cfg.Log.With("controller", "scheduler")
+	return &Scheduler{
+		cli:   cli,
+		log:   log,
+		cfg:   cfg,
+		queue: workqueue.New[state.Ref](cfg.RetryBase, cfg.RetryMax),
+		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Assign,
+			state.Agents, state.Alive, state.Replicas),
+		written:         map[state.Ref]write{},
+		writtenPerAgent: map[string]int{},
+	}
+}
+
+// Run schedules until ctx ends. A Scheduler runs once.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.log.Info("scheduler starting")
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		kv.Reflect(ctx, s.cli, api.Prefix, s.log, s.handle)
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		s.queue.ShutDown()
+	})
+	for {
+		refs, ok := s.queue.GetBatch(s.cfg.BatchNodes * 4)
+		if !ok {
+			break
+		}
+		s.process(ctx, refs)
+	}
+	wg.Wait()
+	s.log.Info("scheduler stopped")
+	return ctx.Err()
+}
+
+// handle applies a batch of etcd changes and queues the nodes they affect.
+func (s *Scheduler) handle(b kv.Batch) {
+	s.mu.Lock()
+	changes := s.store.Apply(b)
+	for ref, w := range s.written {
+		if w.rev <= s.store.Revision {
+			s.forgetWrite(ref)
+		}
+	}
+	refs := map[state.Ref]bool{}
+	if b.Resync {
+		for _, m := range []map[state.Ref]bool{keys(s.store.Nodes), keys(s.store.Placements), keys(s.store.Status), keys(s.store.Assign)} {
+			maps.Copy(refs, m)
+		}
+	}
+	for _, c := range changes {
+		switch c.Kind {
+		case state.Nodes, state.Placements, state.NodeStatus, state.Assign:
+			refs[c.Ref] = true
+		case state.Alive, state.Agents:
+			s.unplaced(refs, func(*sanbootv1.Node) bool { return true })
+		case state.Replicas:
+			s.unplaced(refs, func(n *sanbootv1.Node) bool {
+				return n.GetMetadata().GetProject() == c.Ref.Project && n.GetSpec().GetImage() == c.Ref.Name
+			})
+		}
+	}
+	s.mu.Unlock()
+	for ref := range refs {
+		s.queue.Add(ref)
+	}
+}
+
+// unplaced adds to refs the nodes without an agent that match.
+func (s *Scheduler) unplaced(refs map[state.Ref]bool, match func(*sanbootv1.Node) bool) {
+	for ref, n := range s.store.Nodes {
+		if s.store.Placements[ref].Msg.GetAgent() == "" && match(n.Msg) {
+			refs[ref] = true
+		}
+	}
+}
+
+func keys[V any](m map[state.Ref]V) map[state.Ref]bool {
+	out := make(map[state.Ref]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+func (s *Scheduler) forgetWrite(ref state.Ref) {
+	if w, ok := s.written[ref]; ok {
+		if w.agent != "" {
+			s.writtenPerAgent[w.agent]--
+		}
+		delete(s.written, ref)
+	}
+}
+
+// plan is one node's transaction: comparisons and writes.
+type plan struct {
+	ref   state.Ref
+	cmps  []clientv3.Cmp
+	ops   []clientv3.Op
+	agent string // set when the plan places the node on a new agent
+	what  string // for the log
+}
+
+func (p *plan) put(key string, modRev int64, msg proto.Message) error {
+	op, err := kv.PutOp(key, msg)
+	if err != nil {
+		return err
+	}
+	p.cmps = append(p.cmps, kv.Unchanged(key, modRev))
+	p.ops = append(p.ops, op)
+	return nil
+}
+
+func (p *plan) del(key string, modRev int64) {
+	p.cmps = append(p.cmps, kv.Unchanged(key, modRev))
+	p.ops = append(p.ops, clientv3.OpDelete(key))
+}
+
+// process plans the nodes of refs against the store, writes the plans in
+// batched transactions, and marks each node done.
+func (s *Scheduler) process(ctx context.Context, refs []state.Ref) {
+	defer func() {
+		for _, ref := range refs {
+			s.queue.Done(ref)
+		}
+	}()
+	var plans []*plan
+	s.mu.Lock()
+	picks := map[string]int{}
+	for _, ref := range refs {
+		if w, ok := s.written[ref]; ok && w.rev > s.store.Revision {
+			continue // our own write is on its way; its event queues the node again
+		}
+		p, err := s.plan(ref, picks)
+		switch {
+		case err != nil:
+			s.log.Error("cannot plan node; will retry", "node", ref, "err", err)
+			s.queue.AddRateLimited(ref)
+		case p == nil:
+			s.queue.Forget(ref)
+		default:
+			plans = append(plans, p)
+			if p.agent != "" {
+				picks[p.agent]++
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	for len(plans) > 0 {
+		n, cmps, ops := 0, 0, 0
+		for n < len(plans) && n < s.cfg.BatchNodes &&
+			cmps+len(plans[n].cmps) <= maxTxnOps && ops+len(plans[n].ops) <= maxTxnOps {
+			cmps, ops = cmps+len(plans[n].cmps), ops+len(plans[n].ops)
+			n++
+		}
+		n = max(n, 1)
+		s.commit(ctx, plans[:n])
+		plans = plans[n:]
+	}
+}
+
+// commit writes plans in one transaction, or one by one if that fails.
+func (s *Scheduler) commit(ctx context.Context, plans []*plan) {
+	rev, err := s.txn(ctx, plans)
+	if err == nil {
+		s.committed(plans, rev)
+		return
+	}
+	if len(plans) > 1 {
+		s.log.Debug("batched write failed; writing nodes one by one", "nodes", len(plans), "err", err)
+		for _, p := range plans {
+			s.commit(ctx, []*plan{p})
+		}
+		return
+	}
+	p := plans[0]
+	if errors.Is(err, kv.ErrConflict) {
+		s.log.Debug("node changed while it was planned; will look again", "node", p.ref)
+	} else if ctx.Err() == nil {
+		s.log.Warn("cannot write node's placement; will retry", "node", p.ref, "err", err)
+	}
+	s.queue.AddRateLimited(p.ref)
+}
+
+func (s *Scheduler) txn(ctx context.Context, plans []*plan) (int64, error) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, p := range plans {
+		cmps = append(cmps, p.cmps...)
+		ops = append(ops, p.ops...)
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("write %d nodes: %w", len(plans), err)
+	}
+	if !resp.Succeeded {
+		return 0, kv.ErrConflict
+	}
+	return resp.Header.Revision, nil
+}
+
+func (s *Scheduler) committed(plans []*plan, rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range plans {
+		s.log.Debug(p.what, "node", p.ref, "agent", p.agent, "rev", rev)
+		s.queue.Forget(p.ref)
+		if rev <= s.store.Revision {
+			continue // the store has seen it already
+		}
+		s.forgetWrite(p.ref)
+		s.written[p.ref] = write{rev: rev, agent: p.agent}
+		if p.agent != "" {
+			s.writtenPerAgent[p.agent]++
+		}
+	}
+}
+
+// plan decides what node ref needs, or returns nil when it needs nothing.
+// picks counts the placements decided earlier in the same batch. Called
+// with s.mu held.
+func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
+	st := s.store
+	node, hasNode := st.Nodes[ref]
+	pl, hasPl := st.Placements[ref]
+	status, hasStatus := st.Status[ref]
+	assigns := st.Assign[ref]
+	nodeKey := api.NodeKey(ref.Project, ref.Name)
+	p := &plan{ref: ref}
+
+	// finalize deletes every record of the node, comparing each.
+	finalize := func(what string, withNode bool) *plan {
+		p.what = what
+		if withNode {
+			p.del(nodeKey, node.ModRevision)
+		} else {
+			p.cmps = append(p.cmps, kv.Unchanged(nodeKey, 0))
+		}
+		if hasPl {
+			p.del(api.PlacementKey(ref.Project, ref.Name), pl.ModRevision)
+		}
+		if hasStatus {
+			p.del(api.NodeStatusKey(ref.Project, ref.Name), status.ModRevision)
+		}
+		for agent, a := range assigns {
+			p.del(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision)
+		}
+		return p
+	}
+
+	if !hasNode {
+		if !hasPl && !hasStatus && len(assigns) == 0 {
+			return nil, nil
+		}
+		return finalize("removed the records of a node that no longer exists", false), nil
+	}
+	agent := pl.Msg.GetAgent()
+	if node.Msg.GetMetadata().GetDeleteTime() != nil {
+		a, hasA := assigns[agent]
+		switch {
+		case agent == "":
+			return finalize("deleted a node that was never placed", true), nil
+		case !hasA:
+			return finalize("deleted a node whose assignment is gone", true), nil
+		case hasStatus && status.Msg.GetPhase() == api.PhaseDeleted:
+			return finalize("deleted a node its agent has torn down", true), nil
+		}
+		// Ask the agent to tear down, with the latest spec (DeleteNode may
+		// have set keep_disk).
+		p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
+		want := assignment(ref, node.Msg)
+		want.Deleting = true
+		if !proto.Equal(a.Msg, want) {
+			if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, want); err != nil {
+				return nil, err
+			}
+		}
+		s.dropStrays(p, assigns, agent)
+		if len(p.ops) == 0 {
+			return nil, nil
+		}
+		p.what = "asked the agent to tear the node down"
+		return p, nil
+	}
+
+	gen := node.Msg.GetMetadata().GetGeneration()
+	p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
+	if agent == "" {
+		var reason, msg string
+		agent, reason, msg = s.choose(node.Msg, picks)
+		if agent == "" {
+			want := &sanbootv1.Placement{Reason: reason, Message: msg, Generation: gen}
+			if hasPl && proto.Equal(pl.Msg, want) {
+				return nil, nil
+			}
+			p.what = "cannot place node: " + msg
+			return p, p.put(api.PlacementKey(ref.Project, ref.Name), pl.ModRevision, want)
+		}
+		p.agent = agent
+		p.what = "placed node"
+	} else {
+		p.what = "updated node's assignment"
+	}
+
+	// A placed node: keep its placement and assignment up to date.
+	want := &sanbootv1.Placement{Agent: agent, Reason: ReasonScheduled, Generation: gen}
+	if pin := node.Msg.GetSpec().GetAgent(); pin != "" && pin != agent {
+		want.Reason = ReasonPinIgnored
+		want.Message = fmt.Sprintf("spec.agent is %q but the node's disk lives on %q and a placement never moves: delete the node and create it again to move it", pin, agent)
+	}
+	if !hasPl || !proto.Equal(pl.Msg, want) {
+		if err := p.put(api.PlacementKey(ref.Project, ref.Name), pl.ModRevision, want); err != nil {
+			return nil, err
+		}
+	}
+	a := assigns[agent]
+	if wantA := assignment(ref, node.Msg); a.Msg == nil || !proto.Equal(a.Msg, wantA) {
+		if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, wantA); err != nil {
+			return nil, err
+		}
+	}
+	s.dropStrays(p, assigns, agent)
+	if len(p.ops) == 0 {
+		return nil, nil
+	}
+	return p, nil
+}
+
+// dropStrays deletes assignments of the node to agents other than its own
+// (there are none unless someone wrote them by hand).
+func (s *Scheduler) dropStrays(p *plan, assigns map[string]state.Record[*sanbootv1.Assignment], agent string) {
+	for other, a := range assigns {
+		if other != agent {
+			p.del(api.AssignKey(other, p.ref.Project, p.ref.Name), a.ModRevision)
+		}
+	}
+}
+
+// assignment is what the node's agent must make true.
+func assignment(ref state.Ref, n *sanbootv1.Node) *sanbootv1.Assignment {
+	spec := n.GetSpec()
+	initiator := spec.GetInitiatorIqn()
+	if initiator == "" {
+		initiator = api.DefaultInitiatorIQN(ref.Project, ref.Name)
+	}
+	return &sanbootv1.Assignment{
+		Project:      ref.Project,
+		Node:         ref.Name,
+		Generation:   n.GetMetadata().GetGeneration(),
+		Spec:         proto.CloneOf(spec),
+		InitiatorIqn: initiator,
+		TargetIqn:    api.TargetIQN("", ref.Project, ref.Name),
+		Uid:          n.GetMetadata().GetUid(),
+	}
+}
+
+// choose picks the agent for an unplaced node, or says why there is none.
+func (s *Scheduler) choose(n *sanbootv1.Node, picks map[string]int) (agent, reason, msg string) {
+	st := s.store
+	img := state.Ref{Project: n.GetMetadata().GetProject(), Name: n.GetSpec().GetImage()}
+	replicas := st.Replicas[img]
+	holds := func(a string) bool { return replicas[a].Msg.GetPhase() == api.ReplicaReady }
+
+	if pin := n.GetSpec().GetAgent(); pin != "" {
+		_, registered := st.Agents[pin]
+		switch {
+		case !registered && !st.IsAlive(pin):
+			return "", ReasonAgentNotFound, fmt.Sprintf("pinned agent %q is not registered", pin)
+		case !st.IsAlive(pin):
+			return "", ReasonAgentUnavailable, fmt.Sprintf("pinned agent %q is unavailable (lease expired)", pin)
+		case !holds(pin):
+			phase := cmp.Or(replicas[pin].Msg.GetPhase(), "missing")
+			return "", ReasonImageNotReady, fmt.Sprintf("pinned agent %q does not hold image %q yet (replica: %s)", pin, img.Name, phase)
+		}
+		return pin, ReasonScheduled, ""
+	}
+	best, bestLoad := "", 0
+	for _, a := range slices.Sorted(maps.Keys(st.Alive)) {
+		if !holds(a) {
+			continue
+		}
+		load := st.AssignCount(a) + s.writtenPerAgent[a] + picks[a]
+		if best == "" || load < bestLoad {
+			best, bestLoad = a, load
+		}
+	}
+	if best == "" {
+		return "", ReasonNoAgent, fmt.Sprintf("no Ready agent holds image %q", img.Name)
+	}
+	return best, ReasonScheduled, ""
+}

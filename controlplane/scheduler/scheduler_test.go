@@ -1,0 +1,292 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+const project, image = "default", "img"
+
+// env is a real etcd member with a scheduler running on it.
+type env struct {
+	t   *testing.T
+	cli *clientv3.Client
+	ctx context.Context
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	go func() {
+		defer close(done)
+		scheduler.New(cli, scheduler.Config{Log: log}).Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return &env{t: t, cli: cli, ctx: ctx}
+}
+
+// agent registers a fake agent whose replica of the image is in phase
+// (none when empty).
+func (e *env) agent(name, replica string) *fakeagent.Agent {
+	e.t.Helper()
+	a, err := fakeagent.Register(e.ctx, e.cli, name, 10)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if replica != "" {
+		if err := a.SetReplica(e.ctx, project, image, replica); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return a
+}
+
+// putNode writes a node record as the API server does.
+func (e *env) putNode(name string, spec *sanbootv1.NodeSpec) {
+	e.t.Helper()
+	e.updateNode(name, func(n *sanbootv1.Node) { n.Spec = spec })
+}
+
+// updateNode reads, changes and writes back a node (creating it if needed).
+func (e *env) updateNode(name string, change func(*sanbootv1.Node)) {
+	e.t.Helper()
+	var n sanbootv1.Node
+	rev, err := kv.Get(e.ctx, e.cli, api.NodeKey(project, name), &n)
+	if errors.Is(err, kv.ErrNotFound) {
+		n = sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name}, Spec: &sanbootv1.NodeSpec{Image: image}}
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	old := proto.CloneOf(n.Spec)
+	change(&n)
+	if !proto.Equal(old, n.Spec) || rev == 0 {
+		n.Metadata.Generation++
+	}
+	if _, err := kv.CAS(e.ctx, e.cli, api.NodeKey(project, name), rev, &n); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitPlacement waits until node's placement satisfies ok and returns it.
+func (e *env) waitPlacement(node string, ok func(*sanbootv1.Placement) bool) *sanbootv1.Placement {
+	e.t.Helper()
+	var p sanbootv1.Placement
+	waitFor(e.t, "placement of "+node, func() bool {
+		_, err := kv.Get(e.ctx, e.cli, api.PlacementKey(project, node), &p)
+		return err == nil && ok(&p)
+	}, func() string { return p.String() })
+	return &p
+}
+
+func (e *env) assignment(agent, node string) (*sanbootv1.Assignment, error) {
+	var a sanbootv1.Assignment
+	_, err := kv.Get(e.ctx, e.cli, api.AssignKey(agent, project, node), &a)
+	return &a, err
+}
+
+func (e *env) count(prefix string) int64 {
+	e.t.Helper()
+	resp, err := e.cli.Get(e.ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.Count
+}
+
+// waitFor polls cond until it holds, with a deadline generous enough for a
+// loaded machine; got describes the last state for the failure message.
+func waitFor(t *testing.T, what string, cond func() bool, got func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; last seen: %s", what, got())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func placedOn(p *sanbootv1.Placement) bool { return p.Agent != "" }
+
+func TestPlacementChoice(t *testing.T) {
+	type agent struct{ name, replica string }
+	tests := []struct {
+		name   string
+		agents []agent
+		pin    string
+		// want is the agent the node lands on, or "" with wantMsg.
+		want, wantReason, wantMsg string
+	}{
+		{name: "pinned agent", agents: []agent{{"a", "Ready"}, {"b", "Ready"}}, pin: "b", want: "b"},
+		{name: "only agent holding the image", agents: []agent{{"a", "Pending"}, {"b", "Ready"}, {"c", ""}}, want: "b"},
+		{name: "no agent holds the image", agents: []agent{{"a", "Pending"}, {"b", "Failed"}},
+			wantReason: scheduler.ReasonNoAgent, wantMsg: `no Ready agent holds image "img"`},
+		{name: "no agent at all", wantReason: scheduler.ReasonNoAgent, wantMsg: `no Ready agent holds image "img"`},
+		{name: "pinned agent not registered", agents: []agent{{"a", "Ready"}}, pin: "zz",
+			wantReason: scheduler.ReasonAgentNotFound, wantMsg: `pinned agent "zz" is not registered`},
+		{name: "pinned agent without the image", agents: []agent{{"a", "Ready"}, {"b", "Pending"}}, pin: "b",
+			wantReason: scheduler.ReasonImageNotReady, wantMsg: `pinned agent "b" does not hold image "img" yet (replica: Pending)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t)
+			for _, a := range tt.agents {
+				e.agent(a.name, a.replica)
+			}
+			e.putNode("n1", &sanbootv1.NodeSpec{Image: image, Agent: tt.pin})
+			p := e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Agent != "" || p.Message != "" })
+			if p.Agent != tt.want || p.Message != tt.wantMsg || (tt.wantReason != "" && p.Reason != tt.wantReason) {
+				t.Fatalf("placement = %v, want agent %q reason %q message %q", p, tt.want, tt.wantReason, tt.wantMsg)
+			}
+			a, err := e.assignment(tt.want, "n1")
+			switch {
+			case tt.want == "" && e.count(api.AssignPrefix("")) != 0:
+				t.Fatalf("an unplaced node has an assignment")
+			case tt.want == "":
+			case err != nil:
+				t.Fatalf("placed on %s but no assignment: %v", tt.want, err)
+			case a.Generation != 1 || a.TargetIqn != api.TargetIQN("", project, "n1") ||
+				a.InitiatorIqn != api.DefaultInitiatorIQN(project, "n1") || a.Spec.GetImage() != image || a.Deleting:
+				t.Fatalf("assignment = %v", a)
+			}
+		})
+	}
+}
+
+func TestPendingUntilAnAgentHoldsTheImage(t *testing.T) {
+	e := start(t)
+	a := e.agent("a", "Pending")
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image})
+	p := e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Message != "" })
+	if p.Agent != "" || p.Message != `no Ready agent holds image "img"` {
+		t.Fatalf("placement = %v", p)
+	}
+	if err := a.SetReplica(e.ctx, project, image, api.ReplicaReady); err != nil {
+		t.Fatal(err)
+	}
+	p = e.waitPlacement("n1", placedOn)
+	if p.Agent != "a" || p.Message != "" || p.Reason != scheduler.ReasonScheduled {
+		t.Fatalf("placement = %v", p)
+	}
+}
+
+func TestLeastLoadedSpreads(t *testing.T) {
+	e := start(t)
+	e.agent("a", "Ready")
+	e.agent("b", "Ready")
+	// Three nodes pinned to a: a is loaded, b is not.
+	for _, n := range []string{"p1", "p2", "p3"} {
+		e.putNode(n, &sanbootv1.NodeSpec{Image: image, Agent: "a"})
+	}
+	for _, n := range []string{"p1", "p2", "p3"} {
+		e.waitPlacement(n, placedOn)
+	}
+	// Five more, all at once: b takes the first three, then they alternate.
+	ops := []clientv3.Op{}
+	for _, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
+		op, _ := kv.PutOp(api.NodeKey(project, n), &sanbootv1.Node{
+			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: n, Generation: 1}, Spec: &sanbootv1.NodeSpec{Image: image}})
+		ops = append(ops, op)
+	}
+	if _, err := e.cli.Txn(e.ctx).Then(ops...).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
+		count[e.waitPlacement(n, placedOn).Agent]++
+	}
+	if count["a"] != 1 || count["b"] != 4 {
+		t.Fatalf("new nodes per agent = %v, want a:1 b:4 (a already had 3)", count)
+	}
+	if got := e.count(api.AssignPrefix("a")); got != 4 {
+		t.Fatalf("agent a has %d assignments, want 4", got)
+	}
+}
+
+func TestPlacementIsStickyAndFollowsSpec(t *testing.T) {
+	e := start(t)
+	e.agent("a", "Ready")
+	e.agent("b", "Ready")
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image, Agent: "a"})
+	e.waitPlacement("n1", placedOn)
+
+	// A new pin does not move the node; a spec change reaches the assignment.
+	e.updateNode("n1", func(n *sanbootv1.Node) {
+		n.Spec.Agent = "b"
+		n.Spec.Macs = []string{"52:54:00:00:00:01"}
+	})
+	p := e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Generation == 2 })
+	if p.Agent != "a" || p.Reason != scheduler.ReasonPinIgnored || p.Message == "" {
+		t.Fatalf("placement after re-pin = %v, want it to stay on a and say why", p)
+	}
+	a, err := e.assignment("a", "n1")
+	if err != nil || a.Generation != 2 || len(a.Spec.GetMacs()) != 1 || a.Spec.GetAgent() != "b" {
+		t.Fatalf("assignment = %v, %v; want generation 2 with the new spec", a, err)
+	}
+	if _, err := e.assignment("b", "n1"); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("assignment on b: %v, want none", err)
+	}
+}
+
+func TestDeletionTwoSteps(t *testing.T) {
+	e := start(t)
+	a := e.agent("a", "Ready")
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image})
+	e.waitPlacement("n1", placedOn)
+	if err := a.Report(e.ctx, project, "n1", api.PhaseReady, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	// As DeleteNode with keep_disk does: delete_time and a spec change.
+	e.updateNode("n1", func(n *sanbootv1.Node) {
+		n.Metadata.DeleteTime = timestamppb.Now()
+		n.Spec.KeepDisk = true
+	})
+	var asg *sanbootv1.Assignment
+	waitFor(t, "assignment.deleting", func() bool {
+		var err error
+		asg, err = e.assignment("a", "n1")
+		return err == nil && asg.Deleting
+	}, func() string { return asg.String() })
+	if asg.Generation != 2 || !asg.Spec.GetKeepDisk() {
+		t.Fatalf("deleting assignment = %v, want generation 2 with keep_disk", asg)
+	}
+	// The records stay until the agent says it has torn the node down.
+	if e.count(api.NodeKey(project, "n1")) != 1 || e.count(api.PlacementKey(project, "n1")) != 1 {
+		t.Fatal("records of a node went before its agent tore it down")
+	}
+	if err := a.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the node's records to go", func() bool {
+		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.Prefix+"nodestatus/")+e.count(api.AssignPrefix("")) == 0
+	}, func() string { return "records remain" })
+}
+
+func TestDeletingANodeNeverPlaced(t *testing.T) {
+	e := start(t)
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image})
+	e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Message != "" })
+	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
+	waitFor(t, "the node's records to go", func() bool {
+		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/") == 0
+	}, func() string { return "records remain" })
+}

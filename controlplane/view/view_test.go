@@ -1,0 +1,175 @@
+package view_test
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/controlplane/view"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+// store builds a store from key -> record.
+func store(t *testing.T, records map[string]proto.Message) *state.Store {
+	t.Helper()
+	s := state.New(slog.New(slog.NewTextHandler(io.Discard, nil)), state.Nodes, state.Placements, state.NodeStatus,
+		state.Alive, state.Agents, state.Images, state.Replicas, state.Assign)
+	b := kv.Batch{Revision: 100}
+	rev := int64(1)
+	for k, m := range records {
+		v, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Events = append(b.Events, kv.Event{Key: k, Value: v, ModRevision: rev})
+		rev++
+	}
+	s.Apply(b)
+	return s
+}
+
+func node(deleting bool) *sanbootv1.Node {
+	n := &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Generation: 2}, Spec: &sanbootv1.NodeSpec{Image: "img"}}
+	if deleting {
+		n.Metadata.DeleteTime = timestamppb.Now()
+	}
+	return n
+}
+
+var (
+	nodeKey   = api.NodeKey("p", "n1")
+	placeKey  = api.PlacementKey("p", "n1")
+	statusKey = api.NodeStatusKey("p", "n1")
+	aliveA    = api.AliveKey("a")
+	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: "Scheduled"}
+	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2}
+	empty     = &sanbootv1.AgentRecord{}
+)
+
+func TestNodeStatus(t *testing.T) {
+	tests := []struct {
+		name      string
+		records   map[string]proto.Message
+		phase     string
+		msg       string // a part of the message
+		scheduled bool
+		available bool
+	}{
+		{"not yet scheduled", map[string]proto.Message{nodeKey: node(false)},
+			api.PhasePending, "waiting for the scheduler", false, false},
+		{"unschedulable", map[string]proto.Message{nodeKey: node(false), placeKey: &sanbootv1.Placement{Reason: "NoAgentHoldsImage", Message: `no Ready agent holds image "img"`}},
+			api.PhasePending, `no Ready agent holds image "img"`, false, false},
+		{"placed, no report yet", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty},
+			api.PhasePending, `placed on agent "a"; waiting for it to report`, true, true},
+		{"ready", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty, statusKey: ready},
+			api.PhaseReady, "", true, true},
+		{"agent lease expired", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, statusKey: ready},
+			api.PhaseUnavailable, `agent "a" is unavailable (lease expired); the node's disk lives there`, true, false},
+		{"deleting, never placed", map[string]proto.Message{nodeKey: node(true)},
+			api.PhaseDeleting, "never placed", false, false},
+		{"deleting", map[string]proto.Message{nodeKey: node(true), placeKey: placedOnA, aliveA: empty, statusKey: ready},
+			api.PhaseDeleting, `waiting for agent "a" to tear down`, true, true},
+		{"deleting, agent down", map[string]proto.Message{nodeKey: node(true), placeKey: placedOnA, statusKey: ready},
+			api.PhaseDeleting, "which is unavailable", true, false},
+		{"deleted by the agent", map[string]proto.Message{nodeKey: node(true), placeKey: placedOnA, aliveA: empty,
+			statusKey: &sanbootv1.NodeStatus{Phase: api.PhaseDeleted}}, api.PhaseDeleting, "has torn the node down", true, true},
+		{"pin ignored", map[string]proto.Message{nodeKey: node(false), aliveA: empty, statusKey: ready,
+			placeKey: &sanbootv1.Placement{Agent: "a", Reason: "PinIgnored", Message: "the disk lives on a"}}, api.PhaseReady, "", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := view.Node(store(t, tt.records), state.Ref{Project: "p", Name: "n1"})
+			st := n.GetStatus()
+			if st.GetPhase() != tt.phase || !strings.Contains(st.GetMessage(), tt.msg) {
+				t.Fatalf("status = %v, want phase %s and a message with %q", st, tt.phase, tt.msg)
+			}
+			c := st.GetConditions()
+			if len(c) != 3 || c[0].Type != api.ConditionScheduled || c[0].Status != tt.scheduled ||
+				c[1].Type != api.ConditionAgentAvailable || c[1].Status != tt.available ||
+				c[2].Type != api.ConditionReady || c[2].Status != (tt.phase == api.PhaseReady) {
+				t.Fatalf("conditions = %v", c)
+			}
+			if n.Metadata.Project != "p" || n.Metadata.Name != "n1" || n.Metadata.Revision == 0 {
+				t.Fatalf("metadata = %v: project and name come from the key, revision from etcd", n.Metadata)
+			}
+			if tt.name == "pin ignored" && (c[0].Reason != "PinIgnored" || !strings.Contains(c[0].Message, "the disk lives on a")) {
+				t.Fatalf("scheduled condition = %v", c[0])
+			}
+			if tt.name == "ready" && (st.TargetIqn != "iqn.x" || st.Portals[0] != "127.0.0.1:3260" || st.ObservedGeneration != 2 || st.Agent != "a") {
+				t.Fatalf("reported fields not copied: %v", st)
+			}
+		})
+	}
+	if view.Node(store(t, nil), state.Ref{Project: "p", Name: "n1"}) != nil {
+		t.Fatal("a view of a node that does not exist")
+	}
+}
+
+func TestImagePhase(t *testing.T) {
+	img := func(agents ...string) *sanbootv1.Image {
+		return &sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{}, Spec: &sanbootv1.ImageSpec{SizeBytes: 512, Agents: agents}}
+	}
+	rep := func(phase string) *sanbootv1.ImageReplica {
+		return &sanbootv1.ImageReplica{Phase: phase, Sha256: "sum-" + phase}
+	}
+	imKey := api.ImageKey("p", "img")
+	tests := []struct {
+		name    string
+		records map[string]proto.Message
+		want    string
+	}{
+		{"no agents", map[string]proto.Message{imKey: img()}, api.ReplicaPending},
+		{"every live agent has it", map[string]proto.Message{imKey: img(), api.AgentKey("a"): empty, aliveA: empty, api.AgentKey("b"): empty,
+			api.ReplicaKey("p", "img", "a"): rep("Ready")}, api.ReplicaReady},
+		{"a live agent lacks it", map[string]proto.Message{imKey: img(), api.AgentKey("a"): empty, aliveA: empty,
+			api.AgentKey("b"): empty, api.AliveKey("b"): empty, api.ReplicaKey("p", "img", "a"): rep("Ready")}, api.ReplicaPending},
+		{"only the named agents count", map[string]proto.Message{imKey: img("a"), api.AgentKey("a"): empty, aliveA: empty,
+			api.AgentKey("b"): empty, api.AliveKey("b"): empty, api.ReplicaKey("p", "img", "a"): rep("Ready")}, api.ReplicaReady},
+		{"failed", map[string]proto.Message{imKey: img(), api.AgentKey("a"): empty, aliveA: empty, api.ReplicaKey("p", "img", "a"): rep("Failed")}, api.ReplicaFailed},
+		{"every agent down, a copy exists", map[string]proto.Message{imKey: img(), api.AgentKey("a"): empty, api.ReplicaKey("p", "img", "a"): rep("Ready")}, api.ReplicaReady},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			im := view.Image(store(t, tt.records), state.Ref{Project: "p", Name: "img"}, []string{"n1"})
+			if im.Status.Phase != tt.want {
+				t.Fatalf("phase = %s, want %s (%v)", im.Status.Phase, tt.want, im.Status)
+			}
+			if im.Status.UsedBy[0] != "n1" {
+				t.Fatalf("used_by = %v", im.Status.UsedBy)
+			}
+			for _, r := range im.Status.Replicas {
+				if r.Agent == "" {
+					t.Fatalf("replica without its agent: %v", r)
+				}
+			}
+		})
+	}
+}
+
+func TestAgentsAndUsedBy(t *testing.T) {
+	s := store(t, map[string]proto.Message{
+		api.AgentKey("a"): &sanbootv1.AgentRecord{Driver: "tgt"}, aliveA: empty,
+		api.AgentKey("b"):             empty,
+		api.AssignKey("a", "p", "n1"): &sanbootv1.Assignment{}, api.AssignKey("a", "p", "n2"): &sanbootv1.Assignment{},
+		api.NodeKey("p", "n2"): node(false), api.NodeKey("p", "n1"): node(false), api.NodeKey("q", "n3"): node(false),
+	})
+	agents := view.Agents(s)
+	if len(agents) != 2 || agents[0].Record.Name != "a" || agents[0].State != api.AgentReady || agents[0].Nodes != 2 || agents[0].Record.Driver != "tgt" ||
+		agents[1].Record.Name != "b" || agents[1].State != api.AgentUnavailable || agents[1].Nodes != 0 {
+		t.Fatalf("agents = %v", agents)
+	}
+	used := view.UsedBy(s)
+	if got := used[state.Ref{Project: "p", Name: "img"}]; len(got) != 2 || got[0] != "n1" || got[1] != "n2" {
+		t.Fatalf("used by in p = %v", got)
+	}
+	if got := used[state.Ref{Project: "q", Name: "img"}]; len(got) != 1 {
+		t.Fatalf("used by in q = %v", got)
+	}
+}
