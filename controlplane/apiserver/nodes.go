@@ -114,6 +114,11 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 }
 
 func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutNodeResponse, error) {
+	if !dryRun && n.Metadata.Revision == 0 {
+		if resp, err := s.createNode(ctx, ref, n); resp != nil || err != nil {
+			return resp, err
+		}
+	}
 	st, err := s.readNode(ctx, ref, n.Spec.Image)
 	if err != nil {
 		return nil, err
@@ -182,6 +187,40 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 	}
 	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
 	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: result}, nil
+}
+
+// createNode is the common case in one round trip: the node does not exist
+// and its image does, so write it. It returns nil, nil when that is not the
+// case, and the caller takes the general path (read, compare, write).
+// DeleteImage compares the nodes prefix, so an image cannot go away under a
+// node created here.
+func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, error) {
+	rec := &sanbootv1.Node{
+		Metadata: &sanbootv1.ObjectMeta{
+			Project: ref.Project, Name: ref.Name, Labels: n.Metadata.Labels,
+			Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
+		},
+		Spec: n.Spec,
+	}
+	key := api.NodeKey(ref.Project, ref.Name)
+	put, err := kv.PutOp(key, rec)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	rev, err := s.write(ctx, []clientv3.Cmp{
+		kv.Unchanged(key, 0),
+		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
+	}, put)
+	if errors.Is(err, kv.ErrConflict) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log.Debug("node created", "node", ref, "rev", rev)
+	st := state.New(s.log, state.Nodes)
+	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
+	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
 }
 
 // DeleteNode marks a node deleting; the scheduler and its agent do the
