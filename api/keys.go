@@ -19,6 +19,7 @@ const Prefix = "/sanboot/v1/"
 //	placements/<project>/<node>                  Placement     scheduler (leader)
 //	assign/<agent>/<project>/<node>              Assignment    scheduler (leader)
 //	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
+//	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
 //	agents/<agent>                               AgentRecord   that agent
 //	alive/<agent>                                (empty)       that agent, under its lease
 //	members/<member>                             Member        that control-plane member, leased
@@ -33,6 +34,7 @@ const (
 	kindPlacements = "placements/"
 	kindAssign     = "assign/"
 	kindNodeStatus = "nodestatus/"
+	kindSecrets    = "secrets/"
 	kindAgents     = "agents/"
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
@@ -83,6 +85,14 @@ func NodeStatusPrefix(project string) string { return scoped(kindNodeStatus, pro
 // NodeStatusKey is where the assigned agent reports a node's status.
 func NodeStatusKey(project, node string) string {
 	return Prefix + kindNodeStatus + project + "/" + node
+}
+
+// SecretsPrefix is the prefix of every node's CHAP secret in project, or of all.
+func SecretsPrefix(project string) string { return scoped(kindSecrets, project) }
+
+// SecretKey is where a node's CHAP credentials live.
+func SecretKey(project, node string) string {
+	return Prefix + kindSecrets + project + "/" + node
 }
 
 // AssignPrefix is the prefix an agent watches: its own assignments only.

@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{36, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -385,8 +385,11 @@ type ImageSpec struct {
 	Protected bool         `protobuf:"varint,2,opt,name=protected,proto3" json:"protected,omitempty"`
 	Source    *ImageSource `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	// Agents that hold a replica; empty means every agent.
-	Agents        []string `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`
-	Description   string   `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	Agents      []string `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`
+	Description string   `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	// Parent is the image a snapshot's node was cloned from. Set by the API
+	// server; ignored on write.
+	Parent        string `protobuf:"bytes,6,opt,name=parent,proto3" json:"parent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,6 +455,13 @@ func (x *ImageSpec) GetAgents() []string {
 func (x *ImageSpec) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *ImageSpec) GetParent() string {
+	if x != nil {
+		return x.Parent
 	}
 	return ""
 }
@@ -625,9 +635,12 @@ func (*BlankSource) Descriptor() ([]byte, []int) {
 
 // UploadSource is a file staged on the control plane by an upload.
 type UploadSource struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
-	Sha256        string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UploadId string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Sha256   string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Member is the control-plane member that holds the staged upload;
+	// agents fetch it from that member's API (ReadUpload).
+	Member        string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -672,6 +685,13 @@ func (x *UploadSource) GetUploadId() string {
 func (x *UploadSource) GetSha256() string {
 	if x != nil {
 		return x.Sha256
+	}
+	return ""
+}
+
+func (x *UploadSource) GetMember() string {
+	if x != nil {
+		return x.Member
 	}
 	return ""
 }
@@ -1056,7 +1076,9 @@ type NodeSpec struct {
 	// CHAP authentication on the target.
 	Chap bool `protobuf:"varint,5,opt,name=chap,proto3" json:"chap,omitempty"`
 	// Keep the disk (as an image) when the node is deleted.
-	KeepDisk      bool `protobuf:"varint,6,opt,name=keep_disk,json=keepDisk,proto3" json:"keep_disk,omitempty"`
+	KeepDisk bool `protobuf:"varint,6,opt,name=keep_disk,json=keepDisk,proto3" json:"keep_disk,omitempty"`
+	// Mutual CHAP: the node also authenticates the target (needs chap).
+	MutualChap    bool `protobuf:"varint,7,opt,name=mutual_chap,json=mutualChap,proto3" json:"mutual_chap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1129,6 +1151,13 @@ func (x *NodeSpec) GetChap() bool {
 func (x *NodeSpec) GetKeepDisk() bool {
 	if x != nil {
 		return x.KeepDisk
+	}
+	return false
+}
+
+func (x *NodeSpec) GetMutualChap() bool {
+	if x != nil {
+		return x.MutualChap
 	}
 	return false
 }
@@ -1578,8 +1607,10 @@ type Assignment struct {
 	InitiatorIqn string `protobuf:"bytes,5,opt,name=initiator_iqn,json=initiatorIqn,proto3" json:"initiator_iqn,omitempty"`
 	TargetIqn    string `protobuf:"bytes,6,opt,name=target_iqn,json=targetIqn,proto3" json:"target_iqn,omitempty"`
 	// Deleting asks the agent to tear the node down and confirm.
-	Deleting      bool   `protobuf:"varint,7,opt,name=deleting,proto3" json:"deleting,omitempty"`
-	Uid           string `protobuf:"bytes,8,opt,name=uid,proto3" json:"uid,omitempty"`
+	Deleting bool   `protobuf:"varint,7,opt,name=deleting,proto3" json:"deleting,omitempty"`
+	Uid      string `protobuf:"bytes,8,opt,name=uid,proto3" json:"uid,omitempty"`
+	// CHAP credentials when spec.chap is on.
+	Chap          *ChapSecret `protobuf:"bytes,9,opt,name=chap,proto3" json:"chap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1670,6 +1701,86 @@ func (x *Assignment) GetUid() string {
 	return ""
 }
 
+func (x *Assignment) GetChap() *ChapSecret {
+	if x != nil {
+		return x.Chap
+	}
+	return nil
+}
+
+// ChapSecret holds the CHAP credentials of one node's target. Written by
+// the API server at /sanboot/v1/secrets/<project>/<node> when the node is
+// created with CHAP, copied into its assignment by the scheduler, and never
+// returned by List or Get.
+type ChapSecret struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	User   string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Secret string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Set with spec.mutual_chap: the target's own credentials.
+	MutualUser    string `protobuf:"bytes,3,opt,name=mutual_user,json=mutualUser,proto3" json:"mutual_user,omitempty"`
+	MutualSecret  string `protobuf:"bytes,4,opt,name=mutual_secret,json=mutualSecret,proto3" json:"mutual_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChapSecret) Reset() {
+	*x = ChapSecret{}
+	mi := &file_sanboot_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChapSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChapSecret) ProtoMessage() {}
+
+func (x *ChapSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChapSecret.ProtoReflect.Descriptor instead.
+func (*ChapSecret) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ChapSecret) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ChapSecret) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *ChapSecret) GetMutualUser() string {
+	if x != nil {
+		return x.MutualUser
+	}
+	return ""
+}
+
+func (x *ChapSecret) GetMutualSecret() string {
+	if x != nil {
+		return x.MutualSecret
+	}
+	return ""
+}
+
 // Member is a control-plane member's registration, leased, at
 // /sanboot/v1/members/<name>.
 type Member struct {
@@ -1684,7 +1795,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_sanboot_proto_msgTypes[19]
+	mi := &file_sanboot_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1807,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[19]
+	mi := &file_sanboot_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1820,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{19}
+	return file_sanboot_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Member) GetName() string {
@@ -1750,7 +1861,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_sanboot_proto_msgTypes[20]
+	mi := &file_sanboot_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1873,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[20]
+	mi := &file_sanboot_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1886,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{20}
+	return file_sanboot_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetRequest) GetProject() string {
@@ -1804,7 +1915,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_sanboot_proto_msgTypes[21]
+	mi := &file_sanboot_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1927,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[21]
+	mi := &file_sanboot_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1940,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{21}
+	return file_sanboot_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListRequest) GetProject() string {
@@ -1867,7 +1978,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_sanboot_proto_msgTypes[22]
+	mi := &file_sanboot_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1990,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[22]
+	mi := &file_sanboot_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2003,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{22}
+	return file_sanboot_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteRequest) GetProject() string {
@@ -1935,7 +2046,7 @@ type PutNodeRequest struct {
 
 func (x *PutNodeRequest) Reset() {
 	*x = PutNodeRequest{}
-	mi := &file_sanboot_proto_msgTypes[23]
+	mi := &file_sanboot_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2058,7 @@ func (x *PutNodeRequest) String() string {
 func (*PutNodeRequest) ProtoMessage() {}
 
 func (x *PutNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[23]
+	mi := &file_sanboot_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2071,7 @@ func (x *PutNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodeRequest.ProtoReflect.Descriptor instead.
 func (*PutNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{23}
+	return file_sanboot_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PutNodeRequest) GetNode() *Node {
@@ -1994,7 +2105,7 @@ type PutNodeResponse struct {
 
 func (x *PutNodeResponse) Reset() {
 	*x = PutNodeResponse{}
-	mi := &file_sanboot_proto_msgTypes[24]
+	mi := &file_sanboot_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2117,7 @@ func (x *PutNodeResponse) String() string {
 func (*PutNodeResponse) ProtoMessage() {}
 
 func (x *PutNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[24]
+	mi := &file_sanboot_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2130,7 @@ func (x *PutNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodeResponse.ProtoReflect.Descriptor instead.
 func (*PutNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{24}
+	return file_sanboot_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PutNodeResponse) GetNode() *Node {
@@ -2046,7 +2157,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[25]
+	mi := &file_sanboot_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2169,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[25]
+	mi := &file_sanboot_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2182,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{25}
+	return file_sanboot_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2099,7 +2210,7 @@ type PutImageRequest struct {
 
 func (x *PutImageRequest) Reset() {
 	*x = PutImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2222,7 @@ func (x *PutImageRequest) String() string {
 func (*PutImageRequest) ProtoMessage() {}
 
 func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2235,7 @@ func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageRequest.ProtoReflect.Descriptor instead.
 func (*PutImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{26}
+	return file_sanboot_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PutImageRequest) GetImage() *Image {
@@ -2158,7 +2269,7 @@ type PutImageResponse struct {
 
 func (x *PutImageResponse) Reset() {
 	*x = PutImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2281,7 @@ func (x *PutImageResponse) String() string {
 func (*PutImageResponse) ProtoMessage() {}
 
 func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2294,7 @@ func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageResponse.ProtoReflect.Descriptor instead.
 func (*PutImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{27}
+	return file_sanboot_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutImageResponse) GetImage() *Image {
@@ -2210,7 +2321,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2333,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2346,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{28}
+	return file_sanboot_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2260,7 +2371,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2383,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2396,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{29}
+	return file_sanboot_proto_rawDescGZIP(), []int{30}
 }
 
 type ListAgentsResponse struct {
@@ -2297,7 +2408,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2420,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2433,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{30}
+	return file_sanboot_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2341,7 +2452,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2464,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2477,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{31}
+	return file_sanboot_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -2384,7 +2495,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2507,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2520,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{32}
+	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
 type ListMembersResponse struct {
@@ -2421,7 +2532,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2544,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2557,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{33}
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2469,7 +2580,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2592,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2605,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2536,7 +2647,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2659,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2672,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2593,7 +2704,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2716,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2729,328 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
+}
+
+// UploadImageRequest is one message of an upload: a header first, then
+// chunks of bytes.
+type UploadImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*UploadImageRequest_Header
+	//	*UploadImageRequest_Chunk
+	Part          isUploadImageRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadImageRequest) Reset() {
+	*x = UploadImageRequest{}
+	mi := &file_sanboot_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadImageRequest) ProtoMessage() {}
+
+func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
+func (*UploadImageRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *UploadImageRequest) GetHeader() *UploadHeader {
+	if x != nil {
+		if x, ok := x.Part.(*UploadImageRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadImageRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*UploadImageRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUploadImageRequest_Part interface {
+	isUploadImageRequest_Part()
+}
+
+type UploadImageRequest_Header struct {
+	Header *UploadHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadImageRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UploadImageRequest_Header) isUploadImageRequest_Part() {}
+
+func (*UploadImageRequest_Chunk) isUploadImageRequest_Part() {}
+
+type UploadHeader struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// Expected size in bytes, 0 if unknown (from a pipe).
+	SizeBytes int64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Expected sha256 of what is sent, empty if unknown.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadHeader) Reset() {
+	*x = UploadHeader{}
+	mi := &file_sanboot_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadHeader) ProtoMessage() {}
+
+func (x *UploadHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
+func (*UploadHeader) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UploadHeader) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *UploadHeader) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type UploadImageResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UploadId string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// Of the raw image as staged (after a qcow2 conversion).
+	Sha256    string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	SizeBytes int64  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Member    string `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
+	// "raw", or "qcow2" when it was converted.
+	Format        string `protobuf:"bytes,5,opt,name=format,proto3" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadImageResponse) Reset() {
+	*x = UploadImageResponse{}
+	mi := &file_sanboot_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadImageResponse) ProtoMessage() {}
+
+func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
+func (*UploadImageResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *UploadImageResponse) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadImageResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *UploadImageResponse) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *UploadImageResponse) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *UploadImageResponse) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+type ReadUploadRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UploadId string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// Resume from this byte.
+	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadUploadRequest) Reset() {
+	*x = ReadUploadRequest{}
+	mi := &file_sanboot_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadUploadRequest) ProtoMessage() {}
+
+func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
+func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ReadUploadRequest) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *ReadUploadRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type Chunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chunk) Reset() {
+	*x = Chunk{}
+	mi := &file_sanboot_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chunk) ProtoMessage() {}
+
+func (x *Chunk) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
+func (*Chunk) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Chunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 var File_sanboot_proto protoreflect.FileDescriptor
@@ -2649,14 +3081,15 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\bR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12L\n" +
-	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xb3\x01\n" +
+	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xcb\x01\n" +
 	"\tImageSpec\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1c\n" +
 	"\tprotected\x18\x02 \x01(\bR\tprotected\x12/\n" +
 	"\x06source\x18\x03 \x01(\v2\x17.sanboot.v1.ImageSourceR\x06source\x12\x16\n" +
 	"\x06agents\x18\x04 \x03(\tR\x06agents\x12 \n" +
-	"\vdescription\x18\x05 \x01(\tR\vdescription\"\x8d\x02\n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06parent\x18\x06 \x01(\tR\x06parent\"\x8d\x02\n" +
 	"\vImageSource\x12/\n" +
 	"\x05blank\x18\x01 \x01(\v2\x17.sanboot.v1.BlankSourceH\x00R\x05blank\x122\n" +
 	"\x06upload\x18\x02 \x01(\v2\x18.sanboot.v1.UploadSourceH\x00R\x06upload\x12)\n" +
@@ -2664,10 +3097,11 @@ const file_sanboot_proto_rawDesc = "" +
 	"\bsnapshot\x18\x04 \x01(\v2\x1a.sanboot.v1.SnapshotSourceH\x00R\bsnapshot\x12,\n" +
 	"\x04copy\x18\x05 \x01(\v2\x16.sanboot.v1.CopySourceH\x00R\x04copyB\x06\n" +
 	"\x04kind\"\r\n" +
-	"\vBlankSource\"C\n" +
+	"\vBlankSource\"[\n" +
 	"\fUploadSource\x12\x1b\n" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"5\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x16\n" +
+	"\x06member\x18\x03 \x01(\tR\x06member\"5\n" +
 	"\tURLSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"$\n" +
@@ -2694,14 +3128,16 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x05Image\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.sanboot.v1.ImageSpecR\x04spec\x12/\n" +
-	"\x06status\x18\x03 \x01(\v2\x17.sanboot.v1.ImageStatusR\x06status\"\xa0\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x17.sanboot.v1.ImageStatusR\x06status\"\xc1\x01\n" +
 	"\bNodeSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12#\n" +
 	"\rinitiator_iqn\x18\x02 \x01(\tR\finitiatorIqn\x12\x12\n" +
 	"\x04macs\x18\x03 \x03(\tR\x04macs\x12\x14\n" +
 	"\x05agent\x18\x04 \x01(\tR\x05agent\x12\x12\n" +
 	"\x04chap\x18\x05 \x01(\bR\x04chap\x12\x1b\n" +
-	"\tkeep_disk\x18\x06 \x01(\bR\bkeepDisk\"\xe1\x02\n" +
+	"\tkeep_disk\x18\x06 \x01(\bR\bkeepDisk\x12\x1f\n" +
+	"\vmutual_chap\x18\a \x01(\bR\n" +
+	"mutualChap\"\xe1\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
@@ -2750,7 +3186,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x04 \x01(\x03R\n" +
-	"generation\"\xf6\x01\n" +
+	"generation\"\xa2\x02\n" +
 	"\n" +
 	"Assignment\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
@@ -2763,7 +3199,15 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"target_iqn\x18\x06 \x01(\tR\ttargetIqn\x12\x1a\n" +
 	"\bdeleting\x18\a \x01(\bR\bdeleting\x12\x10\n" +
-	"\x03uid\x18\b \x01(\tR\x03uid\"|\n" +
+	"\x03uid\x18\b \x01(\tR\x03uid\x12*\n" +
+	"\x04chap\x18\t \x01(\v2\x16.sanboot.v1.ChapSecretR\x04chap\"~\n" +
+	"\n" +
+	"ChapSecret\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x1f\n" +
+	"\vmutual_user\x18\x03 \x01(\tR\n" +
+	"mutualUser\x12#\n" +
+	"\rmutual_secret\x18\x04 \x01(\tR\fmutualSecret\"|\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rapi_endpoints\x18\x02 \x03(\tR\fapiEndpoints\x12\x1f\n" +
@@ -2828,7 +3272,28 @@ const file_sanboot_proto_rawDesc = "" +
 	"TYPE_ADDED\x10\x03\x12\x11\n" +
 	"\rTYPE_MODIFIED\x10\x04\x12\x10\n" +
 	"\fTYPE_DELETED\x10\x05\"\x10\n" +
-	"\x0eDeleteResponse*2\n" +
+	"\x0eDeleteResponse\"h\n" +
+	"\x12UploadImageRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.sanboot.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"_\n" +
+	"\fUploadHeader\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\x99\x01\n" +
+	"\x13UploadImageResponse\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\tR\x06member\x12\x16\n" +
+	"\x06format\x18\x05 \x01(\tR\x06format\"H\n" +
+	"\x11ReadUploadRequest\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"\x1b\n" +
+	"\x05Chunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data*2\n" +
 	"\aPutMode\x12\x12\n" +
 	"\x0ePUT_MODE_APPLY\x10\x00\x12\x13\n" +
 	"\x0fPUT_MODE_CREATE\x10\x01*t\n" +
@@ -2836,7 +3301,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xac\x06\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xc0\a\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -2853,7 +3318,10 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12N\n" +
-	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponseB-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
+	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
+	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12@\n" +
+	"\n" +
+	"ReadUpload\x12\x1d.sanboot.v1.ReadUploadRequest\x1a\x11.sanboot.v1.Chunk0\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
 
 var (
 	file_sanboot_proto_rawDescOnce sync.Once
@@ -2868,7 +3336,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -2892,95 +3360,107 @@ var file_sanboot_proto_goTypes = []any{
 	(*Agent)(nil),                 // 19: sanboot.v1.Agent
 	(*Placement)(nil),             // 20: sanboot.v1.Placement
 	(*Assignment)(nil),            // 21: sanboot.v1.Assignment
-	(*Member)(nil),                // 22: sanboot.v1.Member
-	(*GetRequest)(nil),            // 23: sanboot.v1.GetRequest
-	(*ListRequest)(nil),           // 24: sanboot.v1.ListRequest
-	(*DeleteRequest)(nil),         // 25: sanboot.v1.DeleteRequest
-	(*PutNodeRequest)(nil),        // 26: sanboot.v1.PutNodeRequest
-	(*PutNodeResponse)(nil),       // 27: sanboot.v1.PutNodeResponse
-	(*ListNodesResponse)(nil),     // 28: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 29: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 30: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 31: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 32: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 33: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 34: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 35: sanboot.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 36: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 37: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 38: sanboot.v1.NodeEvent
-	(*DeleteResponse)(nil),        // 39: sanboot.v1.DeleteResponse
-	nil,                           // 40: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*ChapSecret)(nil),            // 22: sanboot.v1.ChapSecret
+	(*Member)(nil),                // 23: sanboot.v1.Member
+	(*GetRequest)(nil),            // 24: sanboot.v1.GetRequest
+	(*ListRequest)(nil),           // 25: sanboot.v1.ListRequest
+	(*DeleteRequest)(nil),         // 26: sanboot.v1.DeleteRequest
+	(*PutNodeRequest)(nil),        // 27: sanboot.v1.PutNodeRequest
+	(*PutNodeResponse)(nil),       // 28: sanboot.v1.PutNodeResponse
+	(*ListNodesResponse)(nil),     // 29: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),       // 30: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),      // 31: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),    // 32: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),     // 33: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 37: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 38: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 39: sanboot.v1.NodeEvent
+	(*DeleteResponse)(nil),        // 40: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 41: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 42: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 43: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 44: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 45: sanboot.v1.Chunk
+	nil,                           // 46: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	40, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	41, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	41, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	41, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	46, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	47, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	47, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	47, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	41, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	47, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	41, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	47, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	41, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	41, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	47, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	47, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	17, // 24: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 25: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 26: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 27: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 28: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 29: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 30: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 31: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 32: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 33: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 34: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	22, // 35: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 36: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 37: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	29, // 38: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	23, // 39: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	24, // 40: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	25, // 41: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	26, // 42: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	23, // 43: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	24, // 44: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	25, // 45: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	37, // 46: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	32, // 47: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	34, // 48: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	35, // 49: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	30, // 50: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 51: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	31, // 52: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	39, // 53: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	27, // 54: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 55: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	28, // 56: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 57: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	38, // 58: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	33, // 59: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 60: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	36, // 61: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	50, // [50:62] is the sub-list for method output_type
-	38, // [38:50] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	17, // 25: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 26: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	17, // 27: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 28: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	17, // 29: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 30: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 31: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 32: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 33: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 34: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 35: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 36: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 37: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	42, // 39: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	30, // 40: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 41: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 42: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 43: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	27, // 44: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 45: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 46: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 47: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 48: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	33, // 49: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 50: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 51: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	41, // 52: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	44, // 53: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	31, // 54: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 55: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 56: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	40, // 57: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	28, // 58: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 59: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 60: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 61: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 62: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	34, // 63: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 64: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	37, // 65: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	43, // 66: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	45, // 67: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	54, // [54:68] is the sub-list for method output_type
+	40, // [40:54] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -2995,13 +3475,17 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
+	file_sanboot_proto_msgTypes[38].OneofWrappers = []any{
+		(*UploadImageRequest_Header)(nil),
+		(*UploadImageRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   38,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,8 @@ const (
 	Sanboot_ListAgents_FullMethodName  = "/sanboot.v1.Sanboot/ListAgents"
 	Sanboot_GetAgent_FullMethodName    = "/sanboot.v1.Sanboot/GetAgent"
 	Sanboot_ListMembers_FullMethodName = "/sanboot.v1.Sanboot/ListMembers"
+	Sanboot_UploadImage_FullMethodName = "/sanboot.v1.Sanboot/UploadImage"
+	Sanboot_ReadUpload_FullMethodName  = "/sanboot.v1.Sanboot/ReadUpload"
 )
 
 // SanbootClient is the client API for Sanboot service.
@@ -60,6 +62,10 @@ type SanbootClient interface {
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*Agent, error)
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// UploadImage stages image bytes on this member; PutImage with an
+	// UploadSource then makes agents fetch them with ReadUpload.
+	UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error)
+	ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
 }
 
 type sanbootClient struct {
@@ -199,6 +205,38 @@ func (c *sanbootClient) ListMembers(ctx context.Context, in *ListMembersRequest,
 	return out, nil
 }
 
+func (c *sanbootClient) UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[1], Sanboot_UploadImage_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadImageRequest, UploadImageResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_UploadImageClient = grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse]
+
+func (c *sanbootClient) ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[2], Sanboot_ReadUpload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadUploadRequest, Chunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_ReadUploadClient = grpc.ServerStreamingClient[Chunk]
+
 // SanbootServer is the server API for Sanboot service.
 // All implementations must embed UnimplementedSanbootServer
 // for forward compatibility.
@@ -217,6 +255,10 @@ type SanbootServer interface {
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	GetAgent(context.Context, *GetAgentRequest) (*Agent, error)
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// UploadImage stages image bytes on this member; PutImage with an
+	// UploadSource then makes agents fetch them with ReadUpload.
+	UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error
+	ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error
 	mustEmbedUnimplementedSanbootServer()
 }
 
@@ -262,6 +304,12 @@ func (UnimplementedSanbootServer) GetAgent(context.Context, *GetAgentRequest) (*
 }
 func (UnimplementedSanbootServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedSanbootServer) UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadImage not implemented")
+}
+func (UnimplementedSanbootServer) ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error {
+	return status.Error(codes.Unimplemented, "method ReadUpload not implemented")
 }
 func (UnimplementedSanbootServer) mustEmbedUnimplementedSanbootServer() {}
 func (UnimplementedSanbootServer) testEmbeddedByValue()                 {}
@@ -493,6 +541,24 @@ func _Sanboot_ListMembers_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sanboot_UploadImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SanbootServer).UploadImage(&grpc.GenericServerStream[UploadImageRequest, UploadImageResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_UploadImageServer = grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]
+
+func _Sanboot_ReadUpload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadUploadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SanbootServer).ReadUpload(m, &grpc.GenericServerStream[ReadUploadRequest, Chunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_ReadUploadServer = grpc.ServerStreamingServer[Chunk]
+
 // Sanboot_ServiceDesc is the grpc.ServiceDesc for Sanboot service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -549,6 +615,16 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchNodes",
 			Handler:       _Sanboot_WatchNodes_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "UploadImage",
+			Handler:       _Sanboot_UploadImage_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadUpload",
+			Handler:       _Sanboot_ReadUpload_Handler,
 			ServerStreams: true,
 		},
 	},
