@@ -213,6 +213,9 @@ func ValidateNode(n *sanbootv1.Node) error {
 	if s.Agent != "" {
 		errs = append(errs, ValidateName("spec.agent", s.Agent))
 	}
+	if s.MutualChap && !s.Chap {
+		errs = append(errs, &FieldError{Field: "spec.mutualChap", Value: "true", Msg: "needs spec.chap: mutual CHAP adds the target's credentials to the node's"})
+	}
 	return errors.Join(errs...)
 }
 

@@ -189,10 +189,8 @@ func (r *Reconciler) desired(k ref, a *sanbootv1.Assignment) (target.Target, str
 		initiator = api.DefaultInitiatorIQN(k.project, k.name)
 	}
 	errs = append(errs, api.ValidateIQN(field, initiator))
-	if spec.GetChap() {
-		errs = append(errs, &api.FieldError{Field: "spec.chap", Value: "true",
-			Msg: "is not supported yet: assignments carry no CHAP secret in this release; turn chap off for this node"})
-	}
+	chap, err := chapOf(a)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return target.Target{}, "", err
 	}
@@ -201,7 +199,29 @@ func (r *Reconciler) desired(k ref, a *sanbootv1.Assignment) (target.Target, str
 		Initiators: []string{initiator},
 		Portals:    slices.Clone(r.cfg.Portals),
 		Serial:     target.Serial(k.project, k.name),
+		CHAP:       chap,
 	}, spec.GetImage(), nil
+}
+
+// chapOf turns an assignment's CHAP credentials into the target's; nil when
+// CHAP is off. The target package validates users and secrets.
+func chapOf(a *sanbootv1.Assignment) (*target.CHAP, error) {
+	spec := a.GetSpec()
+	if !spec.GetChap() {
+		return nil, nil
+	}
+	c := a.GetChap()
+	if c.GetUser() == "" || c.GetSecret() == "" {
+		return nil, &api.FieldError{Field: "assignment.chap", Msg: "is missing although spec.chap is on: the control plane writes it; upgrade the control plane, or turn chap off"}
+	}
+	chap := &target.CHAP{Incoming: target.Credentials{User: c.GetUser(), Secret: target.NewSecret(c.GetSecret())}}
+	if spec.GetMutualChap() {
+		if c.GetMutualUser() == "" || c.GetMutualSecret() == "" {
+			return nil, &api.FieldError{Field: "assignment.chap.mutualUser", Msg: "is missing although spec.mutualChap is on: upgrade the control plane, or turn mutualChap off"}
+		}
+		chap.Mutual = &target.Credentials{User: c.GetMutualUser(), Secret: target.NewSecret(c.GetMutualSecret())}
+	}
+	return chap, nil
 }
 
 // imageProblem says why a node's image is not in the store and registers

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -645,5 +646,36 @@ func BenchmarkProvision1000(b *testing.B) {
 			}
 		}
 		stopWatch()
+	}
+}
+
+func TestCHAPFromTheAssignment(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.putImage("default", "golden", 1)
+	for _, mutual := range []bool{false, true} {
+		node := "chap-" + strconv.FormatBool(mutual)
+		a := assignment("default", node, 1)
+		a.Spec.Chap, a.Spec.MutualChap = true, mutual
+		a.Chap = &sanbootv1.ChapSecret{User: "default." + node, Secret: "incoming-secret-0123",
+			MutualUser: "default." + node + ".target", MutualSecret: "mutual-secret-012345"}
+		h.assign(a)
+		st := h.waitReady("default", node, 1)
+		if strings.Contains(st.String(), "secret-0") {
+			t.Errorf("status carries a secret: %v", st)
+		}
+		tg, ok := h.target(a.TargetIqn)
+		if !ok || tg.CHAP == nil {
+			t.Fatalf("target %v has no CHAP", tg)
+		}
+		if tg.CHAP.Incoming.User != "default."+node || tg.CHAP.Incoming.Secret.Reveal() != "incoming-secret-0123" {
+			t.Errorf("incoming CHAP = %v", tg.CHAP)
+		}
+		if got := tg.CHAP.Mutual != nil; got != mutual {
+			t.Errorf("mutual CHAP set = %v, want %v", got, mutual)
+		}
+		if mutual && tg.CHAP.Mutual.Secret.Reveal() != "mutual-secret-012345" {
+			t.Errorf("mutual CHAP = %v", tg.CHAP.Mutual)
+		}
 	}
 }

@@ -176,10 +176,14 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 		if err != nil {
 			return nil, apiError(err)
 		}
+		ops, err := withSecret(ref, rec.Spec, put)
+		if err != nil {
+			return nil, err
+		}
 		rev, err = s.write(ctx, []clientv3.Cmp{
 			kv.Unchanged(api.NodeKey(ref.Project, ref.Name), old.ModRevision),
 			kv.Unchanged(api.ImageKey(imgRef.Project, imgRef.Name), img.ModRevision),
-		}, put)
+		}, ops...)
 		if err != nil {
 			return nil, err
 		}
@@ -207,10 +211,14 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 	if err != nil {
 		return nil, apiError(err)
 	}
+	ops, err := withSecret(ref, n.Spec, put)
+	if err != nil {
+		return nil, err
+	}
 	rev, err := s.write(ctx, []clientv3.Cmp{
 		kv.Unchanged(key, 0),
 		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
-	}, put)
+	}, ops...)
 	if errors.Is(err, kv.ErrConflict) {
 		return nil, nil
 	}

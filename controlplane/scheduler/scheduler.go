@@ -109,7 +109,7 @@ func New(cli *clientv3.Client, cfg Config) *Scheduler {
 		cfg:   cfg,
 		queue: workqueue.New[state.Ref](cfg.RetryBase, cfg.RetryMax),
 		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Assign,
-			state.Agents, state.Alive, state.Replicas),
+			state.Agents, state.Alive, state.Replicas, state.Secrets),
 		written:         map[state.Ref]write{},
 		writtenPerAgent: map[string]int{},
 	}
@@ -155,7 +155,7 @@ func (s *Scheduler) handle(b kv.Batch) {
 	}
 	for _, c := range changes {
 		switch c.Kind {
-		case state.Nodes, state.Placements, state.NodeStatus, state.Assign:
+		case state.Nodes, state.Placements, state.NodeStatus, state.Assign, state.Secrets:
 			refs[c.Ref] = true
 		case state.Alive, state.Agents:
 			s.unplaced(refs, func(*sanbootv1.Node) bool { return true })
@@ -351,6 +351,9 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		for agent, a := range assigns {
 			p.del(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision)
 		}
+		if sec, ok := st.Secrets[ref]; ok {
+			p.del(api.SecretKey(ref.Project, ref.Name), sec.ModRevision)
+		}
 		return p
 	}
 
@@ -374,7 +377,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		// Ask the agent to tear down, with the latest spec (DeleteNode may
 		// have set keep_disk).
 		p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
-		want := assignment(ref, node.Msg)
+		want := assignment(ref, node.Msg, st.Secrets[ref].Msg)
 		want.Deleting = true
 		if !proto.Equal(a.Msg, want) {
 			if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, want); err != nil {
@@ -420,7 +423,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		}
 	}
 	a := assigns[agent]
-	if wantA := assignment(ref, node.Msg); a.Msg == nil || !proto.Equal(a.Msg, wantA) {
+	if wantA := assignment(ref, node.Msg, st.Secrets[ref].Msg); a.Msg == nil || !proto.Equal(a.Msg, wantA) {
 		if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, wantA); err != nil {
 			return nil, err
 		}
@@ -442,14 +445,15 @@ func (s *Scheduler) dropStrays(p *plan, assigns map[string]state.Record[*sanboot
 	}
 }
 
-// assignment is what the node's agent must make true.
-func assignment(ref state.Ref, n *sanbootv1.Node) *sanbootv1.Assignment {
+// assignment is what the node's agent must make true. It carries the
+// node's CHAP credentials when CHAP is on.
+func assignment(ref state.Ref, n *sanbootv1.Node, secret *sanbootv1.ChapSecret) *sanbootv1.Assignment {
 	spec := n.GetSpec()
 	initiator := spec.GetInitiatorIqn()
 	if initiator == "" {
 		initiator = api.DefaultInitiatorIQN(ref.Project, ref.Name)
 	}
-	return &sanbootv1.Assignment{
+	a := &sanbootv1.Assignment{
 		Project:      ref.Project,
 		Node:         ref.Name,
 		Generation:   n.GetMetadata().GetGeneration(),
@@ -458,6 +462,13 @@ func assignment(ref state.Ref, n *sanbootv1.Node) *sanbootv1.Assignment {
 		TargetIqn:    api.TargetIQN("", ref.Project, ref.Name),
 		Uid:          n.GetMetadata().GetUid(),
 	}
+	if spec.GetChap() && secret != nil {
+		a.Chap = proto.CloneOf(secret)
+		if !spec.GetMutualChap() {
+			a.Chap.MutualUser, a.Chap.MutualSecret = "", ""
+		}
+	}
+	return a
 }
 
 // choose picks the agent for an unplaced node, or says why there is none.

@@ -33,10 +33,11 @@ const (
 	Agents
 	Alive
 	Members
+	Secrets
 	numKinds
 )
 
-var kindNames = [...]string{"images", "replicas", "nodes", "placements", "assign", "nodestatus", "agents", "alive", "members"}
+var kindNames = [...]string{"images", "replicas", "nodes", "placements", "assign", "nodestatus", "agents", "alive", "members", "secrets"}
 
 func (k Kind) String() string {
 	if k < 0 || k >= numKinds {
@@ -88,6 +89,9 @@ type Store struct {
 	// Alive is agent -> mod_revision of its alive key.
 	Alive   map[string]int64
 	Members map[string]Record[*sanbootv1.Member]
+	// Secrets are nodes' CHAP credentials: keep them only where needed
+	// (the scheduler), never in what the API serves.
+	Secrets map[Ref]Record[*sanbootv1.ChapSecret]
 
 	assignCount map[string]int
 }
@@ -106,6 +110,7 @@ func New(log *slog.Logger, kinds ...Kind) *Store {
 		Agents:      map[string]Record[*sanbootv1.AgentRecord]{},
 		Alive:       map[string]int64{},
 		Members:     map[string]Record[*sanbootv1.Member]{},
+		Secrets:     map[Ref]Record[*sanbootv1.ChapSecret]{},
 		assignCount: map[string]int{},
 	}
 	for _, k := range kinds {
@@ -179,7 +184,7 @@ func (s *Store) apply(ev kv.Event) (Change, bool) {
 
 func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 	switch kind {
-	case Nodes, Placements, NodeStatus, Images:
+	case Nodes, Placements, NodeStatus, Images, Secrets:
 		p, n, err := api.ProjectName(ev.Key)
 		if err != nil {
 			return Change{}, err
@@ -192,6 +197,8 @@ func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 			return Change{Ref: ref}, put(s.Placements, ref, ev)
 		case NodeStatus:
 			return Change{Ref: ref}, put(s.Status, ref, ev)
+		case Secrets:
+			return Change{Ref: ref}, put(s.Secrets, ref, ev)
 		default:
 			return Change{Ref: ref}, put(s.Images, ref, ev)
 		}

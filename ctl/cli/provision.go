@@ -57,6 +57,7 @@ and the agent's message; --timeout ends it with exit code 3.`,
 	f.StringArrayVar(&spec.Macs, "mac", nil, "MAC address the boot server knows the node by (repeatable)")
 	f.StringVar(&spec.Agent, "agent", "", "place the node on this agent only")
 	f.BoolVar(&spec.Chap, "chap", false, "require CHAP authentication on the target")
+	f.BoolVar(&spec.MutualChap, "mutual-chap", false, "with --chap, the node also authenticates the target (mutual CHAP)")
 	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait until the node is Ready")
 	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the call")
