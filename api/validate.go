@@ -18,6 +18,10 @@ import (
 // DefaultProject is used when a request names no project.
 const DefaultProject = "default"
 
+// DefaultAPIAddress is where the control plane's gRPC API listens unless
+// told otherwise, and where sanbootctl looks for it.
+const DefaultAPIAddress = "127.0.0.1:7443"
+
 // DefaultAuthority is the naming authority of target and initiator IQNs.
 const DefaultAuthority = "iqn.2026-11.io.sanboot"
 

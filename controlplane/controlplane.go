@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/leader"
@@ -24,7 +25,7 @@ import (
 )
 
 // DefaultAPIListen is the default of --api-listen.
-const DefaultAPIListen = "127.0.0.1:7443"
+const DefaultAPIListen = api.DefaultAPIAddress
 
 // Config is a control-plane member's configuration.
 type Config struct {

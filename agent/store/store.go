@@ -25,6 +25,10 @@ var (
 	// ErrMismatch: an image of that name exists with another size or
 	// source. Images are immutable: create one under a new name.
 	ErrMismatch = errors.New("an image of that name already exists with another size or source")
+	// ErrChecksum: the bytes of an upload or url source do not have the
+	// sha256 (or the size) the spec names. Nothing was stored; fix the
+	// spec or the source.
+	ErrChecksum = errors.New("the source's bytes do not match the spec's sha256 or size")
 )
 
 // CloneMode says how a disk was made from its image.

@@ -22,12 +22,13 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
 
 // DefaultEndpoint is where the control plane's API listens by default
 // (sanboot-controlplane --api-listen).
-const DefaultEndpoint = "127.0.0.1:7443"
+const DefaultEndpoint = api.DefaultAPIAddress
 
 // scheme names the static resolver of one connection.
 const scheme = "sanboot-endpoints"
