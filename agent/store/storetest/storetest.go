@@ -6,14 +6,16 @@
 //		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) })
 //	}
 //
-// newStore must return an empty store. The suite uses blank images only,
-// the one source every store supports.
+// newStore must return an empty store. The suite uses blank images, and
+// snapshot and copy sources made from them: the sources every store
+// supports without a way to fetch bytes.
 package storetest
 
 import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/sanboot/sanboot/agent/store"
@@ -36,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListsAreSorted", testSorted},
 		{"CapacityIsSane", testCapacity},
 		{"CloneLargerThanFreeSpace", testNoSpace},
+		{"ImagesFromSnapshotAndCopy", testSnapshotAndCopy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -298,5 +301,35 @@ func testNoSpace(t *testing.T, s store.Store) {
 	}
 	if _, err := s.StatDisk(ctx, "default", "node-01"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a refused clone left a disk: %v", err)
+	}
+}
+
+func testSnapshotAndCopy(t *testing.T, s store.Store) {
+	mustImage(t, s, blank("default", "golden", 1<<20))
+	mustClone(t, s, "default", "golden", "node-01")
+	snapSpec := store.ImageSpec{Project: "default", Name: "snap", SizeBytes: 1 << 20,
+		Source: store.Source{Kind: store.SourceSnapshot, Node: "node-01"}}
+	snap := mustImage(t, s, snapSpec)
+	if snap.Source != snapSpec.Source || snap.SizeBytes != snapSpec.SizeBytes || snap.Name != "snap" {
+		t.Errorf("snapshot image = %+v, want %+v", snap, snapSpec)
+	}
+	if again := mustImage(t, s, snapSpec); again != snap {
+		t.Errorf("second EnsureImage of the snapshot = %+v, want %+v", again, snap)
+	}
+	copySpec := store.ImageSpec{Project: "default", Name: "copy", SizeBytes: 1 << 20,
+		Source: store.Source{Kind: store.SourceCopy, Image: "golden"}}
+	cp := mustImage(t, s, copySpec)
+	if cp.Source != copySpec.Source || cp.SizeBytes != copySpec.SizeBytes || cp.Path == snap.Path {
+		t.Errorf("copied image = %+v, want %+v at a path of its own", cp, copySpec)
+	}
+	if d := mustClone(t, s, "default", "snap", "node-02"); d.Image != "snap" || d.SizeBytes != 1<<20 {
+		t.Errorf("clone of the snapshot = %+v, want a disk of image snap", d)
+	}
+	var got []string
+	for _, im := range images(t, s) {
+		got = append(got, im.Name)
+	}
+	if want := []string{"copy", "golden", "snap"}; !slices.Equal(got, want) {
+		t.Errorf("ListImages = %v, want %v", got, want)
 	}
 }
