@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -238,8 +239,12 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 		st.targets = append(st.targets, tgtTarget{TID: tid, IQN: t.IQN})
 		tg = &st.targets[len(st.targets)-1]
 	}
-	if err := d.convergeLUN(ctx, tg, t); err != nil {
-		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
+	// A LUN that cannot change under a logged-in node does not keep CHAP
+	// and ACL from converging.
+	lunErr := d.convergeLUN(ctx, tg, t)
+	var busy *loggedInError
+	if lunErr != nil && !errors.As(lunErr, &busy) {
+		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, lunErr)
 	}
 	if err := d.convergeCHAP(ctx, st, tg, t.CHAP); err != nil {
 		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
@@ -247,8 +252,30 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 	if err := d.convergeACL(ctx, tg, t.Initiators); err != nil {
 		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
 	}
+	if lunErr != nil {
+		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, lunErr)
+	}
 	return nil
 }
+
+// ErrLoggedIn is returned (wrapped) by Ensure when the target's disk
+// (backing file, serial, size, extra LUNs) must change while an initiator is
+// logged in. The rest of the target (CHAP, ACL) has converged; the disk
+// converges at the first Ensure after the node logs out.
+var ErrLoggedIn = errors.New("an initiator is logged in")
+
+// loggedInError says that a LUN cannot change while initiators are logged in.
+type loggedInError struct {
+	changes []string
+	who     string
+}
+
+func (e *loggedInError) Error() string {
+	return fmt.Sprintf("must change %s, but %s logged in; tgt cannot swap a disk under a logged-in node: "+
+		"shut the node down (or log it out) and the next Ensure converges", strings.Join(e.changes, ", "), e.who)
+}
+
+func (e *loggedInError) Unwrap() error { return ErrLoggedIn }
 
 // checkBacking checks that the backing file exists and has the size the
 // target announces: tgt serves the file's own size.
@@ -365,19 +392,15 @@ func (d *Driver) convergeLUN(ctx context.Context, tg *tgtTarget, t target.Target
 	}
 	if len(why) > 0 {
 		if len(tg.Sessions) > 0 {
-			return fmt.Errorf("must change %s, but %s logged in; tgt cannot swap a disk under a logged-in node: "+
-				"shut the node down (or log it out) and the next Ensure converges", strings.Join(why, ", "), loggedIn(tg))
-		}
-		// No login while the LUN is half made (default serial).
-		if err := d.closeACL(ctx, tg); err != nil {
-			return err
+			return &loggedInError{changes: why, who: loggedIn(tg)}
 		}
 		for _, n := range extra {
 			if err := d.deleteLUN(ctx, tg, n); err != nil {
 				return err
 			}
 		}
-		if l != nil {
+		l = tg.lun(LUN) // deleteLUN moved the slice's elements
+		if l != nil && len(why) > len(extra) {
 			if err := d.deleteLUN(ctx, tg, LUN); err != nil {
 				return err
 			}
@@ -387,6 +410,9 @@ func (d *Driver) convergeLUN(ctx context.Context, tg *tgtTarget, t target.Target
 	}
 	tid := strconv.Itoa(tg.TID)
 	if l == nil {
+		if err := d.closeACL(ctx, tg); err != nil { // no login before the serial is set
+			return err
+		}
 		if _, err := d.adm.run(ctx, nil, "--lld", "iscsi", "--mode", "logicalunit", "--op", "new",
 			"--tid", tid, "--lun", strconv.Itoa(LUN), "--backing-store", t.BackingPath, "--bstype", bsType); err != nil {
 			return fmt.Errorf("create LUN %d on %s: %w", LUN, t.BackingPath, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -47,7 +48,7 @@ func freePortal(t *testing.T) string {
 func freeControlPort(t *testing.T) int {
 	t.Helper()
 	for range 100 {
-		p := 20000 + rand.IntN(40000)
+		p := 20000 + rand.IntN(tgt.MaxControlPort-20000)
 		if _, err := os.Stat(filepath.Join(tgt.SocketDir, "socket."+strconv.Itoa(p))); errors.Is(err, os.ErrNotExist) {
 			return p
 		}
@@ -67,7 +68,7 @@ func startTgtd(t *testing.T, n int) (*tgt.Managed, []string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: portals})
+	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: portals, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +80,19 @@ func startTgtd(t *testing.T, n int) (*tgt.Managed, []string) {
 		}
 	})
 	return m, portals
+}
+
+// testLog logs through t.Log, tgtd's output (debug) included.
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // backing creates a sparse file of size bytes.
@@ -131,17 +145,23 @@ func (in initiator) run(t *testing.T, tool string, args ...string) (string, erro
 		url = "iscsi://" + in.portal
 	}
 	cmd := exec.CommandContext(ctx, tool, append(append([]string{"-i", in.name}, args...), url)...)
-	cmd.Env = os.Environ()
-	if in.user != "" {
-		cmd.Env = append(cmd.Env, "LIBISCSI_CHAP_USERNAME="+in.user, "LIBISCSI_CHAP_PASSWORD="+in.secret)
-	}
-	if in.tuser != "" {
-		cmd.Env = append(cmd.Env, "LIBISCSI_CHAP_TARGET_USERNAME="+in.tuser, "LIBISCSI_CHAP_TARGET_PASSWORD="+in.tsecret)
-	}
+	cmd.Env = in.env()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// env is the environment that gives libiscsi the CHAP credentials.
+func (in initiator) env() []string {
+	env := os.Environ()
+	if in.user != "" {
+		env = append(env, "LIBISCSI_CHAP_USERNAME="+in.user, "LIBISCSI_CHAP_PASSWORD="+in.secret)
+	}
+	if in.tuser != "" {
+		env = append(env, "LIBISCSI_CHAP_TARGET_USERNAME="+in.tuser, "LIBISCSI_CHAP_TARGET_PASSWORD="+in.tsecret)
+	}
+	return env
 }
 
 // canLogIn reports whether iscsi-inq logs in and gets an answer.

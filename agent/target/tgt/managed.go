@@ -28,12 +28,15 @@ const SocketDir = "/var/run/tgtd"
 
 const defaultTgtd = "tgtd"
 
+// MaxControlPort is the largest control port tgtd accepts (-C).
+const MaxControlPort = 32767
+
 // ManagedConfig describes a tgtd that sanboot runs as its own child
 // process (sanboot-agent --tgtd=managed).
 type ManagedConfig struct {
 	// ControlPort is tgtd's -C: its control socket is
-	// /var/run/tgtd/socket.<ControlPort>. Must be >= 1, so that it never
-	// takes the default socket of Debian's tgt service.
+	// /var/run/tgtd/socket.<ControlPort>. 1 to MaxControlPort, so that it
+	// never takes the default socket of Debian's tgt service.
 	ControlPort int
 	// Portals are the ADDR:PORT endpoints tgtd listens on, at least one.
 	Portals []string
@@ -71,8 +74,8 @@ type Managed struct {
 // running, if tgtd or tgtadm is not installed, if a tgtd already uses the
 // control port, or if a portal is taken.
 func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
-	if cfg.ControlPort < 1 {
-		return nil, fmt.Errorf("start tgtd: control port %d: use 1 or more (0 is the socket of Debian's tgt service)", cfg.ControlPort)
+	if cfg.ControlPort < 1 || cfg.ControlPort > MaxControlPort {
+		return nil, fmt.Errorf("start tgtd: control port %d: use 1 to %d (0 is the socket of Debian's tgt service)", cfg.ControlPort, MaxControlPort)
 	}
 	if len(cfg.Portals) == 0 {
 		return nil, errors.New("start tgtd: no portal: give at least one ADDR:PORT")
