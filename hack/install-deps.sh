@@ -12,13 +12,14 @@
 #                   starting during the install).
 #   libiscsi-bin    a real initiator (iscsi-inq, iscsi-readcapacity16, iscsi-ls)
 #   xfsprogs, btrfs-progs, util-linux  reflink file systems on loop devices
+#   qemu-utils, qemu-block-extra  qemu-img (qcow2 imports) and qemu-io over iscsi://
 #
 # Source it (`. hack/install-deps.sh`) or run it; afterwards `go` in PATH is
 # new enough.
 set -euo pipefail
 
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
-DEBS=(protobuf-compiler ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2)
+DEBS=(protobuf-compiler ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra)
 
 need_debs=()
 for p in "${DEBS[@]}"; do

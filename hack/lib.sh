@@ -42,12 +42,14 @@ start_controlplane() {
 	wait_until 60 "control plane API on $API_ADDR" ctl get agents
 }
 
-# start_agent WORKDIR NAME [extra flags]: sets AGENT_PID.
+# start_agent WORKDIR NAME [extra flags]: sets AGENT_PID. AGENT_FLAGS (an
+# array) picks the driver, --driver=fake by default; STORE_DIR the store.
 start_agent() {
 	local work=$1 name=$2
 	shift 2
-	"$BIN/sanboot-agent" --name "$name" --etcd-endpoints "$ETCD_URL" --driver fake \
-		--store-dir "$work/store-$name" "$@" >>"$work/agent-$name.log" 2>&1 &
+	"$BIN/sanboot-agent" --name "$name" --etcd-endpoints "$ETCD_URL" \
+		"${AGENT_FLAGS[@]:---driver=fake}" --store-dir "${STORE_DIR:-$work/store-$name}" "$@" \
+		>>"$work/agent-$name.log" 2>&1 &
 	AGENT_PID=$!
 	SANBOOT_PIDS+=("$AGENT_PID")
 	wait_until 30 "agent $name Ready" agent_state_is "$name" Ready
@@ -85,4 +87,25 @@ stop_all() {
 	local i
 	for ((i = ${#SANBOOT_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${SANBOOT_PIDS[i]}"; done
 	SANBOOT_PIDS=()
+}
+
+# mount_xfs FILE DIR SIZE: a reflink XFS on a loop device (for the store);
+# unmount_all undoes every mount_xfs.
+SANBOOT_LOOPS=()
+mount_xfs() {
+	local file=$1 dir=$2 size=$3 dev
+	truncate -s "$size" "$file"
+	mkfs.xfs -q -m reflink=1 "$file"
+	dev=$(losetup --find --show "$file")
+	mkdir -p "$dir"
+	mount "$dev" "$dir"
+	SANBOOT_LOOPS+=("$dir:$dev")
+}
+unmount_all() {
+	local m
+	for m in "${SANBOOT_LOOPS[@]}"; do
+		umount "${m%%:*}" 2>/dev/null || umount -l "${m%%:*}" 2>/dev/null || true
+		losetup -d "${m#*:}" 2>/dev/null || true
+	done
+	SANBOOT_LOOPS=()
 }

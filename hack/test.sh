@@ -20,3 +20,4 @@ go test -count=1 -timeout 15m ./...
 
 echo "== end to end"
 hack/e2e.sh
+hack/e2e-tgt.sh

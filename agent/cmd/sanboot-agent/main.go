@@ -27,8 +27,7 @@ import (
 
 	"github.com/sanboot/sanboot/agent/reconciler"
 	"github.com/sanboot/sanboot/agent/registry"
-	fakestore "github.com/sanboot/sanboot/agent/store/fake"
-	faketarget "github.com/sanboot/sanboot/agent/target/fake"
+	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/api"
 )
 
@@ -44,9 +43,6 @@ func main() {
 	}
 }
 
-// availableDrivers are the --driver values this release knows.
-const availableDrivers = "fake"
-
 type config struct {
 	name             string
 	endpoints        []string
@@ -58,6 +54,8 @@ type config struct {
 	resyncInterval   time.Duration
 	workers          int
 	fakeCapacity     int64
+	tgtd             string
+	tgtdControl      int
 	logLevel         slog.Level
 }
 
@@ -89,8 +87,10 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	)
 	fs.StringVar(&c.name, "name", "", "this agent's name, a DNS label unique among agents (required)")
 	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma separated")
-	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver (required): "+availableDrivers+"; tgt and lio arrive in a later release")
-	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "where images and node disks live (the fake store keeps nothing there)")
+	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver (required): "+availableDrivers+" (an in-memory stand-in for tests); lio arrives in a later release")
+	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "where images and node disks live; XFS with reflink=1 or btrfs clone in constant time (the fake store keeps nothing there)")
+	fs.StringVar(&c.tgtd, "tgtd", tgtdManaged, "with --driver=tgt: managed (run a private tgtd on --portal, stopped with the agent) or system (use a tgtd that runs as its own service)")
+	fs.IntVar(&c.tgtdControl, "tgtd-control", -1, "tgtd control socket number (tgtadm -C); default 0 with --tgtd=system, 3260 with --tgtd=managed")
 	fs.Var(&portals, "portal", "ADDR:PORT targets listen on (repeatable)")
 	fs.Var(&advertise, "advertise-portal", "ADDR:PORT nodes are told to use, when it differs from --portal (NAT, VM; repeatable)")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", 10*time.Second, "TTL of the registration lease: how long after a crash the agent shows Unavailable")
@@ -111,11 +111,29 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		errs = append(errs, err)
 	}
 	switch c.driver {
-	case "fake":
+	case "fake", "tgt":
 	case "":
-		errs = append(errs, fmt.Errorf("--driver is required: available drivers: %s (tgt and lio arrive in a later release)", availableDrivers))
+		errs = append(errs, fmt.Errorf("--driver is required: available drivers: %s (lio arrives in a later release)", availableDrivers))
 	default:
-		errs = append(errs, fmt.Errorf("--driver=%q is unknown: available drivers: %s (tgt and lio arrive in a later release)", c.driver, availableDrivers))
+		errs = append(errs, fmt.Errorf("--driver=%q is unknown: available drivers: %s (lio arrives in a later release)", c.driver, availableDrivers))
+	}
+	switch c.tgtd {
+	case tgtdManaged:
+		if c.tgtdControl == -1 {
+			c.tgtdControl = 3260
+		}
+		if c.tgtdControl < 1 || c.tgtdControl > tgt.MaxControlPort {
+			errs = append(errs, fmt.Errorf("--tgtd-control=%d: a managed tgtd takes 1 to %d (0 is the system tgtd's)", c.tgtdControl, tgt.MaxControlPort))
+		}
+	case tgtdSystem:
+		if c.tgtdControl == -1 {
+			c.tgtdControl = 0
+		}
+		if c.tgtdControl < 0 || c.tgtdControl > tgt.MaxControlPort {
+			errs = append(errs, fmt.Errorf("--tgtd-control=%d: use 0 to %d", c.tgtdControl, tgt.MaxControlPort))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--tgtd=%q: use managed or system", c.tgtd))
 	}
 	for e := range strings.SplitSeq(endpoints, ",") {
 		e = strings.TrimSpace(e)
@@ -213,16 +231,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
-	log.Warn("the fake driver and store serve no iSCSI and keep no data: use them for tests and benchmarks only",
-		"driver", c.driver, "capacity", c.fakeCapacity)
-	if _, err := os.Stat(c.storeDir); err != nil {
-		log.Info("store directory does not exist; the fake store does not need it", "dir", c.storeDir)
-	}
-	st, err := fakestore.New(fakestore.Options{Root: c.storeDir, CapacityBytes: c.fakeCapacity})
+	b, err := openBackends(ctx, c, nil, log)
 	if err != nil {
 		return err
 	}
-	drv := faketarget.New()
+	defer func() {
+		if err := b.close(ctx); err != nil {
+			log.Error("stopping the target system and store", "err", err)
+		}
+	}()
+	st, drv := b.store, b.driver
 
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {

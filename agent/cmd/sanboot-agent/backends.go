@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sanboot/sanboot/agent/store"
+	fakestore "github.com/sanboot/sanboot/agent/store/fake"
+	"github.com/sanboot/sanboot/agent/store/filestore"
+	"github.com/sanboot/sanboot/agent/target"
+	faketarget "github.com/sanboot/sanboot/agent/target/fake"
+	"github.com/sanboot/sanboot/agent/target/tgt"
+)
+
+// availableDrivers are the --driver values this release knows.
+const availableDrivers = "tgt, fake"
+
+// Modes of --tgtd.
+const (
+	tgtdManaged = "managed" // the agent runs its own tgtd and stops it on exit
+	tgtdSystem  = "system"  // a tgtd that runs as its own service
+)
+
+// backends are the store and target driver the flags ask for.
+type backends struct {
+	store  store.Store
+	driver target.Driver
+	// close releases them: the managed tgtd stops (its targets go with it),
+	// the file store unlocks its root.
+	close func(context.Context) error
+}
+
+// openBackends builds the store and driver. open fetches upload and url
+// sources for the file store (nil: url only).
+func openBackends(ctx context.Context, c config, open filestore.Opener, log *slog.Logger) (*backends, error) {
+	if c.driver == "fake" {
+		log.Warn("the fake driver and store serve no iSCSI and keep no data: use them for tests and benchmarks only",
+			"capacity", c.fakeCapacity)
+		st, err := fakestore.New(fakestore.Options{Root: c.storeDir, CapacityBytes: c.fakeCapacity})
+		if err != nil {
+			return nil, err
+		}
+		return &backends{store: st, driver: faketarget.New(), close: func(context.Context) error { return nil }}, nil
+	}
+
+	fs, err := filestore.New(filestore.Options{Root: c.storeDir, Open: open, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("open the store in %s: %w", c.storeDir, err)
+	}
+	b := &backends{store: fs, close: func(context.Context) error { return fs.Close() }}
+	switch c.tgtd {
+	case tgtdSystem:
+		b.driver = tgt.New(tgt.Config{ControlPort: c.tgtdControl, Log: log})
+	case tgtdManaged:
+		m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: c.tgtdControl, Portals: c.portals, Log: log})
+		if err != nil {
+			fs.Close()
+			return nil, fmt.Errorf("start tgtd (--tgtd=managed): %w", err)
+		}
+		log.Info("tgtd started", "pid", m.PID(), "control-port", m.ControlPort(), "portals", c.portals)
+		b.driver = m.Driver()
+		b.close = func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			return errors.Join(m.Stop(ctx), fs.Close())
+		}
+	}
+	return b, nil
+}
