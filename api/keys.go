@@ -23,6 +23,7 @@ const Prefix = "/sanboot/v1/"
 //	agents/<agent>                               AgentRecord   that agent
 //	alive/<agent>                                (empty)       that agent, under its lease
 //	members/<member>                             Member        that control-plane member, leased
+//	exports/<agent>/<id>                         ExportRequest the API server serving the export, leased
 //	election/controllers/                        (etcd concurrency.Election)
 //
 // The writer of a spec and the writer of a status never share a key, so they
@@ -38,6 +39,7 @@ const (
 	kindAgents     = "agents/"
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
+	kindExports    = "exports/"
 
 	// ElectionPrefix is where control-plane members campaign to run the
 	// controllers.
@@ -121,6 +123,26 @@ func MembersPrefix() string { return Prefix + kindMembers }
 
 // MemberKey is where a control-plane member registers its API address.
 func MemberKey(name string) string { return Prefix + kindMembers + name }
+
+// ExportsPrefix is the prefix an agent watches for export requests: its
+// own only. With an empty agent it is the prefix of every export request.
+func ExportsPrefix(agent string) string { return scoped(kindExports, agent) }
+
+// ExportKey is where an API server asks agent to push an image (export id).
+func ExportKey(agent, id string) string { return Prefix + kindExports + agent + "/" + id }
+
+// ParseExportKey splits an export request key into agent and export id.
+func ParseExportKey(key string) (agent, id string, err error) {
+	rest, ok := strings.CutPrefix(key, Prefix+kindExports)
+	if !ok {
+		return "", "", fmt.Errorf("key %q is not an export key", key)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 2 || slices.Contains(parts, "") {
+		return "", "", fmt.Errorf("key %q is not exports/<agent>/<id>", key)
+	}
+	return parts[0], parts[1], nil
+}
 
 func scoped(kind, scope string) string {
 	if scope == "" {

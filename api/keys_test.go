@@ -35,6 +35,9 @@ func TestKeyLayout(t *testing.T) {
 		AlivePrefix():                         "/sanboot/v1/alive/",
 		MemberKey("cp-1"):                     "/sanboot/v1/members/cp-1",
 		MembersPrefix():                       "/sanboot/v1/members/",
+		ExportKey("s1", "e1"):                 "/sanboot/v1/exports/s1/e1",
+		ExportsPrefix("s1"):                   "/sanboot/v1/exports/s1/",
+		ExportsPrefix(""):                     "/sanboot/v1/exports/",
 		ElectionPrefix:                        "/sanboot/v1/election/controllers/",
 	}
 	for got, want := range cases {
@@ -109,6 +112,13 @@ func keyKinds() []keyKind {
 		{"members", func(n [3]string) string { return MemberKey(n[0]) },
 			func([3]string) []string { return []string{MembersPrefix()} },
 			MembersPrefix(), lastSegment, 1},
+		{"exports", func(n [3]string) string { return ExportKey(n[0], n[1]) },
+			func(n [3]string) []string { return []string{ExportsPrefix(n[0]), ExportsPrefix("")} },
+			ExportsPrefix(""),
+			func(key string) ([3]string, error) {
+				a, id, err := ParseExportKey(key)
+				return [3]string{a, id}, err
+			}, 2},
 	}
 }
 

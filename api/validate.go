@@ -233,7 +233,14 @@ func ValidateImage(im *sanbootv1.Image) error {
 	if s == nil {
 		return errors.Join(append(errs, &FieldError{Field: "spec", Msg: "is required: it gives the size and source"})...)
 	}
-	if s.SizeBytes <= 0 || s.SizeBytes%512 != 0 || s.SizeBytes > MaxImageSize {
+	// A snapshot or a copy may leave the size out (0): the API server takes
+	// it from the node's image or the source image.
+	derived := false
+	switch s.GetSource().GetKind().(type) {
+	case *sanbootv1.ImageSource_Snapshot, *sanbootv1.ImageSource_Copy:
+		derived = true
+	}
+	if (s.SizeBytes != 0 || !derived) && (s.SizeBytes <= 0 || s.SizeBytes%512 != 0 || s.SizeBytes > MaxImageSize) {
 		errs = append(errs, &FieldError{Field: "spec.sizeBytes", Value: strconv.FormatInt(s.SizeBytes, 10),
 			Msg: "must be a positive multiple of 512 bytes, at most 64 TiB"})
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/leader"
 	"github.com/sanboot/sanboot/controlplane/member"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/controlplane/staging"
 )
 
 // DefaultAPIListen is the default of --api-listen.
@@ -32,6 +34,12 @@ type Config struct {
 	Member member.Config
 	// APIListen is the gRPC API's host:port (--api-listen).
 	APIListen string
+	// UploadDir is where image uploads are staged until the agents have
+	// fetched them (default <Member.DataDir>/uploads).
+	UploadDir string
+	// UploadTTL is how long a staged upload that no image refers to is
+	// kept (default apiserver.DefaultUploadTTL, 24h).
+	UploadTTL time.Duration
 	Log       *slog.Logger
 }
 
@@ -62,11 +70,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cli.Close()
 
+	uploads, err := openUploads(cfg, log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("--api-listen %s: %w", cfg.APIListen, err)
 	}
-	api := apiserver.New(cli, apiserver.Config{Log: log})
+	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL})
 	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
 	health := api.Register(gs)
 	log.Info("API serving", "addr", lis.Addr().String())
@@ -121,6 +133,20 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
+}
+
+// openUploads opens the upload staging directory: cfg.UploadDir, else
+// uploads/ in the member's data directory.
+func openUploads(cfg Config, log *slog.Logger) (*staging.Area, error) {
+	dir := cfg.UploadDir
+	if dir == "" {
+		dir = filepath.Join(cfg.Member.DataDir, "uploads")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("upload directory: %w", err)
+	}
+	return staging.Open(dir, staging.Options{Log: log})
 }
 
 // stopGRPC lets RPCs in flight finish for up to grace, then cuts them.

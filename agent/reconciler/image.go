@@ -63,6 +63,15 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 	if err != nil {
 		return fail(settled, err, fmt.Sprintf("the image spec is invalid: %s; fix it through the API", oneLine(err)))
 	}
+	if phase, msg, out, err := r.awaitSource(ctx, k, spec); phase == api.ReplicaFailed {
+		return fail(out, err, msg)
+	} else if phase != "" {
+		r.mu.Lock()
+		delete(r.imageErr, k)
+		r.mu.Unlock()
+		submit(phase, msg)
+		return out, err
+	}
 	p := startProgress(r.cfg.ProgressAfter, "importing", func(msg string) { submit(api.ReplicaPending, msg) })
 	im, err := r.cfg.Store.EnsureImage(ctx, spec)
 	p.finish(nil)
@@ -97,7 +106,8 @@ func storeSpec(k ref, im *sanbootv1.Image) (store.ImageSpec, error) {
 	case nil, *sanbootv1.ImageSource_Blank:
 		spec.Source = store.Source{Kind: store.SourceBlank}
 	case *sanbootv1.ImageSource_Upload:
-		spec.Source = store.Source{Kind: store.SourceUpload, UploadID: src.Upload.GetUploadId(), SHA256: src.Upload.GetSha256()}
+		spec.Source = store.Source{Kind: store.SourceUpload, UploadID: src.Upload.GetUploadId(), SHA256: src.Upload.GetSha256(),
+			Member: src.Upload.GetMember()}
 	case *sanbootv1.ImageSource_Url:
 		spec.Source = store.Source{Kind: store.SourceURL, URL: src.Url.GetUrl(), SHA256: src.Url.GetSha256()}
 	case *sanbootv1.ImageSource_Snapshot:

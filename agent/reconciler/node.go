@@ -141,6 +141,11 @@ func (r *Reconciler) teardown(ctx context.Context, w *nodeWork, a *sanbootv1.Ass
 		msg = fmt.Sprintf("target removed; the disk is kept at %s because spec.keepDisk is set "+
 			"(turning it into an image comes in a later release)", path)
 	} else {
+		w.p.step("taking the snapshots asked for before deleting the disk")
+		if err := r.takeSnapshots(ctx, k); err != nil {
+			return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed; the disk is kept until the snapshots "+
+				"asked for before the deletion are taken: %v; the agent retries", err))
+		}
 		w.p.step("deleting the disk")
 		if err := r.cfg.Store.DeleteDisk(ctx, k.project, k.name); err != nil {
 			return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed but the disk could not be deleted: %v; "+

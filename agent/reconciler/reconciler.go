@@ -116,6 +116,7 @@ type Reconciler struct {
 	imageErr map[ref]string       // last import failure of an image
 	waiting  map[ref]map[ref]bool // image -> nodes waiting for it
 	orphans  map[ref]bool         // orphan disks already logged
+	deps     map[key]map[key]bool // work to queue again after a key's work (see after)
 	listed   [2]bool              // assignments, images listed once
 }
 
@@ -175,6 +176,7 @@ func New(cfg Config) (*Reconciler, error) {
 		imageErr: map[ref]string{},
 		waiting:  map[ref]map[ref]bool{},
 		orphans:  map[ref]bool{},
+		deps:     map[key]map[key]bool{},
 		resyncCh: make(chan struct{}, 1),
 		gcCh:     make(chan struct{}, 1),
 		synced:   make(chan struct{}),
@@ -387,6 +389,9 @@ func (r *Reconciler) worker(ctx context.Context) {
 				r.q.Forget(k)
 			}
 			r.q.Done(k)
+			if out == done {
+				r.wakeAfter(k)
+			}
 		}
 	}
 }

@@ -106,6 +106,7 @@ const (
 type Source struct {
 	Kind     SourceKind
 	UploadID string // upload
+	Member   string // upload: the control-plane member that stages it
 	URL      string // url
 	SHA256   string // upload, url (optional for url)
 	Node     string // snapshot: the node whose disk becomes the image

@@ -3053,6 +3053,271 @@ func (x *Chunk) GetData() []byte {
 	return nil
 }
 
+// ExportRequest asks an agent to push its copy of an image to a
+// control-plane member (PushExport), which relays the bytes to the client
+// of ExportImage. Written by that member's API server at
+// /sanboot/v1/exports/<agent>/<export_id> under a lease of its own, so
+// that it goes away when the export ends or the member dies.
+type ExportRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ExportId string                 `protobuf:"bytes,1,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
+	Project  string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	Image    string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	// Member whose API receives the push (Member.api_endpoints).
+	Member        string `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRequest) Reset() {
+	*x = ExportRequest{}
+	mi := &file_sanboot_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRequest) ProtoMessage() {}
+
+func (x *ExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
+func (*ExportRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ExportRequest) GetExportId() string {
+	if x != nil {
+		return x.ExportId
+	}
+	return ""
+}
+
+func (x *ExportRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ExportRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *ExportRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+// PushExportRequest is one message of a push: a header first, then chunks
+// of the image's bytes in order.
+type PushExportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*PushExportRequest_Header
+	//	*PushExportRequest_Chunk
+	Part          isPushExportRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushExportRequest) Reset() {
+	*x = PushExportRequest{}
+	mi := &file_sanboot_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushExportRequest) ProtoMessage() {}
+
+func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
+func (*PushExportRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *PushExportRequest) GetHeader() *PushExportHeader {
+	if x != nil {
+		if x, ok := x.Part.(*PushExportRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *PushExportRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*PushExportRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isPushExportRequest_Part interface {
+	isPushExportRequest_Part()
+}
+
+type PushExportRequest_Header struct {
+	Header *PushExportHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type PushExportRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*PushExportRequest_Header) isPushExportRequest_Part() {}
+
+func (*PushExportRequest_Chunk) isPushExportRequest_Part() {}
+
+type PushExportHeader struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ExportId string                 `protobuf:"bytes,1,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
+	Agent    string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Bytes that follow.
+	SizeBytes int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Set when the agent cannot send the image (why, and what to do); no
+	// chunks follow.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushExportHeader) Reset() {
+	*x = PushExportHeader{}
+	mi := &file_sanboot_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushExportHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushExportHeader) ProtoMessage() {}
+
+func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
+func (*PushExportHeader) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *PushExportHeader) GetExportId() string {
+	if x != nil {
+		return x.ExportId
+	}
+	return ""
+}
+
+func (x *PushExportHeader) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *PushExportHeader) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *PushExportHeader) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type PushExportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushExportResponse) Reset() {
+	*x = PushExportResponse{}
+	mi := &file_sanboot_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushExportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushExportResponse) ProtoMessage() {}
+
+func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
+func (*PushExportResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
+}
+
 var File_sanboot_proto protoreflect.FileDescriptor
 
 const file_sanboot_proto_rawDesc = "" +
@@ -3293,7 +3558,23 @@ const file_sanboot_proto_rawDesc = "" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"\x1b\n" +
 	"\x05Chunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data*2\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"t\n" +
+	"\rExportRequest\x12\x1b\n" +
+	"\texport_id\x18\x01 \x01(\tR\bexportId\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\tR\x06member\"k\n" +
+	"\x11PushExportRequest\x126\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.sanboot.v1.PushExportHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"z\n" +
+	"\x10PushExportHeader\x12\x1b\n" +
+	"\texport_id\x18\x01 \x01(\tR\bexportId\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x14\n" +
+	"\x12PushExportResponse*2\n" +
 	"\aPutMode\x12\x12\n" +
 	"\x0ePUT_MODE_APPLY\x10\x00\x12\x13\n" +
 	"\x0fPUT_MODE_CREATE\x10\x01*t\n" +
@@ -3301,7 +3582,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xc0\a\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xcb\b\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -3321,7 +3602,10 @@ const file_sanboot_proto_rawDesc = "" +
 	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12@\n" +
 	"\n" +
-	"ReadUpload\x12\x1d.sanboot.v1.ReadUploadRequest\x1a\x11.sanboot.v1.Chunk0\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
+	"ReadUpload\x12\x1d.sanboot.v1.ReadUploadRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12:\n" +
+	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12M\n" +
+	"\n" +
+	"PushExport\x12\x1d.sanboot.v1.PushExportRequest\x1a\x1e.sanboot.v1.PushExportResponse(\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
 
 var (
 	file_sanboot_proto_rawDescOnce sync.Once
@@ -3336,7 +3620,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -3384,32 +3668,36 @@ var file_sanboot_proto_goTypes = []any{
 	(*UploadImageResponse)(nil),   // 43: sanboot.v1.UploadImageResponse
 	(*ReadUploadRequest)(nil),     // 44: sanboot.v1.ReadUploadRequest
 	(*Chunk)(nil),                 // 45: sanboot.v1.Chunk
-	nil,                           // 46: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
+	(*ExportRequest)(nil),         // 46: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 47: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 48: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 49: sanboot.v1.PushExportResponse
+	nil,                           // 50: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	46, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	47, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	47, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	47, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	50, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	51, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	51, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	51, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	47, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	51, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	47, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	51, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	47, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	47, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	51, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	51, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -3428,39 +3716,44 @@ var file_sanboot_proto_depIdxs = []int32{
 	2,  // 37: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
 	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
 	42, // 39: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	30, // 40: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 41: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 42: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 43: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	27, // 44: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 45: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 46: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 47: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 48: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	33, // 49: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 50: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	36, // 51: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	41, // 52: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	44, // 53: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	31, // 54: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 55: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 56: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	40, // 57: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	28, // 58: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 59: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 60: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 61: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 62: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	34, // 63: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 64: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	37, // 65: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	43, // 66: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	45, // 67: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	54, // [54:68] is the sub-list for method output_type
-	40, // [40:54] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	48, // 40: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	30, // 41: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 42: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 43: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 44: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	27, // 45: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 46: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 47: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 48: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 49: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	33, // 50: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 51: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 52: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	41, // 53: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	44, // 54: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 55: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	47, // 56: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	31, // 57: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 58: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 59: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	40, // 60: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	28, // 61: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 62: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 63: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 64: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 65: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	34, // 66: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 67: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	37, // 68: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	43, // 69: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	45, // 70: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	45, // 71: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	49, // 72: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	57, // [57:73] is the sub-list for method output_type
+	41, // [41:57] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -3479,13 +3772,17 @@ func file_sanboot_proto_init() {
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
+	file_sanboot_proto_msgTypes[44].OneofWrappers = []any{
+		(*PushExportRequest_Header)(nil),
+		(*PushExportRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   44,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,8 @@ const (
 	Sanboot_ListMembers_FullMethodName = "/sanboot.v1.Sanboot/ListMembers"
 	Sanboot_UploadImage_FullMethodName = "/sanboot.v1.Sanboot/UploadImage"
 	Sanboot_ReadUpload_FullMethodName  = "/sanboot.v1.Sanboot/ReadUpload"
+	Sanboot_ExportImage_FullMethodName = "/sanboot.v1.Sanboot/ExportImage"
+	Sanboot_PushExport_FullMethodName  = "/sanboot.v1.Sanboot/PushExport"
 )
 
 // SanbootClient is the client API for Sanboot service.
@@ -66,6 +68,14 @@ type SanbootClient interface {
 	// UploadSource then makes agents fetch them with ReadUpload.
 	UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error)
 	ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
+	// ExportImage streams an image's bytes from a Ready replica on a live
+	// agent. Nothing connects to agents: the API server writes an
+	// ExportRequest for the agent, which pushes the bytes with PushExport
+	// to this member; the server relays them. Verify them against the
+	// image's status.sha256.
+	ExportImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
+	// PushExport is how an agent answers an ExportRequest (agents only).
+	PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error)
 }
 
 type sanbootClient struct {
@@ -237,6 +247,38 @@ func (c *sanbootClient) ReadUpload(ctx context.Context, in *ReadUploadRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_ReadUploadClient = grpc.ServerStreamingClient[Chunk]
 
+func (c *sanbootClient) ExportImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[3], Sanboot_ExportImage_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetRequest, Chunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_ExportImageClient = grpc.ServerStreamingClient[Chunk]
+
+func (c *sanbootClient) PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[4], Sanboot_PushExport_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushExportRequest, PushExportResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_PushExportClient = grpc.ClientStreamingClient[PushExportRequest, PushExportResponse]
+
 // SanbootServer is the server API for Sanboot service.
 // All implementations must embed UnimplementedSanbootServer
 // for forward compatibility.
@@ -259,6 +301,14 @@ type SanbootServer interface {
 	// UploadSource then makes agents fetch them with ReadUpload.
 	UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error
 	ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error
+	// ExportImage streams an image's bytes from a Ready replica on a live
+	// agent. Nothing connects to agents: the API server writes an
+	// ExportRequest for the agent, which pushes the bytes with PushExport
+	// to this member; the server relays them. Verify them against the
+	// image's status.sha256.
+	ExportImage(*GetRequest, grpc.ServerStreamingServer[Chunk]) error
+	// PushExport is how an agent answers an ExportRequest (agents only).
+	PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error
 	mustEmbedUnimplementedSanbootServer()
 }
 
@@ -310,6 +360,12 @@ func (UnimplementedSanbootServer) UploadImage(grpc.ClientStreamingServer[UploadI
 }
 func (UnimplementedSanbootServer) ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error {
 	return status.Error(codes.Unimplemented, "method ReadUpload not implemented")
+}
+func (UnimplementedSanbootServer) ExportImage(*GetRequest, grpc.ServerStreamingServer[Chunk]) error {
+	return status.Error(codes.Unimplemented, "method ExportImage not implemented")
+}
+func (UnimplementedSanbootServer) PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error {
+	return status.Error(codes.Unimplemented, "method PushExport not implemented")
 }
 func (UnimplementedSanbootServer) mustEmbedUnimplementedSanbootServer() {}
 func (UnimplementedSanbootServer) testEmbeddedByValue()                 {}
@@ -559,6 +615,24 @@ func _Sanboot_ReadUpload_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_ReadUploadServer = grpc.ServerStreamingServer[Chunk]
 
+func _Sanboot_ExportImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SanbootServer).ExportImage(m, &grpc.GenericServerStream[GetRequest, Chunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_ExportImageServer = grpc.ServerStreamingServer[Chunk]
+
+func _Sanboot_PushExport_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SanbootServer).PushExport(&grpc.GenericServerStream[PushExportRequest, PushExportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_PushExportServer = grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]
+
 // Sanboot_ServiceDesc is the grpc.ServiceDesc for Sanboot service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -626,6 +700,16 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ReadUpload",
 			Handler:       _Sanboot_ReadUpload_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportImage",
+			Handler:       _Sanboot_ExportImage_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "PushExport",
+			Handler:       _Sanboot_PushExport_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "sanboot.proto",

@@ -19,4 +19,14 @@
 //
 // Node, image and agent views are joined by package view, the same code
 // for both paths.
+//
+// Image bytes never go into etcd. UploadImage stages them on this member
+// (package staging, in Config.Uploads; qcow2 converted to raw) and agents
+// fetch them with ReadUpload, which resumes at an offset. Each member
+// collects its own staged uploads (uploadgc.go): one goes once every image
+// that refers to it has a Ready replica with its sha256 on every agent it
+// wants, or UploadTTL (24h) after staging when no image refers to it.
+// ExportImage asks the holding agent through an ExportRequest key
+// (api.ExportKey, under a lease of this member) and relays what the agent
+// sends with PushExport; nothing connects to an agent.
 package apiserver

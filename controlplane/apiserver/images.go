@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -96,6 +95,11 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 	if want := im.Metadata.Revision; want != 0 && want != old.ModRevision {
 		return nil, kv.ErrConflict
 	}
+	im = proto.CloneOf(im) // resolving changes the spec; a retry starts from what was sent
+	guards, err := s.resolveSource(ctx, ref, im.Spec, old.Msg)
+	if err != nil {
+		return nil, err
+	}
 	var rec *sanbootv1.Image
 	var result sanbootv1.PutResult
 	if !exists {
@@ -128,12 +132,9 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 	rec.Metadata.Revision = 0
 	rev := old.ModRevision
 	if !dryRun {
-		rev, err = kv.CAS(ctx, s.cli, api.ImageKey(ref.Project, ref.Name), old.ModRevision, rec)
-		if errors.Is(err, kv.ErrConflict) {
-			return nil, err
-		}
+		rev, err = s.writeImage(ctx, ref, old.ModRevision, rec, guards)
 		if err != nil {
-			return nil, etcdError(ctx, "write", err)
+			return nil, err // kv.ErrConflict or a status
 		}
 		s.log.Info("image written", "image", ref, "result", result, "generation", rec.Metadata.Generation, "rev", rev)
 	}
@@ -141,12 +142,15 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 	return &sanbootv1.PutImageResponse{Image: view.Image(st, ref, view.UsedBy(st)[ref]), Result: result}, nil
 }
 
-// DeleteImage deletes an image no node uses and that is not protected.
+// DeleteImage deletes an image that is not protected, that no node uses
+// and that is no snapshot's parent.
 //
-// It is race-free against PutNode: it reads the project's nodes at revision
-// R and deletes only if no node key changed after R (a node created or
-// changed meanwhile might use the image), while PutNode writes a node only
-// if its image's mod_revision is still the one it checked.
+// It is race-free against PutNode and against snapshots: it reads the
+// project's nodes and images at revision R and deletes only if no node key
+// and no image key changed after R (a node or a snapshot created or changed
+// meanwhile might use the image), while PutNode writes a node only if its
+// image's mod_revision is still the one it checked, and a snapshot is
+// written only if its node's and its parent's mod_revisions are.
 func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.DeleteResponse, error) {
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
@@ -158,7 +162,7 @@ func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) 
 			if req.GetRevision() == 0 && attempt < retries {
 				continue
 			}
-			return nil, conflict(describe("image", ref) + " or a node of its project")
+			return nil, conflict(describe("image", ref) + " or a node or image of its project")
 		}
 		if err != nil {
 			return nil, err
@@ -168,7 +172,7 @@ func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) 
 }
 
 func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64) error {
-	st, err := s.read(ctx, get(api.ImageKey(ref.Project, ref.Name)), list(api.NodesPrefix(ref.Project)))
+	st, err := s.read(ctx, list(api.ImagesPrefix(ref.Project)), list(api.NodesPrefix(ref.Project)))
 	if err != nil {
 		return err
 	}
@@ -182,13 +186,14 @@ func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64)
 	if img.Msg.GetSpec().GetProtected() {
 		return status.Errorf(codes.FailedPrecondition, "%s is protected: apply it with spec.protected=false first", describe("image", ref))
 	}
-	if users := view.UsedBy(st)[ref]; len(users) > 0 {
-		return status.Errorf(codes.FailedPrecondition, "%s is used by nodes %s: delete them first", describe("image", ref), strings.Join(users, ", "))
+	if err := refuseIfUsed(st, ref); err != nil {
+		return err
 	}
-	nodes := api.NodesPrefix(ref.Project)
+	nodes, images := api.NodesPrefix(ref.Project), api.ImagesPrefix(ref.Project)
 	_, err = s.write(ctx, []clientv3.Cmp{
 		kv.Unchanged(api.ImageKey(ref.Project, ref.Name), img.ModRevision),
 		clientv3.Compare(clientv3.ModRevision(nodes), "<", st.Revision+1).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(images), "<", st.Revision+1).WithPrefix(),
 	}, clientv3.OpDelete(api.ImageKey(ref.Project, ref.Name)))
 	if err == nil {
 		s.log.Info("image deleted", "image", ref)

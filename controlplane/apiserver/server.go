@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -29,6 +32,20 @@ type Config struct {
 	// WatchBuffer is how many events a WatchNodes stream may fall behind
 	// before it is ended (default 16384).
 	WatchBuffer int
+	// Member is this control-plane member's name: uploads staged here and
+	// exports relayed here name it, and agents find its API address at
+	// api.MemberKey(Member). Empty: uploads and exports are refused.
+	Member string
+	// Uploads is where UploadImage stages bytes (see uploads.go); nil:
+	// uploads are refused.
+	Uploads *staging.Area
+	// UploadTTL is how long a staged upload that no image refers to is
+	// kept (default 24h). UploadGCInterval is how often staged uploads are
+	// checked (default 5 min).
+	UploadTTL, UploadGCInterval time.Duration
+	// ExportStartTimeout bounds how long ExportImage waits for the agent to
+	// start pushing (default 1 min).
+	ExportStartTimeout time.Duration
 }
 
 // Server implements sanbootv1.SanbootServer. Create it with New, call Run
@@ -38,6 +55,9 @@ type Server struct {
 	cli   *clientv3.Client
 	log   *slog.Logger
 	cache *cache
+	cfg   Config
+	// exports in flight on this member, by export id.
+	exports exportTable
 }
 
 // New returns a server over cli.
@@ -48,12 +68,29 @@ func New(cli *clientv3.Client, cfg Config) *Server {
 	if cfg.WatchBuffer <= 0 {
 		cfg.WatchBuffer = 16384
 	}
+	if cfg.UploadTTL <= 0 {
+		cfg.UploadTTL = DefaultUploadTTL
+	}
+	if cfg.UploadGCInterval <= 0 {
+		cfg.UploadGCInterval = 5 * time.Minute
+	}
+	if cfg.ExportStartTimeout <= 0 {
+		cfg.ExportStartTimeout = time.Minute
+	}
 	log := cfg.Log.With("component", "apiserver")
-	return &Server{cli: cli, log: log, cache: newCache(cli, log, cfg.WatchBuffer)}
+	return &Server{cli: cli, log: log, cache: newCache(cli, log, cfg.WatchBuffer), cfg: cfg, exports: newExportTable()}
 }
 
-// Run feeds the watch cache until ctx ends; WatchNodes streams end then.
-func (s *Server) Run(ctx context.Context) error { return s.cache.run(ctx) }
+// Run feeds the watch cache and collects staged uploads until ctx ends;
+// WatchNodes streams end then.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if s.cfg.Uploads != nil {
+		wg.Go(func() { s.runUploadGC(ctx) })
+	}
+	return s.cache.run(ctx)
+}
 
 // Register adds the Sanboot service and the standard health service to
 // gs. The health server says SERVING for "" and "sanboot.v1.Sanboot";

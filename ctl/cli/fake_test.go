@@ -45,6 +45,9 @@ type fakeSanboot struct {
 	// TYPE_SYNCED: a test waits on it before changing state, so that the
 	// change arrives as a watch event.
 	synced chan string
+
+	// io is the state of UploadImage and ExportImage (imageio_fake_test.go).
+	io fakeImageIO
 }
 
 type fakeWatcher struct {

@@ -22,6 +22,10 @@ func newImageCmd(s *session) *cobra.Command {
 	cmd.AddCommand(
 		newImageCreateCmd(s),
 		newImageRmCmd(s),
+		newImageCpCmd(s),
+		newImageMvCmd(s),
+		newImageImportCmd(s),
+		newImageExportCmd(s),
 		newListImagesCmd(s, "ls [NAME...]", []string{"list"}, "List images (same as get images)",
 			`  sanbootctl image ls
   sanbootctl image ls -A -o wide`),
@@ -107,7 +111,8 @@ func newImageRmCmd(s *session) *cobra.Command {
 		Short:   "Remove images",
 		Long: `Remove images from the control plane and from every agent's store.
 
-A protected image, or one that nodes still use, is refused (exit code 5).`,
+A protected image, or one that nodes still use or that is the parent of
+snapshots, is refused, and the refusal names them (exit code 5).`,
 		Example: `  sanbootctl image rm scratch
   sanbootctl image rm old-1 old-2 --ignore-not-found`,
 		Args:              minArgs(1, "name at least one image"),

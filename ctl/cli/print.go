@@ -82,7 +82,7 @@ func (p printer) images(images []*sanbootv1.Image) error {
 	wide := p.format == formatWide
 	header := p.withProject("NAME", "SIZE", "PHASE", "REPLICAS", "USED-BY", "AGE")
 	if wide {
-		header = append(header, "SOURCE", "AGENTS")
+		header = append(header, "SOURCE", "AGENTS", "SHA256", "REPLICA-PHASES")
 	}
 	rows := make([][]string, 0, len(images))
 	for _, im := range images {
@@ -104,7 +104,11 @@ func (p printer) images(images []*sanbootv1.Image) error {
 			if agents == "" {
 				agents = "<all>"
 			}
-			row = append(row, describeSource(spec.GetSource()), agents)
+			var phases []string
+			for _, r := range st.GetReplicas() {
+				phases = append(phases, r.GetAgent()+"="+orNone(r.GetPhase()))
+			}
+			row = append(row, describeSource(spec.GetSource()), agents, orNone(shortSum(st.GetSha256())), orNone(strings.Join(phases, ",")))
 		}
 		rows = append(rows, row)
 	}
@@ -135,6 +139,15 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 		rows = append(rows, row)
 	}
 	return p.table(header, rows)
+}
+
+// shortSum is the first 12 hex digits of a sha256, enough to compare by
+// eye (-o json shows all of it).
+func shortSum(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
 }
 
 func describeSource(s *sanbootv1.ImageSource) string {

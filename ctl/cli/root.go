@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,12 @@ type Env struct {
 	Getenv func(string) string
 	// Now is the clock that ages are computed against (time.Now in the binary).
 	Now func() time.Time
+	// Stdin is what "image import NAME -" reads (os.Stdin in the binary;
+	// nil: empty).
+	Stdin io.Reader
+	// Terminal reports whether w (Stdout or Stderr) is a terminal:
+	// progress bars are drawn only on one. Nil: never.
+	Terminal func(w io.Writer) bool
 }
 
 func (e Env) withDefaults() Env {
@@ -35,6 +42,9 @@ func (e Env) withDefaults() Env {
 	}
 	if e.Now == nil {
 		e.Now = time.Now
+	}
+	if e.Stdin == nil {
+		e.Stdin = strings.NewReader("")
 	}
 	return e
 }
@@ -121,6 +131,7 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 		newWaitCmd(s),
 		newImageCmd(s),
 		newAgentsCmd(s),
+		newSnapshotCmd(s),
 	)
 	markRunErrors(root)
 	return root, s

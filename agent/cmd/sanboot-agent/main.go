@@ -231,7 +231,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
-	b, err := openBackends(ctx, c, nil, log)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
+	}
+	defer cli.Close()
+	// The file store fetches upload sources from the control plane, url
+	// sources over HTTP (see imageio.go).
+	b, err := openBackends(ctx, c, newFetcher(cli, log).Open, log)
 	if err != nil {
 		return err
 	}
@@ -242,11 +249,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	st, drv := b.store, b.driver
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
-	}
-	defer cli.Close()
 	log.Info("starting", "agent", c.name, "version", version(), "etcd", c.endpoints, "driver", c.driver,
 		"portals", c.portals, "advertise", c.advertisePortals, "note", "the connection to etcd is not encrypted")
 
@@ -270,9 +272,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	exp, err := newExporter(c.name, cli, st, log)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = reg.Run(ctx) })
 	wg.Go(func() { _ = rec.Run(ctx) })
+	wg.Go(func() { _ = exp.Run(ctx) })
 	<-ctx.Done()
 	log.Info("stopping: revoking the lease, so the agent shows as Unavailable now")
 	wg.Wait()

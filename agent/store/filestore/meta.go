@@ -28,6 +28,7 @@ type meta struct {
 type sourceMeta struct {
 	Kind     string `json:"kind"`
 	UploadID string `json:"uploadId,omitempty"`
+	Member   string `json:"member,omitempty"`
 	URL      string `json:"url,omitempty"`
 	SHA256   string `json:"sha256,omitempty"`
 	Node     string `json:"node,omitempty"`
@@ -35,7 +36,7 @@ type sourceMeta struct {
 }
 
 func toSourceMeta(s store.Source) *sourceMeta {
-	return &sourceMeta{Kind: string(s.Kind), UploadID: s.UploadID, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image}
+	return &sourceMeta{Kind: string(s.Kind), UploadID: s.UploadID, Member: s.Member, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image}
 }
 
 func (m meta) source() store.Source {
@@ -43,7 +44,7 @@ func (m meta) source() store.Source {
 		return store.Source{}
 	}
 	s := m.Source
-	return store.Source{Kind: store.SourceKind(s.Kind), UploadID: s.UploadID, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image}
+	return store.Source{Kind: store.SourceKind(s.Kind), UploadID: s.UploadID, Member: s.Member, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image}
 }
 
 func writeMeta(f *os.File, m meta) error {

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/sanboot/sanboot/controlplane"
+	"github.com/sanboot/sanboot/controlplane/apiserver"
 )
 
 func main() {
@@ -24,6 +25,8 @@ func main() {
 	fs := flag.NewFlagSet("sanboot-controlplane", flag.ExitOnError)
 	cfg.Member.AddFlags(fs)
 	fs.StringVar(&cfg.APIListen, "api-listen", cfg.APIListen, "host:port of the gRPC API (loopback only in insecure mode)")
+	fs.StringVar(&cfg.UploadDir, "upload-dir", "", "where image uploads are staged until every agent has fetched them (default DATA-DIR/uploads)")
+	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", apiserver.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Parse(os.Args[1:])
 
