@@ -27,9 +27,12 @@ start_agent "$WORK" s1
 ctl get agents -o wide
 ctl get agents s1 -o json | grep -q '"cloneMode": *"reflink"' || die "the agent does not report reflink clones"
 
-log "an image, two nodes (n2 with CHAP)"
-ctl image create golden --size 64MiB
-wait_until 60 "image golden on s1" sh -c "'$BIN/sanbootctl' get images golden -o json | grep -q '\"phase\": *\"Ready\"'"
+log "import an image (64 MiB, 4 MiB of it random data), two nodes from it (n2 with CHAP)"
+truncate -s 64M "$WORK/golden.raw"
+head -c 4M /dev/urandom | dd of="$WORK/golden.raw" bs=1M seek=8 conv=notrunc status=none
+GOLDEN_SHA=$(sha256sum <"$WORK/golden.raw" | cut -d' ' -f1)
+ctl image import golden "$WORK/golden.raw" --wait --timeout 120s
+ctl get images golden -o json | grep -q "\"sha256\": *\"$GOLDEN_SHA\"" || die "the image's recorded sha256 is not the file's"
 ctl provision n1 --image golden --wait --timeout 60s
 ctl provision n2 --image golden --chap --wait --timeout 60s
 ctl get nodes -o wide
@@ -50,6 +53,12 @@ echo "$cap" | grep -Eq "Total Size:? *67108864|Total size:? *67108864" || { echo
 log "CHAP: n2 refuses its own initiator without credentials"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 let its initiator in without CHAP"; fi
 
+iscsi_url() { echo "driver=iscsi,transport=tcp,portal=$PORTAL,target=$1,lun=1,initiator-name=$2"; }
+
+log "n1's disk read through iSCSI is the image, byte for byte"
+qemu-img convert --image-opts "$(iscsi_url "$T1" "$I1")" -O raw "$WORK/n1-read.raw"
+[ "$(sha256sum <"$WORK/n1-read.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "n1's disk read through iSCSI differs from the image"
+
 log "data written through iSCSI lands in n1's clone only"
 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=$T1,lun=1,initiator-name=$I1" \
 	-c "write -P 0xa5 1M 1M" >/dev/null
@@ -57,11 +66,28 @@ qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=$T1,lun=1
 	-c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "cannot read back what was written"
 cmp -s -n 1048576 -i 1048576:0 "$STORE_DIR/disks/default/n1.raw" <(head -c 1048576 /dev/zero | tr '\0' '\245') ||
 	die "n1's disk file does not hold the bytes written through iSCSI"
-if cmp -s "$STORE_DIR/images/default/golden.raw" "$STORE_DIR/disks/default/n1.raw"; then die "the write reached the image"; fi
+[ "$(sha256sum <"$STORE_DIR/images/default/golden.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "the write reached the image"
+
+log "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
+ctl snapshot create n1 n1-snap --wait --timeout 60s
+ctl snapshot ls
+ctl provision n3 --image n1-snap --wait --timeout 60s
+T3=iqn.2026-11.io.sanboot:default.n3 I3=iqn.2026-11.io.sanboot:initiator.default.n3
+qemu-io --image-opts "$(iscsi_url "$T3" "$I3")" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" ||
+	die "n3 does not hold the bytes written to n1 before the snapshot"
+set +e
+ctl image rm golden 2>"$WORK/err"; rc=$?
+set -e
+[ "$rc" = 5 ] && grep -q n1-snap "$WORK/err" || die "image rm of a snapshot's parent: exit $rc, $(cat "$WORK/err")"
+
+log "export the snapshot: the bytes of n1's disk, checksum verified"
+ctl image export n1-snap "$WORK/n1-snap.raw"
+cmp -s "$WORK/n1-snap.raw" "$STORE_DIR/disks/default/n1.raw" || die "the export differs from n1's disk"
 
 log "deprovision removes the target and the disk"
-ctl deprovision n1 n2 --wait --timeout 60s
+ctl deprovision n1 n2 n3 --wait --timeout 60s
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1's target still serves after deprovision"; fi
 [ ! -e "$STORE_DIR/disks/default/n1.raw" ] || die "n1's disk is still there"
+ctl snapshot rm n1-snap
 ctl image rm golden
 echo "e2e-tgt: 1 passed, 0 failed"
