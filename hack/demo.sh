@@ -24,7 +24,7 @@ build_binaries "$BIN"
 
 PORTAL=127.0.0.1:$(free_port)
 STORE_DIR=$WORK/store
-mount_xfs "$WORK/store.xfs" "$STORE_DIR" 4G
+mount_fs xfs "$WORK/store.xfs" "$STORE_DIR" 4G
 AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL")
 
 log "control plane (embedded etcd, data in $WORK/cp) and agent rack1 (tgtd on $PORTAL, store on reflink XFS)"

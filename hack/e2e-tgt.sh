@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # e2e-tgt.sh: a storage host for real. A control plane and an agent with the
-# tgt driver (its own tgtd on a loopback portal) and its store on a reflink
-# XFS (a loop device), checked from outside by a real initiator (libiscsi)
-# and qemu-io. Needs root (loop devices, tgtd).
+# tgt driver (its own tgtd on a loopback portal) and its store on a loop
+# device, checked from outside by a real initiator (libiscsi) and qemu-io.
+# E2E_STORE=xfs (default: reflink clones) or ext4 (no reflink: copies).
+# Needs root (loop devices, tgtd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -18,14 +19,17 @@ build_binaries "$BIN"
 
 PORTAL=127.0.0.1:$(free_port)
 STORE_DIR=$WORK/store
-mount_xfs "$WORK/store.xfs" "$STORE_DIR" 2G
-AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL")
+FS=${E2E_STORE:-xfs}
+mount_fs "$FS" "$WORK/store.img" "$STORE_DIR" 2G
+CTL=$((1000 + RANDOM % 30000))
+AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$CTL --portal "$PORTAL")
+WANT_MODE=$([ "$FS" = xfs ] && echo reflink || echo copy)
 
-log "control plane, and agent s1 with tgt on $PORTAL and its store on reflink XFS"
+log "control plane, and agent s1 with tgt on $PORTAL and its store on $FS ($WANT_MODE clones)"
 start_controlplane "$WORK"
 start_agent "$WORK" s1
 ctl get agents -o wide
-ctl get agents s1 -o json | grep -q '"cloneMode": *"reflink"' || die "the agent does not report reflink clones"
+ctl get agents s1 -o json | grep -q "\"cloneMode\": *\"$WANT_MODE\"" || die "the agent does not report $WANT_MODE clones"
 
 log "import an image (64 MiB, 4 MiB of it random data), two nodes from it (n2 with CHAP)"
 truncate -s 64M "$WORK/golden.raw"
@@ -68,6 +72,26 @@ cmp -s -n 1048576 -i 1048576:0 "$STORE_DIR/disks/default/n1.raw" <(head -c 10485
 	die "n1's disk file does not hold the bytes written through iSCSI"
 [ "$(sha256sum <"$STORE_DIR/images/default/golden.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "the write reached the image"
 
+log "thin disks: 16 MiB written, then discarded, through iSCSI; the clone's blocks come back"
+blocks() { stat -c %b "$STORE_DIR/disks/default/n1.raw"; }
+b0=$(blocks)
+qemu-io --image-opts "$(iscsi_url "$T1" "$I1"),discard=unmap" -c "write -P 0x5a 32M 16M" >/dev/null
+b1=$(blocks)
+qemu-io --image-opts "$(iscsi_url "$T1" "$I1"),discard=unmap" -c "discard 32M 16M" >/dev/null
+b2=$(blocks)
+echo "n1's clone: $((b0 / 2048)) MiB allocated, $((b1 / 2048)) MiB after writing 16 MiB, $((b2 / 2048)) MiB after discarding it"
+((b1 - b0 >= 30000)) || die "writing 16 MiB did not allocate it (blocks $b0 -> $b1)"
+((b1 - b2 >= 30000)) || die "discarding 16 MiB gave nothing back (blocks $b1 -> $b2)"
+
+log "recovery: kill -9 the agent (its managed tgtd dies with it); restarted, it rebuilds every target"
+kill -9 "$AGENT_PID"
+wait_until 30 "n1's target gone with tgtd" sh -c "! iscsi-inq -i '$I1' 'iscsi://$PORTAL/$T1/1' >/dev/null 2>&1"
+start_agent "$WORK" s1
+wait_until 60 "n1 served again" iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1"
+wait_until 60 "n2's target (CHAP) rebuilt" sh -c "tgtadm -C $CTL --lld iscsi --mode target --op show | grep -q '$T2\$'"
+if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 came back without CHAP"; fi
+ctl wait node n1 n2 --for=ready --timeout=60s
+
 log "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
 ctl snapshot create n1 n1-snap --wait --timeout 60s
 ctl snapshot ls
@@ -88,6 +112,9 @@ log "deprovision removes the target and the disk"
 ctl deprovision n1 n2 n3 --wait --timeout 60s
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1's target still serves after deprovision"; fi
 [ ! -e "$STORE_DIR/disks/default/n1.raw" ] || die "n1's disk is still there"
+left=$(tgtadm -C "$CTL" --lld iscsi --mode target --op show | grep -c "iqn.2026-11.io.sanboot" || true)
+[ "$left" = 0 ] || die "$left sanboot targets left in tgtd after deprovision"
+[ -z "$(ls -A "$STORE_DIR/disks/default" 2>/dev/null)" ] || die "disks left: $(ls "$STORE_DIR/disks/default")"
 ctl snapshot rm n1-snap
 ctl image rm golden
-echo "e2e-tgt: 1 passed, 0 failed"
+echo "e2e-tgt ($FS store): 1 passed, 0 failed"

@@ -89,13 +89,18 @@ stop_all() {
 	SANBOOT_PIDS=()
 }
 
-# mount_xfs FILE DIR SIZE: a reflink XFS on a loop device (for the store);
-# unmount_all undoes every mount_xfs.
+# mount_fs xfs|ext4 FILE DIR SIZE: a file system on a loop device for a
+# store (XFS with reflink; ext4 has none, so the store copies);
+# unmount_all undoes every mount_fs.
 SANBOOT_LOOPS=()
-mount_xfs() {
-	local file=$1 dir=$2 size=$3 dev
+mount_fs() {
+	local fs=$1 file=$2 dir=$3 size=$4 dev
 	truncate -s "$size" "$file"
-	mkfs.xfs -q -m reflink=1 "$file"
+	case $fs in
+	xfs) mkfs.xfs -q -m reflink=1 "$file" ;;
+	ext4) mkfs.ext4 -q -F "$file" ;;
+	*) die "mount_fs: unknown file system $fs" ;;
+	esac
 	dev=$(losetup --find --show "$file")
 	mkdir -p "$dir"
 	mount "$dev" "$dir"
