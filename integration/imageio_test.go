@@ -30,6 +30,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/ctl/cli"
 	"github.com/sanboot/sanboot/internal/etcdtest"
@@ -44,6 +45,7 @@ type system struct {
 	api       sanbootv1.SanbootClient
 	addr      string
 	uploadDir string
+	store     string // the agent's store directory
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -51,7 +53,7 @@ func logger(t *testing.T) *slog.Logger {
 }
 
 // start runs etcd, the API server of member cp1 (collecting staged
-// uploads every 200 ms) and agent a1 with a file store.
+// uploads every 200 ms), the scheduler, and agent a1 with a file store.
 func start(t *testing.T) *system {
 	t.Helper()
 	m := etcdtest.Start(t)
@@ -68,6 +70,7 @@ func start(t *testing.T) *system {
 		t.Fatal(err)
 	}
 	srv := apiserver.New(s.cli, apiserver.Config{Log: log, Member: "cp1", Uploads: area, UploadGCInterval: 200 * time.Millisecond})
+	wg.Go(func() { scheduler.New(s.cli, scheduler.Config{Log: log}).Run(ctx) })
 	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
 	srv.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -89,7 +92,8 @@ func start(t *testing.T) *system {
 	s.api = sanbootv1.NewSanbootClient(conn)
 
 	// The agent, wired as sanboot-agent wires it.
-	st, err := filestore.New(filestore.Options{Root: t.TempDir(), Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
+	s.store = t.TempDir()
+	st, err := filestore.New(filestore.Options{Root: s.store, Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

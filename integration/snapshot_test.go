@@ -2,99 +2,22 @@ package integration_test
 
 import (
 	"bytes"
-	"context"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/sanboot/sanboot/agent/reconciler"
-	"github.com/sanboot/sanboot/agent/registry"
-	"github.com/sanboot/sanboot/agent/store/filestore"
-	faketarget "github.com/sanboot/sanboot/agent/target/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
-	"github.com/sanboot/sanboot/controlplane/apiserver"
-	"github.com/sanboot/sanboot/controlplane/scheduler"
-	"github.com/sanboot/sanboot/internal/etcdtest"
 )
 
-const (
-	agentName = "agent-1"
-	wait      = 60 * time.Second // generous: a loaded 2-core machine
-	imageSize = 4 << 20
-)
+const imageSize = 4 << 20
 
-// cluster is one control plane and one agent in this process.
-type cluster struct {
-	t     *testing.T
-	ctx   context.Context
-	api   sanbootv1.SanbootClient
-	store string // the agent's store directory
-}
-
-func startCluster(t *testing.T) *cluster {
-	t.Helper()
-	m := etcdtest.Start(t)
-	cli := m.Client(t)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-
-	srv := apiserver.New(cli, apiserver.Config{Log: log})
-	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
-	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() { srv.Run(ctx) })
-	wg.Go(func() { gs.Serve(lis) })
-	wg.Go(func() { scheduler.New(cli, scheduler.Config{Log: log}).Run(ctx) })
-
-	root := t.TempDir()
-	st, err := filestore.New(filestore.Options{Root: root, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	portals := []string{"127.0.0.1:3260"}
-	reg, err := registry.New(cli, registry.Config{Name: agentName, Version: "test", Driver: "fake", Portals: portals,
-		CloneMode: string(st.CloneMode()), TTL: 10 * time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := reconciler.New(reconciler.Config{Agent: agentName, Client: cli, Store: st, Driver: faketarget.New(),
-		Portals: portals, RetryBase: 50 * time.Millisecond, RetryMax: time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() { reg.Run(ctx) })
-	wg.Go(func() { rec.Run(ctx) })
-
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		gs.Stop()
-		wg.Wait()
-		st.Close()
-	})
-	return &cluster{t: t, ctx: ctx, api: sanbootv1.NewSanbootClient(conn), store: root}
-}
-
-func (c *cluster) putImage(im *sanbootv1.Image) *sanbootv1.Image {
+func (c *system) putImage(im *sanbootv1.Image) *sanbootv1.Image {
 	c.t.Helper()
 	resp, err := c.api.PutImage(c.ctx, &sanbootv1.PutImageRequest{Image: im, Mode: sanbootv1.PutMode_PUT_MODE_CREATE})
 	if err != nil {
@@ -103,7 +26,7 @@ func (c *cluster) putImage(im *sanbootv1.Image) *sanbootv1.Image {
 	return resp.GetImage()
 }
 
-func (c *cluster) provision(name, image string) {
+func (c *system) provision(name, image string) {
 	c.t.Helper()
 	n := &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Name: name}, Spec: &sanbootv1.NodeSpec{Image: image}}
 	if _, err := c.api.PutNode(c.ctx, &sanbootv1.PutNodeRequest{Node: n}); err != nil {
@@ -114,7 +37,7 @@ func (c *cluster) provision(name, image string) {
 	})
 }
 
-func (c *cluster) waitNode(name, what string, ok func(*sanbootv1.Node, error) bool) {
+func (c *system) waitNode(name, what string, ok func(*sanbootv1.Node, error) bool) {
 	c.t.Helper()
 	var n *sanbootv1.Node
 	var err error
@@ -124,7 +47,7 @@ func (c *cluster) waitNode(name, what string, ok func(*sanbootv1.Node, error) bo
 	}, func() string { return n.GetStatus().String() + " " + errString(err) })
 }
 
-func (c *cluster) waitImageReady(name string) *sanbootv1.Image {
+func (c *system) waitImageReady(name string) *sanbootv1.Image {
 	c.t.Helper()
 	var im *sanbootv1.Image
 	var err error
@@ -135,11 +58,11 @@ func (c *cluster) waitImageReady(name string) *sanbootv1.Image {
 	return im
 }
 
-func (c *cluster) diskPath(node string) string {
+func (c *system) diskPath(node string) string {
 	return filepath.Join(c.store, "disks", api.DefaultProject, node+".raw")
 }
 
-func (c *cluster) imagePath(image string) string {
+func (c *system) imagePath(image string) string {
 	return filepath.Join(c.store, "images", api.DefaultProject, image+".raw")
 }
 
@@ -161,7 +84,7 @@ func readAt(t *testing.T, path string, off int64, n int) []byte {
 // bytes; deleting the first node leaves the snapshot and the second node
 // intact.
 func TestSnapshotProvisionsAndOutlivesItsNode(t *testing.T) {
-	c := startCluster(t)
+	c := start(t)
 	c.putImage(&sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{Name: "golden"}, Spec: &sanbootv1.ImageSpec{SizeBytes: imageSize}})
 	c.waitImageReady("golden")
 	c.provision("n1", "golden")
@@ -185,7 +108,7 @@ func TestSnapshotProvisionsAndOutlivesItsNode(t *testing.T) {
 		Metadata: &sanbootv1.ObjectMeta{Name: "s1"},
 		Spec:     &sanbootv1.ImageSpec{Source: &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: "n1"}}}},
 	})
-	if s := snap.GetSpec(); s.GetSizeBytes() != imageSize || s.GetParent() != "golden" || len(s.GetAgents()) != 1 || s.GetAgents()[0] != agentName {
+	if s := snap.GetSpec(); s.GetSizeBytes() != imageSize || s.GetParent() != "golden" || len(s.GetAgents()) != 1 || s.GetAgents()[0] != "a1" {
 		t.Fatalf("snapshot spec = %v", s)
 	}
 	c.waitImageReady("s1")
