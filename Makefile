@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BIN := bin
 
-.PHONY: help build generate check-generate tools test test-unit bench fmt vet deps clean
+.PHONY: help build generate check-generate tools test test-unit bench fmt vet deps clean docs
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -38,8 +38,15 @@ test: ## all tests: unit, integration (embedded etcd), end to end
 test-unit: ## go test ./... only
 	$(GO) test -count=1 ./...
 
+docs: ## sanbootctl man pages (from the --help texts) into docs/man
+	rm -rf docs/man
+	$(GO) run ./ctl/cmd/sanbootctl-docs docs/man
+
 bench: ## benchmarks; figures go to docs/benchmarks.md by hand
 	hack/bench.sh
 
 clean:
 	rm -rf $(BIN)
+
+# install, uninstall, deb (PREFIX, DESTDIR, ...): see the file.
+include packaging/packaging.mk

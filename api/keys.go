@@ -20,6 +20,7 @@ const Prefix = "/sanboot/v1/"
 //	assign/<agent>/<project>/<node>              Assignment    scheduler (leader)
 //	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
 //	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
+//	boottokens/<project>/<node>                  BootToken     API server, leased; deleted by the boot server on use
 //	agents/<agent>                               AgentRecord   that agent
 //	alive/<agent>                                (empty)       that agent, under its lease
 //	members/<member>                             Member        that control-plane member, leased
@@ -36,6 +37,7 @@ const (
 	kindAssign     = "assign/"
 	kindNodeStatus = "nodestatus/"
 	kindSecrets    = "secrets/"
+	kindBootTokens = "boottokens/"
 	kindAgents     = "agents/"
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
@@ -95,6 +97,11 @@ func SecretsPrefix(project string) string { return scoped(kindSecrets, project) 
 // SecretKey is where a node's CHAP credentials live.
 func SecretKey(project, node string) string {
 	return Prefix + kindSecrets + project + "/" + node
+}
+
+// BootTokenKey is where a node's one-time boot token (its hash) lives.
+func BootTokenKey(project, node string) string {
+	return Prefix + kindBootTokens + project + "/" + node
 }
 
 // AssignPrefix is the prefix an agent watches: its own assignments only.

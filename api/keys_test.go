@@ -39,6 +39,7 @@ func TestKeyLayout(t *testing.T) {
 		ExportsPrefix("s1"):                   "/sanboot/v1/exports/s1/",
 		ExportsPrefix(""):                     "/sanboot/v1/exports/",
 		ElectionPrefix:                        "/sanboot/v1/election/controllers/",
+		BootTokenKey("default", "node-1"):     "/sanboot/v1/boottokens/default/node-1",
 	}
 	for got, want := range cases {
 		if got != want {

@@ -15,11 +15,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/controlplane/boot"
 	"github.com/sanboot/sanboot/controlplane/leader"
 	"github.com/sanboot/sanboot/controlplane/member"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
@@ -28,6 +30,9 @@ import (
 
 // DefaultAPIListen is the default of --api-listen.
 const DefaultAPIListen = api.DefaultAPIAddress
+
+// DefaultBootListen is the default of --boot-listen.
+const DefaultBootListen = "127.0.0.1:8080"
 
 // Config is a control-plane member's configuration.
 type Config struct {
@@ -40,12 +45,25 @@ type Config struct {
 	// UploadTTL is how long a staged upload that no image refers to is
 	// kept (default apiserver.DefaultUploadTTL, 24h).
 	UploadTTL time.Duration
-	Log       *slog.Logger
+	// BootListen is the boot server's host:port (--boot-listen); empty:
+	// no boot server. Boot is how its scripts refer to it and whether
+	// they need tokens (Boot.Listen is set from BootListen).
+	BootListen string
+	Boot       boot.Settings
+	Log        *slog.Logger
+	// Metrics, if set, receives the member's Prometheus metrics (see
+	// metrics.go); the embedded etcd's own go to prometheus's default
+	// registry, as etcd registers them there.
+	Metrics prometheus.Registerer
+	// OnReady, if set, is called once when the member serves: its etcd
+	// member is ready and the API has answered a health check over its
+	// listener (systemd's READY=1).
+	OnReady func()
 }
 
 // DefaultConfig is what the flags default to.
 func DefaultConfig() Config {
-	return Config{Member: member.DefaultConfig(), APIListen: DefaultAPIListen}
+	return Config{Member: member.DefaultConfig(), APIListen: DefaultAPIListen, BootListen: DefaultBootListen}
 }
 
 // Run runs the member until ctx ends (then shuts down cleanly and returns
@@ -57,6 +75,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg.Member.Log = log
 	if err := member.RequireLoopback("--api-listen", cfg.APIListen); err != nil {
+		return err
+	}
+	if cfg.BootListen != "" {
+		if err := member.RequireLoopback("--boot-listen", cfg.BootListen); err != nil {
+			return err
+		}
+	}
+	if err := cfg.Boot.Validate(); err != nil {
 		return err
 	}
 	m, err := member.Start(ctx, cfg.Member)
@@ -78,8 +104,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("--api-listen %s: %w", cfg.APIListen, err)
 	}
-	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL})
-	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
+	var bootLis net.Listener
+	if cfg.BootListen != "" {
+		if bootLis, err = net.Listen("tcp", cfg.BootListen); err != nil {
+			lis.Close()
+			return fmt.Errorf("--boot-listen %s: %w", cfg.BootListen, err)
+		}
+		cfg.Boot.Listen = bootLis.Addr().String()
+	}
+	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot})
+	opts := apiserver.ServerOptions(log)
+	var sched schedulerMetrics
+	if cfg.Metrics != nil {
+		if err := api.RegisterMetrics(cfg.Metrics); err != nil {
+			return fmt.Errorf("register the API's metrics: %w", err)
+		}
+		if err := sched.register(cfg.Metrics); err != nil {
+			return fmt.Errorf("register the scheduler's metrics: %w", err)
+		}
+		opts = append(opts, api.MetricsServerOptions()...)
+	}
+	gs := grpc.NewServer(opts...)
 	health := api.Register(gs)
 	log.Info("API serving", "addr", lis.Addr().String())
 
@@ -95,6 +140,13 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 	}
 	wg.Go(func() { api.Run(ctx) })
+	if bootLis != nil {
+		wg.Go(func() {
+			if err := boot.NewServer(cli, boot.Config{Settings: cfg.Boot, Log: log}).Run(ctx, bootLis); err != nil {
+				fail(err)
+			}
+		})
+	}
 	wg.Go(func() {
 		apiserver.RegisterMember(ctx, cli, &sanbootv1.Member{
 			Name:         m.Name(),
@@ -105,7 +157,10 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	wg.Go(func() {
 		leader.Run(ctx, cli, leader.Config{Name: m.Name(), Log: log}, func(ctx context.Context) error {
-			return scheduler.New(cli, scheduler.Config{Log: log}).Run(ctx)
+			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried})
+			sched.current.Store(s)
+			defer sched.current.CompareAndSwap(s, nil)
+			return s.Run(ctx)
 		})
 	})
 	wg.Go(func() {
@@ -113,6 +168,18 @@ func Run(ctx context.Context, cfg Config) error {
 			fail(fmt.Errorf("API server: %w", err))
 		}
 	})
+	if cfg.OnReady != nil {
+		wg.Go(func() {
+			if err := awaitServing(ctx, lis.Addr().String()); err != nil {
+				if ctx.Err() == nil {
+					fail(err)
+				}
+				return
+			}
+			log.Info("serving", "api", lis.Addr().String())
+			cfg.OnReady()
+		})
+	}
 	go func() {
 		select {
 		case err := <-m.Err():

@@ -2,8 +2,11 @@ package controlplane_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +49,7 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
 	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
 	cfg.APIListen = etcdtest.FreeAddr(t)
+	cfg.BootListen = etcdtest.FreeAddr(t)
 	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	stop := run(t, cfg)
 
@@ -88,6 +92,15 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})
 		return err == nil && n.Status.Phase == api.PhaseReady
 	})
+	eventually(t, "n1's boot script from the boot server", func() bool {
+		resp, err := http.Get("http://" + cfg.BootListen + "/boot/default/n1")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return err == nil && strings.Contains(string(b), "sanboot iscsi:127.0.0.1::3260:")
+	})
 	// etcd's Close waits (up to its request timeout, 7s) for clients that
 	// hold streams open; the agent is done, so let it go first.
 	stopAgent()
@@ -110,6 +123,12 @@ func TestRunRefusesNonLoopbackAPI(t *testing.T) {
 	cfg.Member.DataDir = t.TempDir()
 	if err := controlplane.Run(context.Background(), cfg); err == nil {
 		t.Fatal("Run accepted a non-loopback API address")
+	}
+	cfg = controlplane.DefaultConfig()
+	cfg.BootListen = "0.0.0.0:8080"
+	cfg.Member.DataDir = t.TempDir()
+	if err := controlplane.Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--boot-listen") {
+		t.Fatalf("Run with a non-loopback boot server address: %v", err)
 	}
 }
 

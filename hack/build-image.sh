@@ -30,19 +30,16 @@ done
 # fetch_kernel: sets KDIR to an extracted stock Debian kernel (vmlinuz and
 # the two iBFT modules only) and KVER to its version.
 fetch_kernel() {
-	local pkg debs
-	pkg=$(apt-cache show linux-image-amd64 2>/dev/null | sed -n 's/^Depends:.*\(linux-image-[0-9][^ ,]*-amd64\).*/\1/p' | head -1)
-	[ -n "$pkg" ] || die "apt-cache knows no linux-image-amd64: run apt-get update"
+	local pkg
+	apt_known linux-image-amd64
+	pkg=$(apt-cache depends linux-image-amd64 | grep -o 'linux-image-[0-9][^ ]*-amd64' | head -1) # the candidate's
+	[ -n "$pkg" ] || die "cannot tell which kernel linux-image-amd64 depends on"
 	KVER=${pkg#linux-image-}
 	KDIR=$CACHE/kernel-$KVER
 	[ -f "$KDIR/boot/vmlinuz-$KVER" ] && return
-	debs=$CACHE/debs
-	mkdir -p "$debs" "$KDIR.tmp"
-	if ! ls "$debs/${pkg}"_*.deb >/dev/null 2>&1; then
-		log "fetching $pkg with apt-get download (cached in $debs)"
-		(cd "$debs" && apt-get download -q "$pkg" >/dev/null) || die "apt-get download $pkg failed"
-	fi
-	dpkg-deb --fsys-tarfile "$(ls "$debs/${pkg}"_*.deb | head -1)" | tar -x -C "$KDIR.tmp" \
+	rm -rf "$KDIR.tmp"
+	mkdir -p "$KDIR.tmp"
+	dpkg-deb --fsys-tarfile "$(fetch_deb "$pkg")" | tar -x -C "$KDIR.tmp" \
 		"./boot/vmlinuz-$KVER" \
 		"./lib/modules/$KVER/kernel/drivers/scsi/iscsi_boot_sysfs.ko" \
 		"./lib/modules/$KVER/kernel/drivers/firmware/iscsi_ibft.ko"

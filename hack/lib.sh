@@ -23,18 +23,22 @@ build_binaries() {
 	go build -o "$1/" ./controlplane/cmd/sanboot-controlplane ./agent/cmd/sanboot-agent ./ctl/cmd/sanbootctl
 }
 
-# start_controlplane WORKDIR: starts a one-member control plane with its
-# data in WORKDIR/cp; sets CP_PID, ETCD_URL, API_ADDR.
+# start_controlplane WORKDIR [extra flags]: starts a one-member control
+# plane with its data in WORKDIR/cp; sets CP_PID, ETCD_URL, API_ADDR and
+# BOOT_ADDR (its boot server).
 start_controlplane() {
 	local work=$1
-	: "${CLIENT_PORT:=$(free_port)}" "${PEER_PORT:=$(free_port)}" "${API_PORT:=$(free_port)}"
+	shift
+	: "${CLIENT_PORT:=$(free_port)}" "${PEER_PORT:=$(free_port)}" "${API_PORT:=$(free_port)}" "${BOOT_PORT:=$(free_port)}"
 	ETCD_URL=http://127.0.0.1:$CLIENT_PORT
 	API_ADDR=127.0.0.1:$API_PORT
+	BOOT_ADDR=127.0.0.1:$BOOT_PORT
 	local peer=http://127.0.0.1:$PEER_PORT
 	"$BIN/sanboot-controlplane" --name default --data-dir "$work/cp" \
 		--listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
 		--listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-		--initial-cluster "default=$peer" --api-listen "$API_ADDR" \
+		--initial-cluster "default=$peer" --api-listen "$API_ADDR" --boot-listen "$BOOT_ADDR" \
+		--metrics-listen "127.0.0.1:$(free_port)" "$@" \
 		>>"$work/controlplane.log" 2>&1 &
 	CP_PID=$!
 	SANBOOT_PIDS+=("$CP_PID")
@@ -48,7 +52,8 @@ start_agent() {
 	local work=$1 name=$2
 	shift 2
 	"$BIN/sanboot-agent" --name "$name" --etcd-endpoints "$ETCD_URL" \
-		"${AGENT_FLAGS[@]:---driver=fake}" --store-dir "${STORE_DIR:-$work/store-$name}" "$@" \
+		"${AGENT_FLAGS[@]:---driver=fake}" --store-dir "${STORE_DIR:-$work/store-$name}" \
+		--metrics-listen "127.0.0.1:$(free_port)" "$@" \
 		>>"$work/agent-$name.log" 2>&1 &
 	AGENT_PID=$!
 	SANBOOT_PIDS+=("$AGENT_PID")
@@ -87,6 +92,29 @@ stop_all() {
 	local i
 	for ((i = ${#SANBOOT_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${SANBOOT_PIDS[i]}"; done
 	SANBOOT_PIDS=()
+}
+
+# apt_known PKG: makes sure apt's package lists know PKG (runs apt-get
+# update once if they do not: a fresh machine may have none).
+apt_known() {
+	apt-cache show "$1" >/dev/null 2>&1 && return
+	apt-get update -qq || die "apt-get update failed"
+	apt-cache show "$1" >/dev/null 2>&1 || die "Debian has no package $1"
+}
+
+# fetch_deb PKG: prints the path of Debian package PKG's .deb, fetched
+# with `apt-get download` (never installed) into $SANBOOT_CACHE/debs
+# (default ~/.cache/sanboot/debs) unless it is there already.
+fetch_deb() {
+	local pkg=$1 debs=${SANBOOT_CACHE:-$HOME/.cache/sanboot}/debs
+	mkdir -p "$debs"
+	if ! ls "$debs/${pkg}"_*.deb >/dev/null 2>&1; then
+		log "fetching $pkg with apt-get download (cached in $debs)"
+		apt_known "$pkg"
+		(cd "$debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >/dev/null) ||
+			die "apt-get download $pkg failed"
+	fi
+	ls "$debs/${pkg}"_*.deb | sort -V | tail -1
 }
 
 # mount_fs xfs|ext4 FILE DIR SIZE: a file system on a loop device for a

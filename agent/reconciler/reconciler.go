@@ -67,7 +67,10 @@ type Config struct {
 	// StatusBatch is the most status records per etcd transaction
 	// (default 100; etcd allows 128 operations per transaction).
 	StatusBatch int
-	Log         *slog.Logger
+	// OnRetry, if set, is called with "node" or "image" for each key
+	// queued again after failed work (a metric).
+	OnRetry func(kind string)
+	Log     *slog.Logger
 }
 
 type kind uint8
@@ -190,6 +193,9 @@ func New(cfg Config) (*Reconciler, error) {
 
 // Synced is closed once the first full resync has finished.
 func (r *Reconciler) Synced() <-chan struct{} { return r.synced }
+
+// QueueLen is how many nodes and images wait to be worked on.
+func (r *Reconciler) QueueLen() int { return r.q.Len() }
 
 // Resync asks for a full resync now.
 func (r *Reconciler) Resync() { kick(r.resyncCh) }
@@ -379,6 +385,9 @@ func (r *Reconciler) worker(ctx context.Context) {
 				}
 				r.log.Warn("work failed; retrying", "kind", kindName(k.kind), "project", k.project, "name", k.name,
 					"retries", r.q.Retries(k), "err", err)
+				if r.cfg.OnRetry != nil {
+					r.cfg.OnRetry(kindName(k.kind))
+				}
 				r.q.AddRateLimited(k)
 			case settled:
 				if err != nil {

@@ -3318,6 +3318,254 @@ func (*PushExportResponse) Descriptor() ([]byte, []int) {
 	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
+// BootScript is a node's iPXE script as the boot server would serve it
+// now, and the URL the node fetches it from. The script holds the node's
+// CHAP credentials when CHAP is on: show it to no one but the node.
+type BootScript struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Script string                 `protobuf:"bytes,1,opt,name=script,proto3" json:"script,omitempty"`
+	// With boot tokens on, the URL carries a fresh one-time token (and
+	// every earlier token of the node no longer works).
+	Url           string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootScript) Reset() {
+	*x = BootScript{}
+	mi := &file_sanboot_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootScript) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootScript) ProtoMessage() {}
+
+func (x *BootScript) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
+func (*BootScript) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *BootScript) GetScript() string {
+	if x != nil {
+		return x.Script
+	}
+	return ""
+}
+
+func (x *BootScript) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+// BootToken is a node's one-time boot token, as its SHA-256 (hex). Written
+// by the API server (GetBootScript, with boot tokens on) at
+// /sanboot/v1/boottokens/<project>/<node> under a lease (the token's
+// lifetime); the boot server deletes it when it serves the node's
+// credentials.
+type BootToken struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The uid of the node it was issued for: a node created again under the
+	// same name does not inherit it.
+	NodeUid       string `protobuf:"bytes,2,opt,name=node_uid,json=nodeUid,proto3" json:"node_uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootToken) Reset() {
+	*x = BootToken{}
+	mi := &file_sanboot_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootToken) ProtoMessage() {}
+
+func (x *BootToken) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
+func (*BootToken) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *BootToken) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *BootToken) GetNodeUid() string {
+	if x != nil {
+		return x.NodeUid
+	}
+	return ""
+}
+
+// Event is something that happened to a node, as the API server that
+// answers ListNodeEvents saw it in its watch of etcd: it derives events
+// from changes of the node's view (created, spec changed, scheduled, phase
+// and message changes, deletion requested). Each member keeps the most
+// recent ones per node in memory; they are not stored in etcd, so a member
+// knows only what changed since it started.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Last time it happened.
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// Normal or Warning.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// CamelCase: Created, SpecChanged, Scheduled, Unschedulable,
+	// Provisioning, Ready, Failed, Unavailable, DeletionRequested, ...
+	Reason  string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// How many times in a row it happened.
+	Count         int32 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_sanboot_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *Event) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Event) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Event) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Event) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Event) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type ListEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_sanboot_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_sanboot_proto protoreflect.FileDescriptor
 
 const file_sanboot_proto_rawDesc = "" +
@@ -3574,7 +3822,22 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\"\x14\n" +
-	"\x12PushExportResponse*2\n" +
+	"\x12PushExportResponse\"6\n" +
+	"\n" +
+	"BootScript\x12\x16\n" +
+	"\x06script\x18\x01 \x01(\tR\x06script\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\">\n" +
+	"\tBootToken\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x19\n" +
+	"\bnode_uid\x18\x02 \x01(\tR\anodeUid\"\x93\x01\n" +
+	"\x05Event\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x05R\x05count\"?\n" +
+	"\x12ListEventsResponse\x12)\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.sanboot.v1.EventR\x06events*2\n" +
 	"\aPutMode\x12\x12\n" +
 	"\x0ePUT_MODE_APPLY\x10\x00\x12\x13\n" +
 	"\x0fPUT_MODE_CREATE\x10\x01*t\n" +
@@ -3582,7 +3845,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xcb\b\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xd6\t\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -3595,7 +3858,9 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"DeleteNode\x12\x19.sanboot.v1.DeleteRequest\x1a\x10.sanboot.v1.Node\x12D\n" +
 	"\n" +
-	"WatchNodes\x12\x1d.sanboot.v1.WatchNodesRequest\x1a\x15.sanboot.v1.NodeEvent0\x01\x12K\n" +
+	"WatchNodes\x12\x1d.sanboot.v1.WatchNodesRequest\x1a\x15.sanboot.v1.NodeEvent0\x01\x12H\n" +
+	"\x0eListNodeEvents\x12\x16.sanboot.v1.GetRequest\x1a\x1e.sanboot.v1.ListEventsResponse\x12?\n" +
+	"\rGetBootScript\x12\x16.sanboot.v1.GetRequest\x1a\x16.sanboot.v1.BootScript\x12K\n" +
 	"\n" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12N\n" +
@@ -3620,7 +3885,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -3672,32 +3937,36 @@ var file_sanboot_proto_goTypes = []any{
 	(*PushExportRequest)(nil),     // 47: sanboot.v1.PushExportRequest
 	(*PushExportHeader)(nil),      // 48: sanboot.v1.PushExportHeader
 	(*PushExportResponse)(nil),    // 49: sanboot.v1.PushExportResponse
-	nil,                           // 50: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
+	(*BootScript)(nil),            // 50: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 51: sanboot.v1.BootToken
+	(*Event)(nil),                 // 52: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 53: sanboot.v1.ListEventsResponse
+	nil,                           // 54: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 55: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	50, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	51, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	51, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	51, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	54, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	55, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	55, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	55, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	51, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	55, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	51, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	55, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	51, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	51, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	55, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	55, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -3717,43 +3986,49 @@ var file_sanboot_proto_depIdxs = []int32{
 	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
 	42, // 39: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
 	48, // 40: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	30, // 41: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 42: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 43: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 44: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	27, // 45: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 46: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 47: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 48: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 49: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	33, // 50: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 51: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	36, // 52: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	41, // 53: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	44, // 54: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 55: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	47, // 56: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 57: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 58: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 59: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	40, // 60: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	28, // 61: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 62: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 63: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 64: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 65: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	34, // 66: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 67: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	37, // 68: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	43, // 69: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	45, // 70: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	45, // 71: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	49, // 72: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	57, // [57:73] is the sub-list for method output_type
-	41, // [41:57] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	55, // 41: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	52, // 42: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	30, // 43: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 44: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 45: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 46: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	27, // 47: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 48: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 49: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 50: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 51: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 52: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 53: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 54: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 55: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 56: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	41, // 57: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	44, // 58: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 59: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	47, // 60: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	31, // 61: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 62: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 63: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	40, // 64: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	28, // 65: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 66: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 67: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 68: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 69: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	53, // 70: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	50, // 71: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 72: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 73: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	37, // 74: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	43, // 75: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	45, // 76: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	45, // 77: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	49, // 78: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	61, // [61:79] is the sub-list for method output_type
+	43, // [43:61] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -3782,7 +4057,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,22 +28,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sanboot_PutImage_FullMethodName    = "/sanboot.v1.Sanboot/PutImage"
-	Sanboot_GetImage_FullMethodName    = "/sanboot.v1.Sanboot/GetImage"
-	Sanboot_ListImages_FullMethodName  = "/sanboot.v1.Sanboot/ListImages"
-	Sanboot_DeleteImage_FullMethodName = "/sanboot.v1.Sanboot/DeleteImage"
-	Sanboot_PutNode_FullMethodName     = "/sanboot.v1.Sanboot/PutNode"
-	Sanboot_GetNode_FullMethodName     = "/sanboot.v1.Sanboot/GetNode"
-	Sanboot_ListNodes_FullMethodName   = "/sanboot.v1.Sanboot/ListNodes"
-	Sanboot_DeleteNode_FullMethodName  = "/sanboot.v1.Sanboot/DeleteNode"
-	Sanboot_WatchNodes_FullMethodName  = "/sanboot.v1.Sanboot/WatchNodes"
-	Sanboot_ListAgents_FullMethodName  = "/sanboot.v1.Sanboot/ListAgents"
-	Sanboot_GetAgent_FullMethodName    = "/sanboot.v1.Sanboot/GetAgent"
-	Sanboot_ListMembers_FullMethodName = "/sanboot.v1.Sanboot/ListMembers"
-	Sanboot_UploadImage_FullMethodName = "/sanboot.v1.Sanboot/UploadImage"
-	Sanboot_ReadUpload_FullMethodName  = "/sanboot.v1.Sanboot/ReadUpload"
-	Sanboot_ExportImage_FullMethodName = "/sanboot.v1.Sanboot/ExportImage"
-	Sanboot_PushExport_FullMethodName  = "/sanboot.v1.Sanboot/PushExport"
+	Sanboot_PutImage_FullMethodName       = "/sanboot.v1.Sanboot/PutImage"
+	Sanboot_GetImage_FullMethodName       = "/sanboot.v1.Sanboot/GetImage"
+	Sanboot_ListImages_FullMethodName     = "/sanboot.v1.Sanboot/ListImages"
+	Sanboot_DeleteImage_FullMethodName    = "/sanboot.v1.Sanboot/DeleteImage"
+	Sanboot_PutNode_FullMethodName        = "/sanboot.v1.Sanboot/PutNode"
+	Sanboot_GetNode_FullMethodName        = "/sanboot.v1.Sanboot/GetNode"
+	Sanboot_ListNodes_FullMethodName      = "/sanboot.v1.Sanboot/ListNodes"
+	Sanboot_DeleteNode_FullMethodName     = "/sanboot.v1.Sanboot/DeleteNode"
+	Sanboot_WatchNodes_FullMethodName     = "/sanboot.v1.Sanboot/WatchNodes"
+	Sanboot_ListNodeEvents_FullMethodName = "/sanboot.v1.Sanboot/ListNodeEvents"
+	Sanboot_GetBootScript_FullMethodName  = "/sanboot.v1.Sanboot/GetBootScript"
+	Sanboot_ListAgents_FullMethodName     = "/sanboot.v1.Sanboot/ListAgents"
+	Sanboot_GetAgent_FullMethodName       = "/sanboot.v1.Sanboot/GetAgent"
+	Sanboot_ListMembers_FullMethodName    = "/sanboot.v1.Sanboot/ListMembers"
+	Sanboot_UploadImage_FullMethodName    = "/sanboot.v1.Sanboot/UploadImage"
+	Sanboot_ReadUpload_FullMethodName     = "/sanboot.v1.Sanboot/ReadUpload"
+	Sanboot_ExportImage_FullMethodName    = "/sanboot.v1.Sanboot/ExportImage"
+	Sanboot_PushExport_FullMethodName     = "/sanboot.v1.Sanboot/PushExport"
 )
 
 // SanbootClient is the client API for Sanboot service.
@@ -61,6 +63,10 @@ type SanbootClient interface {
 	// torn it down. Watch for TYPE_DELETED to know when.
 	DeleteNode(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*Node, error)
 	WatchNodes(ctx context.Context, in *WatchNodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error)
+	// ListNodeEvents returns the recent events of a node (see Event).
+	ListNodeEvents(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// GetBootScript renders the node's iPXE script (see BootScript).
+	GetBootScript(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*BootScript, error)
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*Agent, error)
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
@@ -185,6 +191,26 @@ func (c *sanbootClient) WatchNodes(ctx context.Context, in *WatchNodesRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_WatchNodesClient = grpc.ServerStreamingClient[NodeEvent]
 
+func (c *sanbootClient) ListNodeEvents(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, Sanboot_ListNodeEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sanbootClient) GetBootScript(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*BootScript, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BootScript)
+	err := c.cc.Invoke(ctx, Sanboot_GetBootScript_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sanbootClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAgentsResponse)
@@ -294,6 +320,10 @@ type SanbootServer interface {
 	// torn it down. Watch for TYPE_DELETED to know when.
 	DeleteNode(context.Context, *DeleteRequest) (*Node, error)
 	WatchNodes(*WatchNodesRequest, grpc.ServerStreamingServer[NodeEvent]) error
+	// ListNodeEvents returns the recent events of a node (see Event).
+	ListNodeEvents(context.Context, *GetRequest) (*ListEventsResponse, error)
+	// GetBootScript renders the node's iPXE script (see BootScript).
+	GetBootScript(context.Context, *GetRequest) (*BootScript, error)
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	GetAgent(context.Context, *GetAgentRequest) (*Agent, error)
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
@@ -345,6 +375,12 @@ func (UnimplementedSanbootServer) DeleteNode(context.Context, *DeleteRequest) (*
 }
 func (UnimplementedSanbootServer) WatchNodes(*WatchNodesRequest, grpc.ServerStreamingServer[NodeEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchNodes not implemented")
+}
+func (UnimplementedSanbootServer) ListNodeEvents(context.Context, *GetRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodeEvents not implemented")
+}
+func (UnimplementedSanbootServer) GetBootScript(context.Context, *GetRequest) (*BootScript, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBootScript not implemented")
 }
 func (UnimplementedSanbootServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
@@ -543,6 +579,42 @@ func _Sanboot_WatchNodes_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_WatchNodesServer = grpc.ServerStreamingServer[NodeEvent]
 
+func _Sanboot_ListNodeEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).ListNodeEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_ListNodeEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).ListNodeEvents(ctx, req.(*GetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sanboot_GetBootScript_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).GetBootScript(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_GetBootScript_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).GetBootScript(ctx, req.(*GetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Sanboot_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAgentsRequest)
 	if err := dec(in); err != nil {
@@ -671,6 +743,14 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteNode",
 			Handler:    _Sanboot_DeleteNode_Handler,
+		},
+		{
+			MethodName: "ListNodeEvents",
+			Handler:    _Sanboot_ListNodeEvents_Handler,
+		},
+		{
+			MethodName: "GetBootScript",
+			Handler:    _Sanboot_GetBootScript_Handler,
 		},
 		{
 			MethodName: "ListAgents",

@@ -40,6 +40,9 @@ type cache struct {
 	closed bool
 	// advanced is closed (and replaced) whenever the store's revision moves.
 	advanced chan struct{}
+	// onChange, if set, sees every node view that changed (old or cur nil
+	// when the node appeared or went), under mu.
+	onChange func(old, cur *sanbootv1.Node)
 }
 
 // catchUpWait bounds how long a new watch waits for the cache to reach the
@@ -63,9 +66,10 @@ func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 		buffer:  buffer,
 		synced:  make(chan struct{}),
 		stopped: make(chan struct{}),
-		store:   state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive),
-		views:   map[state.Ref]*sanbootv1.Node{},
-		subs:    map[*subscriber]struct{}{},
+		// Agents only for the metrics (agents by state, store bytes).
+		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents),
+		views: map[state.Ref]*sanbootv1.Node{},
+		subs:  map[*subscriber]struct{}{},
 
 		advanced: make(chan struct{}),
 	}
@@ -123,6 +127,9 @@ func (c *cache) handle(b kv.Batch) {
 			continue
 		default:
 			c.views[ref] = cur
+		}
+		if c.onChange != nil && !b.Resync {
+			c.onChange(old, cur)
 		}
 		for sub := range c.subs {
 			if !sub.offer(old, cur, c.store.Revision) {

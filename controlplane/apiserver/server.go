@@ -21,6 +21,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/boot"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/kv"
@@ -46,6 +47,9 @@ type Config struct {
 	// ExportStartTimeout bounds how long ExportImage waits for the agent to
 	// start pushing (default 1 min).
 	ExportStartTimeout time.Duration
+	// Boot is how GetBootScript renders scripts and URLs: the boot
+	// server's settings.
+	Boot boot.Settings
 }
 
 // Server implements sanbootv1.SanbootServer. Create it with New, call Run
@@ -58,6 +62,9 @@ type Server struct {
 	cfg   Config
 	// exports in flight on this member, by export id.
 	exports exportTable
+	metrics *metrics
+	// events are the recent events of each node (events.go).
+	events *eventLog
 }
 
 // New returns a server over cli.
@@ -78,7 +85,14 @@ func New(cli *clientv3.Client, cfg Config) *Server {
 		cfg.ExportStartTimeout = time.Minute
 	}
 	log := cfg.Log.With("component", "apiserver")
-	return &Server{cli: cli, log: log, cache: newCache(cli, log, cfg.WatchBuffer), cfg: cfg, exports: newExportTable()}
+	m := newMetrics()
+	c := newCache(cli, log, cfg.WatchBuffer)
+	ev := newEventLog(eventsPerNode)
+	c.onChange = func(old, cur *sanbootv1.Node) {
+		m.observeReady(old, cur)
+		ev.observe(old, cur)
+	}
+	return &Server{cli: cli, log: log, cache: c, cfg: cfg, exports: newExportTable(), metrics: m, events: ev}
 }
 
 // Run feeds the watch cache and collects staged uploads until ctx ends;

@@ -65,6 +65,9 @@ type Config struct {
 	// RetryBase and RetryMax bound the backoff of a node whose write failed
 	// (default 50ms and 5s).
 	RetryBase, RetryMax time.Duration
+	// OnRetry, if set, is called for each node queued again after a
+	// failed plan or write (a metric).
+	OnRetry func()
 }
 
 // Scheduler places nodes. Create it with New and call Run.
@@ -240,7 +243,7 @@ func (s *Scheduler) process(ctx context.Context, refs []state.Ref) {
 		switch {
 		case err != nil:
 			s.log.Error("cannot plan node; will retry", "node", ref, "err", err)
-			s.queue.AddRateLimited(ref)
+			s.retry(ref)
 		case p == nil:
 			s.queue.Forget(ref)
 		default:
@@ -285,8 +288,18 @@ func (s *Scheduler) commit(ctx context.Context, plans []*plan) {
 	} else if ctx.Err() == nil {
 		s.log.Warn("cannot write node's placement; will retry", "node", p.ref, "err", err)
 	}
-	s.queue.AddRateLimited(p.ref)
+	s.retry(p.ref)
 }
+
+func (s *Scheduler) retry(ref state.Ref) {
+	if s.cfg.OnRetry != nil {
+		s.cfg.OnRetry()
+	}
+	s.queue.AddRateLimited(ref)
+}
+
+// QueueLen is how many nodes wait to be looked at.
+func (s *Scheduler) QueueLen() int { return s.queue.Len() }
 
 func (s *Scheduler) txn(ctx context.Context, plans []*plan) (int64, error) {
 	var cmps []clientv3.Cmp

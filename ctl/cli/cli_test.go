@@ -234,7 +234,7 @@ func TestExitCodes(t *testing.T) {
 		{"bad label", []string{"provision", "x", "--image", "y", "--label", "novalue"}, ExitUsage, `--label "novalue" is not key=value`, "", false},
 		{"get without resource", []string{"get"}, ExitUsage, "name what to get", "", false},
 		{"get unknown resource", []string{"get", "pods"}, ExitUsage, `cannot get "pods"`, "", false},
-		{"wait bad condition", []string{"wait", "node", "x", "--for=happy"}, ExitUsage, "--for=ready or --for=deleted", "", false},
+		{"wait bad condition", []string{"wait", "node", "x", "--for=happy"}, ExitUsage, "use --for=ready, --for=deleted or --for=condition=TYPE", "", false},
 		{"wait without names", []string{"wait", "node"}, ExitUsage, "name at least one NODE", "", false},
 		{"wait for ready, missing", []string{"wait", "node", "nope"}, ExitNotFound, `node "nope" not found in project "default"`, "", false},
 		{"wait for deleted, missing", []string{"wait", "node", "nope", "--for=deleted"}, ExitOK, "", "node/nope deleted\n", true},

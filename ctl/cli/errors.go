@@ -35,5 +35,19 @@ func (s *session) rpcError(err error) error {
 	case codes.Unimplemented:
 		msg = fmt.Sprintf("%s does not implement this call (%s); is it an older version than sanbootctl?", s.where(), msg)
 	}
+	if st.Code() == codes.Unavailable {
+		return withCode(codeForRPC(st.Code()), &unreachableError{msg})
+	}
 	return withCode(codeForRPC(st.Code()), errors.New(msg))
+}
+
+// unreachableError is an API call that found no server: commands that go
+// through many objects stop at the first one instead of repeating it.
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string { return e.msg }
+
+func isUnreachable(err error) bool {
+	var ue *unreachableError
+	return errors.As(err, &ue)
 }

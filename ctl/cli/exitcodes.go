@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -91,3 +92,20 @@ func exitCode(err error) int {
 	}
 	return ExitError
 }
+
+// fixedExit ends a command with exactly this code, printing err (if any)
+// without a usage hint. diff uses it: 1 means "differences", so its
+// errors exit above 1.
+type fixedExit struct {
+	code int
+	err  error
+}
+
+func (e *fixedExit) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func silentExit(code int) error { return &fixedExit{code: code} }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -48,6 +49,36 @@ type fakeSanboot struct {
 
 	// io is the state of UploadImage and ExportImage (imageio_fake_test.go).
 	io fakeImageIO
+
+	// lenientImages lets PutNode accept nodes whose image does not exist
+	// (the real API refuses them with FailedPrecondition).
+	lenientImages bool
+	// readyImages makes new images Ready at once.
+	readyImages bool
+	// events are what ListNodeEvents returns, by key(project, name).
+	events map[string][]*sanbootv1.Event
+}
+
+// writes counts the calls that change state (dry runs do not).
+func (f *fakeSanboot) writes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, m := range []string{"PutNode", "PutImage", "DeleteNode", "DeleteImage", "UploadImage"} {
+		n += f.calls[m]
+	}
+	return n
+}
+
+func (f *fakeSanboot) ListNodeEvents(_ context.Context, req *sanbootv1.GetRequest) (*sanbootv1.ListEventsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.count("ListNodeEvents")
+	k := key(req.GetProject(), req.GetName())
+	if _, ok := f.nodes[k]; !ok {
+		return nil, status.Errorf(codes.NotFound, "node %q not found in project %q", req.GetName(), api.ProjectOrDefault(req.GetProject()))
+	}
+	return &sanbootv1.ListEventsResponse{Events: f.events[k]}, nil
 }
 
 type fakeWatcher struct {
@@ -99,23 +130,45 @@ func (f *fakeSanboot) callCount(method string) int {
 func (f *fakeSanboot) PutNode(_ context.Context, req *sanbootv1.PutNodeRequest) (*sanbootv1.PutNodeResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.count("PutNode")
+	if req.GetDryRun() {
+		f.count("PutNode(dry-run)")
+	} else {
+		f.count("PutNode")
+	}
 	n := proto.Clone(req.GetNode()).(*sanbootv1.Node)
 	if err := api.ValidateNode(n); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	k := key(n.Metadata.Project, n.Metadata.Name)
+	if _, ok := f.images[key(n.Metadata.Project, n.Spec.Image)]; !ok && !f.lenientImages && f.nodes[k] == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "spec.image: image %q does not exist in project %q: create the image first", n.Spec.Image, n.Metadata.Project)
+	}
 	if old, ok := f.nodes[k]; ok {
-		if proto.Equal(old.Spec, n.Spec) {
+		if old.Spec.GetImage() != n.Spec.Image && req.GetMode() == sanbootv1.PutMode_PUT_MODE_APPLY {
+			return nil, status.Errorf(codes.InvalidArgument, "spec.image: cannot change from %q to %q", old.Spec.GetImage(), n.Spec.Image)
+		}
+		specSame, labelsSame := proto.Equal(old.Spec, n.Spec), maps.Equal(old.Metadata.Labels, n.Metadata.Labels)
+		if specSame && (labelsSame || req.GetMode() == sanbootv1.PutMode_PUT_MODE_CREATE) {
 			return &sanbootv1.PutNodeResponse{Node: proto.Clone(old).(*sanbootv1.Node), Result: sanbootv1.PutResult_PUT_RESULT_UNCHANGED}, nil
 		}
 		if req.GetMode() == sanbootv1.PutMode_PUT_MODE_CREATE {
 			return nil, status.Errorf(codes.AlreadyExists, "node %q already exists in project %q with a different spec", n.Metadata.Name, n.Metadata.Project)
 		}
-		old.Spec = n.Spec
-		old.Metadata.Generation++
-		f.notify(sanbootv1.NodeEvent_TYPE_MODIFIED, old)
-		return &sanbootv1.PutNodeResponse{Node: proto.Clone(old).(*sanbootv1.Node), Result: sanbootv1.PutResult_PUT_RESULT_CONFIGURED}, nil
+		upd := proto.Clone(old).(*sanbootv1.Node)
+		upd.Metadata.Labels = n.Metadata.Labels
+		if !specSame {
+			upd.Spec = n.Spec
+			upd.Metadata.Generation++
+		}
+		if !req.GetDryRun() {
+			f.nodes[k] = upd
+			f.notify(sanbootv1.NodeEvent_TYPE_MODIFIED, upd)
+		}
+		return &sanbootv1.PutNodeResponse{Node: proto.Clone(upd).(*sanbootv1.Node), Result: sanbootv1.PutResult_PUT_RESULT_CONFIGURED}, nil
+	}
+	if req.GetDryRun() {
+		n.Metadata.Generation = 1
+		return &sanbootv1.PutNodeResponse{Node: n, Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
 	}
 	n.Metadata.Generation = 1
 	n.Metadata.CreateTime = timestamppb.New(f.now)
@@ -281,21 +334,46 @@ func (f *fakeSanboot) addNode(n *sanbootv1.Node) {
 func (f *fakeSanboot) PutImage(_ context.Context, req *sanbootv1.PutImageRequest) (*sanbootv1.PutImageResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.count("PutImage")
+	if req.GetDryRun() {
+		f.count("PutImage(dry-run)")
+	} else {
+		f.count("PutImage")
+	}
 	im := proto.Clone(req.GetImage()).(*sanbootv1.Image)
 	if err := api.ValidateImage(im); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	k := key(im.Metadata.Project, im.Metadata.Name)
 	if old, ok := f.images[k]; ok {
-		if proto.Equal(old.Spec, im.Spec) {
+		specSame, labelsSame := proto.Equal(old.Spec, im.Spec), maps.Equal(old.Metadata.Labels, im.Metadata.Labels)
+		if specSame && (labelsSame || req.GetMode() == sanbootv1.PutMode_PUT_MODE_CREATE) {
 			return &sanbootv1.PutImageResponse{Image: old, Result: sanbootv1.PutResult_PUT_RESULT_UNCHANGED}, nil
 		}
-		return nil, status.Errorf(codes.AlreadyExists, "image %q already exists in project %q with a different spec", im.Metadata.Name, im.Metadata.Project)
+		if req.GetMode() == sanbootv1.PutMode_PUT_MODE_CREATE {
+			return nil, status.Errorf(codes.AlreadyExists, "image %q already exists in project %q with a different spec", im.Metadata.Name, im.Metadata.Project)
+		}
+		upd := proto.Clone(old).(*sanbootv1.Image)
+		upd.Metadata.Labels = im.Metadata.Labels
+		if !specSame {
+			upd.Spec = im.Spec
+			upd.Metadata.Generation++
+		}
+		if !req.GetDryRun() {
+			f.images[k] = upd
+		}
+		return &sanbootv1.PutImageResponse{Image: proto.Clone(upd).(*sanbootv1.Image), Result: sanbootv1.PutResult_PUT_RESULT_CONFIGURED}, nil
+	}
+	if req.GetDryRun() {
+		im.Metadata.Generation = 1
+		return &sanbootv1.PutImageResponse{Image: im, Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
 	}
 	im.Metadata.Generation = 1
 	im.Metadata.CreateTime = timestamppb.New(f.now)
 	im.Status = &sanbootv1.ImageStatus{Phase: "Pending"}
+	if f.readyImages { // plays the agents: the image is Ready at once
+		im.Status = &sanbootv1.ImageStatus{Phase: api.ReplicaReady, Replicas: []*sanbootv1.ImageReplica{
+			{Agent: "storage-1", Phase: api.ReplicaReady, ObservedGeneration: 1}}}
+	}
 	f.images[k] = im
 	return &sanbootv1.PutImageResponse{Image: im, Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
 }

@@ -16,10 +16,11 @@ type listFlags struct {
 	output      string
 	allProjects bool
 	selector    string
+	watch       bool // get nodes -w
 }
 
 func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
-	cmd.Flags().StringVarP(&f.output, "output", "o", formatTable, "output format: table, wide, json or yaml")
+	cmd.Flags().StringVarP(&f.output, "output", "o", formatTable, "output format: table, wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath='{.status.phase}')")
 	if projects {
 		cmd.Flags().BoolVarP(&f.allProjects, "all-projects", "A", false, "list objects of every project")
 	}
@@ -27,7 +28,7 @@ func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
 		cmd.Flags().StringVarP(&f.selector, "selector", "l", "", "label selector, e.g. rack=r1,env!=test")
 	}
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
-		[]string{formatTable, formatWide, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{formatTable, formatWide, formatJSON, formatYAML, formatName, formatJSONPathPrefix}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // check validates the flags; names are the NAME arguments.
@@ -93,16 +94,23 @@ func newGetNodesCmd(s *session) *cobra.Command {
 		Short:   "Show nodes",
 		Example: `  sanbootctl get nodes
   sanbootctl get nodes -A -o wide
-  sanbootctl get node node-01 -o json`,
+  sanbootctl get node node-01 -o json
+  sanbootctl get nodes -w
+  sanbootctl get node node-01 -o jsonpath='{.status.phase}'
+  sanbootctl get nodes -o name`,
 		ValidArgsFunction: s.completeNodes,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if err := f.check(names); err != nil {
 				return err
 			}
+			if f.watch {
+				return s.watchNodes(cmd.Context(), names, f)
+			}
 			return s.getNodes(cmd.Context(), names, f)
 		},
 	}
 	f.register(cmd, true, true)
+	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print nodes again as they change (until interrupted)")
 	return cmd
 }
 

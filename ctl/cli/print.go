@@ -28,12 +28,25 @@ const (
 	formatYAML  = "yaml"
 )
 
+// formatName prints kind/name per object; jsonpath=TEMPLATE runs a
+// template over the JSON document (jsonpath.go).
+const (
+	formatName           = "name"
+	formatJSONPathPrefix = "jsonpath="
+)
+
 func checkFormat(f string) error {
 	switch f {
-	case formatTable, formatWide, formatJSON, formatYAML:
+	case formatTable, formatWide, formatJSON, formatYAML, formatName:
 		return nil
 	}
-	return usageErrorf("-o %q: use table, wide, json or yaml", f)
+	if strings.HasPrefix(f, formatJSONPathPrefix) {
+		if _, err := parseJSONPath(strings.TrimPrefix(f, formatJSONPathPrefix)); err != nil {
+			return withCode(ExitUsage, fmt.Errorf("-o %s: %w", f, err))
+		}
+		return nil
+	}
+	return usageErrorf("-o %q: use table, wide, json, yaml, name or jsonpath=TEMPLATE", f)
 }
 
 // printer writes resources in one format. Tables have stable columns; JSON
@@ -46,6 +59,12 @@ type printer struct {
 	now         time.Time
 	// single prints one object instead of a list (get KIND NAME).
 	single bool
+	// noHeader leaves out a table's header (get -w after the first rows;
+	// with widths only).
+	noHeader bool
+	// widths, when set, are the column widths of earlier output that this
+	// table keeps to (and widens): get -w prints rows one call at a time.
+	widths *[]int
 }
 
 func (p printer) nodes(nodes []*sanbootv1.Node) error {
@@ -172,7 +191,9 @@ func compareMeta(a, b *sanbootv1.ObjectMeta) int {
 	return strings.Compare(a.GetName(), b.GetName())
 }
 
-func (p printer) structured() bool { return p.format == formatJSON || p.format == formatYAML }
+func (p printer) structured() bool {
+	return p.format == formatJSON || p.format == formatYAML || p.format == formatName || strings.HasPrefix(p.format, formatJSONPathPrefix)
+}
 
 func (p printer) withProject(cols ...string) []string {
 	if p.allProjects {
@@ -191,6 +212,9 @@ func (p printer) projectCell(project string, cells ...string) []string {
 // table writes aligned columns. Cells never contain tabs or newlines (a
 // multi-line message would break the alignment).
 func (p printer) table(header []string, rows [][]string) error {
+	if p.widths != nil {
+		return p.fixedTable(header, rows)
+	}
 	tw := tabwriter.NewWriter(p.w, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	clean := strings.NewReplacer("\t", " ", "\n", " ", "\r", " ")
@@ -214,6 +238,13 @@ func protoList[M proto.Message](items []M) []proto.Message {
 // structuredOut writes items as JSON or YAML: the object itself when
 // p.single, else {"<key>": [items...]} (the list is present even when empty).
 func (p printer) structuredOut(key string, items []proto.Message) error {
+	if p.format == formatName {
+		kind := strings.TrimSuffix(key, "s")
+		for _, m := range items {
+			fmt.Fprintf(p.w, "%s/%s\n", kind, objectName(m))
+		}
+		return nil
+	}
 	var doc []byte
 	if p.single && len(items) == 1 {
 		b, err := protojson.Marshal(items[0])
@@ -241,6 +272,9 @@ func (p printer) structuredOut(key string, items []proto.Message) error {
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, doc); err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
+	}
+	if strings.HasPrefix(p.format, formatJSONPathPrefix) {
+		return jsonPathOut(p.w, p.format, compact.Bytes())
 	}
 	if p.format == formatYAML {
 		y, err := jsonToYAML(compact.Bytes())
@@ -277,4 +311,51 @@ func jsonToYAML(j []byte) ([]byte, error) {
 		}
 		return yaml.Marshal(s)
 	}))
+}
+
+// objectName is the name of a node, image or agent.
+func objectName(m proto.Message) string {
+	switch v := m.(type) {
+	case interface{ GetMetadata() *sanbootv1.ObjectMeta }:
+		return v.GetMetadata().GetName()
+	case *sanbootv1.Agent:
+		return v.GetRecord().GetName()
+	}
+	return ""
+}
+
+// fixedTable prints a table whose columns are at least *p.widths wide, so
+// that rows printed by later calls line up with the first ones.
+func (p printer) fixedTable(header []string, rows [][]string) error {
+	clean := strings.NewReplacer("\t", " ", "\n", " ", "\r", " ")
+	w := *p.widths
+	for len(w) < len(header) {
+		w = append(w, 0)
+	}
+	for _, r := range append([][]string{header}, rows...) {
+		for i, c := range r {
+			r[i] = clean.Replace(c)
+			w[i] = max(w[i], len(r[i]))
+		}
+	}
+	*p.widths = w
+	var b strings.Builder
+	line := func(r []string) {
+		for i, c := range r {
+			if i == len(r)-1 {
+				b.WriteString(c)
+				break
+			}
+			b.WriteString(c + strings.Repeat(" ", w[i]-len(c)+3))
+		}
+		b.WriteString("\n")
+	}
+	if !p.noHeader {
+		line(header)
+	}
+	for _, r := range rows {
+		line(r)
+	}
+	_, err := io.WriteString(p.w, b.String())
+	return err
 }

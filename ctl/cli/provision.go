@@ -133,44 +133,21 @@ once the node is gone ("deleted").`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&wait, "wait", false, "wait until the nodes are gone")
-	f.BoolVar(&keepDisk, "keep-disk", false, "keep each node's disk as an image")
+	f.BoolVar(&keepDisk, "keep-disk", false, "first snapshot each node's disk into an image NODE-disk-<time> and print its name")
 	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
 	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
 	return cmd
 }
 
+// deprovision is "delete node" (delete.go) under the old system's name.
 func (s *session) deprovision(ctx context.Context, names []string, keepDisk, ignoreNotFound, wait bool, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
 	project, err := s.project()
 	if err != nil {
 		return err
 	}
-	var errs []error
-	var deleting []string
-	for _, name := range names {
-		_, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name, KeepDisk: keepDisk})
-		if err != nil {
-			err = s.rpcError(err)
-			if ignoreNotFound && exitCode(err) == ExitNotFound {
-				continue
-			}
-			errs = append(errs, err)
-			continue
-		}
-		deleting = append(deleting, name)
-		if !wait {
-			fmt.Fprintf(s.env.Stdout, "node/%s deleting\n", name)
-		}
-	}
-	if wait && len(deleting) > 0 {
-		errs = append(errs, s.waitNodes(ctx, project, deleting, condDeleted, timeout))
-	}
-	return errors.Join(errs...)
+	return s.deleteNodes(ctx, project, names, deleteFlags{wait: wait, keepDisk: keepDisk, ignoreNotFound: ignoreNotFound, timeout: timeout})
 }
 
 // exactArgs and minArgs are cobra argument checks with a message that says

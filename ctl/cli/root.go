@@ -72,6 +72,13 @@ func Run(ctx context.Context, env Env, args []string) int {
 		code = exitCode(re.err)
 		err = re.err
 	}
+	var fixed *fixedExit
+	if errors.As(err, &fixed) { // diff: its own exit codes, no usage hint
+		if fixed.err != nil {
+			fmt.Fprintf(env.Stderr, "error: %s\n", fixed.err)
+		}
+		return fixed.code
+	}
 	fmt.Fprintf(env.Stderr, "error: %s\n", err)
 	if code == ExitUsage && cmd != nil {
 		fmt.Fprintf(env.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
@@ -132,6 +139,12 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 		newImageCmd(s),
 		newAgentsCmd(s),
 		newSnapshotCmd(s),
+		newBootScriptCmd(s),
+		newApplyCmd(s),
+		newDiffCmd(s),
+		newDeleteCmd(s),
+		newDescribeCmd(s),
+		newConfigCmd(s),
 	)
 	markRunErrors(root)
 	return root, s

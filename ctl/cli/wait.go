@@ -32,7 +32,35 @@ func parseCondition(s string) (condition, error) {
 	case "deleted", "delete":
 		return condDeleted, nil
 	}
-	return "", usageErrorf("--for=%q: use --for=ready or --for=deleted", s)
+	if rest, ok := strings.CutPrefix(s, "condition="); ok {
+		typ, want, hasWant := strings.Cut(rest, "=")
+		for _, t := range []string{api.ConditionScheduled, api.ConditionAgentAvailable, api.ConditionReady} {
+			if !strings.EqualFold(typ, t) {
+				continue
+			}
+			switch w := strings.ToLower(want); {
+			case !hasWant || w == "true":
+				return condition("condition=" + t), nil
+			case w == "false":
+				return condition("condition=" + t + "=false"), nil
+			}
+			return "", usageErrorf("--for=%q: a condition is True or False, e.g. --for=condition=%s=false", s, t)
+		}
+		return "", usageErrorf("--for=%q: node conditions are %s, %s and %s", s, api.ConditionScheduled, api.ConditionAgentAvailable, api.ConditionReady)
+	}
+	return "", usageErrorf("--for=%q: use --for=ready, --for=deleted or --for=condition=TYPE[=false]", s)
+}
+
+// conditionMet says whether n has the condition cond ("condition=TYPE" or
+// "condition=TYPE=false") with the wanted status.
+func conditionMet(n *sanbootv1.Node, cond condition) bool {
+	typ, want, _ := strings.Cut(strings.TrimPrefix(string(cond), "condition="), "=")
+	for _, c := range n.GetStatus().GetConditions() {
+		if c.GetType() == typ {
+			return c.GetStatus() == (want != "false")
+		}
+	}
+	return false
 }
 
 func newWaitCmd(s *session) *cobra.Command {
@@ -46,12 +74,19 @@ spec (status.observedGeneration == metadata.generation). Waiting follows the
 API's watch of the nodes; it never polls. A node that is Failed for its
 current spec ends the wait with exit code 1 and the agent's message; a node
 that does not exist ends a wait for ready with exit code 4. When --timeout
-passes first, the exit code is 3.`,
+passes first, the exit code is 3.
+
+--for=condition=TYPE[=false] waits until the node's condition TYPE
+(Scheduled, AgentAvailable or Ready, as describe shows them) has that
+status.`,
 		Example: `  # Wait up to ten minutes for two nodes to be served
   sanbootctl wait node node-01 node-02 --for=ready --timeout=10m
 
   # Wait until a node's disk and target are gone
-  sanbootctl wait node node-01 --for=deleted`,
+  sanbootctl wait node node-01 --for=deleted
+
+  # Wait until the scheduler has placed a node on an agent
+  sanbootctl wait node node-01 --for=condition=Scheduled`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("name what to wait for: wait node NAME...")
@@ -61,16 +96,17 @@ passes first, the exit code is 3.`,
 	}
 
 	var (
-		forFlag string
-		timeout time.Duration
+		forFlag  string
+		timeout  time.Duration
+		selector string
 	)
 	node := &cobra.Command{
 		Use:     "node NAME...",
 		Aliases: []string{"nodes", "no"},
 		Short:   "Wait until nodes are Ready or deleted",
 		Example: `  sanbootctl wait node node-01 --for=ready --timeout=10m
-  sanbootctl wait node node-01 node-02 --for=deleted`,
-		Args:              minArgs(1, "name at least one NODE"),
+  sanbootctl wait node node-01 node-02 --for=deleted
+  sanbootctl wait node -l rack=r1 --for=condition=Scheduled`,
 		ValidArgsFunction: s.completeNodes,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			cond, err := parseCondition(forFlag)
@@ -83,12 +119,16 @@ passes first, the exit code is 3.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			if names, err = s.namesOrSelector(ctx, project, names, selector); err != nil {
+				return err
+			}
 			return s.waitNodes(ctx, project, names, cond, timeout)
 		},
 	}
-	node.Flags().StringVar(&forFlag, "for", string(condReady), "condition: ready or deleted")
+	node.Flags().StringVar(&forFlag, "for", string(condReady), "condition: ready, deleted, or condition=TYPE[=false] (Scheduled, AgentAvailable, Ready)")
 	node.Flags().DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait (exit code 3 when it passes)")
-	_ = node.RegisterFlagCompletionFunc("for", cobra.FixedCompletions([]string{"ready", "deleted"}, cobra.ShellCompDirectiveNoFileComp))
+	node.Flags().StringVarP(&selector, "selector", "l", "", "wait for the nodes with these labels (as they are when the wait starts) instead of naming them")
+	_ = node.RegisterFlagCompletionFunc("for", cobra.FixedCompletions([]string{"ready", "deleted", "condition=Scheduled", "condition=AgentAvailable", "condition=Ready"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(node)
 	return cmd
 }
@@ -220,8 +260,14 @@ func (w *nodeWait) watchOnce(ctx context.Context, c sanbootv1.SanbootClient, nam
 			}
 			seen[name] = true
 			w.report(n)
-			if w.cond != condReady {
+			if w.cond == condDeleted {
 				continue
+			}
+			if w.cond != condReady {
+				if conditionMet(n, w.cond) {
+					w.finish(name)
+				}
+				break
 			}
 			ready, err := isReady(n)
 			if err != nil {
@@ -235,7 +281,7 @@ func (w *nodeWait) watchOnce(ctx context.Context, c sanbootv1.SanbootClient, nam
 				continue
 			}
 			if w.cond != condDeleted {
-				return synced, fmt.Errorf("node/%s was deleted while waiting for it to be ready", name)
+				return synced, fmt.Errorf("node/%s was deleted while waiting for %s", name, w.cond)
 			}
 			w.finish(name)
 		}

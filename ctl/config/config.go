@@ -121,6 +121,12 @@ type Settings struct {
 	// error messages.
 	EndpointsFrom string
 	Project       string
+	// ProjectFrom says where Project came from, like EndpointsFrom.
+	ProjectFrom string
+	// ConfigFile is the config file consulted ("" when none could be
+	// named), and ConfigFound whether it existed.
+	ConfigFile  string
+	ConfigFound bool
 }
 
 // Resolve applies the precedence flag > environment > config file > default.
@@ -135,6 +141,8 @@ func Resolve(in Input) (Settings, error) {
 		path = DefaultPath(getenv)
 	}
 	var file File
+	var s Settings
+	s.ConfigFile = path
 	if path != "" {
 		f, found, err := Load(path)
 		if err != nil {
@@ -143,10 +151,9 @@ func Resolve(in Input) (Settings, error) {
 		if explicit && !found {
 			return Settings{}, fmt.Errorf("config file %s does not exist: create it or drop --config", path)
 		}
-		file = f
+		file, s.ConfigFound = f, found
 	}
 
-	var s Settings
 	switch {
 	case in.Endpoints != "":
 		eps, err := ParseEndpoints(in.Endpoints)
@@ -168,13 +175,13 @@ func Resolve(in Input) (Settings, error) {
 
 	switch {
 	case in.Project != "":
-		s.Project = in.Project
+		s.Project, s.ProjectFrom = in.Project, "--project"
 	case getenv(EnvProject) != "":
-		s.Project = getenv(EnvProject)
+		s.Project, s.ProjectFrom = getenv(EnvProject), EnvProject
 	case file.Project != "":
-		s.Project = file.Project
+		s.Project, s.ProjectFrom = file.Project, path
 	default:
-		s.Project = DefaultProject
+		s.Project, s.ProjectFrom = DefaultProject, "default"
 	}
 	return s, nil
 }

@@ -16,22 +16,24 @@ func TestResolve(t *testing.T) {
 	if err := os.WriteFile(file, []byte("endpoints: [10.0.0.1:7443, \"[::1]:7443\"]\nproject: from-file\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	home := t.TempDir()
 	for _, tc := range []struct {
 		name string
 		in   Input
 		env  map[string]string
 		want Settings
 	}{
-		{"defaults", Input{}, map[string]string{"HOME": t.TempDir()},
-			Settings{Endpoints: []string{client.DefaultEndpoint}, EndpointsFrom: "default", Project: DefaultProject}},
+		{"defaults", Input{}, map[string]string{"HOME": home},
+			Settings{Endpoints: []string{client.DefaultEndpoint}, EndpointsFrom: "default", Project: DefaultProject, ProjectFrom: "default",
+				ConfigFile: filepath.Join(home, ".config", "sanboot", "config.yaml")}},
 		{"no HOME", Input{}, nil,
-			Settings{Endpoints: []string{client.DefaultEndpoint}, EndpointsFrom: "default", Project: DefaultProject}},
+			Settings{Endpoints: []string{client.DefaultEndpoint}, EndpointsFrom: "default", Project: DefaultProject, ProjectFrom: "default"}},
 		{"file", Input{ConfigPath: file}, nil,
-			Settings{Endpoints: []string{"10.0.0.1:7443", "[::1]:7443"}, EndpointsFrom: file, Project: "from-file"}},
+			Settings{Endpoints: []string{"10.0.0.1:7443", "[::1]:7443"}, EndpointsFrom: file, Project: "from-file", ProjectFrom: file, ConfigFile: file, ConfigFound: true}},
 		{"env over file", Input{ConfigPath: file}, map[string]string{EnvEndpoints: " 10.0.0.9:1 , 10.0.0.8:2,", EnvProject: "from-env"},
-			Settings{Endpoints: []string{"10.0.0.9:1", "10.0.0.8:2"}, EndpointsFrom: EnvEndpoints, Project: "from-env"}},
+			Settings{Endpoints: []string{"10.0.0.9:1", "10.0.0.8:2"}, EndpointsFrom: EnvEndpoints, Project: "from-env", ProjectFrom: EnvProject, ConfigFile: file, ConfigFound: true}},
 		{"flags over env", Input{ConfigPath: file, Endpoints: "h:3", Project: "from-flag"}, map[string]string{EnvEndpoints: "10.0.0.9:1", EnvProject: "from-env"},
-			Settings{Endpoints: []string{"h:3"}, EndpointsFrom: "--endpoints", Project: "from-flag"}},
+			Settings{Endpoints: []string{"h:3"}, EndpointsFrom: "--endpoints", Project: "from-flag", ProjectFrom: "--project", ConfigFile: file, ConfigFound: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/sanboot/sanboot/agent/store"
@@ -12,11 +13,21 @@ import (
 	"github.com/sanboot/sanboot/agent/store/filestore"
 	"github.com/sanboot/sanboot/agent/target"
 	faketarget "github.com/sanboot/sanboot/agent/target/fake"
+	"github.com/sanboot/sanboot/agent/target/lio"
 	"github.com/sanboot/sanboot/agent/target/tgt"
 )
 
 // availableDrivers are the --driver values this release knows.
-const availableDrivers = "tgt, fake"
+const availableDrivers = "lio, tgt, fake"
+
+// defaultDriver is lio when LIO's configfs directory exists, else "" (the
+// flag is then required).
+func defaultDriver(configfsRoot string) string {
+	if fi, err := os.Stat(configfsRoot); err == nil && fi.IsDir() {
+		return "lio"
+	}
+	return ""
+}
 
 // Modes of --tgtd.
 const (
@@ -51,6 +62,18 @@ func openBackends(ctx context.Context, c config, open filestore.Opener, log *slo
 		return nil, fmt.Errorf("open the store in %s: %w", c.storeDir, err)
 	}
 	b := &backends{store: fs, close: func(context.Context) error { return fs.Close() }}
+	if c.driver == "lio" {
+		// LIO lives in the kernel: its targets stay when the agent stops,
+		// so that running nodes keep their disks; the agent converges them
+		// when it starts again.
+		d := lio.New(lio.Config{Root: c.configfsRoot, Log: log})
+		if _, err := d.List(ctx); err != nil {
+			fs.Close()
+			return nil, fmt.Errorf("--driver=lio: %w", err)
+		}
+		b.driver = d
+		return b, nil
+	}
 	switch c.tgtd {
 	case tgtdSystem:
 		b.driver = tgt.New(tgt.Config{ControlPort: c.tgtdControl, Log: log})

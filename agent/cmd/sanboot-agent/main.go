@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 	"os"
 	"os/signal"
@@ -25,15 +24,25 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	agentmetrics "github.com/sanboot/sanboot/agent/metrics"
 	"github.com/sanboot/sanboot/agent/reconciler"
 	"github.com/sanboot/sanboot/agent/registry"
+	"github.com/sanboot/sanboot/agent/target/lio"
 	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/daemon"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	run := run
+	if len(os.Args) > 1 && os.Args[1] == "lio" { // sanboot-agent lio dump: see lio.go
+		run = func(ctx context.Context, args []string, stderr io.Writer) error { return runLIO(ctx, args[1:], os.Stdout, stderr) }
+	}
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -56,7 +65,8 @@ type config struct {
 	fakeCapacity     int64
 	tgtd             string
 	tgtdControl      int
-	logLevel         slog.Level
+	configfsRoot     string
+	common           daemon.Common // --config, --log-format, --log-level, --metrics-listen
 }
 
 // listFlag is a repeatable flag.
@@ -65,7 +75,8 @@ type listFlag struct {
 	set  bool
 }
 
-func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+func (l *listFlag) String() string   { return strings.Join(l.vals, ",") }
+func (l *listFlag) Repeatable() bool { return true } // a YAML list in --config
 func (l *listFlag) Set(s string) error {
 	if !l.set {
 		l.vals, l.set = nil, true // the first use replaces the default
@@ -81,13 +92,13 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		c         config
 		endpoints string
 		capacity  string
-		logLevel  string
 		portals   = listFlag{vals: []string{"127.0.0.1:3260"}}
 		advertise listFlag
 	)
 	fs.StringVar(&c.name, "name", "", "this agent's name, a DNS label unique among agents (required)")
 	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma separated")
-	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver (required): "+availableDrivers+" (an in-memory stand-in for tests); lio arrives in a later release")
+	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver: "+availableDrivers+" (an in-memory stand-in for tests); default lio when --configfs-root exists, else required")
+	fs.StringVar(&c.configfsRoot, "configfs-root", lio.DefaultRoot, "with --driver=lio: LIO's configfs directory")
 	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "where images and node disks live; XFS with reflink=1 or btrfs clone in constant time (the fake store keeps nothing there)")
 	fs.StringVar(&c.tgtd, "tgtd", tgtdManaged, "with --driver=tgt: managed (run a private tgtd on --portal, stopped with the agent) or system (use a tgtd that runs as its own service)")
 	fs.IntVar(&c.tgtdControl, "tgtd-control", -1, "tgtd control socket number (tgtadm -C); default 0 with --tgtd=system, 3260 with --tgtd=managed")
@@ -97,8 +108,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&c.resyncInterval, "resync-interval", time.Minute, "interval of full resyncs (desired in etcd vs actual store and targets)")
 	fs.IntVar(&c.workers, "workers", 8, "nodes and images worked on at once")
 	fs.StringVar(&capacity, "fake-capacity", "1TiB", "size the fake store pretends to have (--driver=fake)")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	c.common.AddFlags(fs, daemon.DefaultAgentMetrics)
+	if err := daemon.Parse(fs, args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -110,12 +121,18 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	if err := api.ValidateName("--name", c.name); err != nil {
 		errs = append(errs, err)
 	}
+	if c.driver == "" {
+		c.driver = defaultDriver(c.configfsRoot)
+	}
 	switch c.driver {
-	case "fake", "tgt":
+	case "fake", "tgt", "lio":
 	case "":
-		errs = append(errs, fmt.Errorf("--driver is required: available drivers: %s (lio arrives in a later release)", availableDrivers))
+		errs = append(errs, fmt.Errorf("--driver is required: no LIO at %s (modprobe iscsi_target_mod makes it), so no default: available drivers: %s", c.configfsRoot, availableDrivers))
 	default:
-		errs = append(errs, fmt.Errorf("--driver=%q is unknown: available drivers: %s (lio arrives in a later release)", c.driver, availableDrivers))
+		errs = append(errs, fmt.Errorf("--driver=%q is unknown: available drivers: %s", c.driver, availableDrivers))
+	}
+	if !filepath.IsAbs(c.configfsRoot) {
+		errs = append(errs, fmt.Errorf("--configfs-root=%q: use an absolute path such as %s", c.configfsRoot, lio.DefaultRoot))
 	}
 	switch c.tgtd {
 	case tgtdManaged:
@@ -173,8 +190,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		errs = append(errs, fmt.Errorf("--fake-capacity: %w", err))
 	}
 	c.fakeCapacity = size
-	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level=%q: use debug, info, warn or error", logLevel))
+	if _, err := c.common.Logger(io.Discard); err != nil {
+		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
 }
@@ -230,7 +247,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
+	log, err := c.common.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsReg := prometheus.WrapRegistererWith(prometheus.Labels{"agent": c.name}, reg)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
@@ -247,12 +270,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Error("stopping the target system and store", "err", err)
 		}
 	}()
-	st, drv := b.store, b.driver
+	st := b.store
+	drv, err := agentmetrics.NewDriver(b.driver, metricsReg)
+	if err != nil {
+		return err
+	}
 
 	log.Info("starting", "agent", c.name, "version", version(), "etcd", c.endpoints, "driver", c.driver,
 		"portals", c.portals, "advertise", c.advertisePortals, "note", "the connection to etcd is not encrypted")
 
-	reg, err := registry.New(cli, registry.Config{
+	registration, err := registry.New(cli, registry.Config{
 		Name: c.name, Version: version(), Driver: drv.Name(),
 		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
 		TTL: c.leaseTTL, Log: log,
@@ -264,24 +291,41 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var onRetry func(string)
 	rec, err := reconciler.New(reconciler.Config{
 		Agent: c.name, Client: cli, Store: st, Driver: drv,
 		Portals: c.portals, AdvertisePortals: c.advertisePortals,
 		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log,
+		OnRetry: func(kind string) { onRetry(kind) },
 	})
 	if err != nil {
+		return err
+	}
+	if onRetry, err = agentmetrics.Queue(metricsReg, rec.QueueLen); err != nil {
+		return err
+	}
+	if err := agentmetrics.Store(metricsReg, func(ctx context.Context) (int64, int64, error) {
+		cp, err := st.Capacity(ctx)
+		return cp.CapacityBytes, cp.FreeBytes, err
+	}); err != nil {
 		return err
 	}
 	exp, err := newExporter(c.name, cli, st, log)
 	if err != nil {
 		return err
 	}
+	svc, err := startService(ctx, c.common.MetricsListen, reg, registration, rec, log)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = reg.Run(ctx) })
+	wg.Go(func() { _ = registration.Run(ctx) })
 	wg.Go(func() { _ = rec.Run(ctx) })
 	wg.Go(func() { _ = exp.Run(ctx) })
 	<-ctx.Done()
+	svc.stopping()
 	log.Info("stopping: revoking the lease, so the agent shows as Unavailable now")
 	wg.Wait()
+	svc.close()
 	return nil
 }

@@ -46,9 +46,9 @@ func TestFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--driver=fake"}, "--name: is required"},
 		{[]string{"--name=Agent_1", "--driver=fake"}, "not a lowercase DNS label"},
-		{[]string{"--name=a"}, "--driver is required: available drivers: tgt, fake"},
-		{[]string{"--name=a", "--driver=iet"}, `--driver="iet" is unknown: available drivers: tgt, fake`},
-		{[]string{"--name=a", "--driver=lio"}, "lio arrives in a later release"},
+		{[]string{"--name=a", "--configfs-root=/nonexistent"}, "--driver is required: no LIO at /nonexistent"},
+		{[]string{"--name=a", "--driver=iet"}, `--driver="iet" is unknown: available drivers: lio, tgt, fake`},
+		{[]string{"--name=a", "--driver=lio", "--configfs-root=sys/kernel/config/target"}, "use an absolute path"},
 		{[]string{"--name=a", "--driver=tgt", "--tgtd=docker"}, `--tgtd="docker": use managed or system`},
 		{[]string{"--name=a", "--driver=tgt", "--tgtd-control=0"}, "a managed tgtd takes 1 to 32767"},
 		{[]string{"--name=a", "--driver=fake", "--portal=localhost:3260"}, "is not a portal"},
@@ -72,6 +72,20 @@ func TestFlagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestDefaultDriver: lio is the default where LIO's configfs directory
+// exists; an explicit --driver wins.
+func TestDefaultDriver(t *testing.T) {
+	root := t.TempDir()
+	c, err := parseFlags([]string{"--name=a", "--configfs-root=" + root}, io.Discard)
+	if err != nil || c.driver != "lio" || c.configfsRoot != root {
+		t.Errorf("with %s present: driver %q, root %q, err %v; want lio", root, c.driver, c.configfsRoot, err)
+	}
+	c, err = parseFlags([]string{"--name=a", "--driver=fake", "--configfs-root=" + root}, io.Discard)
+	if err != nil || c.driver != "fake" {
+		t.Errorf("--driver=fake with LIO present: driver %q, err %v", c.driver, err)
 	}
 }
 
@@ -109,7 +123,7 @@ func TestRunRegistersServesAndRestarts(t *testing.T) {
 	cli := m.Client(t)
 	ctx := context.Background()
 	args := []string{"--name=agent-1", "--driver=fake", "--etcd-endpoints=" + m.Endpoints[0],
-		"--store-dir=" + t.TempDir(), "--advertise-portal=10.0.2.2:3260", "--lease-ttl=2s"}
+		"--store-dir=" + t.TempDir(), "--advertise-portal=10.0.2.2:3260", "--lease-ttl=2s", "--metrics-listen=127.0.0.1:0"}
 	var logs syncBuffer
 	start := func() (stop func()) {
 		c, cancel := context.WithCancel(ctx)

@@ -1,23 +1,33 @@
 // Command sanboot-controlplane runs one control-plane member: an embedded
-// etcd member, the gRPC API and the leader-elected controllers.
+// etcd member, the gRPC API, the boot server (iPXE scripts over HTTP) and
+// the leader-elected controllers.
 //
 // The etcd flags are etcd's own (--name, --data-dir, --listen-client-urls,
 // ...). Until TLS is configured every listener must be on loopback.
 //
 //	sanboot-controlplane --data-dir /var/lib/sanboot
+//	sanboot-controlplane --config /etc/sanboot/controlplane.yaml
+//	sanboot-controlplane snapshot save --endpoints http://127.0.0.1:2379 FILE
+//	sanboot-controlplane restore --data-dir DIR FILE
+//
+// Every flag can also be set in the YAML file given to --config (keys are
+// the flags' names; flags override the file). Health, readiness and
+// Prometheus metrics are served over HTTP on --metrics-listen; under
+// systemd (Type=notify) READY=1 is sent once the API answers.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/controlplane/boot"
+	"github.com/sanboot/sanboot/internal/daemon"
 )
 
 func main() {
@@ -27,19 +37,29 @@ func main() {
 	fs.StringVar(&cfg.APIListen, "api-listen", cfg.APIListen, "host:port of the gRPC API (loopback only in insecure mode)")
 	fs.StringVar(&cfg.UploadDir, "upload-dir", "", "where image uploads are staged until every agent has fetched them (default DATA-DIR/uploads)")
 	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", apiserver.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	fs.Parse(os.Args[1:])
-
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "--log-level: %v\n", err)
+	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (loopback only in insecure mode; empty: none)")
+	fs.StringVar(&cfg.Boot.URL, "boot-url", "", "base URL nodes reach the boot server at, e.g. http://10.0.0.1:8080 (default: scripts refer to it by path)")
+	fs.BoolVar(&cfg.Boot.Tokens, "boot-tokens", false, "serve a node's script only to a URL with its one-time boot token (sanbootctl boot-script NODE issues one); see docs/boot.md")
+	fs.DurationVar(&cfg.Boot.TokenTTL, "boot-token-ttl", boot.DefaultTokenTTL, "how long an unused boot token stays valid")
+	var common daemon.Common
+	common.AddFlags(fs, daemon.DefaultControlPlaneMetrics)
+	if len(os.Args) > 1 && subcommands[os.Args[1]] != nil {
+		os.Exit(subcommands[os.Args[1]](fs, &cfg, os.Args[2:]))
+	}
+	if err := daemon.Parse(fs, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "sanboot-controlplane:", err)
 		os.Exit(2)
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := common.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sanboot-controlplane:", err)
+		os.Exit(2)
+	}
+	cfg.Log = log
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := controlplane.Run(ctx, cfg); err != nil {
+	if err := serve(ctx, cfg, common); err != nil {
 		cfg.Log.Error("control plane failed", "err", err)
 		os.Exit(1)
 	}

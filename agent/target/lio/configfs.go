@@ -1,0 +1,135 @@
+package lio
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+)
+
+// fsys is how the driver touches configfs. Every path is absolute. The
+// kernel implements the real one (osFS); unit tests use a fake that
+// emulates the part of the kernel's behaviour the driver relies on.
+type fsys interface {
+	Mkdir(name string) error
+	// Remove is rmdir for a directory, unlink for a symlink.
+	Remove(name string) error
+	Symlink(target, link string) error
+	Readlink(name string) (string, error)
+	// ReadFile returns an attribute's value as the kernel prints it.
+	ReadFile(name string) (string, error)
+	// WriteFile stores value in an attribute with one write(2) call, as
+	// configfs wants: a second write would start a new store.
+	WriteFile(name, value string) error
+	ReadDir(name string) ([]fs.DirEntry, error)
+	Lstat(name string) (fs.FileInfo, error)
+}
+
+// osFS is configfs itself.
+type osFS struct{}
+
+func (osFS) Mkdir(name string) error              { return os.Mkdir(name, 0o755) }
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+func (osFS) Symlink(target, link string) error    { return os.Symlink(target, link) }
+func (osFS) Readlink(name string) (string, error) { return os.Readlink(name) }
+func (osFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	return os.ReadDir(name)
+}
+func (osFS) Lstat(name string) (fs.FileInfo, error) { return os.Lstat(name) }
+
+func (osFS) ReadFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	return string(b), err
+}
+
+func (osFS) WriteFile(name, value string) error {
+	// No O_TRUNC, no O_CREATE: configfs attributes exist or the write is
+	// wrong, and each write(2) is one store.
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte(value))
+	cerr := f.Close()
+	if werr != nil {
+		return werr
+	}
+	return cerr
+}
+
+// Ops counts the configfs operations a Driver made, by kind.
+type Ops struct {
+	Reads    int64 // attribute reads, readdir, readlink, lstat
+	Writes   int64 // attribute writes
+	Mkdirs   int64
+	Removes  int64 // rmdir and unlink
+	Symlinks int64
+}
+
+// Changes is the number of operations that changed configfs.
+func (o Ops) Changes() int64 { return o.Writes + o.Mkdirs + o.Removes + o.Symlinks }
+
+// Total is the number of every operation.
+func (o Ops) Total() int64 { return o.Reads + o.Changes() }
+
+// Sub returns o - p.
+func (o Ops) Sub(p Ops) Ops {
+	return Ops{Reads: o.Reads - p.Reads, Writes: o.Writes - p.Writes, Mkdirs: o.Mkdirs - p.Mkdirs,
+		Removes: o.Removes - p.Removes, Symlinks: o.Symlinks - p.Symlinks}
+}
+
+func (o Ops) String() string {
+	return fmt.Sprintf("%d operations: %d reads, %d writes, %d mkdir, %d rmdir/unlink, %d symlink",
+		o.Total(), o.Reads, o.Writes, o.Mkdirs, o.Removes, o.Symlinks)
+}
+
+// countingFS counts what passes through it.
+type countingFS struct {
+	fs                                      fsys
+	reads, writes, mkdirs, removes, symlink atomic.Int64
+}
+
+func (c *countingFS) ops() Ops {
+	return Ops{Reads: c.reads.Load(), Writes: c.writes.Load(), Mkdirs: c.mkdirs.Load(),
+		Removes: c.removes.Load(), Symlinks: c.symlink.Load()}
+}
+
+func (c *countingFS) Mkdir(name string) error { c.mkdirs.Add(1); return c.fs.Mkdir(name) }
+func (c *countingFS) Remove(name string) error {
+	c.removes.Add(1)
+	return c.fs.Remove(name)
+}
+func (c *countingFS) Symlink(target, link string) error {
+	c.symlink.Add(1)
+	return c.fs.Symlink(target, link)
+}
+func (c *countingFS) Readlink(name string) (string, error) {
+	c.reads.Add(1)
+	return c.fs.Readlink(name)
+}
+func (c *countingFS) ReadFile(name string) (string, error) {
+	c.reads.Add(1)
+	return c.fs.ReadFile(name)
+}
+func (c *countingFS) WriteFile(name, value string) error {
+	c.writes.Add(1)
+	return c.fs.WriteFile(name, value)
+}
+func (c *countingFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	c.reads.Add(1)
+	return c.fs.ReadDir(name)
+}
+func (c *countingFS) Lstat(name string) (fs.FileInfo, error) {
+	c.reads.Add(1)
+	return c.fs.Lstat(name)
+}
+
+// attr trims the newline the kernel prints after an attribute's value.
+func attr(s string) string { return strings.TrimRight(s, "\n") }
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+func isExist(err error) bool    { return errors.Is(err, fs.ErrExist) }
+func isBusy(err error) bool     { return errors.Is(err, syscall.EBUSY) }

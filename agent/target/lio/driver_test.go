@@ -1,0 +1,460 @@
+package lio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sanboot/sanboot/agent/target"
+	"github.com/sanboot/sanboot/agent/target/targettest"
+)
+
+// These tests run the driver against fakeConfigfs: they check the order
+// of configfs operations, that a second call writes nothing, that an
+// interrupted call is finished by the next, and the EBUSY handling. What
+// the kernel does with the result is for kernel_test.go.
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func fakeDriver(t testing.TB) (*Driver, *fakeConfigfs) {
+	f := newFakeConfigfs(t)
+	return newDriver(Config{Root: f.root, Log: testLog(t), BusyTimeout: 5 * time.Second}, f), f
+}
+
+func TestFakeConformance(t *testing.T) {
+	targettest.Run(t, func(t *testing.T) target.Driver {
+		d, _ := fakeDriver(t)
+		return d
+	})
+}
+
+// testTarget returns a target with a backing file in dir.
+func testTarget(t testing.TB, dir, name string) target.Target {
+	t.Helper()
+	p := filepath.Join(dir, name+".raw")
+	must(t, os.WriteFile(p, nil, 0o600))
+	must(t, os.Truncate(p, 16<<20))
+	return target.Target{
+		IQN:         "iqn.2026-11.io.sanboot:default." + name,
+		BackingPath: p,
+		SizeBytes:   16 << 20,
+		Initiators:  []string{"iqn.2026-11.io.sanboot:initiator.default." + name},
+		Portals:     []string{"10.0.2.15:3260"},
+		Serial:      target.Serial("default", name),
+	}
+}
+
+func withCHAP(tg target.Target, mutual bool) target.Target {
+	tg.CHAP = &target.CHAP{Incoming: target.Credentials{User: tg.Initiators[0], Secret: target.NewSecret("incoming-secret-1")}}
+	if mutual {
+		tg.CHAP.Mutual = &target.Credentials{User: tg.IQN, Secret: target.NewSecret("mutual-secret-01")}
+	}
+	return tg
+}
+
+// TestOperations checks, against golden files, which configfs operations
+// each call makes and in which order.
+func TestOperations(t *testing.T) {
+	type step struct {
+		ensure *target.Target
+		delete string
+	}
+	dir := t.TempDir()
+	n1 := testTarget(t, dir, "n1")
+	n1chap := withCHAP(n1, true)
+	n1moved := n1
+	n1moved.Initiators = []string{"iqn.2026-11.io.sanboot:initiator.other"}
+	n1moved.Portals = []string{"10.0.2.15:3260", "[fd00::1]:3260"}
+	n1bigger := n1
+	n1bigger.BackingPath = filepath.Join(dir, "n1-bigger.raw")
+	n1bigger.SizeBytes = 32 << 20
+	must(t, os.WriteFile(n1bigger.BackingPath, nil, 0o600))
+	must(t, os.Truncate(n1bigger.BackingPath, 32<<20))
+
+	cases := []struct {
+		name  string
+		setup []step
+		do    step
+	}{
+		{"ensure-new", nil, step{ensure: &n1}},
+		{"ensure-new-mutual-chap", nil, step{ensure: &n1chap}},
+		{"ensure-again", []step{{ensure: &n1chap}}, step{ensure: &n1chap}},
+		{"chap-off", []step{{ensure: &n1chap}}, step{ensure: &n1}},
+		{"chap-on", []step{{ensure: &n1}}, step{ensure: &n1chap}},
+		{"acl-and-portals", []step{{ensure: &n1}}, step{ensure: &n1moved}},
+		{"backing-changes", []step{{ensure: &n1}}, step{ensure: &n1bigger}},
+		{"delete", []step{{ensure: &n1chap}}, step{delete: n1.IQN}},
+		{"delete-missing", nil, step{delete: n1.IQN}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, f := fakeDriver(t)
+			ctx := context.Background()
+			run := func(s step) {
+				t.Helper()
+				var err error
+				if s.ensure != nil {
+					err = d.Ensure(ctx, *s.ensure)
+				} else {
+					err = d.Delete(ctx, s.delete)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, s := range tc.setup {
+				run(s)
+			}
+			f.takeOps()
+			run(tc.do)
+			got := strings.Join(f.takeOps(), "\n") + "\n"
+			got = strings.ReplaceAll(got, dir, "$DIR")
+			golden := filepath.Join("testdata", tc.name+".ops")
+			if *update {
+				must(t, os.WriteFile(golden, []byte(got), 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			must(t, err)
+			if got != string(want) {
+				t.Errorf("operations differ from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+// TestSecondEnsureWritesNothing: for every kind of target, an Ensure that
+// finds it as wanted only reads (writing 1 to enable twice is EINVAL).
+func TestSecondEnsureWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	for _, tg := range []target.Target{testTarget(t, dir, "plain"), withCHAP(testTarget(t, dir, "chap"), false),
+		withCHAP(testTarget(t, dir, "mutual"), true)} {
+		d, f := fakeDriver(t)
+		must(t, d.Ensure(context.Background(), tg))
+		f.takeOps()
+		before := d.Ops()
+		must(t, d.Ensure(context.Background(), tg))
+		if ops := f.takeOps(); len(ops) > 0 {
+			t.Errorf("%s: second Ensure changed %q", tg.IQN, ops)
+		}
+		if ops := d.Ops().Sub(before); ops.Changes() != 0 || ops.Reads == 0 {
+			t.Errorf("%s: second Ensure counted %v", tg.IQN, ops)
+		}
+	}
+}
+
+// TestInterruptedCallsFinish fails each operation of a call in turn (the
+// agent dies, configfs refuses), then calls again: the result is the same
+// tree as an uninterrupted call's.
+func TestInterruptedCallsFinish(t *testing.T) {
+	dir := t.TempDir()
+	base := withCHAP(testTarget(t, dir, "n1"), true)
+	bigger := base
+	bigger.BackingPath = filepath.Join(dir, "bigger.raw")
+	bigger.SizeBytes = 32 << 20
+	must(t, os.WriteFile(bigger.BackingPath, nil, 0o600))
+	must(t, os.Truncate(bigger.BackingPath, 32<<20))
+	ctx := context.Background()
+
+	type call struct {
+		name   string
+		before []target.Target
+		ensure *target.Target // else Delete(base.IQN)
+	}
+	for _, c := range []call{
+		{"new target", nil, &base},
+		{"backing change", []target.Target{base}, &bigger},
+		{"delete", []target.Target{base}, nil},
+	} {
+		// The reference: the call without failure.
+		d, f := fakeDriver(t)
+		for _, tg := range c.before {
+			must(t, d.Ensure(ctx, tg))
+		}
+		f.takeOps()
+		do := func(d *Driver) error {
+			if c.ensure != nil {
+				return d.Ensure(ctx, *c.ensure)
+			}
+			return d.Delete(ctx, base.IQN)
+		}
+		must(t, do(d))
+		steps := len(f.takeOps())
+		want := strings.ReplaceAll(f.tree(), f.root, "$ROOT")
+		if steps == 0 {
+			t.Fatalf("%s: no operation", c.name)
+		}
+		for k := 1; k <= steps; k++ {
+			d, f := fakeDriver(t)
+			for _, tg := range c.before {
+				must(t, d.Ensure(ctx, tg))
+			}
+			f.takeOps()
+			f.failAt = k
+			if err := do(d); err == nil {
+				t.Errorf("%s: failing operation %d of %d: the call returned nil", c.name, k, steps)
+			}
+			f.failAt = 0
+			if err := do(d); err != nil {
+				t.Errorf("%s: after failing operation %d: %v", c.name, k, err)
+				continue
+			}
+			if got := strings.ReplaceAll(f.tree(), f.root, "$ROOT"); normalizeHBA(got) != normalizeHBA(want) {
+				t.Errorf("%s: after failing operation %d of %d, the tree differs:\n--- got\n%s--- want\n%s", c.name, k, steps, got, want)
+			}
+		}
+	}
+}
+
+// normalizeHBA hides HBA indexes (a retried call may take another one)
+// and empty HBA directories (a call interrupted between removing a
+// backstore and its HBA leaves one, which the next backstore takes: see
+// TestEmptyHBAIsReused).
+func normalizeHBA(tree string) string {
+	lines := strings.Split(tree, "\n")
+	hbaOf := func(l string) string {
+		if rest, ok := strings.CutPrefix(l, "core/"); ok {
+			if h, _, _ := strings.Cut(rest, "/"); h != "alua" {
+				return h
+			}
+		}
+		return ""
+	}
+	used := map[string]bool{}
+	for _, l := range lines {
+		if h := hbaOf(l); h != "" {
+			inside := strings.TrimPrefix(strings.Fields(l)[0], "core/"+h+"/")
+			if inside != "" && !strings.HasPrefix(inside, "hba_") {
+				used[h] = true
+			}
+		}
+	}
+	var out []string
+	for _, l := range lines {
+		if h := hbaOf(l); h != "" && !used[h] {
+			continue
+		}
+		out = append(out, l)
+	}
+	tree = strings.Join(out, "\n")
+	for _, k := range []string{kindFileio, kindIblock} {
+		for i := 9; i >= 0; i-- {
+			tree = strings.ReplaceAll(tree, fmt.Sprintf("%s_%d", k, i), k+"_N")
+		}
+	}
+	return tree
+}
+
+// TestEmptyHBAIsReused: an HBA left empty is where the next backstore
+// goes, so that interrupted calls do not pile HBAs up.
+func TestEmptyHBAIsReused(t *testing.T) {
+	d, f := fakeDriver(t)
+	ctx := context.Background()
+	must(t, f.Mkdir(filepath.Join(f.root, "core", "fileio_3")))
+	tg := testTarget(t, t.TempDir(), "n1")
+	must(t, d.Ensure(ctx, tg))
+	if _, err := os.Stat(filepath.Join(f.root, "core", "fileio_3", tg.IQN)); err != nil {
+		t.Errorf("the backstore did not go into the empty HBA: %v\n%s", err, f.tree())
+	}
+}
+
+// TestBusyIsRetriedAndReported: EBUSY is retried and logged; when it
+// lasts, the call fails with ErrBusy and a later call finishes the job.
+func TestBusyIsRetriedAndReported(t *testing.T) {
+	ctx := context.Background()
+	tg := testTarget(t, t.TempDir(), "n1")
+
+	var logs bytes.Buffer
+	f := newFakeConfigfs(t)
+	d := newDriver(Config{Root: f.root, Log: slog.New(slog.NewTextHandler(&logs, nil)), BusyTimeout: 10 * time.Second}, f)
+	must(t, d.Ensure(ctx, tg))
+	tpg := filepath.Join("iscsi", tg.IQN, tpgName)
+	f.busy[filepath.Join(tpg, "np", "10.0.2.15:3260")] = 3
+	must(t, d.Delete(ctx, tg.IQN))
+	if !strings.Contains(logs.String(), "configfs says busy") {
+		t.Errorf("EBUSY was not reported in the log:\n%s", logs.String())
+	}
+	if n := strings.Count(strings.Join(f.takeOps(), "\n"), "(EBUSY)"); n != 3 {
+		t.Errorf("%d EBUSY answers seen, want 3", n)
+	}
+
+	d = newDriver(Config{Root: f.root, Log: testLog(t), BusyTimeout: 50 * time.Millisecond}, f)
+	must(t, d.Ensure(ctx, tg))
+	f.busy[filepath.Join(tpg, "lun", "lun_0")] = 1 << 30
+	err := d.Delete(ctx, tg.IQN)
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("Delete with a LUN busy for good = %v, want ErrBusy", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.root, tpg)); err != nil {
+		t.Errorf("the portal group went although its LUN could not: %v", err)
+	}
+	f.busy = map[string]int{}
+	must(t, d.Delete(ctx, tg.IQN))
+	if got, _ := d.List(ctx); len(got) != 0 {
+		t.Errorf("after the second Delete: %v", got)
+	}
+	if left := normalizeHBA(f.tree()); strings.Contains(left, "core/fileio") || strings.Contains(left, "io.sanboot") {
+		t.Errorf("left behind:\n%s", left)
+	}
+}
+
+// TestLoggedInKeepsTheDisk: a disk does not change under a logged-in
+// node; ACL and CHAP converge all the same.
+func TestLoggedInKeepsTheDisk(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d, f := fakeDriver(t)
+	tg := testTarget(t, dir, "n1")
+	must(t, d.Ensure(ctx, tg))
+	f.login(tg.IQN, tg.Initiators[0])
+
+	changed := withCHAP(tg, false)
+	changed.Serial = "another-serial"
+	err := d.Ensure(ctx, changed)
+	if !errors.Is(err, ErrLoggedIn) || !strings.Contains(err.Error(), tg.Initiators[0]) {
+		t.Fatalf("Ensure of a new serial under a session = %v, want ErrLoggedIn naming the initiator", err)
+	}
+	got, err := d.List(ctx)
+	must(t, err)
+	if len(got) != 1 || got[0].Serial != tg.Serial || got[0].CHAP.MutualUser() != "" || got[0].CHAP == nil ||
+		got[0].CHAP.Incoming.User != changed.CHAP.Incoming.User {
+		t.Errorf("List = %v: want the old serial and the new CHAP", got)
+	}
+	// Deleting ends the session: disabling the portal group comes first.
+	must(t, d.Delete(ctx, tg.IQN))
+}
+
+// TestListModel reads a tree the driver did not make.
+func TestListModel(t *testing.T) {
+	ctx := context.Background()
+	d, f := fakeDriver(t)
+	tg := withCHAP(testTarget(t, t.TempDir(), "n1"), true)
+	must(t, d.Ensure(ctx, tg))
+	got, err := d.List(ctx)
+	must(t, err)
+	if len(got) != 1 || !target.SameConfig(got[0], tg) || got[0].LUN != LUN ||
+		!got[0].CHAP.Incoming.Secret.Equal(tg.CHAP.Incoming.Secret) || !got[0].CHAP.Mutual.Secret.Equal(tg.CHAP.Mutual.Secret) {
+		t.Fatalf("List = %v, want %v", got, tg)
+	}
+
+	// An ACL without its mapped LUN serves nothing: not an initiator.
+	acl := filepath.Join(f.root, "iscsi", tg.IQN, tpgName, "acls", tg.Initiators[0], "lun_0")
+	must(t, f.Remove(filepath.Join(acl, mapLink)))
+	must(t, f.Remove(acl))
+	got, _ = d.List(ctx)
+	if len(got[0].Initiators) != 0 {
+		t.Errorf("an ACL without mapped LUN lists as initiator: %v", got[0])
+	}
+	must(t, d.Ensure(ctx, tg))
+	got, _ = d.List(ctx)
+	if !target.SameConfig(got[0], tg) {
+		t.Errorf("Ensure did not map the LUN again: %v", got[0])
+	}
+
+	// A disabled portal group serves no portal.
+	must(t, f.WriteFile(filepath.Join(f.root, "iscsi", tg.IQN, tpgName, "enable"), "0"))
+	got, _ = d.List(ctx)
+	if len(got[0].Portals) != 0 {
+		t.Errorf("a disabled target lists portals: %v", got[0])
+	}
+}
+
+func TestNoLIO(t *testing.T) {
+	d := New(Config{Root: filepath.Join(t.TempDir(), "no-such-dir")})
+	tg := testTarget(t, t.TempDir(), "n1")
+	if err := d.Ensure(context.Background(), tg); !errors.Is(err, ErrNoLIO) || !strings.Contains(err.Error(), "modprobe") {
+		t.Errorf("Ensure without LIO = %v, want ErrNoLIO with what to do", err)
+	}
+	if _, err := d.List(context.Background()); !errors.Is(err, ErrNoLIO) {
+		t.Errorf("List without LIO = %v, want ErrNoLIO", err)
+	}
+}
+
+func TestBackingChecks(t *testing.T) {
+	d, _ := fakeDriver(t)
+	dir := t.TempDir()
+	tg := testTarget(t, dir, "n1")
+	missing := tg
+	missing.BackingPath = filepath.Join(dir, "missing.raw")
+	if err := d.Ensure(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "store must create it") {
+		t.Errorf("missing backing file: %v", err)
+	}
+	wrongSize := tg
+	wrongSize.SizeBytes = 8 << 20
+	if err := d.Ensure(context.Background(), wrongSize); err == nil || !strings.Contains(err.Error(), "must agree") {
+		t.Errorf("wrong size: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing.raw")); err == nil {
+		t.Errorf("a missing backing file was created")
+	}
+}
+
+// TestParallelEnsure builds targets in parallel, as the reconciler's
+// workers do: each gets its own HBA.
+func TestParallelEnsure(t *testing.T) {
+	d, f := fakeDriver(t)
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		tg := withCHAP(testTarget(t, dir, fmt.Sprintf("n%02d", i)), i%2 == 0)
+		wg.Go(func() { errs <- d.Ensure(context.Background(), tg) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		must(t, err)
+	}
+	got, err := d.List(context.Background())
+	must(t, err)
+	if len(got) != 16 {
+		t.Fatalf("List has %d targets, want 16", len(got))
+	}
+	hbas, _ := os.ReadDir(filepath.Join(f.root, "core"))
+	if len(hbas) != 17 { // and alua
+		t.Errorf("%d entries in core/, want 16 HBAs and alua", len(hbas))
+	}
+}
+
+// TestSnapshot prints what configfs holds, without secrets.
+func TestSnapshot(t *testing.T) {
+	d, f := fakeDriver(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	must(t, d.Ensure(ctx, withCHAP(testTarget(t, dir, "n1"), true)))
+	must(t, d.Ensure(ctx, testTarget(t, dir, "n2")))
+	f.login("iqn.2026-11.io.sanboot:default.n2", "iqn.2026-11.io.sanboot:initiator.default.n2")
+	// Someone else's backstore, not exported.
+	must(t, f.Mkdir(filepath.Join(f.root, "core", "iblock_7")))
+	must(t, f.Mkdir(filepath.Join(f.root, "core", "iblock_7", "spare")))
+	snap, err := d.Snapshot(ctx)
+	must(t, err)
+	var out bytes.Buffer
+	must(t, snap.WriteText(&out, "iqn.2026-11.io.sanboot"))
+	got := strings.ReplaceAll(strings.ReplaceAll(out.String(), dir, "$DIR"), f.root, "$ROOT")
+	for _, secret := range []string{"incoming-secret-1", "mutual-secret-01"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("the dump shows a secret:\n%s", got)
+		}
+	}
+	golden := filepath.Join("testdata", "snapshot.txt")
+	if *update {
+		must(t, os.WriteFile(golden, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(golden)
+	must(t, err)
+	if got != string(want) {
+		t.Errorf("dump differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
+	}
+	if nt, nb := snap.Owned("iqn.2026-11.io.sanboot"); nt != 2 || nb != 2 {
+		t.Errorf("Owned = %d targets, %d backstores; want 2, 2", nt, nb)
+	}
+}

@@ -1,0 +1,47 @@
+package apiserver
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+)
+
+// TestEventRingIsBounded: a node keeps at most max events (the newest), a
+// repeated event is counted instead of added, and a node that goes takes
+// its events along.
+func TestEventRingIsBounded(t *testing.T) {
+	l := newEventLog(3)
+	l.now = func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
+	node := func(phase, msg string) *sanbootv1.Node {
+		return &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Project: "p", Name: "n", Generation: 1},
+			Spec: &sanbootv1.NodeSpec{Image: "img"}, Status: &sanbootv1.NodeStatus{Phase: phase, Agent: "a", Message: msg}}
+	}
+	prev := node(api.PhasePending, "")
+	l.observe(nil, prev)
+	for i := range 5 {
+		cur := node(api.PhaseFailed, fmt.Sprintf("try %d", i))
+		l.observe(prev, cur)
+		prev = cur
+	}
+	ref := state.Ref{Project: "p", Name: "n"}
+	// The same event twice in a row is one event, counted twice.
+	l.mu.Lock()
+	l.add(ref, event("Warning", api.PhaseFailed, "phase Failed: try 4"))
+	l.mu.Unlock()
+	got := l.list(ref)
+	if len(got) != 3 {
+		t.Fatalf("%d events, want 3: %v", len(got), got)
+	}
+	last := got[2]
+	if last.GetReason() != api.PhaseFailed || last.GetMessage() != "phase Failed: try 4" || last.GetType() != "Warning" || last.GetCount() != 2 {
+		t.Errorf("last event %v", last)
+	}
+	l.observe(prev, nil)
+	if got := l.list(ref); len(got) != 0 {
+		t.Errorf("events of a node that went: %v", got)
+	}
+}

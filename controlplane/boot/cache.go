@@ -1,0 +1,120 @@
+package boot
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/controlplane/view"
+	"github.com/sanboot/sanboot/internal/kv"
+)
+
+// cache mirrors what scripts are made of (nodes, placements, node
+// statuses, agent liveness, CHAP secrets), fed by one kv.Reflect over
+// api.Prefix, with an index from MAC address to nodes.
+type cache struct {
+	cli *clientv3.Client
+	log *slog.Logger
+
+	mu     sync.Mutex
+	store  *state.Store
+	synced bool
+	// byMAC maps a normalized MAC to the nodes whose spec lists it (more
+	// than one is a mistake the script reports).
+	byMAC map[string]map[state.Ref]bool
+	// macsOf is what byMAC holds for each node, to update it.
+	macsOf map[state.Ref][]string
+}
+
+func newCache(cli *clientv3.Client, log *slog.Logger) *cache {
+	return &cache{
+		cli:    cli,
+		log:    log,
+		store:  state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets),
+		byMAC:  map[string]map[state.Ref]bool{},
+		macsOf: map[state.Ref][]string{},
+	}
+}
+
+func (c *cache) run(ctx context.Context) error {
+	return kv.Reflect(ctx, c.cli, api.Prefix, c.log, c.handle)
+}
+
+func (c *cache) handle(b kv.Batch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.store.Apply(b) {
+		if ch.Kind == state.Nodes {
+			c.index(ch.Ref)
+		}
+	}
+	c.synced = true
+}
+
+// index brings byMAC up to date for node ref. c.mu is held.
+func (c *cache) index(ref state.Ref) {
+	for _, mac := range c.macsOf[ref] {
+		delete(c.byMAC[mac], ref)
+		if len(c.byMAC[mac]) == 0 {
+			delete(c.byMAC, mac)
+		}
+	}
+	delete(c.macsOf, ref)
+	rec, ok := c.store.Nodes[ref]
+	if !ok {
+		return
+	}
+	var macs []string
+	for _, m := range rec.Msg.GetSpec().GetMacs() {
+		mac, err := api.NormalizeMAC("spec.macs", m)
+		if err != nil {
+			c.log.Warn("ignoring a MAC address the boot server cannot read", "node", ref, "err", err)
+			continue
+		}
+		if c.byMAC[mac] == nil {
+			c.byMAC[mac] = map[state.Ref]bool{}
+		}
+		c.byMAC[mac][ref] = true
+		macs = append(macs, mac)
+	}
+	c.macsOf[ref] = macs
+}
+
+// ready reports whether the first list has arrived.
+func (c *cache) ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
+}
+
+// byMACAddr returns the nodes whose spec lists mac (normalized), sorted.
+func (c *cache) byMACAddr(mac string) []state.Ref {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.SortedFunc(maps.Keys(c.byMAC[mac]), func(a, b state.Ref) int {
+		return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.Name, b.Name))
+	})
+}
+
+// node returns the view of node ref and a copy of its CHAP secret (nil
+// when it has none), or a nil node.
+func (c *cache) node(ref state.Ref) (*sanbootv1.Node, *sanbootv1.ChapSecret) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := view.Node(c.store, ref)
+	var secret *sanbootv1.ChapSecret
+	if rec, ok := c.store.Secrets[ref]; ok {
+		secret = proto.CloneOf(rec.Msg)
+	}
+	return n, secret
+}

@@ -1,0 +1,278 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+type deleteFlags struct {
+	files          []string
+	wait           bool
+	keepDisk       bool
+	ignoreNotFound bool
+	timeout        time.Duration
+}
+
+func newDeleteCmd(s *session) *cobra.Command {
+	var f deleteFlags
+	cmd := &cobra.Command{
+		Use:   "delete (-f FILE... | node NAME... | image NAME...)",
+		Short: "Delete the nodes and images of files, or nodes or images by name",
+		Long: `Delete nodes (their iSCSI targets and disks) and images.
+
+delete -f deletes every object of the files: first the nodes; then, once
+those nodes are gone (their disks were cloned from the images), the images.
+Deleting a node takes two steps: the API marks it deleting ("deleting"),
+then its agent removes target and disk and the record goes ("deleted",
+printed with --wait).
+
+--keep-disk keeps each node's disk as an image: sanbootctl first snapshots
+the node into the image NODE-disk-YYYYMMDD-HHMMSS, waits until that image
+is Ready, prints its name, and only then deletes the node.`,
+		Example: `  # Delete what a file describes and wait until it is gone
+  sanbootctl delete -f examples/nodes.yaml --wait
+
+  # Delete two nodes
+  sanbootctl delete node node-01 node-02
+
+  # Delete a node but keep its disk as an image
+  sanbootctl delete node node-01 --keep-disk`,
+		Args: noArgs("name what to delete: delete -f FILE, delete node NAME... or delete image NAME..."),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(f.files) == 0 {
+				return usageErrorf("name what to delete: delete -f FILE, delete node NAME... or delete image NAME...")
+			}
+			return s.deleteFiles(cmd.Context(), f)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringArrayVarP(&f.files, "filename", "f", nil, "file, directory or - (standard input) whose objects to delete (repeatable)")
+
+	var nf deleteFlags
+	var nodeSel string
+	node := &cobra.Command{
+		Use:     "node NAME...",
+		Aliases: []string{"nodes", "no"},
+		Short:   "Delete nodes by name",
+		Example: `  sanbootctl delete node node-01 --wait
+  sanbootctl delete node node-02 --keep-disk
+  sanbootctl delete node -l rack=r9 --wait`,
+		ValidArgsFunction: s.completeNodes,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			project, err := s.project()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), nf.timeout)
+			defer cancel()
+			if names, err = s.namesOrSelector(ctx, project, names, nodeSel); err != nil {
+				return err
+			}
+			return s.deleteNodes(ctx, project, names, nf)
+		},
+	}
+	nf.register(node)
+	node.Flags().StringVarP(&nodeSel, "selector", "l", "", "delete the nodes with these labels instead of naming them")
+
+	var imf deleteFlags
+	image := &cobra.Command{
+		Use:               "image NAME...",
+		Aliases:           []string{"images", "img"},
+		Short:             "Delete images by name (= image rm)",
+		Example:           `  sanbootctl delete image scratch`,
+		Args:              minArgs(1, "name at least one IMAGE"),
+		ValidArgsFunction: s.completeImages,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), imf.timeout)
+			defer cancel()
+			return s.removeImages(ctx, names, imf.ignoreNotFound)
+		},
+	}
+	image.Flags().BoolVar(&imf.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as deleted")
+	image.Flags().DurationVar(&imf.timeout, "timeout", defaultCallTimeout, "bound of the whole command")
+	cmd.AddCommand(node, image)
+	return cmd
+}
+
+func (f *deleteFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.wait, "wait", false, "wait until the nodes are gone")
+	fl.BoolVar(&f.keepDisk, "keep-disk", false, "first snapshot each node's disk into an image NODE-disk-<time> and print its name")
+	fl.BoolVar(&f.ignoreNotFound, "ignore-not-found", false, "treat objects that do not exist as deleted")
+	fl.DurationVar(&f.timeout, "timeout", defaultWaitTimeout, "bound of the whole command, including --wait and --keep-disk (exit code 3 when it passes)")
+}
+
+func (s *session) deleteFiles(ctx context.Context, f deleteFlags) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	objs, project, err := s.load(f.files, false)
+	if err != nil {
+		return err
+	}
+	nodes := map[string][]string{}
+	images := map[string][]string{}
+	var projects []string
+	for _, o := range objs {
+		p := o.Meta().GetProject()
+		if _, ok := nodes[p]; !ok {
+			if _, ok := images[p]; !ok {
+				projects = append(projects, p)
+			}
+		}
+		if o.Node != nil {
+			nodes[p] = append(nodes[p], o.Meta().GetName())
+		} else {
+			images[p] = append(images[p], o.Meta().GetName())
+		}
+	}
+	var errs []error
+	for _, p := range projects {
+		if len(nodes[p]) == 0 {
+			continue
+		}
+		nf := f
+		nf.wait = f.wait || len(images[p]) > 0 // images go only after their nodes
+		if err := s.deleteNodes(ctx, p, nodes[p], nf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	for _, p := range projects {
+		for _, name := range images[p] {
+			_, err := c.DeleteImage(ctx, &sanbootv1.DeleteRequest{Project: p, Name: name})
+			if err != nil {
+				err = s.rpcError(err)
+				if f.ignoreNotFound && exitCode(err) == ExitNotFound {
+					continue
+				}
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Fprintf(s.env.Stdout, "%s deleted\n", objName("image", name, p, project))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteNodes deletes nodes of project; with keepDisk each is snapshotted
+// first (see delete --help).
+func (s *session) deleteNodes(ctx context.Context, project string, names []string, f deleteFlags) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	var deleting []string
+	for _, name := range names {
+		if f.keepDisk {
+			img, err := s.keepDisk(ctx, c, project, name, f.timeout)
+			if err != nil {
+				if f.ignoreNotFound && exitCode(err) == ExitNotFound {
+					continue
+				}
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Fprintf(s.env.Stdout, "node/%s disk kept as image/%s\n", name, img)
+		}
+		_, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name})
+		if err != nil {
+			err = s.rpcError(err)
+			if f.ignoreNotFound && exitCode(err) == ExitNotFound {
+				continue
+			}
+			errs = append(errs, err)
+			continue
+		}
+		deleting = append(deleting, name)
+		if !f.wait {
+			fmt.Fprintf(s.env.Stdout, "node/%s deleting\n", name)
+		}
+	}
+	if f.wait && len(deleting) > 0 {
+		errs = append(errs, s.waitNodes(ctx, project, deleting, condDeleted, f.timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// keepDiskName is the image a node's disk is kept as: NODE-disk-<UTC time>,
+// the node's name shortened so that the whole is a DNS label.
+func keepDiskName(node string, now time.Time) string {
+	suffix := "-disk-" + now.UTC().Format("20060102-150405")
+	if max := 63 - len(suffix); len(node) > max {
+		node = strings.TrimRight(node[:max], "-")
+	}
+	return node + suffix
+}
+
+// keepDisk snapshots node into a new image and waits until it is Ready.
+func (s *session) keepDisk(ctx context.Context, c sanbootv1.SanbootClient, project, node string, timeout time.Duration) (string, error) {
+	name := keepDiskName(node, s.env.Now())
+	if _, err := c.GetNode(ctx, &sanbootv1.GetRequest{Project: project, Name: node}); err != nil {
+		return "", s.rpcError(err)
+	}
+	_, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{
+		Mode: sanbootv1.PutMode_PUT_MODE_CREATE,
+		Image: &sanbootv1.Image{
+			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name},
+			Spec: &sanbootv1.ImageSpec{
+				Source:      &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: node}}},
+				Description: "disk of node " + node + " kept by sanbootctl delete --keep-disk",
+			},
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("keep the disk of node/%s: %w; the node was not deleted", node, s.rpcError(err))
+	}
+	if _, err := s.waitImage(ctx, project, name, timeout); err != nil {
+		return "", fmt.Errorf("keep the disk of node/%s as image/%s: %w; the node was not deleted", node, name, err)
+	}
+	return name, nil
+}
+
+// namesOrSelector returns names, or, when selector is set instead, the
+// names of the nodes of project that match it.
+func (s *session) namesOrSelector(ctx context.Context, project string, names []string, selector string) ([]string, error) {
+	switch {
+	case len(names) > 0 && selector != "":
+		return nil, usageErrorf("name nodes or select them with -l, not both")
+	case len(names) > 0:
+		return names, nil
+	case selector == "":
+		return nil, usageErrorf("name at least one NODE, or select nodes with -l SELECTOR")
+	}
+	if _, err := api.ParseSelector(selector); err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	c, err := s.api()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: project, LabelSelector: selector})
+	if err != nil {
+		return nil, s.rpcError(err)
+	}
+	for _, n := range resp.GetNodes() {
+		names = append(names, n.GetMetadata().GetName())
+	}
+	if len(names) == 0 {
+		return nil, withCode(ExitNotFound, fmt.Errorf("no nodes in project %q match -l %s; see which labels they have with sanbootctl get nodes -o yaml", project, selector))
+	}
+	slices.Sort(names)
+	return names, nil
+}

@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+func newDescribeCmd(s *session) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "describe node NAME...",
+		Short: "Show a node in detail: spec, status, conditions, target and recent events",
+		Example: `  sanbootctl describe node node-01
+  sanbootctl describe node node-01 -p lab`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf("name what to describe: describe node NAME...")
+			}
+			return usageErrorf("cannot describe %q: use describe node NAME...", args[0])
+		},
+	}
+	node := &cobra.Command{
+		Use:     "node NAME...",
+		Aliases: []string{"nodes", "no"},
+		Short:   "Show nodes in detail",
+		Long: `Show a node's metadata, spec, status and conditions, where its disk is
+served (agent, target IQN, portals, LUN) and its recent events.
+
+Events are kept by the API server in memory, the most recent 20 per node,
+from what it saw since it started; another control-plane member may
+remember a different stretch.`,
+		Example: `  sanbootctl describe node node-01
+  sanbootctl describe node node-01 node-02`,
+		Args:              minArgs(1, "name at least one NODE"),
+		ValidArgsFunction: s.completeNodes,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			return s.describeNodes(cmd.Context(), names)
+		},
+	}
+	cmd.AddCommand(node)
+	return cmd
+}
+
+func (s *session) describeNodes(ctx context.Context, names []string) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i, name := range names {
+		req := &sanbootv1.GetRequest{Project: project, Name: name}
+		n, err := c.GetNode(ctx, req)
+		if err != nil {
+			errs = append(errs, s.rpcError(err))
+			continue
+		}
+		var agent *sanbootv1.Agent
+		if a := n.GetStatus().GetAgent(); a != "" {
+			agent, _ = c.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: a}) // best effort
+		}
+		var events []*sanbootv1.Event
+		evNote := ""
+		resp, err := c.ListNodeEvents(ctx, req)
+		switch status.Code(err) {
+		case codes.OK:
+			events = resp.GetEvents()
+		case codes.Unimplemented:
+			evNote = "the API server keeps no events (older version)"
+		default:
+			evNote = "could not list events: " + s.rpcError(err).Error()
+		}
+		if i > 0 {
+			fmt.Fprintln(s.env.Stdout)
+		}
+		writeNodeDescription(s.env.Stdout, s.env.Now(), n, agent, events, evNote)
+	}
+	return errors.Join(errs...)
+}
+
+func stamp(now time.Time, t *timestamppb.Timestamp) string {
+	if t == nil || !t.IsValid() || (t.Seconds == 0 && t.Nanos == 0) {
+		return "<unknown>"
+	}
+	return t.AsTime().UTC().Format(time.RFC3339) + " (" + age(now, t) + " ago)"
+}
+
+func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent *sanbootv1.Agent, events []*sanbootv1.Event, evNote string) {
+	m, spec, st := n.GetMetadata(), n.GetSpec(), n.GetStatus()
+	w := tabwriter.NewWriter(out, 0, 8, 1, ' ', 0)
+	line := func(indent int, k, v string) { fmt.Fprintf(w, "%s%s:\t%s\n", strings.Repeat("  ", indent), k, v) }
+	line(0, "Name", m.GetName())
+	line(0, "Project", api.ProjectOrDefault(m.GetProject()))
+	var labels []string
+	for _, k := range slices.Sorted(maps.Keys(m.GetLabels())) {
+		labels = append(labels, k+"="+m.GetLabels()[k])
+	}
+	line(0, "Labels", orNone(strings.Join(labels, ",")))
+	line(0, "Created", stamp(now, m.GetCreateTime()))
+	if m.GetDeleteTime() != nil {
+		line(0, "Deletion requested", stamp(now, m.GetDeleteTime()))
+	}
+	line(0, "Generation", strconv.FormatInt(m.GetGeneration(), 10))
+	line(0, "UID", orNone(m.GetUid()))
+	fmt.Fprintln(w, "Spec:")
+	line(1, "Image", spec.GetImage())
+	line(1, "MACs", orNone(strings.Join(spec.GetMacs(), ", ")))
+	initiator := spec.GetInitiatorIqn()
+	if initiator == "" {
+		initiator = api.DefaultInitiatorIQN(api.ProjectOrDefault(m.GetProject()), m.GetName()) + " (default)"
+	}
+	line(1, "Initiator IQN", initiator)
+	line(1, "Agent pin", orNone(spec.GetAgent()))
+	chap := strconv.FormatBool(spec.GetChap())
+	if spec.GetMutualChap() {
+		chap += " (mutual)"
+	}
+	line(1, "CHAP", chap)
+	line(1, "Keep disk", strconv.FormatBool(spec.GetKeepDisk()))
+	fmt.Fprintln(w, "Status:")
+	line(1, "Phase", orNone(st.GetPhase()))
+	line(1, "Message", orNone(st.GetMessage()))
+	obs := strconv.FormatInt(st.GetObservedGeneration(), 10)
+	if st.GetObservedGeneration() < m.GetGeneration() {
+		obs += " (the agent has not acted on generation " + strconv.FormatInt(m.GetGeneration(), 10) + " yet)"
+	}
+	line(1, "Observed generation", obs)
+	line(1, "Updated", stamp(now, st.GetUpdateTime()))
+	fmt.Fprintln(w, "Target:")
+	agentLine := orNone(st.GetAgent())
+	if agent != nil {
+		agentLine += fmt.Sprintf(" (%s, driver %s, version %s)", orNone(agent.GetState()), orNone(agent.GetRecord().GetDriver()), orNone(agent.GetRecord().GetVersion()))
+	}
+	line(1, "Agent", agentLine)
+	line(1, "Target IQN", orNone(st.GetTargetIqn()))
+	line(1, "Portals", orNone(strings.Join(st.GetPortals(), ", ")))
+	lun := "<none>"
+	if st.GetTargetIqn() != "" {
+		lun = strconv.Itoa(int(st.GetLun()))
+	}
+	line(1, "LUN", lun)
+	line(1, "Clone mode", orNone(st.GetCloneMode()))
+	w.Flush()
+
+	fmt.Fprintln(out, "Conditions:")
+	if len(st.GetConditions()) == 0 {
+		fmt.Fprintln(out, "  <none>")
+	} else {
+		tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+		fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
+		for _, c := range st.GetConditions() {
+			since := "<unknown>"
+			if t := c.GetLastTransitionTime(); t != nil {
+				since = age(now, t)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.GetType(), condStatus(c.GetStatus()), orNone(c.GetReason()), since, orNone(c.GetMessage()))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(out, "Events:")
+	switch {
+	case evNote != "":
+		fmt.Fprintf(out, "  <%s>\n", evNote)
+	case len(events) == 0:
+		fmt.Fprintln(out, "  <none>")
+	default:
+		tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+		fmt.Fprintln(tw, "  TYPE\tREASON\tAGE\tCOUNT\tMESSAGE")
+		for _, e := range events {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", e.GetType(), orNone(e.GetReason()), age(now, e.GetTime()), e.GetCount(), orNone(e.GetMessage()))
+		}
+		tw.Flush()
+	}
+}
+
+func condStatus(b bool) string {
+	if b {
+		return "True"
+	}
+	return "False"
+}

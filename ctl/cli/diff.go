@@ -1,0 +1,227 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/manifest"
+)
+
+// Exit codes of diff (as kubectl diff): 0 no differences, 1 differences,
+// above 1 an error.
+const exitDiffFound = 1
+
+func newDiffCmd(s *session) *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "diff -f (FILE|DIR|-)...",
+		Short: "Show what apply would change",
+		Long: `Show, for every object of the files, how apply would change what the API
+holds: the live object (metadata name, project, labels and spec) against
+the object as the API would store it (asked with a server dry run, so
+values the API fills in, such as a snapshot's size and agents, are shown as
+they would be). A new object is all additions.
+
+Exit status: 0 no differences, 1 differences, above 1 an error (a general
+error exits 2 here instead of 1; not found 4, conflict 5 as elsewhere).`,
+		Example: `  # What would apply change?
+  sanbootctl diff -f examples/nodes.yaml
+
+  # In a script: apply only when something changed
+  if ! sanbootctl diff -f nodes.yaml >/dev/null; then sanbootctl apply -f nodes.yaml; fi`,
+		Args: noArgs("diff takes files with -f, not arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			changed, err := s.diff(cmd.Context(), files)
+			if err != nil {
+				code := exitCode(err)
+				if code == ExitError {
+					code = ExitUsage // kubectl diff: an error is above 1
+				}
+				return &fixedExit{code: code, err: err}
+			}
+			if changed {
+				return silentExit(exitDiffFound)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (standard input) to compare (repeatable)")
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+func (s *session) diff(ctx context.Context, files []string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.flags.callTimeout)
+	defer cancel()
+	objs, project, err := s.load(files, true)
+	if err != nil {
+		return false, err
+	}
+	c, err := s.api()
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	var errs []error
+	created := map[string]bool{}
+	for _, o := range manifest.Sort(objs) {
+		name := objName(kindName(o), o.Meta().GetName(), o.Meta().GetProject(), project)
+		live, want, err := s.liveAndWanted(ctx, c, o)
+		if o.Image != nil && err == nil && live == nil {
+			created[o.Meta().GetProject()+"/"+o.Meta().GetName()] = true
+		}
+		if imageComesFirst(o, err, created) {
+			live, want, err = nil, o.Node, nil // new, with the image of this diff
+		}
+		if isUnreachable(err) {
+			return false, err
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		a, err := diffDoc(o.Kind, live)
+		if err != nil {
+			return false, err
+		}
+		b, err := diffDoc(o.Kind, want)
+		if err != nil {
+			return false, err
+		}
+		if bytes.Equal(a, b) {
+			continue
+		}
+		changed = true
+		from := "live " + name
+		if live == nil {
+			from = "/dev/null (" + name + " does not exist)"
+		}
+		writeDiff(s.env.Stdout, from, "applied "+name, splitLines(a), splitLines(b))
+	}
+	return changed, errors.Join(errs...)
+}
+
+// liveAndWanted returns the object as the API holds it (nil when it does
+// not exist) and as apply would leave it.
+func (s *session) liveAndWanted(ctx context.Context, c sanbootv1.SanbootClient, o *manifest.Object) (live, want proto.Message, err error) {
+	m := o.Meta()
+	get := &sanbootv1.GetRequest{Project: m.GetProject(), Name: m.GetName()}
+	if o.Node != nil {
+		cur, err := c.GetNode(ctx, get)
+		if err != nil && status.Code(err) != codes.NotFound {
+			return nil, nil, s.rpcError(err)
+		}
+		resp, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: o.Node, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true})
+		if err != nil {
+			return nil, nil, s.rpcError(err)
+		}
+		if cur != nil {
+			live = cur
+		}
+		return live, resp.GetNode(), nil
+	}
+	cur, err := c.GetImage(ctx, get)
+	if err != nil && status.Code(err) != codes.NotFound {
+		return nil, nil, s.rpcError(err)
+	}
+	im := o.Image
+	if o.File != "" {
+		if im, _, err = s.resolveFile(ctx, c, o, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	resp, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{Image: im, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true})
+	if err != nil {
+		return nil, nil, s.rpcError(err)
+	}
+	if cur != nil {
+		live = cur
+	}
+	return live, resp.GetImage(), nil
+}
+
+// diffDoc renders what apply manages of an object (apiVersion, kind,
+// metadata name/project/labels, spec) as YAML; nil renders as nothing.
+func diffDoc(kind string, m proto.Message) ([]byte, error) {
+	if m == nil {
+		return nil, nil
+	}
+	var meta *sanbootv1.ObjectMeta
+	var spec proto.Message
+	switch v := m.(type) {
+	case *sanbootv1.Node:
+		meta, spec = v.GetMetadata(), v.GetSpec()
+	case *sanbootv1.Image:
+		meta, spec = v.GetMetadata(), v.GetSpec()
+	}
+	mb, err := protojson.Marshal(&sanbootv1.ObjectMeta{Name: meta.GetName(), Project: meta.GetProject(), Labels: meta.GetLabels()})
+	if err != nil {
+		return nil, err
+	}
+	sb, err := protojson.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	doc := fmt.Sprintf(`{"apiVersion":%q,"kind":%q,"metadata":%s,"spec":%s}`, manifest.APIVersion, kind, mb, sb)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, []byte(doc)); err != nil {
+		return nil, err
+	}
+	return jsonToYAML(compact.Bytes())
+}
+
+func splitLines(b []byte) []string {
+	s := strings.TrimSuffix(string(b), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// writeDiff prints a and b as one unified hunk with the whole object as
+// context (objects are short).
+func writeDiff(w io.Writer, from, to string, a, b []string) {
+	fmt.Fprintf(w, "--- %s\n+++ %s\n@@ -%d,%d +%d,%d @@\n", from, to, min(1, len(a)), len(a), min(1, len(b)), len(b))
+	// Longest common subsequence by dynamic programming.
+	n, m := len(a), len(b)
+	lcs := make([][]int, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	i, j := 0, 0
+	for i < n || j < m {
+		switch {
+		case i < n && j < m && a[i] == b[j]:
+			fmt.Fprintf(w, " %s\n", a[i])
+			i++
+			j++
+		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
+			fmt.Fprintf(w, "+%s\n", b[j])
+			j++
+		default:
+			fmt.Fprintf(w, "-%s\n", a[i])
+			i++
+		}
+	}
+}

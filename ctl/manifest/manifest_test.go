@@ -1,0 +1,104 @@
+package manifest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+func TestDecode(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "disk.raw"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := `# leading comment only document
+---
+apiVersion: sanboot.io/v1
+kind: Image
+metadata: {name: base, labels: &l {os: debian}}
+spec:
+  source: {file: disk.raw}
+---
+apiVersion: sanboot.io/v1
+kind: Node
+metadata:
+  name: n1
+  project: lab
+  labels: *l
+  generation: 7        # read-only: ignored
+spec:
+  image: base
+  macs: [52-54-00-AA-BB-CC]
+  parentIgnored: null
+status: {phase: Ready}
+---
+`
+	_, err := Decode([]byte(in), "in.yaml", dir, "default", true)
+	if err == nil || !strings.Contains(err.Error(), `in.yaml:19:3: node/n1: spec.parentIgnored: unknown field`) {
+		t.Fatalf("err = %v", err)
+	}
+	in = strings.Replace(in, "  parentIgnored: null\n", "", 1)
+	objs, err := Decode([]byte(in), "in.yaml", dir, "default", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 {
+		t.Fatalf("%d objects", len(objs))
+	}
+	im, n := objs[0], objs[1]
+	if im.File != filepath.Join(dir, "disk.raw") || !im.SizeFromFile || im.Meta().GetProject() != "default" || im.Meta().GetLabels()["os"] != "debian" {
+		t.Errorf("image %+v", im)
+	}
+	if n.Meta().GetProject() != "lab" || n.Meta().GetLabels()["os"] != "debian" || n.Node.GetSpec().GetMacs()[0] != "52:54:00:aa:bb:cc" || n.Meta().GetGeneration() != 0 {
+		t.Errorf("node %v", n.Node)
+	}
+	if p := n.PositionOf("spec.macs[0]"); p.String() != "in.yaml:18:10" {
+		t.Errorf("position of spec.macs[0] = %s", p)
+	}
+	if p := n.PositionOf("spec.initiatorIqn"); p.String() != "in.yaml:17:3" { // not given: spec's
+		t.Errorf("position of a missing field = %s", p)
+	}
+	sorted := Sort([]*Object{n, {Kind: KindImage, Image: &sanbootv1.Image{Spec: &sanbootv1.ImageSpec{Source: &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{}}}}}, im})
+	if sorted[0] != im || sorted[1] != n {
+		t.Errorf("Sort: images first, nodes, then snapshots")
+	}
+}
+
+func TestLoadDirAndStdin(t *testing.T) {
+	dir := t.TempDir()
+	doc := func(name string) string {
+		return "apiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: " + name + "}\nspec: {image: i}\n"
+	}
+	for name, content := range map[string]string{"b.yaml": doc("b"), "a.json": `{"apiVersion":"sanboot.io/v1","kind":"Node","metadata":{"name":"a"},"spec":{"image":"i"}}`, "notes.txt": "ignored"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, err := Load(Input{Paths: []string{dir, Stdin}, Stdin: strings.NewReader(doc("c")), Project: "p", Validate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, o := range objs {
+		names = append(names, o.Meta().GetProject()+"/"+o.Meta().GetName())
+	}
+	if got := strings.Join(names, " "); got != "p/a p/b p/c" {
+		t.Errorf("objects %s", got)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512": 512, "10GiB": 10 << 30, "1.5GiB": 3 << 29, "20GB": 20e9, "4 KiB": 4096} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "ten", "-1", "0.5B", "1.1KiB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) did not fail", in)
+		}
+	}
+}

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# e2e-boot.sh: real nodes boot from their clones. A control plane (with its
+# boot server) and an agent with the tgt driver (its own tgtd on a loopback
+# portal, its store on a reflink XFS) serve a tiny golden image
+# (hack/build-image.sh) imported through sanbootctl. qemu guests under TCG
+# run iPXE (ipxe.lkrn from Debian's ipxe package): each does what DHCP and a
+# NIC's iPXE ROM would do, fetches the generic /boot.ipxe, is sent on to its
+# own script by its MAC address, sanboots from its clone and prints
+# "SANBOOT-OK <node>" (the node's name from the iBFT) on its serial console.
+#
+# Proves: two nodes (one with mutual CHAP) boot; a wrong CHAP secret does not
+# boot (and the node recovers by fetching its script again); a node powered
+# on before it exists waits and boots once it is provisioned, from a
+# snapshot of another node, whose data it has.
+#
+# With --bench it then times provision --wait + power-on to the marker for 1
+# node and for 4 nodes at once (figures for docs/benchmarks.md).
+#
+# The guest reaches the host's loopback as 10.0.2.2 (qemu's user network),
+# so the agent advertises 10.0.2.2:PORT and the boot server's URL is
+# http://10.0.2.2:PORT. Needs root (loop devices, tgtd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/lib.sh
+BENCH=false
+[ "${1:-}" = --bench ] && BENCH=true
+for tool in tgtd tgtadm mkfs.xfs losetup qemu-system-x86_64 qemu-io extlinux busybox cpio dpkg-deb; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: tgt xfsprogs util-linux qemu-system-x86 qemu-utils qemu-block-extra extlinux syslinux-common busybox-static cpio)"
+done
+[ "$(id -u)" = 0 ] || die "needs root: loop devices and tgtd"
+
+WORK=$(mktemp -d /tmp/sanboot-e2e-boot.XXXXXX)
+BIN=$WORK/bin
+trap 'stop_all; unmount_all; echo "logs and data: $WORK"' EXIT
+build_binaries "$BIN"
+
+log "the golden image (hack/build-image.sh) and iPXE (Debian's ipxe package)"
+hack/build-image.sh "$WORK/golden.raw"
+IPXE=${SANBOOT_CACHE:-$HOME/.cache/sanboot}/ipxe
+if [ ! -f "$IPXE/boot/ipxe.lkrn" ]; then
+	rm -rf "$IPXE.tmp"
+	dpkg-deb -x "$(fetch_deb ipxe)" "$IPXE.tmp"
+	rm -rf "$IPXE"
+	mv "$IPXE.tmp" "$IPXE"
+fi
+LKRN=$IPXE/boot/ipxe.lkrn
+
+ISCSI_PORT=$(free_port)
+PORTAL=127.0.0.1:$ISCSI_PORT
+BOOT_PORT=$(free_port)
+STORE_DIR=$WORK/store
+mount_fs xfs "$WORK/store.xfs" "$STORE_DIR" 2G
+AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL" --advertise-portal "10.0.2.2:$ISCSI_PORT")
+
+log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL)"
+start_controlplane "$WORK" --boot-url "http://10.0.2.2:$BOOT_PORT"
+start_agent "$WORK" s1
+
+log "import the golden image through sanbootctl"
+ctl image import golden "$WORK/golden.raw" --wait --timeout 120s
+
+# The script the guest's iPXE starts with: what a DHCP server that hands out
+# the boot server's /boot.ipxe makes iPXE do.
+cat >"$WORK/dhcp.ipxe" <<EOF
+#!ipxe
+dhcp || dhcp
+chain http://10.0.2.2:$BOOT_PORT/boot.ipxe
+EOF
+
+# power_on NAME MAC [SCRIPT]: a qemu guest (TCG; KVM here cannot run stock
+# guests) with one NIC of MAC, running iPXE with SCRIPT (default: the DHCP
+# one); its serial console goes to $WORK/NAME.serial. It powers itself off
+# after the marker.
+power_on() {
+	local name=$1 mac=$2 script=${3:-$WORK/dhcp.ipxe}
+	timeout 600 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+		-kernel "$LKRN" -initrd "$script" \
+		-netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=" \
+		</dev/null >"$WORK/$name.serial" 2>&1 &
+	SANBOOT_PIDS+=("$!")
+}
+
+# serial_has NAME TEXT
+serial_has() { grep -aqF "$2" "$WORK/$1.serial"; }
+
+# await_marker NAME SECONDS: waits for the guest's marker and checks what
+# iPXE told the booted kernel (iBFT).
+await_marker() {
+	local name=$1 secs=$2
+	wait_until "$secs" "SANBOOT-OK $name on $name's serial console (see $WORK/$name.serial)" serial_has "$name" "SANBOOT-OK $name"$'\r'
+	serial_has "$name" "ibft target0/target-name = iqn.2026-11.io.sanboot:default.$name" || die "$name: the iBFT does not name its target"
+	serial_has "$name" "ibft initiator/initiator-name = iqn.2026-11.io.sanboot:initiator.default.$name" || die "$name: the iBFT does not name its initiator"
+	serial_has "$name" "ibft target0/ip-addr = 10.0.2.2" || die "$name: did not boot from the advertised portal"
+}
+
+# now_ms: the time in milliseconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+log "two nodes, different MACs; n2 with mutual CHAP"
+t0=$(now_ms)
+ctl provision n1 --image golden --mac 52:54:00:5b:00:01 --wait --timeout 60s
+ctl provision n2 --image golden --mac 52:54:00:5b:00:02 --chap --mutual-chap --wait --timeout 60s
+ctl get nodes -o wide
+ctl boot-script n2 | grep -q '^set reverse-password ' || die "n2's script does not carry mutual CHAP credentials"
+if ctl get nodes n2 -o json | grep -q "$(ctl boot-script n2 | sed -n 's/^set password //p')"; then die "get nodes prints n2's CHAP secret"; fi
+
+log "power on n1 and n2: DHCP -> /boot.ipxe -> /boot?mac=... -> sanboot"
+power_on n1 52:54:00:5b:00:01
+power_on n2 52:54:00:5b:00:02
+await_marker n1 240
+await_marker n2 240
+echo "n1 and n2 booted from their clones $(($(now_ms) - t0)) ms after the first provision"
+serial_has n1 "booting from iqn.2026-11.io.sanboot:default.n1" || die "n1 did not get its own script"
+
+log "a wrong CHAP secret does not boot"
+{
+	echo '#!ipxe'
+	echo 'dhcp || dhcp'
+	ctl boot-script n2 | sed -e 1d -e 's/^set password .*/set password WRONGWRONGWRONGWRONG/'
+} >"$WORK/n2-wrong.ipxe"
+grep -q '^set password WRONGWRONGWRONGWRONG$' "$WORK/n2-wrong.ipxe" || die "could not make a script with a wrong secret"
+power_on n2 52:54:00:5b:00:02 "$WORK/n2-wrong.ipxe"
+wait_until 240 "n2 failing to log in with a wrong secret" serial_has n2 "node default/n2 could not boot from its disk"
+fail_line=$(grep -anF "node default/n2 could not boot from its disk" "$WORK/n2.serial" | head -1 | cut -d: -f1)
+if head -n "$fail_line" "$WORK/n2.serial" | grep -aq "SANBOOT-OK"; then die "n2 booted with a wrong CHAP secret"; fi
+grep -a -B3 "node default/n2 could not boot" "$WORK/n2.serial" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g; s/^/    n2: /'
+log "... and the node recovers: its retry fetches its script again"
+await_marker n2 240
+
+log "a node powered on before it exists waits, then boots from a snapshot of n1"
+qio() { qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=iqn.2026-11.io.sanboot:default.$1,lun=1,initiator-name=iqn.2026-11.io.sanboot:initiator.default.$1" -c "$2"; }
+qio n1 "write -P 0x5b 64k 4k" >/dev/null # in the gap after the MBR, unused
+power_on n3 52:54:00:5b:00:03
+wait_until 120 "n3 told that no node has its MAC" serial_has n3 "no node has MAC 52:54:00:5b:00:03"
+ctl snapshot create n1 n1-snap --wait --timeout 120s
+ctl provision n3 --image n1-snap --mac 52:54:00:5b:00:03 --wait --timeout 60s
+await_marker n3 240
+qio n3 "read -P 0x5b 64k 4k" | grep -q "read 4096/4096" || die "n3's disk lacks what was written to n1 before the snapshot"
+ctl get nodes -o wide
+
+if $BENCH; then
+	log "bench: provision --wait, power on, marker (TCG)"
+	t0=$(now_ms)
+	ctl provision b1 --image golden --mac 52:54:00:5c:00:01 --wait --timeout 60s
+	t1=$(now_ms)
+	power_on b1 52:54:00:5c:00:01
+	await_marker b1 300
+	echo "BENCH 1 node: ready $((t1 - t0)) ms, marker $(($(now_ms) - t0)) ms after provision"
+	t0=$(now_ms)
+	for i in 2 3 4 5; do ctl provision b$i --image golden --mac 52:54:00:5c:00:0$i; done
+	ctl wait node b2 b3 b4 b5 --for=ready --timeout 60s
+	t1=$(now_ms)
+	for i in 2 3 4 5; do power_on b$i 52:54:00:5c:00:0$i; done
+	for i in 2 3 4 5; do await_marker b$i 600; done
+	echo "BENCH 4 nodes: ready $((t1 - t0)) ms, last marker $(($(now_ms) - t0)) ms after the first provision"
+fi
+echo "e2e-boot: 1 passed, 0 failed"

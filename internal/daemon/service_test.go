@@ -1,0 +1,84 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sanboot/sanboot/internal/daemon"
+	"github.com/sanboot/sanboot/internal/daemon/daemontest"
+)
+
+func TestNotifyOnRealSocket(t *testing.T) {
+	sock := daemontest.Listen(t)
+	log := slog.New(slog.DiscardHandler)
+	daemon.NotifyReady(log)
+	daemon.NotifyStopping(log)
+	for _, want := range []string{"READY=1", "STOPPING=1"} {
+		if got := sock.Next(t, 10*time.Second); got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+}
+
+func TestNotifyWithoutSocket(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	daemon.NotifyReady(slog.New(slog.DiscardHandler)) // no manager: nothing happens
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "test_things_total", Help: "Things."})
+	reg.MustRegister(c)
+	c.Add(3)
+	var ready atomic.Bool
+	h := daemon.Handler(reg, func() error {
+		if !ready.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	})
+	srv, err := daemon.Listen("127.0.0.1:0", h, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	addr := srv.Addr()
+
+	if code, _, err := daemontest.Get(addr, "/healthz"); err != nil || code != 200 {
+		t.Errorf("/healthz: %d %v", code, err)
+	}
+	if code, body, err := daemontest.Get(addr, "/readyz"); err != nil || code != 503 || !strings.Contains(body, "starting") {
+		t.Errorf("/readyz before ready: %d %q %v", code, body, err)
+	}
+	ready.Store(true)
+	if code, _, err := daemontest.Get(addr, "/readyz"); err != nil || code != 200 {
+		t.Errorf("/readyz when ready: %d %v", code, err)
+	}
+	fams, err := daemontest.Scrape(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := daemontest.Value(fams, "test_things_total", nil); !ok || v != 3 {
+		t.Errorf("test_things_total = %v (%v)", v, ok)
+	}
+	if _, err := daemon.Listen(addr, h, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "--metrics-listen") {
+		t.Errorf("a taken port: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Error("still listening after Run returned")
+	}
+}
