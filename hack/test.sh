@@ -22,3 +22,4 @@ echo "== end to end"
 hack/e2e.sh
 hack/e2e-tgt.sh
 E2E_STORE=ext4 hack/e2e-tgt.sh
+hack/e2e-boot.sh
