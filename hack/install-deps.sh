@@ -17,6 +17,8 @@
 #   syslinux-common, busybox-static, cpio, e2fsprogs, xz-utils, zstd: the
 #                   bootable demo image and the guests' initramfs. Kernels and
 #                   iPXE are fetched with `apt-get download`, never installed.
+#   debootstrap, systemd  the Debian 12 guest of the systemd test, and
+#                   systemd-analyze verify for the units.
 #
 # Source it (`. hack/install-deps.sh`) or run it; afterwards `go` in PATH is
 # new enough.
@@ -24,7 +26,8 @@ set -euo pipefail
 
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
 DEBS=(protobuf-compiler ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
-	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd)
+	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd
+	debootstrap systemd)
 
 need_debs=()
 for p in "${DEBS[@]}"; do

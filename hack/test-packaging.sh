@@ -43,6 +43,10 @@ for f in usr/bin/sanboot-controlplane usr/bin/sanboot-agent usr/bin/sanbootctl \
 	usr/share/fish/vendor_completions.d/sanbootctl.fish; do
 	[ -f "$dest/$f" ] || fail "make install did not write /$f"
 done
+for m in docs/man/*.[1-8]; do
+	[ -e "$m" ] || continue
+	[ -f "$dest/usr/share/man/man${m##*.}/${m##*/}" ] || fail "make install did not install the man page $m"
+done
 grep -q "ExecStart=/usr/bin/sanboot-controlplane --config /etc/sanboot/controlplane.yaml" \
 	"$dest/lib/systemd/system/sanboot-controlplane.service" || fail "unit's ExecStart does not follow BINDIR"
 # The shipped configurations load (every key known, every value valid).
@@ -75,6 +79,10 @@ for f in ./usr/bin/sanboot-controlplane ./usr/bin/sanboot-agent ./usr/bin/sanboo
 	./etc/sanboot/controlplane.yaml ./etc/sanboot/agent.yaml ./usr/share/doc/sanboot/operations.md; do
 	grep -q " $f\$" <<<"$contents" || fail "$deb lacks $f"
 done
+if ls docs/man/*.1 >/dev/null 2>&1; then
+	m=$(basename "$(ls docs/man/*.1 | head -1)")
+	grep -q " ./usr/share/man/man1/$m\$" <<<"$contents" || fail "$deb lacks the man page $m"
+fi
 dpkg-deb -e "$deb" "$tmp/control"
 grep -qx /etc/sanboot/agent.yaml "$tmp/control/conffiles" || fail "agent.yaml is not a conffile"
 grep -q 'adduser --system' "$tmp/control/postinst" || fail "postinst does not create the sanboot user"

@@ -41,7 +41,9 @@ func main() {
 	defer stop()
 	run := run
 	if len(os.Args) > 1 && os.Args[1] == "lio" { // sanboot-agent lio dump: see lio.go
-		run = func(ctx context.Context, args []string, stderr io.Writer) error { return runLIO(ctx, args[1:], os.Stdout, stderr) }
+		run = func(ctx context.Context, args []string, stderr io.Writer) error {
+			return runLIO(ctx, args[1:], os.Stdout, stderr)
+		}
 	}
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -6,7 +6,9 @@
 //
 // For each target it builds, in this order: a fileio backstore (iblock for
 // a block device) named after the target's IQN in an HBA directory of its
-// own, with the target's VPD unit serial and thin provisioning
+// own (its index a hash of the IQN, probing linearly past taken indexes,
+// so that finding it costs the same with 10 targets or 10,000), with the
+// target's VPD unit serial and thin provisioning
 // (emulate_tpu, emulate_tpws); the target and tpgt_1; the portals; LUN 0
 // linked to the backstore; generate_node_acls=0 and one explicit ACL per
 // initiator, with LUN 0 mapped; the CHAP values on each ACL and the

@@ -186,12 +186,12 @@ func (d *Driver) ensure(ctx context.Context, t target.Target, kind string) error
 	}
 	// Backstores named after the target that LUN 0 does not serve are
 	// spare: one that serves the disk as wanted is taken when LUN 0 has
-	// none, the others go. The HBAs are scanned only when LUN 0 does not
-	// serve the target's own backstore as wanted.
+	// none, the others go. The HBAs of the target's probe chain are read
+	// only when LUN 0 does not serve the target's own backstore as wanted.
 	var spare []backstoreRef
 	var sc *hbaScan
 	if bs == nil || bs.Ref.Name != t.IQN || bs.Ref.kind() != kind || !bs.matches(t) {
-		if sc, err = d.r.scanHBAs(t.IQN); err != nil {
+		if sc, err = d.r.probeHBAs(t.IQN); err != nil {
 			return wrapRead("the backstores", err)
 		}
 		for _, ref := range sc.found {
@@ -230,10 +230,16 @@ func (d *Driver) ensure(ctx context.Context, t target.Target, kind string) error
 			bs = nil
 		}
 	}
-	// Spare backstores go first: the new one takes their name.
+	// Spare backstores go first: the new one takes their name (and, read
+	// again, their HBA's index).
 	for _, ref := range spare {
 		if err := d.removeBackstore(ctx, ref); err != nil {
 			return err
+		}
+	}
+	if len(spare) > 0 && bs == nil {
+		if sc, err = d.r.probeHBAs(t.IQN); err != nil {
+			return wrapRead("the HBAs", err)
 		}
 	}
 	if bs == nil {
@@ -429,7 +435,7 @@ func portalHint(err error) string {
 // takes once the backstore is enabled (before, it dereferences a NULL
 // pointer: Debian's 6.1 oopses).
 func (d *Driver) createBackstore(ctx context.Context, t target.Target, kind string, sc *hbaScan) (backstoreRef, error) {
-	hba, err := d.allocHBA(ctx, kind, sc)
+	hba, err := d.allocHBA(ctx, t.IQN, kind, sc)
 	if err != nil {
 		return backstoreRef{}, err
 	}
@@ -479,37 +485,33 @@ func (d *Driver) thin(ctx context.Context, b *backstoreState, kind string) error
 	return nil
 }
 
-// allocHBA returns an empty HBA directory of kind (one an interrupted call
-// left), or makes <kind>_<N> with the smallest index no HBA of any kind
-// uses (as rtslib does). sc is the scan of the HBAs made by the caller.
-func (d *Driver) allocHBA(ctx context.Context, kind string, sc *hbaScan) (string, error) {
-	if len(sc.empty[kind]) > 0 {
-		return sc.empty[kind][0], nil
-	}
-	used := map[int]bool{}
-	for _, h := range sc.names {
-		if _, n, ok := hbaName(h); ok {
-			used[n] = true
-		}
-	}
-	for n := 0; n < 1<<20; n++ {
-		if used[n] {
-			continue
+// allocHBA returns an HBA directory of kind for the target's backstore: an
+// empty one in the target's probe chain (an interrupted call left it), or
+// a new one, <kind>_<N> with N the first free index of the chain. sc is
+// the caller's probe.
+func (d *Driver) allocHBA(ctx context.Context, iqn, kind string, sc *hbaScan) (string, error) {
+	for attempt := 0; attempt < 100; attempt++ {
+		if len(sc.empty[kind]) > 0 {
+			return sc.empty[kind][0], nil
 		}
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
-		name := kind + "_" + strconv.Itoa(n)
+		name := kind + "_" + strconv.Itoa(sc.free)
 		err := d.fs.Mkdir(d.p.hba(name))
-		if isExist(err) {
-			continue // taken meanwhile
+		if err == nil {
+			return name, nil
 		}
-		if err != nil {
+		if !isExist(err) {
 			return "", fmt.Errorf("mkdir %s: %w", d.p.hba(name), err)
 		}
-		return name, nil
+		// Taken meanwhile (a parallel call whose chain crosses ours): read
+		// the chain again.
+		if sc, err = d.r.probeHBAs(iqn); err != nil {
+			return "", wrapRead("the HBAs", err)
+		}
 	}
-	return "", errors.New("no free HBA index")
+	return "", errors.New("no free HBA index after 100 attempts")
 }
 
 // ensureACL makes the initiator's ACL with LUN 0 mapped, and nothing else
@@ -678,6 +680,19 @@ func (d *Driver) delete(ctx context.Context, iqn string) error {
 			return err
 		}
 		existed = true
+	}
+	// An empty HBA in the target's probe chain is one an interrupted call
+	// left between removing the backstore and its HBA.
+	chain, err := d.r.probeHBAs(iqn)
+	if err != nil {
+		return wrapRead("the HBAs", err)
+	}
+	for _, hbas := range chain.empty {
+		for _, h := range hbas {
+			if err := d.remove(ctx, d.p.hba(h)); err != nil && !errors.Is(err, syscall.ENOTEMPTY) {
+				return err
+			}
+		}
 	}
 	if existed {
 		d.log.Info("deleted target", "iqn", iqn)

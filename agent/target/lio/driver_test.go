@@ -207,62 +207,36 @@ func TestInterruptedCallsFinish(t *testing.T) {
 				t.Errorf("%s: after failing operation %d: %v", c.name, k, err)
 				continue
 			}
-			if got := strings.ReplaceAll(f.tree(), f.root, "$ROOT"); normalizeHBA(got) != normalizeHBA(want) {
+			if got := strings.ReplaceAll(f.tree(), f.root, "$ROOT"); got != want {
 				t.Errorf("%s: after failing operation %d of %d, the tree differs:\n--- got\n%s--- want\n%s", c.name, k, steps, got, want)
 			}
 		}
 	}
 }
 
-// normalizeHBA hides HBA indexes (a retried call may take another one)
-// and empty HBA directories (a call interrupted between removing a
-// backstore and its HBA leaves one, which the next backstore takes: see
-// TestEmptyHBAIsReused).
-func normalizeHBA(tree string) string {
-	lines := strings.Split(tree, "\n")
-	hbaOf := func(l string) string {
-		if rest, ok := strings.CutPrefix(l, "core/"); ok {
-			if h, _, _ := strings.Cut(rest, "/"); h != "alua" {
-				return h
-			}
-		}
-		return ""
-	}
-	used := map[string]bool{}
-	for _, l := range lines {
-		if h := hbaOf(l); h != "" {
-			inside := strings.TrimPrefix(strings.Fields(l)[0], "core/"+h+"/")
-			if inside != "" && !strings.HasPrefix(inside, "hba_") {
-				used[h] = true
-			}
-		}
-	}
-	var out []string
-	for _, l := range lines {
-		if h := hbaOf(l); h != "" && !used[h] {
-			continue
-		}
-		out = append(out, l)
-	}
-	tree = strings.Join(out, "\n")
-	for _, k := range []string{kindFileio, kindIblock} {
-		for i := 9; i >= 0; i-- {
-			tree = strings.ReplaceAll(tree, fmt.Sprintf("%s_%d", k, i), k+"_N")
-		}
-	}
-	return tree
-}
-
-// TestEmptyHBAIsReused: an HBA left empty is where the next backstore
-// goes, so that interrupted calls do not pile HBAs up.
+// TestEmptyHBAIsReused: an HBA left empty in a target's probe chain is
+// where its backstore goes, and Delete removes it; HBAs elsewhere are not
+// touched.
 func TestEmptyHBAIsReused(t *testing.T) {
 	d, f := fakeDriver(t)
 	ctx := context.Background()
-	must(t, f.Mkdir(filepath.Join(f.root, "core", "fileio_3")))
 	tg := testTarget(t, t.TempDir(), "n1")
+	home := filepath.Join(f.root, "core", fmt.Sprintf("fileio_%d", hbaHome(tg.IQN)))
+	elsewhere := filepath.Join(f.root, "core", fmt.Sprintf("fileio_%d", (hbaHome(tg.IQN)+2)%hbaSpace))
+	must(t, f.Mkdir(home))
+	must(t, f.Mkdir(elsewhere))
 	must(t, d.Ensure(ctx, tg))
-	if _, err := os.Stat(filepath.Join(f.root, "core", "fileio_3", tg.IQN)); err != nil {
+	if _, err := os.Stat(filepath.Join(home, tg.IQN)); err != nil {
 		t.Errorf("the backstore did not go into the empty HBA: %v\n%s", err, f.tree())
+	}
+	must(t, d.Delete(ctx, tg.IQN))
+	must(t, f.Mkdir(home))
+	must(t, d.Delete(ctx, tg.IQN))
+	if _, err := os.Stat(home); !os.IsNotExist(err) {
+		t.Errorf("Delete left the empty HBA of the target's chain: %v", err)
+	}
+	if _, err := os.Stat(elsewhere); err != nil {
+		t.Errorf("Delete removed an empty HBA outside the target's chain: %v", err)
 	}
 }
 
@@ -301,7 +275,7 @@ func TestBusyIsRetriedAndReported(t *testing.T) {
 	if got, _ := d.List(ctx); len(got) != 0 {
 		t.Errorf("after the second Delete: %v", got)
 	}
-	if left := normalizeHBA(f.tree()); strings.Contains(left, "core/fileio") || strings.Contains(left, "io.sanboot") {
+	if left := f.tree(); strings.Contains(left, "core/fileio") || strings.Contains(left, "io.sanboot") {
 		t.Errorf("left behind:\n%s", left)
 	}
 }
@@ -421,6 +395,15 @@ func TestParallelEnsure(t *testing.T) {
 	hbas, _ := os.ReadDir(filepath.Join(f.root, "core"))
 	if len(hbas) != 17 { // and alua
 		t.Errorf("%d entries in core/, want 16 HBAs and alua", len(hbas))
+	}
+	// A chain crossing another's: the home index of n00 taken by someone.
+	tg := testTarget(t, dir, "crossed")
+	taken := filepath.Join(f.root, "core", fmt.Sprintf("iblock_%d", hbaHome(tg.IQN)))
+	must(t, f.Mkdir(taken))
+	must(t, f.Mkdir(filepath.Join(taken, "someone")))
+	must(t, d.Ensure(context.Background(), tg))
+	if _, err := os.Stat(filepath.Join(f.root, "core", fmt.Sprintf("fileio_%d", (hbaHome(tg.IQN)+1)%hbaSpace), tg.IQN)); err != nil {
+		t.Errorf("with its home index taken, the backstore is not at the next one: %v", err)
 	}
 }
 

@@ -189,10 +189,10 @@ func (f *fakeConfigfs) Mkdir(name string) error {
 		f.devs[rel] = &fdev{params: map[string]string{}}
 		f.makeDefaults(rel, map[string]string{
 			"control": "", "enable": "0\n", "udev_path": "\n", "alias": "\n",
-			"info":                  "Status: DEACTIVATED  Max Queue Depth: 0  SectorSize: 512  HwMaxSectors: 16384\n",
-			"attrib/emulate_tpu":    "0\n", "attrib/emulate_tpws": "0\n", "attrib/block_size": "512\n",
-			"wwn/vpd_unit_serial":   "T10 VPD Unit Serial Number: \n",
-			"alua/": "", "pr/": "", "statistics/": "",
+			"info":               "Status: DEACTIVATED  Max Queue Depth: 0  SectorSize: 512  HwMaxSectors: 16384\n",
+			"attrib/emulate_tpu": "0\n", "attrib/emulate_tpws": "0\n", "attrib/block_size": "512\n",
+			"wwn/vpd_unit_serial": "T10 VPD Unit Serial Number: \n",
+			"alua/":               "", "pr/": "", "statistics/": "",
 		})
 	}
 	return nil
@@ -430,7 +430,7 @@ func (f *fakeConfigfs) ReadFile(name string) (string, error) {
 	return string(b), err
 }
 func (f *fakeConfigfs) ReadDir(name string) ([]fs.DirEntry, error) { return os.ReadDir(name) }
-func (f *fakeConfigfs) Lstat(name string) (fs.FileInfo, error)      { return os.Lstat(name) }
+func (f *fakeConfigfs) Lstat(name string) (fs.FileInfo, error)     { return os.Lstat(name) }
 
 // login simulates an initiator logged in to the target iqn.
 func (f *fakeConfigfs) login(iqn, initiator string) {

@@ -121,9 +121,9 @@ func refFromLink(link string) (backstoreRef, error) {
 // The paths of one target.
 type paths struct{ root string }
 
-func (p paths) core() string                   { return filepath.Join(p.root, coreDir) }
-func (p paths) fabric() string                 { return filepath.Join(p.root, fabricDir) }
-func (p paths) target(iqn string) string       { return filepath.Join(p.root, fabricDir, iqn) }
-func (p paths) tpg(iqn string) string          { return filepath.Join(p.root, fabricDir, iqn, tpgName) }
+func (p paths) core() string                    { return filepath.Join(p.root, coreDir) }
+func (p paths) fabric() string                  { return filepath.Join(p.root, fabricDir) }
+func (p paths) target(iqn string) string        { return filepath.Join(p.root, fabricDir, iqn) }
+func (p paths) tpg(iqn string) string           { return filepath.Join(p.root, fabricDir, iqn, tpgName) }
 func (p paths) backstore(b backstoreRef) string { return filepath.Join(p.root, coreDir, b.HBA, b.Name) }
 func (p paths) hba(name string) string          { return filepath.Join(p.root, coreDir, name) }

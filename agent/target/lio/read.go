@@ -2,9 +2,11 @@ package lio
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -51,7 +53,7 @@ type aclState struct {
 	Mapped    []mappedState // by number
 	// Authentication is the ACL's attrib/authentication: "-1" (inherit
 	// the TPG's), "0", "1"; "" on kernels without it.
-	Authentication string
+	Authentication                             string
 	User, Password, MutualUser, MutualPassword string
 	// Session is the first line of the ACL's info when an initiator is
 	// logged in, "" when none is.
@@ -365,44 +367,104 @@ func deviceSize(path string) int64 {
 	return n
 }
 
-// hbaScan is what the HBA directories hold.
+// hbaScan is what HBA directories hold.
 type hbaScan struct {
-	names []string            // every HBA directory
 	found []backstoreRef      // the backstores with the name looked for
 	empty map[string][]string // kind -> HBA directories with no backstore
+	free  int                 // probe: the first index of the chain no HBA uses
 }
 
-// scanHBAs reads every HBA directory for backstores named name (sanboot
-// names a target's backstore after the target's IQN, so that one left
-// behind by an interrupted call is found again) and for empty HBAs (an
-// interrupted call may leave one; the next backstore goes there).
-func (r reader) scanHBAs(name string) (*hbaScan, error) {
-	sc := &hbaScan{empty: map[string][]string{}}
+// hbaSpace is the range of HBA indexes backstores are spread over.
+const hbaSpace = 1 << 20
+
+// hbaHome is the HBA index a target's backstore goes to first: FNV-1a of
+// the IQN. If an HBA with that index exists, the next index is tried, and
+// so on (linear probing), so that the backstore of a target is found again
+// by reading a few HBAs, whatever their number.
+func hbaHome(iqn string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(iqn); i++ {
+		h ^= uint32(iqn[i])
+		h *= 16777619
+	}
+	return int(h % hbaSpace)
+}
+
+// hbaIndexes reads core/ into index -> HBA directory names.
+func (r reader) hbaIndexes() (map[int][]string, error) {
 	hbas, _, err := r.entries(r.p.core())
 	if isNotExist(err) {
-		return sc, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	byIndex := map[int][]string{}
 	for _, h := range hbas {
-		kind, _, ok := hbaName(h)
-		if !ok {
-			continue // core/alua
+		if _, n, ok := hbaName(h); ok { // not core/alua
+			byIndex[n] = append(byIndex[n], h)
 		}
-		sc.names = append(sc.names, h)
+	}
+	return byIndex, nil
+}
+
+// look reads the HBA directories hbas for backstores named name and for
+// empty ones.
+func (r reader) look(sc *hbaScan, hbas []string, name string) error {
+	for _, h := range hbas {
 		devs, _, err := r.entries(r.p.hba(h))
 		if isNotExist(err) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if slices.Contains(devs, name) {
 			sc.found = append(sc.found, backstoreRef{HBA: h, Name: name})
 		}
 		if len(devs) == 0 {
+			kind, _, _ := hbaName(h)
 			sc.empty[kind] = append(sc.empty[kind], h)
+		}
+	}
+	return nil
+}
+
+// probeHBAs reads the HBAs of iqn's probe chain: from hbaHome(iqn) up to
+// the first index no HBA uses. It finds the backstore named iqn that an
+// interrupted call left behind, and an empty HBA such a call left, in a
+// few reads. (A backstore behind a hole that a removed HBA left in the
+// chain is missed: scanHBAs finds it.)
+func (r reader) probeHBAs(iqn string) (*hbaScan, error) {
+	sc := &hbaScan{empty: map[string][]string{}}
+	byIndex, err := r.hbaIndexes()
+	if err != nil {
+		return nil, err
+	}
+	for k := 0; k < hbaSpace; k++ {
+		n := (hbaHome(iqn) + k) % hbaSpace
+		if len(byIndex[n]) == 0 {
+			sc.free = n
+			return sc, nil
+		}
+		if err := r.look(sc, byIndex[n], iqn); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("every HBA index is taken")
+}
+
+// scanHBAs reads every HBA directory for backstores named name (sanboot
+// names a target's backstore after the target's IQN) and empty HBAs.
+func (r reader) scanHBAs(name string) (*hbaScan, error) {
+	sc := &hbaScan{empty: map[string][]string{}}
+	byIndex, err := r.hbaIndexes()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range slices.Sorted(maps.Keys(byIndex)) {
+		if err := r.look(sc, byIndex[n], name); err != nil {
+			return nil, err
 		}
 	}
 	return sc, nil
