@@ -60,7 +60,8 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 	start(b, dir, filepath.Join(bin, "sanboot-controlplane"), "--data-dir", filepath.Join(dir, "cp"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL, "--api-listen", apiAddr)
+		"--initial-cluster", "default="+peerURL, "--api-listen", apiAddr,
+		"--boot-listen", etcdtest.FreeAddr(b), "--metrics-listen", etcdtest.FreeAddr(b))
 	conn, err := grpc.NewClient(apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
@@ -76,7 +77,8 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 		_, err := s.api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
 		return err == nil
 	})
-	start(b, dir, filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", clientURL}, agentArgs...)...)
+	start(b, dir, filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", clientURL,
+		"--metrics-listen", etcdtest.FreeAddr(b)}, agentArgs...)...)
 	waitFor(b, "agent Ready", func(ctx context.Context) bool {
 		a, err := s.api.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: "bench"})
 		return err == nil && a.State == "Ready"
