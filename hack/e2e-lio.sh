@@ -10,8 +10,9 @@
 #      host's forward of the VM's port 3260; its store is an XFS disk;
 #   3. it imports an image from a URL (served from the host) and serves
 #      two nodes, one with mutual CHAP, checked from the host with libiscsi
-#      and qemu-io: ACL, CHAP, the image's bytes, writes read back, the VPD
-#      serial;
+#      and qemu-io: ACL, CHAP with the credentials the agent set (read from
+#      configfs, and the same as in `sanbootctl boot-script`), the image's
+#      bytes, writes read back, UNMAP freeing space, the VPD serial;
 #   4. the VM reboots (configfs comes back empty); the agent, given no
 #      command, builds both targets again with the same serials and data;
 #   5. deprovision, with a session still logged in: configfs holds no
@@ -130,9 +131,17 @@ if chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}x" iscsi-inq -i "$I2" "iscsi://$PO
 fi
 chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}" iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" | grep -q 'Vendor:LIO-ORG' ||
 	die "n2's initiator cannot log in with the CHAP credentials the agent set"
+# The node's boot script (the control plane's view) names this portal, LUN 0
+# and the very credentials the agent put on the target.
+(umask 077 && ctl boot-script n2 >"$WORK/n2.ipxe")
+grep -q "^sanboot iscsi:127.0.0.1::$LIO_ISCSI_PORT:0:$T2" "$WORK/n2.ipxe" || die "n2's boot script does not sanboot iscsi:127.0.0.1::$LIO_ISCSI_PORT:0:$T2"
+for kv in "username:0" "password:1" "reverse-username:2" "reverse-password:3"; do
+	[ "$(sed -n "s/^set ${kv%%:*} //p" "$WORK/n2.ipxe")" = "${C[${kv##*:}]}" ] || die "n2's boot script and its target disagree on the CHAP ${kv%%:*}"
+done
+rm -f "$WORK/n2.ipxe"
 if grep -qF -e "${C[1]}" -e "${C[3]}" "$LIO_SHARE/agent.log" "$WORK/controlplane.log"; then die "a CHAP secret is in a log"; fi
 if grep -qF -e "${C[1]}" -e "${C[3]}" <(vm 'sanboot-agent lio dump'); then die "lio dump prints a CHAP secret"; fi
-pass "CHAP + mutual CHAP on n2 (values without trailing newline: login works); no secret in the logs"
+pass "CHAP + mutual CHAP on n2 (values without trailing newline: login works; the boot script's credentials); no secret in the logs"
 
 log "data: the image's bytes, a write read back"
 iscsi_opts() { echo "driver=iscsi,transport=tcp,portal=$PORTAL,target=$1,lun=0,initiator-name=$2"; }
@@ -230,4 +239,6 @@ fi
 ctl image rm golden
 
 "$VM" stop
+# Keep the logs; the binaries, the initramfs and the disks go.
+rm -rf "$BIN" "$LIO_VM_DIR/out" "$LIO_DISK" "$WORK/www" "$WORK/n1.raw"
 echo "e2e-lio: $PASSED passed, 0 failed"

@@ -7,12 +7,22 @@ SANBOOT_PIDS=()
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on and that
+# this script has not handed out before (it runs in a subshell, so the
+# ports handed out are kept in a file named after the script's PID).
+SANBOOT_PORTS_FILE=/tmp/sanboot-ports.$$
 free_port() {
 	local p
 	for _ in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
+		# Below the kernel's ephemeral range (ip_local_port_range, 32768+
+		# on Debian), so that no outgoing connection holds the port either.
+		p=$((10000 + RANDOM % 22000))
+		grep -qx "$p" "$SANBOOT_PORTS_FILE" 2>/dev/null && continue
+		if ! ss -Htln "sport = :$p" | grep -q .; then
+			echo "$p" >>"$SANBOOT_PORTS_FILE"
+			echo "$p"
+			return
+		fi
 	done
 	die "no free port found"
 }
@@ -90,6 +100,7 @@ stop_pid() {
 
 stop_all() {
 	local i
+	rm -f "$SANBOOT_PORTS_FILE"
 	for ((i = ${#SANBOOT_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${SANBOOT_PIDS[i]}"; done
 	SANBOOT_PIDS=()
 }

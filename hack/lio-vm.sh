@@ -129,6 +129,7 @@ cmd_build() {
 	done
 	# Uncompressed: the guest does not spend TCG time on gunzip.
 	(cd "$R" && find . | cpio -o -H newc --quiet) >"$OUT/initrd.img"
+	rm -rf "$R"
 	cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 	extract_vmlinux
 	log "built $OUT/initrd.img ($(du -h "$OUT/initrd.img" | cut -f1), ${#ORDER[@]} modules) for $KVER in $((SECONDS - t0))s"

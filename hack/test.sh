@@ -24,6 +24,7 @@ hack/e2e-apply.sh
 hack/e2e-tgt.sh
 E2E_STORE=ext4 hack/e2e-tgt.sh
 hack/e2e-boot.sh
+hack/e2e-lio.sh
 hack/test-packaging.sh
 hack/e2e-restart.sh
 hack/e2e-systemd.sh

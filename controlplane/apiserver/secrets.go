@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"crypto/rand"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -28,9 +29,9 @@ func withSecret(ref state.Ref, spec *sanbootv1.NodeSpec, ops ...clientv3.Op) ([]
 	}
 	sec := &sanbootv1.ChapSecret{
 		User:         ref.Project + "." + ref.Name,
-		Secret:       rand.Text()[:secretLen],
+		Secret:       newSecret(),
 		MutualUser:   ref.Project + "." + ref.Name + ".target",
-		MutualSecret: rand.Text()[:secretLen],
+		MutualSecret: newSecret(),
 	}
 	key := api.SecretKey(ref.Project, ref.Name)
 	put, err := kv.PutOp(key, sec)
@@ -39,4 +40,15 @@ func withSecret(ref state.Ref, spec *sanbootv1.NodeSpec, ops ...clientv3.Op) ([]
 	}
 	create := clientv3.OpTxn([]clientv3.Cmp{kv.Unchanged(key, 0)}, []clientv3.Op{put}, nil)
 	return append(ops, create), nil
+}
+
+// newSecret returns a random CHAP secret. LIO takes any value that starts
+// with "NULL" for "no value" (every login then fails), so such a draw is
+// drawn again.
+func newSecret() string {
+	for {
+		if s := rand.Text()[:secretLen]; !strings.HasPrefix(s, "NULL") {
+			return s
+		}
+	}
 }

@@ -33,7 +33,9 @@
 //   - A new portal group requires authentication (attribute 1) by
 //     default; writing 1 to its enable twice is EINVAL.
 //   - CHAP values are kept as written: a trailing newline becomes part of
-//     the secret. "NULL" clears a value.
+//     the secret. "NULL" clears a value, and so does any value that
+//     starts with "NULL" (then every login fails: "CHAP user or password
+//     not set"), so Ensure refuses such values.
 //   - A LUN that an ACL maps cannot be removed (EBUSY), nor a backstore a
 //     LUN links to; a LUN whose backstore link goes loses its mapped LUNs
 //     in the kernel while their directories stay. Disabling the portal

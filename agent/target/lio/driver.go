@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sanboot/sanboot/agent/target"
+	"github.com/sanboot/sanboot/api"
 )
 
 // Config says which LIO a Driver drives.
@@ -74,9 +75,6 @@ func (d *Driver) Name() string { return "lio" }
 // LUN implements target.Driver.
 func (d *Driver) LUN() int { return LUN }
 
-// Root is the configfs directory the driver works in.
-func (d *Driver) Root() string { return d.p.root }
-
 // Ops returns how many configfs operations the driver has made so far.
 func (d *Driver) Ops() Ops { return d.fs.ops() }
 
@@ -120,6 +118,9 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 	if err := target.Validate(t); err != nil {
 		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
+	if err := checkCHAP(t.CHAP); err != nil {
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+	}
 	kind, err := checkBacking(t)
 	if err != nil {
 		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
@@ -133,6 +134,33 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	return nil
+}
+
+// checkCHAP refuses CHAP values LIO cannot hold: LIO takes any value that
+// starts with "NULL" for "no value", and then refuses every login.
+func checkCHAP(c *target.CHAP) error {
+	if c == nil {
+		return nil
+	}
+	type value struct {
+		field, v string
+		secret   bool
+	}
+	vals := []value{{"target.chap.incoming.user", c.Incoming.User, false}, {"target.chap.incoming.secret", c.Incoming.Secret.Reveal(), true}}
+	if c.Mutual != nil {
+		vals = append(vals, value{"target.chap.mutual.user", c.Mutual.User, false}, value{"target.chap.mutual.secret", c.Mutual.Secret.Reveal(), true})
+	}
+	var errs []error
+	for _, v := range vals {
+		if strings.HasPrefix(v.v, unset) {
+			fe := &api.FieldError{Field: v.field, Msg: `starts with "NULL", which LIO reads as "no value" (every login would fail): choose another`}
+			if !v.secret {
+				fe.Value = v.v
+			}
+			errs = append(errs, fe)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkBacking checks that the backing file exists with the size the
@@ -592,6 +620,9 @@ func (d *Driver) setCHAP(ctx context.Context, a *aclState, dir string, c *target
 	} {
 		if f.cur == f.want {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		v := f.want
 		if v == "" {

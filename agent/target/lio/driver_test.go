@@ -441,3 +441,19 @@ func TestSnapshot(t *testing.T) {
 		t.Errorf("Owned = %d targets, %d backstores; want 2, 2", nt, nb)
 	}
 }
+
+// TestCHAPValuesLIOCannotHold: LIO reads a value starting with "NULL" as
+// no value; such a target is refused before anything changes, and the
+// error does not quote the secret.
+func TestCHAPValuesLIOCannotHold(t *testing.T) {
+	d, f := fakeDriver(t)
+	tg := withCHAP(testTarget(t, t.TempDir(), "n1"), false)
+	tg.CHAP.Incoming.Secret = target.NewSecret("NULLABCDEFGHIJKL")
+	err := d.Ensure(context.Background(), tg)
+	if err == nil || !strings.Contains(err.Error(), "target.chap.incoming.secret") || strings.Contains(err.Error(), "NULLABCDEFGHIJKL") {
+		t.Errorf("Ensure of a secret starting with NULL = %v, want an error naming the field, not the secret", err)
+	}
+	if ops := f.takeOps(); len(ops) > 0 {
+		t.Errorf("the refused Ensure changed %q", ops)
+	}
+}

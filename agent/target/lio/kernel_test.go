@@ -211,22 +211,24 @@ func TestKernelHalfBuilt(t *testing.T) {
 	ctx := context.Background()
 	tg := kernelTarget(t, d, "half", 8<<20)
 
-	// A backstore named after the target, made but never enabled.
+	// A backstore named after the target, made but never enabled, where
+	// an interrupted Ensure leaves it (the home HBA of its IQN); and one
+	// outside the probe chain, which Delete finds by reading every HBA.
 	if err := os.MkdirAll(filepath.Join(root, "iscsi"), 0o755); err != nil && !os.IsExist(err) {
 		t.Fatal(err)
 	}
-	hba := filepath.Join(root, "core", "fileio_4242")
-	if err := os.Mkdir(hba, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(filepath.Join(hba, tg.IQN), 0o755); err != nil {
-		t.Fatal(err)
+	home := filepath.Join(root, "core", fmt.Sprintf("fileio_%d", hbaHome(tg.IQN)))
+	stray := filepath.Join(root, "core", "fileio_4242")
+	for _, dir := range []string{home, filepath.Join(home, tg.IQN), stray, filepath.Join(stray, tg.IQN)} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := d.Ensure(ctx, tg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(hba); !os.IsNotExist(err) {
-		t.Errorf("the unfinished backstore's HBA is still there: %v", err)
+	if got := readRaw(t, filepath.Join(home, tg.IQN, "enable")); got != "1\n" {
+		t.Errorf("the backstore in the home HBA is not enabled (%q): it should have been made again there", got)
 	}
 	got, err := d.List(ctx)
 	if err != nil {
@@ -253,6 +255,14 @@ func TestKernelHalfBuilt(t *testing.T) {
 	}
 	if got := readRaw(t, tpgEnable); got != "1\n" {
 		t.Errorf("enable = %q after Ensure", got)
+	}
+	if err := d.Delete(ctx, tg.IQN); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{home, stray} {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("after Delete, %s is still there (%v)", dir, err)
+		}
 	}
 }
 
