@@ -3566,6 +3566,210 @@ func (x *ListEventsResponse) GetEvents() []*Event {
 	return nil
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_sanboot_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
+}
+
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*BackupResponse_Info
+	//	*BackupResponse_Chunk
+	Part          isBackupResponse_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_sanboot_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *BackupResponse) GetPart() isBackupResponse_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *BackupResponse) GetInfo() *BackupInfo {
+	if x != nil {
+		if x, ok := x.Part.(*BackupResponse_Info); ok {
+			return x.Info
+		}
+	}
+	return nil
+}
+
+func (x *BackupResponse) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*BackupResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isBackupResponse_Part interface {
+	isBackupResponse_Part()
+}
+
+type BackupResponse_Info struct {
+	Info *BackupInfo `protobuf:"bytes,1,opt,name=info,proto3,oneof"`
+}
+
+type BackupResponse_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*BackupResponse_Info) isBackupResponse_Part() {}
+
+func (*BackupResponse_Chunk) isBackupResponse_Part() {}
+
+type BackupInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The etcd revision the snapshot holds.
+	Revision  int64  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	SizeBytes int64  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Sha256    string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// etcd's own hash of the database (etcdutl snapshot status).
+	EtcdHash      uint32 `protobuf:"varint,4,opt,name=etcd_hash,json=etcdHash,proto3" json:"etcd_hash,omitempty"`
+	Keys          int64  `protobuf:"varint,5,opt,name=keys,proto3" json:"keys,omitempty"`
+	Member        string `protobuf:"bytes,6,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupInfo) Reset() {
+	*x = BackupInfo{}
+	mi := &file_sanboot_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupInfo) ProtoMessage() {}
+
+func (x *BackupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
+func (*BackupInfo) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *BackupInfo) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetEtcdHash() uint32 {
+	if x != nil {
+		return x.EtcdHash
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
 var File_sanboot_proto protoreflect.FileDescriptor
 
 const file_sanboot_proto_rawDesc = "" +
@@ -3837,7 +4041,21 @@ const file_sanboot_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05count\x18\x05 \x01(\x05R\x05count\"?\n" +
 	"\x12ListEventsResponse\x12)\n" +
-	"\x06events\x18\x01 \x03(\v2\x11.sanboot.v1.EventR\x06events*2\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.sanboot.v1.EventR\x06events\"\x0f\n" +
+	"\rBackupRequest\"^\n" +
+	"\x0eBackupResponse\x12,\n" +
+	"\x04info\x18\x01 \x01(\v2\x16.sanboot.v1.BackupInfoH\x00R\x04info\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"\xa8\x01\n" +
+	"\n" +
+	"BackupInfo\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x1b\n" +
+	"\tetcd_hash\x18\x04 \x01(\rR\betcdHash\x12\x12\n" +
+	"\x04keys\x18\x05 \x01(\x03R\x04keys\x12\x16\n" +
+	"\x06member\x18\x06 \x01(\tR\x06member*2\n" +
 	"\aPutMode\x12\x12\n" +
 	"\x0ePUT_MODE_APPLY\x10\x00\x12\x13\n" +
 	"\x0fPUT_MODE_CREATE\x10\x01*t\n" +
@@ -3845,7 +4063,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xd6\t\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\x99\n" +
+	"\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -3870,7 +4089,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"ReadUpload\x12\x1d.sanboot.v1.ReadUploadRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12:\n" +
 	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12M\n" +
 	"\n" +
-	"PushExport\x12\x1d.sanboot.v1.PushExportRequest\x1a\x1e.sanboot.v1.PushExportResponse(\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
+	"PushExport\x12\x1d.sanboot.v1.PushExportRequest\x1a\x1e.sanboot.v1.PushExportResponse(\x01\x12A\n" +
+	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
 
 var (
 	file_sanboot_proto_rawDescOnce sync.Once
@@ -3885,7 +4105,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -3941,32 +4161,35 @@ var file_sanboot_proto_goTypes = []any{
 	(*BootToken)(nil),             // 51: sanboot.v1.BootToken
 	(*Event)(nil),                 // 52: sanboot.v1.Event
 	(*ListEventsResponse)(nil),    // 53: sanboot.v1.ListEventsResponse
-	nil,                           // 54: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 55: google.protobuf.Timestamp
+	(*BackupRequest)(nil),         // 54: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 55: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 56: sanboot.v1.BackupInfo
+	nil,                           // 57: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 58: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	54, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	55, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	55, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	55, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	57, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	58, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	58, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	58, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	55, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	58, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	55, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	58, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	55, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	55, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	58, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	58, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -3986,49 +4209,52 @@ var file_sanboot_proto_depIdxs = []int32{
 	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
 	42, // 39: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
 	48, // 40: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	55, // 41: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	58, // 41: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
 	52, // 42: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	30, // 43: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 44: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 45: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 46: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	27, // 47: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 48: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 49: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 50: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 51: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 52: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 53: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 54: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 55: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	36, // 56: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	41, // 57: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	44, // 58: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 59: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	47, // 60: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 61: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 62: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 63: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	40, // 64: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	28, // 65: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 66: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 67: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 68: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 69: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	53, // 70: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	50, // 71: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 72: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 73: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	37, // 74: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	43, // 75: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	45, // 76: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	45, // 77: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	49, // 78: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	61, // [61:79] is the sub-list for method output_type
-	43, // [43:61] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	56, // 43: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	30, // 44: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 45: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 46: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 47: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	27, // 48: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 49: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 50: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 51: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 52: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 53: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 54: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 55: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 56: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 57: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	41, // 58: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	44, // 59: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 60: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	47, // 61: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	54, // 62: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	31, // 63: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 64: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 65: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	40, // 66: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	28, // 67: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 68: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 69: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 70: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 71: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	53, // 72: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	50, // 73: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 74: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 75: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	37, // 76: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	43, // 77: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	45, // 78: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	45, // 79: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	49, // 80: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	55, // 81: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	63, // [63:82] is the sub-list for method output_type
+	44, // [44:63] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4051,13 +4277,17 @@ func file_sanboot_proto_init() {
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
+	file_sanboot_proto_msgTypes[52].OneofWrappers = []any{
+		(*BackupResponse_Info)(nil),
+		(*BackupResponse_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   52,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

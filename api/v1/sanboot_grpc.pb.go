@@ -46,6 +46,7 @@ const (
 	Sanboot_ReadUpload_FullMethodName     = "/sanboot.v1.Sanboot/ReadUpload"
 	Sanboot_ExportImage_FullMethodName    = "/sanboot.v1.Sanboot/ExportImage"
 	Sanboot_PushExport_FullMethodName     = "/sanboot.v1.Sanboot/PushExport"
+	Sanboot_Backup_FullMethodName         = "/sanboot.v1.Sanboot/Backup"
 )
 
 // SanbootClient is the client API for Sanboot service.
@@ -82,6 +83,10 @@ type SanbootClient interface {
 	ExportImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
 	// PushExport is how an agent answers an ExportRequest (agents only).
 	PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error)
+	// Backup streams a snapshot of the etcd member behind this API server
+	// (every node, image, assignment and secret): the info first, then the
+	// bytes. Restore it with `sanboot-controlplane restore`.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
 type sanbootClient struct {
@@ -305,6 +310,25 @@ func (c *sanbootClient) PushExport(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_PushExportClient = grpc.ClientStreamingClient[PushExportRequest, PushExportResponse]
 
+func (c *sanbootClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[5], Sanboot_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_BackupClient = grpc.ServerStreamingClient[BackupResponse]
+
 // SanbootServer is the server API for Sanboot service.
 // All implementations must embed UnimplementedSanbootServer
 // for forward compatibility.
@@ -339,6 +363,10 @@ type SanbootServer interface {
 	ExportImage(*GetRequest, grpc.ServerStreamingServer[Chunk]) error
 	// PushExport is how an agent answers an ExportRequest (agents only).
 	PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error
+	// Backup streams a snapshot of the etcd member behind this API server
+	// (every node, image, assignment and secret): the info first, then the
+	// bytes. Restore it with `sanboot-controlplane restore`.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedSanbootServer()
 }
 
@@ -402,6 +430,9 @@ func (UnimplementedSanbootServer) ExportImage(*GetRequest, grpc.ServerStreamingS
 }
 func (UnimplementedSanbootServer) PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error {
 	return status.Error(codes.Unimplemented, "method PushExport not implemented")
+}
+func (UnimplementedSanbootServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedSanbootServer) mustEmbedUnimplementedSanbootServer() {}
 func (UnimplementedSanbootServer) testEmbeddedByValue()                 {}
@@ -705,6 +736,17 @@ func _Sanboot_PushExport_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_PushExportServer = grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]
 
+func _Sanboot_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SanbootServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_BackupServer = grpc.ServerStreamingServer[BackupResponse]
+
 // Sanboot_ServiceDesc is the grpc.ServiceDesc for Sanboot service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -790,6 +832,11 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "PushExport",
 			Handler:       _Sanboot_PushExport_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Backup",
+			Handler:       _Sanboot_Backup_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "sanboot.proto",

@@ -145,6 +145,7 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 		newDeleteCmd(s),
 		newDescribeCmd(s),
 		newConfigCmd(s),
+		newBackupCmd(s),
 	)
 	markRunErrors(root)
 	return root, s
