@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/agent/store"
@@ -26,6 +27,11 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 		guard := int64(0) // the spec is absent
 		if ok {
 			guard = st.rev
+		} else if err := r.confirmImageGone(ctx, k); err != nil {
+			// Not seen is not deleted: the images prefix may not be listed
+			// yet, or the watch lags (a snapshot just made for a node
+			// being torn down). Deleting now could lose the only copy.
+			return retry, err
 		}
 		if err := r.cfg.Store.DeleteImage(ctx, k.project, k.name); err != nil {
 			if isInvalid(err) {
@@ -116,4 +122,23 @@ func storeSpec(k ref, im *sanbootv1.Image) (store.ImageSpec, error) {
 		spec.Source = store.Source{Kind: store.SourceCopy, Image: src.Copy.GetImage()}
 	}
 	return spec, store.ValidateImageSpec(spec)
+}
+
+// confirmImageGone returns nil only when the image's spec is known to be
+// absent: the images prefix has been listed and etcd itself has no record.
+func (r *Reconciler) confirmImageGone(ctx context.Context, k ref) error {
+	r.mu.Lock()
+	listed := r.listed[1]
+	r.mu.Unlock()
+	if !listed {
+		return fmt.Errorf("image %s/%s: the images are not listed yet; not removing it before they are", k.project, k.name)
+	}
+	resp, err := r.cfg.Client.Get(ctx, api.ImageKey(k.project, k.name), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("check that image %s/%s is gone before removing it: %w", k.project, k.name, err)
+	}
+	if resp.Count != 0 {
+		return fmt.Errorf("image %s/%s exists in etcd but not yet in this agent's mirror; waiting for the watch", k.project, k.name)
+	}
+	return nil
 }

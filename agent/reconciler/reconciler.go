@@ -360,8 +360,10 @@ const (
 
 func (r *Reconciler) worker(ctx context.Context) {
 	for {
-		n := min(64, max(1, r.q.Len()/r.cfg.Workers))
-		keys, ok := r.q.GetBatch(n)
+		// One key at a time: a slow key (a full copy, a large import)
+		// must not hold others hostage while workers idle. The status
+		// writer batches the etcd writes.
+		keys, ok := r.q.GetBatch(1)
 		if !ok {
 			return
 		}

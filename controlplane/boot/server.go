@@ -71,6 +71,10 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 	errc := make(chan error, 1)
 	wg.Go(func() {
 		s.log.Info("boot server serving", "addr", lis.Addr().String(), "tokens", s.cfg.Tokens)
+		if !s.cfg.Tokens {
+			s.log.Warn("boot tokens are off: whoever reaches the boot server can fetch the CHAP credentials of any node; " +
+				"serve it on a provisioning network only, or turn on --boot-tokens (docs/boot.md)")
+		}
 		if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("boot server: %w", err)
 			cancel()
@@ -186,7 +190,11 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 			return
 		}
 	}
-	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "chap", secret != nil && n.GetSpec().GetChap())
+	chap := secret != nil && n.GetSpec().GetChap()
+	if chap && !s.cfg.Tokens {
+		s.log.Warn("CHAP credentials served without a boot token", "node", ref, "remote", r.RemoteAddr)
+	}
+	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "chap", chap)
 	writeScript(w, s.cfg.Render(plan, self))
 }
 

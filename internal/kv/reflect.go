@@ -54,8 +54,13 @@ func Reflect(ctx context.Context, cli *clientv3.Client, prefix string, log *slog
 				continue
 			}
 			rev = r
+			backoff = 100 * time.Millisecond // listed: the next trouble starts afresh
 		}
+		before := rev
 		err := watch(ctx, cli, prefix, &rev, known, handle)
+		if rev != before {
+			backoff = 100 * time.Millisecond // the watch worked for a while
+		}
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, rpctypes.ErrCompacted):
