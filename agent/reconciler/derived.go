@@ -129,12 +129,14 @@ func (r *Reconciler) wakeAfter(k key) {
 // and has not made yet, before the node's disk is deleted: a snapshot
 // asked for before the node's deletion is never lost to it. It reads the
 // project's images from etcd rather than from the mirror, which may lag
-// behind the assignment that asked for the deletion.
-func (r *Reconciler) takeSnapshots(ctx context.Context, k ref) error {
+// behind the assignment that asked for the deletion. It returns how many
+// snapshots of the node this agent holds (taken now or before).
+func (r *Reconciler) takeSnapshots(ctx context.Context, k ref) (int, error) {
 	resp, err := r.cfg.Client.Get(ctx, api.ImagesPrefix(k.project), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("list the images of project %q to find snapshots of the node: %w", k.project, err)
+		return 0, fmt.Errorf("list the images of project %q to find snapshots of the node: %w", k.project, err)
 	}
+	held := 0
 	for _, kv := range resp.Kvs {
 		project, name, err := api.ProjectName(string(kv.Key))
 		if err != nil {
@@ -150,13 +152,15 @@ func (r *Reconciler) takeSnapshots(ctx context.Context, k ref) error {
 			continue // the image's own work reports it
 		}
 		if _, err := r.cfg.Store.StatImage(ctx, project, name); err == nil {
+			held++
 			continue
 		}
 		if _, err := r.cfg.Store.EnsureImage(ctx, spec); err != nil {
-			return fmt.Errorf("snapshot %q of the node could not be taken: %w", name, err)
+			return held, fmt.Errorf("snapshot %q of the node could not be taken: %w", name, err)
 		}
 		r.log.Info("took a snapshot before deleting the node's disk", "project", project, "node", k.name, "image", name)
 		r.q.Add(key{kindImage, ik}) // report its replica
+		held++
 	}
-	return nil
+	return held, nil
 }

@@ -234,3 +234,38 @@ func TestDeletionTakesPendingSnapshotsFirst(t *testing.T) {
 	}
 	h.waitReplica("snap", "Ready", phaseIs(api.ReplicaReady, ""))
 }
+
+// A node deleted with spec.keepDisk, whose disk the API server turned into
+// a snapshot image with the deletion: the agent deletes the disk, but only
+// after that image is made, and says so.
+func TestKeepDiskDeletesTheDiskAfterItsImage(t *testing.T) {
+	h := newHarness(t)
+	g := &gatedStore{Store: h.store, gated: "node-01-disk-20260101-000000", release: make(chan struct{})}
+	h.start(func(c *reconciler.Config) { c.Store = g })
+	h.putImage("default", "golden", 1)
+	a := nodeOn("golden", "node-01", 1)
+	h.assign(a)
+	h.waitReady("default", "node-01", 1)
+
+	h.putDerived(g.gated, 1, snapshotOf("node-01"), "golden", agent)
+	a.Spec.KeepDisk = true
+	a.Generation = 2
+	a.Deleting = true
+	h.assign(a)
+	eventually(t, "the teardown reaches the snapshot or the disk", func() bool { n, gone, _ := g.state(); return n == 2 || gone })
+	if _, gone, _ := g.state(); gone {
+		t.Fatal("the disk was deleted while its image was still being made")
+	}
+	close(g.release)
+	st := h.waitStatus("default", "node-01", "Deleted", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseDeleted })
+	if _, _, v := g.state(); v != "" {
+		t.Fatal(v)
+	}
+	if _, err := h.store.StatDisk(ctx, "default", "node-01"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("disk not deleted after its image was made: %v", err)
+	}
+	if !strings.Contains(st.Message, "kept as a snapshot image") {
+		t.Errorf("message %q", st.Message)
+	}
+	h.waitReplica(g.gated, "Ready", phaseIs(api.ReplicaReady, ""))
+}

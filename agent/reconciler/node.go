@@ -133,24 +133,31 @@ func (r *Reconciler) teardown(ctx context.Context, w *nodeWork, a *sanbootv1.Ass
 		}
 	}
 	msg := "target removed and disk deleted"
-	if a.GetSpec().GetKeepDisk() {
+	w.p.step("taking the snapshots asked for before deleting the disk")
+	held, err := r.takeSnapshots(ctx, k)
+	if err != nil {
+		return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed; the disk is kept until the snapshots "+
+			"asked for before the deletion are taken: %v; the agent retries", err))
+	}
+	// With spec.keepDisk the API server wrote a snapshot image of the disk
+	// with the deletion: once it is taken the disk can go. A control plane
+	// that wrote none (held == 0) gets the disk kept where it is.
+	if a.GetSpec().GetKeepDisk() && held == 0 {
 		path := "(none)"
 		if d, err := r.cfg.Store.StatDisk(ctx, k.project, k.name); err == nil {
 			path = d.Path
 		}
-		msg = fmt.Sprintf("target removed; the disk is kept at %s because spec.keepDisk is set "+
-			"(turning it into an image comes in a later release)", path)
-	} else {
-		w.p.step("taking the snapshots asked for before deleting the disk")
-		if err := r.takeSnapshots(ctx, k); err != nil {
-			return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed; the disk is kept until the snapshots "+
-				"asked for before the deletion are taken: %v; the agent retries", err))
-		}
-		w.p.step("deleting the disk")
-		if err := r.cfg.Store.DeleteDisk(ctx, k.project, k.name); err != nil {
-			return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed but the disk could not be deleted: %v; "+
-				"check the store directory on this agent; the agent retries", err))
-		}
+		w.final(w.status(api.PhaseDeleted, fmt.Sprintf("target removed; the disk is kept at %s because spec.keepDisk is set "+
+			"and no image of it exists: snapshot it or delete the file by hand", path)))
+		return done, nil
+	}
+	w.p.step("deleting the disk")
+	if err := r.cfg.Store.DeleteDisk(ctx, k.project, k.name); err != nil {
+		return w.failed(retry, err, fmt.Sprintf("deleting: the target is removed but the disk could not be deleted: %v; "+
+			"check the store directory on this agent; the agent retries", err))
+	}
+	if a.GetSpec().GetKeepDisk() {
+		msg = "target removed; the disk was kept as a snapshot image (spec.keepDisk), then deleted"
 	}
 	w.final(w.status(api.PhaseDeleted, msg))
 	return done, nil

@@ -2696,6 +2696,200 @@ func (x *NodeEvent) GetRevision() int64 {
 	return 0
 }
 
+// WatchImagesRequest selects the images a WatchImages stream sends.
+type WatchImagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	AllProjects   bool                   `protobuf:"varint,2,opt,name=all_projects,json=allProjects,proto3" json:"all_projects,omitempty"`
+	LabelSelector string                 `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Only these images (in project); empty means all that match.
+	Names         []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchImagesRequest) Reset() {
+	*x = WatchImagesRequest{}
+	mi := &file_sanboot_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchImagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchImagesRequest) ProtoMessage() {}
+
+func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
+func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WatchImagesRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *WatchImagesRequest) GetAllProjects() bool {
+	if x != nil {
+		return x.AllProjects
+	}
+	return false
+}
+
+func (x *WatchImagesRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *WatchImagesRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// ImageEvent is one change of an image's view (spec, replicas, users),
+// with the event types of NodeEvent.
+type ImageEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          NodeEvent_Type         `protobuf:"varint,1,opt,name=type,proto3,enum=sanboot.v1.NodeEvent_Type" json:"type,omitempty"`
+	Image         *Image                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageEvent) Reset() {
+	*x = ImageEvent{}
+	mi := &file_sanboot_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageEvent) ProtoMessage() {}
+
+func (x *ImageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
+func (*ImageEvent) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ImageEvent) GetType() NodeEvent_Type {
+	if x != nil {
+		return x.Type
+	}
+	return NodeEvent_TYPE_UNSPECIFIED
+}
+
+func (x *ImageEvent) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *ImageEvent) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// AgentEvent is one change of an agent's view (record, state, node
+// count), with the event types of NodeEvent.
+type AgentEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          NodeEvent_Type         `protobuf:"varint,1,opt,name=type,proto3,enum=sanboot.v1.NodeEvent_Type" json:"type,omitempty"`
+	Agent         *Agent                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentEvent) Reset() {
+	*x = AgentEvent{}
+	mi := &file_sanboot_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentEvent) ProtoMessage() {}
+
+func (x *AgentEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
+func (*AgentEvent) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AgentEvent) GetType() NodeEvent_Type {
+	if x != nil {
+		return x.Type
+	}
+	return NodeEvent_TYPE_UNSPECIFIED
+}
+
+func (x *AgentEvent) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentEvent) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type DeleteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2704,7 +2898,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2910,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2923,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -2747,7 +2941,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2953,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2966,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -2829,7 +3023,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +3035,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +3048,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -2893,7 +3087,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3099,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3112,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -2967,7 +3161,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3173,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3186,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3018,7 +3212,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3224,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3237,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3071,7 +3265,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3277,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3290,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3142,7 +3336,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3348,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3361,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3226,7 +3420,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3432,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3445,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3290,7 +3484,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3496,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3509,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3333,7 +3527,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3539,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3552,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3392,7 +3586,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3598,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3611,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3458,7 +3652,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3470,7 +3664,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3483,7 +3677,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3531,7 +3725,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3543,7 +3737,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3556,7 +3750,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3574,7 +3768,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3586,7 +3780,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3599,7 +3793,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 type BackupResponse struct {
@@ -3615,7 +3809,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3821,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3834,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -3700,7 +3894,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3906,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3919,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -3988,7 +4182,22 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"TYPE_ADDED\x10\x03\x12\x11\n" +
 	"\rTYPE_MODIFIED\x10\x04\x12\x10\n" +
-	"\fTYPE_DELETED\x10\x05\"\x10\n" +
+	"\fTYPE_DELETED\x10\x05\"\x8e\x01\n" +
+	"\x12WatchImagesRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
+	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x14\n" +
+	"\x05names\x18\x04 \x03(\tR\x05names\"\x81\x01\n" +
+	"\n" +
+	"ImageEvent\x12.\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1a.sanboot.v1.NodeEvent.TypeR\x04type\x12'\n" +
+	"\x05image\x18\x02 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x81\x01\n" +
+	"\n" +
+	"AgentEvent\x12.\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1a.sanboot.v1.NodeEvent.TypeR\x04type\x12'\n" +
+	"\x05agent\x18\x02 \x01(\v2\x11.sanboot.v1.AgentR\x05agent\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x10\n" +
 	"\x0eDeleteResponse\"h\n" +
 	"\x12UploadImageRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.sanboot.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
@@ -4063,14 +4272,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\x99\n" +
-	"\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xaa\v\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
 	"\n" +
 	"ListImages\x12\x17.sanboot.v1.ListRequest\x1a\x1e.sanboot.v1.ListImagesResponse\x12D\n" +
-	"\vDeleteImage\x12\x19.sanboot.v1.DeleteRequest\x1a\x1a.sanboot.v1.DeleteResponse\x12B\n" +
+	"\vDeleteImage\x12\x19.sanboot.v1.DeleteRequest\x1a\x1a.sanboot.v1.DeleteResponse\x12G\n" +
+	"\vWatchImages\x12\x1e.sanboot.v1.WatchImagesRequest\x1a\x16.sanboot.v1.ImageEvent0\x01\x12B\n" +
 	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x123\n" +
 	"\aGetNode\x12\x16.sanboot.v1.GetRequest\x1a\x10.sanboot.v1.Node\x12C\n" +
 	"\tListNodes\x12\x17.sanboot.v1.ListRequest\x1a\x1d.sanboot.v1.ListNodesResponse\x129\n" +
@@ -4082,7 +4291,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\rGetBootScript\x12\x16.sanboot.v1.GetRequest\x1a\x16.sanboot.v1.BootScript\x12K\n" +
 	"\n" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
-	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12N\n" +
+	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12F\n" +
+	"\vWatchAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x16.sanboot.v1.AgentEvent0\x01\x12N\n" +
 	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12@\n" +
 	"\n" +
@@ -4105,7 +4315,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4147,49 +4357,52 @@ var file_sanboot_proto_goTypes = []any{
 	(*ListMembersResponse)(nil),   // 37: sanboot.v1.ListMembersResponse
 	(*WatchNodesRequest)(nil),     // 38: sanboot.v1.WatchNodesRequest
 	(*NodeEvent)(nil),             // 39: sanboot.v1.NodeEvent
-	(*DeleteResponse)(nil),        // 40: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 41: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 42: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 43: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 44: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 45: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 46: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 47: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 48: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 49: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 50: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 51: sanboot.v1.BootToken
-	(*Event)(nil),                 // 52: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 53: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 54: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 55: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 56: sanboot.v1.BackupInfo
-	nil,                           // 57: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 58: google.protobuf.Timestamp
+	(*WatchImagesRequest)(nil),    // 40: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 41: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 42: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 43: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 44: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 45: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 46: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 47: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 48: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 49: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 50: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 51: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 52: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 53: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 54: sanboot.v1.BootToken
+	(*Event)(nil),                 // 55: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 56: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 57: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 58: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 59: sanboot.v1.BackupInfo
+	nil,                           // 60: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 61: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	57, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	58, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	58, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	58, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	60, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	61, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	61, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	61, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	58, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	61, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	58, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	61, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	58, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	58, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	61, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	61, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -4207,54 +4420,62 @@ var file_sanboot_proto_depIdxs = []int32{
 	23, // 36: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
 	2,  // 37: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
 	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	42, // 39: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	48, // 40: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	58, // 41: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	52, // 42: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	56, // 43: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 44: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 45: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 46: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 47: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	27, // 48: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 49: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 50: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 51: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 52: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 53: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 54: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 55: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 56: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	36, // 57: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	41, // 58: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	44, // 59: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 60: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	47, // 61: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	54, // 62: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	31, // 63: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 64: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 65: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	40, // 66: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	28, // 67: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 68: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 69: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 70: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 71: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	53, // 72: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	50, // 73: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 74: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 75: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	37, // 76: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	43, // 77: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	45, // 78: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	45, // 79: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	49, // 80: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	55, // 81: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	63, // [63:82] is the sub-list for method output_type
-	44, // [44:63] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	2,  // 39: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 40: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 41: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 42: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	45, // 43: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	51, // 44: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	61, // 45: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	55, // 46: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	59, // 47: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	30, // 48: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 49: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 50: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 51: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	40, // 52: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 53: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 54: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 55: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 56: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 57: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 58: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 59: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 60: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 61: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	33, // 62: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	36, // 63: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	44, // 64: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	47, // 65: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 66: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	50, // 67: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	57, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	31, // 69: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 70: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 71: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	43, // 72: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	41, // 73: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 74: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 75: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 76: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 77: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 78: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	56, // 79: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	53, // 80: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 81: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 82: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	42, // 83: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	37, // 84: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	46, // 85: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	48, // 86: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	48, // 87: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	52, // 88: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	58, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	69, // [69:90] is the sub-list for method output_type
+	48, // [48:69] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4269,15 +4490,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[38].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[41].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[44].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[52].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4287,7 +4508,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   55,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

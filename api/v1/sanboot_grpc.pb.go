@@ -32,6 +32,7 @@ const (
 	Sanboot_GetImage_FullMethodName       = "/sanboot.v1.Sanboot/GetImage"
 	Sanboot_ListImages_FullMethodName     = "/sanboot.v1.Sanboot/ListImages"
 	Sanboot_DeleteImage_FullMethodName    = "/sanboot.v1.Sanboot/DeleteImage"
+	Sanboot_WatchImages_FullMethodName    = "/sanboot.v1.Sanboot/WatchImages"
 	Sanboot_PutNode_FullMethodName        = "/sanboot.v1.Sanboot/PutNode"
 	Sanboot_GetNode_FullMethodName        = "/sanboot.v1.Sanboot/GetNode"
 	Sanboot_ListNodes_FullMethodName      = "/sanboot.v1.Sanboot/ListNodes"
@@ -41,6 +42,7 @@ const (
 	Sanboot_GetBootScript_FullMethodName  = "/sanboot.v1.Sanboot/GetBootScript"
 	Sanboot_ListAgents_FullMethodName     = "/sanboot.v1.Sanboot/ListAgents"
 	Sanboot_GetAgent_FullMethodName       = "/sanboot.v1.Sanboot/GetAgent"
+	Sanboot_WatchAgents_FullMethodName    = "/sanboot.v1.Sanboot/WatchAgents"
 	Sanboot_ListMembers_FullMethodName    = "/sanboot.v1.Sanboot/ListMembers"
 	Sanboot_UploadImage_FullMethodName    = "/sanboot.v1.Sanboot/UploadImage"
 	Sanboot_ReadUpload_FullMethodName     = "/sanboot.v1.Sanboot/ReadUpload"
@@ -57,6 +59,9 @@ type SanbootClient interface {
 	GetImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*Image, error)
 	ListImages(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListImagesResponse, error)
 	DeleteImage(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// WatchImages sends the images a request selects (TYPE_INITIAL each,
+	// then TYPE_SYNCED), then every change of their views.
+	WatchImages(ctx context.Context, in *WatchImagesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageEvent], error)
 	PutNode(ctx context.Context, in *PutNodeRequest, opts ...grpc.CallOption) (*PutNodeResponse, error)
 	GetNode(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*Node, error)
 	ListNodes(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
@@ -70,6 +75,9 @@ type SanbootClient interface {
 	GetBootScript(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*BootScript, error)
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*Agent, error)
+	// WatchAgents sends every agent (TYPE_INITIAL each, then TYPE_SYNCED),
+	// then every change of their views.
+	WatchAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentEvent], error)
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
 	// UploadSource then makes agents fetch them with ReadUpload.
@@ -137,6 +145,25 @@ func (c *sanbootClient) DeleteImage(ctx context.Context, in *DeleteRequest, opts
 	return out, nil
 }
 
+func (c *sanbootClient) WatchImages(ctx context.Context, in *WatchImagesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[0], Sanboot_WatchImages_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchImagesRequest, ImageEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_WatchImagesClient = grpc.ServerStreamingClient[ImageEvent]
+
 func (c *sanbootClient) PutNode(ctx context.Context, in *PutNodeRequest, opts ...grpc.CallOption) (*PutNodeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutNodeResponse)
@@ -179,7 +206,7 @@ func (c *sanbootClient) DeleteNode(ctx context.Context, in *DeleteRequest, opts 
 
 func (c *sanbootClient) WatchNodes(ctx context.Context, in *WatchNodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[0], Sanboot_WatchNodes_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[1], Sanboot_WatchNodes_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +263,25 @@ func (c *sanbootClient) GetAgent(ctx context.Context, in *GetAgentRequest, opts 
 	return out, nil
 }
 
+func (c *sanbootClient) WatchAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[2], Sanboot_WatchAgents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListAgentsRequest, AgentEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_WatchAgentsClient = grpc.ServerStreamingClient[AgentEvent]
+
 func (c *sanbootClient) ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListMembersResponse)
@@ -248,7 +294,7 @@ func (c *sanbootClient) ListMembers(ctx context.Context, in *ListMembersRequest,
 
 func (c *sanbootClient) UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[1], Sanboot_UploadImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[3], Sanboot_UploadImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +307,7 @@ type Sanboot_UploadImageClient = grpc.ClientStreamingClient[UploadImageRequest, 
 
 func (c *sanbootClient) ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[2], Sanboot_ReadUpload_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[4], Sanboot_ReadUpload_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +326,7 @@ type Sanboot_ReadUploadClient = grpc.ServerStreamingClient[Chunk]
 
 func (c *sanbootClient) ExportImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[3], Sanboot_ExportImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[5], Sanboot_ExportImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +345,7 @@ type Sanboot_ExportImageClient = grpc.ServerStreamingClient[Chunk]
 
 func (c *sanbootClient) PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[4], Sanboot_PushExport_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[6], Sanboot_PushExport_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +358,7 @@ type Sanboot_PushExportClient = grpc.ClientStreamingClient[PushExportRequest, Pu
 
 func (c *sanbootClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[5], Sanboot_Backup_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[7], Sanboot_Backup_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -337,6 +383,9 @@ type SanbootServer interface {
 	GetImage(context.Context, *GetRequest) (*Image, error)
 	ListImages(context.Context, *ListRequest) (*ListImagesResponse, error)
 	DeleteImage(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// WatchImages sends the images a request selects (TYPE_INITIAL each,
+	// then TYPE_SYNCED), then every change of their views.
+	WatchImages(*WatchImagesRequest, grpc.ServerStreamingServer[ImageEvent]) error
 	PutNode(context.Context, *PutNodeRequest) (*PutNodeResponse, error)
 	GetNode(context.Context, *GetRequest) (*Node, error)
 	ListNodes(context.Context, *ListRequest) (*ListNodesResponse, error)
@@ -350,6 +399,9 @@ type SanbootServer interface {
 	GetBootScript(context.Context, *GetRequest) (*BootScript, error)
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	GetAgent(context.Context, *GetAgentRequest) (*Agent, error)
+	// WatchAgents sends every agent (TYPE_INITIAL each, then TYPE_SYNCED),
+	// then every change of their views.
+	WatchAgents(*ListAgentsRequest, grpc.ServerStreamingServer[AgentEvent]) error
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
 	// UploadSource then makes agents fetch them with ReadUpload.
@@ -389,6 +441,9 @@ func (UnimplementedSanbootServer) ListImages(context.Context, *ListRequest) (*Li
 func (UnimplementedSanbootServer) DeleteImage(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteImage not implemented")
 }
+func (UnimplementedSanbootServer) WatchImages(*WatchImagesRequest, grpc.ServerStreamingServer[ImageEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchImages not implemented")
+}
 func (UnimplementedSanbootServer) PutNode(context.Context, *PutNodeRequest) (*PutNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutNode not implemented")
 }
@@ -415,6 +470,9 @@ func (UnimplementedSanbootServer) ListAgents(context.Context, *ListAgentsRequest
 }
 func (UnimplementedSanbootServer) GetAgent(context.Context, *GetAgentRequest) (*Agent, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAgent not implemented")
+}
+func (UnimplementedSanbootServer) WatchAgents(*ListAgentsRequest, grpc.ServerStreamingServer[AgentEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchAgents not implemented")
 }
 func (UnimplementedSanbootServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
@@ -526,6 +584,17 @@ func _Sanboot_DeleteImage_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Sanboot_WatchImages_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchImagesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SanbootServer).WatchImages(m, &grpc.GenericServerStream[WatchImagesRequest, ImageEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_WatchImagesServer = grpc.ServerStreamingServer[ImageEvent]
 
 func _Sanboot_PutNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PutNodeRequest)
@@ -682,6 +751,17 @@ func _Sanboot_GetAgent_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sanboot_WatchAgents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListAgentsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SanbootServer).WatchAgents(m, &grpc.GenericServerStream[ListAgentsRequest, AgentEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sanboot_WatchAgentsServer = grpc.ServerStreamingServer[AgentEvent]
+
 func _Sanboot_ListMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListMembersRequest)
 	if err := dec(in); err != nil {
@@ -809,8 +889,18 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 	},
 	Streams: []grpc.StreamDesc{
 		{
+			StreamName:    "WatchImages",
+			Handler:       _Sanboot_WatchImages_Handler,
+			ServerStreams: true,
+		},
+		{
 			StreamName:    "WatchNodes",
 			Handler:       _Sanboot_WatchNodes_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchAgents",
+			Handler:       _Sanboot_WatchAgents_Handler,
 			ServerStreams: true,
 		},
 		{

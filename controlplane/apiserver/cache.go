@@ -33,10 +33,13 @@ type cache struct {
 	synced  chan struct{} // closed after the first list
 	stopped chan struct{} // closed when run returns
 
-	mu     sync.Mutex
-	store  *state.Store
-	views  map[state.Ref]*sanbootv1.Node
-	subs   map[*subscriber]struct{}
+	mu    sync.Mutex
+	store *state.Store
+	views map[state.Ref]*sanbootv1.Node
+	subs  map[*subscriber]struct{}
+	// images and agents are the other views, for WatchImages and WatchAgents.
+	images *viewSet[state.Ref, *sanbootv1.Image]
+	agents *viewSet[string, *sanbootv1.Agent]
 	closed bool
 	// advanced is closed (and replaced) whenever the store's revision moves.
 	advanced chan struct{}
@@ -66,10 +69,12 @@ func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 		buffer:  buffer,
 		synced:  make(chan struct{}),
 		stopped: make(chan struct{}),
-		// Agents only for the metrics (agents by state, store bytes).
-		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents),
-		views: map[state.Ref]*sanbootv1.Node{},
-		subs:  map[*subscriber]struct{}{},
+		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents,
+			state.Images, state.Replicas, state.Assign),
+		views:  map[state.Ref]*sanbootv1.Node{},
+		subs:   map[*subscriber]struct{}{},
+		images: newViewSet[state.Ref, *sanbootv1.Image]("image", compareRefs),
+		agents: newViewSet[string, *sanbootv1.Agent]("agent", strings.Compare),
 
 		advanced: make(chan struct{}),
 	}
@@ -80,6 +85,8 @@ func (c *cache) run(ctx context.Context) error {
 		c.mu.Lock()
 		c.closed = true
 		c.subs = map[*subscriber]struct{}{}
+		c.images.subs = map[*objWatch[*sanbootv1.Image]]struct{}{}
+		c.agents.subs = map[*objWatch[*sanbootv1.Agent]]struct{}{}
 		c.mu.Unlock()
 		close(c.stopped)
 	}()
@@ -138,6 +145,7 @@ func (c *cache) handle(b kv.Batch) {
 			}
 		}
 	}
+	c.refreshObjects(changes, b.Resync)
 	select {
 	case <-c.synced:
 	default:

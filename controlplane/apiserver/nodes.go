@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -269,7 +271,8 @@ func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.D
 	if rec.Metadata == nil {
 		rec.Metadata = &sanbootv1.ObjectMeta{Project: ref.Project, Name: ref.Name}
 	}
-	rec.Metadata.DeleteTime = timestamppb.Now()
+	now := time.Now()
+	rec.Metadata.DeleteTime = timestamppb.New(now)
 	if req.GetKeepDisk() && !rec.GetSpec().GetKeepDisk() {
 		if rec.Spec == nil {
 			rec.Spec = &sanbootv1.NodeSpec{}
@@ -277,14 +280,99 @@ func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.D
 		rec.Spec.KeepDisk = true // a spec change: the agent must learn it
 		rec.Metadata.Generation++
 	}
-	rev, err := kv.CAS(ctx, s.cli, api.NodeKey(ref.Project, ref.Name), old.ModRevision, rec)
-	if errors.Is(err, kv.ErrConflict) {
-		return nil, err
-	}
+	key := api.NodeKey(ref.Project, ref.Name)
+	put, err := kv.PutOp(key, rec)
 	if err != nil {
-		return nil, etcdError(ctx, "write", err)
+		return nil, apiError(err)
+	}
+	cmps := []clientv3.Cmp{kv.Unchanged(key, old.ModRevision)}
+	ops := []clientv3.Op{put}
+	kept := ""
+	if rec.GetSpec().GetKeepDisk() {
+		img, guards, err := s.keptDiskImage(ctx, ref, rec, st.Placements[ref].Msg.GetAgent(), now)
+		if err != nil {
+			return nil, err
+		}
+		if img != nil {
+			kept = img.Metadata.Name
+			iput, err := kv.PutOp(api.ImageKey(ref.Project, kept), img)
+			if err != nil {
+				return nil, apiError(err)
+			}
+			cmps, ops = append(cmps, guards...), append(ops, iput)
+		}
+	}
+	rev, err := s.write(ctx, cmps, ops...)
+	if err != nil {
+		return nil, err // kv.ErrConflict or a status
+	}
+	if kept != "" {
+		s.log.Info("node deletion requested; its disk becomes an image", "node", ref, "image", kept, "rev", rev)
+		s.events.mu.Lock()
+		s.events.add(ref, event("Normal", "DiskKept", "%s%s: the agent snapshots the disk, then deletes it", KeptDiskPrefix, kept))
+		s.events.mu.Unlock()
+		st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
+		n := view.Node(st, ref)
+		if n.Status == nil {
+			n.Status = &sanbootv1.NodeStatus{}
+		}
+		n.Status.Message = KeptDiskPrefix + kept + "; " + n.Status.Message
+		return n, nil
 	}
 	s.log.Info("node deletion requested", "node", ref, "rev", rev)
 	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
 	return view.Node(st, ref), nil
+}
+
+// KeptDiskPrefix starts the status message DeleteNode returns when it
+// turned the node's disk into an image; the image's name follows it, up
+// to "; " or the end.
+const KeptDiskPrefix = "disk kept as image/"
+
+// KeptDiskName is the image a node's disk is kept as: NODE-disk-<UTC
+// time>, the node's name shortened so that the whole is a DNS label.
+func KeptDiskName(node string, now time.Time) string {
+	suffix := "-disk-" + now.UTC().Format("20060102-150405")
+	if max := 63 - len(suffix); len(node) > max {
+		node = strings.TrimRight(node[:max], "-")
+	}
+	return node + suffix
+}
+
+// keptDiskImage is the snapshot image that keeps the disk of node rec,
+// placed on agent, when it is deleted with keep_disk, and the comparisons
+// its write needs (the name is free, the parent image unchanged). It is
+// nil when the node was never placed: it has no disk.
+func (s *Server) keptDiskImage(ctx context.Context, ref state.Ref, rec *sanbootv1.Node, agent string, now time.Time) (*sanbootv1.Image, []clientv3.Cmp, error) {
+	if agent == "" {
+		return nil, nil, nil
+	}
+	parent := rec.GetSpec().GetImage()
+	pref := state.Ref{Project: ref.Project, Name: parent}
+	st, err := s.read(ctx, get(api.ImageKey(pref.Project, pref.Name)))
+	if err != nil {
+		return nil, nil, err
+	}
+	p, ok := st.Images[pref]
+	if !ok { // PutNode and DeleteImage never let this happen
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "the image %q of %s does not exist, so its disk cannot be kept as an image: "+
+			"delete the node without keep_disk", parent, describe("node", ref))
+	}
+	name := KeptDiskName(ref.Name, now)
+	img := &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{
+			Project: ref.Project, Name: name, Generation: 1, CreateTime: timestamppb.New(now), Uid: newUID(),
+		},
+		Spec: &sanbootv1.ImageSpec{
+			SizeBytes:   p.Msg.GetSpec().GetSizeBytes(),
+			Source:      &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: ref.Name}}},
+			Agents:      []string{agent},
+			Parent:      parent,
+			Description: "disk of node " + ref.Name + ", kept when the node was deleted",
+		},
+	}
+	return img, []clientv3.Cmp{
+		kv.Unchanged(api.ImageKey(ref.Project, name), 0),
+		kv.Unchanged(api.ImageKey(pref.Project, pref.Name), p.ModRevision),
+	}, nil
 }

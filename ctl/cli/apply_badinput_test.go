@@ -156,7 +156,7 @@ func TestBadInput(t *testing.T) {
 		{"delete -f of a bad file", "apiVersion: sanboot.io/v1\nkind: Nod\n", []string{"delete", "-f", "FILE"}, ExitError, []string{`bad.yaml:2:7: kind: "Nod" is not a kind`}},
 		{"jsonpath unclosed", "", []string{"get", "nodes", "-o", "jsonpath={.metadata.name"}, ExitUsage, []string{`has no closing }`}},
 		{"jsonpath not a path", "", []string{"get", "nodes", "-o", "jsonpath={metadata}"}, ExitUsage, []string{`"metadata" is not a path`}},
-		{"watch images", "", []string{"get", "images", "-w"}, ExitUsage, []string{"unknown shorthand flag: 'w'"}},
+		{"watch with names and -A", "", []string{"get", "images", "-w", "-A", "debian-13"}, ExitUsage, []string{"names cannot be combined with --all-projects"}},
 		{"wait bogus condition", "", []string{"wait", "node", "node-01", "--for=condition=Happy"}, ExitUsage, []string{"node conditions are Scheduled, AgentAvailable and Ready"}},
 		{"config view table", "", []string{"config", "view", "-o", "table"}, ExitUsage, []string{`-o "table": use yaml or json`}},
 		{"delete names and selector", "", []string{"delete", "node", "node-01", "-l", "rack=r1"}, ExitUsage, []string{"name nodes or select them with -l, not both"}},

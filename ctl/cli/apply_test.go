@@ -71,7 +71,7 @@ func TestDeclarativeGolden(t *testing.T) {
 		{"apply_prune_dry_run.txt", []string{"apply", "-f", manifests + "rack-r1.yaml", "--prune", "-l", "rack=r1", "--dry-run"}},
 		{"apply_prune.txt", []string{"apply", "-f", manifests + "rack-r1.yaml", "--prune", "-l", "rack=r1"}},
 		{"delete_node.txt", []string{"delete", "node", "node-03", "node-10"}},
-		{"delete_keep_disk.txt", []string{"delete", "node", "node-02", "--keep-disk"}},
+		{"delete_keep_disk_unplaced.txt", []string{"delete", "node", "node-02", "--keep-disk"}},
 		{"delete_file.txt", []string{"delete", "-f", manifests + "lab.yaml"}},
 		{"delete_missing.txt", []string{"delete", "node", "nope"}},
 		{"delete_missing_ignored.txt", []string{"delete", "node", "nope", "--ignore-not-found"}},

@@ -35,9 +35,11 @@ Deleting a node takes two steps: the API marks it deleting ("deleting"),
 then its agent removes target and disk and the record goes ("deleted",
 printed with --wait).
 
---keep-disk keeps each node's disk as an image: sanbootctl first snapshots
-the node into the image NODE-disk-YYYYMMDD-HHMMSS, waits until that image
-is Ready, prints its name, and only then deletes the node.`,
+--keep-disk keeps each node's disk as an image: with the deletion, the API
+server writes the snapshot image NODE-disk-YYYYMMDD-HHMMSS of the node's
+disk, whose name sanbootctl prints; the agent makes that image before it
+deletes the disk. With --wait, sanbootctl also waits until the image is
+Ready.`,
 		Example: `  # Delete what a file describes and wait until it is gone
   sanbootctl delete -f examples/nodes.yaml --wait
 
@@ -106,7 +108,7 @@ is Ready, prints its name, and only then deletes the node.`,
 func (f *deleteFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.wait, "wait", false, "wait until the nodes are gone")
-	fl.BoolVar(&f.keepDisk, "keep-disk", false, "first snapshot each node's disk into an image NODE-disk-<time> and print its name")
+	fl.BoolVar(&f.keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
 	fl.BoolVar(&f.ignoreNotFound, "ignore-not-found", false, "treat objects that do not exist as deleted")
 	fl.DurationVar(&f.timeout, "timeout", defaultWaitTimeout, "bound of the whole command, including --wait and --keep-disk (exit code 3 when it passes)")
 }
@@ -177,20 +179,9 @@ func (s *session) deleteNodes(ctx context.Context, project string, names []strin
 		return err
 	}
 	var errs []error
-	var deleting []string
+	var deleting, kept []string
 	for _, name := range names {
-		if f.keepDisk {
-			img, err := s.keepDisk(ctx, c, project, name, f.timeout)
-			if err != nil {
-				if f.ignoreNotFound && exitCode(err) == ExitNotFound {
-					continue
-				}
-				errs = append(errs, err)
-				continue
-			}
-			fmt.Fprintf(s.env.Stdout, "node/%s disk kept as image/%s\n", name, img)
-		}
-		_, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name})
+		n, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name, KeepDisk: f.keepDisk})
 		if err != nil {
 			err = s.rpcError(err)
 			if f.ignoreNotFound && exitCode(err) == ExitNotFound {
@@ -200,49 +191,42 @@ func (s *session) deleteNodes(ctx context.Context, project string, names []strin
 			continue
 		}
 		deleting = append(deleting, name)
+		if f.keepDisk {
+			if img := keptDiskImage(n); img != "" {
+				fmt.Fprintf(s.env.Stdout, "node/%s disk kept as image/%s\n", name, img)
+				kept = append(kept, img)
+			} else {
+				fmt.Fprintf(s.env.Stdout, "node/%s has no disk to keep (it was never placed on an agent, or it was already being deleted)\n", name)
+			}
+		}
 		if !f.wait {
 			fmt.Fprintf(s.env.Stdout, "node/%s deleting\n", name)
 		}
 	}
 	if f.wait && len(deleting) > 0 {
 		errs = append(errs, s.waitNodes(ctx, project, deleting, condDeleted, f.timeout))
+		for _, img := range kept {
+			if _, err := s.waitImage(ctx, project, img, f.timeout); err != nil {
+				errs = append(errs, fmt.Errorf("the disk kept as image/%s: %w", img, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// keepDiskName is the image a node's disk is kept as: NODE-disk-<UTC time>,
-// the node's name shortened so that the whole is a DNS label.
-func keepDiskName(node string, now time.Time) string {
-	suffix := "-disk-" + now.UTC().Format("20060102-150405")
-	if max := 63 - len(suffix); len(node) > max {
-		node = strings.TrimRight(node[:max], "-")
-	}
-	return node + suffix
-}
+// keptDiskPrefix starts the status message of the node DeleteNode returns
+// when the API server turned its disk into an image (as the API server's
+// apiserver.KeptDiskPrefix); the image's name follows, up to "; ".
+const keptDiskPrefix = "disk kept as image/"
 
-// keepDisk snapshots node into a new image and waits until it is Ready.
-func (s *session) keepDisk(ctx context.Context, c sanbootv1.SanbootClient, project, node string, timeout time.Duration) (string, error) {
-	name := keepDiskName(node, s.env.Now())
-	if _, err := c.GetNode(ctx, &sanbootv1.GetRequest{Project: project, Name: node}); err != nil {
-		return "", s.rpcError(err)
+// keptDiskImage is the image DeleteNode said it keeps n's disk as, or "".
+func keptDiskImage(n *sanbootv1.Node) string {
+	rest, ok := strings.CutPrefix(n.GetStatus().GetMessage(), keptDiskPrefix)
+	if !ok {
+		return ""
 	}
-	_, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{
-		Mode: sanbootv1.PutMode_PUT_MODE_CREATE,
-		Image: &sanbootv1.Image{
-			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name},
-			Spec: &sanbootv1.ImageSpec{
-				Source:      &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: node}}},
-				Description: "disk of node " + node + " kept by sanbootctl delete --keep-disk",
-			},
-		},
-	})
-	if err != nil {
-		return "", fmt.Errorf("keep the disk of node/%s: %w; the node was not deleted", node, s.rpcError(err))
-	}
-	if _, err := s.waitImage(ctx, project, name, timeout); err != nil {
-		return "", fmt.Errorf("keep the disk of node/%s as image/%s: %w; the node was not deleted", node, name, err)
-	}
-	return name, nil
+	name, _, _ := strings.Cut(rest, "; ")
+	return name
 }
 
 // namesOrSelector returns names, or, when selector is set instead, the

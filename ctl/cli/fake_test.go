@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,6 +219,23 @@ func (f *fakeSanboot) DeleteNode(_ context.Context, req *sanbootv1.DeleteRequest
 		n.Metadata.DeleteTime = timestamppb.New(f.now)
 		n.Status.Phase = api.PhaseDeleting
 		n.Status.Message = ""
+		if req.GetKeepDisk() || n.GetSpec().GetKeepDisk() {
+			n.Spec.KeepDisk = true
+			if agent := n.GetStatus().GetAgent(); agent != "" {
+				// As the API server does: a snapshot image written with the deletion.
+				name := keepDiskName(n.Metadata.Name, f.now)
+				f.images[key(n.Metadata.Project, name)] = &sanbootv1.Image{
+					Metadata: &sanbootv1.ObjectMeta{Project: n.Metadata.Project, Name: name, Generation: 1, CreateTime: timestamppb.New(f.now)},
+					Spec: &sanbootv1.ImageSpec{Agents: []string{agent}, Parent: n.Spec.Image,
+						Source: &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: n.Metadata.Name}}}},
+					Status: &sanbootv1.ImageStatus{Phase: api.ReplicaReady, Replicas: []*sanbootv1.ImageReplica{{Agent: agent, Phase: api.ReplicaReady, ObservedGeneration: 1}}},
+				}
+				out := proto.CloneOf(n)
+				out.Status.Message = keptDiskPrefix + name
+				f.notify(sanbootv1.NodeEvent_TYPE_MODIFIED, n)
+				return out, nil
+			}
+		}
 		f.notify(sanbootv1.NodeEvent_TYPE_MODIFIED, n)
 	}
 	return proto.Clone(n).(*sanbootv1.Node), nil
@@ -456,4 +474,14 @@ func (f *fakeSanboot) addAgent(a *sanbootv1.Agent) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.agents[a.Record.Name] = a
+}
+
+// keepDiskName (as the API server's KeptDiskName) is the image a node's disk is kept as: NODE-disk-<UTC time>,
+// the node's name shortened so that the whole is a DNS label.
+func keepDiskName(node string, now time.Time) string {
+	suffix := "-disk-" + now.UTC().Format("20060102-150405")
+	if max := 63 - len(suffix); len(node) > max {
+		node = strings.TrimRight(node[:max], "-")
+	}
+	return node + suffix
 }

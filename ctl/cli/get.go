@@ -16,7 +16,7 @@ type listFlags struct {
 	output      string
 	allProjects bool
 	selector    string
-	watch       bool // get nodes -w
+	watch       bool // get KIND -w
 }
 
 func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
@@ -47,8 +47,8 @@ func (f *listFlags) check(names []string) error {
 
 func newGetCmd(s *session) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "get (nodes|images|agents) [NAME...]",
-		Short: "Show nodes, images or agents",
+		Use:   "get (nodes|images|agents|snapshots) [NAME...]",
+		Short: "Show nodes, images, agents or snapshots",
 		Long: `Show nodes, images or agents as a table (default), a wide table, JSON or YAML.
 
 Tables show ages; JSON and YAML use the API's JSON names and RFC 3339 times.
@@ -69,19 +69,24 @@ the object itself.`,
   sanbootctl get agents -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageErrorf("name what to get: nodes, images or agents")
+				return usageErrorf("name what to get: nodes, images, agents or snapshots")
 			}
-			return usageErrorf("cannot get %q: use nodes, images or agents", args[0])
+			return usageErrorf("cannot get %q: use nodes, images, agents or snapshots", args[0])
 		},
 	}
 	cmd.AddCommand(
 		newGetNodesCmd(s),
 		newListImagesCmd(s, "images [NAME...]", []string{"image", "img"}, "Show images",
 			`  sanbootctl get images
-  sanbootctl get image debian-13 -o yaml`),
+  sanbootctl get image debian-13 -o yaml
+  sanbootctl get images -w`),
 		newListAgentsCmd(s, "agents [NAME...]", []string{"agent"}, "Show agents (storage hosts)",
 			`  sanbootctl get agents
-  sanbootctl get agents -o wide`),
+  sanbootctl get agents -o wide
+  sanbootctl get agents -w`),
+		newListSnapshotsCmd(s, "snapshots [NAME...]", []string{"snapshot", "snap"}, "Show images made from snapshots",
+			`  sanbootctl get snapshots
+  sanbootctl get snapshots -A -w`),
 	)
 	return cmd
 }
@@ -127,10 +132,14 @@ func newListImagesCmd(s *session, use string, aliases []string, short, example s
 			if err := f.check(names); err != nil {
 				return err
 			}
+			if f.watch {
+				return s.watchImages(cmd.Context(), names, f, false)
+			}
 			return s.getImages(cmd.Context(), names, f)
 		},
 	}
 	f.register(cmd, true, true)
+	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print images again as they change (until interrupted)")
 	return cmd
 }
 
@@ -146,10 +155,14 @@ func newListAgentsCmd(s *session, use string, aliases []string, short, example s
 			if err := f.check(names); err != nil {
 				return err
 			}
+			if f.watch {
+				return s.watchAgents(cmd.Context(), names, f)
+			}
 			return s.getAgents(cmd.Context(), names, f)
 		},
 	}
 	f.register(cmd, false, false)
+	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print agents again as they change (until interrupted)")
 	return cmd
 }
 

@@ -14,24 +14,97 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
 
-// Polling bounds of waitImage. The API has no watch of images, so a wait
-// for an image polls GetImage, quickly at first (a snapshot or a reflinked
-// copy is usually Ready within a second), then every imagePollMax.
+// Polling bounds of waitImagePoll, the wait used against a control plane
+// too old to serve WatchImages.
 const (
 	imagePollMin = 100 * time.Millisecond
 	imagePollMax = 2 * time.Second
 )
 
-// waitImage polls image name of project until it is Ready for its current
-// spec, and returns it. Progress (phase and the replicas' messages) goes to
-// stderr when it changes. A Failed image ends the wait (exit 1), a deleted
-// one too (exit 4), and ctx's deadline is a timeout (exit 3).
+// waitImage watches image name of project (WatchImages) until it is Ready
+// for its current spec, and returns it. Progress (phase and the replicas'
+// messages) goes to stderr when it changes. A Failed image ends the wait
+// (exit 1), a deleted one too (exit 4), and ctx's deadline is a timeout
+// (exit 3). A broken stream is opened again; a control plane without
+// WatchImages is polled instead.
 func (s *session) waitImage(ctx context.Context, project, name string, timeout time.Duration) (*sanbootv1.Image, error) {
 	c, err := s.api()
 	if err != nil {
 		return nil, err
 	}
 	last := ""
+	backoff := imagePollMin
+	for {
+		im, done, err := s.waitImageOnce(ctx, c, project, name, &last)
+		if done {
+			return im, err
+		}
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
+			return nil, imageTimeout(name, last, timeout)
+		case ctx.Err() != nil:
+			return nil, errors.New("interrupted")
+		case status.Code(err) == codes.Unimplemented:
+			return s.waitImagePoll(ctx, c, project, name, timeout, last)
+		case !retryable(err):
+			return nil, s.rpcError(err)
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, imageTimeout(name, last, timeout)
+			}
+			return nil, errors.New("interrupted")
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, imagePollMax)
+	}
+}
+
+// waitImageOnce follows one WatchImages stream. done says the wait is over
+// (with im and err as its result); otherwise err is why the stream broke.
+func (s *session) waitImageOnce(ctx context.Context, c sanbootv1.SanbootClient, project, name string, last *string) (im *sanbootv1.Image, done bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.WatchImages(ctx, &sanbootv1.WatchImagesRequest{Project: project, Names: []string{name}})
+	if err != nil {
+		return nil, false, err
+	}
+	seen := false
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return nil, false, err
+		}
+		switch ev.GetType() {
+		case sanbootv1.NodeEvent_TYPE_SYNCED:
+			if !seen {
+				return nil, true, withCode(ExitNotFound, fmt.Errorf("image/%s was deleted while waiting for it to be ready", name))
+			}
+			continue
+		case sanbootv1.NodeEvent_TYPE_DELETED:
+			return nil, true, withCode(ExitNotFound, fmt.Errorf("image/%s was deleted while waiting for it to be ready", name))
+		}
+		if ev.GetImage() == nil {
+			continue
+		}
+		seen = true
+		im := ev.GetImage()
+		if line := imageProgress(im); line != *last {
+			fmt.Fprintf(s.env.Stderr, "image/%s: %s\n", name, line)
+			*last = line
+		}
+		ready, err := imageReady(im)
+		if err != nil || ready {
+			return im, true, err
+		}
+	}
+}
+
+// waitImagePoll is waitImage by polling GetImage, quickly at first (a
+// snapshot or a reflinked copy is usually Ready within a second), then
+// every imagePollMax.
+func (s *session) waitImagePoll(ctx context.Context, c sanbootv1.SanbootClient, project, name string, timeout time.Duration, last string) (*sanbootv1.Image, error) {
 	backoff := imagePollMin
 	for {
 		im, err := c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
@@ -58,7 +131,6 @@ func (s *session) waitImage(ctx context.Context, project, name string, timeout t
 		case status.Code(err) != codes.Unavailable:
 			return nil, s.rpcError(err)
 		}
-		// Unavailable: the client fails over to another member; poll again.
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -133,7 +133,7 @@ once the node is gone ("deleted").`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&wait, "wait", false, "wait until the nodes are gone")
-	f.BoolVar(&keepDisk, "keep-disk", false, "first snapshot each node's disk into an image NODE-disk-<time> and print its name")
+	f.BoolVar(&keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
 	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
 	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
 	return cmd

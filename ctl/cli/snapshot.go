@@ -196,26 +196,37 @@ func (s *session) printImageResult(im *sanbootv1.Image, format string) error {
 }
 
 func newSnapshotLsCmd(s *session) *cobra.Command {
+	return newListSnapshotsCmd(s, "ls [NAME...]", []string{"list"}, "List images made from snapshots", `  sanbootctl snapshot ls
+  sanbootctl snapshot ls -A -o wide
+  sanbootctl snapshot ls -w`)
+}
+
+// newListSnapshotsCmd builds "snapshot ls" and "get snapshots".
+func newListSnapshotsCmd(s *session, use string, aliases []string, short, example string) *cobra.Command {
 	var f listFlags
 	cmd := &cobra.Command{
-		Use:     "ls [NAME...]",
-		Aliases: []string{"list"},
-		Short:   "List images made from snapshots",
+		Use:     use,
+		Aliases: aliases,
+		Short:   short,
 		Long: `List the images made from snapshots (and copies of them): NAME, the NODE
 whose disk it was, its PARENT image, SIZE, PHASE and AGE. -o wide adds the
 agents, the replicas and the nodes that use it; json and yaml print the
-images as {"images": [...]}.`,
-		Example: `  sanbootctl snapshot ls
-  sanbootctl snapshot ls -A -o wide`,
+images as {"images": [...]}. With -w, snapshots are printed again as
+they change, until interrupted.`,
+		Example:           example,
 		ValidArgsFunction: s.completeImages,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if err := f.check(names); err != nil {
 				return err
 			}
+			if f.watch {
+				return s.watchImages(cmd.Context(), names, f, true)
+			}
 			return s.listSnapshots(cmd.Context(), names, f)
 		},
 	}
 	f.register(cmd, true, true)
+	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print snapshots again as they change (until interrupted)")
 	return cmd
 }
 
