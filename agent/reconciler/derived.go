@@ -151,9 +151,16 @@ func (r *Reconciler) takeSnapshots(ctx context.Context, k ref) (int, error) {
 		if err != nil {
 			continue // the image's own work reports it
 		}
-		if _, err := r.cfg.Store.StatImage(ctx, project, name); err == nil {
-			held++
-			continue
+		if old, err := r.cfg.Store.StatImage(ctx, project, name); err == nil {
+			if store.SameSource(old.Source, spec.Source) {
+				held++
+				continue
+			}
+			// A file of that name from an earlier image record: this
+			// snapshot is not taken yet. Replace the stale file.
+			if err := r.cfg.Store.DeleteImage(ctx, project, name); err != nil {
+				return held, fmt.Errorf("replace the stale image %q before snapshotting the node: %w", name, err)
+			}
 		}
 		if _, err := r.cfg.Store.EnsureImage(ctx, spec); err != nil {
 			return held, fmt.Errorf("snapshot %q of the node could not be taken: %w", name, err)

@@ -269,3 +269,31 @@ func TestKeepDiskDeletesTheDiskAfterItsImage(t *testing.T) {
 	}
 	h.waitReplica(g.gated, "Ready", phaseIs(api.ReplicaReady, ""))
 }
+
+// An image deleted and created again under its name is another image (a
+// new uid): the agent replaces its stored copy rather than report the old
+// bytes as the new image.
+func TestRecreatedImageReplacesTheStoredCopy(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	put := func(uid string) {
+		h.put(api.ImageKey("default", "nightly"), &sanbootv1.Image{
+			Metadata: &sanbootv1.ObjectMeta{Project: "default", Name: "nightly", Generation: 1, Uid: uid},
+			Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 30,
+				Source: &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Blank{Blank: &sanbootv1.BlankSource{}}}},
+		})
+	}
+	storedUID := func() string {
+		im, err := h.store.StatImage(ctx, "default", "nightly")
+		if err != nil {
+			return "(none: " + err.Error() + ")"
+		}
+		return im.Source.UID
+	}
+	put("uid-first")
+	eventually(t, "the first image stored", func() bool { return storedUID() == "uid-first" })
+	// The delete and the re-create reach the agent as one change.
+	put("uid-second")
+	eventually(t, "the stored copy replaced", func() bool { return storedUID() == "uid-second" })
+	h.waitReplica("nightly", "Ready", phaseIs(api.ReplicaReady, ""))
+}

@@ -80,6 +80,14 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 	}
 	p := startProgress(r.cfg.ProgressAfter, "importing", func(msg string) { submit(api.ReplicaPending, msg) })
 	im, err := r.cfg.Store.EnsureImage(ctx, spec)
+	if errors.Is(err, store.ErrMismatch) && r.staleCopy(ctx, spec) {
+		// The image was deleted and created again under its name (the
+		// queue merged the two): the stored file is the old image's.
+		r.log.Info("replacing the stored copy of an image that was deleted and created again", "image", k.project+"/"+k.name)
+		if err = r.cfg.Store.DeleteImage(ctx, k.project, k.name); err == nil {
+			im, err = r.cfg.Store.EnsureImage(ctx, spec)
+		}
+	}
 	p.finish(nil)
 	switch {
 	case err == nil:
@@ -121,6 +129,7 @@ func storeSpec(k ref, im *sanbootv1.Image) (store.ImageSpec, error) {
 	case *sanbootv1.ImageSource_Copy:
 		spec.Source = store.Source{Kind: store.SourceCopy, Image: src.Copy.GetImage()}
 	}
+	spec.Source.UID = im.GetMetadata().GetUid()
 	return spec, store.ValidateImageSpec(spec)
 }
 
@@ -141,4 +150,11 @@ func (r *Reconciler) confirmImageGone(ctx context.Context, k ref) error {
 		return fmt.Errorf("image %s/%s exists in etcd but not yet in this agent's mirror; waiting for the watch", k.project, k.name)
 	}
 	return nil
+}
+
+// staleCopy reports whether the store holds an image of spec's name that
+// belongs to an earlier image record (another UID).
+func (r *Reconciler) staleCopy(ctx context.Context, spec store.ImageSpec) bool {
+	old, err := r.cfg.Store.StatImage(ctx, spec.Project, spec.Name)
+	return err == nil && old.Source.UID != "" && spec.Source.UID != "" && old.Source.UID != spec.Source.UID
 }

@@ -111,6 +111,11 @@ type Source struct {
 	SHA256   string // upload, url (optional for url)
 	Node     string // snapshot: the node whose disk becomes the image
 	Image    string // copy: another image of the same project
+	// UID is the image record's metadata.uid. An image deleted and created
+	// again under the same name has another UID: it is another image, and
+	// a stored copy of the old one must not stand in for it. Empty means
+	// unknown (files stored before UIDs were recorded).
+	UID string
 }
 
 // ImageSpec asks for an image.
@@ -183,4 +188,13 @@ func ValidateNames(project, name string) error {
 func NoSpace(what string, need, free int64) error {
 	return fmt.Errorf("%s needs %d bytes, the store has %d free: free space on this agent or place the node elsewhere: %w",
 		what, need, free, ErrNoSpace)
+}
+
+// SameSource reports whether a stored image's source is the one spec asks
+// for. A stored image with no recorded UID matches on everything else.
+func SameSource(stored, want Source) bool {
+	if stored.UID == "" {
+		stored.UID = want.UID
+	}
+	return stored == want
 }

@@ -102,7 +102,7 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	defer s.mu.Unlock()
 	k := ref{spec.Project, spec.Name}
 	if im, ok := s.images[k]; ok {
-		if im.SizeBytes != spec.SizeBytes || im.Source != spec.Source {
+		if im.SizeBytes != spec.SizeBytes || !store.SameSource(im.Source, spec.Source) {
 			return store.Image{}, fmt.Errorf("image %s/%s holds %d bytes from %s, the spec asks for %d bytes from %s: %w",
 				spec.Project, spec.Name, im.SizeBytes, im.Source.Kind, spec.SizeBytes, spec.Source.Kind, store.ErrMismatch)
 		}

@@ -76,7 +76,7 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 
 // same returns im if it is what spec asks for, else ErrMismatch.
 func same(im store.Image, spec store.ImageSpec) (store.Image, error) {
-	if im.SizeBytes != spec.SizeBytes || im.Source != spec.Source {
+	if im.SizeBytes != spec.SizeBytes || !store.SameSource(im.Source, spec.Source) {
 		return store.Image{}, fmt.Errorf("image %s/%s holds %d bytes from source %q, the spec asks for %d bytes from %q: %w",
 			spec.Project, spec.Name, im.SizeBytes, im.Source.Kind, spec.SizeBytes, spec.Source.Kind, store.ErrMismatch)
 	}

@@ -33,10 +33,11 @@ type sourceMeta struct {
 	SHA256   string `json:"sha256,omitempty"`
 	Node     string `json:"node,omitempty"`
 	Image    string `json:"image,omitempty"`
+	UID      string `json:"uid,omitempty"`
 }
 
 func toSourceMeta(s store.Source) *sourceMeta {
-	return &sourceMeta{Kind: string(s.Kind), UploadID: s.UploadID, Member: s.Member, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image}
+	return &sourceMeta{Kind: string(s.Kind), UploadID: s.UploadID, Member: s.Member, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image, UID: s.UID}
 }
 
 func (m meta) source() store.Source {
@@ -44,7 +45,7 @@ func (m meta) source() store.Source {
 		return store.Source{}
 	}
 	s := m.Source
-	return store.Source{Kind: store.SourceKind(s.Kind), UploadID: s.UploadID, Member: s.Member, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image}
+	return store.Source{Kind: store.SourceKind(s.Kind), UploadID: s.UploadID, Member: s.Member, URL: s.URL, SHA256: s.SHA256, Node: s.Node, Image: s.Image, UID: s.UID}
 }
 
 func writeMeta(f *os.File, m meta) error {
