@@ -90,7 +90,7 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 		} else {
 			w.p.step(msg)
 		}
-		disk, err = r.cfg.Store.Clone(ctx, k.project, image, k.name)
+		disk, err = r.cfg.Store.Clone(ctx, k.project, image, k.name, a.GetUid())
 		switch {
 		case errors.Is(err, store.ErrNoSpace):
 			return w.failed(retry, err, fmt.Sprintf("cannot clone the disk: %v; the agent retries", err))
@@ -103,6 +103,11 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 		return w.failed(retry, err, fmt.Sprintf("cannot read the node's disk: %v; check the store directory on this agent; the agent retries", err))
 	}
 
+	if foreignDisk(disk, a) {
+		return w.failed(settled, errForeignDisk, fmt.Sprintf("this agent holds a disk for %s made for an earlier node of that name "+
+			"(uid %s, cloned from %q), not for this one: it is left alone and not served. Snapshot or remove it on the agent (%s); "+
+			"the agent tries again when the node changes or at the next resync", k, disk.Owner, disk.Image, disk.Path))
+	}
 	want.BackingPath, want.SizeBytes = disk.Path, disk.SizeBytes
 	w.p.step("building the iSCSI target")
 	if err := r.cfg.Driver.Ensure(ctx, want); err != nil {
@@ -131,6 +136,11 @@ func (r *Reconciler) teardown(ctx context.Context, w *nodeWork, a *sanbootv1.Ass
 			return w.failed(retry, err, fmt.Sprintf("deleting: the %s driver could not remove target %s: %v; the agent retries",
 				r.cfg.Driver.Name(), iqn, err))
 		}
+	}
+	if d, err := r.cfg.Store.StatDisk(ctx, k.project, k.name); err == nil && foreignDisk(d, a) {
+		w.final(w.status(api.PhaseDeleted, fmt.Sprintf("target removed; the disk at %s belongs to an earlier node of that name "+
+			"(uid %s) and is left alone", d.Path, d.Owner)))
+		return done, nil
 	}
 	msg := "target removed and disk deleted"
 	w.p.step("taking the snapshots asked for before deleting the disk")
@@ -161,6 +171,16 @@ func (r *Reconciler) teardown(ctx context.Context, w *nodeWork, a *sanbootv1.Ass
 	}
 	w.final(w.status(api.PhaseDeleted, msg))
 	return done, nil
+}
+
+// errForeignDisk: the disk of a node's name was made for another node
+// record (another uid).
+var errForeignDisk = errors.New("the disk belongs to an earlier node of the same name")
+
+// foreignDisk reports whether disk was made for another node record than
+// the one a describes. Disks made before owners were recorded pass.
+func foreignDisk(disk store.Disk, a *sanbootv1.Assignment) bool {
+	return disk.Owner != "" && a.GetUid() != "" && disk.Owner != a.GetUid()
 }
 
 func targetIQN(k ref, a *sanbootv1.Assignment) string {

@@ -577,7 +577,7 @@ func TestOrphanDiskIsKept(t *testing.T) {
 		Source: store.Source{Kind: store.SourceBlank}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.Clone(ctx, "default", "old", "orphan"); err != nil {
+	if _, err := h.store.Clone(ctx, "default", "old", "orphan", ""); err != nil {
 		t.Fatal(err)
 	}
 	h.start(func(c *reconciler.Config) { c.ResyncInterval = 100 * time.Millisecond })
@@ -677,5 +677,31 @@ func TestCHAPFromTheAssignment(t *testing.T) {
 		if mutual && tg.CHAP.Mutual.Secret.Reveal() != "mutual-secret-012345" {
 			t.Errorf("mutual CHAP = %v", tg.CHAP.Mutual)
 		}
+	}
+}
+
+// A disk left by an earlier node of the same name (another uid) is neither
+// served to the new node nor deleted with it.
+func TestDiskOfAnEarlierNodeIsNotTaken(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.putImage("default", "golden", 1)
+	if _, err := h.store.Clone(ctx, "default", "golden", "node-01", "uid-earlier"); err != nil {
+		t.Fatal(err)
+	}
+	a := assignment("default", "node-01", 1) // uid "uid-node-01"
+	h.assign(a)
+	st := h.waitStatus("default", "node-01", "Failed", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseFailed })
+	if !strings.Contains(st.Message, "earlier node") {
+		t.Errorf("message %q does not say whose disk it is", st.Message)
+	}
+	if _, ok := h.target(a.TargetIqn); ok {
+		t.Errorf("the earlier node's disk is served to the new node")
+	}
+	a.Deleting = true
+	h.assign(a)
+	h.waitStatus("default", "node-01", "Deleted", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseDeleted })
+	if d, err := h.store.StatDisk(ctx, "default", "node-01"); err != nil || d.Owner != "uid-earlier" {
+		t.Errorf("the earlier node's disk after the new node's deletion: %+v, %v", d, err)
 	}
 }

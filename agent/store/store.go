@@ -74,7 +74,9 @@ type Store interface {
 	// missing; ErrNoSpace when the store's free bytes are fewer than the
 	// disk's size (every node must be able to write its whole disk once;
 	// thin clones may still overcommit the store across nodes).
-	Clone(ctx context.Context, project, image, node string) (Disk, error)
+	// owner is the node record's uid, kept with the disk (Disk.Owner) so
+	// that a later node of the same name never takes this one's data.
+	Clone(ctx context.Context, project, image, node, owner string) (Disk, error)
 	// StatDisk returns one node's disk, or ErrNotFound.
 	StatDisk(ctx context.Context, project, node string) (Disk, error)
 	// DeleteDisk removes a node's disk; a missing disk is not an error.
@@ -139,9 +141,12 @@ type Image struct {
 
 // Disk is a node's disk.
 type Disk struct {
-	Project   string
-	Node      string
-	Image     string // the image it was cloned from
+	Project string
+	Node    string
+	Image   string // the image it was cloned from
+	// Owner is the uid of the node record the disk was made for ("" when
+	// unknown: made before owners were recorded).
+	Owner     string
 	Path      string
 	SizeBytes int64
 	CloneMode CloneMode

@@ -166,7 +166,7 @@ func (s *Store) ListImages(ctx context.Context) ([]store.Image, error) {
 }
 
 // Clone implements store.Store.
-func (s *Store) Clone(ctx context.Context, project, image, node string) (store.Disk, error) {
+func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (store.Disk, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Disk{}, err
 	}
@@ -201,6 +201,7 @@ func (s *Store) Clone(ctx context.Context, project, image, node string) (store.D
 		Project:   project,
 		Node:      node,
 		Image:     image,
+		Owner:     owner,
 		Path:      filepath.Join(s.opts.Root, "disks", project, node+".raw"),
 		SizeBytes: im.SizeBytes,
 		CloneMode: s.opts.CloneMode,

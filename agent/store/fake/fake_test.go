@@ -58,7 +58,7 @@ func TestPathsAndEverySourceKind(t *testing.T) {
 			t.Errorf("image path %q, want %q", im.Path, want)
 		}
 	}
-	d, err := s.Clone(ctx, "p", "img-blank", "node-01")
+	d, err := s.Clone(ctx, "p", "img-blank", "node-01", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestThinAccounting(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a", "b", "c"} { // 3 x 80 MiB thin clones in 100 MiB
-		if _, err := s.Clone(ctx, "p", "blank", n); err != nil {
+		if _, err := s.Clone(ctx, "p", "blank", n, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,7 +97,7 @@ func TestThinAccounting(t *testing.T) {
 	if f := free(); f != 40<<20 {
 		t.Errorf("free after a 60 MiB import = %d, want %d", f, 40<<20)
 	}
-	if _, err := s.Clone(ctx, "p", "url", "d"); !errors.Is(err, store.ErrNoSpace) {
+	if _, err := s.Clone(ctx, "p", "url", "d", ""); !errors.Is(err, store.ErrNoSpace) {
 		t.Errorf("60 MiB clone with 40 MiB free: %v, want ErrNoSpace", err)
 	}
 	url.Name = "url2"
@@ -123,7 +123,7 @@ func TestBeforeCloneHook(t *testing.T) {
 	if _, err := s.EnsureImage(ctx, store.ImageSpec{Project: "p", Name: "i", SizeBytes: 512, Source: store.Source{Kind: store.SourceBlank}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Clone(ctx, "p", "i", "n"); !errors.Is(err, boom) {
+	if _, err := s.Clone(ctx, "p", "i", "n", ""); !errors.Is(err, boom) {
 		t.Fatalf("Clone: %v, want the hook's error", err)
 	}
 	if s.CloneMode() != store.CloneCopy || s.Clones() != 0 {

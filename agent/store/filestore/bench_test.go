@@ -43,7 +43,7 @@ func BenchmarkClone(b *testing.B) {
 				node := fmt.Sprintf("node-%d", i)
 				b.StartTimer()
 				start := time.Now()
-				if _, err := s.Clone(ctx, "default", "golden", node); err != nil {
+				if _, err := s.Clone(ctx, "default", "golden", node, ""); err != nil {
 					b.Fatal(err)
 				}
 				took += time.Since(start)

@@ -41,7 +41,7 @@ func BenchmarkCloneBySize(b *testing.B) {
 			j := (i + k) % len(sizes) // alternate which goes first
 			node := fmt.Sprintf("node-%d-%d", i, j)
 			start := time.Now()
-			if _, err := s.Clone(ctx, "default", names[j], node); err != nil {
+			if _, err := s.Clone(ctx, "default", names[j], node, ""); err != nil {
 				b.Fatal(err)
 			}
 			took[j] = append(took[j], time.Since(start))

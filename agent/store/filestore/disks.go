@@ -21,7 +21,7 @@ import (
 // ErrNoSpace so that the node can write its whole disk once. In copy mode
 // that check also covers the copy itself (which writes at most the
 // image's size).
-func (s *Store) Clone(ctx context.Context, project, image, node string) (store.Disk, error) {
+func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (store.Disk, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Disk{}, err
 	}
@@ -66,7 +66,7 @@ func (s *Store) Clone(ctx context.Context, project, image, node string) (store.D
 	defer dir.Close()
 	err = create(dir, node+rawExt, func(f *os.File) (meta, error) {
 		mode, err := s.cloneFile(ctx, f, src, st.Size, st.Size)
-		return meta{Kind: "disk", Image: image, CloneMode: string(mode)}, err
+		return meta{Kind: "disk", Image: image, Owner: owner, CloneMode: string(mode)}, err
 	})
 	if err != nil && !errors.Is(err, fs.ErrExist) { // ErrExist: made by someone else meanwhile
 		return store.Disk{}, fmt.Errorf("%s: %w", what, err)
@@ -109,7 +109,7 @@ func (s *Store) statDisk(dir *os.File, project, node string) (store.Disk, error)
 	if err != nil {
 		return store.Disk{}, err
 	}
-	return store.Disk{Project: project, Node: node, Image: m.Image, Path: filepath.Join(s.root, disksDir, project, node+rawExt),
+	return store.Disk{Project: project, Node: node, Image: m.Image, Owner: m.Owner, Path: filepath.Join(s.root, disksDir, project, node+rawExt),
 		SizeBytes: st.Size, CloneMode: store.CloneMode(m.CloneMode)}, nil
 }
 

@@ -117,7 +117,7 @@ func TestReflinkCloneUsesNoSpace(t *testing.T) {
 				t.Fatalf("the image takes %d bytes, want its whole %d: the test needs an image full of data", got, tc.size)
 			}
 			before := free(t, s)
-			d, err := s.Clone(ctx, "default", "golden", "node-01")
+			d, err := s.Clone(ctx, "default", "golden", "node-01", "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,7 +151,7 @@ func TestCopyModeKeepsHoles(t *testing.T) {
 	if imBlocks < 4<<20 || imBlocks > 8<<20 {
 		t.Errorf("the imported image takes %d bytes; it has 4 MiB of data and the rest zeros: want it sparse", imBlocks)
 	}
-	d, err := s.Clone(ctx, "default", "golden", "node-01")
+	d, err := s.Clone(ctx, "default", "golden", "node-01", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestTempDirCopyMatches(t *testing.T) {
 			"run it with TMPDIR on one", s.CloneMode())
 	}
 	im := mustImport(t, s, src, "golden", 64<<20, func() io.Reader { return patterned(64<<20, 1<<20, 40<<20) })
-	d, err := s.Clone(ctx, "default", "golden", "node-01")
+	d, err := s.Clone(ctx, "default", "golden", "node-01", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestMetadataSurvivesRestart(t *testing.T) {
 	src := &sources{}
 	s := newStore(t, root, opts{src: src})
 	im := mustImport(t, s, src, "golden", 4<<20, func() io.Reader { return randomData(3, 4<<20) })
-	d, err := s.Clone(ctx, "default", "golden", "node-01")
+	d, err := s.Clone(ctx, "default", "golden", "node-01", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestCrashLeftovers(t *testing.T) {
 	if _, err := s.EnsureImage(ctx, store.ImageSpec{Project: "default", Name: "golden", SizeBytes: 1 << 20, Source: store.Source{Kind: store.SourceBlank}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Clone(ctx, "default", "golden", "node-01"); err != nil {
+	if _, err := s.Clone(ctx, "default", "golden", "node-01", ""); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -330,7 +330,7 @@ func TestModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := s.Clone(ctx, "default", "golden", "node-01")
+	d, err := s.Clone(ctx, "default", "golden", "node-01", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestNoSymlinksFollowed(t *testing.T) {
 	if d, err := s.StatDisk(ctx, "default", "node-01"); err == nil {
 		t.Errorf("StatDisk of a link = %+v, want an error", d)
 	}
-	if d, err := s.Clone(ctx, "default", "golden", "node-01"); err == nil {
+	if d, err := s.Clone(ctx, "default", "golden", "node-01", ""); err == nil {
 		t.Errorf("Clone over a link = %+v, want an error", d)
 	}
 	if l, err := s.ListDisks(ctx); err != nil || len(l) != 0 {
@@ -411,7 +411,7 @@ func TestSnapshotAndCopy(t *testing.T) {
 			s := newStore(t, mountStore(t, fs, 512<<20), opts{src: src})
 			const size = 16 << 20
 			im := mustImport(t, s, src, "golden", size, func() io.Reader { return randomData(5, size) })
-			d, err := s.Clone(ctx, "default", "golden", "node-01")
+			d, err := s.Clone(ctx, "default", "golden", "node-01", "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -522,7 +522,7 @@ func TestNoSpace(t *testing.T) {
 	if left >= size {
 		t.Fatalf("%d bytes free after importing %d of %d: the test needs less", left, size, c.FreeBytes)
 	}
-	if _, err := s.Clone(ctx, "default", "golden", "node-01"); !errors.Is(err, store.ErrNoSpace) {
+	if _, err := s.Clone(ctx, "default", "golden", "node-01", ""); !errors.Is(err, store.ErrNoSpace) {
 		t.Errorf("copy clone of %d bytes with %d free: %v, want ErrNoSpace", size, left, err)
 	}
 	if got := entries(t, filepath.Join(root, "disks", "default")); got != "" {
@@ -579,7 +579,7 @@ func TestConcurrentCallers(t *testing.T) {
 			if ims[i], errs[i] = s.EnsureImage(ctx, spec); errs[i] != nil {
 				return
 			}
-			ds[i], errs[i] = s.Clone(ctx, "default", "golden", "node-01")
+			ds[i], errs[i] = s.Clone(ctx, "default", "golden", "node-01", "")
 		})
 	}
 	wg.Wait()

@@ -22,6 +22,7 @@ type meta struct {
 	Source    *sourceMeta `json:"source,omitempty"`    // image
 	SHA256    string      `json:"sha256,omitempty"`    // image, when computed
 	Image     string      `json:"image,omitempty"`     // disk: the image it was cloned from
+	Owner     string      `json:"owner,omitempty"`     // disk: the node record's uid
 	CloneMode string      `json:"cloneMode,omitempty"` // disk: how it was made
 }
 

@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CapacityIsSane", testCapacity},
 		{"CloneLargerThanFreeSpace", testNoSpace},
 		{"ImagesFromSnapshotAndCopy", testSnapshotAndCopy},
+		{"DiskRemembersItsOwner", testOwner},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -62,7 +63,7 @@ func mustImage(t *testing.T, s store.Store, spec store.ImageSpec) store.Image {
 
 func mustClone(t *testing.T, s store.Store, project, image, node string) store.Disk {
 	t.Helper()
-	d, err := s.Clone(ctx, project, image, node)
+	d, err := s.Clone(ctx, project, image, node, "")
 	if err != nil {
 		t.Fatalf("Clone(%s/%s -> %s): %v", project, image, node, err)
 	}
@@ -140,8 +141,8 @@ func testInvalid(t *testing.T, s store.Store) {
 			_, err := s.EnsureImage(ctx, store.ImageSpec{Project: "default", Name: "x", SizeBytes: 512, Source: store.Source{Kind: "ftp"}})
 			return err
 		}},
-		{"clone to ../node", func() error { _, err := s.Clone(ctx, "default", "golden", "../node"); return err }},
-		{"clone from ../golden", func() error { _, err := s.Clone(ctx, "default", "../golden", "node-02"); return err }},
+		{"clone to ../node", func() error { _, err := s.Clone(ctx, "default", "golden", "../node", ""); return err }},
+		{"clone from ../golden", func() error { _, err := s.Clone(ctx, "default", "../golden", "node-02", ""); return err }},
 		{"delete disk ..", func() error { return s.DeleteDisk(ctx, "default", "..") }},
 		{"delete disk in project ..", func() error { return s.DeleteDisk(ctx, "..", "node-01") }},
 		{"delete image with /", func() error { return s.DeleteImage(ctx, "default", "golden/..") }},
@@ -161,7 +162,7 @@ func testInvalid(t *testing.T, s store.Store) {
 }
 
 func testCloneMissing(t *testing.T, s store.Store) {
-	if _, err := s.Clone(ctx, "default", "missing", "node-01"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.Clone(ctx, "default", "missing", "node-01", ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Clone of a missing image: %v, want ErrNotFound", err)
 	}
 	if l := disks(t, s); len(l) != 0 {
@@ -240,7 +241,7 @@ func testDeleteImage(t *testing.T, s store.Store) {
 	if st, err := s.StatDisk(ctx, "default", "node-01"); err != nil || st != d {
 		t.Errorf("the disk cloned from a deleted image: %+v, %v; want %+v", st, err, d)
 	}
-	if _, err := s.Clone(ctx, "default", "golden", "node-02"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.Clone(ctx, "default", "golden", "node-02", ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Clone from a deleted image: %v, want ErrNotFound", err)
 	}
 }
@@ -296,7 +297,7 @@ func testNoSpace(t *testing.T, s store.Store) {
 	if _, err := s.EnsureImage(ctx, blank("default", "huge", size)); err != nil {
 		t.Skipf("this store cannot hold a sparse blank image of %d bytes: %v", size, err)
 	}
-	if _, err := s.Clone(ctx, "default", "huge", "node-01"); !errors.Is(err, store.ErrNoSpace) {
+	if _, err := s.Clone(ctx, "default", "huge", "node-01", ""); !errors.Is(err, store.ErrNoSpace) {
 		t.Errorf("Clone of %d bytes with %d free: %v, want ErrNoSpace", size, c.FreeBytes, err)
 	}
 	if _, err := s.StatDisk(ctx, "default", "node-01"); !errors.Is(err, store.ErrNotFound) {
@@ -331,5 +332,23 @@ func testSnapshotAndCopy(t *testing.T, s store.Store) {
 	}
 	if want := []string{"copy", "golden", "snap"}; !slices.Equal(got, want) {
 		t.Errorf("ListImages = %v, want %v", got, want)
+	}
+}
+
+// testOwner: a disk keeps the uid of the node record it was made for, and a
+// second Clone (another owner) returns the existing disk with its owner, so
+// that the caller can tell it is not its own.
+func testOwner(t *testing.T, s store.Store) {
+	mustImage(t, s, blank("default", "golden", 1<<20))
+	if _, err := s.Clone(ctx, "default", "golden", "node-01", "uid-first"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.StatDisk(ctx, "default", "node-01")
+	if err != nil || d.Owner != "uid-first" {
+		t.Fatalf("StatDisk = %+v, %v; want owner uid-first", d, err)
+	}
+	d, err = s.Clone(ctx, "default", "golden", "node-01", "uid-second")
+	if err != nil || d.Owner != "uid-first" {
+		t.Fatalf("second Clone = %+v, %v; want the existing disk, owner uid-first", d, err)
 	}
 }
