@@ -208,8 +208,12 @@ type ObjectMeta struct {
 	DeleteTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=delete_time,json=deleteTime,proto3" json:"delete_time,omitempty"`
 	// Revision is the etcd mod_revision of the spec record. Read-only; a
 	// client may send it back to ask for an update only if nothing changed.
-	Revision      int64  `protobuf:"varint,7,opt,name=revision,proto3" json:"revision,omitempty"`
-	Uid           string `protobuf:"bytes,8,opt,name=uid,proto3" json:"uid,omitempty"`
+	Revision int64  `protobuf:"varint,7,opt,name=revision,proto3" json:"revision,omitempty"`
+	Uid      string `protobuf:"bytes,8,opt,name=uid,proto3" json:"uid,omitempty"`
+	// ForceDelete is set with delete_time by a forced delete of a node: once
+	// its agent is unavailable the records go without the agent's teardown
+	// (its disk stays on that host).
+	ForceDelete   bool `protobuf:"varint,9,opt,name=force_delete,json=forceDelete,proto3" json:"force_delete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -298,6 +302,13 @@ func (x *ObjectMeta) GetUid() string {
 		return x.Uid
 	}
 	return ""
+}
+
+func (x *ObjectMeta) GetForceDelete() bool {
+	if x != nil {
+		return x.ForceDelete
+	}
+	return false
 }
 
 // Condition is one observed fact about a resource, kubectl style.
@@ -1971,7 +1982,10 @@ type DeleteRequest struct {
 	// For nodes: keep the disk as an image (overrides spec.keep_disk when set).
 	KeepDisk bool `protobuf:"varint,3,opt,name=keep_disk,json=keepDisk,proto3" json:"keep_disk,omitempty"`
 	// Only delete if the record's revision is still this (0: any).
-	Revision      int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// For nodes: do not wait for an unavailable agent's teardown (a host that
+	// is gone for good). The disk and target stay on that host.
+	Force         bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2032,6 +2046,13 @@ func (x *DeleteRequest) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *DeleteRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type PutNodeRequest struct {
@@ -3969,7 +3990,7 @@ var File_sanboot_proto protoreflect.FileDescriptor
 const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"\rsanboot.proto\x12\n" +
-	"sanboot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x02\n" +
+	"sanboot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n" +
 	"\n" +
 	"ObjectMeta\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
@@ -3983,7 +4004,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\vdelete_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"deleteTime\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12\x10\n" +
-	"\x03uid\x18\b \x01(\tR\x03uid\x1a9\n" +
+	"\x03uid\x18\b \x01(\tR\x03uid\x12!\n" +
+	"\fforce_delete\x18\t \x01(\bR\vforceDelete\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x01\n" +
@@ -4132,12 +4154,13 @@ const file_sanboot_proto_rawDesc = "" +
 	"\vListRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
-	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\"v\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
 	"\tkeep_disk\x18\x03 \x01(\bR\bkeepDisk\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x03R\brevision\"x\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\"x\n" +
 	"\x0ePutNodeRequest\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +

@@ -265,6 +265,21 @@ func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.D
 		return nil, kv.ErrConflict
 	}
 	if old.Msg.GetMetadata().GetDeleteTime() != nil {
+		if !req.GetForce() || old.Msg.GetMetadata().GetForceDelete() {
+			return view.Node(st, ref), nil
+		}
+		// Already deleting, now forced: the agent may never come back.
+		rec := proto.CloneOf(old.Msg)
+		rec.Metadata.ForceDelete = true
+		rev, err := kv.CAS(ctx, s.cli, api.NodeKey(ref.Project, ref.Name), old.ModRevision, rec)
+		if errors.Is(err, kv.ErrConflict) {
+			return nil, err
+		}
+		if err != nil {
+			return nil, etcdError(ctx, "write", err)
+		}
+		s.log.Info("node deletion forced", "node", ref, "rev", rev)
+		st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
 		return view.Node(st, ref), nil
 	}
 	rec := proto.CloneOf(old.Msg)
@@ -273,6 +288,7 @@ func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.D
 	}
 	now := time.Now()
 	rec.Metadata.DeleteTime = timestamppb.New(now)
+	rec.Metadata.ForceDelete = req.GetForce()
 	if req.GetKeepDisk() && !rec.GetSpec().GetKeepDisk() {
 		if rec.Spec == nil {
 			rec.Spec = &sanbootv1.NodeSpec{}

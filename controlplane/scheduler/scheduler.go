@@ -162,6 +162,11 @@ func (s *Scheduler) handle(b kv.Batch) {
 			refs[c.Ref] = true
 		case state.Alive, state.Agents:
 			s.unplaced(refs, func(*sanbootv1.Node) bool { return true })
+			for ref, n := range s.store.Nodes { // forced deletions wait for an agent to go
+				if n.Msg.GetMetadata().GetForceDelete() {
+					refs[ref] = true
+				}
+			}
 		case state.Replicas:
 			s.unplaced(refs, func(n *sanbootv1.Node) bool {
 				return n.GetMetadata().GetProject() == c.Ref.Project && n.GetSpec().GetImage() == c.Ref.Name
@@ -386,6 +391,10 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 			return finalize("deleted a node whose assignment is gone", true), nil
 		case hasStatus && status.Msg.GetPhase() == api.PhaseDeleted:
 			return finalize("deleted a node its agent has torn down", true), nil
+		case node.Msg.GetMetadata().GetForceDelete() && !st.IsAlive(agent):
+			// Forced, and the agent is gone: its disk and target stay on
+			// that host, unseen; the records go now.
+			return finalize(fmt.Sprintf("force-deleted a node whose agent %q is unavailable (its disk stays on that host)", agent), true), nil
 		}
 		// Ask the agent to tear down, with the latest spec (DeleteNode may
 		// have set keep_disk).

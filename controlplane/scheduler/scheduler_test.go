@@ -290,3 +290,31 @@ func TestDeletingANodeNeverPlaced(t *testing.T) {
 		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/") == 0
 	}, func() string { return "records remain" })
 }
+
+// A forced deletion waits while the agent is alive (it may still tear the
+// node down) and finalizes as soon as the agent is unavailable.
+func TestForcedDeletionOfANodeWhoseAgentIsGone(t *testing.T) {
+	e := start(t)
+	a := e.agent("a", "Ready")
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image})
+	e.waitPlacement("n1", placedOn)
+	e.updateNode("n1", func(n *sanbootv1.Node) {
+		n.Metadata.DeleteTime = timestamppb.Now()
+		n.Metadata.ForceDelete = true
+	})
+	var asg *sanbootv1.Assignment
+	waitFor(t, "assignment.deleting", func() bool {
+		var err error
+		asg, err = e.assignment("a", "n1")
+		return err == nil && asg.Deleting
+	}, func() string { return asg.String() })
+	if e.count(api.NodeKey(project, "n1")) != 1 {
+		t.Fatal("a forced deletion did not wait for a live agent")
+	}
+	if err := a.Revoke(e.ctx); err != nil { // the host is gone for good
+		t.Fatal(err)
+	}
+	waitFor(t, "the node's records to go", func() bool {
+		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.AssignPrefix("")) == 0
+	}, func() string { return "records remain" })
+}

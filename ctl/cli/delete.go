@@ -18,6 +18,7 @@ type deleteFlags struct {
 	files          []string
 	wait           bool
 	keepDisk       bool
+	force          bool
 	ignoreNotFound bool
 	timeout        time.Duration
 }
@@ -110,6 +111,7 @@ func (f *deleteFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.wait, "wait", false, "wait until the nodes are gone")
 	fl.BoolVar(&f.keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
 	fl.BoolVar(&f.ignoreNotFound, "ignore-not-found", false, "treat objects that do not exist as deleted")
+	fl.BoolVar(&f.force, "force", false, forceHelp)
 	fl.DurationVar(&f.timeout, "timeout", defaultWaitTimeout, "bound of the whole command, including --wait and --keep-disk (exit code 3 when it passes)")
 }
 
@@ -181,7 +183,7 @@ func (s *session) deleteNodes(ctx context.Context, project string, names []strin
 	var errs []error
 	var deleting, kept []string
 	for _, name := range names {
-		n, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name, KeepDisk: f.keepDisk})
+		n, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name, KeepDisk: f.keepDisk, Force: f.force})
 		if err != nil {
 			err = s.rpcError(err)
 			if f.ignoreNotFound && exitCode(err) == ExitNotFound {
@@ -260,3 +262,7 @@ func (s *session) namesOrSelector(ctx context.Context, project string, names []s
 	slices.Sort(names)
 	return names, nil
 }
+
+// forceHelp is the help of --force on delete node and deprovision.
+const forceHelp = "when a node's agent is unavailable (its host is gone for good), remove the node without the agent's teardown; " +
+	"its disk and target stay on that host. With a live agent the normal teardown still runs"

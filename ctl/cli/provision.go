@@ -110,6 +110,7 @@ func newDeprovisionCmd(s *session) *cobra.Command {
 	var (
 		wait           bool
 		keepDisk       bool
+		force          bool
 		ignoreNotFound bool
 		timeout        time.Duration
 	)
@@ -128,26 +129,27 @@ once the node is gone ("deleted").`,
 		Args:              minArgs(1, "name at least one NODE"),
 		ValidArgsFunction: s.completeNodes,
 		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.deprovision(cmd.Context(), names, keepDisk, ignoreNotFound, wait, timeout)
+			return s.deprovision(cmd.Context(), names, deleteFlags{wait: wait, keepDisk: keepDisk, force: force, ignoreNotFound: ignoreNotFound, timeout: timeout})
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&wait, "wait", false, "wait until the nodes are gone")
 	f.BoolVar(&keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
 	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
+	f.BoolVar(&force, "force", false, forceHelp)
 	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
 	return cmd
 }
 
 // deprovision is "delete node" (delete.go) under the old system's name.
-func (s *session) deprovision(ctx context.Context, names []string, keepDisk, ignoreNotFound, wait bool, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (s *session) deprovision(ctx context.Context, names []string, f deleteFlags) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	project, err := s.project()
 	if err != nil {
 		return err
 	}
-	return s.deleteNodes(ctx, project, names, deleteFlags{wait: wait, keepDisk: keepDisk, ignoreNotFound: ignoreNotFound, timeout: timeout})
+	return s.deleteNodes(ctx, project, names, f)
 }
 
 // exactArgs and minArgs are cobra argument checks with a message that says
