@@ -54,7 +54,7 @@ log "apply the images and wait, then the nodes and wait"
 expect_exit 0 ctl apply -f examples/images.yaml --wait --timeout 60s
 expect_out "image/base created"
 expect_out "image/base ready"
-ctl get nodes -w >"$WORK/watch.out" 2>"$WORK/watch.err" &
+"$BIN/sanbootctl" get nodes -w >"$WORK/watch.out" 2>"$WORK/watch.err" &
 WATCH_PID=$!
 SANBOOT_PIDS+=("$WATCH_PID")
 expect_exit 1 ctl diff -f examples/nodes.yaml

@@ -85,7 +85,7 @@ echo "n1's clone: $((b0 / 2048)) MiB allocated, $((b1 / 2048)) MiB after writing
 
 log "recovery: kill -9 the agent (its managed tgtd dies with it); restarted, it rebuilds every target"
 kill -9 "$AGENT_PID"
-wait_until 30 "n1's target gone with tgtd" sh -c "! iscsi-inq -i '$I1' 'iscsi://$PORTAL/$T1/1' >/dev/null 2>&1"
+wait_until 30 "n1's target gone with tgtd" sh -c "! timeout 10 iscsi-inq -i '$I1' 'iscsi://$PORTAL/$T1/1' >/dev/null 2>&1"
 start_agent "$WORK" s1
 wait_until 60 "n1 served again" iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1"
 wait_until 60 "n2's target (CHAP) rebuilt" sh -c "tgtadm -C $CTL --lld iscsi --mode target --op show | grep -q '$T2\$'"

@@ -72,6 +72,13 @@ start_agent() {
 
 ctl() { "$BIN/sanbootctl" "$@"; }
 
+# The initiator tools can spin for ever when a target goes away in the middle
+# of a login (seen with libiscsi when tgtd is killed): bound every call.
+iscsi-inq() { timeout 60 iscsi-inq "$@"; }
+iscsi-readcapacity16() { timeout 60 iscsi-readcapacity16 "$@"; }
+iscsi-ls() { timeout 60 iscsi-ls "$@"; }
+qemu-io() { timeout 300 qemu-io "$@"; }
+
 # agent_state_is NAME STATE
 agent_state_is() { ctl get agents "$1" -o json 2>/dev/null | grep -q "\"state\": *\"$2\""; }
 
