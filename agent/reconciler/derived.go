@@ -143,13 +143,19 @@ func (r *Reconciler) takeSnapshots(ctx context.Context, k ref) (int, error) {
 			continue
 		}
 		im := &sanbootv1.Image{}
-		if proto.Unmarshal(kv.Value, im) != nil || im.GetSpec().GetSource().GetSnapshot().GetNode() != k.name || !r.wants(im) {
+		if err := proto.Unmarshal(kv.Value, im); err != nil {
+			// It may be a snapshot of this node: keep the disk until it
+			// can be read.
+			return held, fmt.Errorf("image record %s/%s cannot be decoded (%v), so it is not known whether it is a snapshot of the node: "+
+				"the disk is kept until it can be read (upgrade the agent, or fix the record)", project, name, err)
+		}
+		if im.GetSpec().GetSource().GetSnapshot().GetNode() != k.name || !r.wants(im) {
 			continue
 		}
 		ik := ref{project, name}
 		spec, err := storeSpec(ik, im)
 		if err != nil {
-			continue // the image's own work reports it
+			return held, fmt.Errorf("snapshot %q of the node has an invalid spec (%v): the disk is kept until it is fixed or deleted", name, err)
 		}
 		if old, err := r.cfg.Store.StatImage(ctx, project, name); err == nil {
 			if store.SameSource(old.Source, spec.Source) {

@@ -172,7 +172,8 @@ func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) 
 }
 
 func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64) error {
-	st, err := s.read(ctx, list(api.ImagesPrefix(ref.Project)), list(api.NodesPrefix(ref.Project)))
+	st, err := s.read(ctx, list(api.ImagesPrefix(ref.Project)), list(api.NodesPrefix(ref.Project)),
+		list(api.ReplicasPrefix(ref.Project, "")), list(api.AgentsPrefix()), listKeys(api.AlivePrefix()))
 	if err != nil {
 		return err
 	}

@@ -155,6 +155,23 @@ func snapshotsOf(st *state.Store, ref state.Ref) []string {
 	return out
 }
 
+// copiesInProgress names the images of ref's project copied from ref that
+// are not Ready yet: their agents still read ref. The store must hold the
+// project's images and replicas, and the agents.
+func copiesInProgress(st *state.Store, ref state.Ref) []string {
+	var out []string
+	for r, im := range st.Images {
+		if r.Project != ref.Project || im.Msg.GetSpec().GetSource().GetCopy().GetImage() != ref.Name {
+			continue
+		}
+		if v := view.Image(st, r, nil); v.GetStatus().GetPhase() != api.ReplicaReady {
+			out = append(out, r.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // refuseIfUsed is FailedPrecondition, naming them, when nodes use image
 // ref or snapshots have it as their parent. The store must hold the
 // project's nodes and images.
@@ -165,6 +182,9 @@ func refuseIfUsed(st *state.Store, ref state.Ref) error {
 	}
 	if snaps := snapshotsOf(st, ref); len(snaps) > 0 {
 		users = append(users, "snapshots "+strings.Join(snaps, ", "))
+	}
+	if copies := copiesInProgress(st, ref); len(copies) > 0 {
+		users = append(users, "copies still being made "+strings.Join(copies, ", "))
 	}
 	if len(users) == 0 {
 		return nil

@@ -246,3 +246,26 @@ func TestDeleteImageRacesCopyOfSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// An image cannot go while a copy of it is still being made: the agents
+// making the copy read it.
+func TestDeleteImageRefusedWhileACopyIsPending(t *testing.T) {
+	e := start(t)
+	src := &sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{Name: "src"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20, Agents: []string{"a"}}}
+	if _, err := e.putImage(src, create); err != nil {
+		t.Fatal(err)
+	}
+	a := e.agent("a", 10, "src")
+	if _, err := e.putImage(copyImage("dst", "src"), create); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.api.DeleteImage(e.ctx, &sanbootv1.DeleteRequest{Name: "src"})
+	wantCode(t, err, codes.FailedPrecondition, "copies still being made dst")
+
+	if err := a.SetReplica(e.ctx, api.DefaultProject, "dst", api.ReplicaReady); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.api.DeleteImage(e.ctx, &sanbootv1.DeleteRequest{Name: "src"}); err != nil {
+		t.Fatalf("delete src once its copy is Ready: %v", err)
+	}
+}
