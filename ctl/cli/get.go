@@ -195,22 +195,9 @@ func (s *session) getNodes(ctx context.Context, names []string, f listFlags) err
 		return err
 	}
 	if len(names) > 0 {
-		var found []*sanbootv1.Node
-		var errs []error
-		for _, name := range names {
-			n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
-			if err != nil {
-				errs = append(errs, s.rpcError(err))
-				continue
-			}
-			found = append(found, n)
-		}
-		if len(found) > 0 {
-			if err := s.printer(f, len(names) == 1).nodes(found); err != nil {
-				return err
-			}
-		}
-		return errors.Join(errs...)
+		return getNamed(s, names, func(name string) (*sanbootv1.Node, error) {
+			return c.GetNode(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
+		}, s.printer(f, len(names) == 1).nodes)
 	}
 	resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
 	if err != nil {
@@ -232,22 +219,9 @@ func (s *session) getImages(ctx context.Context, names []string, f listFlags) er
 		return err
 	}
 	if len(names) > 0 {
-		var found []*sanbootv1.Image
-		var errs []error
-		for _, name := range names {
-			im, err := c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
-			if err != nil {
-				errs = append(errs, s.rpcError(err))
-				continue
-			}
-			found = append(found, im)
-		}
-		if len(found) > 0 {
-			if err := s.printer(f, len(names) == 1).images(found); err != nil {
-				return err
-			}
-		}
-		return errors.Join(errs...)
+		return getNamed(s, names, func(name string) (*sanbootv1.Image, error) {
+			return c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
+		}, s.printer(f, len(names) == 1).images)
 	}
 	resp, err := c.ListImages(ctx, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
 	if err != nil {
@@ -265,22 +239,9 @@ func (s *session) getAgents(ctx context.Context, names []string, f listFlags) er
 		return err
 	}
 	if len(names) > 0 {
-		var found []*sanbootv1.Agent
-		var errs []error
-		for _, name := range names {
-			a, err := c.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: name})
-			if err != nil {
-				errs = append(errs, s.rpcError(err))
-				continue
-			}
-			found = append(found, a)
-		}
-		if len(found) > 0 {
-			if err := s.printer(f, len(names) == 1).agents(found); err != nil {
-				return err
-			}
-		}
-		return errors.Join(errs...)
+		return getNamed(s, names, func(name string) (*sanbootv1.Agent, error) {
+			return c.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: name})
+		}, s.printer(f, len(names) == 1).agents)
 	}
 	resp, err := c.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
 	if err != nil {
@@ -290,4 +251,25 @@ func (s *session) getAgents(ctx context.Context, names []string, f listFlags) er
 		return nil
 	}
 	return s.printer(f, false).agents(resp.GetAgents())
+}
+
+// getNamed gets each of names, prints those found (all at once, so that a
+// table has one header), and returns the errors of the others, joined.
+func getNamed[T any](s *session, names []string, get func(string) (T, error), print func([]T) error) error {
+	var found []T
+	var errs []error
+	for _, name := range names {
+		v, err := get(name)
+		if err != nil {
+			errs = append(errs, s.rpcError(err))
+			continue
+		}
+		found = append(found, v)
+	}
+	if len(found) > 0 {
+		if err := print(found); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }
