@@ -686,6 +686,10 @@ func TestDiskOfAnEarlierNodeIsNotTaken(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.putImage("default", "golden", 1)
+	eventually(t, "the image in the store", func() bool {
+		_, err := h.store.StatImage(ctx, "default", "golden")
+		return err == nil
+	})
 	if _, err := h.store.Clone(ctx, "default", "golden", "node-01", "uid-earlier"); err != nil {
 		t.Fatal(err)
 	}

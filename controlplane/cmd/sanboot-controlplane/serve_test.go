@@ -178,9 +178,18 @@ func TestServe(t *testing.T) {
 	if v, ok := daemontest.Value(fams, "etcd_server_has_leader", nil); !ok || v != 1 {
 		t.Errorf("embedded etcd's etcd_server_has_leader = %v (found %v), want 1", v, ok)
 	}
-	if f := fams["sanboot_node_provision_seconds"]; f == nil || f.GetMetric()[0].GetHistogram().GetSampleCount() < 1 {
-		t.Errorf("no provision latency observed: %v", f)
-	}
+	// The histogram is fed by this member's watch, which may see the Ready
+	// status after the gauges above did.
+	eventually(t, "a provision latency observed", func() bool {
+		fams, err := daemontest.Scrape(common.MetricsListen)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		f := fams["sanboot_node_provision_seconds"]
+		last = f.String()
+		return f != nil && len(f.GetMetric()) > 0 && f.GetMetric()[0].GetHistogram().GetSampleCount() >= 1
+	}, &last)
 	if _, ok := daemontest.Value(fams, "sanboot_scheduler_queue_depth", nil); !ok {
 		t.Error("no sanboot_scheduler_queue_depth")
 	}
