@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
@@ -104,11 +103,8 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 	var result sanbootv1.PutResult
 	if !exists {
 		rec = &sanbootv1.Image{
-			Metadata: &sanbootv1.ObjectMeta{
-				Project: ref.Project, Name: ref.Name, Labels: im.Metadata.Labels,
-				Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
-			},
-			Spec: im.Spec,
+			Metadata: newMeta(ref, im.Metadata.Labels),
+			Spec:     im.Spec,
 		}
 		result = sanbootv1.PutResult_PUT_RESULT_CREATED
 	} else {

@@ -139,11 +139,8 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 	var result sanbootv1.PutResult
 	if !exists {
 		rec = &sanbootv1.Node{
-			Metadata: &sanbootv1.ObjectMeta{
-				Project: ref.Project, Name: ref.Name, Labels: n.Metadata.Labels,
-				Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
-			},
-			Spec: n.Spec,
+			Metadata: newMeta(ref, n.Metadata.Labels),
+			Spec:     n.Spec,
 		}
 		result = sanbootv1.PutResult_PUT_RESULT_CREATED
 	} else {
@@ -202,11 +199,8 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 // node created here.
 func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, error) {
 	rec := &sanbootv1.Node{
-		Metadata: &sanbootv1.ObjectMeta{
-			Project: ref.Project, Name: ref.Name, Labels: n.Metadata.Labels,
-			Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
-		},
-		Spec: n.Spec,
+		Metadata: newMeta(ref, n.Metadata.Labels),
+		Spec:     n.Spec,
 	}
 	key := api.NodeKey(ref.Project, ref.Name)
 	put, err := kv.PutOp(key, rec)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
@@ -237,4 +238,12 @@ const retries = 5
 
 func describe(kind string, ref state.Ref) string {
 	return fmt.Sprintf("%s %q in project %q", kind, ref.Name, ref.Project)
+}
+
+// newMeta is the metadata of a record created now: generation 1, a new uid.
+func newMeta(ref state.Ref, labels map[string]string) *sanbootv1.ObjectMeta {
+	return &sanbootv1.ObjectMeta{
+		Project: ref.Project, Name: ref.Name, Labels: labels,
+		Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
+	}
 }
