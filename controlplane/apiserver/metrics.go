@@ -88,10 +88,12 @@ func (s *Server) MetricsServerOptions() []grpc.ServerOption {
 }
 
 // observeReady records a node's provision latency when the cache sees it
-// turn Ready for the first time (from a phase it had seen before, so that
-// a relist does not count old nodes again).
+// turn Ready for the first time. A node first seen already Ready counts too:
+// its creation and its Ready status can reach the cache in one watch batch.
+// A relist does not count old nodes again: the cache calls its change hook
+// for watch batches only.
 func (m *metrics) observeReady(old, cur *sanbootv1.Node) {
-	if old == nil || cur == nil || old.GetStatus().GetPhase() == api.PhaseReady || cur.GetStatus().GetPhase() != api.PhaseReady {
+	if cur == nil || old.GetStatus().GetPhase() == api.PhaseReady || cur.GetStatus().GetPhase() != api.PhaseReady {
 		return
 	}
 	if cur.GetMetadata().GetGeneration() > 1 || cur.GetMetadata().GetCreateTime() == nil {
