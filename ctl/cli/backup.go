@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 func newBackupCmd(s *session) *cobra.Command {
@@ -92,6 +93,6 @@ func (s *session) backup(ctx context.Context, file string) error {
 		return out.failed(err)
 	}
 	fmt.Fprintf(s.env.Stdout, "backup written to %s: revision %d, %d keys, %s, sha256 %s (etcd hash %08x)\n",
-		file, info.GetRevision(), info.GetKeys(), formatSize(got), sum, info.GetEtcdHash())
+		file, info.GetRevision(), info.GetKeys(), bytesize.Format(got), sum, info.GetEtcdHash())
 	return nil
 }

@@ -230,7 +230,7 @@ func TestExitCodes(t *testing.T) {
 		{"bad output", []string{"get", "nodes", "-o", "xml"}, ExitUsage, `-o "xml"`, "", false},
 		{"bad selector", []string{"get", "nodes", "-l", "a=b=c,!"}, ExitUsage, "label selector", "", false},
 		{"names and selector", []string{"get", "nodes", "node-01", "-l", "a=b"}, ExitUsage, "cannot be combined", "", false},
-		{"bad size", []string{"image", "create", "x", "--size", "ten"}, ExitUsage, `size "ten" is not a size`, "", false},
+		{"bad size", []string{"image", "create", "x", "--size", "ten"}, ExitUsage, `"ten" is not a size`, "", false},
 		{"bad label", []string{"provision", "x", "--image", "y", "--label", "novalue"}, ExitUsage, `--label "novalue" is not key=value`, "", false},
 		{"get without resource", []string{"get"}, ExitUsage, "name what to get", "", false},
 		{"get unknown resource", []string{"get", "pods"}, ExitUsage, `cannot get "pods"`, "", false},

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -52,60 +50,6 @@ func humanDuration(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dy%dd", days/365, days%365)
 	}
-}
-
-var sizeUnits = []struct {
-	suffix string
-	bytes  int64
-}{
-	// Longest suffixes first, so that "GiB" is not read as "B".
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"PiB", 1 << 50},
-	{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"PB", 1e15},
-	{"B", 1},
-}
-
-// parseSize reads a size such as "10GiB", "512MiB", "1.5TiB", "20GB" or a
-// plain number of bytes. Binary (KiB, MiB, ...) and decimal (kB, MB, ...)
-// units are both accepted; the result must be a whole number of bytes.
-func parseSize(s string) (int64, error) {
-	const help = "use a number of bytes or a number with a unit: KiB, MiB, GiB, TiB (powers of 1024) or kB, MB, GB, TB (powers of 1000), e.g. 10GiB"
-	in := strings.TrimSpace(s)
-	num, mult := in, int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(in, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(in, u.suffix)), u.bytes
-			break
-		}
-	}
-	if n, err := strconv.ParseInt(num, 10, 64); err == nil {
-		if n <= 0 || n > math.MaxInt64/mult {
-			return 0, fmt.Errorf("size %q is out of range: %s", s, help)
-		}
-		return n * mult, nil
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-		return 0, fmt.Errorf("size %q is not a size: %s", s, help)
-	}
-	b := f * float64(mult)
-	if b != math.Trunc(b) || b > math.MaxInt64/2 {
-		return 0, fmt.Errorf("size %q is not a whole number of bytes: %s", s, help)
-	}
-	return int64(b), nil
-}
-
-// formatSize prints bytes in binary units: "10GiB", "1.5GiB", "512B".
-func formatSize(b int64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	i := 0
-	for i < len(units)-1 && b >= int64(1)<<(10*(i+1)) {
-		i++
-	}
-	unit := int64(1) << (10 * i)
-	if b%unit == 0 {
-		return fmt.Sprintf("%d%s", b/unit, units[i])
-	}
-	return strconv.FormatFloat(float64(b)/float64(unit), 'f', 1, 64) + units[i]
 }
 
 // parseLabels reads repeated --label key=value flags.

@@ -37,54 +37,6 @@ func TestHumanDuration(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64 // 0: error
-	}{
-		{"10GiB", 10 << 30},
-		{"512MiB", 512 << 20},
-		{"1.5GiB", 1536 << 20},
-		{"4096", 4096},
-		{"4096B", 4096},
-		{"20GB", 20e9},
-		{"1 TiB", 1 << 40},
-		{"8KiB", 8192},
-		{"2kB", 2000},
-		{"", 0},
-		{"ten", 0},
-		{"-1GiB", 0},
-		{"0", 0},
-		{"1.3B", 0},
-		{"10GiBs", 0},
-		{"99999999999PiB", 0},
-	} {
-		got, err := parseSize(tc.in)
-		if tc.want == 0 {
-			if err == nil {
-				t.Errorf("parseSize(%q) = %d, want an error", tc.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
-		}
-	}
-}
-
-func TestFormatSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   int64
-		want string
-	}{
-		{0, "0B"}, {512, "512B"}, {1024, "1KiB"}, {1536 << 20, "1.5GiB"}, {10 << 30, "10GiB"}, {2 << 40, "2TiB"}, {1000, "1000B"}, {1025, "1.0KiB"},
-	} {
-		if got := formatSize(tc.in); got != tc.want {
-			t.Errorf("formatSize(%d) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 // TestYAMLMatchesJSON: each YAML golden file holds the same data as its
 // JSON twin, so YAML readers see the proto JSON names and values (MACs that
 // look like base-60 numbers to YAML 1.1 readers are quoted).

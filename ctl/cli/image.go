@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 func newImageCmd(s *session) *cobra.Command {
@@ -57,7 +58,7 @@ of 1024) or kB, MB, GB, TB (powers of 1000). Images must be a multiple of
 		Args:              exactArgs(1, "image create takes one NAME"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := parseSize(size)
+			n, err := bytesize.Parse(size)
 			if err != nil {
 				return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
 			}

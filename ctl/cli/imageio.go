@@ -22,6 +22,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 // uploadChunk is the size of one UploadImage message (the API accepts
@@ -112,7 +113,7 @@ func (s *session) importImage(ctx context.Context, args []string, f *importFlags
 	}
 	var size int64
 	if f.size != "" {
-		if size, err = parseSize(f.size); err != nil {
+		if size, err = bytesize.Parse(f.size); err != nil {
 			return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
 		}
 	}
@@ -160,7 +161,7 @@ func (s *session) importImage(ctx context.Context, args []string, f *importFlags
 		spec.SizeBytes = up.GetSizeBytes()
 		spec.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Upload{Upload: &sanbootv1.UploadSource{
 			UploadId: up.GetUploadId(), Sha256: up.GetSha256(), Member: up.GetMember()}}}
-		note = fmt.Sprintf("%s, sha256 %s", formatSize(up.GetSizeBytes()), up.GetSha256())
+		note = fmt.Sprintf("%s, sha256 %s", bytesize.Format(up.GetSizeBytes()), up.GetSha256())
 		if up.GetFormat() == "qcow2" {
 			note += ", converted from qcow2"
 		}
@@ -278,7 +279,7 @@ func (s *session) upload(ctx context.Context, c sanbootv1.SanbootClient, project
 		return nil, fmt.Errorf("%s is empty", what)
 	}
 	if s.env.Terminal != nil && s.env.Terminal(s.env.Stderr) {
-		fmt.Fprintf(s.env.Stderr, "sent %s; the control plane is checking and staging it\n", formatSize(sent))
+		fmt.Fprintf(s.env.Stderr, "sent %s; the control plane is checking and staging it\n", bytesize.Format(sent))
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
@@ -375,9 +376,9 @@ func (s *session) exportImage(ctx context.Context, name, file string, force bool
 	if err := out.commit(size); err != nil {
 		return out.failed(err)
 	}
-	msg := fmt.Sprintf("image/%s exported to %s (%s, sha256 %s verified)", name, out.name(), formatSize(got), sum)
+	msg := fmt.Sprintf("image/%s exported to %s (%s, sha256 %s verified)", name, out.name(), bytesize.Format(got), sum)
 	if want == "" {
-		msg = fmt.Sprintf("image/%s exported to %s (%s, sha256 %s; the image records no sha256 to verify it against)", name, out.name(), formatSize(got), sum)
+		msg = fmt.Sprintf("image/%s exported to %s (%s, sha256 %s; the image records no sha256 to verify it against)", name, out.name(), bytesize.Format(got), sum)
 	}
 	w := s.env.Stdout
 	if file == "-" {

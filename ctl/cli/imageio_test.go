@@ -15,6 +15,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 // runWith runs sanbootctl in-process against addr with stdin and a
@@ -68,7 +69,7 @@ func TestImportFileUploadsThenCreates(t *testing.T) {
 	if r.code != ExitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if want := "image/img created (" + formatSize(int64(len(b))) + ", sha256 " + fakeSum(b) + ")\n"; r.stdout != want {
+	if want := "image/img created (" + bytesize.Format(int64(len(b))) + ", sha256 " + fakeSum(b) + ")\n"; r.stdout != want {
 		t.Fatalf("stdout %q, want %q", r.stdout, want)
 	}
 	if r.stderr != "" {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 // Output formats of get.
@@ -116,7 +117,7 @@ func (p printer) images(images []*sanbootv1.Image) error {
 		if n := len(spec.GetAgents()); n > 0 {
 			total = n
 		}
-		row := p.projectCell(m.GetProject(), m.GetName(), formatSize(spec.GetSizeBytes()), orNone(st.GetPhase()),
+		row := p.projectCell(m.GetProject(), m.GetName(), bytesize.Format(spec.GetSizeBytes()), orNone(st.GetPhase()),
 			fmt.Sprintf("%d/%d", ready, total), strconv.Itoa(len(st.GetUsedBy())), age(p.now, m.GetCreateTime()))
 		if wide {
 			agents := strings.Join(spec.GetAgents(), ",")
@@ -150,7 +151,7 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 	for _, a := range agents {
 		r := a.GetRecord()
 		row := []string{r.GetName(), orNone(a.GetState()), orNone(r.GetDriver()), orNone(strings.Join(r.GetPortals(), ",")),
-			strconv.FormatInt(a.GetNodes(), 10), formatSize(r.GetFreeBytes()), formatSize(r.GetCapacityBytes()),
+			strconv.FormatInt(a.GetNodes(), 10), bytesize.Format(r.GetFreeBytes()), bytesize.Format(r.GetCapacityBytes()),
 			orNone(r.GetVersion()), age(p.now, r.GetStartTime())}
 		if wide {
 			row = append(row, orNone(r.GetCloneMode()), orNone(strings.Join(r.GetAdvertisePortals(), ",")))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 func newSnapshotCmd(s *session) *cobra.Command {
@@ -183,7 +184,7 @@ func describeDerived(im *sanbootv1.Image) string {
 	if p := spec.GetParent(); p != "" {
 		out += ", parent image/" + p
 	}
-	return out + ", " + formatSize(spec.GetSizeBytes()) + ", " + where
+	return out + ", " + bytesize.Format(spec.GetSizeBytes()) + ", " + where
 }
 
 // printImageResult prints the resulting image as JSON or YAML; text output
@@ -297,7 +298,7 @@ func (p printer) snapshots(images []*sanbootv1.Image) error {
 	for _, im := range images {
 		m, spec, st := im.GetMetadata(), im.GetSpec(), im.GetStatus()
 		row := p.projectCell(m.GetProject(), m.GetName(), orNone(spec.GetSource().GetSnapshot().GetNode()), orNone(spec.GetParent()),
-			formatSize(spec.GetSizeBytes()), orNone(st.GetPhase()), age(p.now, m.GetCreateTime()))
+			bytesize.Format(spec.GetSizeBytes()), orNone(st.GetPhase()), age(p.now, m.GetCreateTime()))
 		if wide {
 			ready := 0
 			for _, r := range st.GetReplicas() {

@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/goccy/go-yaml/ast"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
 // decoder walks the syntax tree of one input.
@@ -319,7 +319,7 @@ func (d *decoder) size(n ast.Node, path string, dst *int64) {
 			*dst = int64(x)
 		}
 	case *ast.StringNode:
-		b, err := ParseSize(v.Value)
+		b, err := bytesize.Parse(v.Value)
 		if err != nil {
 			d.fail(n, path, "%s", err)
 			return
@@ -546,40 +546,4 @@ func (d *decoder) source(n ast.Node, path string, s *sanbootv1.ImageSpec, o *Obj
 	default:
 		d.fail(n, path, "has %s: give exactly one source", strings.Join(kinds, " and "))
 	}
-}
-
-// ParseSize reads a size such as "10GiB", "512MiB", "20GB" or a plain
-// number of bytes; the result must be a whole number of bytes.
-func ParseSize(s string) (int64, error) {
-	const help = "use a number of bytes or a number with a unit: KiB, MiB, GiB, TiB (powers of 1024) or kB, MB, GB, TB (powers of 1000), e.g. \"10GiB\""
-	units := []struct {
-		suffix string
-		bytes  int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"PiB", 1 << 50},
-		{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"PB", 1e15}, {"B", 1},
-	}
-	in := strings.TrimSpace(s)
-	num, mult := in, int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(in, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(in, u.suffix)), u.bytes
-			break
-		}
-	}
-	if n, err := strconv.ParseInt(num, 10, 64); err == nil {
-		if n <= 0 || n > math.MaxInt64/mult {
-			return 0, fmt.Errorf("size %q is out of range: %s", s, help)
-		}
-		return n * mult, nil
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-		return 0, fmt.Errorf("%q is not a size: %s", s, help)
-	}
-	b := f * float64(mult)
-	if b != math.Trunc(b) || b > math.MaxInt64/2 {
-		return 0, fmt.Errorf("size %q is not a whole number of bytes: %s", s, help)
-	}
-	return int64(b), nil
 }

@@ -89,16 +89,3 @@ func TestLoadDirAndStdin(t *testing.T) {
 		t.Errorf("objects %s", got)
 	}
 }
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"512": 512, "10GiB": 10 << 30, "1.5GiB": 3 << 29, "20GB": 20e9, "4 KiB": 4096} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "ten", "-1", "0.5B", "1.1KiB"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) did not fail", in)
-		}
-	}
-}

@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +32,7 @@ import (
 	"github.com/sanboot/sanboot/agent/target/lio"
 	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/bytesize"
 	"github.com/sanboot/sanboot/internal/daemon"
 )
 
@@ -187,7 +187,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	if c.workers < 1 || c.workers > 1024 {
 		errs = append(errs, fmt.Errorf("--workers=%d: use 1 to 1024", c.workers))
 	}
-	size, err := parseSize(capacity)
+	size, err := bytesize.Parse(capacity)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("--fake-capacity: %w", err))
 	}
@@ -213,26 +213,6 @@ func checkPortals(flagName string, portals []string, required bool) error {
 		seen[p] = true
 	}
 	return errors.Join(errs...)
-}
-
-// parseSize reads a size such as 1TiB, 500GiB, 64MiB or 1048576 (bytes).
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"PiB", 1 << 50}, {"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size: use a positive whole number of bytes, or with KiB, MiB, GiB, TiB or PiB (e.g. 1TiB)", s)
-	}
-	return n * mult, nil
 }
 
 func version() string {
