@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/member"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
+	"github.com/sanboot/sanboot/internal/buildinfo"
 )
 
 // DefaultAPIListen is the default of --api-listen.
@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 			Name:         m.Name(),
 			ApiEndpoints: []string{lis.Addr().String()},
 			ClientUrls:   m.ClientURLs(),
-			Version:      version(),
+			Version:      buildinfo.Version(),
 		}, apiserver.MemberTTL, log)
 	})
 	wg.Go(func() {
@@ -230,12 +230,4 @@ func stopGRPC(gs *grpc.Server, grace time.Duration) {
 		gs.Stop()
 		<-done
 	}
-}
-
-// version is the main module's version as the build recorded it.
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "devel"
 }

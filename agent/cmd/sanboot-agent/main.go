@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +31,7 @@ import (
 	"github.com/sanboot/sanboot/agent/target/lio"
 	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/buildinfo"
 	"github.com/sanboot/sanboot/internal/bytesize"
 	"github.com/sanboot/sanboot/internal/daemon"
 )
@@ -215,13 +215,6 @@ func checkPortals(flagName string, portals []string, required bool) error {
 	return errors.Join(errs...)
 }
 
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
-
 // run is the whole program; it returns when ctx ends (after revoking the
 // lease) or when the flags are wrong.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -258,11 +251,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	log.Info("starting", "agent", c.name, "version", version(), "etcd", c.endpoints, "driver", c.driver,
+	log.Info("starting", "agent", c.name, "version", buildinfo.Version(), "etcd", c.endpoints, "driver", c.driver,
 		"portals", c.portals, "advertise", c.advertisePortals, "note", "the connection to etcd is not encrypted")
 
 	registration, err := registry.New(cli, registry.Config{
-		Name: c.name, Version: version(), Driver: drv.Name(),
+		Name: c.name, Version: buildinfo.Version(), Driver: drv.Name(),
 		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
 		TTL: c.leaseTTL, Log: log,
 		Capacity: func(ctx context.Context) (int64, int64, error) {

@@ -12,12 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/keylock"
 )
 
 // Config says which LIO a Driver drives.
@@ -41,7 +41,7 @@ type Driver struct {
 	fs          *countingFS
 	log         *slog.Logger
 	busyTimeout time.Duration
-	locks       keyedMutex
+	locks       keylock.Locks
 }
 
 var _ target.Driver = (*Driver)(nil)
@@ -125,7 +125,10 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 	if err != nil {
 		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
-	unlock := d.locks.lock(t.IQN)
+	unlock, err := d.locks.Lock(ctx, t.IQN)
+	if err != nil {
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+	}
 	defer unlock()
 	if err := d.checkRoot(); err != nil {
 		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
@@ -659,7 +662,10 @@ func (d *Driver) Delete(ctx context.Context, iqn string) error {
 	if err := target.ValidateIQN(iqn); err != nil {
 		return fmt.Errorf("delete target: %w", err)
 	}
-	unlock := d.locks.lock(iqn)
+	unlock, err := d.locks.Lock(ctx, iqn)
+	if err != nil {
+		return fmt.Errorf("delete target %s: %w", iqn, err)
+	}
 	defer unlock()
 	if err := d.checkRoot(); err != nil {
 		return fmt.Errorf("delete target %s: %w", iqn, err)
@@ -943,39 +949,5 @@ func (d *Driver) retryBusy(ctx context.Context, what string, f func() error) err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
-	}
-}
-
-// keyedMutex is a mutex per key.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyLock
-}
-
-type keyLock struct {
-	sync.Mutex
-	n int
-}
-
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyLock{}
-	}
-	l := k.m[key]
-	if l == nil {
-		l = &keyLock{}
-		k.m[key] = l
-	}
-	l.n++
-	k.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		k.mu.Lock()
-		if l.n--; l.n == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
 	}
 }
