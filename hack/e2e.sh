@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # e2e.sh: the control-plane foundation end to end, with real processes:
 # sanboot-controlplane (embedded etcd + API + scheduler), sanboot-agent
-# (--driver=fake: the real iSCSI drivers come with the storage-host work),
-# and sanbootctl, all on random loopback ports.
+# (--driver=fake: this script is about the control plane; the tgt driver is
+# hack/e2e-tgt.sh's and the demo's, LIO hack/e2e-lio.sh's), and sanbootctl,
+# all on random loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh

@@ -4,9 +4,13 @@
 #
 #   Go >= 1.26      Debian 12 ships 1.19; when no new enough go is in PATH we
 #                   install golang-go and let it fetch the Go 1.26 toolchain
-#                   from the Go module proxy (golang.org/toolchain), then
-#                   link it as /usr/local/bin/go.
-#   protoc          Debian's protobuf-compiler, for `make generate`.
+#                   from the Go module proxy (golang.org/toolchain), copy it
+#                   to /usr/local/lib/sanboot-go/ (with the execute bits
+#                   that Go 1.19's module cache leaves off) and link it as
+#                   /usr/local/bin/go.
+#   protoc          Debian's protobuf-compiler and libprotobuf-dev (the
+#                   well-known types, google/protobuf/*.proto), for
+#                   `make generate`.
 #   tgt             tgtd/tgtadm, the iSCSI target of the tgt driver (tests run
 #                   their own tgtd; the package's own service is kept from
 #                   starting during the install).
@@ -25,7 +29,7 @@
 set -euo pipefail
 
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
-DEBS=(protobuf-compiler ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
+DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd
 	debootstrap systemd)
 
@@ -66,15 +70,37 @@ if [ ${#need_debs[@]} -gt 0 ]; then
 	$policy_made && rm -f /usr/sbin/policy-rc.d
 fi
 
-if ! go_ok; then
+# fetch_go_toolchain: the $GO_TOOLCHAIN toolchain through Debian's Go and
+# the Go module proxy, as /usr/local/bin/go.
+fetch_go_toolchain() {
+	local gopath json err dir goroot=/usr/local/lib/sanboot-go/$GO_TOOLCHAIN
 	echo "install-deps: fetching the $GO_TOOLCHAIN toolchain through the Go module proxy"
-	dir=$(cd /tmp && GOFLAGS=-mod=mod GOPATH=/usr/local/lib/sanboot-gopath \
-		/usr/bin/go mod download -json "golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-amd64" |
-		sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-	[ -x "$dir/bin/go" ] || { echo "install-deps: could not fetch $GO_TOOLCHAIN (got '$dir')" >&2; exit 1; }
-	ln -sf "$dir/bin/go" /usr/local/bin/go
-	ln -sf "$dir/bin/gofmt" /usr/local/bin/gofmt
+	gopath=$(mktemp -d /tmp/sanboot-gopath.XXXXXX)
+	json=$(cd /tmp && GOFLAGS=-mod=mod GOPATH=$gopath \
+		/usr/bin/go mod download -json "golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-amd64" 2>&1) || true
+	err=$(sed -n 's/^\t"Error": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+	dir=$(sed -n 's/^\t"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+	if [ -n "$err" ] || [ -z "$dir" ] || [ ! -d "$dir" ]; then
+		chmod -R u+w "$gopath" && rm -rf "$gopath"
+		echo "install-deps: downloading the $GO_TOOLCHAIN toolchain failed: ${err:-go mod download gave no directory: $json}" >&2
+		exit 1
+	fi
+	# The module cache is read-only, and Go 1.19 extracts the toolchain
+	# without execute bits (Go 1.21+ sets them when it switches toolchains
+	# itself): copy it out of the cache, make bin/ and pkg/tool/ executable,
+	# and drop the download, so that no module-cache cleaning can remove it.
+	rm -rf "$goroot.part"
+	mkdir -p "$(dirname "$goroot")"
+	cp -r "$dir" "$goroot.part"
+	chmod -R u+w "$goroot.part" "$gopath"
+	rm -rf "$gopath"
+	find "$goroot.part/bin" "$goroot.part/pkg/tool" -type f -exec chmod 755 {} +
+	rm -rf "$goroot"
+	mv "$goroot.part" "$goroot"
+	ln -sf "$goroot/bin/go" /usr/local/bin/go
+	ln -sf "$goroot/bin/gofmt" /usr/local/bin/gofmt
 	export PATH=/usr/local/bin:$PATH
-	go_ok || { echo "install-deps: $(command -v go) is still too old" >&2; exit 1; }
-fi
+	go_ok || { echo "install-deps: $goroot/bin/go does not run as Go >= 1.26: $("$goroot/bin/go" version 2>&1)" >&2; exit 1; }
+}
+go_ok || fetch_go_toolchain
 echo "install-deps: $(go version), $(protoc --version)"

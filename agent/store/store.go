@@ -1,8 +1,9 @@
 // Package store defines where the agent keeps disk bytes: golden images and
-// the per-node disks cloned from them. The real store (next release) keeps
+// the per-node disks cloned from them. Package filestore is the real store:
 // images at <root>/images/<project>/<image>.raw and disks at
-// <root>/disks/<project>/<node>.raw and clones with reflink when the file
-// system can; package fake is an in-memory stand-in.
+// <root>/disks/<project>/<node>.raw, cloned with reflink when the file
+// system can; package fake is an in-memory stand-in for unit tests and
+// control-plane benchmarks.
 //
 // Every Store must pass the conformance suite in package storetest.
 package store

@@ -1,5 +1,6 @@
 // Package scheduler is the controller that puts nodes on agents and takes
-// them off again (semantics points 3 and 4 of the design).
+// them off again (docs/design.md: placement is sticky, deletion takes two
+// steps, writes are batched).
 //
 // It mirrors sanboot's records with one kv.Reflect over api.Prefix, queues
 // the keys of affected nodes in a keyed work queue, and for each node makes

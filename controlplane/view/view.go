@@ -1,6 +1,7 @@
 // Package view joins the records of a state.Store into what the API shows:
-// a Node with its status (semantics point 6 of the design), an Image with
-// its replicas and users, an Agent with its liveness and load.
+// a Node with its status (the agent's report, the scheduler's reason for
+// not placing it, or Unavailable while its agent's lease is gone), an Image
+// with its replicas and users, an Agent with its liveness and load.
 //
 // Views are computed, never stored: the same functions serve one-off reads
 // and the API server's watch cache. They are deterministic (no clocks), so

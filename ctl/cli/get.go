@@ -53,7 +53,8 @@ func newGetCmd(s *session) *cobra.Command {
 
 Tables show ages; JSON and YAML use the API's JSON names and RFC 3339 times.
 A list prints as {"nodes": [...]} (or images, agents); a single NAME prints
-the object itself.`,
+the object itself, which apply -f takes back. A status prints every field,
+zero values too (lun: 0, portals: []).`,
 		Example: `  # Nodes of the current project, then of every project
   sanbootctl get nodes
   sanbootctl get nodes -A

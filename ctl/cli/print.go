@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/api"
@@ -52,7 +51,8 @@ func checkFormat(f string) error {
 
 // printer writes resources in one format. Tables have stable columns; JSON
 // is the proto JSON mapping (lowerCamelCase names, RFC 3339 times, int64 as
-// strings) and YAML is that same JSON as YAML.
+// strings; status printed whole: objectJSON) and YAML is that same JSON as
+// YAML.
 type printer struct {
 	w           io.Writer
 	format      string
@@ -248,7 +248,7 @@ func (p printer) structuredOut(key string, items []proto.Message) error {
 	}
 	var doc []byte
 	if p.single && len(items) == 1 {
-		b, err := protojson.Marshal(items[0])
+		b, err := objectJSON(items[0])
 		if err != nil {
 			return fmt.Errorf("encode JSON: %w", err)
 		}
@@ -256,7 +256,7 @@ func (p printer) structuredOut(key string, items []proto.Message) error {
 	} else {
 		raw := make([]json.RawMessage, len(items))
 		for i, m := range items {
-			b, err := protojson.Marshal(m)
+			b, err := objectJSON(m)
 			if err != nil {
 				return fmt.Errorf("encode JSON: %w", err)
 			}

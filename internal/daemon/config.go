@@ -31,6 +31,35 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	return loadConfig(fs)
+}
+
+// ParseArgs is Parse for a command that takes arguments besides its flags
+// (restore SNAPSHOT): flags may come before and after the arguments, as
+// with sanbootctl, and "--" ends the flags. It returns the arguments.
+func ParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var operands []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			operands = append(operands, rest...)
+			break
+		}
+		operands = append(operands, rest[0])
+		args = rest[1:]
+	}
+	return operands, loadConfig(fs)
+}
+
+// loadConfig reads the file --config names, if any, into the flags that
+// the command line did not set.
+func loadConfig(fs *flag.FlagSet) error {
 	f := fs.Lookup(ConfigFlag)
 	if f == nil || f.Value.String() == "" {
 		return nil

@@ -67,6 +67,38 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseArgs(t *testing.T) {
+	good := filepath.Join("testdata", "good.yaml")
+	for _, tc := range []struct {
+		name           string
+		args, operands []string
+		workers        int
+		wantName       string
+	}{
+		{"flags first", []string{"--workers=2", "--name", "n", "snap.db"}, []string{"snap.db"}, 2, "n"},
+		{"flags after", []string{"snap.db", "--workers=2", "--name", "n"}, []string{"snap.db"}, 2, "n"},
+		{"both sides", []string{"--workers", "2", "a", "--name=n", "b"}, []string{"a", "b"}, 2, "n"},
+		{"config after", []string{"snap.db", "--config", good}, []string{"snap.db"}, 4, "agent-1"},
+		{"double dash", []string{"--workers=2", "--", "--name", "x"}, []string{"--name", "x"}, 2, "default"},
+		{"none", []string{"--workers=3"}, nil, 3, "default"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got settings
+			operands, err := ParseArgs(newFlags(&got), tc.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(operands, tc.operands) || got.workers != tc.workers || got.name != tc.wantName {
+				t.Errorf("got operands %q, workers %d, name %q; want %q, %d, %q", operands, got.workers, got.name, tc.operands, tc.workers, tc.wantName)
+			}
+		})
+	}
+	var s settings
+	if _, err := ParseArgs(newFlags(&s), []string{"snap.db", "--wrokers=2"}); err == nil || !strings.Contains(err.Error(), "wrokers") {
+		t.Errorf("an unknown flag after the file: got %v, want an error naming it", err)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	bad := filepath.Join("testdata", "bad.yaml")
 	var s settings

@@ -1,5 +1,6 @@
 // Package storetest is the conformance suite every store.Store must pass
-// (the fake now, the reflink store next), in the manner of containerd's
+// (package filestore on XFS with reflink and on ext4, and the fake), in the
+// manner of containerd's
 // snapshots/testsuite:
 //
 //	func TestConformance(t *testing.T) {

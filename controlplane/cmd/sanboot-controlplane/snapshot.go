@@ -33,6 +33,7 @@ const snapshotUsage = `usage:
       make DIR (the member's --data-dir, which must hold no member: stop the
       control plane and move DIR/member away first) hold the snapshot's data;
       then start the control plane on it. See docs/operations.md.
+Flags may come before or after FILE and SNAPSHOT.
 `
 
 func snapshotCmd(_ *flag.FlagSet, _ *controlplane.Config, args []string) int {
@@ -44,16 +45,17 @@ func snapshotCmd(_ *flag.FlagSet, _ *controlplane.Config, args []string) int {
 	case "save":
 		fs := flag.NewFlagSet("sanboot-controlplane snapshot save", flag.ContinueOnError)
 		endpoints := fs.String("endpoints", "http://127.0.0.1:2379", "client URLs of the etcd member, comma separated")
-		if err := fs.Parse(args[1:]); err != nil {
+		files, err := daemon.ParseArgs(fs, args[1:])
+		if err != nil {
 			return 2
 		}
-		if fs.NArg() != 1 {
+		if len(files) != 1 {
 			fmt.Fprint(os.Stderr, snapshotUsage)
 			return 2
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		info, err := backup.Save(ctx, strings.Split(*endpoints, ","), fs.Arg(0))
+		info, err := backup.Save(ctx, strings.Split(*endpoints, ","), files[0])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sanboot-controlplane snapshot save:", err)
 			return 1
@@ -84,11 +86,12 @@ func printInfo(i backup.Info) {
 }
 
 func restoreCmd(fs *flag.FlagSet, cfg *controlplane.Config, args []string) int {
-	if err := daemon.Parse(fs, args); err != nil {
+	files, err := daemon.ParseArgs(fs, args)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sanboot-controlplane restore:", err)
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if len(files) != 1 {
 		fmt.Fprint(os.Stderr, snapshotUsage)
 		return 2
 	}
@@ -105,7 +108,7 @@ func restoreCmd(fs *flag.FlagSet, cfg *controlplane.Config, args []string) int {
 	if initial == "" && len(peerURLs) > 0 {
 		initial = m.Name + "=" + peerURLs[0]
 	}
-	rc := backup.RestoreConfig{Snapshot: fs.Arg(0), DataDir: m.DataDir, Name: m.Name, PeerURLs: peerURLs, InitialCluster: initial}
+	rc := backup.RestoreConfig{Snapshot: files[0], DataDir: m.DataDir, Name: m.Name, PeerURLs: peerURLs, InitialCluster: initial}
 	if err := backup.Restore(rc); err != nil {
 		fmt.Fprintln(os.Stderr, "sanboot-controlplane restore:", err)
 		return 1
