@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,6 +26,8 @@ import (
 	"github.com/sanboot/sanboot/agent/fetch"
 	"github.com/sanboot/sanboot/agent/reconciler"
 	"github.com/sanboot/sanboot/agent/registry"
+	"github.com/sanboot/sanboot/agent/store"
+	fakestore "github.com/sanboot/sanboot/agent/store/fake"
 	"github.com/sanboot/sanboot/agent/store/filestore"
 	faketarget "github.com/sanboot/sanboot/agent/target/fake"
 	"github.com/sanboot/sanboot/api"
@@ -46,6 +49,8 @@ type system struct {
 	addr      string
 	uploadDir string
 	store     string // the agent's store directory
+	// ctlTimeout bounds each sanbootctl run (default 2*wait).
+	ctlTimeout time.Duration
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -55,6 +60,14 @@ func logger(t *testing.T) *slog.Logger {
 // start runs etcd, the API server of member cp1 (collecting staged
 // uploads every 200 ms), the scheduler, and agent a1 with a file store.
 func start(t *testing.T) *system {
+	t.Helper()
+	return startWith(t, false)
+}
+
+// startWith is start; with fakeStore, agent a1 keeps its images and disks
+// in the FAKE in-memory store (as sanboot-agent --driver=fake), for fleets
+// larger than a temp directory holds.
+func startWith(t *testing.T, fakeStore bool) *system {
 	t.Helper()
 	m := etcdtest.Start(t)
 	s := &system{t: t, cli: m.Client(t), uploadDir: filepath.Join(t.TempDir(), "uploads")}
@@ -93,11 +106,22 @@ func start(t *testing.T) *system {
 
 	// The agent, wired as sanboot-agent wires it.
 	s.store = t.TempDir()
-	st, err := filestore.New(filestore.Options{Root: s.store, Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
-	if err != nil {
-		t.Fatal(err)
+	var st store.Store
+	var images export.Images // the fake keeps no bytes to export
+	if fakeStore {
+		fs, err := fakestore.New(fakestore.Options{Root: s.store, CapacityBytes: 1 << 40})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = fs
+	} else {
+		fs, err := filestore.New(filestore.Options{Root: s.store, Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fs.Close() })
+		st, images = fs, fs
 	}
-	t.Cleanup(func() { st.Close() })
 	reg, err := registry.New(s.cli, registry.Config{Name: "a1", Driver: "fake", Portals: []string{"127.0.0.1:3260"}, TTL: 10 * time.Second, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -107,13 +131,15 @@ func start(t *testing.T) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp, err := export.New(export.Config{Agent: "a1", Client: s.cli, Images: st, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	wg.Go(func() { reg.Run(ctx) })
 	wg.Go(func() { rec.Run(ctx) })
-	wg.Go(func() { exp.Run(ctx) })
+	if images != nil {
+		exp, err := export.New(export.Config{Agent: "a1", Client: s.cli, Images: images, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { exp.Run(ctx) })
+	}
 	return s
 }
 
@@ -132,7 +158,7 @@ func (s *system) ctl(args ...string) string {
 func (s *system) run(args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
 	env := map[string]string{"SANBOOT_ENDPOINTS": s.addr, "HOME": s.t.TempDir()}
-	ctx, cancel := context.WithTimeout(s.ctx, 2*wait)
+	ctx, cancel := context.WithTimeout(s.ctx, cmp.Or(s.ctlTimeout, 2*wait))
 	defer cancel()
 	code := cli.Run(ctx, cli.Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return env[k] }}, args)
 	return code, out.String(), errOut.String()

@@ -2594,7 +2594,12 @@ type WatchNodesRequest struct {
 	AllProjects   bool                   `protobuf:"varint,2,opt,name=all_projects,json=allProjects,proto3" json:"all_projects,omitempty"`
 	LabelSelector string                 `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	// Only these nodes (in project); empty means all that match.
-	Names         []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	Names []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	// Read-your-writes: the initial events come from a view at least this
+	// new (the highest revision of the caller's writes; the server waits for
+	// its cache to get there). 0: the revision etcd is at when the watch
+	// starts.
+	MinRevision   int64 `protobuf:"varint,5,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2655,6 +2660,13 @@ func (x *WatchNodesRequest) GetNames() []string {
 		return x.Names
 	}
 	return nil
+}
+
+func (x *WatchNodesRequest) GetMinRevision() int64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 type NodeEvent struct {
@@ -2724,7 +2736,9 @@ type WatchImagesRequest struct {
 	AllProjects   bool                   `protobuf:"varint,2,opt,name=all_projects,json=allProjects,proto3" json:"all_projects,omitempty"`
 	LabelSelector string                 `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	// Only these images (in project); empty means all that match.
-	Names         []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	Names []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	// As in WatchNodesRequest: the initial events are at least this new.
+	MinRevision   int64 `protobuf:"varint,5,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2785,6 +2799,13 @@ func (x *WatchImagesRequest) GetNames() []string {
 		return x.Names
 	}
 	return nil
+}
+
+func (x *WatchImagesRequest) GetMinRevision() int64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 // ImageEvent is one change of an image's view (spec, replicas, users),
@@ -4188,12 +4209,13 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
-	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\x8d\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\xb0\x01\n" +
 	"\x11WatchNodesRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
 	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x14\n" +
-	"\x05names\x18\x04 \x03(\tR\x05names\"\xf3\x01\n" +
+	"\x05names\x18\x04 \x03(\tR\x05names\x12!\n" +
+	"\fmin_revision\x18\x05 \x01(\x03R\vminRevision\"\xf3\x01\n" +
 	"\tNodeEvent\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.sanboot.v1.NodeEvent.TypeR\x04type\x12$\n" +
 	"\x04node\x18\x02 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12\x1a\n" +
@@ -4205,12 +4227,13 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"TYPE_ADDED\x10\x03\x12\x11\n" +
 	"\rTYPE_MODIFIED\x10\x04\x12\x10\n" +
-	"\fTYPE_DELETED\x10\x05\"\x8e\x01\n" +
+	"\fTYPE_DELETED\x10\x05\"\xb1\x01\n" +
 	"\x12WatchImagesRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
 	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x14\n" +
-	"\x05names\x18\x04 \x03(\tR\x05names\"\x81\x01\n" +
+	"\x05names\x18\x04 \x03(\tR\x05names\x12!\n" +
+	"\fmin_revision\x18\x05 \x01(\x03R\vminRevision\"\x81\x01\n" +
 	"\n" +
 	"ImageEvent\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.sanboot.v1.NodeEvent.TypeR\x04type\x12'\n" +

@@ -46,13 +46,19 @@ type cache struct {
 	// onChange, if set, sees every node view that changed (old or cur nil
 	// when the node appeared or went), under mu.
 	onChange func(old, cur *sanbootv1.Node)
+	// waiting counts the watches waiting in catchUp for the cache to
+	// reach their revision.
+	waiting int
+
+	// hold, if set, runs before each batch is applied, outside mu: tests
+	// block in it to hold the cache back.
+	hold func()
 }
 
-// catchUpWait bounds how long a new watch waits for the cache to reach the
-// revision etcd had when the watch began. Every sanboot write is under
-// api.Prefix, so the cache gets there at once unless it is cut off from
-// etcd, or someone else writes elsewhere in the same etcd.
-const catchUpWait = 2 * time.Second
+// progressEvery is how often a watch waiting for the cache asks etcd to
+// report progress, in case the revision it waits for was a write outside
+// api.Prefix (no event would ever bring the cache there).
+const progressEvery = time.Second
 
 // subscriber is one WatchNodes stream.
 type subscriber struct {
@@ -96,6 +102,9 @@ func (c *cache) run(ctx context.Context) error {
 // handle applies a batch and sends what changed to the subscribers. It
 // never blocks on a subscriber.
 func (c *cache) handle(b kv.Batch) {
+	if c.hold != nil {
+		c.hold()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	changes := c.store.Apply(b)
@@ -155,18 +164,36 @@ func (c *cache) handle(b kv.Batch) {
 	c.advanced = make(chan struct{})
 }
 
-// catchUp waits until the cache has seen what etcd held when it was called,
-// so that a watch that starts after a write (or a read) sees it in its
-// initial events. It gives up silently after catchUpWait: the watch is
-// then merely late, never wrong.
-func (c *cache) catchUp(ctx context.Context) error {
+// catchUp waits until the cache has seen revision minRev, or, when it is 0,
+// what etcd held when it was called, so that a watch that starts after a
+// write (or a read) sees it in its initial events: read-your-writes, on
+// any member, however far behind its cache is. Only ctx bounds the wait:
+// a cache that cannot catch up makes the watch late, never wrong.
+func (c *cache) catchUp(ctx context.Context, minRev int64) error {
+	if minRev > 0 && c.revision() >= minRev {
+		return nil
+	}
 	resp, err := c.cli.Get(ctx, api.Prefix, clientv3.WithCountOnly())
 	if err != nil {
 		return etcdError(ctx, "read", err)
 	}
 	want := resp.Header.Revision
-	timeout := time.NewTimer(catchUpWait)
-	defer timeout.Stop()
+	if minRev > want {
+		return status.Errorf(codes.OutOfRange, "min_revision %d is ahead of etcd (at %d): pass the revision of a write this cluster made", minRev, want)
+	}
+	if minRev > 0 {
+		want = minRev
+	}
+	c.mu.Lock()
+	c.waiting++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+	}()
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
 	for {
 		c.mu.Lock()
 		rev, advanced := c.store.Revision, c.advanced
@@ -176,13 +203,24 @@ func (c *cache) catchUp(ctx context.Context) error {
 		}
 		select {
 		case <-advanced:
-		case <-timeout.C:
-			c.log.Debug("watch starts from a cache that has not caught up", "cache", rev, "etcd", want)
-			return nil
+		case <-tick.C:
+			c.log.Debug("watch waits for the cache", "cache", rev, "want", want)
+			if err := kv.RequestProgress(ctx, c.cli); err != nil && ctx.Err() == nil {
+				c.log.Debug("progress request failed", "err", err)
+			}
+		case <-c.stopped:
+			return errStopping
 		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			return status.Errorf(status.FromContextError(ctx.Err()).Code(),
+				"this member's cache is at revision %d, behind the %d asked for: try another member or a longer timeout", rev, want)
 		}
 	}
+}
+
+func (c *cache) revision() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.store.Revision
 }
 
 // offer queues the event that turns old into cur, as this subscriber sees
@@ -214,9 +252,10 @@ func (s *subscriber) offer(old, cur *sanbootv1.Node, rev int64) bool {
 	}
 }
 
-// subscribe waits for the cache to be synced and caught up, then returns the nodes f
+// subscribe waits for the cache to be synced and caught up (to minRev; see
+// catchUp), then returns the nodes f
 // selects and a subscriber that receives every later change, atomically.
-func (c *cache) subscribe(ctx context.Context, f view.NodeFilter) (*subscriber, []*sanbootv1.Node, int64, error) {
+func (c *cache) subscribe(ctx context.Context, f view.NodeFilter, minRev int64) (*subscriber, []*sanbootv1.Node, int64, error) {
 	select {
 	case <-c.synced:
 	case <-c.stopped:
@@ -224,7 +263,7 @@ func (c *cache) subscribe(ctx context.Context, f view.NodeFilter) (*subscriber, 
 	case <-ctx.Done():
 		return nil, nil, 0, status.FromContextError(ctx.Err()).Err()
 	}
-	if err := c.catchUp(ctx); err != nil {
+	if err := c.catchUp(ctx, minRev); err != nil {
 		return nil, nil, 0, err
 	}
 	c.mu.Lock()
@@ -261,7 +300,7 @@ func (s *Server) WatchNodes(req *sanbootv1.WatchNodesRequest, stream sanbootv1.S
 		return err
 	}
 	ctx := stream.Context()
-	sub, snapshot, rev, err := s.cache.subscribe(ctx, f)
+	sub, snapshot, rev, err := s.cache.subscribe(ctx, f, req.GetMinRevision())
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,8 @@ type env struct {
 	ctx   context.Context
 	log   *slog.Logger
 	proxy *etcdtest.Proxy // between the API server and etcd, when asked for
+	srv   *apiserver.Server
+	hold  *apiserver.CacheHold // the API server's cache, held back on demand
 }
 
 type option func(*envOptions)
@@ -76,6 +78,7 @@ func start(t testing.TB, opts ...option) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.ctx = ctx
 	srv := apiserver.New(srvCli, apiserver.Config{Log: e.log, WatchBuffer: o.watchBuffer})
+	e.srv, e.hold = srv, apiserver.HoldCache(srv)
 	gs := grpc.NewServer(apiserver.ServerOptions(e.log)...)
 	srv.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -9,4 +10,55 @@ import (
 // time were now, for tests.
 func CollectUploads(ctx context.Context, s *Server, now time.Time) ([]string, error) {
 	return s.collectUploads(ctx, now)
+}
+
+// CacheHold holds back the watch cache of a Server: while paused, the
+// batches its etcd watch delivers wait before they are applied, as when
+// the cache is slow or cut off.
+type CacheHold struct {
+	mu     sync.Mutex
+	paused chan struct{} // nil when not paused; closed by Resume
+}
+
+// HoldCache installs a CacheHold in s; call it before s.Run.
+func HoldCache(s *Server) *CacheHold {
+	h := &CacheHold{}
+	s.cache.hold = func() {
+		h.mu.Lock()
+		p := h.paused
+		h.mu.Unlock()
+		if p != nil {
+			<-p
+		}
+	}
+	return h
+}
+
+// Pause holds back every batch from now on (one being applied finishes).
+func (h *CacheHold) Pause() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.paused == nil {
+		h.paused = make(chan struct{})
+	}
+}
+
+// Resume lets the held batches through.
+func (h *CacheHold) Resume() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.paused != nil {
+		close(h.paused)
+		h.paused = nil
+	}
+}
+
+// CacheRevision is the revision s's cache is at.
+func CacheRevision(s *Server) int64 { return s.cache.revision() }
+
+// WatchesWaiting is how many watches wait for s's cache to catch up.
+func WatchesWaiting(s *Server) int {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	return s.cache.waiting
 }

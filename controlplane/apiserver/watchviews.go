@@ -161,7 +161,7 @@ func (c *cache) refreshObjects(changes []state.Change, resync bool) {
 }
 
 // subscribeObjects waits like subscribe, then calls sub under mu.
-func (c *cache) subscribeObjects(ctx context.Context, sub func()) (int64, error) {
+func (c *cache) subscribeObjects(ctx context.Context, minRev int64, sub func()) (int64, error) {
 	select {
 	case <-c.synced:
 	case <-c.stopped:
@@ -169,7 +169,7 @@ func (c *cache) subscribeObjects(ctx context.Context, sub func()) (int64, error)
 	case <-ctx.Done():
 		return 0, status.FromContextError(ctx.Err()).Err()
 	}
-	if err := c.catchUp(ctx); err != nil {
+	if err := c.catchUp(ctx, minRev); err != nil {
 		return 0, err
 	}
 	c.mu.Lock()
@@ -224,7 +224,7 @@ func (s *Server) WatchImages(req *sanbootv1.WatchImagesRequest, stream grpc.Serv
 	ctx := stream.Context()
 	var w *objWatch[*sanbootv1.Image]
 	var initial []*sanbootv1.Image
-	rev, err := s.cache.subscribeObjects(ctx, func() { w, initial = s.cache.images.subscribe(match, s.cache.buffer) })
+	rev, err := s.cache.subscribeObjects(ctx, req.GetMinRevision(), func() { w, initial = s.cache.images.subscribe(match, s.cache.buffer) })
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func (s *Server) WatchAgents(_ *sanbootv1.ListAgentsRequest, stream grpc.ServerS
 	var w *objWatch[*sanbootv1.Agent]
 	var initial []*sanbootv1.Agent
 	all := func(*sanbootv1.Agent) bool { return true }
-	rev, err := s.cache.subscribeObjects(ctx, func() { w, initial = s.cache.agents.subscribe(all, s.cache.buffer) })
+	rev, err := s.cache.subscribeObjects(ctx, 0, func() { w, initial = s.cache.agents.subscribe(all, s.cache.buffer) })
 	if err != nil {
 		return err
 	}

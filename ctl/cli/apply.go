@@ -183,24 +183,50 @@ func (s *session) apply(ctx context.Context, f applyFlags) error {
 	var errs []error
 	var done []applied
 	created := map[string]bool{} // project/name of images this dry run would create
-	for _, o := range manifest.Sort(objs) {
-		name := objName(kindName(o), o.Meta().GetName(), o.Meta().GetProject(), project)
-		res, note, err := s.applyOne(ctx, c, o, dry)
-		if dry && o.Image != nil && err == nil && res == sanbootv1.PutResult_PUT_RESULT_CREATED {
+	sorted := manifest.Sort(objs)
+	var unreachable error
+	report := func(o *manifest.Object, r applyResult) bool {
+		if dry && o.Image != nil && r.err == nil && r.res == sanbootv1.PutResult_PUT_RESULT_CREATED {
 			created[o.Meta().GetProject()+"/"+o.Meta().GetName()] = true
 		}
-		if dry && imageComesFirst(o, err, created) {
-			res, note, err = sanbootv1.PutResult_PUT_RESULT_CREATED, " (its image is created first)", nil
+		if dry && imageComesFirst(o, r.err, created) {
+			r = applyResult{res: sanbootv1.PutResult_PUT_RESULT_CREATED, note: " (its image is created first)"}
 		}
-		if isUnreachable(err) {
-			return err
+		if isUnreachable(r.err) {
+			unreachable = r.err
+			return false
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		name := objName(kindName(o), o.Meta().GetName(), o.Meta().GetProject(), project)
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s: %w", o.Pos, name, r.err))
+			return true
+		}
+		fmt.Fprintf(s.env.Stdout, "%s %s%s%s\n", name, putResult(r.res), r.note, suffix)
+		done = append(done, applied{obj: o, result: r.res})
+		return true
+	}
+	// Images one by one (an upload may be among them), nodes (which
+	// need their images, and snapshots of which need them) many at once.
+	for i := 0; i < len(sorted); {
+		if sorted[i].Node == nil {
+			if !report(sorted[i], s.applyOne(ctx, c, sorted[i], dry)) {
+				return unreachable
+			}
+			i++
 			continue
 		}
-		fmt.Fprintf(s.env.Stdout, "%s %s%s%s\n", name, putResult(res), note, suffix)
-		done = append(done, applied{obj: o, result: res})
+		j := i
+		for j < len(sorted) && sorted[j].Node != nil {
+			j++
+		}
+		nodes := sorted[i:j]
+		inOrder(ctx, len(nodes), inFlight,
+			func(ctx context.Context, k int) applyResult { return s.applyOne(ctx, c, nodes[k], dry) },
+			func(k int, r applyResult) bool { return report(nodes[k], r) })
+		if unreachable != nil {
+			return unreachable
+		}
+		i = j
 	}
 	if f.prune {
 		errs = append(errs, s.prune(ctx, c, objs, project, f.selector, dry))
@@ -223,31 +249,38 @@ func imageComesFirst(o *manifest.Object, err error, created map[string]bool) boo
 		strings.Contains(err.Error(), "does not exist")
 }
 
+// applyResult is the outcome of one object's write.
+type applyResult struct {
+	res  sanbootv1.PutResult
+	note string
+	err  error
+}
+
 // applyOne writes one object (or, dry, asks the API what it would do).
-func (s *session) applyOne(ctx context.Context, c sanbootv1.SanbootClient, o *manifest.Object, dry bool) (sanbootv1.PutResult, string, error) {
+func (s *session) applyOne(ctx context.Context, c sanbootv1.SanbootClient, o *manifest.Object, dry bool) applyResult {
 	if o.Node != nil {
 		resp, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: o.Node, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: dry})
 		if err != nil {
-			return 0, "", s.rpcError(err)
+			return applyResult{err: s.rpcError(err)}
 		}
-		return resp.GetResult(), "", nil
+		return applyResult{res: resp.GetResult()}
 	}
 	im := o.Image
 	note := ""
 	if o.File != "" {
 		var err error
 		if im, note, err = s.resolveFile(ctx, c, o, dry); err != nil {
-			return 0, "", err
+			return applyResult{err: err}
 		}
 	}
 	resp, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{Image: im, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: dry})
 	if err != nil {
-		return 0, "", s.rpcError(err)
+		return applyResult{err: s.rpcError(err)}
 	}
 	if resp.GetResult() != sanbootv1.PutResult_PUT_RESULT_CREATED {
 		note = ""
 	}
-	return resp.GetResult(), note, nil
+	return applyResult{res: resp.GetResult(), note: note}
 }
 
 // resolveFile turns an Image with spec.source.file into one with an upload

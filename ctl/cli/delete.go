@@ -182,15 +182,23 @@ func (s *session) deleteNodes(ctx context.Context, project string, names []strin
 	}
 	var errs []error
 	var deleting, kept []string
-	for _, name := range names {
-		n, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: name, KeepDisk: f.keepDisk, Force: f.force})
+	type result struct {
+		n   *sanbootv1.Node
+		err error
+	}
+	// Many at once, reported in the order named.
+	inOrder(ctx, len(names), inFlight, func(ctx context.Context, i int) result {
+		n, err := c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Project: project, Name: names[i], KeepDisk: f.keepDisk, Force: f.force})
+		return result{n, err}
+	}, func(i int, r result) bool {
+		name, n, err := names[i], r.n, r.err
 		if err != nil {
 			err = s.rpcError(err)
 			if f.ignoreNotFound && exitCode(err) == ExitNotFound {
-				continue
+				return true
 			}
 			errs = append(errs, err)
-			continue
+			return true
 		}
 		deleting = append(deleting, name)
 		if f.keepDisk {
@@ -204,7 +212,8 @@ func (s *session) deleteNodes(ctx context.Context, project string, names []strin
 		if !f.wait {
 			fmt.Fprintf(s.env.Stdout, "node/%s deleting\n", name)
 		}
-	}
+		return true
+	})
 	if f.wait && len(deleting) > 0 {
 		errs = append(errs, s.waitNodes(ctx, project, deleting, condDeleted, f.timeout))
 		for _, img := range kept {

@@ -75,10 +75,11 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 	}
 	changed := false
 	var errs []error
+	var fatal error
 	created := map[string]bool{}
-	for _, o := range manifest.Sort(objs) {
+	report := func(o *manifest.Object, r liveWanted) bool {
 		name := objName(kindName(o), o.Meta().GetName(), o.Meta().GetProject(), project)
-		live, want, err := s.liveAndWanted(ctx, c, o)
+		live, want, err := r.live, r.want, r.err
 		if o.Image != nil && err == nil && live == nil {
 			created[o.Meta().GetProject()+"/"+o.Meta().GetName()] = true
 		}
@@ -86,70 +87,103 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 			live, want, err = nil, o.Node, nil // new, with the image of this diff
 		}
 		if isUnreachable(err) {
-			return false, err
+			fatal = err
+			return false
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			continue
+			errs = append(errs, fmt.Errorf("%s: %s: %w", o.Pos, name, err))
+			return true
 		}
 		a, err := diffDoc(o.Kind, live)
-		if err != nil {
-			return false, err
+		if err == nil {
+			var b []byte
+			if b, err = diffDoc(o.Kind, want); err == nil && !bytes.Equal(a, b) {
+				changed = true
+				from := "live " + name
+				if live == nil {
+					from = "/dev/null (" + name + " does not exist)"
+				}
+				writeDiff(s.env.Stdout, from, "applied "+name, splitLines(a), splitLines(b))
+			}
 		}
-		b, err := diffDoc(o.Kind, want)
 		if err != nil {
-			return false, err
+			fatal = err
+			return false
 		}
-		if bytes.Equal(a, b) {
+		return true
+	}
+	// As apply: images one by one, then many nodes at once.
+	sorted := manifest.Sort(objs)
+	for i := 0; i < len(sorted); {
+		if sorted[i].Node == nil {
+			if !report(sorted[i], s.liveAndWanted(ctx, c, sorted[i])) {
+				return false, fatal
+			}
+			i++
 			continue
 		}
-		changed = true
-		from := "live " + name
-		if live == nil {
-			from = "/dev/null (" + name + " does not exist)"
+		j := i
+		for j < len(sorted) && sorted[j].Node != nil {
+			j++
 		}
-		writeDiff(s.env.Stdout, from, "applied "+name, splitLines(a), splitLines(b))
+		nodes := sorted[i:j]
+		inOrder(ctx, len(nodes), inFlight,
+			func(ctx context.Context, k int) liveWanted { return s.liveAndWanted(ctx, c, nodes[k]) },
+			func(k int, r liveWanted) bool { return report(nodes[k], r) })
+		if fatal != nil {
+			return false, fatal
+		}
+		i = j
 	}
 	return changed, errors.Join(errs...)
 }
 
-// liveAndWanted returns the object as the API holds it (nil when it does
-// not exist) and as apply would leave it.
-func (s *session) liveAndWanted(ctx context.Context, c sanbootv1.SanbootClient, o *manifest.Object) (live, want proto.Message, err error) {
+// liveWanted is an object as the API holds it (nil when it does not
+// exist) and as apply would leave it.
+type liveWanted struct {
+	live, want proto.Message
+	err        error
+}
+
+// liveAndWanted asks the API for an object as it is and as apply would
+// leave it.
+func (s *session) liveAndWanted(ctx context.Context, c sanbootv1.SanbootClient, o *manifest.Object) liveWanted {
 	m := o.Meta()
 	get := &sanbootv1.GetRequest{Project: m.GetProject(), Name: m.GetName()}
 	if o.Node != nil {
 		cur, err := c.GetNode(ctx, get)
 		if err != nil && status.Code(err) != codes.NotFound {
-			return nil, nil, s.rpcError(err)
+			return liveWanted{err: s.rpcError(err)}
 		}
 		resp, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: o.Node, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true})
 		if err != nil {
-			return nil, nil, s.rpcError(err)
+			return liveWanted{err: s.rpcError(err)}
 		}
+		r := liveWanted{want: resp.GetNode()}
 		if cur != nil {
-			live = cur
+			r.live = cur
 		}
-		return live, resp.GetNode(), nil
+		return r
 	}
 	cur, err := c.GetImage(ctx, get)
 	if err != nil && status.Code(err) != codes.NotFound {
-		return nil, nil, s.rpcError(err)
+		return liveWanted{err: s.rpcError(err)}
 	}
 	im := o.Image
 	if o.File != "" {
 		if im, _, err = s.resolveFile(ctx, c, o, true); err != nil {
-			return nil, nil, err
+			return liveWanted{err: err}
 		}
 	}
 	resp, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{Image: im, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true})
 	if err != nil {
-		return nil, nil, s.rpcError(err)
+		return liveWanted{err: s.rpcError(err)}
 	}
+	r := liveWanted{want: resp.GetImage()}
 	if cur != nil {
-		live = cur
+		r.live = cur
 	}
-	return live, resp.GetImage(), nil
+	return r
 }
 
 // diffDoc renders what apply manages of an object (apiVersion, kind,

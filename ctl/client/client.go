@@ -45,6 +45,8 @@ type Options struct {
 }
 
 // Client is a connection to the sanboot API. It is safe for concurrent use.
+// Its watches read its writes: each asks for a view at least as new as the
+// last object the client wrote (see readYourWrites).
 type Client struct {
 	sanbootv1.SanbootClient
 	conn      *grpc.ClientConn
@@ -81,7 +83,7 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("set up connection to %v: %w", opts.Endpoints, err)
 	}
 	return &Client{
-		SanbootClient: sanbootv1.NewSanbootClient(conn),
+		SanbootClient: &readYourWrites{SanbootClient: sanbootv1.NewSanbootClient(conn)},
 		conn:          conn,
 		endpoints:     append([]string(nil), opts.Endpoints...),
 	}, nil

@@ -21,7 +21,9 @@ type Event struct {
 
 // Batch is what the handler receives: the events of one etcd watch response
 // (or of a list), applied in order. Revision is the store revision the
-// handler's view is consistent with after the batch.
+// handler's view is consistent with after the batch. A batch without
+// events only moves Revision (etcd reported progress: nothing changed
+// under the prefix up to it).
 type Batch struct {
 	Events []Event
 	// Resync is true for a batch that comes from a (re)list: after it, the
@@ -112,11 +114,20 @@ func watch(ctx context.Context, cli *clientv3.Client, prefix string, rev *int64,
 		if resp.CompactRevision != 0 {
 			return rpctypes.ErrCompacted
 		}
-		if len(resp.Events) == 0 { // progress notification
-			*rev = max(*rev, resp.Header.Revision)
+		if len(resp.Events) == 0 {
+			// A progress notification: etcd sends one only when this
+			// watch has sent everything up to the header's revision.
+			if resp.Header.Revision > *rev {
+				*rev = resp.Header.Revision
+				handle(Batch{Revision: *rev})
+			}
 			continue
 		}
-		b := Batch{Revision: resp.Header.Revision, Events: make([]Event, 0, len(resp.Events))}
+		// The batch is consistent up to its last event, not up to the
+		// header: a watch catching up sends at most 1000 revisions per
+		// response, each headed with etcd's current revision.
+		last := resp.Events[len(resp.Events)-1].Kv.ModRevision
+		b := Batch{Revision: last, Events: make([]Event, 0, len(resp.Events))}
 		for _, ev := range resp.Events {
 			k := string(ev.Kv.Key)
 			if ev.Type == clientv3.EventTypeDelete {
@@ -128,7 +139,7 @@ func watch(ctx context.Context, cli *clientv3.Client, prefix string, rev *int64,
 			b.Events = append(b.Events, Event{Key: k, Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision})
 		}
 		handle(b)
-		*rev = resp.Header.Revision
+		*rev = last
 	}
 	return errors.New("watch channel closed")
 }
@@ -140,4 +151,13 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// RequestProgress asks etcd to tell every Reflect on cli how far it has
+// got: each one whose watch has sent everything gets a batch without events
+// at etcd's current revision. A handler waiting for a revision that no
+// change under its prefix reaches (a write elsewhere) calls it.
+func RequestProgress(ctx context.Context, cli *clientv3.Client) error {
+	// The same metadata as the watches in watch, so the same gRPC stream.
+	return cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 }
