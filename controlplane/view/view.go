@@ -253,7 +253,12 @@ func Agent(s *state.Store, name string) *sanbootv1.Agent {
 		a.Record = &sanbootv1.AgentRecord{}
 	}
 	a.Record.Name = name
-	if alive {
+	switch {
+	case !alive:
+		a.Message = fmt.Sprintf("agent %q is unavailable (lease expired): it stopped, or cannot reach etcd", name)
+	case a.Record.GetProblem() != "":
+		a.State, a.Message = api.AgentNotReady, a.Record.GetProblem()
+	default:
 		a.State = api.AgentReady
 	}
 	return a
