@@ -47,4 +47,8 @@ const (
 	ConditionScheduled      = "Scheduled"
 	ConditionAgentAvailable = "AgentAvailable"
 	ConditionReady          = "Ready"
+	// ConditionMACsBoot is present, false, when a MAC in the node's
+	// spec.macs cannot boot it: another node lists it too (written before
+	// sanboot refused duplicates), so the boot server serves it to neither.
+	ConditionMACsBoot = "MACsBoot"
 )
