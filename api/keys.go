@@ -19,6 +19,8 @@ const Prefix = "/sanboot/v1/"
 //	placements/<project>/<node>                  Placement     scheduler (leader)
 //	assign/<agent>/<project>/<node>              Assignment    scheduler (leader)
 //	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
+//	macs/<mac>                                   ObjectMeta    API server, with the node that lists the MAC
+//	                                                           (project, name, uid): one node per MAC, all projects
 //	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
 //	boottokens/<project>/<node>                  BootToken     API server, leased; deleted by the boot server on use
 //	agents/<agent>                               AgentRecord   that agent
@@ -42,6 +44,7 @@ const (
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
 	kindExports    = "exports/"
+	kindMACs       = "macs/"
 
 	// ElectionPrefix is where control-plane members campaign to run the
 	// controllers.
@@ -90,6 +93,13 @@ func NodeStatusPrefix(project string) string { return scoped(kindNodeStatus, pro
 func NodeStatusKey(project, node string) string {
 	return Prefix + kindNodeStatus + project + "/" + node
 }
+
+// MACsPrefix is the prefix of the MAC index.
+func MACsPrefix() string { return Prefix + kindMACs }
+
+// MACKey is where the node that owns mac (normalized, NormalizeMAC) is
+// recorded: a MAC boots one node, across projects.
+func MACKey(mac string) string { return Prefix + kindMACs + mac }
 
 // SecretsPrefix is the prefix of every node's CHAP secret in project, or of all.
 func SecretsPrefix(project string) string { return scoped(kindSecrets, project) }

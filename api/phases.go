@@ -16,14 +16,22 @@ const (
 	// PhaseDeleted: the agent has torn the node down; the controller then
 	// removes the records. Seen only briefly.
 	PhaseDeleted = "Deleted"
-	// PhaseUnavailable: the node's agent lost its lease. The disk lives on
-	// that host; the node comes back with it.
+	// PhaseUnavailable: the node's agent lost its lease, or its target
+	// system does not serve the node's target (tgtd died or does not
+	// answer; the message says which). The disk lives on that host; the
+	// node comes back with it.
 	PhaseUnavailable = "Unavailable"
 )
 
 // Agent states.
 const (
-	AgentReady       = "Ready"
+	// AgentReady: its lease is alive and it serves its targets.
+	AgentReady = "Ready"
+	// AgentNotReady: its lease is alive but it does not serve its targets
+	// (its target system is down, or it is rebuilding them); Agent.message
+	// says why.
+	AgentNotReady = "NotReady"
+	// AgentUnavailable: registered, its lease is gone.
 	AgentUnavailable = "Unavailable"
 )
 
@@ -39,4 +47,8 @@ const (
 	ConditionScheduled      = "Scheduled"
 	ConditionAgentAvailable = "AgentAvailable"
 	ConditionReady          = "Ready"
+	// ConditionMACsBoot is present, false, when a MAC in the node's
+	// spec.macs cannot boot it: another node lists it too (written before
+	// sanboot refused duplicates), so the boot server serves it to neither.
+	ConditionMACsBoot = "MACsBoot"
 )

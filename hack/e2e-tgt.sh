@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
-for tool in tgtd tgtadm iscsi-inq iscsi-readcapacity16 iscsi-ls mkfs.xfs losetup qemu-io; do
-	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: tgt libiscsi-bin xfsprogs util-linux qemu-utils qemu-block-extra)"
+for tool in tgtd tgtadm iscsi-inq iscsi-readcapacity16 iscsi-ls mkfs.xfs losetup qemu-io curl pgrep; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: tgt libiscsi-bin xfsprogs util-linux qemu-utils qemu-block-extra curl procps)"
 done
 [ "$(id -u)" = 0 ] || die "needs root: loop devices and tgtd"
 
@@ -16,6 +16,15 @@ WORK=$(mktemp -d /tmp/sanboot-e2e-tgt.XXXXXX)
 BIN=$WORK/bin
 trap 'stop_all; unmount_all; echo "logs and data: $WORK"' EXIT
 build_binaries "$BIN"
+
+# The agent finds tgtd in PATH: this tgtd is the real one, unless the test
+# holds restarts (the file $HOLD exists), to look at the agent while its
+# tgtd is dead.
+HOLD=$WORK/hold-tgtd
+mkdir -p "$WORK/gate"
+printf '#!/bin/sh\n[ -e %q ] && { echo "tgtd held by e2e-tgt.sh" >&2; exit 1; }\nexec %q "$@"\n' "$HOLD" "$(command -v tgtd)" >"$WORK/gate/tgtd"
+chmod +x "$WORK/gate/tgtd"
+export PATH=$WORK/gate:$PATH
 
 PORTAL=127.0.0.1:$(free_port)
 STORE_DIR=$WORK/store
@@ -92,6 +101,32 @@ wait_until 60 "n2's target (CHAP) rebuilt" sh -c "tgtadm -C $CTL --lld iscsi --m
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 came back without CHAP"; fi
 ctl wait node n1 n2 --for=ready --timeout=60s
 
+log "a dead tgtd is not invisible: kill -9 tgtd with its restart held; the nodes, the agent and /readyz say so"
+readyz() { curl -s -o "$WORK/readyz" -w '%{http_code}' "http://$AGENT_METRICS/readyz"; }
+node_says() { local j; j=$(ctl get nodes "$1" -o json) && grep -q "\"phase\": *\"$2\"" <<<"$j" && grep -q "$3" <<<"$j"; }
+[ "$(readyz)" = 200 ] || die "/readyz before the kill: $(cat "$WORK/readyz")"
+TGTD_PID=$(pgrep -P "$AGENT_PID" -x tgtd) || die "no tgtd child of the agent (pid $AGENT_PID)"
+touch "$HOLD"
+kill -9 "$TGTD_PID"
+wait_until 60 "n1 Unavailable, saying tgtd died" node_says n1 Unavailable "tgtd.*died"
+wait_until 60 "n2 Unavailable too" node_phase_is n2 Unavailable
+ctl get nodes n1 -o json | grep -q '"reason": *"Unavailable"' || die "n1's Ready condition does not say Unavailable"
+wait_until 60 "agent s1 NotReady" agent_state_is s1 NotReady
+ctl get agents -o wide
+ctl get agents s1 -o json | grep -q '"message": *".*tgtd.*died' || die "get agents does not say that tgtd died"
+[ "$(readyz)" = 503 ] && grep -q "tgtd.*died" "$WORK/readyz" || die "/readyz with tgtd dead: $(cat "$WORK/readyz")"
+if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1 is read although tgtd is dead"; fi
+log "tgtd released: the agent starts it again and rebuilds the targets"
+rm -f "$HOLD"
+wait_until 120 "n1 Ready again" node_phase_is n1 Ready
+iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null || die "n1 says Ready but its initiator cannot read it"
+ctl wait node n1 n2 --for=ready --timeout=60s
+if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 came back without CHAP"; fi
+wait_until 60 "agent s1 Ready again" agent_state_is s1 Ready
+wait_until 60 "/readyz 200 again" sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://$AGENT_METRICS/readyz)\" = 200 ]"
+[ "$(pgrep -P "$AGENT_PID" -x tgtd)" != "$TGTD_PID" ] || die "the same tgtd runs"
+grep -q "tgtd died; starting it again" "$WORK/agent-s1.log" || die "the agent log does not say that tgtd died"
+
 log "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
 ctl snapshot create n1 n1-snap --wait --timeout 60s
 ctl snapshot ls
@@ -117,4 +152,4 @@ left=$(tgtadm -C "$CTL" --lld iscsi --mode target --op show | grep -c "iqn.2026-
 [ -z "$(ls -A "$STORE_DIR/disks/default" 2>/dev/null)" ] || die "disks left: $(ls "$STORE_DIR/disks/default")"
 ctl snapshot rm n1-snap
 ctl image rm golden
-echo "e2e-tgt ($FS store): 1 passed, 0 failed"
+echo "e2e-tgt ($FS store): 2 passed, 0 failed"

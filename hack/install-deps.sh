@@ -17,6 +17,7 @@
 #   libiscsi-bin    a real initiator (iscsi-inq, iscsi-readcapacity16, iscsi-ls)
 #   xfsprogs, btrfs-progs, util-linux  reflink file systems on loop devices
 #   qemu-utils, qemu-block-extra  qemu-img (qcow2 imports) and qemu-io over iscsi://
+#   curl, procps    e2e checks of /readyz; pgrep finds the agent's tgtd
 #   qemu-system-x86 (TCG guests: iPXE nodes, the LIO VM), extlinux,
 #   syslinux-common, busybox-static, cpio, e2fsprogs, xz-utils, zstd: the
 #                   bootable demo image and the guests' initramfs. Kernels and
@@ -31,7 +32,7 @@ set -euo pipefail
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
 DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd
-	debootstrap systemd)
+	debootstrap systemd curl procps)
 
 need_debs=()
 for p in "${DEBS[@]}"; do

@@ -56,14 +56,16 @@ start_controlplane() {
 	wait_until 60 "control plane API on $API_ADDR" ctl get agents
 }
 
-# start_agent WORKDIR NAME [extra flags]: sets AGENT_PID. AGENT_FLAGS (an
-# array) picks the driver, --driver=fake by default; STORE_DIR the store.
+# start_agent WORKDIR NAME [extra flags]: sets AGENT_PID and AGENT_METRICS
+# (its /readyz and /metrics address). AGENT_FLAGS (an array) picks the
+# driver, --driver=fake by default; STORE_DIR the store.
 start_agent() {
 	local work=$1 name=$2
 	shift 2
+	AGENT_METRICS=127.0.0.1:$(free_port)
 	"$BIN/sanboot-agent" --name "$name" --etcd-endpoints "$ETCD_URL" \
 		"${AGENT_FLAGS[@]:---driver=fake}" --store-dir "${STORE_DIR:-$work/store-$name}" \
-		--metrics-listen "127.0.0.1:$(free_port)" "$@" \
+		--metrics-listen "$AGENT_METRICS" "$@" \
 		>>"$work/agent-$name.log" 2>&1 &
 	AGENT_PID=$!
 	SANBOOT_PIDS+=("$AGENT_PID")

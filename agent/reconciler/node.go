@@ -32,7 +32,12 @@ func (w *nodeWork) submit(st *sanbootv1.NodeStatus) {
 }
 
 // final writes st as the outcome of this pass.
-func (w *nodeWork) final(st *sanbootv1.NodeStatus) { w.p.finish(func() { w.submit(st) }) }
+func (w *nodeWork) final(st *sanbootv1.NodeStatus) {
+	w.p.finish(func() {
+		w.submit(st)
+		w.r.noteStatus(w.k, st)
+	})
+}
 
 // failed writes a Failed status and returns how to go on. When the agent
 // is stopping, the failure is the stop's doing and is not reported.
@@ -114,6 +119,10 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 		if isInvalid(err) {
 			return w.failed(settled, err, fmt.Sprintf("the target cannot be built from this assignment: %s. "+
 				"Fix the node's spec through the API", oneLine(err)))
+		}
+		if down := r.targetDown(); down != "" && w.ctx.Err() == nil {
+			w.final(w.status(api.PhaseUnavailable, down))
+			return retry, err
 		}
 		return w.failed(retry, err, fmt.Sprintf("the %s driver could not build target %s: %v; check the target service "+
 			"on this agent; the agent retries", r.cfg.Driver.Name(), want.IQN, err))

@@ -70,7 +70,16 @@ type Config struct {
 	// OnRetry, if set, is called with "node" or "image" for each key
 	// queued again after failed work (a metric).
 	OnRetry func(kind string)
-	Log     *slog.Logger
+	// TargetProblem, if set, reports a known outage of the target system
+	// (a managed tgtd that died and is being started again), nil when
+	// none. Call CheckTargets when it changes.
+	TargetProblem func() error
+	// HealthInterval between checks that the targets of Ready nodes are
+	// served (default 5 s; see health.go).
+	HealthInterval time.Duration
+	// OnProblem, if set, is called with Problem whenever it changes.
+	OnProblem func(problem string)
+	Log       *slog.Logger
 }
 
 type kind uint8
@@ -110,6 +119,7 @@ type Reconciler struct {
 	advertise []string      // portals the status reports
 	resyncCh  chan struct{} // asks for a full resync
 	gcCh      chan struct{} // asks for a target GC
+	healthCh  chan struct{} // asks for a target check
 	synced    chan struct{} // closed after the first full resync
 	syncOnce  sync.Once
 
@@ -121,6 +131,12 @@ type Reconciler struct {
 	orphans  map[ref]bool         // orphan disks already logged
 	deps     map[key]map[key]bool // work to queue again after a key's work (see after)
 	listed   [2]bool              // assignments, images listed once
+
+	// The target checks (health.go).
+	served        map[ref]served // nodes whose last status said Ready
+	lost          map[ref]bool   // nodes said Unavailable because their target vanished
+	targetProblem string         // the target system's outage, "" when none
+	seq           uint64
 }
 
 // New checks cfg and returns a reconciler.
@@ -162,6 +178,9 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = time.Minute
 	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 5 * time.Second
+	}
 	if cfg.StatusBatch <= 0 || cfg.StatusBatch > 128 {
 		cfg.StatusBatch = 100
 	}
@@ -182,6 +201,9 @@ func New(cfg Config) (*Reconciler, error) {
 		deps:     map[key]map[key]bool{},
 		resyncCh: make(chan struct{}, 1),
 		gcCh:     make(chan struct{}, 1),
+		healthCh: make(chan struct{}, 1),
+		served:   map[ref]served{},
+		lost:     map[ref]bool{},
 		synced:   make(chan struct{}),
 	}
 	r.advertise = slices.Clone(cfg.AdvertisePortals)
@@ -221,6 +243,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	wg.Go(func() {
 		_ = kv.Reflect(ctx, r.cfg.Client, api.ImagesPrefix(""), r.log, r.onImages)
 	})
+	wg.Go(func() { r.healthLoop(ctx) })
 	var workers sync.WaitGroup
 	for range r.cfg.Workers {
 		workers.Go(func() { r.worker(ctx) })
@@ -292,6 +315,7 @@ func (r *Reconciler) onAssignments(b kv.Batch) {
 		k := ref{project, node}
 		if ev.Deleted {
 			delete(r.assigns, k)
+			r.forgetNodeLocked(k)
 			r.w.forget(api.NodeStatusKey(project, node))
 			gc = true
 			continue

@@ -55,12 +55,14 @@ type Registry struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+	updateCh  chan struct{} // asks for a record update now
 
-	mu     sync.Mutex
-	lease  clientv3.LeaseID
-	prev   clientv3.LeaseID       // the lease of the previous session, if it was lost
-	record *sanbootv1.AgentRecord // last written, nil before the first write
-	recRev int64                  // its mod_revision
+	mu      sync.Mutex
+	lease   clientv3.LeaseID
+	prev    clientv3.LeaseID       // the lease of the previous session, if it was lost
+	record  *sanbootv1.AgentRecord // last written, nil before the first write
+	recRev  int64                  // its mod_revision
+	problem string                 // AgentRecord.problem
 }
 
 // New returns a registry; call Run.
@@ -77,11 +79,24 @@ func New(cli *clientv3.Client, cfg Config) (*Registry, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Registry{cli: cli, cfg: cfg, log: cfg.Log.With("component", "registry"), start: time.Now(), ready: make(chan struct{})}, nil
+	return &Registry{cli: cli, cfg: cfg, log: cfg.Log.With("component", "registry"), start: time.Now(), ready: make(chan struct{}),
+		updateCh: make(chan struct{}, 1)}, nil
 }
 
 // Ready is closed once the agent has registered for the first time.
 func (r *Registry) Ready() <-chan struct{} { return r.ready }
+
+// SetProblem sets why the agent does not serve its targets ("" when it
+// does) and rewrites the record soon, so that `get agents` says it.
+func (r *Registry) SetProblem(problem string) {
+	r.mu.Lock()
+	r.problem = problem
+	r.mu.Unlock()
+	select {
+	case r.updateCh <- struct{}{}:
+	default:
+	}
+}
 
 // Lease is the current lease, 0 while unregistered.
 func (r *Registry) Lease() clientv3.LeaseID {
@@ -153,6 +168,16 @@ func (r *Registry) session(ctx context.Context) error {
 			if err := r.updateRecord(ctx); err != nil {
 				r.log.Warn("could not update the agent record; retrying at the next interval", "err", err)
 			}
+		case <-r.updateCh:
+			if err := r.updateRecord(ctx); err != nil {
+				r.log.Warn("could not update the agent record; retrying", "err", err)
+				time.AfterFunc(time.Second, func() {
+					select {
+					case r.updateCh <- struct{}{}:
+					default:
+					}
+				})
+			}
 		}
 	}
 }
@@ -215,6 +240,9 @@ func (r *Registry) buildRecord(ctx context.Context) (*sanbootv1.AgentRecord, err
 		StartTime:        timestamppb.New(r.start),
 		UpdateTime:       timestamppb.Now(),
 	}
+	r.mu.Lock()
+	rec.Problem = r.problem
+	r.mu.Unlock()
 	if r.cfg.Capacity != nil {
 		c, f, err := r.cfg.Capacity(ctx)
 		if err != nil {
@@ -234,7 +262,7 @@ func (r *Registry) updateRecord(ctx context.Context) error {
 	r.mu.Lock()
 	old, rev := r.record, r.recRev
 	r.mu.Unlock()
-	if old != nil && old.CapacityBytes == rec.CapacityBytes && old.FreeBytes == rec.FreeBytes {
+	if old != nil && old.CapacityBytes == rec.CapacityBytes && old.FreeBytes == rec.FreeBytes && old.Problem == rec.Problem {
 		return nil
 	}
 	newRev, err := kv.CAS(ctx, r.cli, api.AgentKey(r.cfg.Name), rev, rec)
@@ -254,7 +282,7 @@ func (r *Registry) updateRecord(ctx context.Context) error {
 	r.mu.Lock()
 	r.record, r.recRev = rec, newRev
 	r.mu.Unlock()
-	r.log.Info("agent record updated", "capacity", rec.CapacityBytes, "free", rec.FreeBytes)
+	r.log.Info("agent record updated", "capacity", rec.CapacityBytes, "free", rec.FreeBytes, "problem", rec.Problem)
 	return nil
 }
 

@@ -1368,8 +1368,11 @@ type AgentRecord struct {
 	CloneMode        string                 `protobuf:"bytes,8,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
 	StartTime        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Why the agent does not serve its targets although it runs (its target
+	// system is down, or it is rebuilding targets); empty when it serves them.
+	Problem       string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentRecord) Reset() {
@@ -1472,15 +1475,26 @@ func (x *AgentRecord) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *AgentRecord) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 // Agent is the API's view of an agent: its record plus what the control
 // plane knows about it.
 type Agent struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Record *AgentRecord           `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
-	// Ready while its lease is alive, Unavailable after.
+	// Ready while its lease is alive and it serves its targets; NotReady
+	// while its lease is alive but it does not (see message); Unavailable
+	// after its lease is gone.
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// Nodes assigned to it.
-	Nodes         int64 `protobuf:"varint,3,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	Nodes int64 `protobuf:"varint,3,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	// Why it is not Ready; empty when it is.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1534,6 +1548,13 @@ func (x *Agent) GetNodes() int64 {
 		return x.Nodes
 	}
 	return 0
+}
+
+func (x *Agent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 // Placement is the scheduler's decision (or failure to decide) for a node.
@@ -4113,7 +4134,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04Node\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
-	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\xf7\x02\n" +
+	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\x91\x03\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4129,11 +4150,13 @@ const file_sanboot_proto_rawDesc = "" +
 	"start_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"d\n" +
+	"updateTime\x12\x18\n" +
+	"\aproblem\x18\v \x01(\tR\aproblem\"~\n" +
 	"\x05Agent\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.sanboot.v1.AgentRecordR\x06record\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
-	"\x05nodes\x18\x03 \x01(\x03R\x05nodes\"s\n" +
+	"\x05nodes\x18\x03 \x01(\x03R\x05nodes\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"s\n" +
 	"\tPlacement\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +

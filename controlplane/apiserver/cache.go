@@ -76,7 +76,7 @@ func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 		synced:  make(chan struct{}),
 		stopped: make(chan struct{}),
 		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents,
-			state.Images, state.Replicas, state.Assign),
+			state.Images, state.Replicas, state.Assign, state.MACs),
 		views:  map[state.Ref]*sanbootv1.Node{},
 		subs:   map[*subscriber]struct{}{},
 		images: newViewSet[state.Ref, *sanbootv1.Image]("image", compareRefs),
@@ -121,6 +121,17 @@ func (c *cache) handle(b kv.Batch) {
 		switch ch.Kind {
 		case state.Nodes, state.Placements, state.NodeStatus:
 			affected[ch.Ref] = true
+		case state.MACs:
+			// The owner, and every node that lists the MAC (its view says
+			// whether the MAC boots it).
+			if ch.Ref != (state.Ref{}) {
+				affected[ch.Ref] = true
+			}
+			for ref, n := range c.store.Nodes {
+				if slices.Contains(n.Msg.GetSpec().GetMacs(), ch.Agent) {
+					affected[ref] = true
+				}
+			}
 		case state.Alive:
 			for ref, pl := range c.store.Placements {
 				if pl.Msg.GetAgent() == ch.Agent {

@@ -44,7 +44,7 @@ func newMetrics() *metrics {
 		nodes: prometheus.NewDesc("sanboot_nodes",
 			"Nodes by project and phase, as the API shows them.", []string{"project", "phase"}, nil),
 		agents: prometheus.NewDesc("sanboot_agents",
-			"Agents by state (Ready: its lease is alive; Unavailable: registered, lease gone).", []string{"state"}, nil),
+			"Agents by state (Ready: its lease is alive and it serves its targets; NotReady: alive but not serving them; Unavailable: registered, lease gone).", []string{"state"}, nil),
 		store: prometheus.NewDesc("sanboot_agent_store_bytes",
 			"An agent's store as it last reported it: kind is capacity, free or used.", []string{"agent", "kind"}, nil),
 	}
@@ -122,7 +122,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	type pp struct{ project, phase string }
 	nodes := map[pp]int{}
-	agents := map[string]int{api.AgentReady: 0, api.AgentUnavailable: 0}
+	agents := map[string]int{api.AgentReady: 0, api.AgentNotReady: 0, api.AgentUnavailable: 0}
 	cache := c.cache
 	cache.mu.Lock()
 	for ref, n := range cache.views {

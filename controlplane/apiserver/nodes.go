@@ -44,6 +44,13 @@ func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbo
 	if err != nil {
 		return nil, err
 	}
+	if macs := st.Nodes[ref].Msg.GetSpec().GetMacs(); len(macs) > 0 {
+		idx, err := s.readMACs(ctx, macs...)
+		if err != nil {
+			return nil, err
+		}
+		st.MACs = idx.MACs
+	}
 	n := view.Node(st, ref)
 	if n == nil {
 		return nil, notFound("node", ref)
@@ -65,7 +72,8 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 		list(api.NodesPrefix(scope)),
 		list(api.PlacementsPrefix(scope)),
 		list(api.NodeStatusPrefix(scope)),
-		listKeys(api.AlivePrefix()))
+		listKeys(api.AlivePrefix()),
+		list(api.MACsPrefix()))
 	if err != nil {
 		return nil, err
 	}
@@ -169,20 +177,24 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 		result = sanbootv1.PutResult_PUT_RESULT_CONFIGURED
 	}
 	rec.Metadata.Revision = 0 // the mod_revision is the revision; never stored
+	macCmps, macOps, err := s.claimMACs(ctx, ref, rec.Metadata.GetUid(), rec.Spec.GetMacs(), old.Msg.GetSpec().GetMacs())
+	if err != nil {
+		return nil, err
+	}
 	rev := old.ModRevision
 	if !dryRun {
 		put, err := kv.PutOp(api.NodeKey(ref.Project, ref.Name), rec)
 		if err != nil {
 			return nil, apiError(err)
 		}
-		ops, err := withSecret(ref, rec.Spec, put)
+		ops, err := withSecret(ref, rec.Spec, append([]clientv3.Op{put}, macOps...)...)
 		if err != nil {
 			return nil, err
 		}
-		rev, err = s.write(ctx, []clientv3.Cmp{
+		rev, err = s.write(ctx, append([]clientv3.Cmp{
 			kv.Unchanged(api.NodeKey(ref.Project, ref.Name), old.ModRevision),
 			kv.Unchanged(api.ImageKey(imgRef.Project, imgRef.Name), img.ModRevision),
-		}, ops...)
+		}, macCmps...), ops...)
 		if err != nil {
 			return nil, err
 		}
@@ -207,14 +219,18 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 	if err != nil {
 		return nil, apiError(err)
 	}
-	ops, err := withSecret(ref, n.Spec, put)
+	macCmps, macOps, err := claimMACsFresh(ref, rec.Metadata.GetUid(), n.Spec.GetMacs())
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.write(ctx, []clientv3.Cmp{
+	ops, err := withSecret(ref, n.Spec, append([]clientv3.Op{put}, macOps...)...)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := s.write(ctx, append([]clientv3.Cmp{
 		kv.Unchanged(key, 0),
 		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
-	}, ops...)
+	}, macCmps...), ops...)
 	if errors.Is(err, kv.ErrConflict) {
 		return nil, nil
 	}
@@ -297,6 +313,15 @@ func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.D
 	}
 	cmps := []clientv3.Cmp{kv.Unchanged(key, old.ModRevision)}
 	ops := []clientv3.Op{put}
+	// A deleting node boots no more: its MACs are free for another node.
+	if macs := rec.GetSpec().GetMacs(); len(macs) > 0 {
+		idx, err := s.readMACs(ctx, macs...)
+		if err != nil {
+			return nil, err
+		}
+		release, rcmps := releaseMACs(idx, ref, macs)
+		cmps, ops = append(cmps, rcmps...), append(ops, release...)
+	}
 	kept := ""
 	if rec.GetSpec().GetKeepDisk() {
 		img, guards, err := s.keptDiskImage(ctx, ref, rec, st.Placements[ref].Msg.GetAgent(), now)

@@ -104,6 +104,20 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Uploads != nil {
 		wg.Go(func() { s.runUploadGC(ctx) })
 	}
+	wg.Go(func() {
+		for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+			_, err := s.IndexMACs(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("could not index the MACs of existing nodes; retrying", "err", err, "in", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+	})
 	return s.cache.run(ctx)
 }
 
@@ -159,7 +173,7 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
 	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
-		state.NodeStatus, state.Agents, state.Alive, state.Members)
+		state.NodeStatus, state.Agents, state.Alive, state.Members, state.MACs)
 	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
 	return st, nil
 }

@@ -71,8 +71,8 @@ func (c *cache) index(ref state.Ref) {
 	}
 	delete(c.macsOf, ref)
 	rec, ok := c.store.Nodes[ref]
-	if !ok {
-		return
+	if !ok || rec.Msg.GetMetadata().GetDeleteTime() != nil {
+		return // a deleting node boots no more; its MACs are free for another
 	}
 	var macs []string
 	for _, m := range rec.Msg.GetSpec().GetMacs() {

@@ -34,10 +34,11 @@ const (
 	Alive
 	Members
 	Secrets
+	MACs
 	numKinds
 )
 
-var kindNames = [...]string{"images", "replicas", "nodes", "placements", "assign", "nodestatus", "agents", "alive", "members", "secrets"}
+var kindNames = [...]string{"images", "replicas", "nodes", "placements", "assign", "nodestatus", "agents", "alive", "members", "secrets", "macs"}
 
 func (k Kind) String() string {
 	if k < 0 || k >= numKinds {
@@ -64,8 +65,8 @@ type Change struct {
 	// Ref is the node (nodes, placements, nodestatus, assign) or image
 	// (images, replicas) the record belongs to.
 	Ref Ref
-	// Agent is the agent of an assign, replica, agents or alive record, or
-	// the member of a members record.
+	// Agent is the agent of an assign, replica, agents or alive record,
+	// the member of a members record, or the MAC of a macs record.
 	Agent string
 }
 
@@ -92,6 +93,9 @@ type Store struct {
 	// Secrets are nodes' CHAP credentials: keep them only where needed
 	// (the scheduler), never in what the API serves.
 	Secrets map[Ref]Record[*sanbootv1.ChapSecret]
+	// MACs is the MAC index: a normalized MAC -> the node that owns it
+	// (project, name, uid).
+	MACs map[string]Record[*sanbootv1.ObjectMeta]
 
 	assignCount map[string]int
 }
@@ -111,6 +115,7 @@ func New(log *slog.Logger, kinds ...Kind) *Store {
 		Alive:       map[string]int64{},
 		Members:     map[string]Record[*sanbootv1.Member]{},
 		Secrets:     map[Ref]Record[*sanbootv1.ChapSecret]{},
+		MACs:        map[string]Record[*sanbootv1.ObjectMeta]{},
 		assignCount: map[string]int{},
 	}
 	for _, k := range kinds {
@@ -254,8 +259,30 @@ func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 			}
 			return Change{Agent: name}, nil
 		}
+	case MACs:
+		mac := api.LastSegment(ev.Key)
+		// The change names the owner, before or after.
+		c := Change{Agent: mac}
+		if old, ok := s.MACs[mac]; ok {
+			c.Ref = Ref{old.Msg.GetProject(), old.Msg.GetName()}
+		}
+		err := put(s.MACs, mac, ev)
+		if cur, ok := s.MACs[mac]; ok {
+			c.Ref = Ref{cur.Msg.GetProject(), cur.Msg.GetName()}
+		}
+		return c, err
 	}
 	return Change{}, fmt.Errorf("unknown kind %v", kind)
+}
+
+// MACOwner is the node the MAC index gives mac to, if the store keeps
+// MACs and the index has mac.
+func (s *Store) MACOwner(mac string) (Ref, bool) {
+	r, ok := s.MACs[mac]
+	if !ok {
+		return Ref{}, false
+	}
+	return Ref{r.Msg.GetProject(), r.Msg.GetName()}, true
 }
 
 // put decodes ev into m[k], or deletes m[k]. A value that does not decode

@@ -110,6 +110,29 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	}
 	ready := &sanbootv1.Condition{Type: api.ConditionReady, Status: out.Phase == api.PhaseReady, Reason: out.Phase, Message: out.Message}
 	out.Conditions = []*sanbootv1.Condition{scheduled, available, ready}
+	if p := macProblems(s, ref, n.GetSpec().GetMacs()); len(p) > 0 {
+		msg := strings.Join(p, "; ") + ": the boot server serves such a MAC to no node; remove it from one of them (boot by name works: /boot/" +
+			ref.Project + "/" + ref.Name + ")"
+		out.Conditions = append(out.Conditions, &sanbootv1.Condition{Type: api.ConditionMACsBoot, Reason: "MACShared", Message: msg})
+		out.Message += "; " + msg
+	}
+	return out
+}
+
+// macProblems says which of a node's MACs cannot boot it because the MAC
+// index gives them to another node (nodes written before MACs were
+// indexed may share one); empty when none, or when s keeps no MACs.
+func macProblems(s *state.Store, ref state.Ref, macs []string) []string {
+	var out []string
+	for _, m := range macs {
+		mac, err := api.NormalizeMAC("spec.macs", m)
+		if err != nil {
+			continue
+		}
+		if owner, ok := s.MACOwner(mac); ok && owner != ref {
+			out = append(out, fmt.Sprintf("MAC %s is also in the spec.macs of node %s, which owns it", mac, owner))
+		}
+	}
 	return out
 }
 
@@ -254,7 +277,12 @@ func Agent(s *state.Store, name string) *sanbootv1.Agent {
 		a.Record = &sanbootv1.AgentRecord{}
 	}
 	a.Record.Name = name
-	if alive {
+	switch {
+	case !alive:
+		a.Message = fmt.Sprintf("agent %q is unavailable (lease expired): it stopped, or cannot reach etcd", name)
+	case a.Record.GetProblem() != "":
+		a.State, a.Message = api.AgentNotReady, a.Record.GetProblem()
+	default:
 		a.State = api.AgentReady
 	}
 	return a

@@ -173,3 +173,16 @@ func TestAgentsAndUsedBy(t *testing.T) {
 		t.Fatalf("used by in q = %v", got)
 	}
 }
+
+// An agent whose lease is alive but whose record reports a problem (its
+// tgtd is down) is NotReady with that problem as its message.
+func TestAgentWithAProblemIsNotReady(t *testing.T) {
+	const why = "the managed tgtd died (signal: killed)"
+	s := store(t, map[string]proto.Message{
+		api.AgentKey("a"): &sanbootv1.AgentRecord{Driver: "tgt", Problem: why}, aliveA: empty,
+	})
+	a := view.Agent(s, "a")
+	if a.State != api.AgentNotReady || a.Message != why {
+		t.Fatalf("agent = %v; want NotReady saying %q", a, why)
+	}
+}

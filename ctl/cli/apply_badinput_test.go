@@ -153,6 +153,10 @@ func TestBadInput(t *testing.T) {
 		{"diff of a bad file", goodNode + "  chap: 1\n", []string{"diff", "-f", "FILE"}, ExitUsage, []string{"bad.yaml:9:9: node/node-40: spec.chap: want true or false"}},
 		{"delete without what", "", []string{"delete"}, ExitUsage, []string{"name what to delete"}},
 		{"delete node without names", "", []string{"delete", "node"}, ExitUsage, []string{"name at least one NODE"}},
+		// ---- hostile input: refused before it is parsed (ctl/manifest's tests bound the memory)
+		{"apply of a 100,000 deep list", deepManifest, []string{"apply", "-f", "FILE"}, ExitError, []string{"bad.yaml:6:", "nests more than 64 levels"}},
+		{"diff of a 100,000 deep list", deepManifest, []string{"diff", "-f", "FILE"}, ExitUsage, []string{"bad.yaml:6:", "nests more than 64 levels"}},
+		{"delete -f of a 100,000 deep list", deepManifest, []string{"delete", "-f", "FILE"}, ExitError, []string{"bad.yaml:6:", "nests more than 64 levels"}},
 		{"delete -f of a bad file", "apiVersion: sanboot.io/v1\nkind: Nod\n", []string{"delete", "-f", "FILE"}, ExitError, []string{`bad.yaml:2:7: kind: "Nod" is not a kind`}},
 		{"jsonpath unclosed", "", []string{"get", "nodes", "-o", "jsonpath={.metadata.name"}, ExitUsage, []string{`has no closing }`}},
 		{"jsonpath not a path", "", []string{"get", "nodes", "-o", "jsonpath={metadata}"}, ExitUsage, []string{`"metadata" is not a path`}},
@@ -211,3 +215,7 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// deepManifest nests a flow sequence 100,000 deep: it once took 15 GB to parse.
+var deepManifest = "apiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: n}\nspec:\n  image: i\n  x: " +
+	strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + "\n"

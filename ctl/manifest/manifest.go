@@ -142,6 +142,7 @@ func Load(in Input) ([]*Object, error) {
 	}
 	var objs []*Object
 	var errs []error
+	budget := int64(MaxTotalBytes)
 	for _, p := range in.Paths {
 		files, err := expand(p)
 		if err != nil {
@@ -149,11 +150,16 @@ func Load(in Input) ([]*Object, error) {
 			continue
 		}
 		for _, f := range files {
-			data, name, dir, err := read(f, in.Stdin)
+			data, name, dir, err := read(f, in.Stdin, min(MaxFileBytes, budget))
 			if err != nil {
 				errs = append(errs, err)
+				if budget < MaxFileBytes {
+					errs = append(errs, fmt.Errorf("the files given hold more than %d MiB in all, the most one command reads: apply them in several commands", MaxTotalBytes>>20))
+					return nil, errors.Join(errs...)
+				}
 				continue
 			}
+			budget -= int64(len(data))
 			o, err := Decode(data, name, dir, in.Project, in.Validate)
 			objs = append(objs, o...)
 			if err != nil {
@@ -201,19 +207,19 @@ func expand(p string) ([]string, error) {
 	return files, nil
 }
 
-func read(p string, stdin io.Reader) (data []byte, name, dir string, err error) {
+func read(p string, stdin io.Reader, limit int64) (data []byte, name, dir string, err error) {
 	if p == Stdin {
 		if stdin == nil {
 			stdin = strings.NewReader("")
 		}
-		data, err = io.ReadAll(stdin)
+		data, err = readBounded(stdin, "<stdin>", limit)
 		if err != nil {
-			return nil, "", "", fmt.Errorf("read standard input: %w", err)
+			return nil, "", "", err
 		}
 		wd, _ := os.Getwd()
 		return data, "<stdin>", wd, nil
 	}
-	data, err = os.ReadFile(p)
+	data, err = readFile(p, limit)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -227,6 +233,12 @@ func read(p string, stdin io.Reader) (data []byte, name, dir string, err error) 
 // Decode decodes the documents in data (named name in messages; relative
 // spec.source.file paths are relative to dir).
 func Decode(data []byte, name, dir, project string, validate bool) ([]*Object, error) {
+	if len(data) > MaxFileBytes {
+		return nil, tooBig(name, MaxFileBytes)
+	}
+	if err := checkShape(data, name); err != nil {
+		return nil, err
+	}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		return nil, syntaxError(name, err)

@@ -42,6 +42,19 @@ type backends struct {
 	// close releases them: the managed tgtd stops (its targets go with it),
 	// the file store unlocks its root.
 	close func(context.Context) error
+	// keeper restarts a managed tgtd that dies; nil for other drivers.
+	// Its Run calls onTgtd when tgtd dies or runs again: set onTgtd
+	// before starting Run.
+	keeper *tgt.Keeper
+	onTgtd func()
+}
+
+// targetProblem is the kept tgtd's outage, nil without one (or keeper).
+func (b *backends) targetProblem() error {
+	if b.keeper == nil {
+		return nil
+	}
+	return b.keeper.Problem()
 }
 
 // openBackends builds the store and driver. open fetches upload and url
@@ -61,7 +74,7 @@ func openBackends(ctx context.Context, c config, open filestore.Opener, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("open the store in %s: %w", c.storeDir, err)
 	}
-	b := &backends{store: fs, close: func(context.Context) error { return fs.Close() }}
+	b := &backends{store: fs, close: func(context.Context) error { return fs.Close() }, onTgtd: func() {}}
 	if c.driver == "lio" {
 		// LIO lives in the kernel: its targets stay when the agent stops,
 		// so that running nodes keep their disks; the agent converges them
@@ -78,13 +91,15 @@ func openBackends(ctx context.Context, c config, open filestore.Opener, log *slo
 	case tgtdSystem:
 		b.driver = tgt.New(tgt.Config{ControlPort: c.tgtdControl, Log: log})
 	case tgtdManaged:
-		m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: c.tgtdControl, Portals: c.portals, Log: log})
+		// The reconciler is told when the kept tgtd dies or comes back
+		// (run sets onTgtd once the reconciler exists).
+		m, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: c.tgtdControl, Portals: c.portals, Log: log}, func() { b.onTgtd() })
 		if err != nil {
 			fs.Close()
 			return nil, fmt.Errorf("start tgtd (--tgtd=managed): %w", err)
 		}
 		log.Info("tgtd started", "pid", m.PID(), "control-port", m.ControlPort(), "portals", c.portals)
-		b.driver = m.Driver()
+		b.driver, b.keeper = m.Driver(), m
 		b.close = func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()

@@ -271,7 +271,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Agent: c.name, Client: cli, Store: st, Driver: drv,
 		Portals: c.portals, AdvertisePortals: c.advertisePortals,
 		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log,
-		OnRetry: func(kind string) { onRetry(kind) },
+		OnRetry:       func(kind string) { onRetry(kind) },
+		TargetProblem: b.targetProblem,
+		OnProblem:     registration.SetProblem,
 	})
 	if err != nil {
 		return err
@@ -297,6 +299,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	wg.Go(func() { _ = registration.Run(ctx) })
 	wg.Go(func() { _ = rec.Run(ctx) })
 	wg.Go(func() { _ = exp.Run(ctx) })
+	if b.keeper != nil {
+		b.onTgtd = rec.CheckTargets
+		wg.Go(func() { _ = b.keeper.Run(ctx) })
+	}
 	<-ctx.Done()
 	svc.stopping()
 	log.Info("stopping: revoking the lease, so the agent shows as Unavailable now")

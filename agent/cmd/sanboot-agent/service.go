@@ -34,6 +34,8 @@ func startService(ctx context.Context, listen string, g prometheus.Gatherer, reg
 			return errors.New("stopping")
 		case reg.Lease() == 0:
 			return errors.New("not registered in etcd (no lease): is etcd reachable?")
+		case rec.Problem() != "":
+			return errors.New(rec.Problem())
 		}
 		select {
 		case <-rec.Synced():

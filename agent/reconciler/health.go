@@ -1,0 +1,197 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+// The target checks keep "Ready" true. A node is Ready once its target was
+// built; after that its target can vanish behind the agent's back: tgtd
+// killed or crashed (a managed tgtd is restarted empty), a system tgtd
+// stopped or restarted by its service manager. Every HealthInterval, and
+// whenever Config.TargetProblem changes (CheckTargets), the reconciler
+// asks the target system for its targets. While the target system is down
+// or a Ready node's target is missing:
+//
+//   - that node's status says Unavailable, with what is wrong;
+//   - the agent's Problem says it (its record, `get agents`, /readyz);
+//   - once the target system answers, the lost nodes are queued, their
+//     targets are built again and their statuses say Ready again.
+
+// served is what the reconciler knows of a node whose last status said Ready.
+type served struct {
+	iqn string
+	seq uint64 // when it was marked, to ignore marks newer than a listing
+}
+
+// CheckTargets asks for a target check now (the target system's state
+// changed: a managed tgtd died or was started again).
+func (r *Reconciler) CheckTargets() { kick(r.healthCh) }
+
+// Problem is why this agent does not serve every target it should right
+// now ("" when it does): its target system is down, or it is rebuilding
+// targets that vanished.
+func (r *Reconciler) Problem() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.problemLocked()
+}
+
+func (r *Reconciler) problemLocked() string {
+	switch {
+	case r.targetProblem != "":
+		return r.targetProblem
+	case len(r.lost) > 0:
+		return fmt.Sprintf("rebuilding %d target(s) that the %s target system lost", len(r.lost), r.cfg.Driver.Name())
+	}
+	return ""
+}
+
+// healthLoop runs the target checks until ctx ends.
+func (r *Reconciler) healthLoop(ctx context.Context) {
+	select {
+	case <-r.synced:
+	case <-ctx.Done():
+		return
+	}
+	tick := time.NewTicker(r.cfg.HealthInterval)
+	defer tick.Stop()
+	last := ""
+	for {
+		r.checkTargets(ctx)
+		if p := r.Problem(); p != last {
+			last = p
+			if p != "" {
+				r.log.Warn("not serving every target", "problem", p)
+			} else {
+				r.log.Info("every target is served again")
+			}
+			if r.cfg.OnProblem != nil {
+				r.cfg.OnProblem(p)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-r.healthCh:
+		}
+	}
+}
+
+// checkTargets compares the targets of Ready nodes with what the target
+// system serves and marks the missing ones lost (see above).
+func (r *Reconciler) checkTargets(ctx context.Context) {
+	r.mu.Lock()
+	seq := r.seq
+	r.mu.Unlock()
+	var problem string
+	if f := r.cfg.TargetProblem; f != nil {
+		if err := f(); err != nil {
+			problem = err.Error()
+		}
+	}
+	listed := map[string]bool{}
+	if problem == "" {
+		targets, err := r.cfg.Driver.List(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			problem = fmt.Sprintf("the %s target system does not answer, so no target is served: %v; "+
+				"start it again (e.g. systemctl start tgt for --tgtd=system); the agent rebuilds the targets when it answers",
+				r.cfg.Driver.Name(), oneLine(err))
+		}
+		for _, t := range targets {
+			listed[t.IQN] = true
+		}
+	}
+
+	type mark struct {
+		k   ref
+		rev int64
+		gen int64
+		msg string
+	}
+	var marks []mark
+	var wake []ref
+	r.mu.Lock()
+	r.targetProblem = problem
+	for k, s := range r.served {
+		if s.seq > seq || problem == "" && listed[s.iqn] {
+			continue
+		}
+		st, ok := r.assigns[k]
+		delete(r.served, k)
+		if !ok || st.a == nil {
+			continue
+		}
+		r.lost[k] = true
+		msg := problem
+		if msg == "" {
+			msg = fmt.Sprintf("target %s is no longer served by the %s target system (it was restarted or the target removed); "+
+				"the agent builds it again", s.iqn, r.cfg.Driver.Name())
+		}
+		marks = append(marks, mark{k, st.rev, st.a.GetGeneration(), msg})
+	}
+	if problem == "" {
+		for k := range r.lost {
+			wake = append(wake, k)
+		}
+	}
+	r.mu.Unlock()
+
+	for _, m := range marks {
+		r.w.submit(statusItem(r.cfg.Agent, m.k.project, m.k.name, m.rev, &sanbootv1.NodeStatus{
+			Phase: api.PhaseUnavailable, Message: m.msg, Agent: r.cfg.Agent, ObservedGeneration: m.gen,
+		}))
+	}
+	if len(marks) > 0 {
+		r.log.Warn("targets of Ready nodes are not served; their nodes say Unavailable", "nodes", len(marks), "problem", problem)
+	}
+	for _, k := range wake {
+		r.q.Forget(key{kindNode, k})
+		r.q.Add(key{kindNode, k})
+	}
+}
+
+// noteStatus records the final status of a node's pass for the checks:
+// a Ready node is watched; any other outcome ends its being lost.
+func (r *Reconciler) noteStatus(k ref, st *sanbootv1.NodeStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	wasLost := r.lost[k]
+	if st.GetPhase() == api.PhaseReady {
+		r.seq++
+		r.served[k] = served{iqn: st.GetTargetIqn(), seq: r.seq}
+		delete(r.lost, k)
+	} else {
+		delete(r.served, k)
+		if st.GetPhase() != api.PhaseUnavailable {
+			delete(r.lost, k)
+		}
+	}
+	if wasLost && len(r.lost) == 0 {
+		kick(r.healthCh) // report the end of the problem now
+	}
+}
+
+// forgetNode drops what the checks know of a node whose assignment is gone.
+func (r *Reconciler) forgetNodeLocked(k ref) {
+	delete(r.served, k)
+	if r.lost[k] {
+		delete(r.lost, k)
+		kick(r.healthCh)
+	}
+}
+
+// targetDown is the target system's known problem, "" when none.
+func (r *Reconciler) targetDown() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.targetProblem
+}
