@@ -99,7 +99,7 @@ func (s *Server) generic(w http.ResponseWriter, r *http.Request) {
 	writeScript(w, s.cfg.Generic())
 }
 
-// byMAC serves /boot?mac=MAC[&token=TOKEN].
+// byMAC serves /boot?mac=MAC[&token=TOKEN][&platform=PLATFORM].
 func (s *Server) byMAC(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	mac, err := api.NormalizeMAC("mac", q.Get("mac"))
@@ -111,7 +111,11 @@ func (s *Server) byMAC(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	self := s.cfg.MACPath(mac, token)
+	platform, ok := s.platform(w, q.Get("platform"))
+	if !ok {
+		return
+	}
+	self := WithPlatform(s.cfg.MACPath(mac, token), platform)
 	if !s.cache.ready() {
 		s.wait(w, r, WaitPlan("the boot server is starting"), self, "")
 		return
@@ -131,7 +135,7 @@ func (s *Server) byMAC(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// byName serves /boot/PROJECT/NODE[?token=TOKEN].
+// byName serves /boot/PROJECT/NODE[?token=TOKEN][&platform=PLATFORM].
 func (s *Server) byName(w http.ResponseWriter, r *http.Request) {
 	ref := state.Ref{Project: r.PathValue("project"), Name: r.PathValue("node")}
 	if err := errors.Join(api.ValidateName("project", ref.Project), api.ValidateName("node", ref.Name)); err != nil {
@@ -142,7 +146,11 @@ func (s *Server) byName(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	self := s.cfg.NodePath(ref, token)
+	platform, ok := s.platform(w, r.URL.Query().Get("platform"))
+	if !ok {
+		return
+	}
+	self := WithPlatform(s.cfg.NodePath(ref, token), platform)
 	if !s.cache.ready() {
 		s.wait(w, r, WaitPlan("the boot server is starting"), self, ref.String())
 		return
@@ -157,6 +165,15 @@ func (s *Server) token(w http.ResponseWriter, token string) (string, bool) {
 	}
 	http.Error(w, "token: not a sanboot boot token", http.StatusBadRequest)
 	return "", false
+}
+
+// platform checks the firmware a node named in a URL (iPXE's ${platform}).
+func (s *Server) platform(w http.ResponseWriter, platform string) (string, bool) {
+	if err := ValidatePlatform(platform); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return "", false
+	}
+	return platform, true
 }
 
 // serveNode serves node ref's script, fetched as self.
@@ -194,7 +211,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 	if chap && !s.cfg.Tokens {
 		s.log.Warn("CHAP credentials served without a boot token", "node", ref, "remote", r.RemoteAddr)
 	}
-	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "chap", chap)
+	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "platform", r.URL.Query().Get("platform"), "chap", chap)
 	writeScript(w, s.cfg.Render(plan, self))
 }
 

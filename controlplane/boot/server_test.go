@@ -129,7 +129,7 @@ func TestServeByMACAndName(t *testing.T) {
 	e := startBoot(t, Settings{})
 
 	code, body := e.get("/boot.ipxe")
-	if code != http.StatusOK || !strings.Contains(body, "chain --replace --autofree /boot?mac=${net0/mac:hexhyp}") {
+	if code != http.StatusOK || !strings.Contains(body, "chain --replace --autofree /boot?mac=${net0/mac:hexhyp}&platform=${platform} ") {
 		t.Fatalf("generic script (%d):\n%s", code, body)
 	}
 	e.await("/boot?mac=52:54:00:00:00:09", "no node has MAC 52:54:00:00:00:09")
@@ -153,6 +153,15 @@ func TestServeByMACAndName(t *testing.T) {
 	}
 	// Upper case and any separator name the same MAC.
 	e.await("/boot?mac=52-54-00-0A-01-01", sanbootLine)
+	// The firmware the node names comes back in its retries; a UEFI node
+	// is told the boot loader to run.
+	body = e.await("/boot?mac=52-54-00-0A-01-01&platform=efi", sanbootLine)
+	for _, want := range []string{"chain --replace --autofree /boot?mac=52-54-00-0a-01-01&platform=efi ||",
+		`sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 ||`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("script lacks %q:\n%s", want, body)
+		}
+	}
 
 	// By name, in another project, with mutual CHAP.
 	n2 := readyNode("n2", mutual, func(n *sanbootv1.Node) { n.Metadata.Project = "lab"; n.Spec.Macs = nil })
@@ -187,16 +196,19 @@ func TestServeByMACAndName(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	e := startBoot(t, Settings{})
 	for path, want := range map[string]int{
-		"/boot":                          http.StatusBadRequest,
-		"/boot?mac=52:54:00:zz:00:01":    http.StatusBadRequest,
-		"/boot?mac=52:54:00:00:00:01%0a": http.StatusBadRequest,
-		"/boot/Default/n1":               http.StatusBadRequest,
-		"/boot/default/n1%20x":           http.StatusBadRequest,
-		"/boot/default/n1?token=x${y}":   http.StatusBadRequest,
-		"/boot/default/n1?token=abc":     http.StatusBadRequest,
-		"/boot/default":                  http.StatusNotFound,
-		"/boot/a/b/c":                    http.StatusNotFound,
-		"/other":                         http.StatusNotFound,
+		"/boot":                                      http.StatusBadRequest,
+		"/boot?mac=52:54:00:zz:00:01":                http.StatusBadRequest,
+		"/boot?mac=52:54:00:00:00:01%0a":             http.StatusBadRequest,
+		"/boot/Default/n1":                           http.StatusBadRequest,
+		"/boot/default/n1%20x":                       http.StatusBadRequest,
+		"/boot/default/n1?token=x${y}":               http.StatusBadRequest,
+		"/boot/default/n1?token=abc":                 http.StatusBadRequest,
+		"/boot/default/n1?platform=EFI":              http.StatusBadRequest,
+		"/boot/default/n1?platform=efi%20||%20shell": http.StatusBadRequest,
+		"/boot?mac=52:54:00:00:00:01&platform=${x}":  http.StatusBadRequest,
+		"/boot/default":                              http.StatusNotFound,
+		"/boot/a/b/c":                                http.StatusNotFound,
+		"/other":                                     http.StatusNotFound,
 	} {
 		if code, body := e.get(path); code != want {
 			t.Errorf("GET %s = %d, want %d: %s", path, code, want, body)
