@@ -21,6 +21,7 @@ const Prefix = "/sanboot/v1/"
 //	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
 //	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
 //	boottokens/<project>/<node>                  BootToken     API server, leased; deleted by the boot server on use
+//	bootfetches/<project>/<node>                 BootFetch     boot server, on every request for the node's script
 //	agents/<agent>                               AgentRecord   that agent
 //	alive/<agent>                                (empty)       that agent, under its lease
 //	members/<member>                             Member        that control-plane member, leased
@@ -38,6 +39,7 @@ const (
 	kindNodeStatus = "nodestatus/"
 	kindSecrets    = "secrets/"
 	kindBootTokens = "boottokens/"
+	kindBootFetch  = "bootfetches/"
 	kindAgents     = "agents/"
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
@@ -102,6 +104,12 @@ func SecretKey(project, node string) string {
 // BootTokenKey is where a node's one-time boot token (its hash) lives.
 func BootTokenKey(project, node string) string {
 	return Prefix + kindBootTokens + project + "/" + node
+}
+
+// BootFetchKey is where the last request for a node's boot script is
+// recorded.
+func BootFetchKey(project, node string) string {
+	return Prefix + kindBootFetch + project + "/" + node
 }
 
 // AssignPrefix is the prefix an agent watches: its own assignments only.

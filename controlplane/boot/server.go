@@ -13,8 +13,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // Config configures a Server.
@@ -176,34 +180,42 @@ func (s *Server) platform(w http.ResponseWriter, platform string) (string, bool)
 	return platform, true
 }
 
-// serveNode serves node ref's script, fetched as self.
+// serveNode serves node ref's script, fetched as self, and records the
+// fetch (recordFetch).
 func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref, token, self string) {
 	n, secret := s.cache.node(ref)
 	if n == nil {
 		s.wait(w, r, WaitPlan(fmt.Sprintf("there is no node %s; provision it", ref)), self, ref.String())
 		return
 	}
+	fetch := &sanbootv1.BootFetch{NodeUid: n.GetMetadata().GetUid(), Time: timestamppb.Now(), RemoteAddr: r.RemoteAddr,
+		Platform: r.URL.Query().Get("platform"), Token: token != "", Outcome: FetchWait}
+	defer s.recordFetch(r.Context(), ref, fetch)
+	wait := func(p Plan) {
+		fetch.Message = p.Reason()
+		s.wait(w, r, p, self, ref.String())
+	}
 	var tokenRev int64
 	if s.cfg.Tokens {
 		if token == "" {
-			s.wait(w, r, WaitPlan(fmt.Sprintf("node %s: this boot server serves scripts only to URLs with a one-time boot token; get the URL of the node with: sanbootctl boot-script %s --url", ref, ref.Name)), self, ref.String())
+			wait(WaitPlan(fmt.Sprintf("node %s: this boot server serves scripts only to URLs with a one-time boot token; get the URL of the node with: sanbootctl boot-script %s --url", ref, ref.Name)))
 			return
 		}
 		rev, err := checkToken(r.Context(), s.cli, ref, n.GetMetadata().GetUid(), token)
 		if err != nil {
-			s.tokenFailed(w, r, ref, self, err)
+			wait(s.tokenFailed(ref, err))
 			return
 		}
 		tokenRev = rev
 	}
 	plan := PlanNode(n, secret)
 	if !plan.Ready() {
-		s.wait(w, r, plan, self, ref.String())
+		wait(plan)
 		return
 	}
 	if s.cfg.Tokens {
 		if err := consumeToken(r.Context(), s.cli, ref, tokenRev); err != nil {
-			s.tokenFailed(w, r, ref, self, err)
+			wait(s.tokenFailed(ref, err))
 			return
 		}
 	}
@@ -211,17 +223,40 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 	if chap && !s.cfg.Tokens {
 		s.log.Warn("CHAP credentials served without a boot token", "node", ref, "remote", r.RemoteAddr)
 	}
-	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "platform", r.URL.Query().Get("platform"), "chap", chap)
+	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "platform", fetch.Platform, "chap", chap)
+	fetch.Outcome = FetchBoot
 	writeScript(w, s.cfg.Render(plan, self))
 }
 
-func (s *Server) tokenFailed(w http.ResponseWriter, r *http.Request, ref state.Ref, self string, err error) {
+// The outcomes of a BootFetch.
+const (
+	FetchBoot = "boot" // the script sanboots the node's disk
+	FetchWait = "wait" // the script waits and fetches itself again
+)
+
+// recordFetch writes fetch as the node's last boot-script fetch, for
+// `sanbootctl describe node`. Last writer wins: it is an observation, not
+// state anyone acts on. A failure only costs the record, so it is logged
+// and the script is served all the same.
+func (s *Server) recordFetch(ctx context.Context, ref state.Ref, fetch *sanbootv1.BootFetch) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	put, err := kv.PutOp(api.BootFetchKey(ref.Project, ref.Name), fetch)
+	if err == nil {
+		_, err = s.cli.Do(ctx, put)
+	}
+	if err != nil {
+		s.log.Warn("could not record the boot-script fetch", "node", ref, "err", err)
+	}
+}
+
+// tokenFailed is the plan for a node whose token check failed with err.
+func (s *Server) tokenFailed(ref state.Ref, err error) Plan {
 	if errors.Is(err, ErrBadToken) {
-		s.wait(w, r, WaitPlan(fmt.Sprintf("node %s: %v", ref, err)), self, ref.String())
-		return
+		return WaitPlan(fmt.Sprintf("node %s: %v", ref, err))
 	}
 	s.log.Warn("boot token check failed", "node", ref, "err", err)
-	s.wait(w, r, WaitPlan(fmt.Sprintf("node %s: the boot server cannot reach etcd to check the boot token", ref)), self, ref.String())
+	return WaitPlan(fmt.Sprintf("node %s: the boot server cannot reach etcd to check the boot token", ref))
 }
 
 // wait serves a script that waits; who names the node or MAC in the log.

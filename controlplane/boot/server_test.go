@@ -90,6 +90,16 @@ func (e *bootEnv) putNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) {
 }
 
 // get fetches path and returns the status code and body.
+// lastFetch reads the boot-script fetch recorded for a node.
+func (e *bootEnv) lastFetch(project, name string) *sanbootv1.BootFetch {
+	e.t.Helper()
+	f := &sanbootv1.BootFetch{}
+	if _, err := kv.Get(e.ctx, e.cli, api.BootFetchKey(project, name), f); err != nil {
+		e.t.Fatalf("recorded fetch of %s/%s: %v", project, name, err)
+	}
+	return f
+}
+
 func (e *bootEnv) get(path string) (int, string) {
 	e.t.Helper()
 	resp, err := http.Get(e.base + path)
@@ -161,6 +171,12 @@ func TestServeByMACAndName(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("script lacks %q:\n%s", want, body)
 		}
+	}
+	// ... and the fetch is recorded for describe.
+	f := e.lastFetch("default", "n1")
+	if f.GetNodeUid() != "uid-n1" || f.GetPlatform() != "efi" || f.GetOutcome() != FetchBoot || f.GetToken() ||
+		!strings.HasPrefix(f.GetRemoteAddr(), "127.0.0.1:") || time.Since(f.GetTime().AsTime()) > time.Minute {
+		t.Errorf("recorded fetch %v", f)
 	}
 
 	// By name, in another project, with mutual CHAP.
@@ -240,6 +256,10 @@ func TestTokens(t *testing.T) {
 	if strings.Contains(body, "SECRET") {
 		t.Errorf("script for a wrong token:\n%s", body)
 	}
+	// The fetch is recorded as one with a token that waits, without the token.
+	if f := e.lastFetch("default", "n1"); !f.GetToken() || f.GetOutcome() != FetchWait || !strings.Contains(f.GetMessage(), "the boot token is not valid") {
+		t.Errorf("recorded fetch %v", f)
+	}
 
 	token, err := IssueToken(e.ctx, e.cli, ref, "uid-n1", s.TokenTTL)
 	if err != nil {
@@ -290,11 +310,13 @@ func TestTokens(t *testing.T) {
 
 	// Two fetches race for one token: exactly one gets the credentials,
 	// by MAC or by name.
+	var raced string // the last token the racing fetches used
 	for round := range 5 {
 		token, err := IssueToken(e.ctx, e.cli, ref, "uid-n1", s.TokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
+		raced = token
 		paths := []string{"/boot/default/n1?token=" + token, "/boot?mac=52:54:00:00:00:01&token=" + token, "/boot/default/n1?token=" + token}
 		var wg sync.WaitGroup
 		bodies := make([]string, len(paths))
@@ -327,5 +349,8 @@ func TestTokens(t *testing.T) {
 	}
 	if strings.Contains(string(resp.Kvs[0].Value), token) {
 		t.Errorf("etcd holds the token itself, not its hash")
+	}
+	if resp, err := e.cli.Get(e.ctx, api.BootFetchKey("default", "n1")); err != nil || len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Value), raced) {
+		t.Errorf("the recorded fetch holds the token (or is missing): %v, %v", resp, err)
 	}
 }
