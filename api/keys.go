@@ -21,7 +21,7 @@ const Prefix = "/sanboot/v1/"
 //	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
 //	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
 //	boottokens/<project>/<node>                  BootToken     API server, leased; deleted by the boot server on use
-//	bootfetches/<project>/<node>                 BootFetch     boot server, on every request for the node's script
+//	bootfetches/<project>/<node>                 BootFetch     boot server, on every request for the node's script; deleted with the node
 //	agents/<agent>                               AgentRecord   that agent
 //	alive/<agent>                                (empty)       that agent, under its lease
 //	members/<member>                             Member        that control-plane member, leased
