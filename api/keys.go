@@ -23,6 +23,7 @@ const Prefix = "/sanboot/v1/"
 //	                                                           (project, name, uid): one node per MAC, all projects
 //	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
 //	boottokens/<project>/<node>                  BootToken     API server, leased; deleted by the boot server on use
+//	bootfetches/<project>/<node>                 BootFetch     boot server, on every request for the node's script; deleted with the node
 //	agents/<agent>                               AgentRecord   that agent
 //	alive/<agent>                                (empty)       that agent, under its lease
 //	members/<member>                             Member        that control-plane member, leased
@@ -40,6 +41,7 @@ const (
 	kindNodeStatus = "nodestatus/"
 	kindSecrets    = "secrets/"
 	kindBootTokens = "boottokens/"
+	kindBootFetch  = "bootfetches/"
 	kindAgents     = "agents/"
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
@@ -112,6 +114,12 @@ func SecretKey(project, node string) string {
 // BootTokenKey is where a node's one-time boot token (its hash) lives.
 func BootTokenKey(project, node string) string {
 	return Prefix + kindBootTokens + project + "/" + node
+}
+
+// BootFetchKey is where the last request for a node's boot script is
+// recorded.
+func BootFetchKey(project, node string) string {
+	return Prefix + kindBootFetch + project + "/" + node
 }
 
 // AssignPrefix is the prefix an agent watches: its own assignments only.

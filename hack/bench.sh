@@ -16,6 +16,11 @@ go test -run '^$' -bench . -benchtime 1x -count "${COUNT:-1}" -timeout 30m ./ben
 # Clone cost by store, and by image size on reflink XFS (root: loop devices).
 go test -run '^$' -bench 'Clone$' -benchtime 20x -count "${COUNT:-1}" -timeout 30m ./agent/store/filestore/ 2>&1 | tee -a "$out"
 go test -run '^$' -bench 'CloneBySize$' -benchtime 100x -count "${COUNT:-1}" -timeout 30m ./agent/store/filestore/ 2>&1 | tee -a "$out"
+# Booting real (TCG) nodes: one node, then boot storms of STORM_N (default
+# 4) BIOS and then UEFI nodes powered on at once against one agent.
+if ! hack/e2e-boot.sh --bench 2>&1 | grep -E '^(BENCH|e2e-boot:|FAIL)' | tee -a "$out"; then
+	echo "--- FAIL: hack/e2e-boot.sh --bench" | tee -a "$out"
+fi
 if grep -q -- '--- FAIL' "$out"; then
 	echo "bench: a benchmark failed (--- FAIL above)" >&2
 	exit 1

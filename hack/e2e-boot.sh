@@ -2,19 +2,30 @@
 # e2e-boot.sh: real nodes boot from their clones. A control plane (with its
 # boot server) and an agent with the tgt driver (its own tgtd on a loopback
 # portal, its store on a reflink XFS) serve a tiny golden image
-# (hack/build-image.sh) imported through sanbootctl. qemu guests under TCG
-# run iPXE (ipxe.lkrn from Debian's ipxe package): each does what DHCP and a
-# NIC's iPXE ROM would do, fetches the generic /boot.ipxe, is sent on to its
-# own script by its MAC address, sanboots from its clone and prints
-# "SANBOOT-OK <node>" (the node's name from the iBFT) on its serial console.
+# (hack/build-image.sh: BIOS and UEFI) imported through sanbootctl. qemu
+# guests under TCG run iPXE from Debian's ipxe package: BIOS nodes
+# ipxe.lkrn (doing what DHCP and a NIC's iPXE ROM would do), UEFI nodes
+# OVMF (Debian's ovmf) running ipxe.efi from a small FAT disk, which gets
+# the boot server's /boot.ipxe from DHCP (qemu's user network, bootfile=).
+# Each fetches the generic /boot.ipxe, is sent on to its own script by its
+# MAC address (telling the server its ${platform}), sanboots from its clone
+# and prints "SANBOOT-OK <node>" (the node's name from the iBFT) and the
+# firmware it booted under on its serial console.
 #
-# Proves: two nodes (one with mutual CHAP) boot; a wrong CHAP secret does not
-# boot (and the node recovers by fetching its script again); a node powered
-# on before it exists waits and boots once it is provisioned, from a
-# snapshot of another node, whose data it has.
+# Every node's disk has two paths: the agent advertises first a portal
+# nothing listens on, then its real one. So every boot also proves that iPXE
+# gets every path and boots when the first one does not answer.
+#
+# Proves: two BIOS nodes (one with mutual CHAP) and a UEFI node (CHAP) boot
+# from clones of the same image, each through the second of two portals; a
+# wrong CHAP secret does not boot (and the node recovers by fetching its
+# script again); a node powered on before it exists waits and boots once it
+# is provisioned, from a snapshot of another node, whose data it has.
 #
 # With --bench it then times provision --wait + power-on to the marker for 1
-# node and for 4 nodes at once (figures for docs/benchmarks.md).
+# node, and boot storms: STORM_N (default 4) nodes powered on at once, BIOS
+# then UEFI, from power-on to the last marker (figures for
+# docs/benchmarks.md; `make bench` runs it).
 #
 # The guest reaches the host's loopback as 10.0.2.2 (qemu's user network),
 # so the agent advertises 10.0.2.2:PORT and the boot server's URL is
@@ -24,9 +35,11 @@ cd "$(dirname "$0")/.."
 . hack/lib.sh
 BENCH=false
 [ "${1:-}" = --bench ] && BENCH=true
-for tool in tgtd tgtadm mkfs.xfs losetup qemu-system-x86_64 qemu-io extlinux busybox cpio dpkg-deb; do
-	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: tgt xfsprogs util-linux qemu-system-x86 qemu-utils qemu-block-extra extlinux syslinux-common busybox-static cpio)"
+for tool in tgtd tgtadm mkfs.xfs losetup qemu-system-x86_64 qemu-io extlinux busybox cpio dpkg-deb mkfs.fat mcopy; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: tgt xfsprogs util-linux qemu-system-x86 qemu-utils qemu-block-extra extlinux syslinux-common busybox-static cpio dosfstools mtools)"
 done
+OVMF=/usr/share/ovmf/OVMF.fd
+[ -f "$OVMF" ] || die "$OVMF is missing: run hack/install-deps.sh (Debian: ovmf)"
 [ "$(id -u)" = 0 ] || die "needs root: loop devices and tgtd"
 
 WORK=$(mktemp -d /tmp/sanboot-e2e-boot.XXXXXX)
@@ -44,15 +57,23 @@ if [ ! -f "$IPXE/boot/ipxe.lkrn" ]; then
 	mv "$IPXE.tmp" "$IPXE"
 fi
 LKRN=$IPXE/boot/ipxe.lkrn
+# UEFI nodes: OVMF boots \EFI\BOOT\BOOTX64.EFI = Debian's ipxe.efi from a
+# FAT disk (shared read-only by every UEFI guest), as a NIC's own UEFI iPXE
+# would run.
+mkfs.fat -C -n IPXE "$WORK/ipxe-efi.img" 4096 >/dev/null
+MTOOLS_SKIP_CHECK=1 mmd -i "$WORK/ipxe-efi.img" ::/EFI ::/EFI/BOOT
+MTOOLS_SKIP_CHECK=1 mcopy -i "$WORK/ipxe-efi.img" "$IPXE/boot/ipxe.efi" ::/EFI/BOOT/BOOTX64.EFI
 
 ISCSI_PORT=$(free_port)
 PORTAL=127.0.0.1:$ISCSI_PORT
+DEAD_PORT=$(free_port) # nothing listens there: the first path of every disk
 BOOT_PORT=$(free_port)
 STORE_DIR=$WORK/store
 mount_fs xfs "$WORK/store.xfs" "$STORE_DIR" 2G
-AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL" --advertise-portal "10.0.2.2:$ISCSI_PORT")
+AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL"
+	--advertise-portal "10.0.2.2:$DEAD_PORT" --advertise-portal "10.0.2.2:$ISCSI_PORT")
 
-log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL)"
+log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL; advertises 10.0.2.2:$DEAD_PORT, where nothing listens, then 10.0.2.2:$ISCSI_PORT)"
 start_controlplane "$WORK" --boot-url "http://10.0.2.2:$BOOT_PORT"
 start_agent "$WORK" s1
 
@@ -80,22 +101,45 @@ power_on() {
 	SANBOOT_PIDS+=("$!")
 }
 
-# serial_has NAME TEXT
-serial_has() { grep -aqF "$2" "$WORK/$1.serial"; }
+# power_on_efi NAME MAC: a UEFI qemu guest (OVMF, TCG) with one NIC of MAC
+# that runs ipxe.efi from the shared FAT disk; qemu's DHCP server hands it
+# the generic script as its boot file, as a real DHCP server would.
+power_on_efi() {
+	local name=$1 mac=$2
+	timeout 900 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot -bios "$OVMF" \
+		-drive "file=$WORK/ipxe-efi.img,format=raw,if=none,id=d0,readonly=on" -device virtio-blk-pci,drive=d0,bootindex=0 \
+		-netdev "user,id=n0,bootfile=http://10.0.2.2:$BOOT_PORT/boot.ipxe" -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=" \
+		</dev/null >"$WORK/$name.serial" 2>&1 &
+	SANBOOT_PIDS+=("$!")
+}
 
-# await_marker NAME SECONDS: waits for the guest's marker and checks what
-# iPXE told the booted kernel (iBFT).
+# serial_has NAME TEXT; serial_text_has NAME TEXT also finds TEXT where
+# the console wrapped it (iPXE's BIOS console breaks lines at 80 columns).
+serial_has() { grep -aqF "$2" "$WORK/$1.serial"; }
+serial_text_has() { tr -d '\r\n' <"$WORK/$1.serial" | grep -aqF "$2"; }
+
+# await_marker NAME SECONDS [FIRMWARE]: waits for the guest's marker and
+# checks what iPXE told the booted kernel (iBFT): its initiator, its target
+# and both paths (target0 the one that does not answer, target1 the one it
+# booted through; the booted OS gets both for its multipath); and the
+# firmware it booted under (default bios).
 await_marker() {
-	local name=$1 secs=$2
+	local name=$1 secs=$2 fw=${3:-bios}
 	wait_until "$secs" "SANBOOT-OK $name on $name's serial console (see $WORK/$name.serial)" serial_has "$name" "SANBOOT-OK $name"$'\r'
+	serial_has "$name" "firmware = $fw"$'\r' || die "$name: did not boot under $fw firmware"
 	serial_has "$name" "ibft target0/target-name = iqn.2026-11.io.sanboot:default.$name" || die "$name: the iBFT does not name its target"
 	serial_has "$name" "ibft initiator/initiator-name = iqn.2026-11.io.sanboot:initiator.default.$name" || die "$name: the iBFT does not name its initiator"
-	serial_has "$name" "ibft target0/ip-addr = 10.0.2.2" || die "$name: did not boot from the advertised portal"
+	serial_has "$name" "ibft target0/ip-addr = 10.0.2.2" || die "$name: did not boot from an advertised portal"
+	serial_has "$name" "ibft target0/port = $DEAD_PORT" || die "$name: the iBFT's first target is not the first path ($DEAD_PORT)"
+	serial_has "$name" "ibft target1/target-name = iqn.2026-11.io.sanboot:default.$name" || die "$name: the iBFT does not describe the second path"
+	serial_has "$name" "ibft target1/port = $ISCSI_PORT" || die "$name: the iBFT's second target is not the portal that answers ($ISCSI_PORT)"
+	serial_text_has "$name" "booting from iqn.2026-11.io.sanboot:default.$name (2 portals, $([ "$fw" = efi ] && echo efi || echo pcbios) firmware)" || die "$name: its script did not give iPXE both paths, or did not see its firmware"
 }
 
 # now_ms: the time in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
+PASSED=0
 log "two nodes, different MACs; n2 with mutual CHAP"
 t0=$(now_ms)
 ctl provision n1 --image golden --mac 52:54:00:5b:00:01 --wait --timeout 60s
@@ -111,6 +155,23 @@ await_marker n1 240
 await_marker n2 240
 echo "n1 and n2 booted from their clones $(($(now_ms) - t0)) ms after the first provision"
 serial_has n1 "booting from iqn.2026-11.io.sanboot:default.n1" || die "n1 did not get its own script"
+grep -a -E '^(firmware|ibft) ' "$WORK/n2.serial" | tr -d '\r' | sed 's/^/    n2: /'
+PASSED=$((PASSED + 1))
+
+log "a UEFI node (OVMF + ipxe.efi, CHAP) boots from a clone of the same image"
+ctl provision u1 --image golden --mac 52:54:00:5b:01:01 --chap --wait --timeout 60s
+ctl describe node u1 | grep -q 'Last script fetch: *never' || die "describe node u1 does not say it never fetched its script"
+power_on_efi u1 52:54:00:5b:01:01
+await_marker u1 600 efi
+grep -q 'boot script served: node boots.*node.name=u1 .*platform=efi' "$WORK/controlplane.log" || die "the boot server did not learn that u1 is UEFI"
+ctl describe node u1 | sed -n '/^Boot:/,/^Conditions:/p' | tee "$WORK/u1.describe"
+grep -q 'Last script fetch: .* from 127\.0\.0\.1:' "$WORK/u1.describe" &&
+	grep -q 'Firmware: *efi$' "$WORK/u1.describe" &&
+	grep -q 'Boot token: *not used$' "$WORK/u1.describe" &&
+	grep -q 'Served: *a script that boots from the target$' "$WORK/u1.describe" ||
+	die "describe node u1 does not show its last boot-script fetch (see $WORK/u1.describe)"
+grep -a -E '^(firmware|ibft) ' "$WORK/u1.serial" | tr -d '\r' | sed 's/^/    u1: /'
+PASSED=$((PASSED + 1))
 
 log "a wrong CHAP secret does not boot"
 {
@@ -126,6 +187,7 @@ if head -n "$fail_line" "$WORK/n2.serial" | grep -aq "SANBOOT-OK"; then die "n2 
 grep -a -B3 "node default/n2 could not boot" "$WORK/n2.serial" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g; s/^/    n2: /'
 log "... and the node recovers: its retry fetches its script again"
 await_marker n2 240
+PASSED=$((PASSED + 1))
 
 log "a node powered on before it exists waits, then boots from a snapshot of n1"
 qio() { qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=iqn.2026-11.io.sanboot:default.$1,lun=1,initiator-name=iqn.2026-11.io.sanboot:initiator.default.$1" -c "$2"; }
@@ -137,6 +199,28 @@ ctl provision n3 --image n1-snap --mac 52:54:00:5b:00:03 --wait --timeout 60s
 await_marker n3 240
 qio n3 "read -P 0x5b 64k 4k" | grep -q "read 4096/4096" || die "n3's disk lacks what was written to n1 before the snapshot"
 ctl get nodes -o wide
+PASSED=$((PASSED + 1))
+
+# storm FIRMWARE N PREFIX MACBYTE: provisions N nodes (--wait), powers
+# them all on at once under FIRMWARE (bios or efi) and times power-on to the
+# last marker (a boot storm against one agent, each node through the second
+# of its two portals).
+storm() {
+	local fw=$1 n=$2 prefix=$3 mb=$4 i names=() t0 t1
+	for ((i = 1; i <= n; i++)); do
+		names+=("$prefix$i")
+		ctl provision "$prefix$i" --image golden --mac "$(printf '52:54:00:%s:00:%02x' "$mb" "$i")"
+	done
+	t0=$(now_ms)
+	ctl wait node "${names[@]}" --for=ready --timeout 120s
+	t1=$(now_ms)
+	for ((i = 1; i <= n; i++)); do
+		if [ "$fw" = efi ]; then power_on_efi "$prefix$i" "$(printf '52:54:00:%s:00:%02x' "$mb" "$i")"; else power_on "$prefix$i" "$(printf '52:54:00:%s:00:%02x' "$mb" "$i")"; fi
+	done
+	for name in "${names[@]}"; do await_marker "$name" 1800 "$fw"; done
+	echo "BENCH storm: $n $fw nodes powered on at once: last marker $(($(now_ms) - t1)) ms after power-on (all Ready $((t1 - t0)) ms after the provisions; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	PASSED=$((PASSED + 1))
+}
 
 if $BENCH; then
 	log "bench: provision --wait, power on, marker (TCG)"
@@ -146,12 +230,8 @@ if $BENCH; then
 	power_on b1 52:54:00:5c:00:01
 	await_marker b1 300
 	echo "BENCH 1 node: ready $((t1 - t0)) ms, marker $(($(now_ms) - t0)) ms after provision"
-	t0=$(now_ms)
-	for i in 2 3 4 5; do ctl provision b$i --image golden --mac 52:54:00:5c:00:0$i; done
-	ctl wait node b2 b3 b4 b5 --for=ready --timeout 60s
-	t1=$(now_ms)
-	for i in 2 3 4 5; do power_on b$i 52:54:00:5c:00:0$i; done
-	for i in 2 3 4 5; do await_marker b$i 600; done
-	echo "BENCH 4 nodes: ready $((t1 - t0)) ms, last marker $(($(now_ms) - t0)) ms after the first provision"
+	log "bench: boot storms of ${STORM_N:-4} nodes against one agent, BIOS then UEFI"
+	storm bios "${STORM_N:-4}" sb 5d
+	storm efi "${STORM_N:-4}" se 5e
 fi
-echo "e2e-boot: 1 passed, 0 failed"
+echo "e2e-boot: $PASSED passed, 0 failed"

@@ -19,8 +19,10 @@
 #   qemu-utils, qemu-block-extra  qemu-img (qcow2 imports) and qemu-io over iscsi://
 #   curl, procps    e2e checks of /readyz; pgrep finds the agent's tgtd
 #   qemu-system-x86 (TCG guests: iPXE nodes, the LIO VM), extlinux,
-#   syslinux-common, busybox-static, cpio, e2fsprogs, xz-utils, zstd: the
-#                   bootable demo image and the guests' initramfs. Kernels and
+#   syslinux-common, busybox-static, cpio, e2fsprogs, xz-utils, zstd,
+#                   dosfstools, mtools, binutils (objcopy), ovmf: the
+#                   BIOS+UEFI demo image, the guests' initramfs and UEFI
+#                   nodes (OVMF). Kernels, systemd-boot-efi (its EFI stub) and
 #                   iPXE are fetched with `apt-get download`, never installed.
 #   debootstrap, systemd  the Debian 12 guest of the systemd test, and
 #                   systemd-analyze verify for the units.
@@ -31,7 +33,7 @@ set -euo pipefail
 
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
 DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
-	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd
+	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd dosfstools mtools binutils ovmf
 	debootstrap systemd curl procps)
 
 need_debs=()

@@ -1293,10 +1293,13 @@ func (x *NodeStatus) GetConditions() []*Condition {
 }
 
 type Node struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Metadata      *ObjectMeta            `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	Spec          *NodeSpec              `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	Status        *NodeStatus            `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Metadata *ObjectMeta            `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec     *NodeSpec              `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	Status   *NodeStatus            `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// The last time the node fetched its boot script (GetNode only; unset
+	// when it never did).
+	LastBootFetch *BootFetch `protobuf:"bytes,4,opt,name=last_boot_fetch,json=lastBootFetch,proto3" json:"last_boot_fetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1348,6 +1351,13 @@ func (x *Node) GetSpec() *NodeSpec {
 func (x *Node) GetStatus() *NodeStatus {
 	if x != nil {
 		return x.Status
+	}
+	return nil
+}
+
+func (x *Node) GetLastBootFetch() *BootFetch {
+	if x != nil {
+		return x.LastBootFetch
 	}
 	return nil
 }
@@ -3691,6 +3701,110 @@ func (x *BootToken) GetNodeUid() string {
 	return ""
 }
 
+// BootFetch is the last request for a node's boot script that named the
+// node (by MAC or by name), as the boot server answered it. Written by the
+// boot server at /sanboot/v1/bootfetches/<project>/<node> on every such
+// request; it never holds the token.
+type BootFetch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uid of the node it was served for: a node created again under the
+	// same name does not show its predecessor's.
+	NodeUid string                 `protobuf:"bytes,1,opt,name=node_uid,json=nodeUid,proto3" json:"node_uid,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The address (IP:port) the request came from.
+	RemoteAddr string `protobuf:"bytes,3,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	// The firmware the node said it runs (iPXE's ${platform}: pcbios, efi);
+	// empty when the URL did not say.
+	Platform string `protobuf:"bytes,4,opt,name=platform,proto3" json:"platform,omitempty"`
+	// Whether the URL carried a boot token (never the token itself).
+	Token bool `protobuf:"varint,5,opt,name=token,proto3" json:"token,omitempty"`
+	// "boot" (the script sanboots the node's disk) or "wait".
+	Outcome string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Why the node was told to wait.
+	Message       string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootFetch) Reset() {
+	*x = BootFetch{}
+	mi := &file_sanboot_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootFetch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootFetch) ProtoMessage() {}
+
+func (x *BootFetch) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
+func (*BootFetch) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *BootFetch) GetNodeUid() string {
+	if x != nil {
+		return x.NodeUid
+	}
+	return ""
+}
+
+func (x *BootFetch) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *BootFetch) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *BootFetch) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *BootFetch) GetToken() bool {
+	if x != nil {
+		return x.Token
+	}
+	return false
+}
+
+func (x *BootFetch) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *BootFetch) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // Event is something that happened to a node, as the API server that
 // answers ListNodeEvents saw it in its watch of etcd: it derives events
 // from changes of the node's view (created, spec changed, scheduled, phase
@@ -3715,7 +3829,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3727,7 +3841,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3740,7 +3854,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3788,7 +3902,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3800,7 +3914,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3813,7 +3927,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3831,7 +3945,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3843,7 +3957,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3856,7 +3970,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 type BackupResponse struct {
@@ -3872,7 +3986,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +3998,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +4011,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -3957,7 +4071,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3969,7 +4083,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3982,7 +4096,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4130,11 +4244,12 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"conditions\x18\n" +
 	" \x03(\v2\x15.sanboot.v1.ConditionR\n" +
-	"conditions\"\x94\x01\n" +
+	"conditions\"\xd3\x01\n" +
 	"\x04Node\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
-	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\x91\x03\n" +
+	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\x12=\n" +
+	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\x91\x03\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4311,7 +4426,16 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x03url\x18\x02 \x01(\tR\x03url\">\n" +
 	"\tBootToken\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x19\n" +
-	"\bnode_uid\x18\x02 \x01(\tR\anodeUid\"\x93\x01\n" +
+	"\bnode_uid\x18\x02 \x01(\tR\anodeUid\"\xdd\x01\n" +
+	"\tBootFetch\x12\x19\n" +
+	"\bnode_uid\x18\x01 \x01(\tR\anodeUid\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1f\n" +
+	"\vremote_addr\x18\x03 \x01(\tR\n" +
+	"remoteAddr\x12\x1a\n" +
+	"\bplatform\x18\x04 \x01(\tR\bplatform\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\bR\x05token\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"\x93\x01\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -4384,7 +4508,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4441,110 +4565,113 @@ var file_sanboot_proto_goTypes = []any{
 	(*PushExportResponse)(nil),    // 52: sanboot.v1.PushExportResponse
 	(*BootScript)(nil),            // 53: sanboot.v1.BootScript
 	(*BootToken)(nil),             // 54: sanboot.v1.BootToken
-	(*Event)(nil),                 // 55: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 56: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 57: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 58: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 59: sanboot.v1.BackupInfo
-	nil,                           // 60: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 61: google.protobuf.Timestamp
+	(*BootFetch)(nil),             // 55: sanboot.v1.BootFetch
+	(*Event)(nil),                 // 56: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 57: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 58: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 59: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 60: sanboot.v1.BackupInfo
+	nil,                           // 61: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	60, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	61, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	61, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	61, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	61, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	62, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	62, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	62, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	61, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	62, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	61, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	62, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	61, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	61, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
-	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
-	17, // 25: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 26: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 27: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 28: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 29: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 30: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 31: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 32: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 33: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 34: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 35: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 36: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 37: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 39: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 40: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 41: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 42: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	45, // 43: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	51, // 44: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	61, // 45: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	55, // 46: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	59, // 47: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 48: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 49: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 50: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 51: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	40, // 52: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 53: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 54: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 55: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 56: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 57: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 58: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 59: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 60: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 61: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 62: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 63: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	44, // 64: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	47, // 65: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 66: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	50, // 67: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	57, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	31, // 69: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 70: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 71: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	43, // 72: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	41, // 73: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 74: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 75: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 76: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 77: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 78: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	56, // 79: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	53, // 80: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 81: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 82: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	42, // 83: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 84: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	46, // 85: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 86: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	48, // 87: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	52, // 88: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	58, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	69, // [69:90] is the sub-list for method output_type
-	48, // [48:69] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	55, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	62, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	62, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
+	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
+	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	17, // 26: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 27: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	17, // 28: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 29: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	17, // 30: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 31: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 32: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 33: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 34: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 35: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 36: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 37: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 38: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 39: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 40: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 41: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 42: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 43: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	45, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	51, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	62, // 46: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	62, // 47: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	56, // 48: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	60, // 49: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	30, // 50: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 51: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 52: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 53: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	40, // 54: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 55: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 56: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 57: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 58: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 59: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 60: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 61: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 62: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 63: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	33, // 64: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	36, // 65: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	44, // 66: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	47, // 67: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 68: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	50, // 69: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	58, // 70: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	31, // 71: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 72: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 73: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	43, // 74: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	41, // 75: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 76: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 77: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 78: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 79: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 80: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	57, // 81: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	53, // 82: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 83: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 84: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	42, // 85: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	37, // 86: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	46, // 87: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	48, // 88: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	48, // 89: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	52, // 90: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	59, // 91: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	71, // [71:92] is the sub-list for method output_type
+	50, // [50:71] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4567,7 +4694,7 @@ func file_sanboot_proto_init() {
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[56].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4577,7 +4704,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

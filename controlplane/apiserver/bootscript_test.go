@@ -107,3 +107,34 @@ func TestGetBootScript(t *testing.T) {
 		t.Errorf("GetNode leaks a CHAP secret")
 	}
 }
+
+// TestLastBootFetch: GetNode shows what the boot server recorded of the
+// node's last script fetch, and not what a predecessor of the same name
+// left.
+func TestLastBootFetch(t *testing.T) {
+	e := start(t)
+	e.image("default", "golden")
+	e.node("n1", "golden")
+	node, err := e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: "n1"})
+	if err != nil || node.GetLastBootFetch() != nil {
+		t.Fatalf("a node never fetched: %v, %v", node.GetLastBootFetch(), err)
+	}
+	put := func(uid string) {
+		b, err := proto.Marshal(&sanbootv1.BootFetch{NodeUid: uid, RemoteAddr: "10.0.0.21:49152", Platform: "efi", Outcome: "boot"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.cli.Put(e.ctx, api.BootFetchKey("default", "n1"), string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("uid-of-an-earlier-n1")
+	if node, err = e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: "n1"}); err != nil || node.GetLastBootFetch() != nil {
+		t.Fatalf("a predecessor's fetch shows: %v, %v", node.GetLastBootFetch(), err)
+	}
+	put(node.GetMetadata().GetUid())
+	node, err = e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: "n1"})
+	if f := node.GetLastBootFetch(); err != nil || f.GetPlatform() != "efi" || f.GetRemoteAddr() != "10.0.0.21:49152" || f.GetOutcome() != "boot" {
+		t.Fatalf("GetNode's last fetch: %v, %v", f, err)
+	}
+}

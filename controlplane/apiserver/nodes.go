@@ -55,7 +55,27 @@ func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbo
 	if n == nil {
 		return nil, notFound("node", ref)
 	}
+	n.LastBootFetch, err = s.lastBootFetch(ctx, ref, n.GetMetadata().GetUid())
+	if err != nil {
+		return nil, err
+	}
 	return n, nil
+}
+
+// lastBootFetch reads what the boot server recorded of the last request
+// for node ref's script; nil when there is none for the node of this uid.
+func (s *Server) lastBootFetch(ctx context.Context, ref state.Ref, uid string) (*sanbootv1.BootFetch, error) {
+	f := &sanbootv1.BootFetch{}
+	_, err := kv.Get(ctx, s.cli, api.BootFetchKey(ref.Project, ref.Name), f)
+	switch {
+	case errors.Is(err, kv.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "node %s: %v", ref, err)
+	case f.GetNodeUid() != uid:
+		return nil, nil // a predecessor's of the same name
+	}
+	return f, nil
 }
 
 // ListNodes returns the nodes a request selects, sorted.

@@ -14,6 +14,12 @@ import (
 	"github.com/sanboot/sanboot/controlplane/state"
 )
 
+// DefaultEFIFilename is the boot loader a UEFI node's script has iPXE run
+// from its disk: the removable-media path every UEFI firmware looks for.
+// iPXE releases before 2021 (Debian 12's among them) do not look for it on
+// a SAN disk unless `sanboot --filename` names it.
+const DefaultEFIFilename = `\EFI\BOOT\BOOTX64.EFI`
+
 // DefaultTokenTTL is how long an unused boot token stays valid.
 const DefaultTokenTTL = time.Hour
 
@@ -107,6 +113,7 @@ func (p Plan) Reason() string { return p.wait }
 type bootData struct {
 	Node                             string // project/name
 	InitiatorIQN, TargetIQN          string
+	EFIFilename                      string // what UEFI nodes boot from the disk
 	URIs                             []string
 	Username, Password               string
 	ReverseUsername, ReversePassword string
@@ -138,13 +145,14 @@ func PlanNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) Plan {
 		return p
 	}
 
-	b := &bootData{Node: ref.String(), TargetIQN: st.GetTargetIqn(), InitiatorIQN: spec.GetInitiatorIqn()}
+	b := &bootData{Node: ref.String(), TargetIQN: st.GetTargetIqn(), InitiatorIQN: spec.GetInitiatorIqn(), EFIFilename: DefaultEFIFilename}
 	if b.InitiatorIQN == "" {
 		b.InitiatorIQN = api.DefaultInitiatorIQN(ref.Project, ref.Name)
 	}
 	errs := []error{
 		api.ValidateIQN("spec.initiatorIqn", b.InitiatorIQN),
 		api.ValidateIQN("status.targetIqn", b.TargetIQN),
+		ValidateEFIFilename(b.EFIFilename),
 	}
 	lun := st.GetLun()
 	if lun < 0 || lun > 255 {
@@ -220,14 +228,54 @@ func (s Settings) Render(p Plan, self string) string {
 }
 
 // Generic returns the script for DHCP to hand out: it fetches the script
-// of the node that owns the MAC address of the NIC iPXE booted from.
+// of the node that owns the MAC address of the NIC iPXE booted from, and
+// tells the boot server the node's firmware (iPXE's ${platform}).
 func (s Settings) Generic() string {
 	var sb strings.Builder
 	mustExecute(&sb, genericTmpl, struct {
 		URL string
 		Max int
-	}{s.base() + "/boot?mac=${net0/mac:hexhyp}", MaxRetryWait})
+	}{s.base() + "/boot?mac=${net0/mac:hexhyp}&platform=${platform}", MaxRetryWait})
 	return sb.String()
+}
+
+// WithPlatform adds the firmware a node said it runs (iPXE's ${platform},
+// checked with ValidatePlatform) to path, a NodePath or MACPath, so that
+// the node's retries say it again.
+func WithPlatform(path, platform string) string {
+	if platform == "" {
+		return path
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	return path + sep + "platform=" + platform
+}
+
+// ValidatePlatform checks a firmware name a node sent (iPXE's ${platform}:
+// pcbios, efi, ...): empty, or 1 to 32 lower-case letters, digits and '-'.
+func ValidatePlatform(platform string) error {
+	if len(platform) > 32 || !safe(platform, platformChars) {
+		return fmt.Errorf("platform %q: want iPXE's ${platform} (pcbios, efi): at most 32 lower-case letters, digits and '-'", platform)
+	}
+	return nil
+}
+
+// ValidateEFIFilename checks the path of the boot loader a UEFI node runs
+// from its disk: \DIR\...\FILE.EFI, at most 255 bytes, each part letters,
+// digits, '.', '_' and '-' (the only place a script carries backslashes;
+// iPXE passes them through to the firmware).
+func ValidateEFIFilename(path string) error {
+	parts := strings.Split(path, `\`)
+	ok := len(path) <= 255 && len(parts) >= 2 && parts[0] == "" && strings.HasSuffix(strings.ToUpper(path), ".EFI")
+	for _, p := range parts[1:] {
+		ok = ok && p != "" && p != "." && p != ".." && safe(p, efiPathChars)
+	}
+	if !ok {
+		return fmt.Errorf("EFI boot filename %q: want \\DIR\\FILE.EFI (letters, digits, '.', '_', '-'; at most 255 bytes), such as %s", path, DefaultEFIFilename)
+	}
+	return nil
 }
 
 func mustExecute(sb *strings.Builder, t *template.Template, data any) {
@@ -262,8 +310,12 @@ clear reverse-username
 clear reverse-password
 {{- end}}
 :sanboot
-echo sanboot: node {{.Node}}: booting from {{.TargetIQN}} ({{len .URIs}} portal{{if gt (len .URIs) 1}}s{{end}})
+echo sanboot: node {{.Node}}: booting from {{.TargetIQN}} ({{len .URIs}} portal{{if gt (len .URIs) 1}}s{{end}}, ${platform} firmware)
+iseq ${platform} efi && goto sanboot-efi ||
 sanboot{{range .URIs}} {{.}}{{end}} || goto sanboot-retry
+goto sanboot-retry
+:sanboot-efi
+sanboot --filename {{.EFIFilename}}{{range .URIs}} {{.}}{{end}} || goto sanboot-retry
 :sanboot-retry
 echo sanboot: node {{.Node}} could not boot from its disk (error ${errno}); retrying in ${sanboot-wait} s
 sleep ${sanboot-wait}
@@ -299,11 +351,13 @@ goto sanboot-fetch
 
 // Character sets of values that go into scripts. None holds white space,
 // '$' (setting expansion), '#' (comment), '|' or '&' (command chaining),
-// quotes or backslashes.
+// quotes or backslashes (EFI filenames have their own check).
 const (
 	credentialChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-+=/@"
 	urlChars        = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/[]%"
 	echoChars       = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;-_/()[]<>=+*@%!?"
+	platformChars   = "abcdefghijklmnopqrstuvwxyz0123456789-"
+	efiPathChars    = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 )
 
 func safe(s, chars string) bool {

@@ -58,10 +58,11 @@ func TestScripts(t *testing.T) {
 		want, absent []string
 	}{
 		{name: "ready", settings: plain, plan: PlanNode(readyNode("n1"), nil), self: plain.NodePath(n1, ""), ready: true,
-			want:   []string{"sanboot iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry", "clear password", "chain --replace --autofree /boot/default/n1 || goto sanboot-retry"},
+			want: []string{"sanboot iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry", "clear password", "chain --replace --autofree /boot/default/n1 || goto sanboot-retry",
+				"iseq ${platform} efi && goto sanboot-efi ||", `sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry`},
 			absent: []string{"set password"}},
-		{name: "ready_by_mac", settings: withURL, plan: PlanNode(readyNode("n1"), nil), self: withURL.MACPath("52:54:00:00:00:01", ""), ready: true,
-			want: []string{"chain --replace --autofree http://10.0.0.1:8080/boot?mac=52-54-00-00-00-01 || goto sanboot-retry"}},
+		{name: "ready_by_mac", settings: withURL, plan: PlanNode(readyNode("n1"), nil), self: WithPlatform(withURL.MACPath("52:54:00:00:00:01", ""), "efi"), ready: true,
+			want: []string{"chain --replace --autofree http://10.0.0.1:8080/boot?mac=52-54-00-00-00-01&platform=efi || goto sanboot-retry"}},
 		{name: "chap", settings: plain, plan: PlanNode(readyNode("n1", chap), chapSecret), self: "/boot/default/n1", ready: true,
 			want:   []string{"set username default.n1", "set password SECRETSECRETSECRET42", "clear reverse-password"},
 			absent: []string{"MUTUAL"}},
@@ -73,7 +74,8 @@ func TestScripts(t *testing.T) {
 			n.Spec.InitiatorIqn = "iqn.2026-11.io.example:host-1"
 		}), nil), self: "/boot/default/n1", ready: true,
 			want: []string{"set initiator-iqn iqn.2026-11.io.example:host-1",
-				"sanboot iscsi:10.0.2.2::3260:a:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::2]::3261:a:iqn.2026-11.io.sanboot:default.n1 iscsi:10.0.3.2::3262:a:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry"}},
+				"sanboot iscsi:10.0.2.2::3260:a:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::2]::3261:a:iqn.2026-11.io.sanboot:default.n1 iscsi:10.0.3.2::3262:a:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry",
+				`sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:a:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::2]::3261:a:iqn.2026-11.io.sanboot:default.n1 iscsi:10.0.3.2::3262:a:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry`}},
 		{name: "token", settings: tokens, plan: PlanNode(readyNode("n1", chap), chapSecret), self: tokens.NodePath(n1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), ready: true,
 			want:   []string{"goto sanboot", "set password SECRETSECRETSECRET42"},
 			absent: []string{"chain", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}},
@@ -131,7 +133,7 @@ func TestGeneric(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			got := s.Generic()
 			checkScript(t, got)
-			want := "chain --replace --autofree " + s.URL + "/boot?mac=${net0/mac:hexhyp} || goto sanboot-retry"
+			want := "chain --replace --autofree " + s.URL + "/boot?mac=${net0/mac:hexhyp}&platform=${platform} || goto sanboot-retry"
 			if !containsLine(strings.Split(got, "\n"), want) {
 				t.Errorf("script lacks %q:\n%s", want, got)
 			}
@@ -156,7 +158,7 @@ var (
 	allowedCommands = map[string]bool{"isset": true, "set": true, "clear": true, "echo": true, "sanboot": true,
 		"sleep": true, "iseq": true, "inc": true, "chain": true, "goto": true}
 	expansion        = regexp.MustCompile(`\$\{[^}]*\}`)
-	allowedExpansion = map[string]bool{"${sanboot-wait}": true, "${errno}": true, "${net0/mac:hexhyp}": true}
+	allowedExpansion = map[string]bool{"${sanboot-wait}": true, "${errno}": true, "${net0/mac:hexhyp}": true, "${platform}": true}
 )
 
 // checkScript fails unless script is made only of the commands sanboot
@@ -193,6 +195,12 @@ func checkScript(t *testing.T, script string) {
 		}
 		if strings.Count(expansion.ReplaceAllString(line, ""), "$") > 0 {
 			t.Errorf("line %d holds a stray '$': %q", i+2, line)
+		}
+		if fields[0] == "sanboot" && len(fields) > 2 && fields[1] == "--filename" {
+			if err := ValidateEFIFilename(fields[2]); err != nil {
+				t.Errorf("line %d: %v", i+2, err)
+			}
+			line = strings.Replace(line, fields[2], "", 1) // its only backslashes
 		}
 		if strings.ContainsAny(line, "'\"\\`") {
 			t.Errorf("line %d holds a quote or a backslash: %q", i+2, line)
@@ -261,11 +269,41 @@ func TestURLs(t *testing.T) {
 		{Settings{URL: "http://b:8080/"}.NodePath(ref, ""), "http://b:8080/boot/lab/n1"},
 		{Settings{}.MACPath("52:54:00:00:00:01", "T"), "/boot?mac=52-54-00-00-00-01&token=T"},
 		{Settings{Listen: "127.0.0.1:8080"}.NodeURL(ref, ""), "http://127.0.0.1:8080/boot/lab/n1"},
+		{WithPlatform(Settings{}.NodePath(ref, ""), "efi"), "/boot/lab/n1?platform=efi"},
+		{WithPlatform(Settings{}.MACPath("52:54:00:00:00:01", "T"), "pcbios"), "/boot?mac=52-54-00-00-00-01&token=T&platform=pcbios"},
+		{WithPlatform("/boot/lab/n1", ""), "/boot/lab/n1"},
 		{Settings{URL: "http://b", Listen: "127.0.0.1:8080"}.NodeURL(ref, ""), "http://b/boot/lab/n1"},
 	}
 	for _, c := range cases {
 		if c.got != c.want {
 			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+}
+
+func TestValidatePlatform(t *testing.T) {
+	for _, ok := range []string{"", "efi", "pcbios", "linux", "riscv-sbi"} {
+		if err := ValidatePlatform(ok); err != nil {
+			t.Errorf("platform %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"EFI", "efi ", "efi||shell", "${x}", "a&b", strings.Repeat("x", 33)} {
+		if err := ValidatePlatform(bad); err == nil {
+			t.Errorf("platform %q accepted", bad)
+		}
+	}
+}
+
+func TestValidateEFIFilename(t *testing.T) {
+	for _, ok := range []string{DefaultEFIFilename, `\EFI\debian\shimx64.efi`, `\boot.efi`} {
+		if err := ValidateEFIFilename(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", `EFI\BOOT\BOOTX64.EFI`, `\EFI\BOOT\`, `\EFI\\BOOTX64.EFI`, `\EFI\..\x.efi`, `\EFI\BOOT\BOOT X64.EFI`,
+		`\EFI\BOOT\${x}.EFI`, `\EFI\BOOT\a||shell.EFI`, "/EFI/BOOT/BOOTX64.EFI", `\EFI\BOOT\grubx64`, `\` + strings.Repeat("a", 252) + ".EFI"} {
+		if err := ValidateEFIFilename(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

@@ -13,8 +13,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // Config configures a Server.
@@ -99,7 +103,7 @@ func (s *Server) generic(w http.ResponseWriter, r *http.Request) {
 	writeScript(w, s.cfg.Generic())
 }
 
-// byMAC serves /boot?mac=MAC[&token=TOKEN].
+// byMAC serves /boot?mac=MAC[&token=TOKEN][&platform=PLATFORM].
 func (s *Server) byMAC(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	mac, err := api.NormalizeMAC("mac", q.Get("mac"))
@@ -111,7 +115,11 @@ func (s *Server) byMAC(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	self := s.cfg.MACPath(mac, token)
+	platform, ok := s.platform(w, q.Get("platform"))
+	if !ok {
+		return
+	}
+	self := WithPlatform(s.cfg.MACPath(mac, token), platform)
 	if !s.cache.ready() {
 		s.wait(w, r, WaitPlan("the boot server is starting"), self, "")
 		return
@@ -131,7 +139,7 @@ func (s *Server) byMAC(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// byName serves /boot/PROJECT/NODE[?token=TOKEN].
+// byName serves /boot/PROJECT/NODE[?token=TOKEN][&platform=PLATFORM].
 func (s *Server) byName(w http.ResponseWriter, r *http.Request) {
 	ref := state.Ref{Project: r.PathValue("project"), Name: r.PathValue("node")}
 	if err := errors.Join(api.ValidateName("project", ref.Project), api.ValidateName("node", ref.Name)); err != nil {
@@ -142,7 +150,11 @@ func (s *Server) byName(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	self := s.cfg.NodePath(ref, token)
+	platform, ok := s.platform(w, r.URL.Query().Get("platform"))
+	if !ok {
+		return
+	}
+	self := WithPlatform(s.cfg.NodePath(ref, token), platform)
 	if !s.cache.ready() {
 		s.wait(w, r, WaitPlan("the boot server is starting"), self, ref.String())
 		return
@@ -159,34 +171,51 @@ func (s *Server) token(w http.ResponseWriter, token string) (string, bool) {
 	return "", false
 }
 
-// serveNode serves node ref's script, fetched as self.
+// platform checks the firmware a node named in a URL (iPXE's ${platform}).
+func (s *Server) platform(w http.ResponseWriter, platform string) (string, bool) {
+	if err := ValidatePlatform(platform); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return "", false
+	}
+	return platform, true
+}
+
+// serveNode serves node ref's script, fetched as self, and records the
+// fetch (recordFetch).
 func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref, token, self string) {
 	n, secret := s.cache.node(ref)
 	if n == nil {
 		s.wait(w, r, WaitPlan(fmt.Sprintf("there is no node %s; provision it", ref)), self, ref.String())
 		return
 	}
+	fetch := &sanbootv1.BootFetch{NodeUid: n.GetMetadata().GetUid(), Time: timestamppb.Now(), RemoteAddr: r.RemoteAddr,
+		Platform: r.URL.Query().Get("platform"), Token: token != "", Outcome: FetchWait}
+	defer s.recordFetch(r.Context(), ref, fetch)
+	wait := func(p Plan) {
+		fetch.Message = p.Reason()
+		s.wait(w, r, p, self, ref.String())
+	}
 	var tokenRev int64
 	if s.cfg.Tokens {
 		if token == "" {
-			s.wait(w, r, WaitPlan(fmt.Sprintf("node %s: this boot server serves scripts only to URLs with a one-time boot token; get the URL of the node with: sanbootctl boot-script %s --url", ref, ref.Name)), self, ref.String())
+			wait(WaitPlan(fmt.Sprintf("node %s: this boot server serves scripts only to URLs with a one-time boot token; get the URL of the node with: sanbootctl boot-script %s --url", ref, ref.Name)))
 			return
 		}
 		rev, err := checkToken(r.Context(), s.cli, ref, n.GetMetadata().GetUid(), token)
 		if err != nil {
-			s.tokenFailed(w, r, ref, self, err)
+			wait(s.tokenFailed(ref, err))
 			return
 		}
 		tokenRev = rev
 	}
 	plan := PlanNode(n, secret)
 	if !plan.Ready() {
-		s.wait(w, r, plan, self, ref.String())
+		wait(plan)
 		return
 	}
 	if s.cfg.Tokens {
 		if err := consumeToken(r.Context(), s.cli, ref, tokenRev); err != nil {
-			s.tokenFailed(w, r, ref, self, err)
+			wait(s.tokenFailed(ref, err))
 			return
 		}
 	}
@@ -194,17 +223,40 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 	if chap && !s.cfg.Tokens {
 		s.log.Warn("CHAP credentials served without a boot token", "node", ref, "remote", r.RemoteAddr)
 	}
-	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "chap", chap)
+	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "platform", fetch.Platform, "chap", chap)
+	fetch.Outcome = FetchBoot
 	writeScript(w, s.cfg.Render(plan, self))
 }
 
-func (s *Server) tokenFailed(w http.ResponseWriter, r *http.Request, ref state.Ref, self string, err error) {
+// The outcomes of a BootFetch.
+const (
+	FetchBoot = "boot" // the script sanboots the node's disk
+	FetchWait = "wait" // the script waits and fetches itself again
+)
+
+// recordFetch writes fetch as the node's last boot-script fetch, for
+// `sanbootctl describe node`. Last writer wins: it is an observation, not
+// state anyone acts on. A failure only costs the record, so it is logged
+// and the script is served all the same.
+func (s *Server) recordFetch(ctx context.Context, ref state.Ref, fetch *sanbootv1.BootFetch) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	put, err := kv.PutOp(api.BootFetchKey(ref.Project, ref.Name), fetch)
+	if err == nil {
+		_, err = s.cli.Do(ctx, put)
+	}
+	if err != nil {
+		s.log.Warn("could not record the boot-script fetch", "node", ref, "err", err)
+	}
+}
+
+// tokenFailed is the plan for a node whose token check failed with err.
+func (s *Server) tokenFailed(ref state.Ref, err error) Plan {
 	if errors.Is(err, ErrBadToken) {
-		s.wait(w, r, WaitPlan(fmt.Sprintf("node %s: %v", ref, err)), self, ref.String())
-		return
+		return WaitPlan(fmt.Sprintf("node %s: %v", ref, err))
 	}
 	s.log.Warn("boot token check failed", "node", ref, "err", err)
-	s.wait(w, r, WaitPlan(fmt.Sprintf("node %s: the boot server cannot reach etcd to check the boot token", ref)), self, ref.String())
+	return WaitPlan(fmt.Sprintf("node %s: the boot server cannot reach etcd to check the boot token", ref))
 }
 
 // wait serves a script that waits; who names the node or MAC in the log.

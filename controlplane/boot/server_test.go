@@ -90,6 +90,16 @@ func (e *bootEnv) putNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) {
 }
 
 // get fetches path and returns the status code and body.
+// lastFetch reads the boot-script fetch recorded for a node.
+func (e *bootEnv) lastFetch(project, name string) *sanbootv1.BootFetch {
+	e.t.Helper()
+	f := &sanbootv1.BootFetch{}
+	if _, err := kv.Get(e.ctx, e.cli, api.BootFetchKey(project, name), f); err != nil {
+		e.t.Fatalf("recorded fetch of %s/%s: %v", project, name, err)
+	}
+	return f
+}
+
 func (e *bootEnv) get(path string) (int, string) {
 	e.t.Helper()
 	resp, err := http.Get(e.base + path)
@@ -129,7 +139,7 @@ func TestServeByMACAndName(t *testing.T) {
 	e := startBoot(t, Settings{})
 
 	code, body := e.get("/boot.ipxe")
-	if code != http.StatusOK || !strings.Contains(body, "chain --replace --autofree /boot?mac=${net0/mac:hexhyp}") {
+	if code != http.StatusOK || !strings.Contains(body, "chain --replace --autofree /boot?mac=${net0/mac:hexhyp}&platform=${platform} ") {
 		t.Fatalf("generic script (%d):\n%s", code, body)
 	}
 	e.await("/boot?mac=52:54:00:00:00:09", "no node has MAC 52:54:00:00:00:09")
@@ -153,6 +163,21 @@ func TestServeByMACAndName(t *testing.T) {
 	}
 	// Upper case and any separator name the same MAC.
 	e.await("/boot?mac=52-54-00-0A-01-01", sanbootLine)
+	// The firmware the node names comes back in its retries; a UEFI node
+	// is told the boot loader to run.
+	body = e.await("/boot?mac=52-54-00-0A-01-01&platform=efi", sanbootLine)
+	for _, want := range []string{"chain --replace --autofree /boot?mac=52-54-00-0a-01-01&platform=efi ||",
+		`sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 ||`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("script lacks %q:\n%s", want, body)
+		}
+	}
+	// ... and the fetch is recorded for describe.
+	f := e.lastFetch("default", "n1")
+	if f.GetNodeUid() != "uid-n1" || f.GetPlatform() != "efi" || f.GetOutcome() != FetchBoot || f.GetToken() ||
+		!strings.HasPrefix(f.GetRemoteAddr(), "127.0.0.1:") || time.Since(f.GetTime().AsTime()) > time.Minute {
+		t.Errorf("recorded fetch %v", f)
+	}
 
 	// By name, in another project, with mutual CHAP.
 	n2 := readyNode("n2", mutual, func(n *sanbootv1.Node) { n.Metadata.Project = "lab"; n.Spec.Macs = nil })
@@ -187,16 +212,19 @@ func TestServeByMACAndName(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	e := startBoot(t, Settings{})
 	for path, want := range map[string]int{
-		"/boot":                          http.StatusBadRequest,
-		"/boot?mac=52:54:00:zz:00:01":    http.StatusBadRequest,
-		"/boot?mac=52:54:00:00:00:01%0a": http.StatusBadRequest,
-		"/boot/Default/n1":               http.StatusBadRequest,
-		"/boot/default/n1%20x":           http.StatusBadRequest,
-		"/boot/default/n1?token=x${y}":   http.StatusBadRequest,
-		"/boot/default/n1?token=abc":     http.StatusBadRequest,
-		"/boot/default":                  http.StatusNotFound,
-		"/boot/a/b/c":                    http.StatusNotFound,
-		"/other":                         http.StatusNotFound,
+		"/boot":                                      http.StatusBadRequest,
+		"/boot?mac=52:54:00:zz:00:01":                http.StatusBadRequest,
+		"/boot?mac=52:54:00:00:00:01%0a":             http.StatusBadRequest,
+		"/boot/Default/n1":                           http.StatusBadRequest,
+		"/boot/default/n1%20x":                       http.StatusBadRequest,
+		"/boot/default/n1?token=x${y}":               http.StatusBadRequest,
+		"/boot/default/n1?token=abc":                 http.StatusBadRequest,
+		"/boot/default/n1?platform=EFI":              http.StatusBadRequest,
+		"/boot/default/n1?platform=efi%20||%20shell": http.StatusBadRequest,
+		"/boot?mac=52:54:00:00:00:01&platform=${x}":  http.StatusBadRequest,
+		"/boot/default":                              http.StatusNotFound,
+		"/boot/a/b/c":                                http.StatusNotFound,
+		"/other":                                     http.StatusNotFound,
 	} {
 		if code, body := e.get(path); code != want {
 			t.Errorf("GET %s = %d, want %d: %s", path, code, want, body)
@@ -227,6 +255,10 @@ func TestTokens(t *testing.T) {
 	body = e.await("/boot/default/n1?token=AAAAAAAAAAAAAAAAAAAAAAAAAA", "the boot token is not valid")
 	if strings.Contains(body, "SECRET") {
 		t.Errorf("script for a wrong token:\n%s", body)
+	}
+	// The fetch is recorded as one with a token that waits, without the token.
+	if f := e.lastFetch("default", "n1"); !f.GetToken() || f.GetOutcome() != FetchWait || !strings.Contains(f.GetMessage(), "the boot token is not valid") {
+		t.Errorf("recorded fetch %v", f)
 	}
 
 	token, err := IssueToken(e.ctx, e.cli, ref, "uid-n1", s.TokenTTL)
@@ -278,11 +310,13 @@ func TestTokens(t *testing.T) {
 
 	// Two fetches race for one token: exactly one gets the credentials,
 	// by MAC or by name.
+	var raced string // the last token the racing fetches used
 	for round := range 5 {
 		token, err := IssueToken(e.ctx, e.cli, ref, "uid-n1", s.TokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
+		raced = token
 		paths := []string{"/boot/default/n1?token=" + token, "/boot?mac=52:54:00:00:00:01&token=" + token, "/boot/default/n1?token=" + token}
 		var wg sync.WaitGroup
 		bodies := make([]string, len(paths))
@@ -315,5 +349,8 @@ func TestTokens(t *testing.T) {
 	}
 	if strings.Contains(string(resp.Kvs[0].Value), token) {
 		t.Errorf("etcd holds the token itself, not its hash")
+	}
+	if resp, err := e.cli.Get(e.ctx, api.BootFetchKey("default", "n1")); err != nil || len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Value), raced) {
+		t.Errorf("the recorded fetch holds the token (or is missing): %v, %v", resp, err)
 	}
 }

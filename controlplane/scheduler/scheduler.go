@@ -373,6 +373,11 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		if sec, ok := st.Secrets[ref]; ok {
 			p.del(api.SecretKey(ref.Project, ref.Name), sec.ModRevision)
 		}
+		// The boot server's record of the node's last script fetch: an
+		// observation, deleted without comparing (a fetch racing with the
+		// deletion may write it again; it names the old uid, which no later
+		// node of the name has).
+		p.ops = append(p.ops, clientv3.OpDelete(api.BootFetchKey(ref.Project, ref.Name)))
 		return p
 	}
 

@@ -273,11 +273,16 @@ func TestDeletionTwoSteps(t *testing.T) {
 	if e.count(api.NodeKey(project, "n1")) != 1 || e.count(api.PlacementKey(project, "n1")) != 1 {
 		t.Fatal("records of a node went before its agent tore it down")
 	}
+	// What the boot server recorded of the node's last script fetch.
+	if _, err := e.cli.Put(e.ctx, api.BootFetchKey(project, "n1"), ""); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the node's records to go", func() bool {
-		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.Prefix+"nodestatus/")+e.count(api.AssignPrefix("")) == 0
+		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.Prefix+"nodestatus/")+e.count(api.AssignPrefix(""))+
+			e.count(api.BootFetchKey(project, "n1")) == 0
 	}, func() string { return "records remain" })
 }
 

@@ -41,6 +41,8 @@ func TestDeclarativeGolden(t *testing.T) {
 		{Type: api.ConditionAgentAvailable, Status: true, Reason: "LeaseAlive", Message: `agent "storage-1" is alive`},
 		{Type: api.ConditionReady, Status: true, Reason: api.PhaseReady, LastTransitionTime: ago(2 * time.Hour)},
 	}
+	f.nodes[key("default", "node-01")].LastBootFetch = &sanbootv1.BootFetch{NodeUid: "u-1", Time: ago(90 * time.Minute),
+		RemoteAddr: "10.0.0.21:49152", Platform: "efi", Outcome: "boot"}
 	f.nodes[key("default", "node-02")].Status.Conditions = []*sanbootv1.Condition{
 		{Type: api.ConditionScheduled, Status: false, Reason: "NoAgentHoldsImage", Message: `no Ready agent holds image "debian-13"`},
 		{Type: api.ConditionAgentAvailable, Status: false, Reason: "NotScheduled", Message: "the node has no agent yet"},

@@ -39,7 +39,14 @@ func newDescribeCmd(s *session) *cobra.Command {
 		Aliases: []string{"nodes", "no"},
 		Short:   "Show nodes in detail",
 		Long: `Show a node's metadata, spec, status and conditions, where its disk is
-served (agent, target IQN, portals, LUN) and its recent events.
+served (agent, target IQN, portals, LUN), its last boot-script fetch and
+its recent events.
+
+The last boot-script fetch is what the boot server recorded of the last
+request that named the node (by MAC or by name): when, from which address,
+the firmware it said it runs, whether the URL carried a boot token (never
+the token), and whether it was told to boot or to wait (and why). "never"
+means no such request came since the node was created.
 
 Events are kept by the API server in memory, the most recent 20 per node,
 from what it saw since it started; another control-plane member may
@@ -158,6 +165,30 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 	}
 	line(1, "LUN", lun)
 	line(1, "Clone mode", orNone(st.GetCloneMode()))
+	fmt.Fprintln(w, "Boot:")
+	if f := n.GetLastBootFetch(); f == nil {
+		line(1, "Last script fetch", "never (no request for a boot script has named this node)")
+	} else {
+		line(1, "Last script fetch", stamp(now, f.GetTime())+" from "+orNone(f.GetRemoteAddr()))
+		firmware := f.GetPlatform()
+		if firmware == "" {
+			firmware = "<not said>"
+		}
+		line(1, "Firmware", firmware)
+		token := "not used"
+		if f.GetToken() {
+			token = "used"
+		}
+		line(1, "Boot token", token)
+		served := orNone(f.GetOutcome())
+		switch f.GetOutcome() {
+		case "boot":
+			served = "a script that boots from the target"
+		case "wait":
+			served = "a script that waits: " + orNone(f.GetMessage())
+		}
+		line(1, "Served", served)
+	}
 	w.Flush()
 
 	fmt.Fprintln(out, "Conditions:")
