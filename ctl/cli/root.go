@@ -146,6 +146,7 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 		newDescribeCmd(s),
 		newConfigCmd(s),
 		newBackupCmd(s),
+		newPKICmd(s),
 	)
 	markRunErrors(root)
 	return root, s

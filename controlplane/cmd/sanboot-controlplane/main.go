@@ -3,7 +3,9 @@
 // the leader-elected controllers.
 //
 // The etcd flags are etcd's own (--name, --data-dir, --listen-client-urls,
-// ...). Until TLS is configured every listener must be on loopback.
+// ...), TLS included (--cert-file, --key-file, --trusted-ca-file serve
+// etcd's clients and the API; --peer-cert-file ... the peers). Without
+// TLS every listener must be on loopback.
 //
 //	sanboot-controlplane --data-dir /var/lib/sanboot
 //	sanboot-controlplane --config /etc/sanboot/controlplane.yaml
@@ -20,8 +22,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sanboot/sanboot/controlplane"
@@ -34,7 +38,20 @@ func main() {
 	cfg := controlplane.DefaultConfig()
 	fs := flag.NewFlagSet("sanboot-controlplane", flag.ExitOnError)
 	cfg.Member.AddFlags(fs)
-	fs.StringVar(&cfg.APIListen, "api-listen", cfg.APIListen, "host:port of the gRPC API (loopback only in insecure mode)")
+	fs.StringVar(&cfg.APIListen, "api-listen", cfg.APIListen, "host:port of the gRPC API (mutual TLS with --cert-file; without it loopback only)")
+	fs.Func("advertise-api", "host:port agents and other members reach the API at, comma-separated (default: --api-listen)", func(v string) error {
+		cfg.APIAdvertise = nil
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(e); err != nil {
+				return fmt.Errorf("%q is not host:port", e)
+			}
+			cfg.APIAdvertise = append(cfg.APIAdvertise, e)
+		}
+		return nil
+	})
 	fs.StringVar(&cfg.UploadDir, "upload-dir", "", "where image uploads are staged until every agent has fetched them (default DATA-DIR/uploads)")
 	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", apiserver.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
 	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (loopback only in insecure mode; empty: none)")
