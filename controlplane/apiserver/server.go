@@ -121,8 +121,10 @@ func (s *Server) Register(gs *grpc.Server) *health.Server {
 
 // ServerOptions are the gRPC options the service needs: interceptors that
 // turn a panic into codes.Internal (logged with its stack) instead of
-// killing the process.
+// killing the process, then authorize each call by its caller's
+// certificate and audit the mutating ones (authz.go).
 func ServerOptions(log *slog.Logger) []grpc.ServerOption {
+	authzUnary, authzStream := authzInterceptors(log)
 	recovered := func(method string, r any) error {
 		log.Error("panic in RPC handler", "method", method, "panic", r, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s (logged on the server); please report it", method)
@@ -135,7 +137,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(ctx, req)
-		}),
+		}, authzUnary),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -143,7 +145,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(srv, ss)
-		}),
+		}, authzStream),
 	}
 }
 
