@@ -61,9 +61,9 @@ type methodClass int
 
 const (
 	classProject methodClass = iota // users of the request's project, admins
-	classAdmin                       // admins only
-	classAgent                       // agents only
-	classPublic                      // anyone with a certificate of the CA
+	classAdmin                      // admins only
+	classAgent                      // agents only
+	classPublic                     // anyone with a certificate of the CA
 )
 
 const service = "/" + "sanboot.v1.Sanboot" + "/"
@@ -265,4 +265,3 @@ func (s *authzStream) RecvMsg(m any) error {
 	}
 	return nil
 }
-
