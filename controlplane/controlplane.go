@@ -56,7 +56,11 @@ type Config struct {
 	// they need tokens (Boot.Listen is set from BootListen).
 	BootListen string
 	Boot       boot.Settings
-	Log        *slog.Logger
+	// BootInsecureCHAP lets a boot server beyond loopback serve CHAP
+	// credentials without boot tokens (--boot-insecure-chap): whoever
+	// reaches it can read any node's credentials. It warns at start.
+	BootInsecureCHAP bool
+	Log              *slog.Logger
 	// Metrics, if set, receives the member's Prometheus metrics (see
 	// metrics.go); the embedded etcd's own go to prometheus's default
 	// registry, as etcd registers them there.
@@ -86,10 +90,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	if cfg.BootListen != "" {
-		if err := member.RequireLoopback("--boot-listen", cfg.BootListen); err != nil {
-			return err
-		}
+	if err := checkBootListen(cfg, log); err != nil {
+		return err
 	}
 	if err := cfg.Boot.Validate(); err != nil {
 		return err
@@ -232,6 +234,26 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
+}
+
+// checkBootListen: the boot server speaks plain HTTP (iPXE fetches scripts
+// so). On loopback it may serve anything; beyond loopback a node's CHAP
+// credentials go only to a URL with the node's boot token (--boot-tokens),
+// unless the operator asks for the old behaviour by name.
+func checkBootListen(cfg Config, log *slog.Logger) error {
+	if cfg.BootListen == "" || member.RequireLoopback("--boot-listen", cfg.BootListen) == nil {
+		return nil
+	}
+	switch {
+	case cfg.Boot.Tokens:
+		log.Info("boot server beyond loopback: a node's script and CHAP credentials only with its boot token", "boot-listen", cfg.BootListen)
+		return nil
+	case cfg.BootInsecureCHAP:
+		log.Warn("boot server beyond loopback WITHOUT boot tokens (--boot-insecure-chap): whoever reaches it can read every node's CHAP credentials; use --boot-tokens", "boot-listen", cfg.BootListen)
+		return nil
+	}
+	return fmt.Errorf("--boot-listen %s is beyond loopback: give --boot-tokens, so that a node's CHAP credentials are served only with its one-time boot token (sanbootctl boot-script NODE --url), "+
+		"or --boot-insecure-chap to serve them to anyone who asks (not recommended)", cfg.BootListen)
 }
 
 // openUploads opens the upload staging directory: cfg.UploadDir, else

@@ -15,6 +15,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
@@ -181,6 +183,31 @@ func TestMutualTLSAndIdentity(t *testing.T) {
 	}
 	if !strings.Contains(e.log.String(), "msg=audit method=PutImage caller=root role=admin insecure=false project=a name=img code=OK") {
 		t.Errorf("no audit line for the admin's PutImage")
+	}
+
+	// The agents' data path is for agent certificates only.
+	readUpload := func(f tlsconfig.Files) error {
+		cfg, err := f.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := dial.Dial(dial.Options{Endpoints: []string{e.cfg.APIListen}, TLS: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		st, err := sanbootv1.NewAgentDataClient(conn).ReadUpload(ctx, &sanbootv1.ReadUploadRequest{UploadId: "0123456789abcdef0123456789abcdef"})
+		if err != nil {
+			return err
+		}
+		_, err = st.Recv()
+		return err
+	}
+	if err := readUpload(admin); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "ReadUpload is for agents") {
+		t.Errorf("an admin reading an upload: %v, want PermissionDenied", err)
+	}
+	if err := readUpload(agent); status.Code(err) == codes.PermissionDenied || err == nil {
+		t.Errorf("an agent reading an unknown upload: %v, want an error other than PermissionDenied", err)
 	}
 
 	// Rotation: the member's certificate replaced on disk is served at

@@ -141,7 +141,7 @@ func (e *Exporter) push(ctx context.Context, req *sanbootv1.ExportRequest) error
 		return err
 	}
 	defer conn.Close()
-	stream, err := sanbootv1.NewSanbootClient(conn).PushExport(ctx)
+	stream, err := sanbootv1.NewAgentDataClient(conn).PushExport(ctx)
 	if err != nil {
 		return fmt.Errorf("push to control-plane member %q: %w", req.GetMember(), err)
 	}

@@ -219,7 +219,7 @@ func (f *Fetcher) openUpload(ctx context.Context, src store.Source, off int64) (
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	stream, err := sanbootv1.NewSanbootClient(conn).ReadUpload(sctx, &sanbootv1.ReadUploadRequest{UploadId: src.UploadID, Offset: off})
+	stream, err := sanbootv1.NewAgentDataClient(conn).ReadUpload(sctx, &sanbootv1.ReadUploadRequest{UploadId: src.UploadID, Offset: off})
 	sr := &streamReader{stream: stream, close: func() { cancel(); conn.Close() }}
 	if err == nil {
 		sr.buf, err = sr.recv()

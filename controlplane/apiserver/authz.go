@@ -20,7 +20,8 @@ import (
 // client certificate (package pki: CN = name, OU = role, O = projects).
 // What a role may call:
 //
-//	agent   only the calls of the image data path (ReadUpload, PushExport)
+//	agent   only the AgentData service (the image data path: ReadUpload,
+//	        PushExport), and nothing of Sanboot
 //	user    the calls on nodes and images of its projects
 //	admin   everything, -A (all projects) and the cluster-wide objects
 //	        (agents, members, backup)
@@ -66,7 +67,10 @@ const (
 	classPublic                     // anyone with a certificate of the CA
 )
 
-const service = "/" + "sanboot.v1.Sanboot" + "/"
+const (
+	service      = "/" + "sanboot.v1.Sanboot" + "/"
+	agentService = "/" + "sanboot.v1.AgentData" + "/"
+)
 
 var methodClasses = map[string]methodClass{
 	service + "ListAgents":  classAdmin,
@@ -74,8 +78,6 @@ var methodClasses = map[string]methodClass{
 	service + "WatchAgents": classAdmin,
 	service + "ListMembers": classAdmin,
 	service + "Backup":      classAdmin,
-	service + "ReadUpload":  classAgent,
-	service + "PushExport":  classAgent,
 }
 
 // mutating methods get an audit line.
@@ -87,6 +89,9 @@ var mutating = map[string]bool{
 }
 
 func classOf(method string) methodClass {
+	if strings.HasPrefix(method, agentService) {
+		return classAgent
+	}
 	if !strings.HasPrefix(method, service) {
 		return classPublic // the health service
 	}
@@ -118,7 +123,7 @@ func callerOf(ctx context.Context) (Caller, error) {
 
 // allowMethod checks the caller's role against the method's class.
 func allowMethod(c Caller, method string) error {
-	short := strings.TrimPrefix(method, service)
+	short := method[strings.LastIndex(method, "/")+1:]
 	switch classOf(method) {
 	case classPublic:
 		return nil

@@ -57,6 +57,7 @@ type Config struct {
 // to feed its watch cache, and register it with Register.
 type Server struct {
 	sanbootv1.UnimplementedSanbootServer
+	sanbootv1.UnimplementedAgentDataServer
 	cli   *clientv3.Client
 	log   *slog.Logger
 	cache *cache
@@ -107,11 +108,13 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.cache.run(ctx)
 }
 
-// Register adds the Sanboot service and the standard health service to
+// Register adds the Sanboot service, the agents' AgentData service and the
+// standard health service to
 // gs. The health server says SERVING for "" and "sanboot.v1.Sanboot";
 // call its Shutdown when stopping.
 func (s *Server) Register(gs *grpc.Server) *health.Server {
 	sanbootv1.RegisterSanbootServer(gs, s)
+	sanbootv1.RegisterAgentDataServer(gs, s)
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	h.SetServingStatus(sanbootv1.Sanboot_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

@@ -54,8 +54,9 @@ func main() {
 	})
 	fs.StringVar(&cfg.UploadDir, "upload-dir", "", "where image uploads are staged until every agent has fetched them (default DATA-DIR/uploads)")
 	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", apiserver.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
-	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (loopback only in insecure mode; empty: none)")
+	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (beyond loopback: with --boot-tokens or --boot-insecure-chap; empty: none)")
 	fs.StringVar(&cfg.Boot.URL, "boot-url", "", "base URL nodes reach the boot server at, e.g. http://10.0.0.1:8080 (default: scripts refer to it by path)")
+	fs.BoolVar(&cfg.BootInsecureCHAP, "boot-insecure-chap", false, "with --boot-listen beyond loopback and no --boot-tokens: serve CHAP credentials to anyone who asks (warns at start; not recommended)")
 	fs.BoolVar(&cfg.Boot.Tokens, "boot-tokens", false, "serve a node's script only to a URL with its one-time boot token (sanbootctl boot-script NODE issues one); see docs/boot.md")
 	fs.DurationVar(&cfg.Boot.TokenTTL, "boot-token-ttl", boot.DefaultTokenTTL, "how long an unused boot token stays valid")
 	var common daemon.Common
