@@ -7,6 +7,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
@@ -39,6 +41,10 @@ type Config struct {
 	Member member.Config
 	// APIListen is the gRPC API's host:port (--api-listen).
 	APIListen string
+	// APIAdvertise are the host:port addresses agents and other members
+	// reach the API at (--advertise-api; default: APIListen, which must
+	// then name a host).
+	APIAdvertise []string
 	// UploadDir is where image uploads are staged until the agents have
 	// fetched them (default <Member.DataDir>/uploads).
 	UploadDir string
@@ -50,7 +56,11 @@ type Config struct {
 	// they need tokens (Boot.Listen is set from BootListen).
 	BootListen string
 	Boot       boot.Settings
-	Log        *slog.Logger
+	// BootInsecureCHAP lets a boot server beyond loopback serve CHAP
+	// credentials without boot tokens (--boot-insecure-chap): whoever
+	// reaches it can read any node's credentials. It warns at start.
+	BootInsecureCHAP bool
+	Log              *slog.Logger
 	// Metrics, if set, receives the member's Prometheus metrics (see
 	// metrics.go); the embedded etcd's own go to prometheus's default
 	// registry, as etcd registers them there.
@@ -74,13 +84,14 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	cfg.Member.Log = log
-	if err := member.RequireLoopback("--api-listen", cfg.APIListen); err != nil {
-		return err
-	}
-	if cfg.BootListen != "" {
-		if err := member.RequireLoopback("--boot-listen", cfg.BootListen); err != nil {
+	secure := cfg.Member.Secure()
+	if !secure {
+		if err := member.RequireLoopback("--api-listen", cfg.APIListen); err != nil {
 			return err
 		}
+	}
+	if err := checkBootListen(cfg, log); err != nil {
+		return err
 	}
 	if err := cfg.Boot.Validate(); err != nil {
 		return err
@@ -112,8 +123,31 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Boot.Listen = bootLis.Addr().String()
 	}
+	advertised := cfg.APIAdvertise
+	if len(advertised) == 0 {
+		advertised = []string{member.LocalAddr(lis.Addr().String())}
+		if host, _, _ := net.SplitHostPort(cfg.APIListen); host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+			log.Warn("--api-listen has no host: agents are told to reach the API on loopback; set --advertise-api", "api-listen", cfg.APIListen)
+		}
+	}
 	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot})
 	opts := apiserver.ServerOptions(log)
+	var clientTLS *tls.Config // the member's, for its own readiness check
+	if secure {
+		serverTLS, err := cfg.Member.Client.TLS.Server()
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("API TLS: %w", err)
+		}
+		if clientTLS, err = m.ClientTLS(); err != nil {
+			lis.Close()
+			return fmt.Errorf("API TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
+		log.Info("API: mutual TLS; clients present a certificate of the CA", "trusted-ca-file", cfg.Member.Client.TLS.TrustedCAFile)
+	} else {
+		log.Warn("API: insecure mode (no TLS): listening on loopback only; configure --cert-file, --key-file and --trusted-ca-file to serve the network")
+	}
 	var sched schedulerMetrics
 	if cfg.Metrics != nil {
 		if err := api.RegisterMetrics(cfg.Metrics); err != nil {
@@ -150,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() {
 		apiserver.RegisterMember(ctx, cli, &sanbootv1.Member{
 			Name:         m.Name(),
-			ApiEndpoints: []string{lis.Addr().String()},
+			ApiEndpoints: advertised,
 			ClientUrls:   m.ClientURLs(),
 			Version:      buildinfo.Version(),
 		}, apiserver.MemberTTL, log)
@@ -170,7 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	if cfg.OnReady != nil {
 		wg.Go(func() {
-			if err := awaitServing(ctx, lis.Addr().String()); err != nil {
+			if err := awaitServing(ctx, member.LocalAddr(lis.Addr().String()), clientTLS); err != nil {
 				if ctx.Err() == nil {
 					fail(err)
 				}
@@ -200,6 +234,26 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
+}
+
+// checkBootListen: the boot server speaks plain HTTP (iPXE fetches scripts
+// so). On loopback it may serve anything; beyond loopback a node's CHAP
+// credentials go only to a URL with the node's boot token (--boot-tokens),
+// unless the operator asks for the old behaviour by name.
+func checkBootListen(cfg Config, log *slog.Logger) error {
+	if cfg.BootListen == "" || member.RequireLoopback("--boot-listen", cfg.BootListen) == nil {
+		return nil
+	}
+	switch {
+	case cfg.Boot.Tokens:
+		log.Info("boot server beyond loopback: a node's script and CHAP credentials only with its boot token", "boot-listen", cfg.BootListen)
+		return nil
+	case cfg.BootInsecureCHAP:
+		log.Warn("boot server beyond loopback WITHOUT boot tokens (--boot-insecure-chap): whoever reaches it can read every node's CHAP credentials; use --boot-tokens", "boot-listen", cfg.BootListen)
+		return nil
+	}
+	return fmt.Errorf("--boot-listen %s is beyond loopback: give --boot-tokens, so that a node's CHAP credentials are served only with its one-time boot token (sanbootctl boot-script NODE --url), "+
+		"or --boot-insecure-chap to serve them to anyone who asks (not recommended)", cfg.BootListen)
 }
 
 // openUploads opens the upload staging directory: cfg.UploadDir, else

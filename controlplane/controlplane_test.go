@@ -127,8 +127,9 @@ func TestRunRefusesNonLoopbackAPI(t *testing.T) {
 	cfg = controlplane.DefaultConfig()
 	cfg.BootListen = "0.0.0.0:8080"
 	cfg.Member.DataDir = t.TempDir()
-	if err := controlplane.Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--boot-listen") {
-		t.Fatalf("Run with a non-loopback boot server address: %v", err)
+	if err := controlplane.Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--boot-listen") ||
+		!strings.Contains(err.Error(), "give --boot-tokens") || !strings.Contains(err.Error(), "--boot-insecure-chap") {
+		t.Fatalf("Run with a non-loopback boot server address and no boot tokens: %v", err)
 	}
 }
 

@@ -2,18 +2,21 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sanboot/sanboot/internal/dial"
 )
 
-// awaitServing asks the API at addr, over the network like any client,
-// for the standard health check until it says SERVING or ctx ends.
-func awaitServing(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// awaitServing asks the API at addr, over the network like any client
+// (with tlsConfig, the member's own certificate), for the standard health
+// check until it says SERVING or ctx ends.
+func awaitServing(ctx context.Context, addr string, tlsConfig *tls.Config) error {
+	conn, err := dial.Dial(dial.Options{Endpoints: []string{addr}, TLS: tlsConfig, Name: "readiness"})
 	if err != nil {
 		return fmt.Errorf("readiness check of the API at %s: %w", addr, err)
 	}

@@ -17,6 +17,7 @@ package export
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +26,6 @@ import (
 	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/agent/members"
@@ -52,9 +52,10 @@ type Config struct {
 	// Images are read from here; nil means a store without bytes (the
 	// fake): every request is answered with an error saying so.
 	Images Images
-	// Dial are the options of connections to members (nil: insecure).
-	Dial []grpc.DialOption
-	Log  *slog.Logger
+	// TLS secures connections to members (package tlsconfig; nil:
+	// plaintext).
+	TLS *tls.Config
+	Log *slog.Logger
 }
 
 // Exporter answers its agent's export requests. Create with New, start
@@ -135,12 +136,12 @@ func (e *Exporter) push(ctx context.Context, req *sanbootv1.ExportRequest) error
 	if f != nil {
 		defer f.Close()
 	}
-	conn, err := members.Dial(ctx, e.cfg.Client, req.GetMember(), e.cfg.Dial...)
+	conn, err := members.Dial(ctx, e.cfg.Client, req.GetMember(), e.cfg.TLS)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	stream, err := sanbootv1.NewSanbootClient(conn).PushExport(ctx)
+	stream, err := sanbootv1.NewAgentDataClient(conn).PushExport(ctx)
 	if err != nil {
 		return fmt.Errorf("push to control-plane member %q: %w", req.GetMember(), err)
 	}

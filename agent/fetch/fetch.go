@@ -19,6 +19,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,8 +47,9 @@ type Config struct {
 	// HTTP fetches url sources (nil: a client without a time limit, since
 	// images are large; the context still cancels it).
 	HTTP *http.Client
-	// Dial are the options of connections to members (nil: insecure).
-	Dial []grpc.DialOption
+	// TLS secures connections to members (package tlsconfig; nil:
+	// plaintext).
+	TLS *tls.Config
 	// Retries is how many times in a row a broken stream is resumed
 	// before the fetch fails (default 5; progress resets the count).
 	Retries int
@@ -212,12 +214,12 @@ func (r *resumer) Close() error {
 // openUpload starts ReadUpload at off and waits for its first answer, so
 // that a missing upload is an error of the open.
 func (f *Fetcher) openUpload(ctx context.Context, src store.Source, off int64) (io.ReadCloser, error) {
-	conn, err := members.Dial(ctx, f.cfg.Client, src.Member, f.cfg.Dial...)
+	conn, err := members.Dial(ctx, f.cfg.Client, src.Member, f.cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	stream, err := sanbootv1.NewSanbootClient(conn).ReadUpload(sctx, &sanbootv1.ReadUploadRequest{UploadId: src.UploadID, Offset: off})
+	stream, err := sanbootv1.NewAgentDataClient(conn).ReadUpload(sctx, &sanbootv1.ReadUploadRequest{UploadId: src.UploadID, Offset: off})
 	sr := &streamReader{stream: stream, close: func() { cancel(); conn.Close() }}
 	if err == nil {
 		sr.buf, err = sr.recv()

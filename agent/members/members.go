@@ -7,17 +7,16 @@ package members
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -25,11 +24,10 @@ import (
 // or never existed).
 var ErrNotRegistered = errors.New("control-plane member is not registered")
 
-// Dial looks up member in etcd and returns a connection to its API: every
-// address it registered, the first that answers used. With no dial
-// options the connection is insecure (plaintext), as the API is today.
-// The caller closes it.
-func Dial(ctx context.Context, cli *clientv3.Client, member string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+// Dial looks up member in etcd and returns a connection to its API (package
+// dial): every address it registered, the first that answers used. With a
+// nil tlsConfig the connection is plaintext. The caller closes it.
+func Dial(ctx context.Context, cli *clientv3.Client, member string, tlsConfig *tls.Config) (*grpc.ClientConn, error) {
 	if err := api.ValidateName("member", member); err != nil {
 		return nil, err
 	}
@@ -42,20 +40,7 @@ func Dial(ctx context.Context, cli *clientv3.Client, member string, opts ...grpc
 	if len(m.GetApiEndpoints()) == 0 {
 		return nil, fmt.Errorf("control-plane member %q registered no API address: %w", member, ErrNotRegistered)
 	}
-	addrs := make([]resolver.Address, len(m.GetApiEndpoints()))
-	for i, e := range m.GetApiEndpoints() {
-		addrs[i] = resolver.Address{Addr: e}
-	}
-	r := manual.NewBuilderWithScheme("sanboot-member")
-	r.InitialState(resolver.State{Addresses: addrs})
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	opts = append([]grpc.DialOption{
-		grpc.WithResolvers(r),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {}}]}`),
-	}, opts...)
-	conn, err := grpc.NewClient("sanboot-member:///"+member, opts...)
+	conn, err := dial.Dial(dial.Options{Endpoints: m.GetApiEndpoints(), TLS: tlsConfig, Name: member})
 	if err != nil {
 		return nil, fmt.Errorf("connect to control-plane member %q at %v: %w", member, m.GetApiEndpoints(), err)
 	}

@@ -3,9 +3,9 @@
 // as Unavailable, not as unknown) and an empty key at api.AliveKey under a
 // lease kept alive. The agent is Ready while the alive key exists.
 //
-// If the lease is lost (etcd was down or the agent cut off for longer than
-// the TTL) the registry grants a new one and registers again by itself.
-// Run revokes the lease when it returns, so a stopped agent shows as
+// The lease is kept by package lease, as a control-plane member's is: if it
+// is lost (etcd was down or the agent cut off for longer than the TTL) a
+// new one is granted and the agent registers again by itself. Run revokes the lease when it returns, so a stopped agent shows as
 // Unavailable at once instead of after the TTL.
 package registry
 
@@ -24,6 +24,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/kv"
+	"github.com/sanboot/sanboot/internal/lease"
 )
 
 // Config describes the agent to register.
@@ -52,14 +53,9 @@ type Registry struct {
 	cfg   Config
 	log   *slog.Logger
 	start time.Time
-
-	ready     chan struct{}
-	readyOnce sync.Once
-	updateCh  chan struct{} // asks for a record update now
+	keep  *lease.Keeper
 
 	mu      sync.Mutex
-	lease   clientv3.LeaseID
-	prev    clientv3.LeaseID       // the lease of the previous session, if it was lost
 	record  *sanbootv1.AgentRecord // last written, nil before the first write
 	recRev  int64                  // its mod_revision
 	problem string                 // AgentRecord.problem
@@ -79,12 +75,16 @@ func New(cli *clientv3.Client, cfg Config) (*Registry, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Registry{cli: cli, cfg: cfg, log: cfg.Log.With("component", "registry"), start: time.Now(), ready: make(chan struct{}),
-		updateCh: make(chan struct{}, 1)}, nil
+	r := &Registry{cli: cli, cfg: cfg, log: cfg.Log.With("component", "registry"), start: time.Now()}
+	r.keep = lease.New(cli, lease.Config{
+		What: "agent " + cfg.Name, TTL: cfg.TTL, Log: r.log,
+		Register: r.register, Every: cfg.UpdateInterval, Tick: r.updateRecord,
+	})
+	return r, nil
 }
 
 // Ready is closed once the agent has registered for the first time.
-func (r *Registry) Ready() <-chan struct{} { return r.ready }
+func (r *Registry) Ready() <-chan struct{} { return r.keep.Ready() }
 
 // SetProblem sets why the agent does not serve its targets ("" when it
 // does) and rewrites the record soon, so that `get agents` says it.
@@ -92,108 +92,23 @@ func (r *Registry) SetProblem(problem string) {
 	r.mu.Lock()
 	r.problem = problem
 	r.mu.Unlock()
-	select {
-	case r.updateCh <- struct{}{}:
-	default:
-	}
+	r.keep.Poke()
 }
 
 // Lease is the current lease, 0 while unregistered.
-func (r *Registry) Lease() clientv3.LeaseID {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lease
-}
+func (r *Registry) Lease() clientv3.LeaseID { return r.keep.Lease() }
 
 // Run registers the agent and keeps it registered until ctx ends, then
-// revokes the lease. It retries every failure with backoff and returns
-// only when ctx ends.
-func (r *Registry) Run(ctx context.Context) error {
-	defer r.revoke()
-	backoff := 200 * time.Millisecond
-	for ctx.Err() == nil {
-		err := r.session(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		r.log.Warn("registration lost; registering again", "agent", r.cfg.Name, "err", err, "in", backoff)
-		sleep(ctx, backoff)
-		backoff = min(backoff*2, 5*time.Second)
-	}
-	return ctx.Err()
-}
-
-// session grants a lease, registers under it, and keeps it alive until the
-// lease is lost or ctx ends.
-func (r *Registry) session(ctx context.Context) error {
-	ttl := max(int64(r.cfg.TTL.Round(time.Second)/time.Second), 1)
-	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	g, err := r.cli.Grant(gctx, ttl)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("grant a lease of %d s: %w; is etcd reachable?", ttl, err)
-	}
-	// The keepalive context is not ctx: Run revokes the lease itself and
-	// keepalives must not stop a moment before that.
-	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	ch, err := r.cli.KeepAlive(kctx, g.ID)
-	if err != nil {
-		return fmt.Errorf("keep lease %x alive: %w", g.ID, err)
-	}
-	if err := r.register(ctx, g.ID); err != nil {
-		r.revokeLease(g.ID, false)
-		return err
-	}
-	r.mu.Lock()
-	r.lease = g.ID
-	r.mu.Unlock()
-	r.readyOnce.Do(func() { close(r.ready) })
-	r.log.Info("registered", "agent", r.cfg.Name, "lease", fmt.Sprintf("%x", g.ID), "ttl", ttl)
-
-	tick := time.NewTicker(r.cfg.UpdateInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case _, ok := <-ch:
-			if !ok {
-				r.mu.Lock()
-				r.lease, r.prev = 0, g.ID
-				r.mu.Unlock()
-				return fmt.Errorf("lease %x expired or could not be kept alive", g.ID)
-			}
-		case <-tick.C:
-			if err := r.updateRecord(ctx); err != nil {
-				r.log.Warn("could not update the agent record; retrying at the next interval", "err", err)
-			}
-		case <-r.updateCh:
-			if err := r.updateRecord(ctx); err != nil {
-				r.log.Warn("could not update the agent record; retrying", "err", err)
-				time.AfterFunc(time.Second, func() {
-					select {
-					case r.updateCh <- struct{}{}:
-					default:
-					}
-				})
-			}
-		}
-	}
-}
+// revokes the lease, so that the agent shows as Unavailable at once. It
+// retries every failure with backoff and returns only when ctx ends.
+func (r *Registry) Run(ctx context.Context) error { return r.keep.Run(ctx) }
 
 // register writes the record and the alive key (under lease) in one
-// transaction that compares the record's mod_revision.
-func (r *Registry) register(ctx context.Context, lease clientv3.LeaseID) error {
+// transaction that compares the record's mod_revision. prev is the lease
+// of the lost previous session, if any.
+func (r *Registry) register(ctx context.Context, lease, prev clientv3.LeaseID) error {
 	alive := api.AliveKey(r.cfg.Name)
-	r.mu.Lock()
-	prev := r.prev
-	r.mu.Unlock()
-	if resp, err := r.cli.Get(ctx, alive); err == nil && len(resp.Kvs) > 0 && resp.Kvs[0].Lease == int64(prev) && prev != 0 {
-		// Our own lost lease survived on the server (etcd restarted and
-		// renewed it): take the key over and let that lease go.
-		defer r.revokeLease(prev, false)
-	} else if err == nil && len(resp.Kvs) > 0 && resp.Kvs[0].Lease != int64(lease) {
+	if resp, err := r.cli.Get(ctx, alive); err == nil && len(resp.Kvs) > 0 && resp.Kvs[0].Lease != int64(lease) && (prev == 0 || resp.Kvs[0].Lease != int64(prev)) {
 		r.log.Warn("the alive key is held by another lease: a previous run of this agent that did not stop cleanly, "+
 			"or another agent with the same --name (names must be unique); taking it over",
 			"key", alive, "lease", fmt.Sprintf("%x", resp.Kvs[0].Lease))
@@ -284,39 +199,4 @@ func (r *Registry) updateRecord(ctx context.Context) error {
 	r.mu.Unlock()
 	r.log.Info("agent record updated", "capacity", rec.CapacityBytes, "free", rec.FreeBytes, "problem", rec.Problem)
 	return nil
-}
-
-func (r *Registry) revoke() {
-	r.mu.Lock()
-	id := r.lease
-	r.lease = 0
-	r.mu.Unlock()
-	if id != 0 {
-		r.revokeLease(id, true)
-	}
-}
-
-// revokeLease ends a lease; final says it is the agent's last one, whose
-// end makes the agent Unavailable.
-func (r *Registry) revokeLease(id clientv3.LeaseID, final bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_, err := r.cli.Revoke(ctx, id)
-	switch {
-	case !final:
-		r.log.Debug("old lease revoked", "lease", fmt.Sprintf("%x", id), "err", err)
-	case err != nil:
-		r.log.Warn("could not revoke the lease; the agent shows as Unavailable when it expires", "lease", fmt.Sprintf("%x", id), "err", err)
-	default:
-		r.log.Info("lease revoked; the agent shows as Unavailable", "agent", r.cfg.Name)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -4465,7 +4465,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xaa\v\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\x99\n" +
+	"\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -4487,13 +4488,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12F\n" +
 	"\vWatchAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x16.sanboot.v1.AgentEvent0\x01\x12N\n" +
 	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
-	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12@\n" +
+	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12:\n" +
+	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12A\n" +
+	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x012\x9c\x01\n" +
+	"\tAgentData\x12@\n" +
 	"\n" +
-	"ReadUpload\x12\x1d.sanboot.v1.ReadUploadRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12:\n" +
-	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12M\n" +
+	"ReadUpload\x12\x1d.sanboot.v1.ReadUploadRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12M\n" +
 	"\n" +
-	"PushExport\x12\x1d.sanboot.v1.PushExportRequest\x1a\x1e.sanboot.v1.PushExportResponse(\x01\x12A\n" +
-	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
+	"PushExport\x12\x1d.sanboot.v1.PushExportRequest\x1a\x1e.sanboot.v1.PushExportResponse(\x01B-Z+github.com/sanboot/sanboot/api/v1;sanbootv1b\x06proto3"
 
 var (
 	file_sanboot_proto_rawDescOnce sync.Once
@@ -4642,10 +4644,10 @@ var file_sanboot_proto_depIdxs = []int32{
 	33, // 64: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
 	36, // 65: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
 	44, // 66: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	47, // 67: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 68: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	50, // 69: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	58, // 70: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	24, // 67: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	58, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	47, // 69: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	50, // 70: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
 	31, // 71: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
 	14, // 72: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
 	32, // 73: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
@@ -4663,10 +4665,10 @@ var file_sanboot_proto_depIdxs = []int32{
 	42, // 85: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
 	37, // 86: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
 	46, // 87: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 88: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	48, // 89: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	52, // 90: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	59, // 91: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	48, // 88: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	59, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	48, // 90: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	52, // 91: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
 	71, // [71:92] is the sub-list for method output_type
 	50, // [50:71] is the sub-list for method input_type
 	50, // [50:50] is the sub-list for extension type_name
@@ -4706,7 +4708,7 @@ func file_sanboot_proto_init() {
 			NumEnums:      3,
 			NumMessages:   59,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_sanboot_proto_goTypes,
 		DependencyIndexes: file_sanboot_proto_depIdxs,

@@ -45,9 +45,7 @@ const (
 	Sanboot_WatchAgents_FullMethodName    = "/sanboot.v1.Sanboot/WatchAgents"
 	Sanboot_ListMembers_FullMethodName    = "/sanboot.v1.Sanboot/ListMembers"
 	Sanboot_UploadImage_FullMethodName    = "/sanboot.v1.Sanboot/UploadImage"
-	Sanboot_ReadUpload_FullMethodName     = "/sanboot.v1.Sanboot/ReadUpload"
 	Sanboot_ExportImage_FullMethodName    = "/sanboot.v1.Sanboot/ExportImage"
-	Sanboot_PushExport_FullMethodName     = "/sanboot.v1.Sanboot/PushExport"
 	Sanboot_Backup_FullMethodName         = "/sanboot.v1.Sanboot/Backup"
 )
 
@@ -80,17 +78,14 @@ type SanbootClient interface {
 	WatchAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentEvent], error)
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
-	// UploadSource then makes agents fetch them with ReadUpload.
+	// UploadSource then makes agents fetch them with AgentData.ReadUpload.
 	UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error)
-	ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
 	// ExportImage streams an image's bytes from a Ready replica on a live
 	// agent. Nothing connects to agents: the API server writes an
-	// ExportRequest for the agent, which pushes the bytes with PushExport
-	// to this member; the server relays them. Verify them against the
-	// image's status.sha256.
+	// ExportRequest for the agent, which pushes the bytes with
+	// AgentData.PushExport to this member; the server relays them. Verify
+	// them against the image's status.sha256.
 	ExportImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
-	// PushExport is how an agent answers an ExportRequest (agents only).
-	PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error)
 	// Backup streams a snapshot of the etcd member behind this API server
 	// (every node, image, assignment and secret): the info first, then the
 	// bytes. Restore it with `sanboot-controlplane restore`.
@@ -305,28 +300,9 @@ func (c *sanbootClient) UploadImage(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_UploadImageClient = grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse]
 
-func (c *sanbootClient) ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[4], Sanboot_ReadUpload_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[ReadUploadRequest, Chunk]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sanboot_ReadUploadClient = grpc.ServerStreamingClient[Chunk]
-
 func (c *sanbootClient) ExportImage(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[5], Sanboot_ExportImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[4], Sanboot_ExportImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -343,22 +319,9 @@ func (c *sanbootClient) ExportImage(ctx context.Context, in *GetRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_ExportImageClient = grpc.ServerStreamingClient[Chunk]
 
-func (c *sanbootClient) PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[6], Sanboot_PushExport_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[PushExportRequest, PushExportResponse]{ClientStream: stream}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sanboot_PushExportClient = grpc.ClientStreamingClient[PushExportRequest, PushExportResponse]
-
 func (c *sanbootClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[7], Sanboot_Backup_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[5], Sanboot_Backup_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -404,17 +367,14 @@ type SanbootServer interface {
 	WatchAgents(*ListAgentsRequest, grpc.ServerStreamingServer[AgentEvent]) error
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
-	// UploadSource then makes agents fetch them with ReadUpload.
+	// UploadSource then makes agents fetch them with AgentData.ReadUpload.
 	UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error
-	ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error
 	// ExportImage streams an image's bytes from a Ready replica on a live
 	// agent. Nothing connects to agents: the API server writes an
-	// ExportRequest for the agent, which pushes the bytes with PushExport
-	// to this member; the server relays them. Verify them against the
-	// image's status.sha256.
+	// ExportRequest for the agent, which pushes the bytes with
+	// AgentData.PushExport to this member; the server relays them. Verify
+	// them against the image's status.sha256.
 	ExportImage(*GetRequest, grpc.ServerStreamingServer[Chunk]) error
-	// PushExport is how an agent answers an ExportRequest (agents only).
-	PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error
 	// Backup streams a snapshot of the etcd member behind this API server
 	// (every node, image, assignment and secret): the info first, then the
 	// bytes. Restore it with `sanboot-controlplane restore`.
@@ -480,14 +440,8 @@ func (UnimplementedSanbootServer) ListMembers(context.Context, *ListMembersReque
 func (UnimplementedSanbootServer) UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadImage not implemented")
 }
-func (UnimplementedSanbootServer) ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error {
-	return status.Error(codes.Unimplemented, "method ReadUpload not implemented")
-}
 func (UnimplementedSanbootServer) ExportImage(*GetRequest, grpc.ServerStreamingServer[Chunk]) error {
 	return status.Error(codes.Unimplemented, "method ExportImage not implemented")
-}
-func (UnimplementedSanbootServer) PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error {
-	return status.Error(codes.Unimplemented, "method PushExport not implemented")
 }
 func (UnimplementedSanbootServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
 	return status.Error(codes.Unimplemented, "method Backup not implemented")
@@ -787,17 +741,6 @@ func _Sanboot_UploadImage_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_UploadImageServer = grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]
 
-func _Sanboot_ReadUpload_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(ReadUploadRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(SanbootServer).ReadUpload(m, &grpc.GenericServerStream[ReadUploadRequest, Chunk]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sanboot_ReadUploadServer = grpc.ServerStreamingServer[Chunk]
-
 func _Sanboot_ExportImage_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(GetRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -808,13 +751,6 @@ func _Sanboot_ExportImage_Handler(srv interface{}, stream grpc.ServerStream) err
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sanboot_ExportImageServer = grpc.ServerStreamingServer[Chunk]
-
-func _Sanboot_PushExport_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(SanbootServer).PushExport(&grpc.GenericServerStream[PushExportRequest, PushExportResponse]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sanboot_PushExportServer = grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]
 
 func _Sanboot_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(BackupRequest)
@@ -909,24 +845,160 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 		{
-			StreamName:    "ReadUpload",
-			Handler:       _Sanboot_ReadUpload_Handler,
-			ServerStreams: true,
-		},
-		{
 			StreamName:    "ExportImage",
 			Handler:       _Sanboot_ExportImage_Handler,
 			ServerStreams: true,
 		},
 		{
-			StreamName:    "PushExport",
-			Handler:       _Sanboot_PushExport_Handler,
-			ClientStreams: true,
-		},
-		{
 			StreamName:    "Backup",
 			Handler:       _Sanboot_Backup_Handler,
 			ServerStreams: true,
+		},
+	},
+	Metadata: "sanboot.proto",
+}
+
+const (
+	AgentData_ReadUpload_FullMethodName = "/sanboot.v1.AgentData/ReadUpload"
+	AgentData_PushExport_FullMethodName = "/sanboot.v1.AgentData/PushExport"
+)
+
+// AgentDataClient is the client API for AgentData service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AgentData is the image data path of the agents, served by every member
+// beside Sanboot: only an agent's certificate may call it.
+type AgentDataClient interface {
+	// ReadUpload reads an upload staged on this member (UploadImage).
+	ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
+	// PushExport is how an agent answers an ExportRequest.
+	PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error)
+}
+
+type agentDataClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAgentDataClient(cc grpc.ClientConnInterface) AgentDataClient {
+	return &agentDataClient{cc}
+}
+
+func (c *agentDataClient) ReadUpload(ctx context.Context, in *ReadUploadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentData_ServiceDesc.Streams[0], AgentData_ReadUpload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadUploadRequest, Chunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentData_ReadUploadClient = grpc.ServerStreamingClient[Chunk]
+
+func (c *agentDataClient) PushExport(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushExportRequest, PushExportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentData_ServiceDesc.Streams[1], AgentData_PushExport_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushExportRequest, PushExportResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentData_PushExportClient = grpc.ClientStreamingClient[PushExportRequest, PushExportResponse]
+
+// AgentDataServer is the server API for AgentData service.
+// All implementations must embed UnimplementedAgentDataServer
+// for forward compatibility.
+//
+// AgentData is the image data path of the agents, served by every member
+// beside Sanboot: only an agent's certificate may call it.
+type AgentDataServer interface {
+	// ReadUpload reads an upload staged on this member (UploadImage).
+	ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error
+	// PushExport is how an agent answers an ExportRequest.
+	PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error
+	mustEmbedUnimplementedAgentDataServer()
+}
+
+// UnimplementedAgentDataServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAgentDataServer struct{}
+
+func (UnimplementedAgentDataServer) ReadUpload(*ReadUploadRequest, grpc.ServerStreamingServer[Chunk]) error {
+	return status.Error(codes.Unimplemented, "method ReadUpload not implemented")
+}
+func (UnimplementedAgentDataServer) PushExport(grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]) error {
+	return status.Error(codes.Unimplemented, "method PushExport not implemented")
+}
+func (UnimplementedAgentDataServer) mustEmbedUnimplementedAgentDataServer() {}
+func (UnimplementedAgentDataServer) testEmbeddedByValue()                   {}
+
+// UnsafeAgentDataServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AgentDataServer will
+// result in compilation errors.
+type UnsafeAgentDataServer interface {
+	mustEmbedUnimplementedAgentDataServer()
+}
+
+func RegisterAgentDataServer(s grpc.ServiceRegistrar, srv AgentDataServer) {
+	// If the following call panics, it indicates UnimplementedAgentDataServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AgentData_ServiceDesc, srv)
+}
+
+func _AgentData_ReadUpload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadUploadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentDataServer).ReadUpload(m, &grpc.GenericServerStream[ReadUploadRequest, Chunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentData_ReadUploadServer = grpc.ServerStreamingServer[Chunk]
+
+func _AgentData_PushExport_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentDataServer).PushExport(&grpc.GenericServerStream[PushExportRequest, PushExportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentData_PushExportServer = grpc.ClientStreamingServer[PushExportRequest, PushExportResponse]
+
+// AgentData_ServiceDesc is the grpc.ServiceDesc for AgentData service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AgentData_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "sanboot.v1.AgentData",
+	HandlerType: (*AgentDataServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReadUpload",
+			Handler:       _AgentData_ReadUpload_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "PushExport",
+			Handler:       _AgentData_PushExport_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "sanboot.proto",

@@ -188,7 +188,7 @@ func exportSource(st *state.Store, ref state.Ref) (string, error) {
 
 // PushExport receives an agent's bytes for an export in flight on this
 // member and hands them to ExportImage.
-func (s *Server) PushExport(stream sanbootv1.Sanboot_PushExportServer) error {
+func (s *Server) PushExport(stream sanbootv1.AgentData_PushExportServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {

@@ -57,6 +57,7 @@ type Config struct {
 // to feed its watch cache, and register it with Register.
 type Server struct {
 	sanbootv1.UnimplementedSanbootServer
+	sanbootv1.UnimplementedAgentDataServer
 	cli   *clientv3.Client
 	log   *slog.Logger
 	cache *cache
@@ -121,11 +122,13 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.cache.run(ctx)
 }
 
-// Register adds the Sanboot service and the standard health service to
+// Register adds the Sanboot service, the agents' AgentData service and the
+// standard health service to
 // gs. The health server says SERVING for "" and "sanboot.v1.Sanboot";
 // call its Shutdown when stopping.
 func (s *Server) Register(gs *grpc.Server) *health.Server {
 	sanbootv1.RegisterSanbootServer(gs, s)
+	sanbootv1.RegisterAgentDataServer(gs, s)
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	h.SetServingStatus(sanbootv1.Sanboot_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -135,8 +138,10 @@ func (s *Server) Register(gs *grpc.Server) *health.Server {
 
 // ServerOptions are the gRPC options the service needs: interceptors that
 // turn a panic into codes.Internal (logged with its stack) instead of
-// killing the process.
+// killing the process, then authorize each call by its caller's
+// certificate and audit the mutating ones (authz.go).
 func ServerOptions(log *slog.Logger) []grpc.ServerOption {
+	authzUnary, authzStream := authzInterceptors(log)
 	recovered := func(method string, r any) error {
 		log.Error("panic in RPC handler", "method", method, "panic", r, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s (logged on the server); please report it", method)
@@ -149,7 +154,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(ctx, req)
-		}),
+		}, authzUnary),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -157,7 +162,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(srv, ss)
-		}),
+		}, authzStream),
 	}
 }
 

@@ -90,7 +90,7 @@ func (s *Server) UploadImage(stream sanbootv1.Sanboot_UploadImageServer) error {
 
 // ReadUpload streams a staged upload from req.offset on, for agents. A
 // reader whose stream breaks asks again from the offset it reached.
-func (s *Server) ReadUpload(req *sanbootv1.ReadUploadRequest, stream sanbootv1.Sanboot_ReadUploadServer) error {
+func (s *Server) ReadUpload(req *sanbootv1.ReadUploadRequest, stream sanbootv1.AgentData_ReadUploadServer) error {
 	if err := s.canStage(); err != nil {
 		return err
 	}

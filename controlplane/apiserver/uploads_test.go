@@ -44,7 +44,9 @@ type stageEnv struct {
 	cli *clientv3.Client
 	srv *apiserver.Server
 	api sanbootv1.SanbootClient
-	dir string
+	// data is the agents' service (ReadUpload, PushExport).
+	data sanbootv1.AgentDataClient
+	dir  string
 }
 
 func startStaging(t *testing.T, stagingOpts staging.Options) *stageEnv {
@@ -75,6 +77,7 @@ func startStaging(t *testing.T, stagingOpts staging.Options) *stageEnv {
 		t.Fatal(err)
 	}
 	e.api = sanbootv1.NewSanbootClient(conn)
+	e.data = sanbootv1.NewAgentDataClient(conn)
 	t.Cleanup(func() {
 		conn.Close()
 		cancel()
@@ -117,7 +120,7 @@ func (e *stageEnv) upload(ctx context.Context, hdr *sanbootv1.UploadHeader, data
 }
 
 func (e *stageEnv) read(id string, off int64) ([]byte, error) {
-	st, err := e.api.ReadUpload(e.ctx, &sanbootv1.ReadUploadRequest{UploadId: id, Offset: off})
+	st, err := e.data.ReadUpload(e.ctx, &sanbootv1.ReadUploadRequest{UploadId: id, Offset: off})
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +334,7 @@ func TestStagedUploadsAreCollected(t *testing.T) {
 
 // pusher plays an agent's exporter: it answers export requests for agent
 // with push(req, stream).
-func (e *stageEnv) pusher(agent string, push func(*sanbootv1.ExportRequest, sanbootv1.Sanboot_PushExportClient)) {
+func (e *stageEnv) pusher(agent string, push func(*sanbootv1.ExportRequest, sanbootv1.AgentData_PushExportClient)) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	e.t.Cleanup(cancel)
 	wch := e.cli.Watch(ctx, api.ExportsPrefix(agent), clientv3.WithPrefix())
@@ -345,7 +348,7 @@ func (e *stageEnv) pusher(agent string, push func(*sanbootv1.ExportRequest, sanb
 				if proto.Unmarshal(ev.Kv.Value, &req) != nil {
 					continue
 				}
-				st, err := e.api.PushExport(ctx)
+				st, err := e.data.PushExport(ctx)
 				if err != nil {
 					continue
 				}
@@ -394,7 +397,7 @@ func TestExportRelaysWhatTheAgentPushes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.pusher("a", func(req *sanbootv1.ExportRequest, st sanbootv1.Sanboot_PushExportClient) {
+	e.pusher("a", func(req *sanbootv1.ExportRequest, st sanbootv1.AgentData_PushExportClient) {
 		if req.Member != member || req.Project != api.DefaultProject {
 			st.Send(header(req, "a", 0, "bad request"))
 			st.CloseAndRecv()
@@ -442,7 +445,7 @@ func TestExportRelaysWhatTheAgentPushes(t *testing.T) {
 // A push for an export nobody waits for, or by another agent, is refused.
 func TestPushExportForUnknownExportIsRefused(t *testing.T) {
 	e := startStaging(t, staging.Options{})
-	st, err := e.api.PushExport(e.ctx)
+	st, err := e.data.PushExport(e.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +470,7 @@ func TestExportClientGoneStopsThePush(t *testing.T) {
 		t.Fatal(err)
 	}
 	pushErr := make(chan error, 1)
-	e.pusher("a", func(req *sanbootv1.ExportRequest, st sanbootv1.Sanboot_PushExportClient) {
+	e.pusher("a", func(req *sanbootv1.ExportRequest, st sanbootv1.AgentData_PushExportClient) {
 		st.Send(header(req, "a", 1<<40, ""))
 		chunk := pattern(64 << 10)
 		for {

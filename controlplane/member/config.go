@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
 // Config is what a member needs, split by concern like etcd's embed.Config.
@@ -37,6 +39,13 @@ type ClientConfig struct {
 	// AdvertiseURLs are told to clients: --advertise-client-urls
 	// (default: ListenURLs).
 	AdvertiseURLs []url.URL
+	// TLS: --cert-file, --key-file, --trusted-ca-file. The same files
+	// serve the API (--api-listen) and are the member's client
+	// certificate towards its own etcd.
+	TLS tlsconfig.Files
+	// ClientCertAuth: --client-cert-auth (sanboot's default is true:
+	// with TLS, every client presents a certificate of the CA).
+	ClientCertAuth bool
 }
 
 // PeerConfig is where the other members reach this one.
@@ -46,6 +55,10 @@ type PeerConfig struct {
 	// AdvertiseURLs are told to peers: --initial-advertise-peer-urls
 	// (default: ListenURLs).
 	AdvertiseURLs []url.URL
+	// TLS: --peer-cert-file, --peer-key-file, --peer-trusted-ca-file.
+	TLS tlsconfig.Files
+	// ClientCertAuth: --peer-client-cert-auth (default true).
+	ClientCertAuth bool
 }
 
 // ClusterConfig is how the first start of a member finds its cluster.
@@ -71,6 +84,7 @@ const (
 // DefaultConfig is a single member on loopback, as the flags default.
 func DefaultConfig() Config {
 	c := Config{Name: DefaultName, DataDir: DefaultDataDir, Cluster: ClusterConfig{State: "new"}, ReadyTimeout: DefaultReadyAfter}
+	c.Client.ClientCertAuth, c.Peer.ClientCertAuth = true, true
 	c.Client.ListenURLs = mustURLs(DefaultClientURL)
 	c.Peer.ListenURLs = mustURLs(DefaultPeerURL)
 	return c
@@ -81,13 +95,25 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Name, "name", c.Name, "human-readable name of this member")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the member's data (WAL, snapshots); a restart on it keeps all state")
-	fs.Var((*urlsFlag)(&c.Client.ListenURLs), "listen-client-urls", "comma-separated URLs to listen on for etcd clients (loopback only in insecure mode)")
+	fs.Var((*urlsFlag)(&c.Client.ListenURLs), "listen-client-urls", "comma-separated URLs to listen on for etcd clients: https:// with --cert-file, else http:// on loopback only")
 	fs.Var((*urlsFlag)(&c.Client.AdvertiseURLs), "advertise-client-urls", "comma-separated client URLs to advertise (default: --listen-client-urls)")
-	fs.Var((*urlsFlag)(&c.Peer.ListenURLs), "listen-peer-urls", "comma-separated URLs to listen on for peers (loopback only in insecure mode)")
+	fs.Var((*urlsFlag)(&c.Peer.ListenURLs), "listen-peer-urls", "comma-separated URLs to listen on for peers: https:// with --peer-cert-file, else http:// on loopback only")
 	fs.Var((*urlsFlag)(&c.Peer.AdvertiseURLs), "initial-advertise-peer-urls", "comma-separated peer URLs to advertise (default: --listen-peer-urls)")
 	fs.StringVar(&c.Cluster.Initial, "initial-cluster", c.Cluster.Initial, "initial cluster configuration, name=peerURL,... (default: --name=first advertised peer URL)")
 	fs.StringVar(&c.Cluster.State, "initial-cluster-state", c.Cluster.State, `"new" to start a new cluster, "existing" to join a running one`)
+	fs.StringVar(&c.Client.TLS.CertFile, "cert-file", "", "certificate of the etcd client listeners and the API (sanbootctl pki issue member); with it they may listen beyond loopback")
+	fs.StringVar(&c.Client.TLS.KeyFile, "key-file", "", "private key of --cert-file")
+	fs.StringVar(&c.Client.TLS.TrustedCAFile, "trusted-ca-file", "", "CA that etcd and API clients' certificates must be signed by")
+	fs.BoolVar(&c.Client.ClientCertAuth, "client-cert-auth", c.Client.ClientCertAuth, "require client certificates (sanboot refuses TLS without them)")
+	fs.StringVar(&c.Peer.TLS.CertFile, "peer-cert-file", "", "certificate of the peer listeners and of this member towards its peers")
+	fs.StringVar(&c.Peer.TLS.KeyFile, "peer-key-file", "", "private key of --peer-cert-file")
+	fs.StringVar(&c.Peer.TLS.TrustedCAFile, "peer-trusted-ca-file", "", "CA that peers' certificates must be signed by")
+	fs.BoolVar(&c.Peer.ClientCertAuth, "peer-client-cert-auth", c.Peer.ClientCertAuth, "require peers' certificates (sanboot refuses peer TLS without them)")
 }
+
+// Secure says whether clients reach the member (etcd and the API) over
+// mutual TLS.
+func (c Config) Secure() bool { return c.Client.TLS.Enabled() }
 
 // complete fills the defaults that depend on other fields and checks c.
 func (c Config) complete() (Config, error) {
@@ -116,19 +142,34 @@ func (c Config) complete() (Config, error) {
 	if c.Cluster.State != "new" && c.Cluster.State != "existing" {
 		errs = append(errs, fmt.Errorf("--initial-cluster-state is %q: use \"new\" or \"existing\"", c.Cluster.State))
 	}
+	errs = append(errs, c.Client.TLS.Check(tlsconfig.MemberClientNames), c.Peer.TLS.Check(tlsconfig.MemberPeerNames))
+	if c.Client.TLS.Enabled() && !c.Client.ClientCertAuth {
+		errs = append(errs, errors.New("--client-cert-auth=false with TLS: sanboot requires client certificates; drop the flag"))
+	}
+	if c.Peer.TLS.Enabled() && !c.Peer.ClientCertAuth {
+		errs = append(errs, errors.New("--peer-client-cert-auth=false with TLS: sanboot requires peer certificates; drop the flag"))
+	}
 	for _, f := range []struct {
-		flag string
-		urls []url.URL
-	}{{"--listen-client-urls", c.Client.ListenURLs}, {"--listen-peer-urls", c.Peer.ListenURLs}} {
+		flag, tlsFlag string
+		urls          []url.URL
+		tls           bool
+	}{
+		{"--listen-client-urls", "--cert-file", c.Client.ListenURLs, c.Client.TLS.Enabled()},
+		{"--listen-peer-urls", "--peer-cert-file", c.Peer.ListenURLs, c.Peer.TLS.Enabled()},
+	} {
 		if len(f.urls) == 0 {
 			errs = append(errs, fmt.Errorf("%s is empty: give at least one URL", f.flag))
 		}
 		for _, u := range f.urls {
-			if u.Scheme != "http" {
-				errs = append(errs, fmt.Errorf("%s: %s: only http:// is supported until TLS is configured", f.flag, u.String()))
-				continue
+			switch {
+			case u.Scheme == "https" && !f.tls:
+				errs = append(errs, fmt.Errorf("%s: %s: https needs %s (sanbootctl pki issue member)", f.flag, u.String(), f.tlsFlag))
+			case u.Scheme == "https":
+			case u.Scheme == "http":
+				errs = append(errs, RequireLoopback(f.flag, u.Host))
+			default:
+				errs = append(errs, fmt.Errorf("%s: %s: use http:// (loopback) or https://", f.flag, u.String()))
 			}
-			errs = append(errs, RequireLoopback(f.flag, u.Host))
 		}
 	}
 	return c, errors.Join(errs...)
@@ -148,7 +189,7 @@ func RequireLoopback(flagName, hostport string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("%s: refusing to listen on %s: insecure mode (no TLS yet) listens on loopback only; use 127.0.0.1, [::1] or localhost", flagName, hostport)
+	return fmt.Errorf("%s: refusing to listen on %s without TLS: plaintext listens on loopback only; use 127.0.0.1, [::1] or localhost, or configure TLS (--cert-file, --key-file, --trusted-ca-file; see sanbootctl pki)", flagName, hostport)
 }
 
 // urlsFlag is a comma-separated list of URLs.

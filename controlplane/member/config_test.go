@@ -55,7 +55,7 @@ func TestFlagsAndDefaults(t *testing.T) {
 		{name: "no host", args: []string{"--listen-peer-urls", "http://:2380"}, wantErr: "loopback only"},
 		{name: "network address", args: []string{"--listen-client-urls", "http://127.0.0.1:2379,http://192.168.1.5:2379"}, wantErr: "192.168.1.5:2379"},
 		{name: "hostname", args: []string{"--listen-client-urls", "http://example.com:2379"}, wantErr: "loopback only"},
-		{name: "https", args: []string{"--listen-client-urls", "https://127.0.0.1:2379"}, wantErr: "only http://"},
+		{name: "https", args: []string{"--listen-client-urls", "https://127.0.0.1:2379"}, wantErr: "https needs --cert-file"},
 		{name: "bad state", args: []string{"--initial-cluster-state", "old"}, wantErr: `use "new" or "existing"`},
 		{name: "empty name", args: []string{"--name", ""}, wantErr: "--name is empty"},
 	}

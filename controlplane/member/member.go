@@ -1,8 +1,8 @@
 // Package member runs the control plane's embedded etcd member
 // (go.etcd.io/etcd/server/v3/embed): it turns a Config in etcd's vocabulary
-// into an embed.Config, refuses non-loopback listeners while the control
-// plane has no TLS, routes etcd's logs into slog at warn level, and waits
-// until the member serves.
+// into an embed.Config (TLS through etcd's own TLSInfo, see package
+// tlsconfig), refuses plaintext listeners beyond loopback, routes etcd's
+// logs into slog at warn level, and waits until the member serves.
 //
 // A member on a data directory that already holds data starts from it: a
 // restart keeps all state.
@@ -10,7 +10,9 @@ package member
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,7 +52,18 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	level := zap.NewAtomicLevelAt(zapcore.WarnLevel)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(log, level))
 
-	log.Info("insecure mode: listening on loopback only")
+	if cfg.Client.TLS.Enabled() {
+		ec.ClientTLSInfo = cfg.Client.TLS.Info(cfg.Client.ClientCertAuth)
+		log.Info("etcd clients: mutual TLS", "cert-file", cfg.Client.TLS.CertFile, "trusted-ca-file", cfg.Client.TLS.TrustedCAFile)
+	} else {
+		log.Warn("etcd clients: insecure mode (no TLS): listening on loopback only")
+	}
+	if cfg.Peer.TLS.Enabled() {
+		ec.PeerTLSInfo = cfg.Peer.TLS.Info(cfg.Peer.ClientCertAuth)
+		log.Info("etcd peers: mutual TLS", "peer-cert-file", cfg.Peer.TLS.CertFile, "peer-trusted-ca-file", cfg.Peer.TLS.TrustedCAFile)
+	} else {
+		log.Warn("etcd peers: insecure mode (no TLS): listening on loopback only")
+	}
 	log.Info("starting etcd member", "name", cfg.Name, "data-dir", cfg.DataDir,
 		"listen-client-urls", urlStrings(cfg.Client.ListenURLs), "advertise-client-urls", urlStrings(cfg.Client.AdvertiseURLs),
 		"listen-peer-urls", urlStrings(cfg.Peer.ListenURLs), "initial-advertise-peer-urls", urlStrings(cfg.Peer.AdvertiseURLs),
@@ -88,17 +101,63 @@ func (m *Member) ClientURLs() []string { return urlStrings(m.cfg.Client.Advertis
 // Name is the member's name.
 func (m *Member) Name() string { return m.cfg.Name }
 
-// Client returns a new client of this member; the caller closes it.
+// Client returns a new client of this member; the caller closes it. With
+// TLS it presents the member's certificate (--cert-file).
 func (m *Member) Client() (*clientv3.Client, error) {
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   urlStrings(m.cfg.Client.ListenURLs),
+	cc := clientv3.Config{
+		Endpoints:   m.localURLs(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zapslog.New(m.cfg.Log, zapcore.WarnLevel),
-	})
+	}
+	if m.cfg.Client.TLS.Enabled() {
+		t, err := m.ClientTLS()
+		if err != nil {
+			return nil, err
+		}
+		cc.TLS = t
+	}
+	c, err := clientv3.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client of member %q: %w", m.cfg.Name, err)
 	}
 	return c, nil
+}
+
+// ClientTLS is the member's client configuration (its certificate, the
+// CA it trusts), nil without TLS: towards its own etcd and API.
+func (m *Member) ClientTLS() (*tls.Config, error) {
+	if !m.cfg.Client.TLS.Enabled() {
+		return nil, nil
+	}
+	return m.cfg.Client.TLS.Client()
+}
+
+// localURLs are the client listen URLs as this host reaches them: an
+// unspecified address (0.0.0.0, ::) becomes loopback, which a member's
+// certificate always names.
+func (m *Member) localURLs() []string {
+	out := make([]string, len(m.cfg.Client.ListenURLs))
+	for i, u := range m.cfg.Client.ListenURLs {
+		u.Host = LocalAddr(u.Host)
+		out[i] = u.String()
+	}
+	return out
+}
+
+// LocalAddr turns a listen address whose host is unspecified (0.0.0.0, ::
+// or empty) into the loopback address of the same port.
+func LocalAddr(hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if ip != nil && ip.To4() == nil {
+			return net.JoinHostPort("::1", port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return hostport
 }
 
 // Err reports a fatal error of the running member.

@@ -465,7 +465,7 @@ func TestConfigFileErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, content, want string
 	}{
-		{"unknown key", "endpoints: [127.0.0.1:7443]\nprojcet: lab\n", `config.yaml:2: unknown field "projcet" (allowed keys: endpoints, project)`},
+		{"unknown key", "endpoints: [127.0.0.1:7443]\nprojcet: lab\n", `config.yaml:2: unknown field "projcet" (allowed keys: endpoints, project, cert, key, cacert)`},
 		{"wrong type", "endpoints: [127.0.0.1:7443]\nproject:\n  name: lab\n", "config.yaml:3:"},
 		{"bad endpoint", "project: lab\nendpoints:\n  - localhost\n", `config.yaml: endpoints[0]: "localhost" is not host:port`},
 		{"syntax", "endpoints: [127.0.0.1:7443\n", "config.yaml:1:"},

@@ -40,7 +40,12 @@ variable, config file, default), and the config file consulted.`,
 				EndpointsFrom   string   `json:"endpointsFrom"`
 				Project         string   `json:"project"`
 				ProjectFrom     string   `json:"projectFrom"`
-			}{st.ConfigFile, st.ConfigFound, st.Endpoints, st.EndpointsFrom, st.Project, st.ProjectFrom}
+				Cert            string   `json:"cert,omitempty"`
+				Key             string   `json:"key,omitempty"`
+				CACert          string   `json:"cacert,omitempty"`
+				TLSFrom         string   `json:"tlsFrom,omitempty"`
+			}{st.ConfigFile, st.ConfigFound, st.Endpoints, st.EndpointsFrom, st.Project, st.ProjectFrom,
+				st.TLS.CertFile, st.TLS.KeyFile, st.TLS.TrustedCAFile, st.TLSFrom}
 			b, err := json.Marshal(v)
 			if err != nil {
 				return err

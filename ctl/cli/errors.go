@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,6 +31,12 @@ func (s *session) rpcError(err error) error {
 		return errors.New("interrupted")
 	case codes.Unavailable:
 		msg = fmt.Sprintf("cannot reach %s: %s; check that sanboot-controlplane runs there, or point --endpoints at it", s.where(), msg)
+		switch {
+		case s.settings != nil && !s.settings.TLS.Enabled():
+			msg += "; if it serves TLS, give --cert, --key and --cacert (or cert:, key:, cacert: in the config file)"
+		case strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:"):
+			msg += "; the TLS handshake failed: check that --cert was issued by the API's CA and has not expired (sanbootctl pki show FILE), and that the endpoint's address is in the API's certificate"
+		}
 	case codes.DeadlineExceeded:
 		msg = fmt.Sprintf("%s did not answer in time (%s); raise --timeout or check the control plane", s.where(), msg)
 	case codes.Unimplemented:

@@ -107,9 +107,14 @@ Reaching the API (first that is set wins):
                               config file, then ` + client.DefaultEndpoint + `
   --project/-p NAME           then SANBOOT_PROJECT, then "project:" in the config
                               file, then "` + config.DefaultProject + `"
+  --cert, --key, --cacert      mutual TLS; then "cert:", "key:", "cacert:" in
+                              the config file; none: plaintext (loopback only)
 The config file is --config, else ~/.config/sanboot/config.yaml:
   endpoints: [10.0.0.1:7443, 10.0.0.2:7443]
   project: lab
+  cert: alice.crt
+  key: alice.key
+  cacert: ca.crt
 
 ` + exitCodesHelp,
 		Example: `  # Boot node-01 from image debian-13 and wait until its disk is served
@@ -130,6 +135,9 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 	pf.StringVarP(&s.flags.project, "project", "p", "", "project to work in (default: $"+config.EnvProject+", the config file, or \""+config.DefaultProject+"\")")
 	pf.StringVar(&s.flags.configPath, "config", "", "config file (default ~/.config/sanboot/config.yaml)")
 	pf.DurationVar(&s.flags.callTimeout, "timeout", defaultCallTimeout, "deadline of each API call")
+	pf.StringVar(&s.flags.cert, "cert", "", "your certificate for mutual TLS (sanbootctl pki issue user; default: cert: in the config file)")
+	pf.StringVar(&s.flags.key, "key", "", "private key of --cert")
+	pf.StringVar(&s.flags.cacert, "cacert", "", "CA the API's certificate must be signed by")
 
 	root.AddCommand(
 		newProvisionCmd(s),
@@ -146,6 +154,7 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 		newDescribeCmd(s),
 		newConfigCmd(s),
 		newBackupCmd(s),
+		newPKICmd(s),
 	)
 	markRunErrors(root)
 	return root, s

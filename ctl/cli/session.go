@@ -8,6 +8,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/ctl/client"
 	"github.com/sanboot/sanboot/ctl/config"
+	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
 // session holds the global flags and, once a command needs them, the
@@ -20,6 +21,8 @@ type session struct {
 		project     string
 		configPath  string
 		callTimeout time.Duration
+		// cert, key, cacert: mutual TLS (etcdctl's flag names).
+		cert, key, cacert string
 	}
 	settings *config.Settings
 	client   *client.Client
@@ -33,6 +36,7 @@ func (s *session) resolve() (config.Settings, error) {
 		Endpoints:  s.flags.endpoints,
 		Project:    s.flags.project,
 		ConfigPath: s.flags.configPath,
+		TLS:        tlsconfig.Files{CertFile: s.flags.cert, KeyFile: s.flags.key, TrustedCAFile: s.flags.cacert},
 		Getenv:     s.env.Getenv,
 	})
 	if err != nil {
@@ -61,7 +65,13 @@ func (s *session) api() (sanbootv1.SanbootClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout})
+	opts := client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout}
+	if st.TLS.Enabled() {
+		if opts.TLS, err = st.TLS.Client(); err != nil {
+			return nil, err
+		}
+	}
+	c, err := client.New(opts)
 	if err != nil {
 		return nil, err
 	}

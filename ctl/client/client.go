@@ -1,44 +1,30 @@
-// Package client opens sanbootctl's connection to the sanboot API.
-//
-// One gRPC client connection spans every configured control-plane endpoint:
-// a static resolver hands gRPC all the addresses and the pick_first policy
-// uses the first one that answers, moving on to the next when it fails. A
-// caller therefore talks to "the API", not to one member.
-//
-// The connection is plaintext today. Transport security plugs in through
-// Options.Credentials (nil means insecure); nothing else changes when TLS
-// arrives.
+// Package client opens sanbootctl's connection to the sanboot API through
+// package dial: one connection spanning every configured control-plane
+// endpoint, mutual TLS when a certificate is configured.
 package client
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/dial"
 )
 
 // DefaultEndpoint is where the control plane's API listens by default
 // (sanboot-controlplane --api-listen).
 const DefaultEndpoint = api.DefaultAPIAddress
 
-// scheme names the static resolver of one connection.
-const scheme = "sanboot-endpoints"
-
 // Options says how to reach the API.
 type Options struct {
 	// Endpoints are host:port addresses of API servers, tried in order.
 	Endpoints []string
-	// Credentials secure the transport; nil means insecure (plaintext).
-	Credentials credentials.TransportCredentials
+	// TLS secures the transport (package tlsconfig); nil means plaintext.
+	TLS *tls.Config
 	// CallTimeout bounds each unary call that has no earlier deadline;
 	// 0 means no bound beyond the caller's context.
 	CallTimeout time.Duration
@@ -59,28 +45,9 @@ func New(opts Options) (*Client, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("no API endpoint given: set --endpoints, SANBOOT_ENDPOINTS or endpoints: in the config file")
 	}
-	addrs := make([]resolver.Address, len(opts.Endpoints))
-	for i, e := range opts.Endpoints {
-		addrs[i] = resolver.Address{Addr: e}
-	}
-	r := manual.NewBuilderWithScheme(scheme)
-	r.InitialState(resolver.State{Addresses: addrs})
-
-	creds := opts.Credentials
-	if creds == nil {
-		creds = insecure.NewCredentials()
-	}
-	dialOpts := []grpc.DialOption{
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {}}]}`),
-	}
-	if opts.CallTimeout > 0 {
-		dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(callTimeout(opts.CallTimeout)))
-	}
-	conn, err := grpc.NewClient(scheme+":///api", dialOpts...)
+	conn, err := dial.Dial(dial.Options{Endpoints: opts.Endpoints, TLS: opts.TLS, CallTimeout: opts.CallTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("set up connection to %v: %w", opts.Endpoints, err)
+		return nil, err
 	}
 	return &Client{
 		SanbootClient: &readYourWrites{SanbootClient: sanbootv1.NewSanbootClient(conn)},
@@ -94,13 +61,3 @@ func (c *Client) Endpoints() []string { return append([]string(nil), c.endpoints
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
-
-// callTimeout bounds every unary call by d (streams are bounded by their
-// caller's context only: a watch may rightly last long).
-func callTimeout(d time.Duration) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-}

@@ -13,6 +13,12 @@
 //
 //	endpoints: [10.0.0.1:7443, 10.0.0.2:7443]
 //	project: lab
+//	cert: alice.crt      # mutual TLS (sanbootctl pki issue user); relative
+//	key: alice.key       # paths are relative to the config file
+//	cacert: ca.crt
+//
+// --cert, --key and --cacert (etcdctl's names) override the file's three
+// together.
 //
 // An unknown key is an error that names the file and line, so that a typo
 // never silently falls back to a default.
@@ -31,6 +37,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/sanboot/sanboot/ctl/client"
+	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
 // Environment variables sanbootctl reads.
@@ -48,7 +55,11 @@ type File struct {
 	Endpoints []string `yaml:"endpoints"`
 	// Project is the project commands work in unless --project says otherwise.
 	Project string `yaml:"project"`
-	// TLS settings will live here once the API speaks TLS.
+	// Cert, Key and CACert: the user's certificate, its key and the CA
+	// the API's certificate must be signed by (all three or none).
+	Cert   string `yaml:"cert"`
+	Key    string `yaml:"key"`
+	CACert string `yaml:"cacert"`
 }
 
 // DefaultPath returns the config file used when --config is not given:
@@ -96,7 +107,7 @@ func yamlError(path string, err error) error {
 	msg := ye.GetMessage()
 	var unknown *yaml.UnknownFieldError
 	if errors.As(err, &unknown) {
-		msg += " (allowed keys: endpoints, project)"
+		msg += " (allowed keys: endpoints, project, cert, key, cacert)"
 	}
 	return fmt.Errorf("%s:%d: %s", path, ye.GetToken().Position.Line, msg)
 }
@@ -107,6 +118,8 @@ type Input struct {
 	Endpoints string
 	// Project is the --project value ("" when not given).
 	Project string
+	// TLS is --cert, --key and --cacert (empty when not given).
+	TLS tlsconfig.Files
 	// ConfigPath is the --config value ("" means DefaultPath).
 	ConfigPath string
 	// Getenv reads the environment.
@@ -123,6 +136,10 @@ type Settings struct {
 	Project       string
 	// ProjectFrom says where Project came from, like EndpointsFrom.
 	ProjectFrom string
+	// TLS is the client certificate, key and CA (none: plaintext), and
+	// TLSFrom where they came from.
+	TLS     tlsconfig.Files
+	TLSFrom string
 	// ConfigFile is the config file consulted ("" when none could be
 	// named), and ConfigFound whether it existed.
 	ConfigFile  string
@@ -171,6 +188,25 @@ func Resolve(in Input) (Settings, error) {
 		s.Endpoints, s.EndpointsFrom = file.Endpoints, path
 	default:
 		s.Endpoints, s.EndpointsFrom = []string{client.DefaultEndpoint}, "default"
+	}
+
+	switch {
+	case in.TLS.Enabled():
+		if err := in.TLS.Check(tlsconfig.ClientNames); err != nil {
+			return Settings{}, &FlagError{Flag: "--cert", Err: err}
+		}
+		s.TLS, s.TLSFrom = in.TLS, "--cert"
+	case file.Cert != "" || file.Key != "" || file.CACert != "":
+		rel := func(p string) string {
+			if p == "" || filepath.IsAbs(p) {
+				return p
+			}
+			return filepath.Join(filepath.Dir(path), p)
+		}
+		s.TLS, s.TLSFrom = tlsconfig.Files{CertFile: rel(file.Cert), KeyFile: rel(file.Key), TrustedCAFile: rel(file.CACert)}, path
+		if err := s.TLS.Check(tlsconfig.Names{Cert: "cert", Key: "key", CA: "cacert"}); err != nil {
+			return Settings{}, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 
 	switch {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,8 @@ import (
 	"github.com/sanboot/sanboot/internal/buildinfo"
 	"github.com/sanboot/sanboot/internal/bytesize"
 	"github.com/sanboot/sanboot/internal/daemon"
+	"github.com/sanboot/sanboot/internal/pki"
+	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
 func main() {
@@ -68,7 +71,8 @@ type config struct {
 	tgtd             string
 	tgtdControl      int
 	configfsRoot     string
-	common           daemon.Common // --config, --log-format, --log-level, --metrics-listen
+	tls              tlsconfig.Files // --cert, --key, --cacert: to etcd and to the API
+	common           daemon.Common   // --config, --log-format, --log-level, --metrics-listen
 }
 
 // listFlag is a repeatable flag.
@@ -97,8 +101,11 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		portals   = listFlag{vals: []string{"127.0.0.1:3260"}}
 		advertise listFlag
 	)
-	fs.StringVar(&c.name, "name", "", "this agent's name, a DNS label unique among agents (required)")
-	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma separated")
+	fs.StringVar(&c.name, "name", "", "this agent's name, a DNS label unique among agents (required; with --cert, default and must be its CN)")
+	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma separated: https:// with --cert, else http:// on loopback")
+	fs.StringVar(&c.tls.CertFile, "cert", "", "the agent's certificate (sanbootctl pki issue agent NAME), presented to etcd and to the API")
+	fs.StringVar(&c.tls.KeyFile, "key", "", "private key of --cert")
+	fs.StringVar(&c.tls.TrustedCAFile, "cacert", "", "CA that etcd's and the API's certificates must be signed by")
 	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver: "+availableDrivers+" (an in-memory stand-in for tests); default lio when --configfs-root exists, else required")
 	fs.StringVar(&c.configfsRoot, "configfs-root", lio.DefaultRoot, "with --driver=lio: LIO's configfs directory")
 	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "where images and node disks live; XFS with reflink=1 or btrfs clone in constant time (the fake store keeps nothing there)")
@@ -120,6 +127,11 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	c.portals, c.advertisePortals = portals.vals, advertise.vals
 
 	var errs []error
+	if err := c.tls.Check(tlsconfig.ClientNames); err != nil {
+		errs = append(errs, err)
+	} else if c.tls.Enabled() {
+		errs = append(errs, checkAgentCert(c.tls.CertFile, &c.name))
+	}
 	if err := api.ValidateName("--name", c.name); err != nil {
 		errs = append(errs, err)
 	}
@@ -163,8 +175,12 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		switch {
 		case err != nil || u.Host == "" || u.Path != "" && u.Path != "/":
 			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://127.0.0.1:2379", e))
-		case u.Scheme != "http":
-			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q: only http:// is supported in this release (TLS flags arrive later)", e))
+		case u.Scheme == "https" && !c.tls.Enabled():
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q: https needs --cert, --key and --cacert", e))
+		case u.Scheme == "http" && c.tls.Enabled():
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q: with --cert, use https://", e))
+		case u.Scheme != "http" && u.Scheme != "https":
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q: use https:// (with --cert) or http://", e))
 		default:
 			c.endpoints = append(c.endpoints, e)
 		}
@@ -198,6 +214,28 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	return c, errors.Join(errs...)
 }
 
+// checkAgentCert reads the identity of the agent's certificate: it must
+// be an agent's, and its CN is the agent's name (name defaults to it).
+func checkAgentCert(path string, name *string) error {
+	cert, err := pki.ReadCert(path)
+	if err != nil {
+		return fmt.Errorf("--cert: %w", err)
+	}
+	id, err := pki.IdentityOf(cert)
+	if err != nil {
+		return fmt.Errorf("--cert: %w", err)
+	}
+	if id.Role != pki.RoleAgent {
+		return fmt.Errorf("--cert %s is a %s's certificate (%s): an agent needs one from sanbootctl pki issue agent NAME", path, id.Role, id.Name)
+	}
+	if *name == "" {
+		*name = id.Name
+	} else if *name != id.Name {
+		return fmt.Errorf("--name %q differs from the certificate's name %q (--cert %s): drop --name or issue a certificate for %q", *name, id.Name, path, *name)
+	}
+	return nil
+}
+
 func checkPortals(flagName string, portals []string, required bool) error {
 	if required && len(portals) == 0 {
 		return fmt.Errorf("%s: give at least one ADDR:PORT", flagName)
@@ -229,14 +267,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metricsReg := prometheus.WrapRegistererWith(prometheus.Labels{"agent": c.name}, reg)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	var tlsConfig *tls.Config
+	if c.tls.Enabled() {
+		if tlsConfig, err = c.tls.Client(); err != nil {
+			return err
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsConfig})
 	if err != nil {
 		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
 	}
 	defer cli.Close()
 	// The file store fetches upload sources from the control plane, url
 	// sources over HTTP (see imageio.go).
-	b, err := openBackends(ctx, c, newFetcher(cli, log).Open, log)
+	b, err := openBackends(ctx, c, newFetcher(cli, tlsConfig, log).Open, log)
 	if err != nil {
 		return err
 	}
@@ -252,7 +296,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	log.Info("starting", "agent", c.name, "version", buildinfo.Version(), "etcd", c.endpoints, "driver", c.driver,
-		"portals", c.portals, "advertise", c.advertisePortals, "note", "the connection to etcd is not encrypted")
+		"portals", c.portals, "advertise", c.advertisePortals)
+	if tlsConfig != nil {
+		log.Info("mutual TLS to etcd and the API", "cert", c.tls.CertFile, "cacert", c.tls.TrustedCAFile)
+	} else {
+		log.Warn("insecure mode: the connections to etcd and the API are not encrypted nor authenticated; give --cert, --key and --cacert beyond one host")
+	}
 
 	registration, err := registry.New(cli, registry.Config{
 		Name: c.name, Version: buildinfo.Version(), Driver: drv.Name(),
@@ -287,7 +336,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
-	exp, err := newExporter(c.name, cli, st, log)
+	exp, err := newExporter(c.name, cli, tlsConfig, st, log)
 	if err != nil {
 		return err
 	}

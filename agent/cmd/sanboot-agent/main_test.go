@@ -55,7 +55,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--name=a", "--driver=fake", "--portal=127.0.0.1:3260", "--portal=127.0.0.1:3260"}, "given twice"},
 		{[]string{"--name=a", "--driver=fake", "--advertise-portal=1.2.3.4"}, "is not a portal"},
 		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=127.0.0.1:2379"}, "not a URL"},
-		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=https://127.0.0.1:2379"}, "only http://"},
+		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=https://127.0.0.1:2379"}, "https needs --cert"},
 		{[]string{"--name=a", "--driver=fake", "--etcd-endpoints=,"}, "--etcd-endpoints is empty"},
 		{[]string{"--name=a", "--driver=fake", "--store-dir=var/lib"}, "absolute, clean path"},
 		{[]string{"--name=a", "--driver=fake", "--store-dir=/etc/hostname"}, "is not a directory"},

@@ -3,7 +3,9 @@
 // the leader-elected controllers.
 //
 // The etcd flags are etcd's own (--name, --data-dir, --listen-client-urls,
-// ...). Until TLS is configured every listener must be on loopback.
+// ...), TLS included (--cert-file, --key-file, --trusted-ca-file serve
+// etcd's clients and the API; --peer-cert-file ... the peers). Without
+// TLS every listener must be on loopback.
 //
 //	sanboot-controlplane --data-dir /var/lib/sanboot
 //	sanboot-controlplane --config /etc/sanboot/controlplane.yaml
@@ -20,8 +22,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sanboot/sanboot/controlplane"
@@ -34,11 +38,25 @@ func main() {
 	cfg := controlplane.DefaultConfig()
 	fs := flag.NewFlagSet("sanboot-controlplane", flag.ExitOnError)
 	cfg.Member.AddFlags(fs)
-	fs.StringVar(&cfg.APIListen, "api-listen", cfg.APIListen, "host:port of the gRPC API (loopback only in insecure mode)")
+	fs.StringVar(&cfg.APIListen, "api-listen", cfg.APIListen, "host:port of the gRPC API (mutual TLS with --cert-file; without it loopback only)")
+	fs.Func("advertise-api", "host:port agents and other members reach the API at, comma-separated (default: --api-listen)", func(v string) error {
+		cfg.APIAdvertise = nil
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(e); err != nil {
+				return fmt.Errorf("%q is not host:port", e)
+			}
+			cfg.APIAdvertise = append(cfg.APIAdvertise, e)
+		}
+		return nil
+	})
 	fs.StringVar(&cfg.UploadDir, "upload-dir", "", "where image uploads are staged until every agent has fetched them (default DATA-DIR/uploads)")
 	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", apiserver.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
-	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (loopback only in insecure mode; empty: none)")
+	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (beyond loopback: with --boot-tokens or --boot-insecure-chap; empty: none)")
 	fs.StringVar(&cfg.Boot.URL, "boot-url", "", "base URL nodes reach the boot server at, e.g. http://10.0.0.1:8080 (default: scripts refer to it by path)")
+	fs.BoolVar(&cfg.BootInsecureCHAP, "boot-insecure-chap", false, "with --boot-listen beyond loopback and no --boot-tokens: serve CHAP credentials to anyone who asks (warns at start; not recommended)")
 	fs.BoolVar(&cfg.Boot.Tokens, "boot-tokens", false, "serve a node's script only to a URL with its one-time boot token (sanbootctl boot-script NODE issues one); see docs/boot.md")
 	fs.DurationVar(&cfg.Boot.TokenTTL, "boot-token-ttl", boot.DefaultTokenTTL, "how long an unused boot token stays valid")
 	var common daemon.Common

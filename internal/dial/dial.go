@@ -1,0 +1,101 @@
+// Package dial opens every gRPC connection sanboot makes to its API:
+// sanbootctl's, an agent's to the member that holds an upload or wants an
+// export, a member's own readiness check.
+//
+// One connection spans every endpoint given: a static resolver hands gRPC
+// all the addresses and the pick_first policy uses the first that answers,
+// moving on to the next when it fails. A caller therefore talks to "the
+// API", not to one member (several control-plane members are endpoints
+// of one connection).
+//
+// With a TLS configuration, each endpoint's certificate is verified
+// against the endpoint's own host (its IP address or DNS name must be a
+// SAN of the server's certificate); without one the connection is
+// plaintext, which the servers accept only on loopback.
+package dial
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+)
+
+// Options say how to reach the API.
+type Options struct {
+	// Endpoints are host:port addresses of API servers, tried in order.
+	Endpoints []string
+	// TLS secures the transport (package tlsconfig); nil means plaintext.
+	TLS *tls.Config
+	// CallTimeout bounds each unary call that has no earlier deadline;
+	// 0 means no bound beyond the caller's context.
+	CallTimeout time.Duration
+	// Name is the connection's authority for logs (default "api").
+	Name string
+}
+
+// scheme names the static resolver of one connection.
+const scheme = "sanboot-endpoints"
+
+// Dial creates the connection. It does not wait for it: the first call
+// connects, so Dial fails only on bad options.
+func Dial(opts Options) (*grpc.ClientConn, error) {
+	if len(opts.Endpoints) == 0 {
+		return nil, errors.New("no API endpoint given")
+	}
+	addrs := make([]resolver.Address, len(opts.Endpoints))
+	for i, e := range opts.Endpoints {
+		host, _, err := net.SplitHostPort(e)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %q is not host:port: %w", e, err)
+		}
+		addrs[i] = resolver.Address{Addr: e}
+		if opts.TLS != nil {
+			// Verify each endpoint's certificate against its own host,
+			// not against the connection's one authority.
+			addrs[i].ServerName = host
+		}
+	}
+	r := manual.NewBuilderWithScheme(scheme)
+	r.InitialState(resolver.State{Addresses: addrs})
+
+	creds := insecure.NewCredentials()
+	if opts.TLS != nil {
+		creds = credentials.NewTLS(opts.TLS)
+	}
+	dialOpts := []grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {}}]}`),
+	}
+	if opts.CallTimeout > 0 {
+		dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(callTimeout(opts.CallTimeout)))
+	}
+	name := opts.Name
+	if name == "" {
+		name = "api"
+	}
+	conn, err := grpc.NewClient(scheme+":///"+name, dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("set up connection to %v: %w", opts.Endpoints, err)
+	}
+	return conn, nil
+}
+
+// callTimeout bounds every unary call by d (streams are bounded by their
+// caller's context only: a watch may rightly last long).
+func callTimeout(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
