@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -178,42 +177,6 @@ func TestWriteNonZero(t *testing.T) {
 				t.Errorf("file takes %d bytes, its data blocks %d", b, nonZero)
 			}
 		})
-	}
-}
-
-func TestKeyLocks(t *testing.T) {
-	var k keyLocks
-	ctx := context.Background()
-	unlock, err := k.lock(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := k.lock(ctx, "b") // another key does not wait
-	if err != nil {
-		t.Fatal(err)
-	}
-	other()
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if _, err := k.lock(short, "a"); err == nil {
-		t.Fatal("a held key was taken twice")
-	}
-	got := make(chan error, 1)
-	go func() {
-		u, err := k.lock(ctx, "a")
-		if err == nil {
-			u()
-		}
-		got <- err
-	}()
-	unlock()
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.m) != 0 {
-		t.Errorf("%d locks left after every unlock", len(k.m))
 	}
 }
 

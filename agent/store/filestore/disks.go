@@ -32,7 +32,7 @@ func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (
 		return store.Disk{}, fmt.Errorf("clone disk of node %s/%s: %w", project, node, err)
 	}
 	what := fmt.Sprintf("disk of node %s/%s (clone of image %s)", project, node, image)
-	unlock, err := s.locks.lock(ctx, disksDir+"/"+project+"/"+node)
+	unlock, err := s.locks.Lock(ctx, disksDir+"/"+project+"/"+node)
 	if err != nil {
 		return store.Disk{}, err
 	}

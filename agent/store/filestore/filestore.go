@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sanboot/sanboot/agent/store"
+	"github.com/sanboot/sanboot/internal/keylock"
 )
 
 const (
@@ -53,7 +54,7 @@ type Store struct {
 	fsName  string
 	open    Opener
 	log     *slog.Logger
-	locks   keyLocks
+	locks   keylock.Map
 
 	mu       sync.Mutex
 	reserved int64 // bytes promised to imports and clones in flight

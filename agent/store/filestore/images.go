@@ -31,7 +31,7 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	if err := store.ValidateImageSpec(spec); err != nil {
 		return store.Image{}, fmt.Errorf("%s: %w", what, err)
 	}
-	unlock, err := s.locks.lock(ctx, imagesDir+"/"+spec.Project+"/"+spec.Name)
+	unlock, err := s.locks.Lock(ctx, imagesDir+"/"+spec.Project+"/"+spec.Name)
 	if err != nil {
 		return store.Image{}, err
 	}
@@ -223,7 +223,7 @@ func (s *Store) remove(ctx context.Context, kind, project, name string) error {
 	if err := store.ValidateNames(project, name); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	unlock, err := s.locks.lock(ctx, kind+"/"+project+"/"+name)
+	unlock, err := s.locks.Lock(ctx, kind+"/"+project+"/"+name)
 	if err != nil {
 		return err
 	}
