@@ -26,6 +26,10 @@
 #                   iPXE are fetched with `apt-get download`, never installed.
 #   debootstrap, systemd  the Debian 12 guest of the systemd test, and
 #                   systemd-analyze verify for the units.
+#   ceph-mon, ceph-mgr, ceph-osd, ceph-common  the throwaway Ceph cluster
+#                   of the RBD tests (hack/ceph-cluster.sh) and the rbd CLI
+#                   of the RBD store; tgt-rbd  tgt's rbd backing store
+#                   (bs_rbd.so, loaded when tgtd starts).
 #
 # Source it (`. hack/install-deps.sh`) or run it; afterwards `go` in PATH is
 # new enough.
@@ -34,7 +38,7 @@ set -euo pipefail
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
 DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd dosfstools mtools binutils ovmf
-	debootstrap systemd curl procps)
+	debootstrap systemd curl procps ceph-mon ceph-mgr ceph-osd ceph-common tgt-rbd)
 
 need_debs=()
 for p in "${DEBS[@]}"; do

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/sanboot/sanboot/api"
 )
@@ -45,7 +46,32 @@ const (
 	CloneCopy CloneMode = "copy"
 	// CloneFake: nothing was copied; the fake store only pretends.
 	CloneFake CloneMode = "fake"
+	// CloneRBD: the disk is an RBD clone of a protected snapshot of the
+	// image (Ceph layering): constant time, no space until written.
+	CloneRBD CloneMode = "rbd"
 )
+
+// RBDPathPrefix starts the Path of an image or disk kept in Ceph RBD:
+// rbd:POOL/IMAGE. Targets serve such a path through the rbd backing store
+// of tgt; every other Path is an absolute file or device path.
+const RBDPathPrefix = "rbd:"
+
+// RBDPath is the Path of RBD image image in pool.
+func RBDPath(pool, image string) string { return RBDPathPrefix + pool + "/" + image }
+
+// ParseRBDPath splits an RBD Path into its pool and image; ok is false for
+// any other path (and for an RBD path without both parts).
+func ParseRBDPath(p string) (pool, image string, ok bool) {
+	rest, ok := strings.CutPrefix(p, RBDPathPrefix)
+	if !ok {
+		return "", "", false
+	}
+	pool, image, ok = strings.Cut(rest, "/")
+	if !ok || pool == "" || image == "" || strings.Contains(image, "/") {
+		return "", "", false
+	}
+	return pool, image, true
+}
 
 // Store keeps images and node disks. All methods are safe for concurrent
 // use, validate names before they become paths, and are idempotent where
@@ -133,7 +159,7 @@ type ImageSpec struct {
 type Image struct {
 	Project   string
 	Name      string
-	Path      string // where the bytes are (the fake reports where they would be)
+	Path      string // where the bytes are: an absolute path or RBDPath (the fake reports where they would be)
 	SizeBytes int64
 	Source    Source
 	// SHA256 of the bytes, when the store computed it ("" otherwise).
@@ -148,7 +174,7 @@ type Disk struct {
 	// Owner is the uid of the node record the disk was made for ("" when
 	// unknown: made before owners were recorded).
 	Owner     string
-	Path      string
+	Path      string // an absolute path or RBDPath
 	SizeBytes int64
 	CloneMode CloneMode
 }

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sanboot/sanboot/agent/store"
 	"github.com/sanboot/sanboot/api"
 )
 
@@ -52,7 +53,9 @@ type Target struct {
 	// IQN is the target's name, e.g. iqn.2026-11.io.sanboot:default.node-01.
 	IQN string
 	// BackingPath is the absolute path of the file (or block device) the
-	// LUN serves.
+	// LUN serves, or an RBD image as rbd:POOL/IMAGE (store.RBDPath): only
+	// drivers that can open RBD images serve those (tgt's rbd backing
+	// store; see RBD).
 	BackingPath string
 	// SizeBytes is the size of the disk the LUN presents (LIO's fileio
 	// backstore needs it; tgt reads it from the file).
@@ -208,11 +211,26 @@ func Validate(t Target) error {
 	return errors.Join(errs...)
 }
 
+// RBD returns the pool and image of a target whose BackingPath is an RBD
+// image (rbd:POOL/IMAGE); ok is false for a file or device path.
+func RBD(t Target) (pool, image string, ok bool) { return store.ParseRBDPath(t.BackingPath) }
+
+// rbdNameRe: what tgt's bs_rbd and the rbd tool take as a pool or image name
+// (no '/', '@', ';' or spaces).
+var rbdNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
 func validateBacking(p string) error {
 	const field = "target.backingPath"
+	if strings.HasPrefix(p, store.RBDPathPrefix) {
+		pool, image, ok := store.ParseRBDPath(p)
+		if !ok || !rbdNameRe.MatchString(pool) || !rbdNameRe.MatchString(image) || len(p) > maxBackingPath {
+			return &api.FieldError{Field: field, Value: p, Msg: "must be rbd:POOL/IMAGE, names of A-Z a-z 0-9 . _ - (e.g. rbd:sanboot/disk.default.node-01)"}
+		}
+		return nil
+	}
 	switch {
 	case p == "":
-		return &api.FieldError{Field: field, Msg: "is required: the absolute path of the disk file"}
+		return &api.FieldError{Field: field, Msg: "is required: the absolute path of the disk file, or rbd:POOL/IMAGE"}
 	case len(p) > maxBackingPath:
 		return &api.FieldError{Field: field, Value: p, Msg: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(p), maxBackingPath)}
 	case !filepath.IsAbs(p) || filepath.Clean(p) != p:

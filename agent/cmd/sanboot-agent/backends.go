@@ -70,9 +70,9 @@ func openBackends(ctx context.Context, c config, open filestore.Opener, log *slo
 		return &backends{store: st, driver: faketarget.New(), close: func(context.Context) error { return nil }}, nil
 	}
 
-	fs, err := filestore.New(filestore.Options{Root: c.storeDir, Open: open, Log: log})
+	fs, err := openStore(ctx, c, open, log)
 	if err != nil {
-		return nil, fmt.Errorf("open the store in %s: %w", c.storeDir, err)
+		return nil, err
 	}
 	b := &backends{store: fs, close: func(context.Context) error { return fs.Close() }, onTgtd: func() {}}
 	if c.driver == "lio" {
@@ -89,11 +89,11 @@ func openBackends(ctx context.Context, c config, open filestore.Opener, log *slo
 	}
 	switch c.tgtd {
 	case tgtdSystem:
-		b.driver = tgt.New(tgt.Config{ControlPort: c.tgtdControl, Log: log})
+		b.driver = tgt.New(tgt.Config{ControlPort: c.tgtdControl, Log: log, RBD: c.ceph.tgt()})
 	case tgtdManaged:
 		// The reconciler is told when the kept tgtd dies or comes back
 		// (run sets onTgtd once the reconciler exists).
-		m, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: c.tgtdControl, Portals: c.portals, Log: log}, func() { b.onTgtd() })
+		m, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: c.tgtdControl, Portals: c.portals, Log: log, RBD: c.ceph.tgt()}, func() { b.onTgtd() })
 		if err != nil {
 			fs.Close()
 			return nil, fmt.Errorf("start tgtd (--tgtd=managed): %w", err)

@@ -62,6 +62,8 @@ type config struct {
 	endpoints        []string
 	driver           string
 	storeDir         string
+	storeKind        string // file or rbd
+	ceph             cephConfig
 	portals          []string
 	advertisePortals []string
 	leaseTTL         time.Duration
@@ -108,7 +110,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.tls.TrustedCAFile, "cacert", "", "CA that etcd's and the API's certificates must be signed by")
 	fs.StringVar(&c.driver, "driver", "", "iSCSI target driver: "+availableDrivers+" (an in-memory stand-in for tests); default lio when --configfs-root exists, else required")
 	fs.StringVar(&c.configfsRoot, "configfs-root", lio.DefaultRoot, "with --driver=lio: LIO's configfs directory")
-	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "where images and node disks live; XFS with reflink=1 or btrfs clone in constant time (the fake store keeps nothing there)")
+	fs.StringVar(&c.storeKind, "store", storeFile, "where images and node disks live: file (files in --store-dir) or rbd (RBD images in --rbd-pool of a Ceph cluster, served with --driver=tgt; agents sharing a pool share its disks)")
+	fs.StringVar(&c.storeDir, "store-dir", "/var/lib/sanboot", "with --store=file: where images and node disks live; XFS with reflink=1 or btrfs clone in constant time (the fake store keeps nothing there)")
+	c.ceph.addFlags(fs)
 	fs.StringVar(&c.tgtd, "tgtd", tgtdManaged, "with --driver=tgt: managed (run a private tgtd on --portal, stopped with the agent) or system (use a tgtd that runs as its own service)")
 	fs.IntVar(&c.tgtdControl, "tgtd-control", -1, "tgtd control socket number (tgtadm -C); default 0 with --tgtd=system, 3260 with --tgtd=managed")
 	fs.Var(&portals, "portal", "ADDR:PORT targets listen on (repeatable)")
@@ -188,6 +192,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	if len(c.endpoints) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("--etcd-endpoints is empty: give at least one URL such as http://127.0.0.1:2379"))
 	}
+	errs = append(errs, c.validateStore())
 	if !filepath.IsAbs(c.storeDir) || filepath.Clean(c.storeDir) != c.storeDir {
 		errs = append(errs, fmt.Errorf("--store-dir=%q: use an absolute, clean path such as /var/lib/sanboot", c.storeDir))
 	} else if fi, err := os.Stat(c.storeDir); err == nil && !fi.IsDir() {

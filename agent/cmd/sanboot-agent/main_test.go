@@ -27,6 +27,13 @@ func TestFlagDefaults(t *testing.T) {
 		c.leaseTTL != 10*time.Second || c.resyncInterval != time.Minute || c.workers != 8 || c.fakeCapacity != 1<<40 {
 		t.Errorf("defaults = %+v", c)
 	}
+	c, err = parseFlags([]string{"--name=a", "--driver=tgt", "--store=rbd", "--rbd-pool=sanboot", "--ceph-user=agent-a"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.storeKind != "rbd" || c.ceph.pool != "sanboot" || c.ceph.user != "agent-a" || c.ceph.conf != "/etc/ceph/ceph.conf" || c.ceph.maxCloneDepth != 4 {
+		t.Errorf("rbd flags parsed = %+v", c)
+	}
 	c, err = parseFlags([]string{"--name=a", "--driver=fake", "--portal=10.0.0.1:3260", "--portal=[::1]:3261",
 		"--advertise-portal=192.0.2.1:3260", "--etcd-endpoints=http://10.0.0.1:2379, http://10.0.0.2:2379",
 		"--fake-capacity=512GiB", "--workers=2", "--lease-ttl=3s"}, io.Discard)
@@ -66,6 +73,12 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--name=a", "--driver=fake", "--fake-capacity=-1GiB"}, "is out of range"},
 		{[]string{"--name=a", "--driver=fake", "--log-level=loud"}, "--log-level"},
 		{[]string{"--name=a", "--driver=fake", "extra"}, "unexpected arguments"},
+		{[]string{"--name=a", "--driver=tgt", "--store=ceph"}, `--store="ceph": use file or rbd`},
+		{[]string{"--name=a", "--driver=tgt", "--store=rbd"}, "--store=rbd needs --rbd-pool"},
+		{[]string{"--name=a", "--driver=lio", "--store=rbd", "--rbd-pool=p"}, "LIO can serve an RBD image only once the kernel's rbd module maps it"},
+		{[]string{"--name=a", "--driver=fake", "--store=rbd", "--rbd-pool=p"}, "use --driver=tgt"},
+		{[]string{"--name=a", "--driver=tgt", "--store=rbd", "--rbd-pool=p", "--ceph-conf=ceph.conf"}, "--ceph-conf=\"ceph.conf\""},
+		{[]string{"--name=a", "--driver=tgt", "--store=rbd", "--rbd-pool=p", "--rbd-max-clone-depth=0"}, "--rbd-max-clone-depth=0"},
 	}
 	for _, tc := range cases {
 		_, err := parseFlags(tc.args, io.Discard)

@@ -49,6 +49,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 var ctx = context.Background()
 
+// validPath: a store keeps its bytes in files (an absolute path) or in RBD
+// images (rbd:POOL/IMAGE).
+func validPath(p string) bool {
+	_, _, rbd := store.ParseRBDPath(p)
+	return filepath.IsAbs(p) || rbd
+}
+
 func blank(project, name string, size int64) store.ImageSpec {
 	return store.ImageSpec{Project: project, Name: name, SizeBytes: size, Source: store.Source{Kind: store.SourceBlank}}
 }
@@ -95,8 +102,8 @@ func testEnsureImage(t *testing.T, s store.Store) {
 	if im.Project != "default" || im.Name != "golden" || im.SizeBytes != 64<<20 || im.Source.Kind != store.SourceBlank {
 		t.Errorf("EnsureImage = %+v, want default/golden, 64 MiB, blank", im)
 	}
-	if !filepath.IsAbs(im.Path) {
-		t.Errorf("image path %q is not absolute", im.Path)
+	if !validPath(im.Path) {
+		t.Errorf("image path %q is neither absolute nor rbd:POOL/IMAGE", im.Path)
 	}
 	again := mustImage(t, s, spec)
 	if again != im {
@@ -178,8 +185,8 @@ func testClone(t *testing.T, s store.Store) {
 	if d != want {
 		t.Errorf("Clone = %+v, want %+v", d, want)
 	}
-	if !filepath.IsAbs(d.Path) || d.Path == im.Path {
-		t.Errorf("disk path %q: want an absolute path of its own (image at %q)", d.Path, im.Path)
+	if !validPath(d.Path) || d.Path == im.Path {
+		t.Errorf("disk path %q: want an absolute or rbd:POOL/IMAGE path of its own (image at %q)", d.Path, im.Path)
 	}
 	if st, err := s.StatDisk(ctx, "default", "node-01"); err != nil || st != d {
 		t.Errorf("StatDisk = %+v, %v; want %+v", st, err, d)

@@ -171,6 +171,11 @@ func checkCHAP(c *target.CHAP) error {
 // SizeBytes whatever the file's size), or that it is a block device of
 // that size (iblock). It returns the backstore kind.
 func checkBacking(t target.Target) (string, error) {
+	if _, _, ok := target.RBD(t); ok {
+		return "", fmt.Errorf("backing %s is an RBD image, which the LIO driver cannot serve here: LIO needs it mapped as a "+
+			"block device by the kernel's rbd module (krbd), which this agent does not do: run the agent with --driver=tgt "+
+			"(tgt's rbd backing store, package tgt-rbd) for --store=rbd", t.BackingPath)
+	}
 	fi, err := os.Stat(t.BackingPath)
 	if err != nil {
 		return "", fmt.Errorf("backing file: %w (the store must create it before the target)", err)

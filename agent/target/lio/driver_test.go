@@ -369,6 +369,12 @@ func TestBackingChecks(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "missing.raw")); err == nil {
 		t.Errorf("a missing backing file was created")
 	}
+	rbd := tg
+	rbd.BackingPath = "rbd:sanboot/disk.default.n1"
+	if err := d.Ensure(context.Background(), rbd); err == nil || !strings.Contains(err.Error(), "LIO driver cannot serve") ||
+		!strings.Contains(err.Error(), "--driver=tgt") {
+		t.Errorf("RBD backing: %v, want an error that says LIO cannot serve it and to use --driver=tgt", err)
+	}
 }
 
 // TestParallelEnsure builds targets in parallel, as the reconciler's

@@ -35,7 +35,21 @@ type Option func(*config)
 
 type config struct {
 	portals []string
+	backing Backing
 }
+
+// Backing makes the disks the suite's targets serve. The default makes
+// sparse files in the subtest's temp dir.
+type Backing interface {
+	// Make returns the BackingPath of a new disk of size bytes.
+	Make(t *testing.T, name string, size int64) string
+	// Exists reports whether the disk at path is still there.
+	Exists(t *testing.T, path string) bool
+}
+
+// WithBacking makes the suite's disks with b, e.g. RBD images for a
+// driver that serves rbd:POOL/IMAGE.
+func WithBacking(b Backing) Option { return func(c *config) { c.backing = b } }
 
 // WithPortals sets the portals the suite's targets listen on (default
 // 127.0.0.1:3260), e.g. the portal of a test's private tgtd.
@@ -94,6 +108,9 @@ func (s *suite) target(name string) target.Target {
 
 func (s *suite) backing(name string, size int64) string {
 	s.t.Helper()
+	if s.cfg.backing != nil {
+		return s.cfg.backing.Make(s.t, name, size)
+	}
 	p := filepath.Join(s.dir, fmt.Sprintf("%s-%d.raw", name, size))
 	f, err := os.Create(p)
 	if err != nil {
@@ -247,7 +264,11 @@ func testDeleteIdempotent(t *testing.T, s *suite) {
 	if err := s.d.Delete(ctx, Prefix+"never-existed"); err != nil {
 		t.Fatalf("Delete of a target that never existed: %v, want nil", err)
 	}
-	if _, err := os.Stat(a.BackingPath); err != nil {
+	if s.cfg.backing != nil {
+		if !s.cfg.backing.Exists(t, a.BackingPath) {
+			t.Errorf("Delete removed the backing disk %s", a.BackingPath)
+		}
+	} else if _, err := os.Stat(a.BackingPath); err != nil {
 		t.Errorf("Delete touched the backing file: %v", err)
 	}
 	s.expect(b)
@@ -283,6 +304,9 @@ func testInvalidInput(t *testing.T, s *suite) {
 		{"no portals", func(tg *target.Target) { tg.Portals = nil }},
 		{"relative backing path", func(tg *target.Target) { tg.BackingPath = "disks/a.raw" }},
 		{"backing path with comma", func(tg *target.Target) { tg.BackingPath = "/tmp/a,fd_dev_size=1" }},
+		{"rbd backing without image", func(tg *target.Target) { tg.BackingPath = "rbd:pool" }},
+		{"rbd backing with a snapshot", func(tg *target.Target) { tg.BackingPath = "rbd:pool/img@snap" }},
+		{"rbd backing with bsopts", func(tg *target.Target) { tg.BackingPath = "rbd:pool/img;conf=/x" }},
 		{"zero size", func(tg *target.Target) { tg.SizeBytes = 0 }},
 		{"size not a multiple of 512", func(tg *target.Target) { tg.SizeBytes = 1000 }},
 		{"bad serial", func(tg *target.Target) { tg.Serial = "has space" }},

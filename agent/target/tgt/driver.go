@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sanboot/sanboot/agent/store"
 	"github.com/sanboot/sanboot/agent/target"
 )
 
@@ -25,9 +26,36 @@ import (
 // for its controller.
 const LUN = 1
 
-// bsType is the backing store every LUN uses: plain pread/pwrite on the
-// file or block device.
-const bsType = "rdwr"
+// Backing store types: plain pread/pwrite on a file or block device, and
+// librbd for an RBD image (tgt's bs_rbd.so, Debian's tgt-rbd, which tgtd
+// loads when it starts).
+const (
+	bsType    = "rdwr"
+	bsTypeRBD = "rbd"
+)
+
+// RBDConfig says how tgtd's rbd backing store reaches the Ceph cluster.
+type RBDConfig struct {
+	// Conf is the cluster's ceph.conf ("": librbd's default,
+	// /etc/ceph/ceph.conf). Its keyring (or Ceph's default keyring path)
+	// holds the user's key: the key itself is never put on tgtadm's
+	// command line.
+	Conf string
+	// User is the cephx user without "client." ("": admin).
+	User string
+}
+
+// bsopts is tgtadm's --bsopts for an RBD LUN ("" for none).
+func (c RBDConfig) bsopts() string {
+	var o []string
+	if c.Conf != "" {
+		o = append(o, "conf="+c.Conf)
+	}
+	if c.User != "" {
+		o = append(o, "id="+c.User)
+	}
+	return strings.Join(o, ";")
+}
 
 // Config says which tgtd a Driver talks to.
 type Config struct {
@@ -42,6 +70,8 @@ type Config struct {
 	CallTimeout time.Duration
 	// Log receives what the driver changes; slog.Default() if nil.
 	Log *slog.Logger
+	// RBD is used for targets whose BackingPath is rbd:POOL/IMAGE.
+	RBD RBDConfig
 }
 
 // Driver is a target.Driver for one tgtd. Its methods are safe for
@@ -71,10 +101,15 @@ type Config struct {
 type Driver struct {
 	adm *tgtadm
 	log *slog.Logger
+	rbd RBDConfig
 
 	mu       sync.Mutex
 	key      []byte
 	accounts map[string]account // accounts this driver created or is creating
+	// rbdSizes are the byte sizes of the RBD LUNs this driver created, by
+	// backing path: tgtd prints sizes in MB and an RBD image has no file
+	// to stat.
+	rbdSizes map[string]int64
 }
 
 // account is what the driver knows about an account it created.
@@ -106,6 +141,8 @@ func New(cfg Config) *Driver {
 		log:      cfg.Log.With("driver", "tgt", "control_port", cfg.ControlPort),
 		key:      key,
 		accounts: map[string]account{},
+		rbd:      cfg.RBD,
+		rbdSizes: map[string]int64{},
 	}
 }
 
@@ -280,6 +317,9 @@ func (e *loggedInError) Unwrap() error { return ErrLoggedIn }
 // checkBacking checks that the backing file exists and has the size the
 // target announces: tgt serves the file's own size.
 func checkBacking(t target.Target) error {
+	if _, _, ok := target.RBD(t); ok {
+		return nil // tgtd opens it: creating the LUN fails when it cannot
+	}
 	f, err := os.Open(t.BackingPath)
 	if err != nil {
 		return fmt.Errorf("backing file: %w (the store must create it before the target)", err)
@@ -367,17 +407,18 @@ func (d *Driver) closeACL(ctx context.Context, tg *tgtTarget) error {
 // serial or size must change is deleted and created again, which is
 // refused while an initiator is logged in.
 func (d *Driver) convergeLUN(ctx context.Context, tg *tgtTarget, t target.Target) error {
+	bs, path := backing(t)
 	l := tg.lun(LUN)
 	var why []string
 	if l != nil {
-		if l.Path != t.BackingPath {
-			why = append(why, fmt.Sprintf("backing file %q -> %q", l.Path, t.BackingPath))
+		if l.Path != path {
+			why = append(why, fmt.Sprintf("backing file %q -> %q", l.Path, path))
 		}
 		if l.Serial != t.Serial {
 			why = append(why, fmt.Sprintf("serial %q -> %q", l.Serial, t.Serial))
 		}
-		if l.BSType != bsType {
-			why = append(why, fmt.Sprintf("backing store type %q -> %q", l.BSType, bsType))
+		if l.BSType != bs {
+			why = append(why, fmt.Sprintf("backing store type %q -> %q", l.BSType, bs))
 		}
 		if l.SizeMB >= 0 && l.SizeMB != tgtMB(t.SizeBytes) {
 			why = append(why, fmt.Sprintf("size %d MB -> %d bytes", l.SizeMB, t.SizeBytes))
@@ -413,11 +454,22 @@ func (d *Driver) convergeLUN(ctx context.Context, tg *tgtTarget, t target.Target
 		if err := d.closeACL(ctx, tg); err != nil { // no login before the serial is set
 			return err
 		}
-		if _, err := d.adm.run(ctx, nil, "--lld", "iscsi", "--mode", "logicalunit", "--op", "new",
-			"--tid", tid, "--lun", strconv.Itoa(LUN), "--backing-store", t.BackingPath, "--bstype", bsType); err != nil {
+		args := []string{"--lld", "iscsi", "--mode", "logicalunit", "--op", "new",
+			"--tid", tid, "--lun", strconv.Itoa(LUN), "--backing-store", path, "--bstype", bs}
+		if o := d.rbd.bsopts(); bs == bsTypeRBD && o != "" {
+			args = append(args, "--bsopts", o)
+		}
+		if _, err := d.adm.run(ctx, nil, args...); err != nil {
+			if bs == bsTypeRBD {
+				return fmt.Errorf("create LUN %d on RBD image %s: %w (is tgt-rbd installed, and was tgtd started after it? "+
+					"can client.%s open the image with %s?)", LUN, path, err, cmp.Or(d.rbd.User, "admin"), cmp.Or(d.rbd.Conf, "/etc/ceph/ceph.conf"))
+			}
 			return fmt.Errorf("create LUN %d on %s: %w", LUN, t.BackingPath, err)
 		}
-		tg.LUNs = append(tg.LUNs, lun{Num: LUN, Path: t.BackingPath, BSType: bsType, SizeMB: tgtMB(t.SizeBytes)})
+		tg.LUNs = append(tg.LUNs, lun{Num: LUN, Path: path, BSType: bs, SizeMB: tgtMB(t.SizeBytes)})
+		if bs == bsTypeRBD {
+			d.rbdSizes[path] = t.SizeBytes
+		}
 		l = &tg.LUNs[len(tg.LUNs)-1]
 	}
 	var params []string
@@ -435,6 +487,15 @@ func (d *Driver) convergeLUN(ctx context.Context, tg *tgtTarget, t target.Target
 		l.Serial, l.Thin = t.Serial, true
 	}
 	return nil
+}
+
+// backing is the backing store type and tgtadm's --backing-store for t:
+// rbd and POOL/IMAGE for an RBD image, rdwr and the path otherwise.
+func backing(t target.Target) (bs, path string) {
+	if pool, image, ok := target.RBD(t); ok {
+		return bsTypeRBD, pool + "/" + image
+	}
+	return bsType, t.BackingPath
 }
 
 func (d *Driver) deleteLUN(ctx context.Context, tg *tgtTarget, n uint64) error {
@@ -613,7 +674,15 @@ func (d *Driver) List(ctx context.Context) ([]target.Target, error) {
 			t.LUN = int(l.Num)
 			t.BackingPath = l.Path
 			t.Serial = l.Serial
-			t.SizeBytes = lunSize(l)
+			if l.BSType == bsTypeRBD {
+				t.BackingPath = store.RBDPathPrefix + l.Path
+				t.SizeBytes = max(l.SizeMB, 0) * 1_000_000
+				if size, ok := d.rbdSizes[l.Path]; ok && tgtMB(size) == l.SizeMB {
+					t.SizeBytes = size
+				}
+			} else {
+				t.SizeBytes = lunSize(l)
+			}
 		}
 		if len(tg.InAccounts) > 0 {
 			t.CHAP = &target.CHAP{Incoming: target.Credentials{User: tg.InAccounts[0]}}

@@ -58,8 +58,8 @@ func freeControlPort(t *testing.T) int {
 }
 
 // startTgtd starts a private tgtd on n random loopback portals and a random
-// control port, stopped when the test ends.
-func startTgtd(t *testing.T, n int) (*tgt.Managed, []string) {
+// control port, stopped when the test ends; opts change its configuration.
+func startTgtd(t *testing.T, n int, opts ...func(*tgt.ManagedConfig)) (*tgt.Managed, []string) {
 	t.Helper()
 	requireRealTgt(t)
 	portals := make([]string, n)
@@ -68,7 +68,11 @@ func startTgtd(t *testing.T, n int) (*tgt.Managed, []string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: portals, Log: testLog(t)})
+	cfg := tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: portals, Log: testLog(t)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m, err := tgt.StartManaged(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,8 @@ type ManagedConfig struct {
 	// Log receives tgtd's output (at debug level) and what Managed does;
 	// slog.Default() if nil.
 	Log *slog.Logger
+	// RBD is how the drivers of this tgtd reach Ceph for RBD-backed LUNs.
+	RBD RBDConfig
 }
 
 // Managed is a tgtd child process. tgtd dies with the process that started
@@ -255,7 +257,7 @@ func (m *Managed) ControlPort() int { return m.cfg.ControlPort }
 
 // Driver returns a driver for this tgtd.
 func (m *Managed) Driver() *Driver {
-	return New(Config{ControlPort: m.cfg.ControlPort, Tgtadm: m.adm.path, Log: m.cfg.Log})
+	return New(Config{ControlPort: m.cfg.ControlPort, Tgtadm: m.adm.path, Log: m.cfg.Log, RBD: m.cfg.RBD})
 }
 
 // PID is tgtd's process id.
@@ -282,7 +284,7 @@ func (m *Managed) stop(ctx context.Context) error {
 	default:
 	}
 	var errs []error
-	d := New(Config{ControlPort: m.cfg.ControlPort, Tgtadm: m.adm.path, Log: m.cfg.Log})
+	d := New(Config{ControlPort: m.cfg.ControlPort, Tgtadm: m.adm.path, Log: m.cfg.Log, RBD: m.cfg.RBD})
 	if targets, err := d.showTargets(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("list targets: %w", err))
 	} else {

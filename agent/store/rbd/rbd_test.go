@@ -1,0 +1,320 @@
+package rbd_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sanboot/sanboot/agent/store"
+	"github.com/sanboot/sanboot/agent/store/rbd"
+	"github.com/sanboot/sanboot/agent/store/storetest"
+	"github.com/sanboot/sanboot/internal/cephtest"
+)
+
+var ctx = context.Background()
+
+// TestStore runs everything against one real Ceph cluster (started once:
+// ~10 s); every subtest has a pool and a restricted user of its own.
+func TestStore(t *testing.T) {
+	c := cephtest.Start(t)
+	t.Run("Conformance", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store { s, _ := newStore(t, c, "agent-a"); return s })
+	})
+	t.Run("DeletedImageStaysForItsClones", func(t *testing.T) { testDeletedImageStays(t, c) })
+	t.Run("SnapshotImageWithoutCopy", func(t *testing.T) { testSnapshot(t, c) })
+	t.Run("CloneDepthIsBounded", func(t *testing.T) { testDepth(t, c) })
+	t.Run("CrashLeftoversAreFinished", func(t *testing.T) { testLeftovers(t, c) })
+	t.Run("TwoAgentsShareThePool", func(t *testing.T) { testTwoAgents(t, c) })
+	t.Run("UploadChecksSizeAndSum", func(t *testing.T) { testUpload(t, c) })
+}
+
+type env struct {
+	c    *cephtest.Cluster
+	pool cephtest.Pool
+}
+
+func newStore(t *testing.T, c *cephtest.Cluster, agent string) (*rbd.Store, env) {
+	t.Helper()
+	p := c.NewPool(t)
+	return openStore(t, c, p, agent, rbd.Options{}), env{c: c, pool: p}
+}
+
+func openStore(t *testing.T, c *cephtest.Cluster, p cephtest.Pool, agent string, o rbd.Options) *rbd.Store {
+	t.Helper()
+	o.Conf, o.User, o.Keyring, o.Pool, o.Agent = c.Conf, p.User, p.Keyring, p.Name, agent
+	o.Log = slog.New(slog.DiscardHandler)
+	s, err := rbd.New(ctx, o)
+	if err != nil {
+		t.Fatalf("rbd.New: %v", err)
+	}
+	return s
+}
+
+// images lists the pool's RBD images (as the admin sees them).
+func (e env) images(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	if err := json.Unmarshal([]byte(e.c.Admin(t, "rbd", "ls", "-p", e.pool.Name, "--format", "json")), &names); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// sha returns the sha256 of an RBD image's bytes (rbd export to a file).
+func (e env) sha(t *testing.T, path string) string {
+	t.Helper()
+	pool, img, ok := store.ParseRBDPath(path)
+	if !ok {
+		t.Fatalf("%q is not an rbd path", path)
+	}
+	out := filepath.Join(t.TempDir(), "export.raw")
+	e.c.Admin(t, "rbd", "export", "--no-progress", pool+"/"+img, out)
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// write writes 1 MiB of pattern b at offset off of an RBD image (rbd
+// import-diff would do; rbd bench writes a fixed pattern, so qemu-io, which
+// the tgt tests use anyway, writes a chosen one).
+func (e env) write(t *testing.T, path string, b byte, off int64) {
+	t.Helper()
+	pool, img, _ := store.ParseRBDPath(path)
+	spec := "rbd:" + pool + "/" + img + ":conf=" + e.c.Conf + ":id=admin"
+	e.c.Admin(t, "qemu-io", "-f", "raw", "-c", "write -P "+itoa(int64(b))+" "+itoa(off)+" 1M", spec)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func blank(name string, size int64) store.ImageSpec {
+	return store.ImageSpec{Project: "default", Name: name, SizeBytes: size, Source: store.Source{Kind: store.SourceBlank}}
+}
+
+func ensure(t *testing.T, s *rbd.Store, spec store.ImageSpec) store.Image {
+	t.Helper()
+	im, err := s.EnsureImage(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
+func clone(t *testing.T, s *rbd.Store, image, node, owner string) store.Disk {
+	t.Helper()
+	d, err := s.Clone(ctx, "default", image, node, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// An image deleted while a node's disk is its clone: gone for sanboot, kept
+// in the pool as old.* while the disk reads through it, removed with the
+// disk. The disk's bytes never change.
+func testDeletedImageStays(t *testing.T, c *cephtest.Cluster) {
+	s, e := newStore(t, c, "agent-a")
+	im := ensure(t, s, blank("golden", 8<<20))
+	e.write(t, im.Path, 0xab, 0) // an image is immutable for sanboot; the test writes its bytes before any clone
+	d := clone(t, s, "golden", "node-01", "uid-1")
+	want := e.sha(t, d.Path)
+	if err := s.DeleteImage(ctx, "default", "golden"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StatImage(ctx, "default", "golden"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("StatImage after DeleteImage: %v, want ErrNotFound", err)
+	}
+	names := e.images(t)
+	if len(names) != 2 || !strings.HasPrefix(names[1], "old.") || !strings.HasSuffix(names[1], ".img.default.golden") {
+		t.Fatalf("pool holds %v: want the disk and the deleted image kept as old.*", names)
+	}
+	if got := e.sha(t, d.Path); got != want {
+		t.Errorf("the disk's bytes changed when its image was deleted: %s -> %s", want, got)
+	}
+	if err := s.DeleteDisk(ctx, "default", "node-01"); err != nil {
+		t.Fatal(err)
+	}
+	if names := e.images(t); len(names) != 0 {
+		t.Errorf("after the last clone went the pool still holds %v", names)
+	}
+}
+
+// A node's snapshot becomes an image that is a clone (no copy) and holds
+// what the node wrote; a new node cloned from it sees the writes; the node's
+// disk can be deleted while the image lives, and the pool empties at the end.
+func testSnapshot(t *testing.T, c *cephtest.Cluster) {
+	s, e := newStore(t, c, "agent-a")
+	ensure(t, s, blank("golden", 8<<20))
+	d := clone(t, s, "golden", "node-01", "")
+	e.write(t, d.Path, 0x5a, 4<<20)
+	written := e.sha(t, d.Path)
+	spec := store.ImageSpec{Project: "default", Name: "snap", SizeBytes: 8 << 20,
+		Source: store.Source{Kind: store.SourceSnapshot, Node: "node-01", UID: "u1"}}
+	im := ensure(t, s, spec)
+	e.write(t, d.Path, 0x11, 0) // after the snapshot: not in the image
+	if got := e.sha(t, im.Path); got != written {
+		t.Errorf("snapshot image sha %s, the disk held %s when it was taken", got, written)
+	}
+	var info struct {
+		Parent struct{ Image string } `json:"parent"`
+	}
+	_, img, _ := store.ParseRBDPath(im.Path)
+	if err := json.Unmarshal([]byte(e.c.Admin(t, "rbd", "info", "-p", e.pool.Name, img, "--format", "json")), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Parent.Image != "disk.default.node-01" {
+		t.Errorf("snapshot image's parent = %q, want the node's disk (a clone, not a copy)", info.Parent.Image)
+	}
+	d2 := clone(t, s, "snap", "node-02", "")
+	if got := e.sha(t, d2.Path); got != written {
+		t.Errorf("a node cloned from the snapshot reads %s, want %s", got, written)
+	}
+	for _, step := range []func() error{
+		func() error { return s.DeleteDisk(ctx, "default", "node-01") },
+		func() error { return s.DeleteDisk(ctx, "default", "node-02") },
+		func() error { return s.DeleteImage(ctx, "default", "snap") },
+		func() error { return s.DeleteImage(ctx, "default", "golden") },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names := e.images(t); len(names) != 0 {
+		t.Errorf("after deleting everything the pool holds %v", names)
+	}
+}
+
+// Snapshots of snapshots: no image is more than MaxCloneDepth parents deep.
+func testDepth(t *testing.T, c *cephtest.Cluster) {
+	p := c.NewPool(t)
+	s := openStore(t, c, p, "agent-a", rbd.Options{MaxCloneDepth: 2})
+	e := env{c: c, pool: p}
+	ensure(t, s, blank("gen0", 4<<20))
+	prev := "gen0"
+	for i, name := range []string{"gen1", "gen2", "gen3"} {
+		node := "node-" + name
+		d := clone(t, s, prev, node, "")
+		e.write(t, d.Path, byte(i+1), int64(i)<<20)
+		want := e.sha(t, d.Path)
+		im := ensure(t, s, store.ImageSpec{Project: "default", Name: name, SizeBytes: 4 << 20,
+			Source: store.Source{Kind: store.SourceSnapshot, Node: node}})
+		if got := e.sha(t, im.Path); got != want {
+			t.Fatalf("%s: sha %s, want %s", name, got, want)
+		}
+		_, img, _ := store.ParseRBDPath(im.Path)
+		if depth := parents(t, e, img); depth > 2 {
+			t.Errorf("%s is %d parents deep, the limit is 2", name, depth)
+		}
+		prev = name
+	}
+}
+
+func parents(t *testing.T, e env, img string) int {
+	n := 0
+	for {
+		var info struct {
+			Parent *struct{ Image string } `json:"parent"`
+		}
+		if err := json.Unmarshal([]byte(e.c.Admin(t, "rbd", "info", "-p", e.pool.Name, img, "--format", "json")), &info); err != nil {
+			t.Fatal(err)
+		}
+		if info.Parent == nil {
+			return n
+		}
+		n++
+		img = info.Parent.Image
+	}
+}
+
+// What a crash leaves: this agent's temp images go when it starts again
+// (also one with a protected snapshot), another agent's stay; a deleted
+// image whose clones are gone is collected.
+func testLeftovers(t *testing.T, c *cephtest.Cluster) {
+	_, e := newStore(t, c, "agent-a")
+	pool := e.pool.Name
+	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "tmp.agent-a.half")
+	e.c.Admin(t, "rbd", "snap", "create", pool+"/tmp.agent-a.half@sanboot")
+	e.c.Admin(t, "rbd", "snap", "protect", pool+"/tmp.agent-a.half@sanboot")
+	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "tmp.agent-b.busy")
+	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "old.1234.img.default.x")
+	openStore(t, c, e.pool, "agent-a", rbd.Options{})
+	if got, want := e.images(t), []string{"tmp.agent-b.busy"}; !slices.Equal(got, want) {
+		t.Errorf("after a restart the pool holds %v, want %v", got, want)
+	}
+}
+
+// Two agents on one pool see the same images and disks; both ensuring one
+// image gives one image.
+func testTwoAgents(t *testing.T, c *cephtest.Cluster) {
+	a, e := newStore(t, c, "agent-a")
+	b := openStore(t, c, e.pool, "agent-b", rbd.Options{})
+	errs := make(chan error, 2)
+	for _, s := range []*rbd.Store{a, b} {
+		go func() { _, err := s.EnsureImage(ctx, blank("golden", 4<<20)); errs <- err }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := clone(t, a, "golden", "node-01", "uid")
+	got, err := b.StatDisk(ctx, "default", "node-01")
+	if err != nil || got != d {
+		t.Errorf("agent b sees %+v, %v; agent a made %+v", got, err, d)
+	}
+	if names := e.images(t); !slices.Equal(names, []string{"disk.default.node-01", "img.default.golden"}) {
+		t.Errorf("pool holds %v", names)
+	}
+}
+
+// Upload sources: the bytes land in the image; a short source or a wrong
+// sha256 leaves nothing.
+func testUpload(t *testing.T, c *cephtest.Cluster) {
+	data := make([]byte, 2<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	sum := sha256.Sum256(data)
+	p := c.NewPool(t)
+	e := env{c: c, pool: p}
+	s := openStore(t, c, p, "agent-a", rbd.Options{Open: func(ctx context.Context, src store.Source) (io.ReadCloser, error) {
+		if src.UploadID == "short" {
+			return io.NopCloser(strings.NewReader(string(data[:1000]))), nil
+		}
+		return io.NopCloser(strings.NewReader(string(data))), nil
+	}})
+	up := func(name, id, sha string) store.ImageSpec {
+		return store.ImageSpec{Project: "default", Name: name, SizeBytes: int64(len(data)),
+			Source: store.Source{Kind: store.SourceUpload, UploadID: id, SHA256: sha}}
+	}
+	im := ensure(t, s, up("good", "u1", hex.EncodeToString(sum[:])))
+	if got := e.sha(t, im.Path); got != hex.EncodeToString(sum[:]) || im.SHA256 != got {
+		t.Errorf("uploaded image sha %s (reported %s), want %x", got, im.SHA256, sum)
+	}
+	if _, err := s.EnsureImage(ctx, up("short", "short", "")); !errors.Is(err, store.ErrChecksum) {
+		t.Errorf("short upload: %v, want ErrChecksum", err)
+	}
+	if _, err := s.EnsureImage(ctx, up("badsum", "u2", strings.Repeat("0", 64))); !errors.Is(err, store.ErrChecksum) {
+		t.Errorf("wrong sha256: %v, want ErrChecksum", err)
+	}
+	if got := e.images(t); !slices.Equal(got, []string{"img.default.good"}) {
+		t.Errorf("pool holds %v, want only the good image", got)
+	}
+}
