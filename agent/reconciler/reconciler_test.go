@@ -561,7 +561,11 @@ func TestDriverFailureIsReportedAndRetried(t *testing.T) {
 	h.start()
 	h.putImage("default", "golden", 1)
 	h.assign(assignment("default", "node-01", 1))
-	st := h.waitStatus("default", "node-01", "Failed", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseFailed })
+	// The agent's watches of images and assignments are separate: the
+	// node may first fail for an image not seen yet; wait for the driver's.
+	st := h.waitStatus("default", "node-01", "Failed by the driver", func(st *sanbootv1.NodeStatus) bool {
+		return st.Phase == api.PhaseFailed && strings.Contains(st.Message, "tgtd is not running")
+	})
 	for _, w := range []string{"fake driver", "tgtd is not running", "retries"} {
 		if !strings.Contains(st.Message, w) {
 			t.Errorf("message %q does not contain %q", st.Message, w)
