@@ -24,8 +24,8 @@
 #
 # Mirror: this machine's apt source (hack/lib.sh debian_mirror), or
 # DEBIAN_MIRROR. FRESH_KEEP=1 keeps the tree. Needs root, debootstrap,
-# unshare (util-linux). About 6 minutes on 2 cores (the first run builds
-# the cache: a few minutes more).
+# unshare (util-linux). About 4 minutes on 2 cores (the first run makes the
+# caches: about 10).
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$0")/.."
