@@ -24,7 +24,7 @@
 #
 # Mirror: this machine's apt source (hack/lib.sh debian_mirror), or
 # DEBIAN_MIRROR. FRESH_KEEP=1 keeps the tree. Needs root, debootstrap,
-# unshare (util-linux). About 4 minutes on 2 cores (the first run makes the
+# unshare (util-linux). 4 to 5 minutes on 2 cores (the first run makes the
 # caches: about 10).
 set -euo pipefail
 self=$(realpath "$0")
