@@ -44,7 +44,7 @@ docs: ## sanbootctl man pages (from the --help texts) into docs/man
 
 check-docs: ## fail if docs/man is not what sanbootctl-docs generates
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(GO) run ./ctl/cmd/sanbootctl-docs "$$tmp/man" && \
-		diff -r docs/man "$$tmp/man" || { echo "docs/man is stale: run 'make docs' and commit"; exit 1; }
+		{ diff -r docs/man "$$tmp/man" || { echo "docs/man is stale: run 'make docs' and commit"; exit 1; }; }
 
 bench: ## benchmarks; figures go to docs/benchmarks.md by hand
 	hack/bench.sh
