@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BIN := bin
 
-.PHONY: help build generate check-generate tools test test-unit bench fmt vet deps clean docs
+.PHONY: help build generate check-generate tools test test-unit bench fmt vet deps clean docs check-docs
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -41,6 +41,10 @@ test-unit: ## go test ./... only
 docs: ## sanbootctl man pages (from the --help texts) into docs/man
 	rm -rf docs/man
 	$(GO) run ./ctl/cmd/sanbootctl-docs docs/man
+
+check-docs: ## fail if docs/man is not what sanbootctl-docs generates
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(GO) run ./ctl/cmd/sanbootctl-docs "$$tmp/man" && \
+		{ diff -r docs/man "$$tmp/man" || { echo "docs/man is stale: run 'make docs' and commit"; exit 1; }; }
 
 bench: ## benchmarks; figures go to docs/benchmarks.md by hand
 	hack/bench.sh

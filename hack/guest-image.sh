@@ -10,20 +10,22 @@
 # The guest runs /mnt/host/autorun.sh from a 9p share at boot
 # (sanboot-autorun.service) and powers off when it returns. It has tgt
 # (tgt.service), libiscsi-bin and qemu-utils; sanboot is not in it: the
-# test installs the .deb. Needs root, debootstrap, e2fsprogs, and the
-# Debian mirror in /etc/apt/sources.list*. Rebuild: remove the directory.
+# test installs the .deb. Needs root, debootstrap and e2fsprogs. The mirror
+# is the one this machine's apt uses (/etc/apt/sources.list.d/*.sources or
+# /etc/apt/sources.list); GUEST_MIRROR or DEBIAN_MIRROR overrides it.
+# Rebuild: remove the directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
 
 DIR=${SANBOOT_CACHE:-$HOME/.cache/sanboot}/guest
-MIRROR=${GUEST_MIRROR:-http://deb.debian.org/debian}
 if [ -f "$DIR/root.img" ] && [ -f "$DIR/vmlinuz" ] && [ -f "$DIR/initrd.img" ]; then
 	echo "$DIR"
 	exit 0
 fi
 command -v debootstrap >/dev/null || die "debootstrap is missing (Debian: apt-get install debootstrap)"
 [ "$(id -u)" = 0 ] || die "needs root: debootstrap"
+MIRROR=${GUEST_MIRROR:-$(debian_mirror)}
 mkdir -p "$DIR"
 tree=$(mktemp -d /tmp/sanboot-guest-tree.XXXXXX)
 trap 'rm -rf "$tree"' EXIT

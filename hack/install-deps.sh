@@ -40,9 +40,10 @@ DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bi
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd dosfstools mtools binutils ovmf
 	debootstrap systemd curl procps ceph-mon ceph-mgr ceph-osd ceph-common tgt-rbd)
 
+installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 need_debs=()
 for p in "${DEBS[@]}"; do
-	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || need_debs+=("$p")
+	installed "$p" || need_debs+=("$p")
 done
 
 go_ok() {
@@ -55,7 +56,7 @@ go_ok() {
 # /usr/local/go/bin is where the official tarball puts go; PATH may lack it.
 [ -x /usr/local/go/bin/go ] && export PATH=$PATH:/usr/local/go/bin
 if ! go_ok && [ -x /usr/local/bin/go ]; then export PATH=/usr/local/bin:$PATH; fi
-go_ok || need_debs+=(golang-go)
+go_ok || installed golang-go || need_debs+=(golang-go)
 
 if [ ${#need_debs[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
@@ -85,7 +86,7 @@ fetch_go_toolchain() {
 	gopath=$(mktemp -d /tmp/sanboot-gopath.XXXXXX)
 	json=$(cd /tmp && GOFLAGS=-mod=mod GOPATH=$gopath \
 		/usr/bin/go mod download -json "golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-amd64" 2>&1) || true
-	err=$(sed -n 's/^\t"Error": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+	err=$(sed -n 's/^\t"Error": "\(.*\)",\{0,1\}$/\1/p' <<<"$json" | sed 's/\\[nt]/ /g; s/\\"/"/g')
 	dir=$(sed -n 's/^\t"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
 	if [ -n "$err" ] || [ -z "$dir" ] || [ ! -d "$dir" ]; then
 		chmod -R u+w "$gopath" && rm -rf "$gopath"

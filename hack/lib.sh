@@ -162,3 +162,46 @@ unmount_all() {
 	done
 	SANBOOT_LOOPS=()
 }
+
+# debian_mirror prints the Debian mirror to debootstrap from: $DEBIAN_MIRROR
+# when set, else the one this machine's apt uses (the first enabled "deb"
+# source of a main suite, such as bookworm, in /etc/apt/sources.list.d/*.sources
+# or /etc/apt/sources.list).
+debian_mirror() {
+	if [ -n "${DEBIAN_MIRROR:-}" ]; then
+		echo "$DEBIAN_MIRROR"
+		return
+	fi
+	local m f files=()
+	for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+		[ -f "$f" ] && files+=("$f")
+	done
+	[ ${#files[@]} -gt 0 ] && m=$(awk '
+		# deb822 stanzas (Types, URIs, Suites, Enabled) end at a blank line.
+		function stanza() {
+			if (!found && types ~ / deb / && enabled != "no" && uri != "" && suites ~ / [a-z]+ /) { print uri; found = 1 }
+			types = uri = suites = enabled = ""
+		}
+		FNR == 1 { stanza() }
+		found { exit }
+		FILENAME ~ /\.sources$/ {
+			if ($0 ~ /^[ \t]*$/) { stanza(); next }
+			key = tolower($1)
+			$1 = ""
+			if (key == "types:") types = $0 " "
+			if (key == "uris:") uri = $2
+			if (key == "suites:") suites = $0 " "
+			if (key == "enabled:") enabled = tolower($2)
+			next
+		}
+		# one-line format: deb [options] URI SUITE COMPONENTS...
+		$1 == "deb" {
+			i = 2
+			if ($i ~ /^\[/) { while ($i !~ /\]$/ && i < NF) i++; i++ }
+			if ($(i + 1) ~ /^[a-z]+$/) { print $i; found = 1; exit }
+		}
+		END { stanza() }
+	' "${files[@]}")
+	[ -n "$m" ] || die "no Debian mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list: set DEBIAN_MIRROR=URL"
+	echo "$m"
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test.sh: every test sanboot has, as CI runs them (`make test`). Installs
-# what it needs first. Tiers (DESIGN.md): 1. go test ./... (unit tests and
+# what it needs first. Tiers (docs/design.md): 1. go test ./... (unit tests and
 # integration tests against a real embedded etcd); 2. end to end with real
 # processes (hack/e2e.sh).
 set -euo pipefail
@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 echo "== generated code is up to date"
 make --no-print-directory check-generate
+echo "== man pages are up to date"
+make --no-print-directory check-docs
 
 echo "== gofmt, go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
@@ -29,3 +31,4 @@ hack/e2e-lio.sh
 hack/test-packaging.sh
 hack/e2e-restart.sh
 hack/e2e-systemd.sh
+hack/test-fresh-machine.sh
