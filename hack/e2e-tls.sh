@@ -66,6 +66,14 @@ start_tls_agent() {
 	AGENT_PID=$!
 	SANBOOT_PIDS+=("$AGENT_PID")
 }
+if "$BIN/sanboot-agent" --etcd-endpoints "$ETCD_URL" --driver=fake --store-dir "$WORK/store-a1" \
+	--cert "$PKI/agent-a1.crt" --key "$PKI/agent-a1.key" --cacert "$PKI/ca.crt" 2>"$OUT/agent-not-enrolled.err"; then
+	die "an agent that is not enrolled started"
+fi
+grep -q "sanbootctl agents enroll a1" "$OUT/agent-not-enrolled.err" || die "agent not enrolled: $(cat "$OUT/agent-not-enrolled.err")"
+ok "etcd refuses an agent that is not enrolled, and the agent says what to run"
+as alice agents enroll a1 && die "a user enrolled an agent"
+as root agents enroll a1 || die "enroll: $(last_err)"
 start_tls_agent a1 agent-a1
 tls_agent_ready() { as root get agents a1 -o json && grep -q '"state": *"Ready"' "$OUT/$n.out"; }
 wait_until 60 "agent a1 Ready" tls_agent_ready

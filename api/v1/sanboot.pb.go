@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{38, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -2544,6 +2544,86 @@ func (*ListMembersRequest) Descriptor() ([]byte, []int) {
 	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
+type EnrollAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentRequest) Reset() {
+	*x = EnrollAgentRequest{}
+	mi := &file_sanboot_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentRequest) ProtoMessage() {}
+
+func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
+func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *EnrollAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type EnrollAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentResponse) Reset() {
+	*x = EnrollAgentResponse{}
+	mi := &file_sanboot_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentResponse) ProtoMessage() {}
+
+func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
+func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
+}
+
 type ListMembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -2553,7 +2633,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2645,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2658,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2601,7 +2681,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2693,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2706,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2668,7 +2748,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2760,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2773,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2731,7 +2811,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2823,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2836,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -2800,7 +2880,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +2892,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +2905,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -2862,7 +2942,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +2954,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +2967,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -2919,7 +2999,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3011,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3024,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -2962,7 +3042,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3054,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3067,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3044,7 +3124,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3136,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3149,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3108,7 +3188,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3120,7 +3200,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3133,7 +3213,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3182,7 +3262,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3194,7 +3274,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3207,7 +3287,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3233,7 +3313,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3245,7 +3325,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3258,7 +3338,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3286,7 +3366,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3298,7 +3378,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3311,7 +3391,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3357,7 +3437,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3449,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3462,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3441,7 +3521,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3533,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3546,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3505,7 +3585,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3597,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3610,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3548,7 +3628,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3560,7 +3640,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3573,7 +3653,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3607,7 +3687,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3619,7 +3699,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3632,7 +3712,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3673,7 +3753,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +3765,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +3778,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3746,7 +3826,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3758,7 +3838,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3771,7 +3851,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3789,7 +3869,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +3881,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +3894,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 type BackupResponse struct {
@@ -3830,7 +3910,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3842,7 +3922,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3855,7 +3935,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -3915,7 +3995,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4007,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4020,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4186,7 +4266,10 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06agents\x18\x01 \x03(\v2\x11.sanboot.v1.AgentR\x06agents\"%\n" +
 	"\x0fGetAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12ListMembersRequest\"C\n" +
+	"\x12ListMembersRequest\"(\n" +
+	"\x12EnrollAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13EnrollAgentResponse\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\x8d\x01\n" +
 	"\x11WatchNodesRequest\x12\x18\n" +
@@ -4295,7 +4378,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\x99\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xe9\n" +
 	"\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
@@ -4317,7 +4400,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12F\n" +
 	"\vWatchAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x16.sanboot.v1.AgentEvent0\x01\x12N\n" +
-	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
+	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12N\n" +
+	"\vEnrollAgent\x12\x1e.sanboot.v1.EnrollAgentRequest\x1a\x1f.sanboot.v1.EnrollAgentResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12:\n" +
 	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12A\n" +
 	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x012\x9c\x01\n" +
@@ -4340,7 +4424,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4379,55 +4463,57 @@ var file_sanboot_proto_goTypes = []any{
 	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
 	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
 	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 37: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 38: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 39: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 40: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 41: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 42: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 43: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 44: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 45: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 46: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 47: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 48: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 49: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 50: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 51: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 52: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 53: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 54: sanboot.v1.BootToken
-	(*Event)(nil),                 // 55: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 56: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 57: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 58: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 59: sanboot.v1.BackupInfo
-	nil,                           // 60: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 61: google.protobuf.Timestamp
+	(*EnrollAgentRequest)(nil),    // 37: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),   // 38: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),   // 39: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 40: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 41: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),    // 42: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 43: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 44: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 45: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 46: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 47: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 48: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 49: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 50: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 51: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 52: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 53: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 54: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 55: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 56: sanboot.v1.BootToken
+	(*Event)(nil),                 // 57: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 58: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 59: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 60: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 61: sanboot.v1.BackupInfo
+	nil,                           // 62: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	60, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	61, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	61, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	61, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	62, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	63, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	63, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	63, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	61, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	63, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	61, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	63, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	61, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	61, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	63, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	63, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -4449,55 +4535,57 @@ var file_sanboot_proto_depIdxs = []int32{
 	14, // 40: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
 	2,  // 41: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
 	19, // 42: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	45, // 43: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	51, // 44: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	61, // 45: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	55, // 46: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	59, // 47: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	47, // 43: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	53, // 44: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	63, // 45: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	57, // 46: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	61, // 47: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
 	30, // 48: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
 	24, // 49: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
 	25, // 50: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
 	26, // 51: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	40, // 52: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	42, // 52: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
 	27, // 53: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
 	24, // 54: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
 	25, // 55: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
 	26, // 56: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 57: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	40, // 57: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
 	24, // 58: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
 	24, // 59: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
 	33, // 60: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
 	35, // 61: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
 	33, // 62: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
 	36, // 63: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	44, // 64: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 65: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	57, // 66: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	47, // 67: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	50, // 68: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 69: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 70: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 71: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	43, // 72: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	41, // 73: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 74: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 75: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 76: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 77: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 78: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	56, // 79: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	53, // 80: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 81: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 82: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	42, // 83: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 84: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	46, // 85: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 86: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	58, // 87: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	48, // 88: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	52, // 89: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	69, // [69:90] is the sub-list for method output_type
-	48, // [48:69] is the sub-list for method input_type
+	37, // 64: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	46, // 65: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	24, // 66: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	59, // 67: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	49, // 68: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	52, // 69: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	31, // 70: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 71: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 72: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	45, // 73: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	43, // 74: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 75: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 76: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 77: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 78: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	41, // 79: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	58, // 80: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	55, // 81: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 82: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 83: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	44, // 84: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	39, // 85: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	38, // 86: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	48, // 87: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	50, // 88: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	60, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	50, // 90: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	54, // 91: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	70, // [70:92] is the sub-list for method output_type
+	48, // [48:70] is the sub-list for method input_type
 	48, // [48:48] is the sub-list for extension type_name
 	48, // [48:48] is the sub-list for extension extendee
 	0,  // [0:48] is the sub-list for field type_name
@@ -4515,15 +4603,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[41].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[43].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[49].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[57].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4533,7 +4621,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   58,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
