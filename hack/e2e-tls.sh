@@ -111,6 +111,12 @@ run pki issue user old --project lab --dir "$PKI" --valid-for 1s
 sleep 2
 refused "expired" as old get nodes -p lab
 refused "for users; agent a1" run --cert "$PKI/agent-a1.crt" --key "$PKI/agent-a1.key" --cacert "$PKI/ca.crt" get nodes -p lab
+refused "for admins only" as alice backup "$WORK/alice.snapshot"
+as root backup "$WORK/root.snapshot" || die "backup by an admin: $(last_err)"
+ok "an admin backs up through the API"
+"$BIN/sanboot-controlplane" snapshot save --endpoints "$ETCD_URL" --cert "$M.crt" --key "$M.key" --cacert "$PKI/ca.crt" \
+	"$WORK/member.snapshot" >"$OUT/snapshot.out" 2>&1 || die "snapshot save over TLS: $(cat "$OUT/snapshot.out")"
+ok "snapshot save over TLS with the member's certificate"
 if "$BIN/sanboot-agent" --etcd-endpoints "$ETCD_URL" --driver=fake --store-dir "$WORK/store-x" \
 	--cert "$PKI/user-alice.crt" --key "$PKI/user-alice.key" --cacert "$PKI/ca.crt" 2>"$OUT/agent-user.err"; then
 	die "an agent started with a user's certificate"
