@@ -19,6 +19,8 @@
 #                   iPXE are fetched with `apt-get download`, never installed.
 #   debootstrap, systemd  the Debian 12 guest of the systemd test, and
 #                   systemd-analyze verify for the units.
+#   iproute2, curl  hosts as network namespaces (e2e-netns.sh) and a node's
+#                   HTTP fetch of its boot script there.
 #
 # Source it (`. hack/install-deps.sh`) or run it; afterwards `go` in PATH is
 # new enough.
@@ -27,7 +29,7 @@ set -euo pipefail
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
 DEBS=(protobuf-compiler ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd
-	debootstrap systemd)
+	debootstrap systemd curl)
 
 need_debs=()
 for p in "${DEBS[@]}"; do

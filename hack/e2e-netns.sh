@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# e2e-netns.sh: sanboot across separate hosts, each a network namespace on
+# one bridge (10.99.0.0/24, addresses only inside these namespaces):
+#   cp  10.99.0.1  sanboot-controlplane: etcd and API over mutual TLS,
+#                  the boot server with boot tokens
+#   st  10.99.0.2  sanboot-agent with tgt, its portal on its own address
+#   op  10.99.0.3  sanbootctl with a user's and an admin's certificate
+#   rk  10.99.0.4  the rack: an iSCSI initiator (libiscsi) and a node's
+#                  HTTP fetch of its boot script
+# Proves: plaintext refused beyond loopback; an upload crosses from the
+# operator to the control plane to the storage host over TLS; the node's
+# target admits its initiator only; the boot server gives the script with
+# the node's credentials only with its boot token; no key or CHAP secret
+# in any log or output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/lib.sh
+for tool in ip tgtd tgtadm iscsi-inq curl; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: iproute2 tgt libiscsi-bin curl)"
+done
+[ "$(id -u)" = 0 ] || die "needs root: network namespaces and tgtd"
+
+WORK=$(mktemp -d /tmp/sanboot-e2e-netns.XXXXXX)
+BIN=$WORK/bin
+PKI=$WORK/pki
+OUT=$WORK/out
+mkdir -p "$OUT" "$WORK/store"
+S=$(($$ % 100000))
+SW=sbsw$S CP=sbcp$S ST=sbst$S OP=sbop$S RK=sbrk$S
+cleanup() {
+	stop_all
+	for ns in $CP $ST $OP $RK $SW; do ip netns del "$ns" 2>/dev/null || true; done
+	echo "logs and data: $WORK"
+}
+trap cleanup EXIT
+build_binaries "$BIN"
+passed=0
+ok() { passed=$((passed + 1)); echo "ok: $*"; }
+
+log "hosts: namespaces $CP $ST $OP $RK on a bridge in $SW"
+ip netns add "$SW"
+ip -n "$SW" link add br0 type bridge
+ip -n "$SW" link set br0 up
+i=0
+for ns in $CP $ST $OP $RK; do
+	i=$((i + 1))
+	ip netns add "$ns"
+	ip link add "h$i-$S" netns "$ns" type veth peer name "p$i-$S" netns "$SW"
+	ip -n "$ns" link set "h$i-$S" name eth0
+	ip -n "$ns" addr add "10.99.0.$i/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" link set lo up
+	ip -n "$SW" link set "p$i-$S" master br0 up
+done
+on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+ip -n "$OP" -br addr show eth0 | grep -q 10.99.0.3 || die "the operator host has no address"
+
+n=0
+ctl_as() { # ctl_as WHO ARGS...: sanbootctl on the operator host
+	local who=$1
+	shift
+	n=$((n + 1))
+	on "$OP" "$BIN/sanbootctl" --endpoints 10.99.0.1:7443 --timeout 60s \
+		--cert "$PKI/user-$who.crt" --key "$PKI/user-$who.key" --cacert "$PKI/ca.crt" "$@" >"$OUT/$n.out" 2>"$OUT/$n.err"
+}
+last_err() { cat "$OUT/$n.err"; }
+pki() { "$BIN/sanbootctl" pki "$@" >>"$OUT/pki.out"; }
+
+log "certificates"
+pki init "$PKI"
+pki issue member cp1 --ip 10.99.0.1 --dir "$PKI"
+pki issue agent st1 --dir "$PKI"
+pki issue user root --admin --dir "$PKI"
+pki issue user alice --project lab --dir "$PKI"
+
+log "plaintext beyond loopback is refused"
+if on "$CP" "$BIN/sanboot-controlplane" --data-dir "$WORK/plain" --api-listen 10.99.0.1:7443 \
+	--listen-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 --boot-listen "" \
+	--metrics-listen "" 2>"$OUT/plain.err"; then
+	die "a control plane without TLS listened on 10.99.0.1"
+fi
+grep -q "without TLS" "$OUT/plain.err" || die "the refusal does not say why: $(cat "$OUT/plain.err")"
+ok "refused: $(grep -o 'refusing to listen.*TLS' "$OUT/plain.err" | head -c 120)"
+
+log "the control plane on 10.99.0.1, mutual TLS"
+M=$PKI/member-cp1
+on "$CP" "$BIN/sanboot-controlplane" --name cp1 --data-dir "$WORK/cp" \
+	--listen-client-urls https://10.99.0.1:2379 --listen-peer-urls https://10.99.0.1:2380 \
+	--cert-file "$M.crt" --key-file "$M.key" --trusted-ca-file "$PKI/ca.crt" \
+	--peer-cert-file "$M.crt" --peer-key-file "$M.key" --peer-trusted-ca-file "$PKI/ca.crt" \
+	--api-listen 10.99.0.1:7443 --boot-listen 10.99.0.1:8080 --boot-url http://10.99.0.1:8080 --boot-tokens \
+	--metrics-listen 127.0.0.1:9480 >>"$WORK/controlplane.log" 2>&1 &
+SANBOOT_PIDS+=("$!")
+wait_until 120 "the API at 10.99.0.1:7443" ctl_as root get agents
+ok "an admin on the operator host reaches the API"
+
+log "the storage host: agent st1 with tgt on 10.99.0.2:3260"
+ctl_as root agents enroll st1 || die "enroll: $(last_err)"
+on "$ST" "$BIN/sanboot-agent" --etcd-endpoints https://10.99.0.1:2379 \
+	--cert "$PKI/agent-st1.crt" --key "$PKI/agent-st1.key" --cacert "$PKI/ca.crt" \
+	--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal 10.99.0.2:3260 \
+	--store-dir "$WORK/store" --metrics-listen 127.0.0.1:9481 >>"$WORK/agent-st1.log" 2>&1 &
+SANBOOT_PIDS+=("$!")
+st1_ready() { ctl_as root get agents st1 -o json && grep -q '"state": *"Ready"' "$OUT/$n.out"; }
+wait_until 120 "agent st1 Ready" st1_ready
+ok "agent st1 registered across hosts"
+
+log "alice imports an image from the operator host; the agent fetches it over TLS"
+truncate -s 32M "$WORK/golden.raw"
+head -c 1M /dev/urandom | dd of="$WORK/golden.raw" bs=1M seek=4 conv=notrunc status=none
+SHA=$(sha256sum <"$WORK/golden.raw" | cut -d' ' -f1)
+ctl_as alice image import golden "$WORK/golden.raw" -p lab --wait --timeout 300s || die "import: $(last_err)"
+ctl_as alice get images golden -p lab -o json
+grep -q "\"sha256\": *\"$SHA\"" "$OUT/$n.out" || die "the image's sha256 is not the file's"
+ok "the upload reached the storage host intact (operator -> API -> agent)"
+ctl_as alice provision n1 --image golden --mac 52:54:00:99:00:01 --chap -p lab --wait --timeout 120s || die "provision: $(last_err)"
+ok "n1 Ready on st1"
+
+log "the rack: n1's initiator logs in to 10.99.0.2; others are refused"
+T1=iqn.2026-11.io.sanboot:lab.n1
+I1=iqn.2026-11.io.sanboot:initiator.lab.n1
+ctl_as alice get nodes n1 -p lab -o json
+grep -q "serves the disk to $I1" "$OUT/$n.out" || die "n1 is not served to $I1: $(cat "$OUT/$n.out")"
+if on "$RK" timeout 60 iscsi-inq -i iqn.2026-11.io.example:intruder "iscsi://10.99.0.2:3260/$T1/1" >/dev/null 2>&1; then
+	die "a stranger logged in to n1's target"
+fi
+ok "a stranger's initiator is refused by n1's target"
+if on "$RK" timeout 60 iscsi-inq -i "$I1" "iscsi://10.99.0.2:3260/$T1/1" >/dev/null 2>&1; then
+	die "n1's initiator logged in without its CHAP credentials"
+fi
+ok "n1's initiator without CHAP credentials is refused"
+
+log "the boot server on 10.99.0.1:8080 gives n1's credentials only with its token"
+on "$RK" curl -sf "http://10.99.0.1:8080/boot/lab/n1" >"$OUT/boot-notoken.out" || true
+if grep -q "chap\|sanboot iscsi" "$OUT/boot-notoken.out"; then die "the boot server served n1's script without a token"; fi
+ok "no token: a script that waits, without credentials"
+ctl_as alice boot-script n1 -p lab --url || die "boot-script --url: $(last_err)"
+URL=$(cat "$OUT/$n.out")
+on "$RK" curl -sf "$URL" >"$WORK/n1.ipxe" || die "the node could not fetch its script with its token"
+grep -q "sanboot iscsi:10.99.0.2" "$WORK/n1.ipxe" || die "n1's script does not boot from 10.99.0.2: $(cat "$WORK/n1.ipxe")"
+CHAP_SECRET=$(grep -o 'password [^ ]*' "$WORK/n1.ipxe" | head -1 | cut -d' ' -f2 || true)
+ok "with its token the node gets its script (the script holds its credentials: kept out of the logs' scan)"
+CHAP_USER=$(grep -o '^set username .*' "$WORK/n1.ipxe" | cut -d' ' -f3)
+on "$RK" env LIBISCSI_CHAP_USERNAME="$CHAP_USER" LIBISCSI_CHAP_PASSWORD="$CHAP_SECRET" \
+	timeout 60 iscsi-inq -i "$I1" "iscsi://10.99.0.2:3260/$T1/1" >"$WORK/n1-inq.txt" 2>&1 ||
+	die "n1's initiator with the credentials of its script cannot log in: $(cat "$WORK/n1-inq.txt")"
+ok "n1's initiator with the credentials from its script logs in to 10.99.0.2"
+on "$RK" curl -sf "$URL" >"$OUT/boot-reused.out" || true
+if grep -q "sanboot iscsi" "$OUT/boot-reused.out"; then die "a used token served the script again"; fi
+ok "a used token serves nothing"
+
+log "no private key, CHAP secret or boot token in any log or output"
+leaks=0
+for k in "$PKI"/*.key; do
+	body=$(grep -v -- ----- "$k" | head -1)
+	if grep -rqF -- "$body" "$WORK"/*.log "$OUT"; then echo "key $k leaked"; leaks=1; fi
+done
+if grep -rq "PRIVATE KEY" "$WORK"/*.log "$OUT"; then echo "a PEM private key in the logs"; leaks=1; fi
+if [ -n "$CHAP_SECRET" ] && grep -rqF -- "$CHAP_SECRET" "$WORK"/*.log "$OUT"; then echo "n1's CHAP secret leaked"; leaks=1; fi
+TOKEN=${URL##*token=}
+if [ -n "$TOKEN" ] && [ "$TOKEN" != "$URL" ] && grep -rqF -- "$TOKEN" "$WORK"/*.log; then echo "n1's boot token in a log"; leaks=1; fi
+[ $leaks = 0 ] || die "secrets leaked"
+[ -n "$CHAP_SECRET" ] || die "found no CHAP secret in n1's script to scan for"
+ok "no key, CHAP secret or boot token in $(ls "$OUT" | wc -l) outputs and $(ls "$WORK"/*.log | wc -l) logs"
+
+echo "e2e-netns: $passed passed, 0 failed"
