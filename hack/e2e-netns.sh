@@ -5,8 +5,9 @@
 #                  the boot server with boot tokens
 #   st  10.99.0.2  sanboot-agent with tgt, its portal on its own address
 #   op  10.99.0.3  sanbootctl with a user's and an admin's certificate
-#   rk  10.99.0.4  the rack: an iSCSI initiator (libiscsi) and a node's
-#                  HTTP fetch of its boot script
+#   rk  10.99.0.4  the rack: dnsmasq (DHCP) on a bridge with a TAP, a qemu
+#                  node (TCG) running iPXE on that TAP, an iSCSI
+#                  initiator (libiscsi), a node's HTTP fetch of its script
 # Proves: plaintext refused beyond loopback; an upload crosses from the
 # operator to the control plane to the storage host over TLS; the node's
 # target admits its initiator only; the boot server gives the script with
@@ -15,8 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
-for tool in ip tgtd tgtadm iscsi-inq curl; do
-	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: iproute2 tgt libiscsi-bin curl)"
+for tool in ip tgtd tgtadm iscsi-inq curl dnsmasq qemu-system-x86_64 extlinux busybox cpio dpkg-deb; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: iproute2 tgt libiscsi-bin curl dnsmasq-base qemu-system-x86 extlinux syslinux-common busybox-static cpio)"
 done
 [ "$(id -u)" = 0 ] || die "needs root: network namespaces and tgtd"
 
@@ -52,6 +53,8 @@ for ns in $CP $ST $OP $RK; do
 	ip -n "$ns" link set lo up
 	ip -n "$SW" link set "p$i-$S" master br0 up
 done
+# on NS CMD...: runs CMD on host NS. Background jobs call ip netns exec
+# directly, so that $! is the program's own PID (ip execs it).
 on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 ip -n "$OP" -br addr show eth0 | grep -q 10.99.0.3 || die "the operator host has no address"
 
@@ -84,7 +87,7 @@ ok "refused: $(grep -o 'refusing to listen.*TLS' "$OUT/plain.err" | head -c 120)
 
 log "the control plane on 10.99.0.1, mutual TLS"
 M=$PKI/member-cp1
-on "$CP" "$BIN/sanboot-controlplane" --name cp1 --data-dir "$WORK/cp" \
+ip netns exec "$CP" "$BIN/sanboot-controlplane" --name cp1 --data-dir "$WORK/cp" \
 	--listen-client-urls https://10.99.0.1:2379 --listen-peer-urls https://10.99.0.1:2380 \
 	--cert-file "$M.crt" --key-file "$M.key" --trusted-ca-file "$PKI/ca.crt" \
 	--peer-cert-file "$M.crt" --peer-key-file "$M.key" --peer-trusted-ca-file "$PKI/ca.crt" \
@@ -96,7 +99,7 @@ ok "an admin on the operator host reaches the API"
 
 log "the storage host: agent st1 with tgt on 10.99.0.2:3260"
 ctl_as root agents enroll st1 || die "enroll: $(last_err)"
-on "$ST" "$BIN/sanboot-agent" --etcd-endpoints https://10.99.0.1:2379 \
+ip netns exec "$ST" "$BIN/sanboot-agent" --etcd-endpoints https://10.99.0.1:2379 \
 	--cert "$PKI/agent-st1.crt" --key "$PKI/agent-st1.key" --cacert "$PKI/ca.crt" \
 	--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal 10.99.0.2:3260 \
 	--store-dir "$WORK/store" --metrics-listen 127.0.0.1:9481 >>"$WORK/agent-st1.log" 2>&1 &
@@ -105,9 +108,8 @@ st1_ready() { ctl_as root get agents st1 -o json && grep -q '"state": *"Ready"' 
 wait_until 120 "agent st1 Ready" st1_ready
 ok "agent st1 registered across hosts"
 
-log "alice imports an image from the operator host; the agent fetches it over TLS"
-truncate -s 32M "$WORK/golden.raw"
-head -c 1M /dev/urandom | dd of="$WORK/golden.raw" bs=1M seek=4 conv=notrunc status=none
+log "alice imports a bootable image (hack/build-image.sh) from the operator host; the agent fetches it over TLS"
+hack/build-image.sh "$WORK/golden.raw"
 SHA=$(sha256sum <"$WORK/golden.raw" | cut -d' ' -f1)
 ctl_as alice image import golden "$WORK/golden.raw" -p lab --wait --timeout 300s || die "import: $(last_err)"
 ctl_as alice get images golden -p lab -o json
@@ -149,14 +151,54 @@ on "$RK" curl -sf "$URL" >"$OUT/boot-reused.out" || true
 if grep -q "sanboot iscsi" "$OUT/boot-reused.out"; then die "a used token served the script again"; fi
 ok "a used token serves nothing"
 
+log "a qemu node in the rack: DHCP from dnsmasq, iPXE fetches its script with its token, boots from 10.99.0.2"
+IPXE=${SANBOOT_CACHE:-$HOME/.cache/sanboot}/ipxe
+if [ ! -f "$IPXE/boot/ipxe.lkrn" ]; then
+	rm -rf "$IPXE.tmp"
+	dpkg-deb -x "$(fetch_deb ipxe)" "$IPXE.tmp"
+	rm -rf "$IPXE"
+	mv "$IPXE.tmp" "$IPXE"
+fi
+# The rack host's eth0 and the node's TAP on one bridge in the rack.
+ip -n "$RK" link add brk type bridge
+ip -n "$RK" addr del 10.99.0.4/24 dev eth0
+ip -n "$RK" link set eth0 master brk
+ip -n "$RK" addr add 10.99.0.4/24 dev brk
+ip -n "$RK" tuntap add tap0 mode tap
+ip -n "$RK" link set tap0 master brk up
+ip -n "$RK" link set brk up
+ctl_as alice boot-script n1 -p lab --url || die "boot-script --url: $(last_err)"
+BOOT_URL=$(cat "$OUT/$n.out")
+ip netns exec "$RK" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface=brk --bind-interfaces \
+	--dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,1h --dhcp-host=52:54:00:99:00:01,10.99.0.101,set:n1 \
+	--dhcp-boot=tag:n1,"$BOOT_URL" --dhcp-leasefile="$WORK/dnsmasq.leases" --pid-file="$WORK/dnsmasq.pid" \
+	--log-facility="$WORK/dnsmasq.log" &
+SANBOOT_PIDS+=("$!")
+cat >"$WORK/nic.ipxe" <<'IPXE'
+#!ipxe
+dhcp || dhcp
+chain ${filename}
+IPXE
+ip netns exec "$RK" timeout 900 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+	-kernel "$IPXE/boot/ipxe.lkrn" -initrd "$WORK/nic.ipxe" \
+	-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,mac=52:54:00:99:00:01,romfile= \
+	</dev/null >"$WORK/n1.serial" 2>&1 &
+SANBOOT_PIDS+=("$!")
+serial_has() { grep -aqF "$1" "$WORK/n1.serial"; }
+wait_until 900 "SANBOOT-OK n1 on n1's serial console (see $WORK/n1.serial)" serial_has "SANBOOT-OK n1"$'\r'
+serial_has "ibft target0/ip-addr = 10.99.0.2" || die "n1 did not boot from 10.99.0.2"
+serial_has "ibft initiator/initiator-name = $I1" || die "n1's iBFT does not name its initiator"
+grep -q "DHCPACK(brk) 10.99.0.101 52:54:00:99:00:01" "$WORK/dnsmasq.log" || die "n1 got no lease from the rack's dnsmasq"
+ok "n1 booted from its clone on 10.99.0.2 (DHCP from the rack, script with its token, CHAP)"
+
 log "no private key, CHAP secret or boot token in any log or output"
 leaks=0
 for k in "$PKI"/*.key; do
 	body=$(grep -v -- ----- "$k" | head -1)
-	if grep -rqF -- "$body" "$WORK"/*.log "$OUT"; then echo "key $k leaked"; leaks=1; fi
+	if grep -rqF -- "$body" "$WORK"/*.log "$WORK"/*.serial "$OUT"; then echo "key $k leaked"; leaks=1; fi
 done
 if grep -rq "PRIVATE KEY" "$WORK"/*.log "$OUT"; then echo "a PEM private key in the logs"; leaks=1; fi
-if [ -n "$CHAP_SECRET" ] && grep -rqF -- "$CHAP_SECRET" "$WORK"/*.log "$OUT"; then echo "n1's CHAP secret leaked"; leaks=1; fi
+if [ -n "$CHAP_SECRET" ] && grep -rqF -- "$CHAP_SECRET" "$WORK"/*.log "$WORK"/*.serial "$OUT"; then echo "n1's CHAP secret leaked"; leaks=1; fi
 TOKEN=${URL##*token=}
 if [ -n "$TOKEN" ] && [ "$TOKEN" != "$URL" ] && grep -rqF -- "$TOKEN" "$WORK"/*.log; then echo "n1's boot token in a log"; leaks=1; fi
 [ $leaks = 0 ] || die "secrets leaked"
