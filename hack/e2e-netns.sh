@@ -91,11 +91,21 @@ ip netns exec "$CP" "$BIN/sanboot-controlplane" --name cp1 --data-dir "$WORK/cp"
 	--listen-client-urls https://10.99.0.1:2379 --listen-peer-urls https://10.99.0.1:2380 \
 	--cert-file "$M.crt" --key-file "$M.key" --trusted-ca-file "$PKI/ca.crt" \
 	--peer-cert-file "$M.crt" --peer-key-file "$M.key" --peer-trusted-ca-file "$PKI/ca.crt" \
-	--api-listen 10.99.0.1:7443 --boot-listen 10.99.0.1:8080 --boot-url http://10.99.0.1:8080 --boot-tokens \
+	--api-listen 0.0.0.0:7443 --advertise-api 10.99.0.1:7443 --boot-listen 10.99.0.1:8080 --boot-url http://10.99.0.1:8080 --boot-tokens \
 	--metrics-listen 127.0.0.1:9480 >>"$WORK/controlplane.log" 2>&1 &
 SANBOOT_PIDS+=("$!")
 wait_until 120 "the API at 10.99.0.1:7443" ctl_as root get agents
 ok "an admin on the operator host reaches the API"
+# The control-plane host has a second address that its certificate does not
+# name: a client that reaches the API there refuses it.
+ip -n "$CP" addr add 10.99.0.9/24 dev eth0
+n=$((n + 1))
+if ip netns exec "$OP" "$BIN/sanbootctl" --endpoints 10.99.0.9:7443 --cert "$PKI/user-root.crt" --key "$PKI/user-root.key" \
+	--cacert "$PKI/ca.crt" get agents >"$OUT/$n.out" 2>"$OUT/$n.err"; then
+	die "the API was trusted at an address its certificate does not name"
+fi
+grep -q "not 10.99.0.9" "$OUT/$n.err" || die "wrong SAN: $(last_err)"
+ok "refused: the API at an address its certificate does not name ($(grep -o 'x509: [^"]*' "$OUT/$n.err" | head -c 100))"
 
 log "the storage host: agent st1 with tgt on 10.99.0.2:3260"
 ctl_as root agents enroll st1 || die "enroll: $(last_err)"
