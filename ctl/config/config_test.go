@@ -119,6 +119,9 @@ func TestResolveTLS(t *testing.T) {
 	if st.TLS.CertFile != filepath.Join(dir, "pki", "alice.crt") || st.TLS.TrustedCAFile != filepath.Join(dir, "pki", "ca.crt") || st.TLSFrom != file {
 		t.Fatalf("TLS from the file: %+v from %s", st.TLS, st.TLSFrom)
 	}
+	if st.Project != "lab" || st.ProjectFrom != st.TLS.CertFile {
+		t.Fatalf("project %q from %q, want lab from the certificate of its one project", st.Project, st.ProjectFrom)
+	}
 	flags := tlsconfig.Files{CertFile: st.TLS.CertFile, KeyFile: st.TLS.KeyFile, TrustedCAFile: st.TLS.TrustedCAFile}
 	if st, err = Resolve(Input{ConfigPath: file, TLS: flags}); err != nil || st.TLSFrom != "--cert" {
 		t.Fatalf("flags over the file: %v, from %q", err, st.TLSFrom)
