@@ -106,10 +106,10 @@ refused "for admins only" as alice get agents
 run pki issue user mallory --project lab --dir "$PKI" --out-dir "$WORK" # same name, other directory: fine
 run pki init "$WORK/other-ca"
 run pki issue user eve --admin --dir "$WORK/other-ca"
-refused "TLS handshake failed" run --cert "$WORK/other-ca/user-eve.crt" --key "$WORK/other-ca/user-eve.key" --cacert "$PKI/ca.crt" get nodes -p lab
+refused "if the TLS handshake failed" run --cert "$WORK/other-ca/user-eve.crt" --key "$WORK/other-ca/user-eve.key" --cacert "$PKI/ca.crt" get nodes -p lab
 run pki issue user old --project lab --dir "$PKI" --valid-for 1s
 sleep 2
-refused "expired" as old get nodes -p lab
+refused "if the TLS handshake failed" as old get nodes -p lab
 refused "for users; agent a1" run --cert "$PKI/agent-a1.crt" --key "$PKI/agent-a1.key" --cacert "$PKI/ca.crt" get nodes -p lab
 refused "for admins only" as alice backup "$WORK/alice.snapshot"
 as root backup "$WORK/root.snapshot" || die "backup by an admin: $(last_err)"
