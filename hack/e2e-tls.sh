@@ -66,6 +66,14 @@ start_tls_agent() {
 	AGENT_PID=$!
 	SANBOOT_PIDS+=("$AGENT_PID")
 }
+if "$BIN/sanboot-agent" --etcd-endpoints "$ETCD_URL" --driver=fake --store-dir "$WORK/store-a1" \
+	--cert "$PKI/agent-a1.crt" --key "$PKI/agent-a1.key" --cacert "$PKI/ca.crt" 2>"$OUT/agent-not-enrolled.err"; then
+	die "an agent that is not enrolled started"
+fi
+grep -q "sanbootctl agents enroll a1" "$OUT/agent-not-enrolled.err" || die "agent not enrolled: $(cat "$OUT/agent-not-enrolled.err")"
+ok "etcd refuses an agent that is not enrolled, and the agent says what to run"
+as alice agents enroll a1 && die "a user enrolled an agent"
+as root agents enroll a1 || die "enroll: $(last_err)"
 start_tls_agent a1 agent-a1
 tls_agent_ready() { as root get agents a1 -o json && grep -q '"state": *"Ready"' "$OUT/$n.out"; }
 wait_until 60 "agent a1 Ready" tls_agent_ready
@@ -98,11 +106,17 @@ refused "for admins only" as alice get agents
 run pki issue user mallory --project lab --dir "$PKI" --out-dir "$WORK" # same name, other directory: fine
 run pki init "$WORK/other-ca"
 run pki issue user eve --admin --dir "$WORK/other-ca"
-refused "TLS handshake failed" run --cert "$WORK/other-ca/user-eve.crt" --key "$WORK/other-ca/user-eve.key" --cacert "$PKI/ca.crt" get nodes -p lab
+refused "if the TLS handshake failed" run --cert "$WORK/other-ca/user-eve.crt" --key "$WORK/other-ca/user-eve.key" --cacert "$PKI/ca.crt" get nodes -p lab
 run pki issue user old --project lab --dir "$PKI" --valid-for 1s
 sleep 2
-refused "expired" as old get nodes -p lab
+refused "if the TLS handshake failed" as old get nodes -p lab
 refused "for users; agent a1" run --cert "$PKI/agent-a1.crt" --key "$PKI/agent-a1.key" --cacert "$PKI/ca.crt" get nodes -p lab
+refused "for admins only" as alice backup "$WORK/alice.snapshot"
+as root backup "$WORK/root.snapshot" || die "backup by an admin: $(last_err)"
+ok "an admin backs up through the API"
+"$BIN/sanboot-controlplane" snapshot save --endpoints "$ETCD_URL" --cert "$M.crt" --key "$M.key" --cacert "$PKI/ca.crt" \
+	"$WORK/member.snapshot" >"$OUT/snapshot.out" 2>&1 || die "snapshot save over TLS: $(cat "$OUT/snapshot.out")"
+ok "snapshot save over TLS with the member's certificate"
 if "$BIN/sanboot-agent" --etcd-endpoints "$ETCD_URL" --driver=fake --store-dir "$WORK/store-x" \
 	--cert "$PKI/user-alice.crt" --key "$PKI/user-alice.key" --cacert "$PKI/ca.crt" 2>"$OUT/agent-user.err"; then
 	die "an agent started with a user's certificate"

@@ -24,6 +24,7 @@ echo "== end to end"
 hack/e2e.sh
 hack/e2e-apply.sh
 hack/e2e-tls.sh
+hack/e2e-netns.sh
 hack/e2e-tgt.sh
 E2E_STORE=ext4 hack/e2e-tgt.sh
 hack/e2e-boot.sh

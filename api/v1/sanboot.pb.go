@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{38, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -2575,6 +2575,86 @@ func (*ListMembersRequest) Descriptor() ([]byte, []int) {
 	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
+type EnrollAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentRequest) Reset() {
+	*x = EnrollAgentRequest{}
+	mi := &file_sanboot_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentRequest) ProtoMessage() {}
+
+func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
+func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *EnrollAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type EnrollAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentResponse) Reset() {
+	*x = EnrollAgentResponse{}
+	mi := &file_sanboot_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentResponse) ProtoMessage() {}
+
+func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
+func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
+}
+
 type ListMembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -2584,7 +2664,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2676,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2689,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2637,7 +2717,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2729,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2742,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2711,7 +2791,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +2803,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +2816,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2776,7 +2856,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2868,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2881,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -2852,7 +2932,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +2944,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +2957,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -2914,7 +2994,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3006,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3019,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -2971,7 +3051,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3063,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3076,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3014,7 +3094,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3106,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3119,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3096,7 +3176,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3188,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3201,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3160,7 +3240,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3252,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3265,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3234,7 +3314,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3246,7 +3326,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3259,7 +3339,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3285,7 +3365,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3377,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3390,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3338,7 +3418,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3350,7 +3430,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3363,7 +3443,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3409,7 +3489,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3501,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3514,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3493,7 +3573,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3505,7 +3585,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3518,7 +3598,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3557,7 +3637,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3649,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3662,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3600,7 +3680,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3612,7 +3692,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3625,7 +3705,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3659,7 +3739,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3671,7 +3751,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3684,7 +3764,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3728,7 +3808,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3740,7 +3820,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3753,7 +3833,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -3829,7 +3909,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3841,7 +3921,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3854,7 +3934,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3902,7 +3982,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3914,7 +3994,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3927,7 +4007,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3945,7 +4025,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3957,7 +4037,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3970,7 +4050,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 type BackupResponse struct {
@@ -3986,7 +4066,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3998,7 +4078,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4011,7 +4091,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4071,7 +4151,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4163,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4176,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4345,7 +4425,10 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06agents\x18\x01 \x03(\v2\x11.sanboot.v1.AgentR\x06agents\"%\n" +
 	"\x0fGetAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12ListMembersRequest\"C\n" +
+	"\x12ListMembersRequest\"(\n" +
+	"\x12EnrollAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13EnrollAgentResponse\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\xb0\x01\n" +
 	"\x11WatchNodesRequest\x12\x18\n" +
@@ -4465,7 +4548,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\x99\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xe9\n" +
 	"\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
@@ -4487,7 +4570,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12F\n" +
 	"\vWatchAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x16.sanboot.v1.AgentEvent0\x01\x12N\n" +
-	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
+	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12N\n" +
+	"\vEnrollAgent\x12\x1e.sanboot.v1.EnrollAgentRequest\x1a\x1f.sanboot.v1.EnrollAgentResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12:\n" +
 	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12A\n" +
 	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x012\x9c\x01\n" +
@@ -4510,7 +4594,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4549,57 +4633,59 @@ var file_sanboot_proto_goTypes = []any{
 	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
 	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
 	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 37: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 38: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 39: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 40: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 41: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 42: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 43: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 44: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 45: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 46: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 47: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 48: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 49: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 50: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 51: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 52: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 53: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 54: sanboot.v1.BootToken
-	(*BootFetch)(nil),             // 55: sanboot.v1.BootFetch
-	(*Event)(nil),                 // 56: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 57: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 58: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 59: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 60: sanboot.v1.BackupInfo
-	nil,                           // 61: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
+	(*EnrollAgentRequest)(nil),    // 37: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),   // 38: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),   // 39: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 40: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 41: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),    // 42: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 43: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 44: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 45: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 46: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 47: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 48: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 49: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 50: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 51: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 52: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 53: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 54: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 55: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 56: sanboot.v1.BootToken
+	(*BootFetch)(nil),             // 57: sanboot.v1.BootFetch
+	(*Event)(nil),                 // 58: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 59: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 60: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 61: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 62: sanboot.v1.BackupInfo
+	nil,                           // 63: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	61, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	62, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	62, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	62, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	63, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	64, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	64, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	64, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	62, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	64, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	62, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	64, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	55, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	62, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	62, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	57, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	64, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	64, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -4621,56 +4707,58 @@ var file_sanboot_proto_depIdxs = []int32{
 	14, // 41: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
 	2,  // 42: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
 	19, // 43: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	45, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	51, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	62, // 46: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	62, // 47: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	56, // 48: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	60, // 49: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	47, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	53, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	64, // 46: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	64, // 47: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	58, // 48: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	62, // 49: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
 	30, // 50: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
 	24, // 51: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
 	25, // 52: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
 	26, // 53: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	40, // 54: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	42, // 54: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
 	27, // 55: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
 	24, // 56: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
 	25, // 57: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
 	26, // 58: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 59: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	40, // 59: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
 	24, // 60: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
 	24, // 61: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
 	33, // 62: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
 	35, // 63: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
 	33, // 64: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
 	36, // 65: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	44, // 66: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 67: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	58, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	47, // 69: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	50, // 70: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 71: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 72: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 73: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	43, // 74: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	41, // 75: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 76: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 77: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 78: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 79: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 80: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	57, // 81: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	53, // 82: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 83: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 84: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	42, // 85: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 86: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	46, // 87: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 88: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	59, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	48, // 90: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	52, // 91: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	71, // [71:92] is the sub-list for method output_type
-	50, // [50:71] is the sub-list for method input_type
+	37, // 66: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	46, // 67: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	24, // 68: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	60, // 69: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	49, // 70: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	52, // 71: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	31, // 72: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 73: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 74: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	45, // 75: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	43, // 76: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 77: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 78: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 79: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 80: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	41, // 81: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	59, // 82: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	55, // 83: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 84: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 85: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	44, // 86: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	39, // 87: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	38, // 88: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	48, // 89: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	50, // 90: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	61, // 91: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	50, // 92: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	54, // 93: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	72, // [72:94] is the sub-list for method output_type
+	50, // [50:72] is the sub-list for method input_type
 	50, // [50:50] is the sub-list for extension type_name
 	50, // [50:50] is the sub-list for extension extendee
 	0,  // [0:50] is the sub-list for field type_name
@@ -4688,15 +4776,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[41].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[43].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[49].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[56].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[58].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4706,7 +4794,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   59,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -44,6 +44,7 @@ const (
 	Sanboot_GetAgent_FullMethodName       = "/sanboot.v1.Sanboot/GetAgent"
 	Sanboot_WatchAgents_FullMethodName    = "/sanboot.v1.Sanboot/WatchAgents"
 	Sanboot_ListMembers_FullMethodName    = "/sanboot.v1.Sanboot/ListMembers"
+	Sanboot_EnrollAgent_FullMethodName    = "/sanboot.v1.Sanboot/EnrollAgent"
 	Sanboot_UploadImage_FullMethodName    = "/sanboot.v1.Sanboot/UploadImage"
 	Sanboot_ExportImage_FullMethodName    = "/sanboot.v1.Sanboot/ExportImage"
 	Sanboot_Backup_FullMethodName         = "/sanboot.v1.Sanboot/Backup"
@@ -77,6 +78,9 @@ type SanbootClient interface {
 	// then every change of their views.
 	WatchAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentEvent], error)
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// EnrollAgent lets the agent of that name (its certificate's CN) use
+	// etcd: its etcd user and role (admins only; with TLS).
+	EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
 	// UploadSource then makes agents fetch them with AgentData.ReadUpload.
 	UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error)
@@ -287,6 +291,16 @@ func (c *sanbootClient) ListMembers(ctx context.Context, in *ListMembersRequest,
 	return out, nil
 }
 
+func (c *sanbootClient) EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollAgentResponse)
+	err := c.cc.Invoke(ctx, Sanboot_EnrollAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sanbootClient) UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[3], Sanboot_UploadImage_FullMethodName, cOpts...)
@@ -366,6 +380,9 @@ type SanbootServer interface {
 	// then every change of their views.
 	WatchAgents(*ListAgentsRequest, grpc.ServerStreamingServer[AgentEvent]) error
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// EnrollAgent lets the agent of that name (its certificate's CN) use
+	// etcd: its etcd user and role (admins only; with TLS).
+	EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
 	// UploadSource then makes agents fetch them with AgentData.ReadUpload.
 	UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error
@@ -436,6 +453,9 @@ func (UnimplementedSanbootServer) WatchAgents(*ListAgentsRequest, grpc.ServerStr
 }
 func (UnimplementedSanbootServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedSanbootServer) EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnrollAgent not implemented")
 }
 func (UnimplementedSanbootServer) UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadImage not implemented")
@@ -734,6 +754,24 @@ func _Sanboot_ListMembers_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sanboot_EnrollAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).EnrollAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_EnrollAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).EnrollAgent(ctx, req.(*EnrollAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Sanboot_UploadImage_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(SanbootServer).UploadImage(&grpc.GenericServerStream[UploadImageRequest, UploadImageResponse]{ServerStream: stream})
 }
@@ -821,6 +859,10 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMembers",
 			Handler:    _Sanboot_ListMembers_Handler,
+		},
+		{
+			MethodName: "EnrollAgent",
+			Handler:    _Sanboot_EnrollAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -51,6 +51,9 @@ type Config struct {
 	// Boot is how GetBootScript renders scripts and URLs: the boot
 	// server's settings.
 	Boot boot.Settings
+	// EtcdAuth says that etcd's authorization is on (with TLS): agents
+	// need EnrollAgent before they can use etcd.
+	EtcdAuth bool
 }
 
 // Server implements sanbootv1.SanbootServer. Create it with New, call Run

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -219,6 +220,22 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	return c, errors.Join(errs...)
 }
 
+// checkEnrolled reads the agent's own record: with TLS, etcd refuses an
+// agent whose certificate has no etcd user yet.
+func checkEnrolled(ctx context.Context, cli *clientv3.Client, name string) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := cli.Get(cctx, api.AgentKey(name))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, rpctypes.ErrPermissionDenied) || strings.Contains(err.Error(), "user name not found"):
+		return fmt.Errorf("etcd refuses agent %s (%v): it is not enrolled yet; on the operator's machine run: sanbootctl agents enroll %s", name, err, name)
+	default:
+		return fmt.Errorf("etcd at %v: %w; check --etcd-endpoints and that --cert was issued by the cluster's CA", cli.Endpoints(), err)
+	}
+}
+
 // checkAgentCert reads the identity of the agent's certificate: it must
 // be an agent's, and its CN is the agent's name (name defaults to it).
 func checkAgentCert(path string, name *string) error {
@@ -283,6 +300,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
 	}
 	defer cli.Close()
+	if tlsConfig != nil {
+		if err := checkEnrolled(ctx, cli, c.name); err != nil {
+			return err
+		}
+	}
 	// The file store fetches upload sources from the control plane, url
 	// sources over HTTP (see imageio.go).
 	b, err := openBackends(ctx, c, newFetcher(cli, tlsConfig, log).Open, log)
