@@ -16,8 +16,9 @@ import (
 
 // DefaultEFIFilename is the boot loader a UEFI node's script has iPXE run
 // from its disk: the removable-media path every UEFI firmware looks for.
-// iPXE releases before 2021 (Debian 12's among them) do not look for it on
-// a SAN disk unless `sanboot --filename` names it.
+// Older iPXE releases (Debian 12's is from 2019) are reported not to look
+// for it on a SAN disk unless `sanboot --filename` names it, so the script
+// always does.
 const DefaultEFIFilename = `\EFI\BOOT\BOOTX64.EFI`
 
 // DefaultTokenTTL is how long an unused boot token stays valid.
