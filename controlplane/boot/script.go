@@ -16,9 +16,8 @@ import (
 
 // DefaultEFIFilename is the boot loader a UEFI node's script has iPXE run
 // from its disk: the removable-media path every UEFI firmware looks for.
-// Older iPXE releases (Debian 12's is from 2019) are reported not to look
-// for it on a SAN disk unless `sanboot --filename` names it, so the script
-// always does.
+// iPXE looks for the same path when no `sanboot --filename` is given;
+// scripts name it all the same, so that they say what the disk must hold.
 const DefaultEFIFilename = `\EFI\BOOT\BOOTX64.EFI`
 
 // DefaultTokenTTL is how long an unused boot token stays valid.
