@@ -1941,6 +1941,13 @@ type ListRequest struct {
 	AllProjects bool                   `protobuf:"varint,2,opt,name=all_projects,json=allProjects,proto3" json:"all_projects,omitempty"`
 	// kubectl-style equality selector: "a=b,c!=d,e".
 	LabelSelector string `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Paging (ListNodes, ListImages): at most page_size objects (the server
+	// may return fewer, to keep a response small; 0 is every object, refused
+	// when they do not fit one response), then next_page_token. Pass it as
+	// page_token, with the same other fields, for the next page; every page
+	// is read at the revision of the first.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1992,6 +1999,20 @@ func (x *ListRequest) GetAllProjects() bool {
 func (x *ListRequest) GetLabelSelector() string {
 	if x != nil {
 		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
 	}
 	return ""
 }
@@ -2190,9 +2211,11 @@ func (x *PutNodeResponse) GetResult() PutResult {
 }
 
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Nodes    []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2239,6 +2262,13 @@ func (x *ListNodesResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PutImageRequest struct {
@@ -2354,9 +2384,11 @@ func (x *PutImageResponse) GetResult() PutResult {
 }
 
 type ListImagesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Images   []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2403,6 +2435,13 @@ func (x *ListImagesResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListImagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ListAgentsRequest struct {
@@ -4173,11 +4212,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"q\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xad\x01\n" +
 	"\vListRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
-	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\"\x8c\x01\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4190,20 +4232,22 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"W\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\x7f\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"|\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"|\n" +
 	"\x0fPutImageRequest\x12'\n" +
 	"\x05image\x18\x01 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"j\n" +
 	"\x10PutImageResponse\x12'\n" +
 	"\x05image\x18\x01 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"[\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\x83\x01\n" +
 	"\x12ListImagesResponse\x12)\n" +
 	"\x06images\x18\x01 \x03(\v2\x11.sanboot.v1.ImageR\x06images\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\x13\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x13\n" +
 	"\x11ListAgentsRequest\"?\n" +
 	"\x12ListAgentsResponse\x12)\n" +
 	"\x06agents\x18\x01 \x03(\v2\x11.sanboot.v1.AgentR\x06agents\"%\n" +

@@ -64,20 +64,29 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	if err != nil {
 		return nil, err
 	}
+	p, err := newPager(req)
+	if err != nil {
+		return nil, err
+	}
 	scope := f.Project
 	if f.AllProjects {
 		scope = ""
 	}
+	at := p.readOpts()
 	st, err := s.read(ctx,
-		list(api.NodesPrefix(scope)),
-		list(api.PlacementsPrefix(scope)),
-		list(api.NodeStatusPrefix(scope)),
-		listKeys(api.AlivePrefix()),
-		list(api.MACsPrefix()))
+		list(api.NodesPrefix(scope), at...),
+		list(api.PlacementsPrefix(scope), at...),
+		list(api.NodeStatusPrefix(scope), at...),
+		listKeys(api.AlivePrefix(), at...),
+		list(api.MACsPrefix(), at...))
 	if err != nil {
 		return nil, err
 	}
-	return &sanbootv1.ListNodesResponse{Nodes: view.Nodes(st, f), Revision: st.Revision}, nil
+	nodes, next, err := page(p, view.Nodes(st, f), func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, st.Revision, "nodes")
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListNodesResponse{Nodes: nodes, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }
 
 // nodeFilter checks and turns the selection fields of a request into a filter.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -165,6 +166,10 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 // revision, and loads what they return into a store.
 func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, error) {
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, status.Error(codes.FailedPrecondition, "the revision this list was being read at is gone (etcd compacted it) "+
+			"while paging: list again from the first page")
+	}
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
@@ -178,12 +183,14 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 	return st, nil
 }
 
-func get(key string) clientv3.Op { return clientv3.OpGet(key) }
+func get(key string, opts ...clientv3.OpOption) clientv3.Op { return clientv3.OpGet(key, opts...) }
 
-func list(prefix string) clientv3.Op { return clientv3.OpGet(prefix, clientv3.WithPrefix()) }
+func list(prefix string, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(prefix, append(opts, clientv3.WithPrefix())...)
+}
 
-func listKeys(prefix string) clientv3.Op {
-	return clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+func listKeys(prefix string, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(prefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 }
 
 // write commits a transaction; a failed comparison is kv.ErrConflict.
