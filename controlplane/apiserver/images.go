@@ -76,6 +76,9 @@ func (s *Server) ListImages(ctx context.Context, req *sanbootv1.ListRequest) (*s
 
 // PutImage creates or updates an image (see PutMode).
 func (s *Server) PutImage(ctx context.Context, req *sanbootv1.PutImageRequest) (*sanbootv1.PutImageResponse, error) {
+	if err := checkPutMode(req.GetMode()); err != nil {
+		return nil, err
+	}
 	im := proto.CloneOf(req.GetImage())
 	if err := api.ValidateImage(im); err != nil {
 		return nil, invalid(err)
@@ -156,6 +159,9 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 // image's mod_revision is still the one it checked, and a snapshot is
 // written only if its node's and its parent's mod_revisions are.
 func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.DeleteResponse, error) {
+	if err := checkDeleteRevision(req.GetRevision()); err != nil {
+		return nil, err
+	}
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
 		return nil, err

@@ -115,6 +115,9 @@ func nodeFilter(project string, all bool, selector string, names []string) (view
 // PutNode creates or updates a node (see PutMode). Its image must exist in
 // its project, and a node's image never changes: its disk was cloned from it.
 func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*sanbootv1.PutNodeResponse, error) {
+	if err := checkPutMode(req.GetMode()); err != nil {
+		return nil, err
+	}
 	n := proto.CloneOf(req.GetNode())
 	if err := api.ValidateNode(n); err != nil {
 		return nil, invalid(err)
@@ -255,6 +258,9 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 // DeleteNode marks a node deleting; the scheduler and its agent do the
 // rest. Deleting a node that is being deleted again changes nothing.
 func (s *Server) DeleteNode(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {
+	if err := checkDeleteRevision(req.GetRevision()); err != nil {
+		return nil, err
+	}
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
 		return nil, err

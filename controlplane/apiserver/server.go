@@ -142,7 +142,9 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 		log.Error("panic in RPC handler", "method", method, "panic", r, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s (logged on the server); please report it", method)
 	}
+	codec := newStrictCodec()
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -150,7 +152,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(ctx, req)
-		}),
+		}, codec.unary),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -158,7 +160,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(srv, ss)
-		}),
+		}, codec.stream),
 	}
 }
 
@@ -267,4 +269,21 @@ func newMeta(ref state.Ref, labels map[string]string) *sanbootv1.ObjectMeta {
 		Project: ref.Project, Name: ref.Name, Labels: labels,
 		Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
 	}
+}
+
+// checkPutMode refuses a PutMode this server does not know (a newer
+// client's, or garbage) instead of taking it for APPLY.
+func checkPutMode(m sanbootv1.PutMode) error {
+	if _, ok := sanbootv1.PutMode_name[int32(m)]; !ok {
+		return status.Errorf(codes.InvalidArgument, "mode: %d is not a PutMode: use PUT_MODE_APPLY (0) or PUT_MODE_CREATE (1)", int32(m))
+	}
+	return nil
+}
+
+// checkDeleteRevision refuses a negative revision (0 means any).
+func checkDeleteRevision(rev int64) error {
+	if rev < 0 {
+		return status.Errorf(codes.InvalidArgument, "revision: %d is negative: give the revision you read, or 0 for any", rev)
+	}
+	return nil
 }
