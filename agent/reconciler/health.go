@@ -47,6 +47,8 @@ func (r *Reconciler) problemLocked() string {
 		return r.targetProblem
 	case len(r.lost) > 0:
 		return fmt.Sprintf("rebuilding %d target(s) that the %s target system lost", len(r.lost), r.cfg.Driver.Name())
+	case r.storeFull != "":
+		return r.storeFull
 	}
 	return ""
 }
@@ -111,6 +113,8 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 		}
 	}
 
+	r.checkStore(ctx)
+
 	type mark struct {
 		k   ref
 		rev int64
@@ -157,6 +161,47 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 		r.q.Forget(key{kindNode, k})
 		r.q.Add(key{kindNode, k})
 	}
+}
+
+// checkStore notes whether the store is full; when that changes, the
+// Ready nodes are queued, so that their statuses say it (or stop saying it).
+func (r *Reconciler) checkStore(ctx context.Context) {
+	c, err := r.cfg.Store.Capacity(ctx)
+	if err != nil {
+		return // the store's own errors show where they happen
+	}
+	full := ""
+	if c.CapacityBytes > 0 && c.FreeBytes < r.cfg.StoreFullBelow {
+		full = fmt.Sprintf("the store of agent %s is full (%d bytes free of %d): writes to the disks it holds fail; "+
+			"free space there (delete nodes or images, or grow the file system)", r.cfg.Agent, c.FreeBytes, c.CapacityBytes)
+	}
+	r.mu.Lock()
+	changed := (full == "") != (r.storeFull == "")
+	r.storeFull = full
+	var wake []ref
+	if changed {
+		for k := range r.served {
+			wake = append(wake, k)
+		}
+	}
+	r.mu.Unlock()
+	if changed && full != "" {
+		r.log.Warn("the store is full: writes to node disks fail", "free", c.FreeBytes, "capacity", c.CapacityBytes)
+	}
+	for _, k := range wake {
+		r.q.Add(key{kindNode, k})
+	}
+}
+
+// storeWarning is what a Ready node's status adds while the store is
+// full, "" otherwise.
+func (r *Reconciler) storeWarning() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.storeFull == "" {
+		return ""
+	}
+	return "but " + r.storeFull
 }
 
 // noteStatus records the final status of a node's pass for the checks:

@@ -132,6 +132,9 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 	ready.Portals = slices.Clone(r.advertise)
 	ready.Lun = int32(r.cfg.Driver.LUN())
 	ready.CloneMode = string(disk.CloneMode)
+	if warn := r.storeWarning(); warn != "" {
+		ready.Message += "; " + warn
+	}
 	w.final(ready)
 	return done, nil
 }

@@ -41,7 +41,7 @@ type Config struct {
 	// registration and every UpdateInterval, and the record is rewritten
 	// only when they changed. Nil means 0 and 0.
 	Capacity func(context.Context) (capacity, free int64, err error)
-	// UpdateInterval between capacity checks (default 30 s).
+	// UpdateInterval between capacity checks (default 10 s; at once when SetProblem changes the problem, e.g. when the store fills up).
 	UpdateInterval time.Duration
 	Log            *slog.Logger
 }
@@ -74,7 +74,7 @@ func New(cli *clientv3.Client, cfg Config) (*Registry, error) {
 		cfg.TTL = 10 * time.Second
 	}
 	if cfg.UpdateInterval <= 0 {
-		cfg.UpdateInterval = 30 * time.Second
+		cfg.UpdateInterval = 10 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
