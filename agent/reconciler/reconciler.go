@@ -82,7 +82,7 @@ type Config struct {
 	// StoreFullBelow is the free space under which the store counts as
 	// full: writes to the nodes' disks fail (default 16 MiB; see health.go).
 	StoreFullBelow int64
-	Log       *slog.Logger
+	Log            *slog.Logger
 }
 
 type kind uint8
