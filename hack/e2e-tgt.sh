@@ -131,6 +131,50 @@ wait_until 60 "/readyz 200 again" sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_
 grep -q "tgtd died; starting it again" "$WORK/agent-s1.log" || die "the agent log does not say that tgtd died"
 check_ready_readable
 
+log "a system tgtd (its own service): agent s2 with --tgtd=system, node n4 on it"
+SYS_CTL=$((CTL + 1))
+SYS_PORTAL=127.0.0.1:$(free_port)
+start_system_tgtd() {
+	"$WORK/gate/tgtd" -f -C "$SYS_CTL" --iscsi "portal=$SYS_PORTAL" >>"$WORK/system-tgtd.log" 2>&1 &
+	SYS_TGTD=$!
+	SANBOOT_PIDS+=("$SYS_TGTD")
+	wait_until 30 "system tgtd on $SYS_PORTAL" tgtadm -C "$SYS_CTL" --mode system --op show
+}
+start_system_tgtd
+mount_fs "$FS" "$WORK/store2.img" "$WORK/store2" 1G
+S1_PID=$AGENT_PID S1_METRICS=$AGENT_METRICS
+AGENT_FLAGS=(--driver=tgt --tgtd=system --tgtd-control=$SYS_CTL --portal "$SYS_PORTAL")
+STORE_DIR=$WORK/store2 start_agent "$WORK" s2
+ctl provision n4 --image golden --agent s2 --chap --wait --timeout 120s
+check_ready_readable
+
+log "a graceful stop of s2 leaves n4 served: it stays Ready and its initiator reads it"
+stop_pid "$AGENT_PID"
+wait_until 30 "agent s2 Unavailable" agent_state_is s2 Unavailable
+node_says n4 Ready "stopped at .* left the target serving" || die "n4 does not say Ready with its agent stopped: $(ctl get nodes n4 -o json)"
+ctl get nodes n4 -o wide
+before=$READY_CHECKED
+check_ready_readable
+((READY_CHECKED > before)) || die "n4 was not read while its agent was stopped"
+STORE_DIR=$WORK/store2 start_agent "$WORK" s2
+ctl wait node n4 --for=ready --timeout=60s
+
+log "the system tgtd dies: n4 Unavailable, s2 NotReady, /readyz 503; tgtd back (as systemd would): rebuilt, read again"
+kill -9 "$SYS_TGTD"
+wait_until 60 "n4 Unavailable, saying tgtd does not answer" node_says n4 Unavailable "does not answer"
+wait_until 60 "agent s2 NotReady" agent_state_is s2 NotReady
+[ "$(readyz)" = 503 ] && grep -q "does not answer" "$WORK/readyz" || die "/readyz of s2 with its tgtd dead: $(cat "$WORK/readyz")"
+check_ready_readable
+start_system_tgtd
+wait_until 60 "n4 Ready again" node_phase_is n4 Ready
+wait_until 60 "agent s2 Ready again" agent_state_is s2 Ready
+check_ready_readable
+ctl deprovision n4 --wait --timeout 60s
+stop_pid "$AGENT_PID"
+tgtadm -C "$SYS_CTL" --mode system --op delete || true
+AGENT_PID=$S1_PID AGENT_METRICS=$S1_METRICS
+AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$CTL --portal "$PORTAL")
+
 log "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
 ctl snapshot create n1 n1-snap --wait --timeout 60s
 ctl snapshot ls
@@ -158,5 +202,5 @@ left=$(tgtadm -C "$CTL" --lld iscsi --mode target --op show | grep -c "iqn.2026-
 ctl snapshot rm n1-snap
 ctl image rm golden
 log "property: $READY_CHECKED times a node said Ready, its own initiator read its disk"
-((READY_CHECKED >= 9)) || die "only $READY_CHECKED Ready nodes were read: the property was hardly checked"
-echo "e2e-tgt ($FS store): 3 passed, 0 failed"
+((READY_CHECKED >= 15)) || die "only $READY_CHECKED Ready nodes were read: the property was hardly checked"
+echo "e2e-tgt ($FS store): 5 passed, 0 failed"

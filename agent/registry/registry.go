@@ -19,6 +19,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
@@ -41,6 +42,10 @@ type Config struct {
 	// registration and every UpdateInterval, and the record is rewritten
 	// only when they changed. Nil means 0 and 0.
 	Capacity func(context.Context) (capacity, free int64, err error)
+	// TargetsOutlive says the agent's targets keep being served when it
+	// stops (a system tgtd, LIO): a graceful stop then records that in the
+	// agent record, and its nodes stay Ready instead of Unavailable.
+	TargetsOutlive bool
 	// UpdateInterval between capacity checks (default 10 s; at once when SetProblem changes the problem, e.g. when the store fills up).
 	UpdateInterval time.Duration
 	Log            *slog.Logger
@@ -292,8 +297,31 @@ func (r *Registry) revoke() {
 	r.lease = 0
 	r.mu.Unlock()
 	if id != 0 {
+		if r.cfg.TargetsOutlive {
+			r.recordStop()
+		}
 		r.revokeLease(id, true)
 	}
+}
+
+// recordStop writes, before the lease goes, that the agent stops on
+// purpose and leaves its targets serving.
+func (r *Registry) recordStop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	rec, rev := r.record, r.recRev
+	r.mu.Unlock()
+	if rec == nil {
+		return
+	}
+	rec = proto.CloneOf(rec)
+	rec.StopTime, rec.TargetsKept = timestamppb.Now(), true
+	if _, err := kv.CAS(ctx, r.cli, api.AgentKey(r.cfg.Name), rev, rec); err != nil {
+		r.log.Warn("could not record the stop; the agent's nodes show Unavailable until it is back", "err", err)
+		return
+	}
+	r.log.Info("stopping with the targets left serving: the agent's nodes stay Ready (unchecked) until it is back")
 }
 
 // revokeLease ends a lease; final says it is the agent's last one, whose

@@ -1370,7 +1370,13 @@ type AgentRecord struct {
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Why the agent does not serve its targets although it runs (its target
 	// system is down, or it is rebuilding targets); empty when it serves them.
-	Problem       string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	// Written by a graceful stop when the agent's targets outlive it (a
+	// system tgtd, LIO): when it stopped. Its nodes then stay Ready
+	// (unchecked) instead of Unavailable until it is back. Cleared when it
+	// registers again.
+	StopTime      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
+	TargetsKept   bool                   `protobuf:"varint,13,opt,name=targets_kept,json=targetsKept,proto3" json:"targets_kept,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1480,6 +1486,20 @@ func (x *AgentRecord) GetProblem() string {
 		return x.Problem
 	}
 	return ""
+}
+
+func (x *AgentRecord) GetStopTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StopTime
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetTargetsKept() bool {
+	if x != nil {
+		return x.TargetsKept
+	}
+	return false
 }
 
 // Agent is the API's view of an agent: its record plus what the control
@@ -4152,7 +4172,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04Node\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
-	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\x91\x03\n" +
+	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\xed\x03\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4169,7 +4189,9 @@ const file_sanboot_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\aproblem\x18\v \x01(\tR\aproblem\"~\n" +
+	"\aproblem\x18\v \x01(\tR\aproblem\x127\n" +
+	"\tstop_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bstopTime\x12!\n" +
+	"\ftargets_kept\x18\r \x01(\bR\vtargetsKept\"~\n" +
 	"\x05Agent\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.sanboot.v1.AgentRecordR\x06record\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
@@ -4493,79 +4515,80 @@ var file_sanboot_proto_depIdxs = []int32{
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
 	61, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
 	61, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
-	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
-	17, // 25: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 26: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 27: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 28: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 29: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 30: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 31: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 32: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 33: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 34: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 35: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 36: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 37: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 39: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 40: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 41: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 42: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	45, // 43: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	51, // 44: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	61, // 45: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	55, // 46: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	59, // 47: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 48: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 49: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 50: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 51: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	40, // 52: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 53: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 54: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 55: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 56: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 57: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 58: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 59: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 60: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 61: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 62: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 63: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	44, // 64: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	47, // 65: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 66: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	50, // 67: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	57, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	31, // 69: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 70: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 71: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	43, // 72: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	41, // 73: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 74: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 75: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 76: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 77: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 78: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	56, // 79: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	53, // 80: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 81: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 82: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	42, // 83: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 84: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	46, // 85: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 86: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	48, // 87: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	52, // 88: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	58, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	69, // [69:90] is the sub-list for method output_type
-	48, // [48:69] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	61, // 22: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
+	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
+	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
+	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	17, // 26: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 27: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	17, // 28: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 29: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	17, // 30: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 31: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 32: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 33: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 34: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 35: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 36: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 37: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 38: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 39: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 40: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 41: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 42: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 43: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	45, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	51, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	61, // 46: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	55, // 47: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	59, // 48: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	30, // 49: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 50: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 51: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 52: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	40, // 53: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 54: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 55: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 56: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 57: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	38, // 58: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 59: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 60: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 61: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 62: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	33, // 63: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	36, // 64: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	44, // 65: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	47, // 66: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 67: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	50, // 68: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	57, // 69: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	31, // 70: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 71: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 72: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	43, // 73: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	41, // 74: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 75: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 76: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 77: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 78: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	39, // 79: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	56, // 80: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	53, // 81: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 82: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 83: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	42, // 84: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	37, // 85: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	46, // 86: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	48, // 87: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	48, // 88: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	52, // 89: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	58, // 90: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	70, // [70:91] is the sub-list for method output_type
+	49, // [49:70] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }

@@ -51,6 +51,14 @@ func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbo
 		}
 		st.MACs = idx.MACs
 	}
+	if agent := st.Placements[ref].Msg.GetAgent(); agent != "" && !st.IsAlive(agent) {
+		// Did it stop leaving its targets served?
+		more, err := s.read(ctx, get(api.AgentKey(agent)))
+		if err != nil {
+			return nil, err
+		}
+		st.Agents = more.Agents
+	}
 	n := view.Node(st, ref)
 	if n == nil {
 		return nil, notFound("node", ref)
@@ -78,7 +86,8 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 		list(api.PlacementsPrefix(scope), at...),
 		list(api.NodeStatusPrefix(scope), at...),
 		listKeys(api.AlivePrefix(), at...),
-		list(api.MACsPrefix(), at...))
+		list(api.MACsPrefix(), at...),
+		list(api.AgentsPrefix(), at...))
 	if err != nil {
 		return nil, err
 	}
