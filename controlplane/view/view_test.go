@@ -76,7 +76,7 @@ func TestNodeStatus(t *testing.T) {
 			api.AgentKey("a"): &sanbootv1.AgentRecord{TargetsKept: true, StopTime: timestamppb.Now()}},
 			api.PhaseReady, `agent "a" stopped at`, true, false},
 		{"agent stopped, targets kept, node was not Ready", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA,
-			statusKey: &sanbootv1.NodeStatus{Phase: api.PhaseFailed, Agent: "a"},
+			statusKey:         &sanbootv1.NodeStatus{Phase: api.PhaseFailed, Agent: "a"},
 			api.AgentKey("a"): &sanbootv1.AgentRecord{TargetsKept: true, StopTime: timestamppb.Now()}},
 			api.PhaseUnavailable, "lease expired", true, false},
 		{"deleting, never placed", map[string]proto.Message{nodeKey: node(true)},
