@@ -90,6 +90,10 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	switch {
 	case agent == "":
 		available.Reason, available.Message = "NotScheduled", "the node has no agent yet"
+	case alive && s.Agents[agent].Msg.GetProblem() != "":
+		// Alive but not serving its targets (its tgtd is down...).
+		available.Status = false
+		available.Reason, available.Message = "AgentNotReady", fmt.Sprintf("agent %q is alive but not Ready: %s", agent, s.Agents[agent].Msg.GetProblem())
 	case alive:
 		available.Reason, available.Message = "LeaseAlive", fmt.Sprintf("agent %q is alive", agent)
 	case keptSince != "":
