@@ -73,7 +73,7 @@ func TestNodeStatus(t *testing.T) {
 		{"agent lease expired", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, statusKey: ready},
 			api.PhaseUnavailable, `agent "a" is unavailable (lease expired); the node's disk lives there`, true, false},
 		{"agent alive, its tgtd down", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty,
-			statusKey: &sanbootv1.NodeStatus{Phase: api.PhaseUnavailable, Agent: "a", Message: "the managed tgtd died"},
+			statusKey:         &sanbootv1.NodeStatus{Phase: api.PhaseUnavailable, Agent: "a", Message: "the managed tgtd died"},
 			api.AgentKey("a"): &sanbootv1.AgentRecord{Problem: "the managed tgtd died"}},
 			api.PhaseUnavailable, "the managed tgtd died", true, false},
 		{"agent stopped, targets kept serving", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, statusKey: ready,
