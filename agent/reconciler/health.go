@@ -115,13 +115,9 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 
 	r.checkStore(ctx)
 
-	type mark struct {
-		k   ref
-		rev int64
-		gen int64
-		msg string
-	}
-	var marks []mark
+	// Marks are written under r.mu, as noteStatus writes final statuses:
+	// whichever comes last wins both in etcd and here.
+	marked := 0
 	var wake []ref
 	r.mu.Lock()
 	r.targetProblem = problem
@@ -140,7 +136,10 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 			msg = fmt.Sprintf("target %s is no longer served by the %s target system (it was restarted or the target removed); "+
 				"the agent builds it again", s.iqn, r.cfg.Driver.Name())
 		}
-		marks = append(marks, mark{k, st.rev, st.a.GetGeneration(), msg})
+		r.w.submit(statusItem(r.cfg.Agent, k.project, k.name, st.rev, &sanbootv1.NodeStatus{
+			Phase: api.PhaseUnavailable, Message: msg, Agent: r.cfg.Agent, ObservedGeneration: st.a.GetGeneration(),
+		}))
+		marked++
 	}
 	if problem == "" {
 		for k := range r.lost {
@@ -148,14 +147,8 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
-
-	for _, m := range marks {
-		r.w.submit(statusItem(r.cfg.Agent, m.k.project, m.k.name, m.rev, &sanbootv1.NodeStatus{
-			Phase: api.PhaseUnavailable, Message: m.msg, Agent: r.cfg.Agent, ObservedGeneration: m.gen,
-		}))
-	}
-	if len(marks) > 0 {
-		r.log.Warn("targets of Ready nodes are not served; their nodes say Unavailable", "nodes", len(marks), "problem", problem)
+	if marked > 0 {
+		r.log.Warn("targets of Ready nodes are not served; their nodes say Unavailable", "nodes", marked, "problem", problem)
 	}
 	for _, k := range wake {
 		r.q.Forget(key{kindNode, k})
@@ -204,11 +197,13 @@ func (r *Reconciler) storeWarning() string {
 	return "but " + r.storeFull
 }
 
-// noteStatus records the final status of a node's pass for the checks:
-// a Ready node is watched; any other outcome ends its being lost.
-func (r *Reconciler) noteStatus(k ref, st *sanbootv1.NodeStatus) {
+// finalStatus writes the final status of a node's pass (submit) and
+// records it for the checks: a Ready node is watched; any other outcome
+// ends its being lost. Both happen under r.mu, as the checks' marks do.
+func (r *Reconciler) finalStatus(k ref, st *sanbootv1.NodeStatus, submit func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	submit()
 	wasLost := r.lost[k]
 	if st.GetPhase() == api.PhaseReady {
 		r.seq++

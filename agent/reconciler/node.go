@@ -33,10 +33,7 @@ func (w *nodeWork) submit(st *sanbootv1.NodeStatus) {
 
 // final writes st as the outcome of this pass.
 func (w *nodeWork) final(st *sanbootv1.NodeStatus) {
-	w.p.finish(func() {
-		w.submit(st)
-		w.r.noteStatus(w.k, st)
-	})
+	w.p.finish(func() { w.r.finalStatus(w.k, st, func() { w.submit(st) }) })
 }
 
 // failed writes a Failed status and returns how to go on. When the agent
