@@ -79,7 +79,10 @@ type Config struct {
 	HealthInterval time.Duration
 	// OnProblem, if set, is called with Problem whenever it changes.
 	OnProblem func(problem string)
-	Log       *slog.Logger
+	// StoreFullBelow is the free space under which the store counts as
+	// full: writes to the nodes' disks fail (default 16 MiB; see health.go).
+	StoreFullBelow int64
+	Log            *slog.Logger
 }
 
 type kind uint8
@@ -136,6 +139,7 @@ type Reconciler struct {
 	served        map[ref]served // nodes whose last status said Ready
 	lost          map[ref]bool   // nodes said Unavailable because their target vanished
 	targetProblem string         // the target system's outage, "" when none
+	storeFull     string         // why the store counts as full, "" when it does not
 	seq           uint64
 }
 
@@ -180,6 +184,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 5 * time.Second
+	}
+	if cfg.StoreFullBelow <= 0 {
+		cfg.StoreFullBelow = 16 << 20
 	}
 	if cfg.StatusBatch <= 0 || cfg.StatusBatch > 128 {
 		cfg.StatusBatch = 100

@@ -1380,7 +1380,13 @@ type AgentRecord struct {
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Why the agent does not serve its targets although it runs (its target
 	// system is down, or it is rebuilding targets); empty when it serves them.
-	Problem       string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	// Written by a graceful stop when the agent's targets outlive it (a
+	// system tgtd, LIO): when it stopped. Its nodes then stay Ready
+	// (unchecked) instead of Unavailable until it is back. Cleared when it
+	// registers again.
+	StopTime      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
+	TargetsKept   bool                   `protobuf:"varint,13,opt,name=targets_kept,json=targetsKept,proto3" json:"targets_kept,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1490,6 +1496,20 @@ func (x *AgentRecord) GetProblem() string {
 		return x.Problem
 	}
 	return ""
+}
+
+func (x *AgentRecord) GetStopTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StopTime
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetTargetsKept() bool {
+	if x != nil {
+		return x.TargetsKept
+	}
+	return false
 }
 
 // Agent is the API's view of an agent: its record plus what the control
@@ -1951,6 +1971,13 @@ type ListRequest struct {
 	AllProjects bool                   `protobuf:"varint,2,opt,name=all_projects,json=allProjects,proto3" json:"all_projects,omitempty"`
 	// kubectl-style equality selector: "a=b,c!=d,e".
 	LabelSelector string `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Paging (ListNodes, ListImages): at most page_size objects (the server
+	// may return fewer, to keep a response small; 0 is every object, refused
+	// when they do not fit one response), then next_page_token. Pass it as
+	// page_token, with the same other fields, for the next page; every page
+	// is read at the revision of the first.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2002,6 +2029,20 @@ func (x *ListRequest) GetAllProjects() bool {
 func (x *ListRequest) GetLabelSelector() string {
 	if x != nil {
 		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
 	}
 	return ""
 }
@@ -2200,9 +2241,11 @@ func (x *PutNodeResponse) GetResult() PutResult {
 }
 
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Nodes    []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2249,6 +2292,13 @@ func (x *ListNodesResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PutImageRequest struct {
@@ -2364,9 +2414,11 @@ func (x *PutImageResponse) GetResult() PutResult {
 }
 
 type ListImagesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Images   []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2413,6 +2465,13 @@ func (x *ListImagesResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListImagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ListAgentsRequest struct {
@@ -4329,7 +4388,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
 	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\x12=\n" +
-	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\x91\x03\n" +
+	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\xed\x03\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4346,7 +4405,9 @@ const file_sanboot_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\aproblem\x18\v \x01(\tR\aproblem\"~\n" +
+	"\aproblem\x18\v \x01(\tR\aproblem\x127\n" +
+	"\tstop_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bstopTime\x12!\n" +
+	"\ftargets_kept\x18\r \x01(\bR\vtargetsKept\"~\n" +
 	"\x05Agent\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.sanboot.v1.AgentRecordR\x06record\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
@@ -4389,11 +4450,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"q\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xad\x01\n" +
 	"\vListRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
-	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\"\x8c\x01\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4406,20 +4470,22 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"W\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\x7f\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"|\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"|\n" +
 	"\x0fPutImageRequest\x12'\n" +
 	"\x05image\x18\x01 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"j\n" +
 	"\x10PutImageResponse\x12'\n" +
 	"\x05image\x18\x01 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"[\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\x83\x01\n" +
 	"\x12ListImagesResponse\x12)\n" +
 	"\x06images\x18\x01 \x03(\v2\x11.sanboot.v1.ImageR\x06images\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\x13\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x13\n" +
 	"\x11ListAgentsRequest\"?\n" +
 	"\x12ListAgentsResponse\x12)\n" +
 	"\x06agents\x18\x01 \x03(\v2\x11.sanboot.v1.AgentR\x06agents\"%\n" +
@@ -4686,82 +4752,83 @@ var file_sanboot_proto_depIdxs = []int32{
 	57, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
 	64, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
 	64, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
-	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
-	17, // 26: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 27: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 28: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 29: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 30: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 31: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 32: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 33: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 34: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 35: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 36: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 37: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 38: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 39: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 40: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 41: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 42: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 43: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	47, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	53, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	64, // 46: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	64, // 47: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	58, // 48: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	62, // 49: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 50: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 51: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 52: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 53: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	42, // 54: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 55: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 56: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 57: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 58: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	40, // 59: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 60: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 61: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 62: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 63: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 64: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 65: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	37, // 66: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
-	46, // 67: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 68: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	60, // 69: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	49, // 70: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	52, // 71: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 72: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 73: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 74: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	45, // 75: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	43, // 76: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 77: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 78: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 79: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 80: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	41, // 81: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	59, // 82: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	55, // 83: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 84: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 85: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	44, // 86: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	39, // 87: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	38, // 88: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
-	48, // 89: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	50, // 90: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	61, // 91: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	50, // 92: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	54, // 93: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	72, // [72:94] is the sub-list for method output_type
-	50, // [50:72] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	64, // 23: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
+	18, // 24: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
+	15, // 25: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
+	22, // 26: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	17, // 27: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 28: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	17, // 29: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 30: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	17, // 31: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 32: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 33: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 34: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 35: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 36: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 37: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 38: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 39: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 40: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 41: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 42: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 43: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 44: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	47, // 45: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	53, // 46: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	64, // 47: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	64, // 48: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	58, // 49: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	62, // 50: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	30, // 51: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 52: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 53: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 54: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	42, // 55: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 56: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 57: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 58: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 59: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	40, // 60: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 61: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 62: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 63: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 64: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	33, // 65: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	36, // 66: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	37, // 67: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	46, // 68: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	24, // 69: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	60, // 70: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	49, // 71: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	52, // 72: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	31, // 73: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 74: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 75: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	45, // 76: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	43, // 77: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 78: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 79: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 80: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 81: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	41, // 82: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	59, // 83: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	55, // 84: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 85: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 86: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	44, // 87: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	39, // 88: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	38, // 89: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	48, // 90: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	50, // 91: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	61, // 92: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	50, // 93: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	54, // 94: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	73, // [73:95] is the sub-list for method output_type
+	51, // [51:73] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }

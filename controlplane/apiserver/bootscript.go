@@ -32,6 +32,7 @@ func (s *Server) GetBootScript(ctx context.Context, req *sanbootv1.GetRequest) (
 		get(api.NodeStatusKey(ref.Project, ref.Name)),
 		listKeys(api.AlivePrefix()),
 		get(api.SecretKey(ref.Project, ref.Name)),
+		list(api.AgentsPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
@@ -40,7 +41,7 @@ func (s *Server) GetBootScript(ctx context.Context, req *sanbootv1.GetRequest) (
 	for _, r := range resp.Responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
-	st := state.New(s.log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets)
+	st := state.New(s.log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets, state.Agents)
 	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
 	n := view.Node(st, ref)
 	if n == nil {

@@ -132,7 +132,7 @@ func (c *cache) handle(b kv.Batch) {
 					affected[ref] = true
 				}
 			}
-		case state.Alive:
+		case state.Alive, state.Agents:
 			for ref, pl := range c.store.Placements {
 				if pl.Msg.GetAgent() == ch.Agent {
 					affected[ref] = true

@@ -19,15 +19,15 @@ import (
 
 // readImages reads what image views join: images (one, or all of a
 // project), their replicas, the nodes that use them, and the agents.
-func (s *Server) readImages(ctx context.Context, project, name string) (*state.Store, error) {
-	images, replicas := list(api.ImagesPrefix(project)), list(api.ReplicasPrefix("", ""))
+func (s *Server) readImages(ctx context.Context, project, name string, at ...clientv3.OpOption) (*state.Store, error) {
+	images, replicas := list(api.ImagesPrefix(project), at...), list(api.ReplicasPrefix("", ""), at...)
 	if name != "" {
-		images, replicas = get(api.ImageKey(project, name)), list(api.ReplicasPrefix(project, name))
+		images, replicas = get(api.ImageKey(project, name), at...), list(api.ReplicasPrefix(project, name), at...)
 	}
 	return s.read(ctx, images, replicas,
-		list(api.NodesPrefix(project)),
-		listKeys(api.AgentsPrefix()),
-		listKeys(api.AlivePrefix()))
+		list(api.NodesPrefix(project), at...),
+		listKeys(api.AgentsPrefix(), at...),
+		listKeys(api.AlivePrefix(), at...))
 }
 
 // GetImage returns an image with its replicas and users.
@@ -59,15 +59,26 @@ func (s *Server) ListImages(ctx context.Context, req *sanbootv1.ListRequest) (*s
 	if err != nil {
 		return nil, invalid(err)
 	}
-	st, err := s.readImages(ctx, project, "")
+	p, err := newPager(req)
 	if err != nil {
 		return nil, err
 	}
-	return &sanbootv1.ListImagesResponse{Images: view.Images(st, project, sel), Revision: st.Revision}, nil
+	st, err := s.readImages(ctx, project, "", p.readOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	images, next, err := page(p, view.Images(st, project, sel), func(im *sanbootv1.Image) string { return metaKey(im.GetMetadata()) }, st.Revision, "images")
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListImagesResponse{Images: images, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }
 
 // PutImage creates or updates an image (see PutMode).
 func (s *Server) PutImage(ctx context.Context, req *sanbootv1.PutImageRequest) (*sanbootv1.PutImageResponse, error) {
+	if err := checkPutMode(req.GetMode()); err != nil {
+		return nil, err
+	}
 	im := proto.CloneOf(req.GetImage())
 	if err := api.ValidateImage(im); err != nil {
 		return nil, invalid(err)
@@ -148,6 +159,9 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 // image's mod_revision is still the one it checked, and a snapshot is
 // written only if its node's and its parent's mod_revisions are.
 func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.DeleteResponse, error) {
+	if err := checkDeleteRevision(req.GetRevision()); err != nil {
+		return nil, err
+	}
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
 		return nil, err

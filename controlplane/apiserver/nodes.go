@@ -51,6 +51,14 @@ func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbo
 		}
 		st.MACs = idx.MACs
 	}
+	if agent := st.Placements[ref].Msg.GetAgent(); agent != "" && !st.IsAlive(agent) {
+		// Did it stop leaving its targets served?
+		more, err := s.read(ctx, get(api.AgentKey(agent)))
+		if err != nil {
+			return nil, err
+		}
+		st.Agents = more.Agents
+	}
 	n := view.Node(st, ref)
 	if n == nil {
 		return nil, notFound("node", ref)
@@ -84,20 +92,30 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	if err != nil {
 		return nil, err
 	}
+	p, err := newPager(req)
+	if err != nil {
+		return nil, err
+	}
 	scope := f.Project
 	if f.AllProjects {
 		scope = ""
 	}
+	at := p.readOpts()
 	st, err := s.read(ctx,
-		list(api.NodesPrefix(scope)),
-		list(api.PlacementsPrefix(scope)),
-		list(api.NodeStatusPrefix(scope)),
-		listKeys(api.AlivePrefix()),
-		list(api.MACsPrefix()))
+		list(api.NodesPrefix(scope), at...),
+		list(api.PlacementsPrefix(scope), at...),
+		list(api.NodeStatusPrefix(scope), at...),
+		listKeys(api.AlivePrefix(), at...),
+		list(api.MACsPrefix(), at...),
+		list(api.AgentsPrefix(), at...))
 	if err != nil {
 		return nil, err
 	}
-	return &sanbootv1.ListNodesResponse{Nodes: view.Nodes(st, f), Revision: st.Revision}, nil
+	nodes, next, err := page(p, view.Nodes(st, f), func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, st.Revision, "nodes")
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListNodesResponse{Nodes: nodes, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }
 
 // nodeFilter checks and turns the selection fields of a request into a filter.
@@ -126,6 +144,9 @@ func nodeFilter(project string, all bool, selector string, names []string) (view
 // PutNode creates or updates a node (see PutMode). Its image must exist in
 // its project, and a node's image never changes: its disk was cloned from it.
 func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*sanbootv1.PutNodeResponse, error) {
+	if err := checkPutMode(req.GetMode()); err != nil {
+		return nil, err
+	}
 	n := proto.CloneOf(req.GetNode())
 	if err := api.ValidateNode(n); err != nil {
 		return nil, invalid(err)
@@ -266,6 +287,9 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 // DeleteNode marks a node deleting; the scheduler and its agent do the
 // rest. Deleting a node that is being deleted again changes nothing.
 func (s *Server) DeleteNode(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {
+	if err := checkDeleteRevision(req.GetRevision()); err != nil {
+		return nil, err
+	}
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
 		return nil, err

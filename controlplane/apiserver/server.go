@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -149,7 +150,9 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 		log.Error("panic in RPC handler", "method", method, "panic", r, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s (logged on the server); please report it", method)
 	}
+	codec := newStrictCodec()
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -157,7 +160,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(ctx, req)
-		}, authzUnary),
+		}, codec.unary, authzUnary),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -165,7 +168,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(srv, ss)
-		}, authzStream),
+		}, codec.stream, authzStream),
 	}
 }
 
@@ -173,6 +176,10 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 // revision, and loads what they return into a store.
 func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, error) {
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, status.Error(codes.FailedPrecondition, "the revision this list was being read at is gone (etcd compacted it) "+
+			"while paging: list again from the first page")
+	}
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
@@ -186,12 +193,14 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 	return st, nil
 }
 
-func get(key string) clientv3.Op { return clientv3.OpGet(key) }
+func get(key string, opts ...clientv3.OpOption) clientv3.Op { return clientv3.OpGet(key, opts...) }
 
-func list(prefix string) clientv3.Op { return clientv3.OpGet(prefix, clientv3.WithPrefix()) }
+func list(prefix string, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(prefix, append(opts, clientv3.WithPrefix())...)
+}
 
-func listKeys(prefix string) clientv3.Op {
-	return clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+func listKeys(prefix string, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(prefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 }
 
 // write commits a transaction; a failed comparison is kv.ErrConflict.
@@ -268,4 +277,21 @@ func newMeta(ref state.Ref, labels map[string]string) *sanbootv1.ObjectMeta {
 		Project: ref.Project, Name: ref.Name, Labels: labels,
 		Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
 	}
+}
+
+// checkPutMode refuses a PutMode this server does not know (a newer
+// client's, or garbage) instead of taking it for APPLY.
+func checkPutMode(m sanbootv1.PutMode) error {
+	if _, ok := sanbootv1.PutMode_name[int32(m)]; !ok {
+		return status.Errorf(codes.InvalidArgument, "mode: %d is not a PutMode: use PUT_MODE_APPLY (0) or PUT_MODE_CREATE (1)", int32(m))
+	}
+	return nil
+}
+
+// checkDeleteRevision refuses a negative revision (0 means any).
+func checkDeleteRevision(rev int64) error {
+	if rev < 0 {
+		return status.Errorf(codes.InvalidArgument, "revision: %d is negative: give the revision you read, or 0 for any", rev)
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
@@ -203,6 +204,17 @@ func TestServeByMACAndName(t *testing.T) {
 	n3.Spec.Macs = nil
 	e.putNode(n3, nil)
 	e.await("/boot?mac=52:54:00:00:00:01", "no node has MAC")
+	// A deleting node boots no more and gives its MACs up (the API frees
+	// them for another node at once): the new node boots by them.
+	n3.Spec.Macs = []string{"52:54:00:00:00:01"}
+	n3.Metadata.DeleteTime = timestamppb.Now()
+	e.putNode(n3, nil)
+	n4 := readyNode("n4", func(n *sanbootv1.Node) { n.Spec.Macs = []string{"52:54:00:00:00:01"} })
+	e.putNode(n4, nil)
+	body = e.await("/boot?mac=52:54:00:00:00:01", sanbootLine)
+	if !strings.Contains(body, "default.n4") {
+		t.Errorf("the MAC of a deleting node and a new one boots:\n%s", body)
+	}
 
 	// The agent's lease expires: the node waits again.
 	if _, err := e.cli.Delete(e.ctx, api.AliveKey("rack1")); err != nil {

@@ -336,7 +336,7 @@ func (s *session) prune(ctx context.Context, c sanbootv1.SanbootClient, objs []*
 	}
 	var errs []error
 	for _, p := range projects {
-		resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: p, LabelSelector: selector})
+		resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: p, LabelSelector: selector})
 		if err != nil {
 			errs = append(errs, s.rpcError(err))
 			continue

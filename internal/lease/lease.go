@@ -35,7 +35,10 @@ type Config struct {
 	// an error of Tick is logged and Tick runs again at the next one.
 	Every time.Duration
 	Tick  func(ctx context.Context) error
-	Log   *slog.Logger
+	// Stopping, if set, runs once when Run ends while registered, just
+	// before the lease is revoked (a last word under the live lease).
+	Stopping func()
+	Log      *slog.Logger
 }
 
 // Keeper is one registration.
@@ -174,6 +177,9 @@ func (k *Keeper) revokeCurrent() {
 	k.lease = 0
 	k.mu.Unlock()
 	if id != 0 {
+		if k.cfg.Stopping != nil {
+			k.cfg.Stopping()
+		}
 		k.revoke(id, true)
 	}
 }

@@ -334,6 +334,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Name: c.name, Version: buildinfo.Version(), Driver: drv.Name(),
 		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
 		TTL: c.leaseTTL, Log: log,
+		// LIO lives in the kernel and a system tgtd in its own service:
+		// their targets outlive the agent; a managed tgtd's do not.
+		TargetsOutlive: c.driver == "lio" || c.driver == "tgt" && c.tgtd == tgtdSystem,
 		Capacity: func(ctx context.Context) (int64, int64, error) {
 			cp, err := st.Capacity(ctx)
 			return cp.CapacityBytes, cp.FreeBytes, err
