@@ -69,7 +69,7 @@ type subscriber struct {
 }
 
 func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
-	return &cache{
+	c := &cache{
 		cli:     cli,
 		log:     log.With("cache", "nodes"),
 		buffer:  buffer,
@@ -79,11 +79,11 @@ func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 			state.Images, state.Replicas, state.Assign),
 		views:  map[state.Ref]*sanbootv1.Node{},
 		subs:   map[*subscriber]struct{}{},
-		images: newViewSet[state.Ref, *sanbootv1.Image]("image", compareRefs),
-		agents: newViewSet[string, *sanbootv1.Agent]("agent", strings.Compare),
-
 		advanced: make(chan struct{}),
 	}
+	c.images = newViewSet("image", compareRefs, func() map[state.Ref]*sanbootv1.Image { return imageViews(c.store) })
+	c.agents = newViewSet("agent", strings.Compare, func() map[string]*sanbootv1.Agent { return agentViews(c.store) })
+	return c
 }
 
 func (c *cache) run(ctx context.Context) error {
