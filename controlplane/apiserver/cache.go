@@ -77,8 +77,8 @@ func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 		stopped: make(chan struct{}),
 		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents,
 			state.Images, state.Replicas, state.Assign),
-		views:  map[state.Ref]*sanbootv1.Node{},
-		subs:   map[*subscriber]struct{}{},
+		views:    map[state.Ref]*sanbootv1.Node{},
+		subs:     map[*subscriber]struct{}{},
 		advanced: make(chan struct{}),
 	}
 	c.images = newViewSet("image", compareRefs, func() map[state.Ref]*sanbootv1.Image { return imageViews(c.store) })
