@@ -22,6 +22,11 @@ import (
 
 // readNode reads what the view of one node joins, plus its image.
 func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*state.Store, error) {
+	return s.read(ctx, nodeReads(ref, image)...)
+}
+
+// nodeReads are the reads of readNode.
+func nodeReads(ref state.Ref, image string) []clientv3.Op {
 	ops := []clientv3.Op{
 		get(api.NodeKey(ref.Project, ref.Name)),
 		get(api.PlacementKey(ref.Project, ref.Name)),
@@ -31,7 +36,7 @@ func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*st
 	if image != "" {
 		ops = append(ops, get(api.ImageKey(ref.Project, image)))
 	}
-	return s.read(ctx, ops...)
+	return ops
 }
 
 // GetNode returns a node with its status.
@@ -116,14 +121,19 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 }
 
 func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutNodeResponse, error) {
+	var st *state.Store
 	if !dryRun && n.Metadata.Revision == 0 {
-		if resp, err := s.createNode(ctx, ref, n); resp != nil || err != nil {
+		resp, read, err := s.createNode(ctx, ref, n)
+		if resp != nil || err != nil {
 			return resp, err
 		}
+		st = read
 	}
-	st, err := s.readNode(ctx, ref, n.Spec.Image)
-	if err != nil {
-		return nil, err
+	if st == nil {
+		var err error
+		if st, err = s.readNode(ctx, ref, n.Spec.Image); err != nil {
+			return nil, err
+		}
 	}
 	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
 	img, ok := st.Images[imgRef]
@@ -193,11 +203,12 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 }
 
 // createNode is the common case in one round trip: the node does not exist
-// and its image does, so write it. It returns nil, nil when that is not the
-// case, and the caller takes the general path (read, compare, write).
-// DeleteImage compares the nodes prefix, so an image cannot go away under a
-// node created here.
-func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, error) {
+// and its image does, so write it. When that is not the case it returns
+// what readNode would have read, in the same transaction, and the caller
+// takes the general path (compare, write): an unchanged node costs one
+// round trip and no write. DeleteImage compares the nodes prefix, so an
+// image cannot go away under a node created here.
+func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, *state.Store, error) {
 	rec := &sanbootv1.Node{
 		Metadata: newMeta(ref, n.Metadata.Labels),
 		Spec:     n.Spec,
@@ -205,26 +216,23 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 	key := api.NodeKey(ref.Project, ref.Name)
 	put, err := kv.PutOp(key, rec)
 	if err != nil {
-		return nil, apiError(err)
+		return nil, nil, apiError(err)
 	}
 	ops, err := withSecret(ref, n.Spec, put)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	rev, err := s.write(ctx, []clientv3.Cmp{
+	rev, read, err := s.writeElseRead(ctx, []clientv3.Cmp{
 		kv.Unchanged(key, 0),
 		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
-	}, ops...)
-	if errors.Is(err, kv.ErrConflict) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
+	}, ops, nodeReads(ref, n.Spec.Image))
+	if err != nil || read != nil {
+		return nil, read, err
 	}
 	s.log.Debug("node created", "node", ref, "rev", rev)
 	st := state.New(s.log, state.Nodes)
 	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
-	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
+	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil, nil
 }
 
 // DeleteNode marks a node deleting; the scheduler and its agent do the

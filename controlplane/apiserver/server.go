@@ -154,6 +154,11 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
+	return s.readStore(resp), nil
+}
+
+// readStore decodes the range responses of a transaction into a store.
+func (s *Server) readStore(resp *clientv3.TxnResponse) *state.Store {
 	kvss := make([][]*mvccpb.KeyValue, 0, len(resp.Responses))
 	for _, r := range resp.Responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
@@ -161,7 +166,21 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
 		state.NodeStatus, state.Agents, state.Alive, state.Members)
 	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
-	return st, nil
+	return st
+}
+
+// writeElseRead commits ops when cmps hold (the revision); otherwise it
+// reads reads in the same transaction and returns them as a store, so
+// that a caller deciding what to do next saves a round trip.
+func (s *Server) writeElseRead(ctx context.Context, cmps []clientv3.Cmp, ops, reads []clientv3.Op) (int64, *state.Store, error) {
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
+	if err != nil {
+		return 0, nil, etcdError(ctx, "write", err)
+	}
+	if !resp.Succeeded {
+		return 0, s.readStore(resp), nil
+	}
+	return resp.Header.Revision, nil, nil
 }
 
 func get(key string) clientv3.Op { return clientv3.OpGet(key) }
