@@ -217,6 +217,14 @@ func (c *cache) catchUp(ctx context.Context, minRev int64) error {
 	}
 }
 
+// has says whether the cache holds a view of node ref.
+func (c *cache) has(ref state.Ref) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.views[ref]
+	return ok
+}
+
 func (c *cache) revision() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -122,7 +122,12 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 
 func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutNodeResponse, error) {
 	var st *state.Store
-	if !dryRun && n.Metadata.Revision == 0 {
+	// The watch cache is a hint only (the comparisons of the write decide):
+	// a node it holds most likely exists, and then a read-only transaction
+	// (no raft proposal, no WAL fsync) decides an unchanged node; a
+	// transaction holding a put, even one whose comparisons fail, costs a
+	// proposal.
+	if !dryRun && n.Metadata.Revision == 0 && !s.cache.has(ref) {
 		resp, read, err := s.createNode(ctx, ref, n)
 		if resp != nil || err != nil {
 			return resp, err
