@@ -41,6 +41,7 @@ func BenchmarkApply(b *testing.B) {
 				}
 				diff := sys.ctl(b, "diff", "-f", file)
 				cpRSS, agentRSS := rssMiB(b, sys.controlPlane), rssMiB(b, sys.agent)
+				cpAnon := anonMiB(b, sys.controlPlane)
 
 				b.ReportMetric(ms(took), "apply-wait-ms")
 				b.ReportMetric(float64(txns), "etcd-txns")
@@ -49,11 +50,12 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(ms(again), "unchanged-apply-ms")
 				b.ReportMetric(ms(diff), "diff-ms")
 				b.ReportMetric(cpRSS, "controlplane-MiB")
+				b.ReportMetric(cpAnon, "controlplane-anon-MiB")
 				b.ReportMetric(agentRSS, "agent-MiB")
 				b.Logf("apply -f --wait of %d new nodes: %v; %d etcd write txns, on raw etcd %v, ratio %.2f; "+
-					"unchanged apply %v, diff %v; RSS control plane %.0f MiB, agent %.0f MiB",
+					"unchanged apply %v, diff %v; RSS control plane %.0f MiB (%.0f MiB anonymous), agent %.0f MiB",
 					n, took.Round(time.Millisecond), txns, raw.Round(time.Millisecond), float64(took)/float64(raw),
-					again.Round(time.Millisecond), diff.Round(time.Millisecond), cpRSS, agentRSS)
+					again.Round(time.Millisecond), diff.Round(time.Millisecond), cpRSS, cpAnon, agentRSS)
 			}
 		})
 	}
@@ -96,8 +98,14 @@ func tail(s string, n int) string {
 	return s
 }
 
-// rssMiB is a process's resident set size (VmRSS).
-func rssMiB(b *testing.B, pid int) float64 {
+// rssMiB is a process's resident set size (VmRSS: its heap and stacks,
+// and the pages of files it maps, such as etcd's database).
+func rssMiB(b *testing.B, pid int) float64 { return procStatusMiB(b, pid, "VmRSS:") }
+
+// anonMiB is the part of a process's RSS that no file backs (RssAnon).
+func anonMiB(b *testing.B, pid int) float64 { return procStatusMiB(b, pid, "RssAnon:") }
+
+func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	b.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -106,7 +114,7 @@ func rssMiB(b *testing.B, pid int) float64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			if err != nil {
 				b.Fatal(err)
@@ -114,6 +122,6 @@ func rssMiB(b *testing.B, pid int) float64 {
 			return kb / 1024
 		}
 	}
-	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
