@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{39, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -2168,6 +2168,181 @@ func (x *PutNodeResponse) GetResult() PutResult {
 	return PutResult_PUT_RESULT_UNSPECIFIED
 }
 
+type PutNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Mode          PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesRequest) Reset() {
+	*x = PutNodesRequest{}
+	mi := &file_sanboot_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesRequest) ProtoMessage() {}
+
+func (x *PutNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesRequest.ProtoReflect.Descriptor instead.
+func (*PutNodesRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PutNodesRequest) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PutNodesRequest) GetMode() PutMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PutMode_PUT_MODE_APPLY
+}
+
+func (x *PutNodesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PutNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per node of the request, in its order.
+	Results       []*PutNodesResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesResponse) Reset() {
+	*x = PutNodesResponse{}
+	mi := &file_sanboot_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesResponse) ProtoMessage() {}
+
+func (x *PutNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesResponse.ProtoReflect.Descriptor instead.
+func (*PutNodesResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PutNodesResponse) GetResults() []*PutNodesResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// PutNodesResult is one node's PutNodeResponse, or its error (code, a
+// google.rpc.Code, is then not 0).
+type PutNodesResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Result        PutResult              `protobuf:"varint,2,opt,name=result,proto3,enum=sanboot.v1.PutResult" json:"result,omitempty"`
+	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesResult) Reset() {
+	*x = PutNodesResult{}
+	mi := &file_sanboot_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesResult) ProtoMessage() {}
+
+func (x *PutNodesResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesResult.ProtoReflect.Descriptor instead.
+func (*PutNodesResult) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PutNodesResult) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *PutNodesResult) GetResult() PutResult {
+	if x != nil {
+		return x.Result
+	}
+	return PutResult_PUT_RESULT_UNSPECIFIED
+}
+
+func (x *PutNodesResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *PutNodesResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ListNodesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
@@ -2178,7 +2353,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2365,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2378,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{26}
+	return file_sanboot_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2231,7 +2406,7 @@ type PutImageRequest struct {
 
 func (x *PutImageRequest) Reset() {
 	*x = PutImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2418,7 @@ func (x *PutImageRequest) String() string {
 func (*PutImageRequest) ProtoMessage() {}
 
 func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2431,7 @@ func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageRequest.ProtoReflect.Descriptor instead.
 func (*PutImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{27}
+	return file_sanboot_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutImageRequest) GetImage() *Image {
@@ -2290,7 +2465,7 @@ type PutImageResponse struct {
 
 func (x *PutImageResponse) Reset() {
 	*x = PutImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2477,7 @@ func (x *PutImageResponse) String() string {
 func (*PutImageResponse) ProtoMessage() {}
 
 func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2490,7 @@ func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageResponse.ProtoReflect.Descriptor instead.
 func (*PutImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{28}
+	return file_sanboot_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutImageResponse) GetImage() *Image {
@@ -2342,7 +2517,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2529,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2542,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{29}
+	return file_sanboot_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2392,7 +2567,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2579,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2592,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{30}
+	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
 type ListAgentsResponse struct {
@@ -2429,7 +2604,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2616,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2629,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{31}
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2473,7 +2648,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2660,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2673,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{32}
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -2516,7 +2691,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2528,7 +2703,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2541,7 +2716,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{33}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 type ListMembersResponse struct {
@@ -2553,7 +2728,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2740,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2753,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2606,7 +2781,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2793,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2806,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2680,7 +2855,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2867,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2880,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2745,7 +2920,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2932,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2945,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -2821,7 +2996,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2833,7 +3008,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2846,7 +3021,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -2883,7 +3058,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3070,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3083,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -2940,7 +3115,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3127,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3140,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -2983,7 +3158,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3170,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3183,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3065,7 +3240,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3252,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3265,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3129,7 +3304,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3141,7 +3316,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3154,7 +3329,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3203,7 +3378,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +3390,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +3403,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3254,7 +3429,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3441,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3454,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3307,7 +3482,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3494,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3507,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3378,7 +3553,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3565,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3578,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3462,7 +3637,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +3649,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +3662,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3526,7 +3701,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3713,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3726,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3569,7 +3744,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3581,7 +3756,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3594,7 +3769,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3628,7 +3803,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +3815,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +3828,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3694,7 +3869,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3706,7 +3881,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3719,7 +3894,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3767,7 +3942,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +3954,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +3967,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3810,7 +3985,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3822,7 +3997,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3835,7 +4010,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 type BackupResponse struct {
@@ -3851,7 +4026,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3863,7 +4038,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3876,7 +4051,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -3936,7 +4111,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3948,7 +4123,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3961,7 +4136,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4188,7 +4363,18 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"W\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"{\n" +
+	"\x0fPutNodesRequest\x12&\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12'\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"H\n" +
+	"\x10PutNodesResponse\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.sanboot.v1.PutNodesResultR\aresults\"\x93\x01\n" +
+	"\x0ePutNodesResult\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"W\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\"|\n" +
@@ -4318,7 +4504,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xaa\v\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xf1\v\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -4326,7 +4512,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListImages\x12\x17.sanboot.v1.ListRequest\x1a\x1e.sanboot.v1.ListImagesResponse\x12D\n" +
 	"\vDeleteImage\x12\x19.sanboot.v1.DeleteRequest\x1a\x1a.sanboot.v1.DeleteResponse\x12G\n" +
 	"\vWatchImages\x12\x1e.sanboot.v1.WatchImagesRequest\x1a\x16.sanboot.v1.ImageEvent0\x01\x12B\n" +
-	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x123\n" +
+	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x12E\n" +
+	"\bPutNodes\x12\x1b.sanboot.v1.PutNodesRequest\x1a\x1c.sanboot.v1.PutNodesResponse\x123\n" +
 	"\aGetNode\x12\x16.sanboot.v1.GetRequest\x1a\x10.sanboot.v1.Node\x12C\n" +
 	"\tListNodes\x12\x17.sanboot.v1.ListRequest\x1a\x1d.sanboot.v1.ListNodesResponse\x129\n" +
 	"\n" +
@@ -4361,7 +4548,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4392,63 +4579,66 @@ var file_sanboot_proto_goTypes = []any{
 	(*DeleteRequest)(nil),         // 26: sanboot.v1.DeleteRequest
 	(*PutNodeRequest)(nil),        // 27: sanboot.v1.PutNodeRequest
 	(*PutNodeResponse)(nil),       // 28: sanboot.v1.PutNodeResponse
-	(*ListNodesResponse)(nil),     // 29: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 30: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 31: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 32: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 33: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 37: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 38: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 39: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 40: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 41: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 42: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 43: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 44: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 45: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 46: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 47: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 48: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 49: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 50: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 51: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 52: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 53: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 54: sanboot.v1.BootToken
-	(*Event)(nil),                 // 55: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 56: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 57: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 58: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 59: sanboot.v1.BackupInfo
-	nil,                           // 60: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 61: google.protobuf.Timestamp
+	(*PutNodesRequest)(nil),       // 29: sanboot.v1.PutNodesRequest
+	(*PutNodesResponse)(nil),      // 30: sanboot.v1.PutNodesResponse
+	(*PutNodesResult)(nil),        // 31: sanboot.v1.PutNodesResult
+	(*ListNodesResponse)(nil),     // 32: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),       // 33: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),      // 34: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),    // 35: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),     // 36: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 37: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),       // 38: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),    // 39: sanboot.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 40: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 41: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 42: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),    // 43: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 44: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 45: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 46: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 47: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 48: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 49: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 50: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 51: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 52: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 53: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 54: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 55: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 56: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 57: sanboot.v1.BootToken
+	(*Event)(nil),                 // 58: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 59: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 60: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 61: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 62: sanboot.v1.BackupInfo
+	nil,                           // 63: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	60, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	61, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	61, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	61, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	63, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	64, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	64, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	64, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	61, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	64, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	61, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	64, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	61, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	61, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	64, // 20: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	64, // 21: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 22: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 23: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 24: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -4456,72 +4646,79 @@ var file_sanboot_proto_depIdxs = []int32{
 	0,  // 26: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
 	17, // 27: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
 	1,  // 28: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 29: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 30: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 31: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 32: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 33: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 34: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 35: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 36: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 37: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 38: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 39: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 40: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 41: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 42: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	45, // 43: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	51, // 44: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	61, // 45: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	55, // 46: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	59, // 47: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 48: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 49: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 50: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 51: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	40, // 52: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 53: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 54: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 55: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 56: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 57: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 58: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 59: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 60: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 61: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 62: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 63: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	44, // 64: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	47, // 65: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	24, // 66: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	50, // 67: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
-	57, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	31, // 69: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 70: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 71: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	43, // 72: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	41, // 73: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 74: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 75: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 76: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 77: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 78: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	56, // 79: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	53, // 80: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 81: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 82: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	42, // 83: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 84: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	46, // 85: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 86: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
-	48, // 87: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	52, // 88: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
-	58, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	69, // [69:90] is the sub-list for method output_type
-	48, // [48:69] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	17, // 29: sanboot.v1.PutNodesRequest.nodes:type_name -> sanboot.v1.Node
+	0,  // 30: sanboot.v1.PutNodesRequest.mode:type_name -> sanboot.v1.PutMode
+	31, // 31: sanboot.v1.PutNodesResponse.results:type_name -> sanboot.v1.PutNodesResult
+	17, // 32: sanboot.v1.PutNodesResult.node:type_name -> sanboot.v1.Node
+	1,  // 33: sanboot.v1.PutNodesResult.result:type_name -> sanboot.v1.PutResult
+	17, // 34: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 35: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 36: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 37: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 38: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 39: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 40: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 41: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 42: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 43: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 44: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 45: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 46: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 47: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	48, // 48: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	54, // 49: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	64, // 50: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	58, // 51: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	62, // 52: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	33, // 53: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 54: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 55: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 56: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	43, // 57: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 58: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	29, // 59: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
+	24, // 60: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 61: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 62: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	41, // 63: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 64: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 65: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	36, // 66: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	38, // 67: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 68: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	39, // 69: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	47, // 70: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	50, // 71: sanboot.v1.Sanboot.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	24, // 72: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	53, // 73: sanboot.v1.Sanboot.PushExport:input_type -> sanboot.v1.PushExportRequest
+	60, // 74: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	34, // 75: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 76: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	35, // 77: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	46, // 78: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	44, // 79: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 80: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	30, // 81: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
+	17, // 82: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	32, // 83: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 84: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	42, // 85: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	59, // 86: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	56, // 87: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	37, // 88: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 89: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	45, // 90: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	40, // 91: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	49, // 92: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	51, // 93: sanboot.v1.Sanboot.ReadUpload:output_type -> sanboot.v1.Chunk
+	51, // 94: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	55, // 95: sanboot.v1.Sanboot.PushExport:output_type -> sanboot.v1.PushExportResponse
+	61, // 96: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	75, // [75:97] is the sub-list for method output_type
+	53, // [53:75] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4536,15 +4733,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[41].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[44].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[50].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[58].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4554,7 +4751,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   58,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

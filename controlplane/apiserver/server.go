@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -154,18 +155,19 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
-	return s.readStore(resp), nil
+	return s.readStore(resp.Header.Revision, resp.Responses), nil
 }
 
-// readStore decodes the range responses of a transaction into a store.
-func (s *Server) readStore(resp *clientv3.TxnResponse) *state.Store {
-	kvss := make([][]*mvccpb.KeyValue, 0, len(resp.Responses))
-	for _, r := range resp.Responses {
+// readStore decodes the range responses of a transaction, made at rev,
+// into a store.
+func (s *Server) readStore(rev int64, responses []*etcdserverpb.ResponseOp) *state.Store {
+	kvss := make([][]*mvccpb.KeyValue, 0, len(responses))
+	for _, r := range responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
 	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
 		state.NodeStatus, state.Agents, state.Alive, state.Members)
-	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
+	st.Apply(state.BatchFromKVs(rev, kvss...))
 	return st
 }
 
@@ -178,7 +180,7 @@ func (s *Server) writeElseRead(ctx context.Context, cmps []clientv3.Cmp, ops, re
 		return 0, nil, etcdError(ctx, "write", err)
 	}
 	if !resp.Succeeded {
-		return 0, s.readStore(resp), nil
+		return 0, s.readStore(resp.Header.Revision, resp.Responses), nil
 	}
 	return resp.Header.Revision, nil, nil
 }

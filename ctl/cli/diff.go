@@ -62,9 +62,9 @@ error exits 2 here instead of 1; not found 4, conflict 5 as elsewhere).`,
 	return cmd
 }
 
+// diff bounds each API call by --timeout (the client does), not the
+// whole command: a diff of thousands of objects may rightly take longer.
 func (s *session) diff(ctx context.Context, files []string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.flags.callTimeout)
-	defer cancel()
 	objs, project, err := s.load(files, true)
 	if err != nil {
 		return false, err

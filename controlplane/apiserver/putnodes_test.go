@@ -1,0 +1,89 @@
+package apiserver_test
+
+import (
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+)
+
+// PutNodes creates new nodes a hundred per transaction, each with its own
+// comparisons, and gives every node its own result: created, unchanged,
+// configured, or its error.
+func TestPutNodes(t *testing.T) {
+	e := start(t)
+	e.image("", "base")
+	e.node("same", "base")
+	e.node("other", "base")
+
+	var nodes []*sanbootv1.Node
+	for i := range 150 {
+		nodes = append(nodes, newNode(fmt.Sprintf("n%03d", i), "base"))
+	}
+	same, changed := newNode("same", "base"), newNode("other", "base")
+	changed.Metadata.Labels = map[string]string{"rack": "r1"}
+	nodes = append(nodes, same, changed, newNode("BAD_NAME", "base"), newNode("orphan", "nope"))
+
+	resp, err := e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: nodes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := resp.GetResults()
+	if len(res) != len(nodes) {
+		t.Fatalf("%d results for %d nodes", len(res), len(nodes))
+	}
+	for i := range 150 {
+		if r := res[i]; r.GetCode() != 0 || r.GetResult() != sanbootv1.PutResult_PUT_RESULT_CREATED || r.GetNode().GetMetadata().GetName() != nodes[i].Metadata.Name {
+			t.Fatalf("node %d: %v", i, r)
+		}
+	}
+	want := []struct {
+		result sanbootv1.PutResult
+		code   codes.Code
+	}{
+		{sanbootv1.PutResult_PUT_RESULT_UNCHANGED, codes.OK},
+		{sanbootv1.PutResult_PUT_RESULT_CONFIGURED, codes.OK},
+		{0, codes.InvalidArgument},
+		{0, codes.FailedPrecondition},
+	}
+	for k, w := range want {
+		r := res[150+k]
+		if r.GetResult() != w.result || codes.Code(r.GetCode()) != w.code {
+			t.Errorf("%s: result %v code %v (%s), want %v %v", nodes[150+k].Metadata.Name, r.GetResult(), codes.Code(r.GetCode()), r.GetMessage(), w.result, w.code)
+		}
+	}
+	// 150 creates in two transactions (100, then 50 and "orphan", which
+	// failed its comparisons).
+	revs := map[int64]int{}
+	for i := range 150 {
+		revs[res[i].GetNode().GetMetadata().GetRevision()]++
+	}
+	if len(revs) != 2 {
+		t.Errorf("150 nodes created at revisions %v, want two transactions", revs)
+	}
+	n, err := e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: "n149"})
+	if err != nil || n.GetSpec().GetImage() != "base" {
+		t.Fatalf("GetNode n149: %v %v", n, err)
+	}
+
+	// Applied again: all unchanged, no node record written (the
+	// scheduler writes beside, so etcd's revision is no measure here).
+	first := res
+	resp, err = e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: nodes[:152]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetResult() != sanbootv1.PutResult_PUT_RESULT_UNCHANGED {
+			t.Fatalf("again, node %d: %v", i, r)
+		}
+		if i < 150 && r.GetNode().GetMetadata().GetRevision() != first[i].GetNode().GetMetadata().GetRevision() {
+			t.Fatalf("again, node %d was written: revision %d, created at %d", i, r.GetNode().GetMetadata().GetRevision(), first[i].GetNode().GetMetadata().GetRevision())
+		}
+	}
+
+	_, err = e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: make([]*sanbootv1.Node, 257)})
+	wantCode(t, err, codes.InvalidArgument, "at most 256")
+}
