@@ -21,6 +21,10 @@ const MaxPutNodes = 256
 // most 128 operations per transaction (--max-txn-ops).
 const createsPerTxn = 100
 
+// readsPerTxn is how many nodes one read-only transaction reads (five
+// reads each, under etcd's 128 operations).
+const readsPerTxn = 25
+
 // putNodesAtOnce is how many of a PutNodes call's nodes that take
 // PutNode's general path (they exist, or a revision was asked for) are
 // worked on at once.
@@ -74,6 +78,23 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		creates, at = creates[n:], at[n:]
 	}
+	// The others (existing nodes, dry runs) are read a few dozen per
+	// read-only transaction, then decided one by one.
+	var toRead []int
+	for i, n := range nodes {
+		if n != nil && out[i] == nil && pre[i] == nil {
+			toRead = append(toRead, i)
+		}
+	}
+	for len(toRead) > 0 {
+		k := min(len(toRead), readsPerTxn)
+		if err := s.readNodes(ctx, nodes, toRead[:k], pre); err != nil {
+			for _, i := range toRead[:k] {
+				out[i] = failed(err)
+			}
+		}
+		toRead = toRead[k:]
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, putNodesAtOnce)
 	for i, n := range nodes {
@@ -115,6 +136,26 @@ func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done fu
 			continue
 		}
 		done(k, nil, s.readStore(rev, t.GetResponses()))
+	}
+	return nil
+}
+
+// readNodes reads, in one read-only transaction, what readNode reads for
+// each of nodes[idx...], into pre.
+func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []int, pre []*state.Store) error {
+	var ops []clientv3.Op
+	for _, i := range idx {
+		ops = append(ops, nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage())...)
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return etcdError(ctx, "read", err)
+	}
+	at := 0
+	for _, i := range idx {
+		n := len(nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage()))
+		pre[i] = s.readStore(resp.Header.Revision, resp.Responses[at:at+n])
+		at += n
 	}
 	return nil
 }
