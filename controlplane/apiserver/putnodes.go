@@ -45,6 +45,9 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 	pre := make([]*state.Store, len(out))
 	var creates []*nodeCreate
 	var at []int // creates[k] is nodes[at[k]]
+	// A node named twice is created once (etcd refuses a transaction that
+	// writes a key twice); its second entry takes the general path after.
+	creating := map[state.Ref]bool{}
 	for i, n := range req.GetNodes() {
 		n = proto.CloneOf(n)
 		if err := api.ValidateNode(n); err != nil {
@@ -53,9 +56,10 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		nodes[i] = n
 		ref := nodeRef(n)
-		if req.GetDryRun() || n.Metadata.Revision != 0 || s.cache.has(ref) {
+		if req.GetDryRun() || n.Metadata.Revision != 0 || creating[ref] || s.cache.has(ref) {
 			continue
 		}
+		creating[ref] = true
 		c, err := newNodeCreate(ref, n)
 		if err != nil {
 			out[i] = failed(err)

@@ -24,7 +24,7 @@ func TestPutNodes(t *testing.T) {
 	}
 	same, changed := newNode("same", "base"), newNode("other", "base")
 	changed.Metadata.Labels = map[string]string{"rack": "r1"}
-	nodes = append(nodes, same, changed, newNode("BAD_NAME", "base"), newNode("orphan", "nope"))
+	nodes = append(nodes, same, changed, newNode("BAD_NAME", "base"), newNode("orphan", "nope"), newNode("n000", "base"))
 
 	resp, err := e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: nodes})
 	if err != nil {
@@ -47,6 +47,7 @@ func TestPutNodes(t *testing.T) {
 		{sanbootv1.PutResult_PUT_RESULT_CONFIGURED, codes.OK},
 		{0, codes.InvalidArgument},
 		{0, codes.FailedPrecondition},
+		{sanbootv1.PutResult_PUT_RESULT_UNCHANGED, codes.OK}, // n000 again: created once
 	}
 	for k, w := range want {
 		r := res[150+k]
@@ -82,6 +83,15 @@ func TestPutNodes(t *testing.T) {
 		if i < 150 && r.GetNode().GetMetadata().GetRevision() != first[i].GetNode().GetMetadata().GetRevision() {
 			t.Fatalf("again, node %d was written: revision %d, created at %d", i, r.GetNode().GetMetadata().GetRevision(), first[i].GetNode().GetMetadata().GetRevision())
 		}
+	}
+
+	// A new node named twice in one call is created once.
+	resp, err = e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: []*sanbootv1.Node{newNode("twice", "base"), newNode("twice", "base")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.GetResults(); r[0].GetResult() != sanbootv1.PutResult_PUT_RESULT_CREATED || r[1].GetResult() != sanbootv1.PutResult_PUT_RESULT_UNCHANGED {
+		t.Fatalf("a node named twice: %v", r)
 	}
 
 	_, err = e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: make([]*sanbootv1.Node, 257)})
