@@ -6,6 +6,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/sanboot/sanboot/api"
+
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
 
@@ -22,6 +24,7 @@ func TestPutNodes(t *testing.T) {
 	for i := range 150 {
 		nodes = append(nodes, newNode(fmt.Sprintf("n%03d", i), "base"))
 	}
+	nodes[7].Spec.Chap = true // its secret is written in the same nested transaction
 	same, changed := newNode("same", "base"), newNode("other", "base")
 	changed.Metadata.Labels = map[string]string{"rack": "r1"}
 	nodes = append(nodes, same, changed, newNode("BAD_NAME", "base"), newNode("orphan", "nope"), newNode("n000", "base"))
@@ -63,6 +66,9 @@ func TestPutNodes(t *testing.T) {
 	}
 	if len(revs) != 2 {
 		t.Errorf("150 nodes created at revisions %v, want two transactions", revs)
+	}
+	if sec, err := e.cli.Get(e.ctx, api.SecretKey(api.DefaultProject, "n007")); err != nil || len(sec.Kvs) != 1 {
+		t.Fatalf("the CHAP secret of n007: %v %v", sec, err)
 	}
 	n, err := e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: "n149"})
 	if err != nil || n.GetSpec().GetImage() != "base" {
