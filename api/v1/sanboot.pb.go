@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{41, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -2240,6 +2240,181 @@ func (x *PutNodeResponse) GetResult() PutResult {
 	return PutResult_PUT_RESULT_UNSPECIFIED
 }
 
+type PutNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Mode          PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesRequest) Reset() {
+	*x = PutNodesRequest{}
+	mi := &file_sanboot_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesRequest) ProtoMessage() {}
+
+func (x *PutNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesRequest.ProtoReflect.Descriptor instead.
+func (*PutNodesRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PutNodesRequest) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PutNodesRequest) GetMode() PutMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PutMode_PUT_MODE_APPLY
+}
+
+func (x *PutNodesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PutNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per node of the request, in its order.
+	Results       []*PutNodesResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesResponse) Reset() {
+	*x = PutNodesResponse{}
+	mi := &file_sanboot_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesResponse) ProtoMessage() {}
+
+func (x *PutNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesResponse.ProtoReflect.Descriptor instead.
+func (*PutNodesResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PutNodesResponse) GetResults() []*PutNodesResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// PutNodesResult is one node's PutNodeResponse, or its error (code, a
+// google.rpc.Code, is then not 0).
+type PutNodesResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Result        PutResult              `protobuf:"varint,2,opt,name=result,proto3,enum=sanboot.v1.PutResult" json:"result,omitempty"`
+	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesResult) Reset() {
+	*x = PutNodesResult{}
+	mi := &file_sanboot_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesResult) ProtoMessage() {}
+
+func (x *PutNodesResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesResult.ProtoReflect.Descriptor instead.
+func (*PutNodesResult) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PutNodesResult) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *PutNodesResult) GetResult() PutResult {
+	if x != nil {
+		return x.Result
+	}
+	return PutResult_PUT_RESULT_UNSPECIFIED
+}
+
+func (x *PutNodesResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *PutNodesResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ListNodesResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Nodes    []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
@@ -2252,7 +2427,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2439,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2452,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{26}
+	return file_sanboot_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2312,7 +2487,7 @@ type PutImageRequest struct {
 
 func (x *PutImageRequest) Reset() {
 	*x = PutImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2499,7 @@ func (x *PutImageRequest) String() string {
 func (*PutImageRequest) ProtoMessage() {}
 
 func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2512,7 @@ func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageRequest.ProtoReflect.Descriptor instead.
 func (*PutImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{27}
+	return file_sanboot_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutImageRequest) GetImage() *Image {
@@ -2371,7 +2546,7 @@ type PutImageResponse struct {
 
 func (x *PutImageResponse) Reset() {
 	*x = PutImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2558,7 @@ func (x *PutImageResponse) String() string {
 func (*PutImageResponse) ProtoMessage() {}
 
 func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2571,7 @@ func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageResponse.ProtoReflect.Descriptor instead.
 func (*PutImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{28}
+	return file_sanboot_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutImageResponse) GetImage() *Image {
@@ -2425,7 +2600,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2612,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2625,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{29}
+	return file_sanboot_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2482,7 +2657,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2669,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2682,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{30}
+	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
 type ListAgentsResponse struct {
@@ -2519,7 +2694,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2706,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2719,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{31}
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2563,7 +2738,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2750,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2763,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{32}
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -2606,7 +2781,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2793,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2806,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{33}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 type EnrollAgentRequest struct {
@@ -2643,7 +2818,7 @@ type EnrollAgentRequest struct {
 
 func (x *EnrollAgentRequest) Reset() {
 	*x = EnrollAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2830,7 @@ func (x *EnrollAgentRequest) String() string {
 func (*EnrollAgentRequest) ProtoMessage() {}
 
 func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2843,7 @@ func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
 func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EnrollAgentRequest) GetName() string {
@@ -2686,7 +2861,7 @@ type EnrollAgentResponse struct {
 
 func (x *EnrollAgentResponse) Reset() {
 	*x = EnrollAgentResponse{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2873,7 @@ func (x *EnrollAgentResponse) String() string {
 func (*EnrollAgentResponse) ProtoMessage() {}
 
 func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2886,7 @@ func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
 func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 type ListMembersResponse struct {
@@ -2723,7 +2898,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2910,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +2923,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2776,7 +2951,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2963,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2976,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2850,7 +3025,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +3037,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +3050,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2915,7 +3090,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3102,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3115,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -2991,7 +3166,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3178,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3191,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -3053,7 +3228,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3240,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3253,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -3110,7 +3285,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3297,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3310,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3153,7 +3328,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3340,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3353,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3235,7 +3410,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3422,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3435,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3299,7 +3474,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3311,7 +3486,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3324,7 +3499,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3373,7 +3548,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3560,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3573,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3424,7 +3599,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3436,7 +3611,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3449,7 +3624,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3477,7 +3652,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3489,7 +3664,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3502,7 +3677,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3548,7 +3723,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3560,7 +3735,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3573,7 +3748,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3632,7 +3807,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3644,7 +3819,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3657,7 +3832,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3696,7 +3871,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +3883,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +3896,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3739,7 +3914,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3926,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3939,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3798,7 +3973,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3810,7 +3985,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3823,7 +3998,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3867,7 +4042,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +4054,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +4067,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -3968,7 +4143,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3980,7 +4155,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3993,7 +4168,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -4041,7 +4216,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4053,7 +4228,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4066,7 +4241,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4084,7 +4259,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4271,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4284,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{60}
 }
 
 type BackupResponse struct {
@@ -4125,7 +4300,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4137,7 +4312,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4150,7 +4325,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{58}
+	return file_sanboot_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4210,7 +4385,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4222,7 +4397,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4235,7 +4410,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{59}
+	return file_sanboot_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4470,7 +4645,18 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\x7f\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"{\n" +
+	"\x0fPutNodesRequest\x12&\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12'\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"H\n" +
+	"\x10PutNodesResponse\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.sanboot.v1.PutNodesResultR\aresults\"\x93\x01\n" +
+	"\x0ePutNodesResult\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x7f\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
@@ -4614,8 +4800,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xe9\n" +
-	"\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xb0\v\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -4623,7 +4808,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListImages\x12\x17.sanboot.v1.ListRequest\x1a\x1e.sanboot.v1.ListImagesResponse\x12D\n" +
 	"\vDeleteImage\x12\x19.sanboot.v1.DeleteRequest\x1a\x1a.sanboot.v1.DeleteResponse\x12G\n" +
 	"\vWatchImages\x12\x1e.sanboot.v1.WatchImagesRequest\x1a\x16.sanboot.v1.ImageEvent0\x01\x12B\n" +
-	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x123\n" +
+	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x12E\n" +
+	"\bPutNodes\x12\x1b.sanboot.v1.PutNodesRequest\x1a\x1c.sanboot.v1.PutNodesResponse\x123\n" +
 	"\aGetNode\x12\x16.sanboot.v1.GetRequest\x1a\x10.sanboot.v1.Node\x12C\n" +
 	"\tListNodes\x12\x17.sanboot.v1.ListRequest\x1a\x1d.sanboot.v1.ListNodesResponse\x129\n" +
 	"\n" +
@@ -4660,7 +4846,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4691,68 +4877,71 @@ var file_sanboot_proto_goTypes = []any{
 	(*DeleteRequest)(nil),         // 26: sanboot.v1.DeleteRequest
 	(*PutNodeRequest)(nil),        // 27: sanboot.v1.PutNodeRequest
 	(*PutNodeResponse)(nil),       // 28: sanboot.v1.PutNodeResponse
-	(*ListNodesResponse)(nil),     // 29: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 30: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 31: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 32: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 33: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
-	(*EnrollAgentRequest)(nil),    // 37: sanboot.v1.EnrollAgentRequest
-	(*EnrollAgentResponse)(nil),   // 38: sanboot.v1.EnrollAgentResponse
-	(*ListMembersResponse)(nil),   // 39: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 40: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 41: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 42: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 43: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 44: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 45: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 46: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 47: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 48: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 49: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 50: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 51: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 52: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 53: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 54: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 55: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 56: sanboot.v1.BootToken
-	(*BootFetch)(nil),             // 57: sanboot.v1.BootFetch
-	(*Event)(nil),                 // 58: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 59: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 60: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 61: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 62: sanboot.v1.BackupInfo
-	nil,                           // 63: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
+	(*PutNodesRequest)(nil),       // 29: sanboot.v1.PutNodesRequest
+	(*PutNodesResponse)(nil),      // 30: sanboot.v1.PutNodesResponse
+	(*PutNodesResult)(nil),        // 31: sanboot.v1.PutNodesResult
+	(*ListNodesResponse)(nil),     // 32: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),       // 33: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),      // 34: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),    // 35: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),     // 36: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 37: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),       // 38: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),    // 39: sanboot.v1.ListMembersRequest
+	(*EnrollAgentRequest)(nil),    // 40: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),   // 41: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),   // 42: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 43: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 44: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),    // 45: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 46: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 47: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 48: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 49: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 50: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 51: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 52: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 53: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 54: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 55: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 56: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 57: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 58: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 59: sanboot.v1.BootToken
+	(*BootFetch)(nil),             // 60: sanboot.v1.BootFetch
+	(*Event)(nil),                 // 61: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 62: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 63: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 64: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 65: sanboot.v1.BackupInfo
+	nil,                           // 66: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	63, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	64, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	64, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	64, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	66, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	67, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	67, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	67, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	64, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	67, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	64, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	67, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	57, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	64, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	64, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	64, // 23: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
+	60, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	67, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	67, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	67, // 23: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
 	18, // 24: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 25: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 26: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -4760,75 +4949,82 @@ var file_sanboot_proto_depIdxs = []int32{
 	0,  // 28: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
 	17, // 29: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
 	1,  // 30: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 31: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 32: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 33: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 34: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 35: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 36: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 37: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 38: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 39: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 40: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 41: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 42: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 43: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 44: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	47, // 45: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	53, // 46: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	64, // 47: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	64, // 48: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	58, // 49: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	62, // 50: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 51: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 52: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 53: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 54: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	42, // 55: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 56: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 57: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 58: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 59: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	40, // 60: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 61: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 62: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 63: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 64: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 65: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 66: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	37, // 67: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
-	46, // 68: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 69: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	60, // 70: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	49, // 71: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	52, // 72: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 73: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 74: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 75: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	45, // 76: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	43, // 77: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 78: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 79: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 80: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 81: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	41, // 82: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	59, // 83: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	55, // 84: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 85: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 86: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	44, // 87: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	39, // 88: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	38, // 89: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
-	48, // 90: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	50, // 91: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	61, // 92: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	50, // 93: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	54, // 94: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	73, // [73:95] is the sub-list for method output_type
-	51, // [51:73] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	17, // 31: sanboot.v1.PutNodesRequest.nodes:type_name -> sanboot.v1.Node
+	0,  // 32: sanboot.v1.PutNodesRequest.mode:type_name -> sanboot.v1.PutMode
+	31, // 33: sanboot.v1.PutNodesResponse.results:type_name -> sanboot.v1.PutNodesResult
+	17, // 34: sanboot.v1.PutNodesResult.node:type_name -> sanboot.v1.Node
+	1,  // 35: sanboot.v1.PutNodesResult.result:type_name -> sanboot.v1.PutResult
+	17, // 36: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 37: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 38: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 39: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 40: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 41: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 42: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 43: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 44: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 45: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 46: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 47: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 48: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 49: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	50, // 50: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	56, // 51: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	67, // 52: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	67, // 53: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	61, // 54: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	65, // 55: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	33, // 56: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 57: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 58: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 59: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	45, // 60: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 61: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	29, // 62: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
+	24, // 63: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 64: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 65: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	43, // 66: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 67: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 68: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	36, // 69: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	38, // 70: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 71: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	39, // 72: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	40, // 73: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	49, // 74: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	24, // 75: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	63, // 76: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	52, // 77: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	55, // 78: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	34, // 79: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 80: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	35, // 81: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	48, // 82: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	46, // 83: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 84: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	30, // 85: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
+	17, // 86: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	32, // 87: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 88: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	44, // 89: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	62, // 90: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	58, // 91: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	37, // 92: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 93: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	47, // 94: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	42, // 95: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	41, // 96: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	51, // 97: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	53, // 98: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	64, // 99: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	53, // 100: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	57, // 101: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	79, // [79:102] is the sub-list for method output_type
+	56, // [56:79] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4843,15 +5039,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[43].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[46].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[49].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[52].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[58].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[61].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4861,7 +5057,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   61,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -34,6 +34,7 @@ const (
 	Sanboot_DeleteImage_FullMethodName    = "/sanboot.v1.Sanboot/DeleteImage"
 	Sanboot_WatchImages_FullMethodName    = "/sanboot.v1.Sanboot/WatchImages"
 	Sanboot_PutNode_FullMethodName        = "/sanboot.v1.Sanboot/PutNode"
+	Sanboot_PutNodes_FullMethodName       = "/sanboot.v1.Sanboot/PutNodes"
 	Sanboot_GetNode_FullMethodName        = "/sanboot.v1.Sanboot/GetNode"
 	Sanboot_ListNodes_FullMethodName      = "/sanboot.v1.Sanboot/ListNodes"
 	Sanboot_DeleteNode_FullMethodName     = "/sanboot.v1.Sanboot/DeleteNode"
@@ -62,6 +63,10 @@ type SanbootClient interface {
 	// then TYPE_SYNCED), then every change of their views.
 	WatchImages(ctx context.Context, in *WatchImagesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageEvent], error)
 	PutNode(ctx context.Context, in *PutNodeRequest, opts ...grpc.CallOption) (*PutNodeResponse, error)
+	// PutNodes is PutNode of many nodes (at most 256) in one call: the new
+	// ones are created in one etcd transaction, each with its own
+	// comparisons; every node has its own result or error.
+	PutNodes(ctx context.Context, in *PutNodesRequest, opts ...grpc.CallOption) (*PutNodesResponse, error)
 	GetNode(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*Node, error)
 	ListNodes(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	// DeleteNode marks the node deleting; the record goes once its agent has
@@ -167,6 +172,16 @@ func (c *sanbootClient) PutNode(ctx context.Context, in *PutNodeRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutNodeResponse)
 	err := c.cc.Invoke(ctx, Sanboot_PutNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sanbootClient) PutNodes(ctx context.Context, in *PutNodesRequest, opts ...grpc.CallOption) (*PutNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutNodesResponse)
+	err := c.cc.Invoke(ctx, Sanboot_PutNodes_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -364,6 +379,10 @@ type SanbootServer interface {
 	// then TYPE_SYNCED), then every change of their views.
 	WatchImages(*WatchImagesRequest, grpc.ServerStreamingServer[ImageEvent]) error
 	PutNode(context.Context, *PutNodeRequest) (*PutNodeResponse, error)
+	// PutNodes is PutNode of many nodes (at most 256) in one call: the new
+	// ones are created in one etcd transaction, each with its own
+	// comparisons; every node has its own result or error.
+	PutNodes(context.Context, *PutNodesRequest) (*PutNodesResponse, error)
 	GetNode(context.Context, *GetRequest) (*Node, error)
 	ListNodes(context.Context, *ListRequest) (*ListNodesResponse, error)
 	// DeleteNode marks the node deleting; the record goes once its agent has
@@ -423,6 +442,9 @@ func (UnimplementedSanbootServer) WatchImages(*WatchImagesRequest, grpc.ServerSt
 }
 func (UnimplementedSanbootServer) PutNode(context.Context, *PutNodeRequest) (*PutNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutNode not implemented")
+}
+func (UnimplementedSanbootServer) PutNodes(context.Context, *PutNodesRequest) (*PutNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutNodes not implemented")
 }
 func (UnimplementedSanbootServer) GetNode(context.Context, *GetRequest) (*Node, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNode not implemented")
@@ -584,6 +606,24 @@ func _Sanboot_PutNode_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SanbootServer).PutNode(ctx, req.(*PutNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sanboot_PutNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).PutNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_PutNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).PutNodes(ctx, req.(*PutNodesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -827,6 +867,10 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PutNode",
 			Handler:    _Sanboot_PutNode_Handler,
+		},
+		{
+			MethodName: "PutNodes",
+			Handler:    _Sanboot_PutNodes_Handler,
 		},
 		{
 			MethodName: "GetNode",

@@ -22,6 +22,11 @@ import (
 
 // readNode reads what the view of one node joins, plus its image.
 func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*state.Store, error) {
+	return s.read(ctx, nodeReads(ref, image)...)
+}
+
+// nodeReads are the reads of readNode.
+func nodeReads(ref state.Ref, image string) []clientv3.Op {
 	ops := []clientv3.Op{
 		get(api.NodeKey(ref.Project, ref.Name)),
 		get(api.PlacementKey(ref.Project, ref.Name)),
@@ -31,7 +36,7 @@ func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*st
 	if image != "" {
 		ops = append(ops, get(api.ImageKey(ref.Project, image)))
 	}
-	return s.read(ctx, ops...)
+	return ops
 }
 
 // GetNode returns a node with its status.
@@ -152,8 +157,16 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 		return nil, invalid(err)
 	}
 	ref := state.Ref{Project: n.Metadata.Project, Name: n.Metadata.Name}
+	return s.putNodeRetrying(ctx, ref, n, req.GetMode(), req.GetDryRun(), nil)
+}
+
+// putNodeRetrying is PutNode of a valid node: when no revision was asked
+// for, a write that lost a race is redone. pre, if not nil, is what
+// readNode would read, for the first attempt.
+func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := s.putNode(ctx, ref, n, req.GetMode(), req.GetDryRun())
+		resp, err := s.putNode(ctx, ref, n, mode, dryRun, pre)
+		pre = nil
 		if errors.Is(err, kv.ErrConflict) {
 			if n.Metadata.Revision == 0 && attempt < retries {
 				continue // no revision was asked for: read again and redo
@@ -164,15 +177,25 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 	}
 }
 
-func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutNodeResponse, error) {
-	if !dryRun && n.Metadata.Revision == 0 {
-		if resp, err := s.createNode(ctx, ref, n); resp != nil || err != nil {
+func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
+	st := pre
+	// The watch cache is a hint only (the comparisons of the write decide):
+	// a node it holds most likely exists, and then a read-only transaction
+	// (no raft proposal, no WAL fsync) decides an unchanged node; a
+	// transaction holding a put, even one whose comparisons fail, costs a
+	// proposal.
+	if st == nil && !dryRun && n.Metadata.Revision == 0 && !s.cache.has(ref) {
+		resp, read, err := s.createNode(ctx, ref, n)
+		if resp != nil || err != nil {
 			return resp, err
 		}
+		st = read
 	}
-	st, err := s.readNode(ctx, ref, n.Spec.Image)
-	if err != nil {
-		return nil, err
+	if st == nil {
+		var err error
+		if st, err = s.readNode(ctx, ref, n.Spec.Image); err != nil {
+			return nil, err
+		}
 	}
 	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
 	img, ok := st.Images[imgRef]
@@ -246,11 +269,34 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 }
 
 // createNode is the common case in one round trip: the node does not exist
-// and its image does, so write it. It returns nil, nil when that is not the
-// case, and the caller takes the general path (read, compare, write).
-// DeleteImage compares the nodes prefix, so an image cannot go away under a
-// node created here.
-func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, error) {
+// and its image does, so write it. When that is not the case it returns
+// what readNode would have read, in the same transaction, and the caller
+// takes the general path (compare, write): an unchanged node costs one
+// round trip and no write. DeleteImage compares the nodes prefix, so an
+// image cannot go away under a node created here.
+func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, *state.Store, error) {
+	c, err := newNodeCreate(ref, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	rev, read, err := s.writeElseRead(ctx, c.cmps, c.ops, nodeReads(ref, n.Spec.Image))
+	if err != nil || read != nil {
+		return nil, read, err
+	}
+	return s.created(c, rev), nil, nil
+}
+
+// nodeCreate is the transaction that creates one node: its comparisons
+// (the node is absent, its image present) and writes. createNode and
+// PutNodes both build it here.
+type nodeCreate struct {
+	ref  state.Ref
+	rec  *sanbootv1.Node
+	cmps []clientv3.Cmp
+	ops  []clientv3.Op
+}
+
+func newNodeCreate(ref state.Ref, n *sanbootv1.Node) (*nodeCreate, error) {
 	rec := &sanbootv1.Node{
 		Metadata: newMeta(ref, n.Metadata.Labels),
 		Spec:     n.Spec,
@@ -268,20 +314,18 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.write(ctx, append([]clientv3.Cmp{
+	return &nodeCreate{ref: ref, rec: rec, ops: ops, cmps: append([]clientv3.Cmp{
 		kv.Unchanged(key, 0),
 		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
-	}, macCmps...), ops...)
-	if errors.Is(err, kv.ErrConflict) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	s.log.Debug("node created", "node", ref, "rev", rev)
+	}, macCmps...)}, nil
+}
+
+// created is the answer to a node that c created at rev.
+func (s *Server) created(c *nodeCreate, rev int64) *sanbootv1.PutNodeResponse {
+	s.log.Debug("node created", "node", c.ref, "rev", rev)
 	st := state.New(s.log, state.Nodes)
-	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
-	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
+	st.Nodes[c.ref] = state.Record[*sanbootv1.Node]{Msg: c.rec, ModRevision: rev}
+	return &sanbootv1.PutNodeResponse{Node: view.Node(st, c.ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}
 }
 
 // DeleteNode marks a node deleting; the scheduler and its agent do the

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -183,14 +184,34 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
-	kvss := make([][]*mvccpb.KeyValue, 0, len(resp.Responses))
-	for _, r := range resp.Responses {
+	return s.readStore(resp.Header.Revision, resp.Responses), nil
+}
+
+// readStore decodes the range responses of a transaction, made at rev,
+// into a store.
+func (s *Server) readStore(rev int64, responses []*etcdserverpb.ResponseOp) *state.Store {
+	kvss := make([][]*mvccpb.KeyValue, 0, len(responses))
+	for _, r := range responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
 	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
 		state.NodeStatus, state.Agents, state.Alive, state.Members, state.MACs)
-	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
-	return st, nil
+	st.Apply(state.BatchFromKVs(rev, kvss...))
+	return st
+}
+
+// writeElseRead commits ops when cmps hold (the revision); otherwise it
+// reads reads in the same transaction and returns them as a store, so
+// that a caller deciding what to do next saves a round trip.
+func (s *Server) writeElseRead(ctx context.Context, cmps []clientv3.Cmp, ops, reads []clientv3.Op) (int64, *state.Store, error) {
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
+	if err != nil {
+		return 0, nil, etcdError(ctx, "write", err)
+	}
+	if !resp.Succeeded {
+		return 0, s.readStore(resp.Header.Revision, resp.Responses), nil
+	}
+	return resp.Header.Revision, nil, nil
 }
 
 func get(key string, opts ...clientv3.OpOption) clientv3.Op { return clientv3.OpGet(key, opts...) }
