@@ -25,13 +25,32 @@ func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*st
 	ops := []clientv3.Op{
 		get(api.NodeKey(ref.Project, ref.Name)),
 		get(api.PlacementKey(ref.Project, ref.Name)),
-		get(api.NodeStatusKey(ref.Project, ref.Name)),
 		listKeys(api.AlivePrefix()),
 	}
 	if image != "" {
 		ops = append(ops, get(api.ImageKey(ref.Project, image)))
 	}
-	return s.read(ctx, ops...)
+	st, err := s.read(ctx, ops...)
+	if err != nil {
+		return nil, err
+	}
+	return st, s.readStatus(ctx, st, ref)
+}
+
+// readStatus adds to st, read for node ref with its placement, the status
+// the node's agent reports, read at st's revision: a status key names its
+// agent (api/keys.go), which only the placement tells.
+func (s *Server) readStatus(ctx context.Context, st *state.Store, ref state.Ref) error {
+	agent := st.Placements[ref].Msg.GetAgent()
+	if agent == "" {
+		return nil
+	}
+	resp, err := s.cli.Get(ctx, api.NodeStatusKey(ref.Project, ref.Name, agent), clientv3.WithRev(st.Revision))
+	if err != nil {
+		return etcdError(ctx, "read", err)
+	}
+	st.Apply(state.BatchFromKVs(st.Revision, resp.Kvs))
+	return nil
 }
 
 // GetNode returns a node with its status.
@@ -91,7 +110,7 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	st, err := s.read(ctx,
 		list(api.NodesPrefix(scope)),
 		list(api.PlacementsPrefix(scope)),
-		list(api.NodeStatusPrefix(scope)),
+		list(api.NodeStatusPrefix()), // keys start with the agent: every project's are read
 		listKeys(api.AlivePrefix()),
 		list(api.MACsPrefix()))
 	if err != nil {

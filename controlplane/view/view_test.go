@@ -46,7 +46,7 @@ func node(deleting bool) *sanbootv1.Node {
 var (
 	nodeKey   = api.NodeKey("p", "n1")
 	placeKey  = api.PlacementKey("p", "n1")
-	statusKey = api.NodeStatusKey("p", "n1")
+	statusKey = api.NodeStatusKey("p", "n1", "a")
 	aliveA    = api.AliveKey("a")
 	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: "Scheduled"}
 	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2}
