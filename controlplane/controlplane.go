@@ -26,6 +26,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/etcdauth"
 	"github.com/sanboot/sanboot/controlplane/leader"
 	"github.com/sanboot/sanboot/controlplane/member"
+	"github.com/sanboot/sanboot/controlplane/migrate"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/buildinfo"
@@ -115,6 +116,11 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("etcd authorization: %w; a member that joins needs its etcd user, made by a running member", err)
 		}
 		log.Info("etcd authorization on: agents use etcd once enrolled (sanbootctl agents enroll NAME)")
+	}
+	// Records an older release wrote move to the current key layout
+	// before anything reads them.
+	if _, err := migrate.Run(ctx, cli, log); err != nil {
+		return fmt.Errorf("key layout migration: %w", err)
 	}
 	uploads, err := openUploads(cfg, log)
 	if err != nil {

@@ -7,6 +7,26 @@ SANBOOT_PIDS=()
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
+# record_secret VALUE...: secrets this test made or was handed (CHAP
+# secrets, boot tokens), for hack/test.sh's final scan of every log and
+# output (hack/scan-secrets.sh). They go to $SANBOOT_SECRETS, a file
+# outside every log directory; nothing is recorded when it is not set.
+record_secret() {
+	[ -n "${SANBOOT_SECRETS:-}" ] || return 0
+	local s
+	for s in "$@"; do
+		[ -z "$s" ] || printf '%s\n' "$s" >>"$SANBOOT_SECRETS"
+	done
+}
+# record_keys FILE...: the private keys in PEM FILEs (the first base64
+# line of each, which holds key material).
+record_keys() {
+	local k
+	for k in "$@"; do
+		[ ! -f "$k" ] || record_secret "$(grep -v -- ----- "$k" | head -1)"
+	done
+}
+
 # free_port prints a TCP port on 127.0.0.1 that nothing listens on and that
 # this script has not handed out before (it runs in a subshell, so the
 # ports handed out are kept in a file named after the script's PID).

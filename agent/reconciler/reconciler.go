@@ -323,7 +323,7 @@ func (r *Reconciler) onAssignments(b kv.Batch) {
 		if ev.Deleted {
 			delete(r.assigns, k)
 			r.forgetNodeLocked(k)
-			r.w.forget(api.NodeStatusKey(project, node))
+			r.w.forget(api.NodeStatusKey(project, node, r.cfg.Agent))
 			gc = true
 			continue
 		}

@@ -851,7 +851,7 @@ func (x *CopySource) GetImage() string {
 }
 
 // ImageReplica is one agent's copy of an image. Written by that agent at
-// /sanboot/v1/replicas/<project>/<image>/<agent>.
+// /sanboot/v1/imagereplicas/<agent>/<project>/<image>.
 type ImageReplica struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Agent              string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`

@@ -19,12 +19,14 @@ import (
 
 // readImages reads what image views join: images (one, or all of a
 // project), their replicas, the nodes that use them, and the agents.
+// Replica keys start with their agent, so every replica is read; images
+// and agents are few.
 func (s *Server) readImages(ctx context.Context, project, name string, at ...clientv3.OpOption) (*state.Store, error) {
-	images, replicas := list(api.ImagesPrefix(project), at...), list(api.ReplicasPrefix("", ""), at...)
+	images := list(api.ImagesPrefix(project), at...)
 	if name != "" {
-		images, replicas = get(api.ImageKey(project, name), at...), list(api.ReplicasPrefix(project, name), at...)
+		images = get(api.ImageKey(project, name), at...)
 	}
-	return s.read(ctx, images, replicas,
+	return s.read(ctx, images, list(api.ReplicasPrefix(), at...),
 		list(api.NodesPrefix(project), at...),
 		listKeys(api.AgentsPrefix(), at...),
 		listKeys(api.AlivePrefix(), at...))
@@ -183,7 +185,7 @@ func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) 
 
 func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64) error {
 	st, err := s.read(ctx, list(api.ImagesPrefix(ref.Project)), list(api.NodesPrefix(ref.Project)),
-		list(api.ReplicasPrefix(ref.Project, "")), list(api.AgentsPrefix()), listKeys(api.AlivePrefix()))
+		list(api.ReplicasPrefix()), list(api.AgentsPrefix()), listKeys(api.AlivePrefix()))
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,11 @@ import (
 
 // readNode reads what the view of one node joins, plus its image.
 func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*state.Store, error) {
-	return s.read(ctx, nodeReads(ref, image)...)
+	st, err := s.read(ctx, nodeReads(ref, image)...)
+	if err != nil {
+		return nil, err
+	}
+	return st, s.readStatus(ctx, st, ref)
 }
 
 // nodeReads are the reads of readNode.
@@ -30,13 +34,28 @@ func nodeReads(ref state.Ref, image string) []clientv3.Op {
 	ops := []clientv3.Op{
 		get(api.NodeKey(ref.Project, ref.Name)),
 		get(api.PlacementKey(ref.Project, ref.Name)),
-		get(api.NodeStatusKey(ref.Project, ref.Name)),
 		listKeys(api.AlivePrefix()),
 	}
 	if image != "" {
 		ops = append(ops, get(api.ImageKey(ref.Project, image)))
 	}
 	return ops
+}
+
+// readStatus adds to st, read for node ref with its placement, the status
+// the node's agent reports, read at st's revision: a status key names its
+// agent (api/keys.go), which only the placement tells.
+func (s *Server) readStatus(ctx context.Context, st *state.Store, ref state.Ref) error {
+	agent := st.Placements[ref].Msg.GetAgent()
+	if agent == "" {
+		return nil
+	}
+	resp, err := s.cli.Get(ctx, api.NodeStatusKey(ref.Project, ref.Name, agent), clientv3.WithRev(st.Revision))
+	if err != nil {
+		return etcdError(ctx, "read", err)
+	}
+	st.Apply(state.BatchFromKVs(st.Revision, resp.Kvs))
+	return nil
 }
 
 // GetNode returns a node with its status.
@@ -109,7 +128,7 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	st, err := s.read(ctx,
 		list(api.NodesPrefix(scope), at...),
 		list(api.PlacementsPrefix(scope), at...),
-		list(api.NodeStatusPrefix(scope), at...),
+		list(api.NodeStatusPrefix(), at...), // keys start with the agent: every project's are read
 		listKeys(api.AlivePrefix(), at...),
 		list(api.MACsPrefix(), at...),
 		list(api.AgentsPrefix(), at...))
@@ -196,6 +215,10 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 		if st, err = s.readNode(ctx, ref, n.Spec.Image); err != nil {
 			return nil, err
 		}
+	} else if err := s.readStatus(ctx, st, ref); err != nil {
+		// Read with the node (PutNodes, createNode): its status key names
+		// the placed agent, which that read told.
+		return nil, err
 	}
 	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
 	img, ok := st.Images[imgRef]

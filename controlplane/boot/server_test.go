@@ -83,7 +83,7 @@ func (e *bootEnv) putNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) {
 	e.put(api.NodeKey(p, name), rec)
 	e.put(api.PlacementKey(p, name), &sanbootv1.Placement{Agent: "rack1", Generation: n.Metadata.Generation})
 	if n.Status.GetPhase() != "" {
-		e.put(api.NodeStatusKey(p, name), n.Status)
+		e.put(api.NodeStatusKey(p, name, "rack1"), n.Status)
 	}
 	if secret != nil {
 		e.put(api.SecretKey(p, name), secret)

@@ -19,6 +19,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/member"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/pki"
+	"github.com/sanboot/sanboot/internal/testsecrets"
 	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
@@ -34,6 +35,9 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 	issue := func(id pki.Identity) tlsconfig.Files {
 		base := filepath.Join(dir, string(id.Role)+"-"+id.Name)
 		if _, err := ca.Issue(pki.Request{Identity: id}, base+".crt", base+".key", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := testsecrets.RecordKeyFiles(base + ".key"); err != nil { // for the suite's scan of the logs
 			t.Fatal(err)
 		}
 		return tlsconfig.Files{CertFile: base + ".crt", KeyFile: base + ".key", TrustedCAFile: filepath.Join(dir, pki.CACertFile)}
@@ -66,9 +70,20 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 			t.Fatalf("enroll %s: %v", a, err)
 		}
 	}
+	// An older release granted every agent all node statuses and
+	// replicas: a member that starts narrows the grants again.
+	for _, p := range []string{api.NodeStatusPrefix(), api.ReplicasPrefix(), api.Prefix + "replicas/"} {
+		if _, err := root.RoleGrantPermission(ctx, etcdauth.AgentRole("a"), p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := etcdauth.Enable(ctx, root, "cp1"); err != nil {
+		t.Fatalf("Enable with authorization on: %v", err)
+	}
 	for k, v := range map[string]string{
 		api.AssignKey("a", "p", "n1"): "a's", api.AssignKey("b", "p", "n2"): "b's",
 		api.SecretKey("p", "n2"): "secret", api.ImageKey("p", "img"): "image", api.AgentKey("b"): "b",
+		api.NodeStatusKey("p", "n2", "b"): "b's status", api.ReplicaKey("p", "img", "b"): "b's replica",
 	} {
 		if _, err := root.Put(ctx, k, v); err != nil {
 			t.Fatalf("root writes %s: %v", k, err)
@@ -109,7 +124,12 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 		{"agent a reads its assignments", func() error { return get(a, api.AssignPrefix("a")) }, false},
 		{"agent a reads the images", func() error { return get(a, api.ImagesPrefix("")) }, false},
 		{"agent a writes its registration", func() error { return put(a, api.AgentKey("a")) }, false},
-		{"agent a writes a node status", func() error { return put(a, api.NodeStatusKey("p", "n1")) }, false},
+		{"agent a writes the status of its node", func() error { return put(a, api.NodeStatusKey("p", "n1", "a")) }, false},
+		{"agent a reports its replica", func() error { return put(a, api.ReplicaKey("p", "img", "a")) }, false},
+		{"agent a reads every replica", func() error { return get(a, api.ReplicasPrefix()) }, false},
+		{"agent a writes the status of b's node", func() error { return put(a, api.NodeStatusKey("p", "n2", "b")) }, true},
+		{"agent a writes b's replica", func() error { return put(a, api.ReplicaKey("p", "img", "b")) }, true},
+		{"agent a reads b's node statuses", func() error { return get(a, api.AgentNodeStatusPrefix("b")) }, true},
 		{"agent a reads b's assignments", func() error { return get(a, api.AssignPrefix("b")) }, true},
 		{"agent a reads every assignment", func() error { return get(a, api.AssignPrefix("")) }, true},
 		{"agent a reads the CHAP secrets", func() error { return get(a, api.SecretsPrefix("")) }, true},
@@ -140,5 +160,10 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 	}
 	if resp, err := root.Get(ctx, api.AssignKey("a", "p", "n9")); err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("a refused assignment was written: %v %v", resp, err)
+	}
+	for k, want := range map[string]string{api.NodeStatusKey("p", "n2", "b"): "b's status", api.ReplicaKey("p", "img", "b"): "b's replica"} {
+		if resp, err := root.Get(ctx, k); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != want {
+			t.Fatalf("%s after a's refused write: %v %v", k, resp, err)
+		}
 	}
 }

@@ -55,8 +55,8 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	pl, placed := s.Placements[ref]
 	agent := pl.Msg.GetAgent()
 	out := &sanbootv1.NodeStatus{Agent: agent}
-	rep, reported := s.Status[ref]
-	if reported && agent != "" {
+	rep, reported := s.StatusOf(ref)
+	if reported {
 		r := rep.Msg
 		out.Phase, out.Message = r.GetPhase(), r.GetMessage()
 		out.TargetIqn, out.Portals, out.Lun = r.GetTargetIqn(), slices.Clone(r.GetPortals()), r.GetLun()

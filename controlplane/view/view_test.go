@@ -46,7 +46,7 @@ func node(deleting bool) *sanbootv1.Node {
 var (
 	nodeKey   = api.NodeKey("p", "n1")
 	placeKey  = api.PlacementKey("p", "n1")
-	statusKey = api.NodeStatusKey("p", "n1")
+	statusKey = api.NodeStatusKey("p", "n1", "a")
 	aliveA    = api.AliveKey("a")
 	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: "Scheduled"}
 	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2}
@@ -91,6 +91,11 @@ func TestNodeStatus(t *testing.T) {
 			api.PhaseDeleting, "which is unavailable", true, false},
 		{"deleted by the agent", map[string]proto.Message{nodeKey: node(true), placeKey: placedOnA, aliveA: empty,
 			statusKey: &sanbootv1.NodeStatus{Phase: api.PhaseDeleted}}, api.PhaseDeleting, "has torn the node down", true, true},
+		// The node moved from b to a: b's report is not a's.
+		{"only the placed agent's status counts", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty,
+			api.NodeStatusKey("p", "n1", "b"): ready}, api.PhasePending, `placed on agent "a"; waiting for it to report`, true, true},
+		{"a status with no placement", map[string]proto.Message{nodeKey: node(false), statusKey: ready},
+			api.PhasePending, "waiting for the scheduler", false, false},
 		{"pin ignored", map[string]proto.Message{nodeKey: node(false), aliveA: empty, statusKey: ready,
 			placeKey: &sanbootv1.Placement{Agent: "a", Reason: "PinIgnored", Message: "the disk lives on a"}}, api.PhaseReady, "", true, true},
 	}
