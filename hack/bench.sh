@@ -16,6 +16,9 @@ go test -run '^$' -bench . -benchtime 1x -count "${COUNT:-1}" -timeout 30m ./ben
 # Clone cost by store, and by image size on reflink XFS (root: loop devices).
 go test -run '^$' -bench 'Clone$' -benchtime 20x -count "${COUNT:-1}" -timeout 30m ./agent/store/filestore/ 2>&1 | tee -a "$out"
 go test -run '^$' -bench 'CloneBySize$' -benchtime 100x -count "${COUNT:-1}" -timeout 30m ./agent/store/filestore/ 2>&1 | tee -a "$out"
+# The RBD store on a real Ceph cluster: clone time by image size, iSCSI
+# read vs rbd export (root, tgtd, tgt-rbd, Ceph).
+hack/bench-rbd.sh 2>&1 | tee -a "$out"
 if grep -q -- '--- FAIL' "$out"; then
 	echo "bench: a benchmark failed (--- FAIL above)" >&2
 	exit 1

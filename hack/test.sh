@@ -23,6 +23,7 @@ hack/e2e.sh
 hack/e2e-apply.sh
 hack/e2e-tgt.sh
 E2E_STORE=ext4 hack/e2e-tgt.sh
+hack/e2e-rbd.sh
 hack/e2e-boot.sh
 hack/e2e-lio.sh
 hack/test-packaging.sh

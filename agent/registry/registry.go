@@ -34,6 +34,10 @@ type Config struct {
 	Portals          []string
 	AdvertisePortals []string
 	CloneMode        string
+	// StoreKind is where the agent's disks live (file, rbd, fake) and
+	// StorageDomain, for a shared store, what identifies it (see
+	// AgentRecord.storage_domain).
+	StoreKind, StorageDomain string
 	// TTL of the lease on the alive key (default 10 s; etcd rounds up to
 	// its minimum, about 2 s).
 	TTL time.Duration
@@ -212,6 +216,8 @@ func (r *Registry) buildRecord(ctx context.Context) (*sanbootv1.AgentRecord, err
 		Portals:          slices.Clone(r.cfg.Portals),
 		AdvertisePortals: slices.Clone(r.cfg.AdvertisePortals),
 		CloneMode:        r.cfg.CloneMode,
+		StoreKind:        r.cfg.StoreKind,
+		StorageDomain:    r.cfg.StorageDomain,
 		StartTime:        timestamppb.New(r.start),
 		UpdateTime:       timestamppb.Now(),
 	}

@@ -1368,8 +1368,14 @@ type AgentRecord struct {
 	CloneMode        string                 `protobuf:"bytes,8,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
 	StartTime        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Where its disks live: "file" (on this host) or "rbd" (in a Ceph pool).
+	StoreKind string `protobuf:"bytes,20,opt,name=store_kind,json=storeKind,proto3" json:"store_kind,omitempty"`
+	// Agents with the same non-empty storage domain reach the same disks
+	// (rbd:<cluster fsid>/<pool>): any of them can serve a node of the domain.
+	// Empty for a store on this host.
+	StorageDomain string `protobuf:"bytes,21,opt,name=storage_domain,json=storageDomain,proto3" json:"storage_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentRecord) Reset() {
@@ -1470,6 +1476,20 @@ func (x *AgentRecord) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *AgentRecord) GetStoreKind() string {
+	if x != nil {
+		return x.StoreKind
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetStorageDomain() string {
+	if x != nil {
+		return x.StorageDomain
+	}
+	return ""
 }
 
 // Agent is the API's view of an agent: its record plus what the control
@@ -4092,7 +4112,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04Node\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
-	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\xf7\x02\n" +
+	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\"\xbd\x03\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4108,7 +4128,10 @@ const file_sanboot_proto_rawDesc = "" +
 	"start_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"d\n" +
+	"updateTime\x12\x1d\n" +
+	"\n" +
+	"store_kind\x18\x14 \x01(\tR\tstoreKind\x12%\n" +
+	"\x0estorage_domain\x18\x15 \x01(\tR\rstorageDomain\"d\n" +
 	"\x05Agent\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.sanboot.v1.AgentRecordR\x06record\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +

@@ -144,7 +144,7 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 	wide := p.format == formatWide
 	header := []string{"NAME", "STATE", "DRIVER", "PORTALS", "NODES", "FREE", "CAPACITY", "VERSION", "AGE"}
 	if wide {
-		header = append(header, "CLONE-MODE", "ADVERTISE")
+		header = append(header, "CLONE-MODE", "ADVERTISE", "STORE", "DOMAIN")
 	}
 	rows := make([][]string, 0, len(agents))
 	for _, a := range agents {
@@ -153,7 +153,8 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 			strconv.FormatInt(a.GetNodes(), 10), formatSize(r.GetFreeBytes()), formatSize(r.GetCapacityBytes()),
 			orNone(r.GetVersion()), age(p.now, r.GetStartTime())}
 		if wide {
-			row = append(row, orNone(r.GetCloneMode()), orNone(strings.Join(r.GetAdvertisePortals(), ",")))
+			row = append(row, orNone(r.GetCloneMode()), orNone(strings.Join(r.GetAdvertisePortals(), ",")),
+				orNone(r.GetStoreKind()), orNone(r.GetStorageDomain()))
 		}
 		rows = append(rows, row)
 	}

@@ -289,6 +289,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	registration, err := registry.New(cli, registry.Config{
 		Name: c.name, Version: version(), Driver: drv.Name(),
 		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
+		StoreKind: b.storeKind, StorageDomain: storageDomain(st),
 		TTL: c.leaseTTL, Log: log,
 		Capacity: func(ctx context.Context) (int64, int64, error) {
 			cp, err := st.Capacity(ctx)

@@ -79,6 +79,7 @@ type Store struct {
 	log      *slog.Logger
 	locks    keylock.Map
 	replicas int64
+	domain   string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -138,6 +139,13 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("rbd store: read the replica count of pool %s as client.%s: %w: check the pool, the user's caps and the keyring", opts.Pool, opts.User, err)
 	}
 	s.replicas = max(size.Size, 1)
+	var fsid struct {
+		FSID string `json:"fsid"`
+	}
+	if err := s.c.cephJSON(ctx, &fsid, "fsid"); err != nil || fsid.FSID == "" {
+		return nil, fmt.Errorf("rbd store: read the cluster's fsid: %v", err)
+	}
+	s.domain = "rbd:" + fsid.FSID + "/" + opts.Pool
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -171,8 +179,12 @@ func (s *Store) start(ctx context.Context) error {
 // CloneMode implements store.Store.
 func (s *Store) CloneMode() store.CloneMode { return store.CloneRBD }
 
-// Pool is the store's pool: agents that share it form a storage domain.
+// Pool is the store's pool.
 func (s *Store) Pool() string { return s.c.pool }
+
+// Domain is the store's storage domain, rbd:<cluster fsid>/<pool>: agents
+// whose stores have the same domain reach the same disks.
+func (s *Store) Domain() string { return s.domain }
 
 // Capacity implements store.Store: the cluster's raw bytes over the pool's
 // replica count, and the pool's max_avail (what can still be written to
