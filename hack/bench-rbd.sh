@@ -34,29 +34,33 @@ start_agent "$WORK" s1 2>/dev/null
 ms() { echo $(($(date +%s%N) / 1000000)); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
 
-# clone_times SIZE: provision K nodes from a blank image of SIZE, one at a
-# time, and print each one's ms (create to Ready).
-clone_times() {
-	local size=$1 img=g$1
-	img=${img,,}
-	ctl image create "$img" --size "$size" >/dev/null
-	wait_until 300 "image $img Ready" sh -c "'$BIN/sanbootctl' get images '$img' | grep -q Ready"
-	for i in $(seq 1 "$K"); do
-		local t0
-		t0=$(ms)
-		ctl provision "$img-n$i" --image "$img" --wait --timeout 300s >/dev/null
-		echo $(($(ms) - t0))
-	done
+# Blank images of 1 GiB and 10 GiB; nodes from each, alternately (so that
+# the growing number of nodes weighs on both alike): each one's ms from
+# create to Ready.
+for img in g1gib:1GiB g10gib:10GiB; do
+	ctl image create "${img%%:*}" --size "${img#*:}" >/dev/null
+	wait_until 300 "image ${img%%:*} Ready" sh -c "'$BIN/sanbootctl' get images '${img%%:*}' | grep -q Ready"
+done
+provision_ms() {
+	local t0
+	t0=$(ms)
+	ctl provision "$1" --image "$2" --wait --timeout 300s >/dev/null 2>&1
+	echo $(($(ms) - t0))
 }
-c1=$(clone_times 1GiB | median)
-c10=$(clone_times 10GiB | median)
-echo "rbd clone via provision --wait: 1 GiB image median ${c1} ms, 10 GiB image median ${c10} ms, ratio $(awk "BEGIN {printf \"%.2f\", $c10 / $c1}") ($K nodes each)"
+: >"$WORK/c1" >"$WORK/c10"
+for i in $(seq 1 "$K"); do
+	provision_ms "g1gib-n$i" g1gib >>"$WORK/c1"
+	provision_ms "g10gib-n$i" g10gib >>"$WORK/c10"
+done
+c1=$(median <"$WORK/c1")
+c10=$(median <"$WORK/c10")
+echo "rbd clone via provision --wait: 1 GiB image median ${c1} ms, 10 GiB image median ${c10} ms, ratio $(awk "BEGIN {printf \"%.2f\", $c10 / $c1}") ($K nodes each, alternately)"
 
 # read: 1 GiB of random data in an image, a node on it.
 head -c 1G /dev/urandom >"$TMPFS/data.raw"
-ctl image import big "$TMPFS/data.raw" --wait --timeout 600s >/dev/null
+ctl image import big "$TMPFS/data.raw" --wait --timeout 600s >/dev/null 2>&1
 rm -f "$TMPFS/data.raw"
-ctl provision big-n1 --image big --wait --timeout 300s >/dev/null
+ctl provision big-n1 --image big --wait --timeout 300s >/dev/null 2>&1
 opts="driver=iscsi,transport=tcp,portal=$PORTAL,target=iqn.2026-11.io.sanboot:default.big-n1,lun=1,initiator-name=iqn.2026-11.io.sanboot:initiator.default.big-n1"
 t0=$(ms)
 qemu-img convert --image-opts "$opts" -O raw "$TMPFS/iscsi.raw"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# e2e-rbd.sh: a storage host whose disks live in Ceph. A real Ceph cluster
+# e2e-rbd.sh: storage hosts whose disks live in Ceph. A real Ceph cluster
 # (hack/ceph-cluster.sh: 1 mon, 1 mgr, 1 OSD, cephx, loopback), a control
-# plane and an agent with --store=rbd and the tgt driver (tgt's rbd backing
-# store), checked from outside by real initiators (libiscsi, qemu) and the
-# rbd tool: E2E_NODES (20) nodes read back byte for byte by their own
-# initiators and refused to others, a node's write survives kill -9 of the
-# agent, a snapshot becomes an image (an RBD clone, no copy) whose new node
-# sees the write, an image with clones cannot be removed, and the pool is
-# empty after deprovisioning. Needs root (tgtd).
+# plane and two agents with --store=rbd on one pool (a storage domain) and
+# the tgt driver (tgt's rbd backing store), checked from outside by real
+# initiators (libiscsi, qemu) and the rbd tool: E2E_NODES (20) nodes read
+# back byte for byte by their own initiators and refused to others; kill -9
+# of one agent moves its nodes to the other, which serves the same bytes
+# (nothing copied), and when it returns nothing is served twice; a
+# snapshot becomes an image (an RBD clone, no copy) whose new node sees the
+# write; an image with clones cannot be removed; the pool is empty after
+# deprovisioning. Needs root (tgtd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -29,15 +31,28 @@ log "Ceph cluster"
 eval "$(hack/ceph-cluster.sh up "$WORK/ceph")"
 admin_rbd() { rbd --conf "$CEPH_CONF" -p "$CEPH_POOL" "$@"; }
 
-PORTAL=127.0.0.1:$(free_port)
-CTL=$((1000 + RANDOM % 30000))
-AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$CTL --portal "$PORTAL"
-	--store=rbd --rbd-pool "$CEPH_POOL" --ceph-conf "$CEPH_CONF" --ceph-user "$CEPH_USER")
-log "control plane, and agent s1: tgt on $PORTAL, disks in pool $CEPH_POOL as client.$CEPH_USER"
+declare -A PORTAL CTL
+for a in s1 s2; do PORTAL[$a]=127.0.0.1:$(free_port) CTL[$a]=$((1000 + RANDOM % 30000)); done
+TTL=4
+# agent NAME: start agent NAME with its own tgtd, on the shared pool.
+agent() {
+	AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control="${CTL[$1]}" --portal "${PORTAL[$1]}"
+		--store=rbd --rbd-pool "$CEPH_POOL" --ceph-conf "$CEPH_CONF" --ceph-user "$CEPH_USER"
+		--lease-ttl "${TTL}s" --resync-interval 5s)
+	start_agent "$WORK" "$1"
+	eval "PID_$1=$AGENT_PID"
+}
+log "control plane; agents s1 (tgt on ${PORTAL[s1]}) and s2 (${PORTAL[s2]}), both on pool $CEPH_POOL as client.$CEPH_USER"
 start_controlplane "$WORK"
-start_agent "$WORK" s1
+agent s1
+agent s2
 ctl get agents -o wide
-ctl get agents s1 -o json | grep -q '"cloneMode": *"rbd"' || die "the agent does not report rbd clones"
+for a in s1 s2; do
+	ctl get agents $a -o json | grep -q '"cloneMode": *"rbd"' || die "agent $a does not report rbd clones"
+	ctl get agents $a -o json | grep -q "\"storageDomain\": *\"rbd:.*/$CEPH_POOL\"" || die "agent $a reports no storage domain"
+done
+[ "$(ctl get agents s1 -o jsonpath='{.record.storageDomain}')" = "$(ctl get agents s2 -o jsonpath='{.record.storageDomain}')" ] ||
+	die "two agents on one pool report different storage domains"
 pass
 
 log "import an image (64 MiB, 4 MiB of it random data): an RBD image with a protected snapshot"
@@ -62,7 +77,10 @@ pass
 
 T() { echo "iqn.2026-11.io.sanboot:default.$1"; }
 I() { echo "iqn.2026-11.io.sanboot:initiator.default.$1"; }
-iscsi_opts() { echo "driver=iscsi,transport=tcp,portal=$PORTAL,target=$(T "$1"),lun=1,initiator-name=$(I "$1")"; }
+# where NODE is served now (the portal its status reports)
+portal() { ctl get nodes "$1" -o jsonpath='{.status.portals[0]}'; }
+served_by() { ctl get nodes "$1" -o jsonpath='{.status.agent}'; }
+iscsi_opts() { echo "driver=iscsi,transport=tcp,portal=$(portal "$1"),target=$(T "$1"),lun=1,initiator-name=$(I "$1")"; }
 
 log "every node's disk, read by its own initiator, is the image byte for byte; another node's initiator is refused"
 for i in $(seq -f %02g 1 "$N"); do
@@ -70,8 +88,12 @@ for i in $(seq -f %02g 1 "$N"); do
 	[ "$(sha256sum <"$WORK/read.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "n$i reads other bytes than the image"
 done
 rm -f "$WORK/read.raw"
-if iscsi-inq -i "$(I n02)" "iscsi://$PORTAL/$(T n01)/1" >/dev/null 2>&1; then die "n02's initiator logged in to n01"; fi
-if iscsi-inq -i iqn.2026-11.io.example:intruder "iscsi://$PORTAL/$(T n01)/1" >/dev/null 2>&1; then die "a stranger logged in to n01"; fi
+P1=$(portal n01)
+if iscsi-inq -i "$(I n02)" "iscsi://$P1/$(T n01)/1" >/dev/null 2>&1; then die "n02's initiator logged in to n01"; fi
+if iscsi-inq -i iqn.2026-11.io.example:intruder "iscsi://$P1/$(T n01)/1" >/dev/null 2>&1; then die "a stranger logged in to n01"; fi
+on_s1=$(for n in $nodes; do if [ "$(served_by "$n")" = s1 ]; then echo "$n"; fi; done | tr '\n' ' ')
+[ -n "$on_s1" ] && [ "$(echo "$on_s1" | wc -w)" -lt "$N" ] || die "the nodes are not spread over both agents (on s1: $on_s1)"
+echo "on s1: $on_s1"
 pass
 
 log "a write through iSCSI lands in n01's clone only"
@@ -82,15 +104,35 @@ admin_rbd export --no-progress img.default.golden "$WORK/golden-now.raw" >/dev/n
 [ "$(sha256sum <"$WORK/golden-now.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "the write reached the image"
 pass
 
-log "kill -9 the agent (its tgtd dies with it); restarted, it serves n01 again with n01's bytes"
-kill -9 "$AGENT_PID"
-wait_until 30 "n01's target gone with tgtd" sh -c "! timeout 10 iscsi-inq -i '$(I n01)' 'iscsi://$PORTAL/$(T n01)/1' >/dev/null 2>&1"
-start_agent "$WORK" s1
-wait_until 120 "n01 served again" iscsi-inq -i "$(I n01)" "iscsi://$PORTAL/$(T n01)/1"
-qemu-io --image-opts "$(iscsi_opts n01)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "n01 lost its write"
-# The dead tgtd's librbd still holds n01's exclusive lock until its watch
-# times out (~30 s); a write then waits for the lock and succeeds.
-timeout 120 qemu-io --image-opts "$(iscsi_opts n01)" -c "write -P 0x5c 2M 1M" >/dev/null || die "n01 cannot be written after the restart"
+log "kill -9 agent s1 (its tgtd dies with it): its nodes move to s2 of the same pool, nothing copied, same bytes"
+X=$(echo "$on_s1" | cut -d' ' -f1)
+qemu-io --image-opts "$(iscsi_opts "$X")" -c "write -P 0x6b 3M 1M" >/dev/null
+t0=$(date +%s%N)
+kill -9 "$PID_s1"
+for n in $on_s1; do
+	wait_until 120 "$n served by s2" sh -c "[ \"\$('$BIN/sanbootctl' get nodes $n -o jsonpath='{.status.agent}')\" = s2 ] && '$BIN/sanbootctl' get nodes $n | grep -q Ready"
+done
+FAILOVER_MS=$((($(date +%s%N) - t0) / 1000000))
+echo "all of s1's nodes Ready on s2 ${FAILOVER_MS} ms after kill -9 (lease TTL ${TTL}s)"
+for n in $on_s1; do
+	[ "$(portal "$n")" = "${PORTAL[s2]}" ] || die "$n reports portal $(portal "$n"), want s2's ${PORTAL[s2]}"
+done
+qemu-io --image-opts "$(iscsi_opts "$X")" -c "read -P 0x6b 3M 1M" | grep -q "read 1048576/1048576" || die "$X lost its write in the move"
+qemu-img convert --image-opts "$(iscsi_opts "$X")" -O raw "$WORK/moved.raw"
+admin_rbd export --no-progress "disk.default.$X" "$WORK/rbd.raw" >/dev/null
+cmp -s "$WORK/moved.raw" "$WORK/rbd.raw" || die "$X read through s2 differs from its RBD image"
+rm -f "$WORK/moved.raw" "$WORK/rbd.raw"
+# The dead tgtd's librbd may still hold the exclusive lock until its watch
+# times out (~30 s): a write then waits for the lock and succeeds.
+timeout 120 qemu-io --image-opts "$(iscsi_opts "$X")" -c "write -P 0x5c 2M 1M" >/dev/null || die "$X cannot be written after the move"
+pass
+
+log "s1 returns: it serves none of the nodes that moved (nothing served twice)"
+agent s1
+sleep 12 # two resyncs
+left=$(tgtadm -C "${CTL[s1]}" --lld iscsi --mode target --op show | grep -c "iqn.2026-11.io.sanboot" || true)
+[ "$left" = 0 ] || die "s1 serves $left sanboot targets after its nodes moved to s2"
+for n in $on_s1; do [ "$(served_by "$n")" = s2 ] || die "$n moved back to $(served_by "$n")"; done
 pass
 
 log "snapshot n01 into an image (an RBD clone of n01's disk, no copy); n-snap from it sees n01's write"
@@ -113,8 +155,10 @@ pass
 log "deprovision everything, remove the images: the pool is empty"
 # shellcheck disable=SC2086
 ctl deprovision $nodes n-snap --wait --timeout 600s
-left=$(tgtadm -C "$CTL" --lld iscsi --mode target --op show | grep -c "iqn.2026-11.io.sanboot" || true)
-[ "$left" = 0 ] || die "$left sanboot targets left in tgtd after deprovision"
+for a in s1 s2; do
+	left=$(tgtadm -C "${CTL[$a]}" --lld iscsi --mode target --op show | grep -c "iqn.2026-11.io.sanboot" || true)
+	[ "$left" = 0 ] || die "$left sanboot targets left in $a's tgtd after deprovision"
+done
 ctl snapshot rm n01-snap 2>/dev/null || ctl image rm n01-snap
 ctl image rm golden
 wait_until 120 "the pool empty" sh -c "[ -z \"\$(rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' ls)\" ]" ||

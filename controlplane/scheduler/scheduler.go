@@ -163,7 +163,8 @@ func (s *Scheduler) handle(b kv.Batch) {
 			refs[c.Ref] = true
 		case state.Alive, state.Agents:
 			s.unplaced(refs, func(*sanbootv1.Node) bool { return true })
-			s.stranded(refs)                    // see failover.go
+			s.stranded(refs) // nodes to fail over: see failover.go
+
 			for ref, n := range s.store.Nodes { // forced deletions wait for an agent to go
 				if n.Msg.GetMetadata().GetForceDelete() {
 					refs[ref] = true
