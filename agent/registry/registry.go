@@ -45,6 +45,11 @@ type Config struct {
 	// registration and every UpdateInterval, and the record is rewritten
 	// only when they changed. Nil means 0 and 0.
 	Capacity func(context.Context) (capacity, free int64, err error)
+	// OnLost, when set, is called as soon as the lease is lost (before
+	// the registry registers again), and OnRegistered after every
+	// registration: an agent with a shared store fences itself between
+	// the two.
+	OnLost, OnRegistered func()
 	// UpdateInterval between capacity checks (default 30 s).
 	UpdateInterval time.Duration
 	Log            *slog.Logger
@@ -139,6 +144,9 @@ func (r *Registry) session(ctx context.Context) error {
 	r.mu.Unlock()
 	r.readyOnce.Do(func() { close(r.ready) })
 	r.log.Info("registered", "agent", r.cfg.Name, "lease", fmt.Sprintf("%x", g.ID), "ttl", ttl)
+	if r.cfg.OnRegistered != nil {
+		r.cfg.OnRegistered()
+	}
 
 	tick := time.NewTicker(r.cfg.UpdateInterval)
 	defer tick.Stop()
@@ -151,6 +159,9 @@ func (r *Registry) session(ctx context.Context) error {
 				r.mu.Lock()
 				r.lease, r.prev = 0, g.ID
 				r.mu.Unlock()
+				if r.cfg.OnLost != nil {
+					r.cfg.OnLost()
+				}
 				return fmt.Errorf("lease %x expired or could not be kept alive", g.ID)
 			}
 		case <-tick.C:

@@ -44,18 +44,30 @@ func (s *Scheduler) failoverTarget(agent string, n *sanbootv1.Node, picks map[st
 }
 
 // failover picks the agent that takes over node n from the unavailable
-// agent from, or "" when from is in no storage domain or no live agent of
-// its domain holds the node's image.
+// agent from, or "" when from is in no storage domain or no agent of its
+// domain holds the node's image (then the disk may not be in the domain's
+// store either).
 func (s *Scheduler) failover(from string, n *sanbootv1.Node, picks map[string]int) string {
 	st := s.store
 	domain := st.Agents[from].Msg.GetStorageDomain()
 	if domain == "" {
 		return ""
 	}
+	// The image is in the domain's store when any agent of the domain
+	// holds it (the node's disk is there anyway).
 	img := state.Ref{Project: n.GetMetadata().GetProject(), Name: n.GetSpec().GetImage()}
+	inDomain := false
+	for a, r := range st.Replicas[img] {
+		if r.Msg.GetPhase() == api.ReplicaReady && st.Agents[a].Msg.GetStorageDomain() == domain {
+			inDomain = true
+		}
+	}
+	if !inDomain {
+		return ""
+	}
 	best, bestLoad := "", 0
 	for _, a := range slices.Sorted(maps.Keys(st.Alive)) {
-		if a == from || st.Agents[a].Msg.GetStorageDomain() != domain || st.Replicas[img][a].Msg.GetPhase() != api.ReplicaReady {
+		if a == from || st.Agents[a].Msg.GetStorageDomain() != domain {
 			continue
 		}
 		load := st.AssignCount(a) + s.writtenPerAgent[a] + picks[a]
