@@ -9,6 +9,11 @@
 #   read:   a node's whole disk (1 GiB of random data) read by its
 #           initiator through tgt's rbd backing store (qemu-img, libiscsi),
 #           and the same image read with `rbd export`, both to tmpfs: ratio
+#   apply:  `sanbootctl apply -f --wait` of BENCH_APPLY (200) nodes on the
+#           RBD agent, then as many on an agent with the reflink store (XFS
+#           on a loop device), same run: ratio
+#   failover: kill -9 of the agent serving F (10) nodes; time until all are
+#           Ready on the other agent of the pool (lease TTL 4 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -26,10 +31,14 @@ build_binaries "$BIN" >/dev/null 2>&1
 eval "$(hack/ceph-cluster.sh up "$WORK/ceph" 2>/dev/null)"
 admin_rbd() { rbd --conf "$CEPH_CONF" -p "$CEPH_POOL" "$@"; }
 PORTAL=127.0.0.1:$(free_port)
-AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL"
-	--store=rbd --rbd-pool "$CEPH_POOL" --ceph-conf "$CEPH_CONF" --ceph-user "$CEPH_USER")
+rbd_agent() { # rbd_agent NAME PORTAL
+	AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$2"
+		--store=rbd --rbd-pool "$CEPH_POOL" --ceph-conf "$CEPH_CONF" --ceph-user "$CEPH_USER" --lease-ttl 4s)
+	start_agent "$WORK" "$1" 2>/dev/null
+}
 start_controlplane "$WORK" 2>/dev/null
-start_agent "$WORK" s1 2>/dev/null
+rbd_agent s1 "$PORTAL"
+S1_PID=$AGENT_PID
 
 ms() { echo $(($(date +%s%N) / 1000000)); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
@@ -71,3 +80,45 @@ admin_rbd export --no-progress disk.default.big-n1 "$TMPFS/export.raw" >/dev/nul
 export_ms=$(($(ms) - t0))
 rm -f "$TMPFS/export.raw"
 echo "read 1 GiB of random data: iSCSI (tgt bs_rbd, qemu-img) ${iscsi} ms = $((1024 * 1000 / iscsi)) MiB/s, rbd export ${export_ms} ms = $((1024 * 1000 / export_ms)) MiB/s, ratio $(awk "BEGIN {printf \"%.2f\", $iscsi / $export_ms}")"
+
+# apply: BENCH_APPLY nodes through apply -f --wait, on RBD (s1) and on
+# reflink (x1: XFS on a loop device), one after the other.
+A=${BENCH_APPLY:-200}
+mount_fs xfs "$WORK/xfs.img" "$WORK/xfs" 4G
+trap 'stop_all; unmount_all; hack/ceph-cluster.sh down "$WORK/ceph" || true; rm -rf "$TMPFS" "$WORK"' EXIT
+AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "127.0.0.1:$(free_port)")
+STORE_DIR=$WORK/xfs start_agent "$WORK" x1 2>/dev/null
+manifest() { # manifest AGENT STORE: an image held by AGENT, A nodes on it
+	printf 'apiVersion: sanboot.io/v1\nkind: Image\nmetadata: {name: base-%s}\nspec: {sizeBytes: 1GiB, agents: [%s], source: {blank: {}}}\n' "$2" "$1"
+	for i in $(seq 1 "$A"); do
+		printf -- '---\napiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: %s-%d}\nspec: {image: base-%s, agent: %s}\n' "$2" "$i" "$2" "$1"
+	done
+}
+for run in s1:rbd x1:reflink; do
+	manifest "${run%%:*}" "${run#*:}" >"$WORK/${run#*:}.yaml"
+done
+for store in rbd reflink; do # the images first: the timed applies make nodes only
+	head -4 "$WORK/$store.yaml" >"$WORK/$store-image.yaml"
+	ctl apply -f "$WORK/$store-image.yaml" --wait --timeout 300s >"$WORK/apply-image.log" 2>&1 || { cat "$WORK/apply-image.log"; die "apply of image base-$store failed"; }
+done
+t0=$(ms)
+ctl apply -f "$WORK/rbd.yaml" --wait --timeout 1800s >"$WORK/apply-rbd.log" 2>&1 || { tail -20 "$WORK/apply-rbd.log"; die "apply on RBD failed"; }
+apply_rbd=$(($(ms) - t0))
+t0=$(ms)
+ctl apply -f "$WORK/reflink.yaml" --wait --timeout 1800s >"$WORK/apply-reflink.log" 2>&1 || { tail -20 "$WORK/apply-reflink.log"; die "apply on reflink failed"; }
+apply_reflink=$(($(ms) - t0))
+echo "apply -f --wait of $A nodes: RBD ${apply_rbd} ms, reflink (XFS) ${apply_reflink} ms, ratio $(awk "BEGIN {printf \"%.2f\", $apply_rbd / $apply_reflink}")"
+ctl delete -f "$WORK/rbd.yaml" --wait --timeout 1800s >/dev/null 2>&1
+ctl delete -f "$WORK/reflink.yaml" --wait --timeout 1800s >/dev/null 2>&1
+
+# failover: F nodes on s1, a second agent s2 on the pool, kill -9 s1.
+F=${BENCH_FAILOVER:-10}
+rbd_agent s2 "127.0.0.1:$(free_port)"
+for i in $(seq 1 "$F"); do ctl provision "fo-$i" --image g1gib --agent s1 >/dev/null 2>&1; done
+ctl wait node $(seq -f "fo-%g" 1 "$F") --for=ready --timeout=600s >/dev/null 2>&1
+t0=$(ms)
+kill -9 "$S1_PID"
+for i in $(seq 1 "$F"); do
+	wait_until 300 "fo-$i on s2" sh -c "'$BIN/sanbootctl' get nodes fo-$i -o jsonpath='{.status.agent} {.status.phase}' | grep -qx 's2 Ready'"
+done
+echo "failover after kill -9 (lease TTL 4 s): all $F nodes Ready on the other agent in $(($(ms) - t0)) ms"
