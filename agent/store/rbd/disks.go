@@ -37,7 +37,7 @@ func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (
 	if err != nil {
 		return store.Disk{}, fmt.Errorf("clone for node %s: %w", node, err)
 	}
-	c, err := s.Capacity(ctx)
+	c, err := s.recentCapacity(ctx)
 	if err != nil {
 		return store.Disk{}, err
 	}

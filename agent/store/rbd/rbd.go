@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -80,7 +81,16 @@ type Store struct {
 	locks    keylock.Map
 	replicas int64
 	domain   string
+
+	capMu   sync.Mutex
+	capAt   time.Time // when capLast was read
+	capLast store.Capacity
 }
+
+// capacityMaxAge is how long Clone's free-space check reuses a reading of
+// ceph df: the ceph tool is a Python program that takes hundreds of
+// milliseconds per call, more than the clone itself.
+const capacityMaxAge = 10 * time.Second
 
 var _ store.Store = (*Store)(nil)
 
@@ -190,6 +200,28 @@ func (s *Store) Domain() string { return s.domain }
 // replica count, and the pool's max_avail (what can still be written to
 // it, replication counted). The pool's existence is checked by New.
 func (s *Store) Capacity(ctx context.Context) (store.Capacity, error) {
+	c, err := s.readCapacity(ctx)
+	if err == nil {
+		s.capMu.Lock()
+		s.capAt, s.capLast = time.Now(), c
+		s.capMu.Unlock()
+	}
+	return c, err
+}
+
+// recentCapacity is Capacity, read again only when the last reading is
+// older than capacityMaxAge.
+func (s *Store) recentCapacity(ctx context.Context) (store.Capacity, error) {
+	s.capMu.Lock()
+	c, at := s.capLast, s.capAt
+	s.capMu.Unlock()
+	if !at.IsZero() && time.Since(at) < capacityMaxAge {
+		return c, nil
+	}
+	return s.Capacity(ctx)
+}
+
+func (s *Store) readCapacity(ctx context.Context) (store.Capacity, error) {
 	var df struct {
 		Stats struct {
 			Total int64 `json:"total_bytes"`
