@@ -84,7 +84,7 @@ echo "read 1 GiB of random data: iSCSI (tgt bs_rbd, qemu-img) ${iscsi} ms = $((1
 # apply: BENCH_APPLY nodes through apply -f --wait, on RBD (s1) and on
 # reflink (x1: XFS on a loop device), one after the other.
 A=${BENCH_APPLY:-200}
-mount_fs xfs "$WORK/xfs.img" "$WORK/xfs" 4G
+mount_fs xfs "$WORK/xfs.img" "$WORK/xfs" 16G # sparse; every clone must fit in the free space (the Store contract)
 trap 'stop_all; unmount_all; hack/ceph-cluster.sh down "$WORK/ceph" || true; rm -rf "$TMPFS" "$WORK"' EXIT
 AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "127.0.0.1:$(free_port)")
 STORE_DIR=$WORK/xfs start_agent "$WORK" x1 2>/dev/null
@@ -104,6 +104,7 @@ done
 t0=$(ms)
 ctl apply -f "$WORK/rbd.yaml" --wait --timeout 1800s >"$WORK/apply-rbd.log" 2>&1 || { tail -20 "$WORK/apply-rbd.log"; die "apply on RBD failed"; }
 apply_rbd=$(($(ms) - t0))
+echo "apply -f --wait of $A nodes on RBD: ${apply_rbd} ms"
 t0=$(ms)
 ctl apply -f "$WORK/reflink.yaml" --wait --timeout 1800s >"$WORK/apply-reflink.log" 2>&1 || { tail -20 "$WORK/apply-reflink.log"; die "apply on reflink failed"; }
 apply_reflink=$(($(ms) - t0))
