@@ -108,6 +108,7 @@ func (s *Store) DeleteDisk(ctx context.Context, project, node string) error {
 	if err := s.remove(ctx, n); err != nil {
 		return fmt.Errorf("delete disk of node %s/%s: %w", project, node, err)
 	}
+	s.collect(ctx)
 	return nil
 }
 
