@@ -44,6 +44,7 @@ e2e hack/e2e-tls.sh
 e2e hack/e2e-netns.sh
 e2e hack/e2e-tgt.sh
 E2E_STORE=ext4 e2e hack/e2e-tgt.sh
+e2e hack/e2e-rbd.sh
 e2e hack/e2e-boot.sh
 e2e hack/e2e-lio.sh
 e2e hack/test-packaging.sh

@@ -111,6 +111,10 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 			"the agent tries again when the node changes or at the next resync", k, disk.Owner, disk.Image, disk.Path))
 	}
 	want.BackingPath, want.SizeBytes = disk.Path, disk.SizeBytes
+	if r.fenced.Load() {
+		w.p.finish(nil) // nothing to report: etcd is out of reach or the lease is gone
+		return retry, errFenced
+	}
 	w.p.step("building the iSCSI target")
 	if err := r.cfg.Driver.Ensure(ctx, want); err != nil {
 		if isInvalid(err) {

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -61,6 +62,11 @@ type Config struct {
 	// starts with it and that no assignment wants is removed (default
 	// api.DefaultAuthority + ":").
 	ManagedPrefix string
+	// SharedStore says that other agents reach the same store (agents of a
+	// storage domain sharing an RBD pool): an image that this agent is not
+	// asked to hold is then another agent's, and only the deletion of the
+	// image record removes it from the store.
+	SharedStore bool
 	// RetryBase and RetryMax bound the backoff of failed work (default
 	// 500 ms doubling up to 1 min).
 	RetryBase, RetryMax time.Duration
@@ -125,6 +131,7 @@ type Reconciler struct {
 	healthCh  chan struct{} // asks for a target check
 	synced    chan struct{} // closed after the first full resync
 	syncOnce  sync.Once
+	fenced    atomic.Bool // see Fence
 
 	mu       sync.Mutex // guards what follows
 	assigns  map[ref]assignState

@@ -36,6 +36,10 @@ type Config struct {
 	Portals          []string
 	AdvertisePortals []string
 	CloneMode        string
+	// StoreKind is where the agent's disks live (file, rbd, fake) and
+	// StorageDomain, for a shared store, what identifies it (see
+	// AgentRecord.storage_domain).
+	StoreKind, StorageDomain string
 	// TTL of the lease on the alive key (default 10 s; etcd rounds up to
 	// its minimum, about 2 s).
 	TTL time.Duration
@@ -47,6 +51,11 @@ type Config struct {
 	// stops (a system tgtd, LIO): a graceful stop then records that in the
 	// agent record, and its nodes stay Ready instead of Unavailable.
 	TargetsOutlive bool
+	// OnLost, when set, is called as soon as the lease is lost (before
+	// the registry registers again), and OnRegistered after every
+	// registration: an agent with a shared store fences itself between
+	// the two.
+	OnLost, OnRegistered func()
 	// UpdateInterval between capacity checks (default 10 s; at once when SetProblem changes the problem, e.g. when the store fills up).
 	UpdateInterval time.Duration
 	Log            *slog.Logger
@@ -84,6 +93,7 @@ func New(cli *clientv3.Client, cfg Config) (*Registry, error) {
 	lc := lease.Config{
 		What: "agent " + cfg.Name, TTL: cfg.TTL, Log: r.log,
 		Register: r.register, Every: cfg.UpdateInterval, Tick: r.updateRecord,
+		Lost: cfg.OnLost, Registered: cfg.OnRegistered,
 	}
 	if cfg.TargetsOutlive {
 		lc.Stopping = r.recordStop
@@ -161,6 +171,8 @@ func (r *Registry) buildRecord(ctx context.Context) (*sanbootv1.AgentRecord, err
 		Portals:          slices.Clone(r.cfg.Portals),
 		AdvertisePortals: slices.Clone(r.cfg.AdvertisePortals),
 		CloneMode:        r.cfg.CloneMode,
+		StoreKind:        r.cfg.StoreKind,
+		StorageDomain:    r.cfg.StorageDomain,
 		StartTime:        timestamppb.New(r.start),
 		UpdateTime:       timestamppb.Now(),
 	}

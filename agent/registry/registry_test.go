@@ -237,3 +237,35 @@ func TestGracefulStopRecordsKeptTargets(t *testing.T) {
 		t.Errorf("targets that die with the agent recorded as kept: %v", rec)
 	}
 }
+
+// TestLostAndRegisteredCallbacks: OnLost runs when the lease is lost,
+// before the registry registers again; OnRegistered after each
+// registration (an agent with a shared store fences itself in between).
+func TestLostAndRegisteredCallbacks(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	events := make(chan string, 16)
+	r := start(t, cli, registry.Config{TTL: 2 * time.Second,
+		OnLost: func() { events <- "lost" }, OnRegistered: func() { events <- "registered" }})
+	next := func() string {
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(wait):
+			t.Fatalf("no callback after %v", wait)
+			return ""
+		}
+	}
+	if e := next(); e != "registered" {
+		t.Fatalf("first callback %q, want registered", e)
+	}
+	if _, err := cli.Revoke(context.Background(), r.reg.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(); e != "lost" {
+		t.Fatalf("after the lease was revoked: %q, want lost", e)
+	}
+	if e := next(); e != "registered" {
+		t.Fatalf("after lost: %q, want registered again", e)
+	}
+}

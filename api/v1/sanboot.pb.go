@@ -1385,8 +1385,14 @@ type AgentRecord struct {
 	// system tgtd, LIO): when it stopped. Its nodes then stay Ready
 	// (unchecked) instead of Unavailable until it is back. Cleared when it
 	// registers again.
-	StopTime      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
-	TargetsKept   bool                   `protobuf:"varint,13,opt,name=targets_kept,json=targetsKept,proto3" json:"targets_kept,omitempty"`
+	StopTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
+	TargetsKept bool                   `protobuf:"varint,13,opt,name=targets_kept,json=targetsKept,proto3" json:"targets_kept,omitempty"`
+	// Where its disks live: "file" (on this host) or "rbd" (in a Ceph pool).
+	StoreKind string `protobuf:"bytes,20,opt,name=store_kind,json=storeKind,proto3" json:"store_kind,omitempty"`
+	// Agents with the same non-empty storage domain reach the same disks
+	// (rbd:<cluster fsid>/<pool>): any of them can serve a node of the domain.
+	// Empty for a store on this host.
+	StorageDomain string `protobuf:"bytes,21,opt,name=storage_domain,json=storageDomain,proto3" json:"storage_domain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1510,6 +1516,20 @@ func (x *AgentRecord) GetTargetsKept() bool {
 		return x.TargetsKept
 	}
 	return false
+}
+
+func (x *AgentRecord) GetStoreKind() string {
+	if x != nil {
+		return x.StoreKind
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetStorageDomain() string {
+	if x != nil {
+		return x.StorageDomain
+	}
+	return ""
 }
 
 // Agent is the API's view of an agent: its record plus what the control
@@ -4563,7 +4583,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
 	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\x12=\n" +
-	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\xed\x03\n" +
+	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\xb3\x04\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4582,7 +4602,10 @@ const file_sanboot_proto_rawDesc = "" +
 	"updateTime\x12\x18\n" +
 	"\aproblem\x18\v \x01(\tR\aproblem\x127\n" +
 	"\tstop_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bstopTime\x12!\n" +
-	"\ftargets_kept\x18\r \x01(\bR\vtargetsKept\"~\n" +
+	"\ftargets_kept\x18\r \x01(\bR\vtargetsKept\x12\x1d\n" +
+	"\n" +
+	"store_kind\x18\x14 \x01(\tR\tstoreKind\x12%\n" +
+	"\x0estorage_domain\x18\x15 \x01(\tR\rstorageDomain\"~\n" +
 	"\x05Agent\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.sanboot.v1.AgentRecordR\x06record\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +

@@ -13,8 +13,9 @@
 //     compares the mod_revisions it decided on. A node no agent can take gets
 //     a Placement with an empty agent and a message, and is tried again when
 //     agents or replicas change.
-//   - a placed node never moves (its disk lives there); spec changes are
-//     copied into its Assignment.
+//   - a placed node never moves (its disk lives there), unless its agent is
+//     unavailable and another agent of its storage domain can serve the
+//     same disk (failover.go); spec changes are copied into its Assignment.
 //   - a node with delete_time gets assignment.deleting; once its agent
 //     reports phase Deleted, the node, placement, status and assignment are
 //     deleted in one transaction. A node never placed is deleted at once.
@@ -165,6 +166,8 @@ func (s *Scheduler) handle(b kv.Batch) {
 			refs[c.Ref] = true
 		case state.Alive, state.Agents:
 			s.unplaced(refs, func(*sanbootv1.Node) bool { return true })
+			s.stranded(refs) // nodes to fail over: see failover.go
+
 			for ref, n := range s.store.Nodes { // forced deletions wait for an agent to go
 				if n.Msg.GetMetadata().GetForceDelete() {
 					refs[ref] = true
@@ -438,6 +441,9 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		}
 		p.agent = agent
 		p.what = "placed node"
+	} else if to := s.failoverTarget(agent, node.Msg, picks); to != "" {
+		p.what = fmt.Sprintf("moved node from unavailable agent %q to %q of its storage domain (no data copied)", agent, to)
+		agent, p.agent = to, to
 	} else {
 		p.what = "updated node's assignment"
 	}

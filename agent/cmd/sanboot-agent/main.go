@@ -330,9 +330,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("insecure mode: the connections to etcd and the API are not encrypted nor authenticated; give --cert, --key and --cacert beyond one host")
 	}
 
+	// An agent whose disks other agents can serve (a storage domain)
+	// fences itself while its lease is lost: see reconciler.Fence.
+	fence := func(bool) {}
+	var onLost, onRegistered func()
+	if domain := storageDomain(st); domain != "" {
+		onLost, onRegistered = func() { fence(true) }, func() { fence(false) }
+	}
 	registration, err := registry.New(cli, registry.Config{
 		Name: c.name, Version: buildinfo.Version(), Driver: drv.Name(),
 		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
+		StoreKind: b.storeKind, StorageDomain: storageDomain(st), OnLost: onLost, OnRegistered: onRegistered,
 		TTL: c.leaseTTL, Log: log,
 		// LIO lives in the kernel and a system tgtd in its own service:
 		// their targets outlive the agent; a managed tgtd's do not.
@@ -349,13 +357,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	rec, err := reconciler.New(reconciler.Config{
 		Agent: c.name, Client: cli, Store: st, Driver: drv,
 		Portals: c.portals, AdvertisePortals: c.advertisePortals,
-		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log,
+		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log, SharedStore: storageDomain(st) != "",
 		OnRetry:       func(kind string) { onRetry(kind) },
 		TargetProblem: b.targetProblem,
 		OnProblem:     registration.SetProblem,
 	})
 	if err != nil {
 		return err
+	}
+	fence = func(on bool) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := rec.Fence(fctx, on); err != nil {
+			log.Error("fencing", "err", err)
+		}
 	}
 	if onRetry, err = agentmetrics.Queue(metricsReg, rec.QueueLen); err != nil {
 		return err
