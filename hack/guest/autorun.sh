@@ -85,7 +85,7 @@ sanbootctl get nodes n1 -o json | grep -q 'left the target serving' || fail "n1 
 step "the journal has the structured logs"
 journalctl -u sanboot-agent -o cat >$H/agent.journal
 journalctl -u sanboot-controlplane -o cat >$H/controlplane.journal
-grep -q '"msg":"lease revoked; the agent shows as Unavailable"' $H/agent.journal || fail "no JSON 'lease revoked' line in the agent's journal"
+grep -q '"msg":"lease revoked; registration removed"' $H/agent.journal || fail "no JSON 'lease revoked' line in the agent's journal"
 grep -q '"msg":"serving: registered and the first full resync is done"' $H/agent.journal || fail "no JSON 'serving' line in the agent's journal"
 grep -q 'msg=serving' $H/controlplane.journal || fail "no 'serving' line in the control plane's journal"
 journalctl -u sanboot-agent -o json -n 1 >$H/agent.journal.json
