@@ -23,12 +23,28 @@ import (
 	"github.com/sanboot/sanboot/internal/etcdtest"
 )
 
-// run starts the whole control plane and returns a stop function that
-// waits for Run to return and reports its error.
+// run starts the whole control plane, returns once it serves, and gives a
+// stop function that waits for Run to return and reports its error.
 func run(t *testing.T, cfg controlplane.Config) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
+	ready, onReady := make(chan struct{}), cfg.OnReady
+	cfg.OnReady = func() {
+		if onReady != nil {
+			onReady()
+		}
+		close(ready)
+	}
 	go func() { errc <- controlplane.Run(ctx, cfg) }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("the control plane stopped before it served: %v", err)
+	case <-time.After(2 * time.Minute):
+		cancel()
+		t.Fatal("the control plane did not serve within 2 minutes")
+	}
 	return func() error {
 		cancel()
 		select {

@@ -131,10 +131,22 @@ func TestBackupWipeRestore(t *testing.T) {
 	cli.Close()
 }
 
+// run starts a control plane and returns once it serves (its API answers).
 func run(t *testing.T, cfg controlplane.Config) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
+	ready := make(chan struct{})
+	cfg.OnReady = func() { close(ready) }
 	go func() { errc <- controlplane.Run(ctx, cfg) }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("the control plane stopped before it served: %v", err)
+	case <-time.After(2 * time.Minute):
+		cancel()
+		t.Fatal("the control plane did not serve within 2 minutes")
+	}
 	var stopped bool
 	return func() error {
 		if stopped {
