@@ -33,6 +33,8 @@ const MaxImageSize = 64 << 40
 const (
 	MaxLabels      = 64
 	MaxDescription = 1024
+	// MaxNodeSessions bounds the sessions a node's status lists.
+	MaxNodeSessions = 8
 )
 
 func limit(field string, n, max int, unit string) error {

@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{39, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -1186,8 +1186,12 @@ type NodeStatus struct {
 	ObservedGeneration int64                  `protobuf:"varint,7,opt,name=observed_generation,json=observedGeneration,proto3" json:"observed_generation,omitempty"`
 	UpdateTime         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// How the disk was cloned: reflink, copy, fake.
-	CloneMode     string       `protobuf:"bytes,9,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
-	Conditions    []*Condition `protobuf:"bytes,10,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	CloneMode  string       `protobuf:"bytes,9,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
+	Conditions []*Condition `protobuf:"bytes,10,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	// Who is logged in to the node's target, as the agent last saw it (at
+	// its resync and whenever it builds the target); at most
+	// api.MaxNodeSessions, sorted by initiator. Empty: nobody.
+	Sessions      []*TargetSession `protobuf:"bytes,20,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1292,6 +1296,68 @@ func (x *NodeStatus) GetConditions() []*Condition {
 	return nil
 }
 
+func (x *NodeStatus) GetSessions() []*TargetSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// TargetSession is one iSCSI session on a node's target.
+type TargetSession struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The initiator name it logged in with.
+	Initiator string `protobuf:"bytes,1,opt,name=initiator,proto3" json:"initiator,omitempty"`
+	// The initiator's IP address; empty when the target system does not say.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TargetSession) Reset() {
+	*x = TargetSession{}
+	mi := &file_sanboot_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TargetSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TargetSession) ProtoMessage() {}
+
+func (x *TargetSession) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TargetSession.ProtoReflect.Descriptor instead.
+func (*TargetSession) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TargetSession) GetInitiator() string {
+	if x != nil {
+		return x.Initiator
+	}
+	return ""
+}
+
+func (x *TargetSession) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type Node struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Metadata *ObjectMeta            `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
@@ -1306,7 +1372,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_sanboot_proto_msgTypes[14]
+	mi := &file_sanboot_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1384,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[14]
+	mi := &file_sanboot_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1397,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{14}
+	return file_sanboot_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Node) GetMetadata() *ObjectMeta {
@@ -1387,7 +1453,7 @@ type AgentRecord struct {
 
 func (x *AgentRecord) Reset() {
 	*x = AgentRecord{}
-	mi := &file_sanboot_proto_msgTypes[15]
+	mi := &file_sanboot_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1465,7 @@ func (x *AgentRecord) String() string {
 func (*AgentRecord) ProtoMessage() {}
 
 func (x *AgentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[15]
+	mi := &file_sanboot_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1478,7 @@ func (x *AgentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentRecord.ProtoReflect.Descriptor instead.
 func (*AgentRecord) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{15}
+	return file_sanboot_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AgentRecord) GetName() string {
@@ -1511,7 +1577,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_sanboot_proto_msgTypes[16]
+	mi := &file_sanboot_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1589,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[16]
+	mi := &file_sanboot_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1602,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{16}
+	return file_sanboot_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Agent) GetRecord() *AgentRecord {
@@ -1581,7 +1647,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_sanboot_proto_msgTypes[17]
+	mi := &file_sanboot_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1659,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[17]
+	mi := &file_sanboot_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1672,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{17}
+	return file_sanboot_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Placement) GetAgent() string {
@@ -1659,7 +1725,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_sanboot_proto_msgTypes[18]
+	mi := &file_sanboot_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1737,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[18]
+	mi := &file_sanboot_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1750,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{18}
+	return file_sanboot_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Assignment) GetProject() string {
@@ -1767,7 +1833,7 @@ type ChapSecret struct {
 
 func (x *ChapSecret) Reset() {
 	*x = ChapSecret{}
-	mi := &file_sanboot_proto_msgTypes[19]
+	mi := &file_sanboot_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1845,7 @@ func (x *ChapSecret) String() string {
 func (*ChapSecret) ProtoMessage() {}
 
 func (x *ChapSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[19]
+	mi := &file_sanboot_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1858,7 @@ func (x *ChapSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChapSecret.ProtoReflect.Descriptor instead.
 func (*ChapSecret) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{19}
+	return file_sanboot_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ChapSecret) GetUser() string {
@@ -1837,7 +1903,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_sanboot_proto_msgTypes[20]
+	mi := &file_sanboot_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1915,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[20]
+	mi := &file_sanboot_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1928,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{20}
+	return file_sanboot_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetName() string {
@@ -1903,7 +1969,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_sanboot_proto_msgTypes[21]
+	mi := &file_sanboot_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +1981,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[21]
+	mi := &file_sanboot_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +1994,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{21}
+	return file_sanboot_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRequest) GetProject() string {
@@ -1957,7 +2023,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_sanboot_proto_msgTypes[22]
+	mi := &file_sanboot_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2035,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[22]
+	mi := &file_sanboot_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2048,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{22}
+	return file_sanboot_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRequest) GetProject() string {
@@ -2023,7 +2089,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_sanboot_proto_msgTypes[23]
+	mi := &file_sanboot_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2101,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[23]
+	mi := &file_sanboot_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2114,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{23}
+	return file_sanboot_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteRequest) GetProject() string {
@@ -2098,7 +2164,7 @@ type PutNodeRequest struct {
 
 func (x *PutNodeRequest) Reset() {
 	*x = PutNodeRequest{}
-	mi := &file_sanboot_proto_msgTypes[24]
+	mi := &file_sanboot_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2176,7 @@ func (x *PutNodeRequest) String() string {
 func (*PutNodeRequest) ProtoMessage() {}
 
 func (x *PutNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[24]
+	mi := &file_sanboot_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2189,7 @@ func (x *PutNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodeRequest.ProtoReflect.Descriptor instead.
 func (*PutNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{24}
+	return file_sanboot_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PutNodeRequest) GetNode() *Node {
@@ -2157,7 +2223,7 @@ type PutNodeResponse struct {
 
 func (x *PutNodeResponse) Reset() {
 	*x = PutNodeResponse{}
-	mi := &file_sanboot_proto_msgTypes[25]
+	mi := &file_sanboot_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2235,7 @@ func (x *PutNodeResponse) String() string {
 func (*PutNodeResponse) ProtoMessage() {}
 
 func (x *PutNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[25]
+	mi := &file_sanboot_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2248,7 @@ func (x *PutNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodeResponse.ProtoReflect.Descriptor instead.
 func (*PutNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{25}
+	return file_sanboot_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PutNodeResponse) GetNode() *Node {
@@ -2209,7 +2275,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2287,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2300,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{26}
+	return file_sanboot_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2262,7 +2328,7 @@ type PutImageRequest struct {
 
 func (x *PutImageRequest) Reset() {
 	*x = PutImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2340,7 @@ func (x *PutImageRequest) String() string {
 func (*PutImageRequest) ProtoMessage() {}
 
 func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2353,7 @@ func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageRequest.ProtoReflect.Descriptor instead.
 func (*PutImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{27}
+	return file_sanboot_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutImageRequest) GetImage() *Image {
@@ -2321,7 +2387,7 @@ type PutImageResponse struct {
 
 func (x *PutImageResponse) Reset() {
 	*x = PutImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2399,7 @@ func (x *PutImageResponse) String() string {
 func (*PutImageResponse) ProtoMessage() {}
 
 func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2412,7 @@ func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageResponse.ProtoReflect.Descriptor instead.
 func (*PutImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{28}
+	return file_sanboot_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutImageResponse) GetImage() *Image {
@@ -2373,7 +2439,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2451,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2464,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{29}
+	return file_sanboot_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2423,7 +2489,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2501,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2514,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{30}
+	return file_sanboot_proto_rawDescGZIP(), []int{31}
 }
 
 type ListAgentsResponse struct {
@@ -2460,7 +2526,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2538,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2551,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{31}
+	return file_sanboot_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2504,7 +2570,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2582,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2595,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{32}
+	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -2547,7 +2613,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2625,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2638,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{33}
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
 }
 
 type EnrollAgentRequest struct {
@@ -2584,7 +2650,7 @@ type EnrollAgentRequest struct {
 
 func (x *EnrollAgentRequest) Reset() {
 	*x = EnrollAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2662,7 @@ func (x *EnrollAgentRequest) String() string {
 func (*EnrollAgentRequest) ProtoMessage() {}
 
 func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2675,7 @@ func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
 func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EnrollAgentRequest) GetName() string {
@@ -2627,7 +2693,7 @@ type EnrollAgentResponse struct {
 
 func (x *EnrollAgentResponse) Reset() {
 	*x = EnrollAgentResponse{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2705,7 @@ func (x *EnrollAgentResponse) String() string {
 func (*EnrollAgentResponse) ProtoMessage() {}
 
 func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2718,7 @@ func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
 func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 type ListMembersResponse struct {
@@ -2664,7 +2730,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2676,7 +2742,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2689,7 +2755,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2717,7 +2783,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +2795,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +2808,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2791,7 +2857,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2869,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2882,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2856,7 +2922,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2934,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2947,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -2932,7 +2998,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3010,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3023,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -2994,7 +3060,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +3072,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +3085,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -3051,7 +3117,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3063,7 +3129,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3076,7 +3142,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3094,7 +3160,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3172,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3185,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3176,7 +3242,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3188,7 +3254,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3201,7 +3267,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3240,7 +3306,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3318,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3331,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3314,7 +3380,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3326,7 +3392,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3339,7 +3405,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3365,7 +3431,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3377,7 +3443,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3456,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3418,7 +3484,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3430,7 +3496,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3443,7 +3509,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3489,7 +3555,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3501,7 +3567,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3514,7 +3580,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3573,7 +3639,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3585,7 +3651,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3598,7 +3664,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3637,7 +3703,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3649,7 +3715,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3662,7 +3728,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3680,7 +3746,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3692,7 +3758,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3705,7 +3771,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3739,7 +3805,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3817,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3830,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3808,7 +3874,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3820,7 +3886,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3833,7 +3899,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -3909,7 +3975,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3921,7 +3987,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3934,7 +4000,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3982,7 +4048,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3994,7 +4060,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4007,7 +4073,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4025,7 +4091,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4037,7 +4103,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4050,7 +4116,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 type BackupResponse struct {
@@ -4066,7 +4132,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4078,7 +4144,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4091,7 +4157,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{58}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4151,7 +4217,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4229,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4242,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{59}
+	return file_sanboot_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4306,7 +4372,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04chap\x18\x05 \x01(\bR\x04chap\x12\x1b\n" +
 	"\tkeep_disk\x18\x06 \x01(\bR\bkeepDisk\x12\x1f\n" +
 	"\vmutual_chap\x18\a \x01(\bR\n" +
-	"mutualChap\"\xe1\x02\n" +
+	"mutualChap\"\x98\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
@@ -4324,7 +4390,11 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"conditions\x18\n" +
 	" \x03(\v2\x15.sanboot.v1.ConditionR\n" +
-	"conditions\"\xd3\x01\n" +
+	"conditions\x125\n" +
+	"\bsessions\x18\x14 \x03(\v2\x19.sanboot.v1.TargetSessionR\bsessions\"G\n" +
+	"\rTargetSession\x12\x1c\n" +
+	"\tinitiator\x18\x01 \x01(\tR\tinitiator\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xd3\x01\n" +
 	"\x04Node\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
@@ -4594,7 +4664,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4613,155 +4683,157 @@ var file_sanboot_proto_goTypes = []any{
 	(*Image)(nil),                 // 14: sanboot.v1.Image
 	(*NodeSpec)(nil),              // 15: sanboot.v1.NodeSpec
 	(*NodeStatus)(nil),            // 16: sanboot.v1.NodeStatus
-	(*Node)(nil),                  // 17: sanboot.v1.Node
-	(*AgentRecord)(nil),           // 18: sanboot.v1.AgentRecord
-	(*Agent)(nil),                 // 19: sanboot.v1.Agent
-	(*Placement)(nil),             // 20: sanboot.v1.Placement
-	(*Assignment)(nil),            // 21: sanboot.v1.Assignment
-	(*ChapSecret)(nil),            // 22: sanboot.v1.ChapSecret
-	(*Member)(nil),                // 23: sanboot.v1.Member
-	(*GetRequest)(nil),            // 24: sanboot.v1.GetRequest
-	(*ListRequest)(nil),           // 25: sanboot.v1.ListRequest
-	(*DeleteRequest)(nil),         // 26: sanboot.v1.DeleteRequest
-	(*PutNodeRequest)(nil),        // 27: sanboot.v1.PutNodeRequest
-	(*PutNodeResponse)(nil),       // 28: sanboot.v1.PutNodeResponse
-	(*ListNodesResponse)(nil),     // 29: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 30: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 31: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 32: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 33: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
-	(*EnrollAgentRequest)(nil),    // 37: sanboot.v1.EnrollAgentRequest
-	(*EnrollAgentResponse)(nil),   // 38: sanboot.v1.EnrollAgentResponse
-	(*ListMembersResponse)(nil),   // 39: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 40: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 41: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 42: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 43: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 44: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 45: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 46: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 47: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 48: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 49: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 50: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 51: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 52: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 53: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 54: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 55: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 56: sanboot.v1.BootToken
-	(*BootFetch)(nil),             // 57: sanboot.v1.BootFetch
-	(*Event)(nil),                 // 58: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 59: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 60: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 61: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 62: sanboot.v1.BackupInfo
-	nil,                           // 63: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
+	(*TargetSession)(nil),         // 17: sanboot.v1.TargetSession
+	(*Node)(nil),                  // 18: sanboot.v1.Node
+	(*AgentRecord)(nil),           // 19: sanboot.v1.AgentRecord
+	(*Agent)(nil),                 // 20: sanboot.v1.Agent
+	(*Placement)(nil),             // 21: sanboot.v1.Placement
+	(*Assignment)(nil),            // 22: sanboot.v1.Assignment
+	(*ChapSecret)(nil),            // 23: sanboot.v1.ChapSecret
+	(*Member)(nil),                // 24: sanboot.v1.Member
+	(*GetRequest)(nil),            // 25: sanboot.v1.GetRequest
+	(*ListRequest)(nil),           // 26: sanboot.v1.ListRequest
+	(*DeleteRequest)(nil),         // 27: sanboot.v1.DeleteRequest
+	(*PutNodeRequest)(nil),        // 28: sanboot.v1.PutNodeRequest
+	(*PutNodeResponse)(nil),       // 29: sanboot.v1.PutNodeResponse
+	(*ListNodesResponse)(nil),     // 30: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),       // 31: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),      // 32: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),    // 33: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),     // 34: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 35: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),       // 36: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),    // 37: sanboot.v1.ListMembersRequest
+	(*EnrollAgentRequest)(nil),    // 38: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),   // 39: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),   // 40: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 41: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 42: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),    // 43: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 44: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 45: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 46: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 47: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 48: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 49: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 50: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 51: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 52: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 53: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 54: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 55: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 56: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 57: sanboot.v1.BootToken
+	(*BootFetch)(nil),             // 58: sanboot.v1.BootFetch
+	(*Event)(nil),                 // 59: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 60: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 61: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 62: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 63: sanboot.v1.BackupInfo
+	nil,                           // 64: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	63, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	64, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	64, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	64, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	64, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	65, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	65, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	65, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	64, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	65, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	64, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	65, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
-	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
-	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
-	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	57, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	64, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	64, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
-	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
-	17, // 26: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 27: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 28: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 29: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 30: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 31: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 32: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 33: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 34: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 35: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 36: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 37: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 38: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 39: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 40: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 41: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 42: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 43: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	47, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	53, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	64, // 46: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	64, // 47: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	58, // 48: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	62, // 49: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 50: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 51: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 52: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 53: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	42, // 54: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 55: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 56: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 57: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 58: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	40, // 59: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 60: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 61: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 62: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 63: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 64: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 65: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	37, // 66: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
-	46, // 67: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 68: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	60, // 69: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	49, // 70: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	52, // 71: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 72: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 73: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 74: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	45, // 75: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	43, // 76: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 77: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 78: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 79: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 80: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	41, // 81: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	59, // 82: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	55, // 83: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 84: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 85: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	44, // 86: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	39, // 87: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	38, // 88: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
-	48, // 89: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	50, // 90: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	61, // 91: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	50, // 92: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	54, // 93: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	72, // [72:94] is the sub-list for method output_type
-	50, // [50:72] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	17, // 17: sanboot.v1.NodeStatus.sessions:type_name -> sanboot.v1.TargetSession
+	3,  // 18: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
+	15, // 19: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
+	16, // 20: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
+	58, // 21: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	65, // 22: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	65, // 23: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	19, // 24: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
+	15, // 25: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
+	23, // 26: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	18, // 27: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 28: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	18, // 29: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 30: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	18, // 31: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 32: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 33: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 34: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 35: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 36: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	20, // 37: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	24, // 38: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 39: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	18, // 40: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 41: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 42: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 43: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	20, // 44: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	48, // 45: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	54, // 46: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	65, // 47: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	65, // 48: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	59, // 49: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	63, // 50: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	31, // 51: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	25, // 52: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	26, // 53: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	27, // 54: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	43, // 55: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	28, // 56: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	25, // 57: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	26, // 58: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	27, // 59: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	41, // 60: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	25, // 61: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	25, // 62: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	34, // 63: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	36, // 64: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	34, // 65: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	37, // 66: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	38, // 67: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	47, // 68: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	25, // 69: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	61, // 70: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	50, // 71: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	53, // 72: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	32, // 73: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 74: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	33, // 75: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	46, // 76: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	44, // 77: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	29, // 78: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	18, // 79: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	30, // 80: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	18, // 81: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	42, // 82: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	60, // 83: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	56, // 84: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	35, // 85: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	20, // 86: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	45, // 87: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	40, // 88: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	39, // 89: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	49, // 90: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	51, // 91: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	62, // 92: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	51, // 93: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	55, // 94: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	73, // [73:95] is the sub-list for method output_type
+	51, // [51:73] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4776,15 +4848,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[43].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[44].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[49].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[50].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[58].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[59].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4794,7 +4866,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   61,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
