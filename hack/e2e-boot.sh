@@ -23,6 +23,8 @@
 # wrong CHAP secret does not boot (and the node recovers by fetching its
 # script again); a node powered on before it exists waits and boots once it
 # is provisioned, from a snapshot of another node, whose data it has.
+# describe node lists no session on n1's target before n1 is powered on,
+# n1's initiator (from its address) while it boots, none once it is off.
 #
 # With --bench it then times provision --wait + power-on to the marker for 1
 # node, and boot storms: STORM_N (default 4) nodes powered on at once, BIOS
@@ -87,7 +89,9 @@ kill -STOP "$HUNG_PID"
 
 log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL; advertises 10.0.2.2:$DEAD_PORT, the hung portal, then 10.0.2.2:$ISCSI_PORT)"
 start_controlplane "$WORK" --boot-url "http://10.0.2.2:$BOOT_PORT"
-start_agent "$WORK" s1
+# A short resync: the agent looks at its targets' sessions at every resync,
+# and a guest is logged in only while it boots (it powers off after).
+start_agent "$WORK" s1 --resync-interval=2s
 
 log "import the golden image through sanbootctl"
 ctl image import golden "$WORK/golden.raw" --wait --timeout 120s
@@ -178,10 +182,26 @@ ctl get nodes -o wide
 ctl boot-script n2 | grep -q '^set reverse-password ' || die "n2's script does not carry mutual CHAP credentials"
 if ctl get nodes n2 -o json | grep -q "$(ctl boot-script n2 | sed -n 's/^set password //p')"; then die "get nodes prints n2's CHAP secret"; fi
 
+# sessions_of NAME: the Sessions lines of describe node NAME.
+sessions_of() { ctl describe node "$1" | sed -n '/^  Sessions:/,/^Conditions:/p' | sed '$d'; }
+# sessions_show NAME PATTERN: whether they match the (grep) pattern.
+sessions_show() { sessions_of "$1" | grep -q "$2"; }
+# vm_gone NAME: whether NAME's qemu has ended.
+vm_gone() { ! kill -0 "${VM_PID[$1]}" 2>/dev/null; }
+NO_SESSION='^  Sessions: *none (no initiator is logged in to the target)$'
+sessions_show n1 "$NO_SESSION" || die "describe node n1 lists a session before n1 was powered on: $(sessions_of n1)"
+
 log "power on n1 and n2: DHCP -> /boot.ipxe -> /boot?mac=... -> sanboot"
 power_on n1 52:54:00:5b:00:01
 power_on n2 52:54:00:5b:00:02
+# iPXE stays logged in while the guest boots (until qemu exits after the
+# marker): the agent's resync puts the session in n1's status.
+wait_until 240 "describe node n1 listing n1's initiator logged in" \
+	sessions_show n1 '^  Sessions: *iqn\.2026-11\.io\.sanboot:initiator\.default\.n1 from 127\.0\.0\.1$'
+sessions_of n1 | sed 's/^/    describe n1 while it boots: /'
 await_marker n1 240
+wait_until 60 "n1's qemu to end after its marker" vm_gone n1
+wait_until 60 "describe node n1 without a session once n1 powered off" sessions_show n1 "$NO_SESSION"
 await_marker n2 240
 echo "n1 and n2 booted from their clones $(($(now_ms) - t0)) ms after the first provision"
 serial_has n1 "booting from iqn.2026-11.io.sanboot:default.n1" || die "n1 did not get its own script"

@@ -400,7 +400,12 @@ type ImageSpec struct {
 	Description string   `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
 	// Parent is the image a snapshot's node was cloned from. Set by the API
 	// server; ignored on write.
-	Parent        string `protobuf:"bytes,6,opt,name=parent,proto3" json:"parent,omitempty"`
+	Parent string `protobuf:"bytes,6,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The boot loader UEFI nodes run from disks cloned from this image
+	// (iPXE's sanboot --filename), e.g. \EFI\debian\shimx64.efi; empty means
+	// \EFI\BOOT\BOOTX64.EFI. A snapshot or copy that names none inherits
+	// its parent's or source's.
+	EfiBootPath   string `protobuf:"bytes,7,opt,name=efi_boot_path,json=efiBootPath,proto3" json:"efi_boot_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +478,13 @@ func (x *ImageSpec) GetDescription() string {
 func (x *ImageSpec) GetParent() string {
 	if x != nil {
 		return x.Parent
+	}
+	return ""
+}
+
+func (x *ImageSpec) GetEfiBootPath() string {
+	if x != nil {
+		return x.EfiBootPath
 	}
 	return ""
 }
@@ -4316,7 +4328,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\bR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12L\n" +
-	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xcb\x01\n" +
+	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xef\x01\n" +
 	"\tImageSpec\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1c\n" +
@@ -4324,7 +4336,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06source\x18\x03 \x01(\v2\x17.sanboot.v1.ImageSourceR\x06source\x12\x16\n" +
 	"\x06agents\x18\x04 \x03(\tR\x06agents\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x12\x16\n" +
-	"\x06parent\x18\x06 \x01(\tR\x06parent\"\x8d\x02\n" +
+	"\x06parent\x18\x06 \x01(\tR\x06parent\x12\"\n" +
+	"\refi_boot_path\x18\a \x01(\tR\vefiBootPath\"\x8d\x02\n" +
 	"\vImageSource\x12/\n" +
 	"\x05blank\x18\x01 \x01(\v2\x17.sanboot.v1.BlankSourceH\x00R\x05blank\x122\n" +
 	"\x06upload\x18\x02 \x01(\v2\x18.sanboot.v1.UploadSourceH\x00R\x06upload\x12)\n" +
