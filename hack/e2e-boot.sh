@@ -210,7 +210,11 @@ PASSED=$((PASSED + 1))
 
 log "a UEFI node (OVMF + ipxe.efi, CHAP) boots from a clone of the same image"
 ctl provision u1 --image golden --mac 52:54:00:5b:01:01 --chap --wait --timeout 60s
-ctl describe node u1 | grep -q 'Last script fetch: *never' || die "describe node u1 does not say it never fetched its script"
+# (Into a file first: grep -q ends at its match, and with pipefail the
+# SIGPIPE of a describe still writing would fail the check.)
+ctl describe node u1 >"$WORK/u1.before"
+grep -q 'Last script fetch: *never' "$WORK/u1.before" || die "describe node u1 does not say it never fetched its script"
+grep -q "$NO_SESSION" "$WORK/u1.before" || die "describe node u1 lists a session before u1 was powered on (see $WORK/u1.before)"
 power_on_efi u1 52:54:00:5b:01:01
 await_marker u1 600 efi
 grep -q 'boot script served: node boots.*node.name=u1 .*platform=efi' "$WORK/controlplane.log" || die "the boot server did not learn that u1 is UEFI"
