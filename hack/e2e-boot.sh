@@ -25,6 +25,9 @@
 # is provisioned, from a snapshot of another node, whose data it has.
 # describe node lists no session on n1's target before n1 is powered on,
 # n1's initiator (from its address) while it boots, none once it is off.
+# An image that names its own EFI boot loader (--efi-boot-path) has its
+# nodes' scripts boot that file, and a snapshot of such a node inherits it;
+# a bad path is refused before anything is uploaded.
 #
 # With --bench it then times provision --wait + power-on to the marker for 1
 # node, and boot storms: STORM_N (default 4) nodes powered on at once, BIOS
@@ -262,6 +265,20 @@ ctl provision n3 --image n1-snap --mac 52:54:00:5b:00:03 --wait --timeout 60s
 await_marker n3 240
 qio n3 "read -P 0x5b 64k 4k" | grep -q "read 4096/4096" || die "n3's disk lacks what was written to n1 before the snapshot"
 ctl get nodes -o wide
+PASSED=$((PASSED + 1))
+
+log "an image names its own EFI boot loader; snapshots of its nodes inherit it"
+if ctl image import bad-efi "$WORK/golden.raw" --efi-boot-path 'EFI/BOOT/x.efi' 2>"$WORK/bad-efi.err"; then die "image import accepted a bad --efi-boot-path"; fi
+grep -q 'efi-boot-path' "$WORK/bad-efi.err" || die "image import's error does not name --efi-boot-path: $(cat "$WORK/bad-efi.err")"
+if ctl get images bad-efi >/dev/null 2>&1; then die "a refused import left image bad-efi behind"; fi
+ctl image create shim --size 1MiB --efi-boot-path '\EFI\debian\shimx64.efi'
+ctl provision e1 --image shim --mac 52:54:00:5b:02:01 --wait --timeout 60s
+ctl boot-script e1 >"$WORK/e1.ipxe"
+grep -qF 'sanboot --filename \EFI\debian\shimx64.efi iscsi:10.0.2.2:' "$WORK/e1.ipxe" || die "e1's script does not boot its image's EFI loader (see $WORK/e1.ipxe)"
+if grep -q BOOTX64 "$WORK/e1.ipxe"; then die "e1's script still names the default EFI loader"; fi
+ctl snapshot create e1 e1-snap --wait --timeout 120s
+ctl get images e1-snap -o json >"$WORK/e1-snap.json"
+grep -qF '"efiBootPath": "\\EFI\\debian\\shimx64.efi"' "$WORK/e1-snap.json" || die "snapshot e1-snap did not inherit the EFI boot path (see $WORK/e1-snap.json)"
 PASSED=$((PASSED + 1))
 
 # storm FIRMWARE N PREFIX MACBYTE: provisions N nodes (--wait), powers
