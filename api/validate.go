@@ -319,7 +319,7 @@ func ValidateEFIBootPath(field, path string) error {
 		ok = ok && p != "" && p != "." && p != ".." && strings.Trim(p, chars) == ""
 	}
 	if !ok {
-		return &FieldError{Field: field, Value: path, Msg: `want \DIR\FILE.EFI (letters, digits, '.', '_', '-'; at most 255 bytes), such as ` + DefaultEFIBootPath}
+		return &FieldError{Field: field, Value: path, Msg: `must be \DIR\...\FILE.EFI (letters, digits, '.', '_', '-'; at most 255 bytes), such as ` + DefaultEFIBootPath}
 	}
 	return nil
 }
