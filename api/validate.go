@@ -40,6 +40,8 @@ const (
 	MaxAgents = 64
 	// maxQuoted is how much of a wrong value an error message repeats.
 	maxQuoted = 80
+	// MaxNodeSessions bounds the sessions a node's status lists.
+	MaxNodeSessions = 8
 )
 
 func limit(field string, n, max int, unit string) error {
@@ -269,6 +271,9 @@ func ValidateImage(im *sanbootv1.Image) error {
 			Msg: "must be a positive multiple of 512 bytes, at most 64 TiB"})
 	}
 	errs = append(errs, limit("spec.description", len(s.Description), MaxDescription, "bytes"))
+	if p := s.GetEfiBootPath(); p != "" {
+		errs = append(errs, ValidateEFIBootPath("spec.efiBootPath", p))
+	}
 	if err := limit("spec.agents", len(s.Agents), MaxAgents, "agents"); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -319,6 +324,30 @@ func validateSHA256(field, s string, optional bool) error {
 	}
 	if len(s) != 64 || strings.Trim(s, "0123456789abcdef") != "" {
 		return &FieldError{Field: field, Value: s, Msg: "must be 64 lowercase hex digits (a sha256)"}
+	}
+	return nil
+}
+
+// DefaultEFIBootPath is the boot loader a UEFI node runs from its disk when
+// its image names none (spec.efiBootPath): the removable-media path every
+// UEFI firmware looks for. iPXE looks for the same path when no `sanboot
+// --filename` is given; scripts name it all the same, so that they say
+// what the disk must hold.
+const DefaultEFIBootPath = `\EFI\BOOT\BOOTX64.EFI`
+
+// ValidateEFIBootPath checks the path of the boot loader a UEFI node runs
+// from its disk: \DIR\...\FILE.EFI, at most 255 bytes, each part letters,
+// digits, '.', '_' and '-' (it goes into an iPXE script, the only value
+// there with backslashes; iPXE passes them through to the firmware).
+func ValidateEFIBootPath(field, path string) error {
+	const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+	parts := strings.Split(path, `\`)
+	ok := len(path) <= 255 && len(parts) >= 2 && parts[0] == "" && strings.HasSuffix(strings.ToUpper(path), ".EFI")
+	for _, p := range parts[1:] {
+		ok = ok && p != "" && p != "." && p != ".." && strings.Trim(p, chars) == ""
+	}
+	if !ok {
+		return &FieldError{Field: field, Value: path, Msg: `must be \DIR\...\FILE.EFI (letters, digits, '.', '_', '-'; at most 255 bytes), such as ` + DefaultEFIBootPath}
 	}
 	return nil
 }

@@ -752,3 +752,17 @@ func quoteShort(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+func TestValidateEFIBootPath(t *testing.T) {
+	for _, ok := range []string{DefaultEFIBootPath, `\EFI\debian\shimx64.efi`, `\boot.efi`} {
+		if err := ValidateEFIBootPath("p", ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", `EFI\BOOT\BOOTX64.EFI`, `\EFI\BOOT\`, `\EFI\\BOOTX64.EFI`, `\EFI\..\x.efi`, `\EFI\BOOT\BOOT X64.EFI`,
+		`\EFI\BOOT\${x}.EFI`, `\EFI\BOOT\a||shell.EFI`, "/EFI/BOOT/BOOTX64.EFI", `\EFI\BOOT\grubx64`, `\` + strings.Repeat("a", 252) + ".EFI"} {
+		if err := ValidateEFIBootPath("p", bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

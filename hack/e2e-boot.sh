@@ -23,6 +23,11 @@
 # wrong CHAP secret does not boot (and the node recovers by fetching its
 # script again); a node powered on before it exists waits and boots once it
 # is provisioned, from a snapshot of another node, whose data it has.
+# describe node lists no session on n1's target before n1 is powered on,
+# n1's initiator (from its address) while it boots, none once it is off.
+# An image that names its own EFI boot loader (--efi-boot-path) has its
+# nodes' scripts boot that file, and a snapshot of such a node inherits it;
+# a bad path is refused before anything is uploaded.
 #
 # With --bench it then times provision --wait + power-on to the marker for 1
 # node, and boot storms: STORM_N (default 4) nodes powered on at once, BIOS
@@ -87,7 +92,9 @@ kill -STOP "$HUNG_PID"
 
 log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL; advertises 10.0.2.2:$DEAD_PORT, the hung portal, then 10.0.2.2:$ISCSI_PORT)"
 start_controlplane "$WORK" --boot-url "http://10.0.2.2:$BOOT_PORT"
-start_agent "$WORK" s1
+# A short resync: the agent looks at its targets' sessions at every resync,
+# and a guest is logged in only while it boots (it powers off after).
+start_agent "$WORK" s1 --resync-interval=2s
 
 log "import the golden image through sanbootctl"
 ctl image import golden "$WORK/golden.raw" --wait --timeout 120s
@@ -178,10 +185,26 @@ ctl get nodes -o wide
 ctl boot-script n2 | grep -q '^set reverse-password ' || die "n2's script does not carry mutual CHAP credentials"
 if ctl get nodes n2 -o json | grep -q "$(ctl boot-script n2 | sed -n 's/^set password //p')"; then die "get nodes prints n2's CHAP secret"; fi
 
+# sessions_of NAME: the Sessions lines of describe node NAME.
+sessions_of() { ctl describe node "$1" | sed -n '/^  Sessions:/,/^Conditions:/p' | sed '$d'; }
+# sessions_show NAME PATTERN: whether they match the (grep) pattern.
+sessions_show() { sessions_of "$1" | grep -q "$2"; }
+# vm_gone NAME: whether NAME's qemu has ended.
+vm_gone() { ! kill -0 "${VM_PID[$1]}" 2>/dev/null; }
+NO_SESSION='^  Sessions: *none (no initiator is logged in to the target)$'
+sessions_show n1 "$NO_SESSION" || die "describe node n1 lists a session before n1 was powered on: $(sessions_of n1)"
+
 log "power on n1 and n2: DHCP -> /boot.ipxe -> /boot?mac=... -> sanboot"
 power_on n1 52:54:00:5b:00:01
 power_on n2 52:54:00:5b:00:02
+# iPXE stays logged in while the guest boots (until qemu exits after the
+# marker): the agent's resync puts the session in n1's status.
+wait_until 240 "describe node n1 listing n1's initiator logged in" \
+	sessions_show n1 '^  Sessions: *iqn\.2026-11\.io\.sanboot:initiator\.default\.n1 from 127\.0\.0\.1$'
+sessions_of n1 | sed 's/^/    describe n1 while it boots: /'
 await_marker n1 240
+wait_until 60 "n1's qemu to end after its marker" vm_gone n1
+wait_until 60 "describe node n1 without a session once n1 powered off" sessions_show n1 "$NO_SESSION"
 await_marker n2 240
 echo "n1 and n2 booted from their clones $(($(now_ms) - t0)) ms after the first provision"
 serial_has n1 "booting from iqn.2026-11.io.sanboot:default.n1" || die "n1 did not get its own script"
@@ -190,7 +213,11 @@ PASSED=$((PASSED + 1))
 
 log "a UEFI node (OVMF + ipxe.efi, CHAP) boots from a clone of the same image"
 ctl provision u1 --image golden --mac 52:54:00:5b:01:01 --chap --wait --timeout 60s
-ctl describe node u1 | grep -q 'Last script fetch: *never' || die "describe node u1 does not say it never fetched its script"
+# (Into a file first: grep -q ends at its match, and with pipefail the
+# SIGPIPE of a describe still writing would fail the check.)
+ctl describe node u1 >"$WORK/u1.before"
+grep -q 'Last script fetch: *never' "$WORK/u1.before" || die "describe node u1 does not say it never fetched its script"
+grep -q "$NO_SESSION" "$WORK/u1.before" || die "describe node u1 lists a session before u1 was powered on (see $WORK/u1.before)"
 power_on_efi u1 52:54:00:5b:01:01
 await_marker u1 600 efi
 grep -q 'boot script served: node boots.*node.name=u1 .*platform=efi' "$WORK/controlplane.log" || die "the boot server did not learn that u1 is UEFI"
@@ -238,6 +265,20 @@ ctl provision n3 --image n1-snap --mac 52:54:00:5b:00:03 --wait --timeout 60s
 await_marker n3 240
 qio n3 "read -P 0x5b 64k 4k" | grep -q "read 4096/4096" || die "n3's disk lacks what was written to n1 before the snapshot"
 ctl get nodes -o wide
+PASSED=$((PASSED + 1))
+
+log "an image names its own EFI boot loader; snapshots of its nodes inherit it"
+if ctl image import bad-efi "$WORK/golden.raw" --efi-boot-path 'EFI/BOOT/x.efi' 2>"$WORK/bad-efi.err"; then die "image import accepted a bad --efi-boot-path"; fi
+grep -q 'efi-boot-path' "$WORK/bad-efi.err" || die "image import's error does not name --efi-boot-path: $(cat "$WORK/bad-efi.err")"
+if ctl get images bad-efi >/dev/null 2>&1; then die "a refused import left image bad-efi behind"; fi
+ctl image create shim --size 1MiB --efi-boot-path '\EFI\debian\shimx64.efi'
+ctl provision e1 --image shim --mac 52:54:00:5b:02:01 --wait --timeout 60s
+ctl boot-script e1 >"$WORK/e1.ipxe"
+grep -qF 'sanboot --filename \EFI\debian\shimx64.efi iscsi:10.0.2.2:' "$WORK/e1.ipxe" || die "e1's script does not boot its image's EFI loader (see $WORK/e1.ipxe)"
+if grep -q BOOTX64 "$WORK/e1.ipxe"; then die "e1's script still names the default EFI loader"; fi
+ctl snapshot create e1 e1-snap --wait --timeout 120s
+ctl get images e1-snap -o json >"$WORK/e1-snap.json"
+grep -qF '"efiBootPath": "\\EFI\\debian\\shimx64.efi"' "$WORK/e1-snap.json" || die "snapshot e1-snap did not inherit the EFI boot path (see $WORK/e1-snap.json)"
 PASSED=$((PASSED + 1))
 
 # storm FIRMWARE N PREFIX MACBYTE: provisions N nodes (--wait), powers

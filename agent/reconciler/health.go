@@ -26,6 +26,8 @@ import (
 type served struct {
 	iqn string
 	seq uint64 // when it was marked, to ignore marks newer than a listing
+	// sessions are those the status lists (sessionsKey).
+	sessions string
 }
 
 // CheckTargets asks for a target check now (the target system's state
@@ -207,7 +209,7 @@ func (r *Reconciler) finalStatus(k ref, st *sanbootv1.NodeStatus, submit func())
 	wasLost := r.lost[k]
 	if st.GetPhase() == api.PhaseReady {
 		r.seq++
-		r.served[k] = served{iqn: st.GetTargetIqn(), seq: r.seq}
+		r.served[k] = served{iqn: st.GetTargetIqn(), seq: r.seq, sessions: sessionsKey(st.GetSessions())}
 		delete(r.lost, k)
 	} else {
 		delete(r.served, k)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/sanboot/sanboot/agent/store"
 	"github.com/sanboot/sanboot/agent/target"
@@ -136,8 +137,52 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 	if warn := r.storeWarning(); warn != "" {
 		ready.Message += "; " + warn
 	}
+	ready.Sessions = r.sessions(ctx, want.IQN)
 	w.final(ready)
 	return done, nil
+}
+
+// sessions returns who is logged in to target iqn for a node's status: at
+// most api.MaxNodeSessions, sorted. When the driver cannot say, it logs
+// why and returns none: the status goes on saying what was built.
+func (r *Reconciler) sessions(ctx context.Context, iqn string) []*sanbootv1.TargetSession {
+	got, err := r.cfg.Driver.Sessions(ctx, iqn)
+	if err != nil {
+		r.log.Warn("cannot read the target's sessions; the node's status lists none", "iqn", iqn, "err", err)
+		return nil
+	}
+	if len(got) > api.MaxNodeSessions {
+		r.log.Warn("more initiators are logged in than a node's status lists", "iqn", iqn, "sessions", len(got), "listed", api.MaxNodeSessions)
+		got = got[:api.MaxNodeSessions]
+	}
+	out := make([]*sanbootv1.TargetSession, len(got))
+	for i, s := range got {
+		out[i] = &sanbootv1.TargetSession{Initiator: s.Initiator, Address: s.Address}
+	}
+	return out
+}
+
+// sessionsKey is a comparable form of a status's sessions.
+func sessionsKey(ss []*sanbootv1.TargetSession) string {
+	var b strings.Builder
+	for _, s := range ss {
+		b.WriteString(s.GetInitiator() + " " + s.GetAddress() + "\n")
+	}
+	return b.String()
+}
+
+// sessionsChanged reports whether the sessions on the target iqn of a
+// Ready node differ from those its status lists (resync queues it then,
+// and its pass writes the new list).
+func (r *Reconciler) sessionsChanged(ctx context.Context, k ref, iqn string) bool {
+	r.mu.Lock()
+	s, ok := r.served[k]
+	r.mu.Unlock()
+	if !ok || s.iqn != iqn {
+		return false // not Ready: its next pass lists them
+	}
+	got := r.sessions(ctx, iqn)
+	return sessionsKey(got) != s.sessions
 }
 
 // teardown removes a deleting node's target and disk and says Deleted.

@@ -713,3 +713,56 @@ func TestDiskOfAnEarlierNodeIsNotTaken(t *testing.T) {
 		t.Errorf("the earlier node's disk after the new node's deletion: %+v, %v", d, err)
 	}
 }
+
+// TestStatusListsSessions: a Ready node's status lists who is logged in to
+// its target (on the FAKE driver's logins), refreshed at the resync, and a
+// rebuilt target lists them at once.
+func TestStatusListsSessions(t *testing.T) {
+	h := newHarness(t)
+	h.start(func(c *reconciler.Config) { c.ResyncInterval = 200 * time.Millisecond })
+	h.putImage("default", "golden", 1)
+	h.assign(assignment("default", "node-01", 1))
+	st := h.waitReady("default", "node-01", 1)
+	if len(st.Sessions) != 0 {
+		t.Errorf("sessions before any login = %v, want none", st.Sessions)
+	}
+	iqn, in := api.TargetIQN("", "default", "node-01"), api.DefaultInitiatorIQN("default", "node-01")
+	if err := h.driver.Login(iqn, in, "10.99.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	st = h.waitStatus("default", "node-01", "listing the session", func(st *sanbootv1.NodeStatus) bool { return len(st.Sessions) > 0 })
+	want := []*sanbootv1.TargetSession{{Initiator: in, Address: "10.99.0.7"}}
+	if st.Phase != api.PhaseReady || len(st.Sessions) != 1 || !proto.Equal(st.Sessions[0], want[0]) {
+		t.Errorf("status after the login = %v; want Ready with sessions %v", st, want)
+	}
+	h.driver.Logout(iqn, in)
+	h.waitStatus("default", "node-01", "without the session", func(st *sanbootv1.NodeStatus) bool {
+		return st.Phase == api.PhaseReady && len(st.Sessions) == 0
+	})
+}
+
+// TestSessionsAreBounded: a status lists at most api.MaxNodeSessions.
+func TestSessionsAreBounded(t *testing.T) {
+	h := newHarness(t)
+	h.start(func(c *reconciler.Config) { c.ResyncInterval = 200 * time.Millisecond })
+	h.putImage("default", "golden", 1)
+	a := assignment("default", "node-01", 1)
+	var ins []string
+	for i := range api.MaxNodeSessions + 3 {
+		ins = append(ins, fmt.Sprintf("iqn.2026-11.io.example:host-%02d", i))
+	}
+	a.Spec.InitiatorIqn, a.InitiatorIqn = ins[0], ins[0]
+	h.assign(a)
+	h.waitReady("default", "node-01", 1)
+	iqn := api.TargetIQN("", "default", "node-01")
+	// The fake's ACL has one initiator; many logins of it stand for many.
+	for i := range ins {
+		if err := h.driver.Login(iqn, ins[0], fmt.Sprintf("10.99.0.%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := h.waitStatus("default", "node-01", "listing sessions", func(st *sanbootv1.NodeStatus) bool { return len(st.Sessions) > 0 })
+	if len(st.Sessions) != api.MaxNodeSessions {
+		t.Errorf("status lists %d sessions of %d, want %d", len(st.Sessions), len(ins), api.MaxNodeSessions)
+	}
+}

@@ -13,7 +13,9 @@ import (
 
 // resync compares desired (the assignments and images mirrored from etcd)
 // with actual (store and driver), queues every node and image that
-// differs, removes sanboot targets nobody wants and logs orphan disks.
+// differs (a Ready node also when the sessions on its target are not
+// those its status lists), removes sanboot targets nobody wants and logs
+// orphan disks.
 func (r *Reconciler) resync(ctx context.Context) error {
 	// Actual state first: a target made after this list belongs to an
 	// assignment that the snapshot below already holds, so the GC never
@@ -75,7 +77,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 				break
 			}
 			want.BackingPath, want.SizeBytes = disks[i].Path, disks[i].SizeBytes
-			if got, ok := actual[want.IQN]; !ok || !target.SameConfig(got, want) {
+			if got, ok := actual[want.IQN]; !ok || !target.SameConfig(got, want) || r.sessionsChanged(ctx, k, want.IQN) {
 				need = true
 			}
 		}

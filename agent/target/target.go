@@ -46,6 +46,31 @@ type Driver interface {
 	// not create, sorted by IQN, with LUN set. A driver that cannot read
 	// CHAP secrets back reports the user names with zero secrets.
 	List(ctx context.Context) ([]Target, error)
+	// Sessions returns who is logged in to the target with this IQN right
+	// now, sorted (SortSessions); none, and no error, when the target does
+	// not exist. It only reads.
+	Sessions(ctx context.Context, iqn string) ([]Session, error)
+}
+
+// Session is one initiator logged in to a target.
+type Session struct {
+	// Initiator is the name the initiator logged in with (its IQN).
+	Initiator string
+	// Address is the initiator's IP address (no port); "" when the
+	// target system does not say.
+	Address string
+}
+
+// SortSessions sorts sessions by initiator, then address, and drops
+// duplicates (an initiator with several connections from one address).
+func SortSessions(s []Session) []Session {
+	slices.SortFunc(s, func(a, b Session) int {
+		if c := strings.Compare(a.Initiator, b.Initiator); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Address, b.Address)
+	})
+	return slices.Compact(s)
 }
 
 // Target is one iSCSI target serving one disk as one LUN.

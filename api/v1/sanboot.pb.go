@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{42, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -400,7 +400,12 @@ type ImageSpec struct {
 	Description string   `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
 	// Parent is the image a snapshot's node was cloned from. Set by the API
 	// server; ignored on write.
-	Parent        string `protobuf:"bytes,6,opt,name=parent,proto3" json:"parent,omitempty"`
+	Parent string `protobuf:"bytes,6,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The boot loader UEFI nodes run from disks cloned from this image
+	// (iPXE's sanboot --filename), e.g. \EFI\debian\shimx64.efi; empty means
+	// \EFI\BOOT\BOOTX64.EFI. A snapshot or copy that names none inherits
+	// its parent's or source's.
+	EfiBootPath   string `protobuf:"bytes,7,opt,name=efi_boot_path,json=efiBootPath,proto3" json:"efi_boot_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +478,13 @@ func (x *ImageSpec) GetDescription() string {
 func (x *ImageSpec) GetParent() string {
 	if x != nil {
 		return x.Parent
+	}
+	return ""
+}
+
+func (x *ImageSpec) GetEfiBootPath() string {
+	if x != nil {
+		return x.EfiBootPath
 	}
 	return ""
 }
@@ -1186,8 +1198,12 @@ type NodeStatus struct {
 	ObservedGeneration int64                  `protobuf:"varint,7,opt,name=observed_generation,json=observedGeneration,proto3" json:"observed_generation,omitempty"`
 	UpdateTime         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// How the disk was cloned: reflink, copy, fake.
-	CloneMode     string       `protobuf:"bytes,9,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
-	Conditions    []*Condition `protobuf:"bytes,10,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	CloneMode  string       `protobuf:"bytes,9,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
+	Conditions []*Condition `protobuf:"bytes,10,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	// Who is logged in to the node's target, as the agent last saw it (at
+	// its resync and whenever it builds the target); at most
+	// api.MaxNodeSessions, sorted by initiator. Empty: nobody.
+	Sessions      []*TargetSession `protobuf:"bytes,20,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1292,6 +1308,68 @@ func (x *NodeStatus) GetConditions() []*Condition {
 	return nil
 }
 
+func (x *NodeStatus) GetSessions() []*TargetSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// TargetSession is one iSCSI session on a node's target.
+type TargetSession struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The initiator name it logged in with.
+	Initiator string `protobuf:"bytes,1,opt,name=initiator,proto3" json:"initiator,omitempty"`
+	// The initiator's IP address; empty when the target system does not say.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TargetSession) Reset() {
+	*x = TargetSession{}
+	mi := &file_sanboot_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TargetSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TargetSession) ProtoMessage() {}
+
+func (x *TargetSession) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TargetSession.ProtoReflect.Descriptor instead.
+func (*TargetSession) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TargetSession) GetInitiator() string {
+	if x != nil {
+		return x.Initiator
+	}
+	return ""
+}
+
+func (x *TargetSession) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type Node struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Metadata *ObjectMeta            `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
@@ -1306,7 +1384,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_sanboot_proto_msgTypes[14]
+	mi := &file_sanboot_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1396,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[14]
+	mi := &file_sanboot_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1409,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{14}
+	return file_sanboot_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Node) GetMetadata() *ObjectMeta {
@@ -1399,7 +1477,7 @@ type AgentRecord struct {
 
 func (x *AgentRecord) Reset() {
 	*x = AgentRecord{}
-	mi := &file_sanboot_proto_msgTypes[15]
+	mi := &file_sanboot_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1489,7 @@ func (x *AgentRecord) String() string {
 func (*AgentRecord) ProtoMessage() {}
 
 func (x *AgentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[15]
+	mi := &file_sanboot_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1502,7 @@ func (x *AgentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentRecord.ProtoReflect.Descriptor instead.
 func (*AgentRecord) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{15}
+	return file_sanboot_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AgentRecord) GetName() string {
@@ -1551,7 +1629,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_sanboot_proto_msgTypes[16]
+	mi := &file_sanboot_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1641,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[16]
+	mi := &file_sanboot_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1654,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{16}
+	return file_sanboot_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Agent) GetRecord() *AgentRecord {
@@ -1621,7 +1699,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_sanboot_proto_msgTypes[17]
+	mi := &file_sanboot_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1711,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[17]
+	mi := &file_sanboot_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1724,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{17}
+	return file_sanboot_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Placement) GetAgent() string {
@@ -1699,7 +1777,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_sanboot_proto_msgTypes[18]
+	mi := &file_sanboot_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1789,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[18]
+	mi := &file_sanboot_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1802,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{18}
+	return file_sanboot_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Assignment) GetProject() string {
@@ -1807,7 +1885,7 @@ type ChapSecret struct {
 
 func (x *ChapSecret) Reset() {
 	*x = ChapSecret{}
-	mi := &file_sanboot_proto_msgTypes[19]
+	mi := &file_sanboot_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1897,7 @@ func (x *ChapSecret) String() string {
 func (*ChapSecret) ProtoMessage() {}
 
 func (x *ChapSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[19]
+	mi := &file_sanboot_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1910,7 @@ func (x *ChapSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChapSecret.ProtoReflect.Descriptor instead.
 func (*ChapSecret) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{19}
+	return file_sanboot_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ChapSecret) GetUser() string {
@@ -1877,7 +1955,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_sanboot_proto_msgTypes[20]
+	mi := &file_sanboot_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +1967,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[20]
+	mi := &file_sanboot_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +1980,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{20}
+	return file_sanboot_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetName() string {
@@ -1943,7 +2021,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_sanboot_proto_msgTypes[21]
+	mi := &file_sanboot_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2033,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[21]
+	mi := &file_sanboot_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2046,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{21}
+	return file_sanboot_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRequest) GetProject() string {
@@ -2004,7 +2082,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_sanboot_proto_msgTypes[22]
+	mi := &file_sanboot_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2094,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[22]
+	mi := &file_sanboot_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2107,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{22}
+	return file_sanboot_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRequest) GetProject() string {
@@ -2084,7 +2162,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_sanboot_proto_msgTypes[23]
+	mi := &file_sanboot_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2174,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[23]
+	mi := &file_sanboot_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2187,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{23}
+	return file_sanboot_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteRequest) GetProject() string {
@@ -2159,7 +2237,7 @@ type PutNodeRequest struct {
 
 func (x *PutNodeRequest) Reset() {
 	*x = PutNodeRequest{}
-	mi := &file_sanboot_proto_msgTypes[24]
+	mi := &file_sanboot_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2249,7 @@ func (x *PutNodeRequest) String() string {
 func (*PutNodeRequest) ProtoMessage() {}
 
 func (x *PutNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[24]
+	mi := &file_sanboot_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2262,7 @@ func (x *PutNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodeRequest.ProtoReflect.Descriptor instead.
 func (*PutNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{24}
+	return file_sanboot_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PutNodeRequest) GetNode() *Node {
@@ -2218,7 +2296,7 @@ type PutNodeResponse struct {
 
 func (x *PutNodeResponse) Reset() {
 	*x = PutNodeResponse{}
-	mi := &file_sanboot_proto_msgTypes[25]
+	mi := &file_sanboot_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2308,7 @@ func (x *PutNodeResponse) String() string {
 func (*PutNodeResponse) ProtoMessage() {}
 
 func (x *PutNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[25]
+	mi := &file_sanboot_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2321,7 @@ func (x *PutNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodeResponse.ProtoReflect.Descriptor instead.
 func (*PutNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{25}
+	return file_sanboot_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PutNodeResponse) GetNode() *Node {
@@ -2271,7 +2349,7 @@ type PutNodesRequest struct {
 
 func (x *PutNodesRequest) Reset() {
 	*x = PutNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2361,7 @@ func (x *PutNodesRequest) String() string {
 func (*PutNodesRequest) ProtoMessage() {}
 
 func (x *PutNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2374,7 @@ func (x *PutNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodesRequest.ProtoReflect.Descriptor instead.
 func (*PutNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{26}
+	return file_sanboot_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PutNodesRequest) GetNodes() []*Node {
@@ -2330,7 +2408,7 @@ type PutNodesResponse struct {
 
 func (x *PutNodesResponse) Reset() {
 	*x = PutNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2420,7 @@ func (x *PutNodesResponse) String() string {
 func (*PutNodesResponse) ProtoMessage() {}
 
 func (x *PutNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2433,7 @@ func (x *PutNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodesResponse.ProtoReflect.Descriptor instead.
 func (*PutNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{27}
+	return file_sanboot_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutNodesResponse) GetResults() []*PutNodesResult {
@@ -2379,7 +2457,7 @@ type PutNodesResult struct {
 
 func (x *PutNodesResult) Reset() {
 	*x = PutNodesResult{}
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2469,7 @@ func (x *PutNodesResult) String() string {
 func (*PutNodesResult) ProtoMessage() {}
 
 func (x *PutNodesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2482,7 @@ func (x *PutNodesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNodesResult.ProtoReflect.Descriptor instead.
 func (*PutNodesResult) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{28}
+	return file_sanboot_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutNodesResult) GetNode() *Node {
@@ -2447,7 +2525,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2537,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2550,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{29}
+	return file_sanboot_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2507,7 +2585,7 @@ type PutImageRequest struct {
 
 func (x *PutImageRequest) Reset() {
 	*x = PutImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2597,7 @@ func (x *PutImageRequest) String() string {
 func (*PutImageRequest) ProtoMessage() {}
 
 func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2610,7 @@ func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageRequest.ProtoReflect.Descriptor instead.
 func (*PutImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{30}
+	return file_sanboot_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutImageRequest) GetImage() *Image {
@@ -2566,7 +2644,7 @@ type PutImageResponse struct {
 
 func (x *PutImageResponse) Reset() {
 	*x = PutImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2656,7 @@ func (x *PutImageResponse) String() string {
 func (*PutImageResponse) ProtoMessage() {}
 
 func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2669,7 @@ func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageResponse.ProtoReflect.Descriptor instead.
 func (*PutImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{31}
+	return file_sanboot_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PutImageResponse) GetImage() *Image {
@@ -2620,7 +2698,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2710,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +2723,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{32}
+	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2677,7 +2755,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2767,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2780,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{33}
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
 }
 
 type ListAgentsResponse struct {
@@ -2714,7 +2792,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2804,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2817,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2758,7 +2836,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2770,7 +2848,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2783,7 +2861,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -2801,7 +2879,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2891,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2904,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
 }
 
 type EnrollAgentRequest struct {
@@ -2838,7 +2916,7 @@ type EnrollAgentRequest struct {
 
 func (x *EnrollAgentRequest) Reset() {
 	*x = EnrollAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +2928,7 @@ func (x *EnrollAgentRequest) String() string {
 func (*EnrollAgentRequest) ProtoMessage() {}
 
 func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +2941,7 @@ func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
 func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EnrollAgentRequest) GetName() string {
@@ -2881,7 +2959,7 @@ type EnrollAgentResponse struct {
 
 func (x *EnrollAgentResponse) Reset() {
 	*x = EnrollAgentResponse{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2893,7 +2971,7 @@ func (x *EnrollAgentResponse) String() string {
 func (*EnrollAgentResponse) ProtoMessage() {}
 
 func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2906,7 +2984,7 @@ func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
 func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 type ListMembersResponse struct {
@@ -2918,7 +2996,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3008,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3021,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2971,7 +3049,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3061,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3074,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -3045,7 +3123,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3135,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3148,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -3110,7 +3188,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3200,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3213,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -3186,7 +3264,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3276,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3289,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -3248,7 +3326,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3338,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3351,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -3305,7 +3383,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3395,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3408,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3348,7 +3426,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3438,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3451,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3430,7 +3508,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3520,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3533,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3494,7 +3572,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3584,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3597,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3568,7 +3646,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3580,7 +3658,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3593,7 +3671,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3619,7 +3697,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3631,7 +3709,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3644,7 +3722,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3672,7 +3750,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3684,7 +3762,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3697,7 +3775,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3743,7 +3821,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3755,7 +3833,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3768,7 +3846,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3827,7 +3905,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3839,7 +3917,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3852,7 +3930,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3891,7 +3969,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3903,7 +3981,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3916,7 +3994,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3934,7 +4012,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3946,7 +4024,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3959,7 +4037,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3993,7 +4071,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4005,7 +4083,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4018,7 +4096,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -4062,7 +4140,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4074,7 +4152,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4087,7 +4165,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -4163,7 +4241,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4175,7 +4253,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4188,7 +4266,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{58}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -4236,7 +4314,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4248,7 +4326,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4261,7 +4339,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{59}
+	return file_sanboot_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4279,7 +4357,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[60]
+	mi := &file_sanboot_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4291,7 +4369,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[60]
+	mi := &file_sanboot_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4304,7 +4382,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{60}
+	return file_sanboot_proto_rawDescGZIP(), []int{61}
 }
 
 type BackupResponse struct {
@@ -4320,7 +4398,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[61]
+	mi := &file_sanboot_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4410,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[61]
+	mi := &file_sanboot_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4423,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{61}
+	return file_sanboot_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4405,7 +4483,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[62]
+	mi := &file_sanboot_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4417,7 +4495,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[62]
+	mi := &file_sanboot_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4430,7 +4508,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{62}
+	return file_sanboot_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4504,7 +4582,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\bR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12L\n" +
-	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xcb\x01\n" +
+	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xef\x01\n" +
 	"\tImageSpec\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1c\n" +
@@ -4512,7 +4590,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06source\x18\x03 \x01(\v2\x17.sanboot.v1.ImageSourceR\x06source\x12\x16\n" +
 	"\x06agents\x18\x04 \x03(\tR\x06agents\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x12\x16\n" +
-	"\x06parent\x18\x06 \x01(\tR\x06parent\"\x8d\x02\n" +
+	"\x06parent\x18\x06 \x01(\tR\x06parent\x12\"\n" +
+	"\refi_boot_path\x18\a \x01(\tR\vefiBootPath\"\x8d\x02\n" +
 	"\vImageSource\x12/\n" +
 	"\x05blank\x18\x01 \x01(\v2\x17.sanboot.v1.BlankSourceH\x00R\x05blank\x122\n" +
 	"\x06upload\x18\x02 \x01(\v2\x18.sanboot.v1.UploadSourceH\x00R\x06upload\x12)\n" +
@@ -4560,7 +4639,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04chap\x18\x05 \x01(\bR\x04chap\x12\x1b\n" +
 	"\tkeep_disk\x18\x06 \x01(\bR\bkeepDisk\x12\x1f\n" +
 	"\vmutual_chap\x18\a \x01(\bR\n" +
-	"mutualChap\"\xe1\x02\n" +
+	"mutualChap\"\x98\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
@@ -4578,7 +4657,11 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"conditions\x18\n" +
 	" \x03(\v2\x15.sanboot.v1.ConditionR\n" +
-	"conditions\"\xd3\x01\n" +
+	"conditions\x125\n" +
+	"\bsessions\x18\x14 \x03(\v2\x19.sanboot.v1.TargetSessionR\bsessions\"G\n" +
+	"\rTargetSession\x12\x1c\n" +
+	"\tinitiator\x18\x01 \x01(\tR\tinitiator\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xd3\x01\n" +
 	"\x04Node\x122\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
@@ -4869,7 +4952,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: sanboot.v1.PutMode
 	(PutResult)(0),                // 1: sanboot.v1.PutResult
@@ -4888,166 +4971,168 @@ var file_sanboot_proto_goTypes = []any{
 	(*Image)(nil),                 // 14: sanboot.v1.Image
 	(*NodeSpec)(nil),              // 15: sanboot.v1.NodeSpec
 	(*NodeStatus)(nil),            // 16: sanboot.v1.NodeStatus
-	(*Node)(nil),                  // 17: sanboot.v1.Node
-	(*AgentRecord)(nil),           // 18: sanboot.v1.AgentRecord
-	(*Agent)(nil),                 // 19: sanboot.v1.Agent
-	(*Placement)(nil),             // 20: sanboot.v1.Placement
-	(*Assignment)(nil),            // 21: sanboot.v1.Assignment
-	(*ChapSecret)(nil),            // 22: sanboot.v1.ChapSecret
-	(*Member)(nil),                // 23: sanboot.v1.Member
-	(*GetRequest)(nil),            // 24: sanboot.v1.GetRequest
-	(*ListRequest)(nil),           // 25: sanboot.v1.ListRequest
-	(*DeleteRequest)(nil),         // 26: sanboot.v1.DeleteRequest
-	(*PutNodeRequest)(nil),        // 27: sanboot.v1.PutNodeRequest
-	(*PutNodeResponse)(nil),       // 28: sanboot.v1.PutNodeResponse
-	(*PutNodesRequest)(nil),       // 29: sanboot.v1.PutNodesRequest
-	(*PutNodesResponse)(nil),      // 30: sanboot.v1.PutNodesResponse
-	(*PutNodesResult)(nil),        // 31: sanboot.v1.PutNodesResult
-	(*ListNodesResponse)(nil),     // 32: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 33: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 34: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 35: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 36: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 37: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 38: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 39: sanboot.v1.ListMembersRequest
-	(*EnrollAgentRequest)(nil),    // 40: sanboot.v1.EnrollAgentRequest
-	(*EnrollAgentResponse)(nil),   // 41: sanboot.v1.EnrollAgentResponse
-	(*ListMembersResponse)(nil),   // 42: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 43: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 44: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 45: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 46: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 47: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 48: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 49: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 50: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 51: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 52: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 53: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 54: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 55: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 56: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 57: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 58: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 59: sanboot.v1.BootToken
-	(*BootFetch)(nil),             // 60: sanboot.v1.BootFetch
-	(*Event)(nil),                 // 61: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 62: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 63: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 64: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 65: sanboot.v1.BackupInfo
-	nil,                           // 66: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
+	(*TargetSession)(nil),         // 17: sanboot.v1.TargetSession
+	(*Node)(nil),                  // 18: sanboot.v1.Node
+	(*AgentRecord)(nil),           // 19: sanboot.v1.AgentRecord
+	(*Agent)(nil),                 // 20: sanboot.v1.Agent
+	(*Placement)(nil),             // 21: sanboot.v1.Placement
+	(*Assignment)(nil),            // 22: sanboot.v1.Assignment
+	(*ChapSecret)(nil),            // 23: sanboot.v1.ChapSecret
+	(*Member)(nil),                // 24: sanboot.v1.Member
+	(*GetRequest)(nil),            // 25: sanboot.v1.GetRequest
+	(*ListRequest)(nil),           // 26: sanboot.v1.ListRequest
+	(*DeleteRequest)(nil),         // 27: sanboot.v1.DeleteRequest
+	(*PutNodeRequest)(nil),        // 28: sanboot.v1.PutNodeRequest
+	(*PutNodeResponse)(nil),       // 29: sanboot.v1.PutNodeResponse
+	(*PutNodesRequest)(nil),       // 30: sanboot.v1.PutNodesRequest
+	(*PutNodesResponse)(nil),      // 31: sanboot.v1.PutNodesResponse
+	(*PutNodesResult)(nil),        // 32: sanboot.v1.PutNodesResult
+	(*ListNodesResponse)(nil),     // 33: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),       // 34: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),      // 35: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),    // 36: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),     // 37: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 38: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),       // 39: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),    // 40: sanboot.v1.ListMembersRequest
+	(*EnrollAgentRequest)(nil),    // 41: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),   // 42: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),   // 43: sanboot.v1.ListMembersResponse
+	(*WatchNodesRequest)(nil),     // 44: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),             // 45: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),    // 46: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),            // 47: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),            // 48: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),        // 49: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),    // 50: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),          // 51: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),   // 52: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),     // 53: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                 // 54: sanboot.v1.Chunk
+	(*ExportRequest)(nil),         // 55: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),     // 56: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),      // 57: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),    // 58: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),            // 59: sanboot.v1.BootScript
+	(*BootToken)(nil),             // 60: sanboot.v1.BootToken
+	(*BootFetch)(nil),             // 61: sanboot.v1.BootFetch
+	(*Event)(nil),                 // 62: sanboot.v1.Event
+	(*ListEventsResponse)(nil),    // 63: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),         // 64: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),        // 65: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),            // 66: sanboot.v1.BackupInfo
+	nil,                           // 67: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	66, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	67, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	67, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	67, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	67, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	68, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	68, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	68, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	67, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	68, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	67, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	68, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
-	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
-	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
-	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	60, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	67, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	67, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	67, // 23: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
-	18, // 24: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
-	15, // 25: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	22, // 26: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
-	17, // 27: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 28: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 29: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 30: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 31: sanboot.v1.PutNodesRequest.nodes:type_name -> sanboot.v1.Node
-	0,  // 32: sanboot.v1.PutNodesRequest.mode:type_name -> sanboot.v1.PutMode
-	31, // 33: sanboot.v1.PutNodesResponse.results:type_name -> sanboot.v1.PutNodesResult
-	17, // 34: sanboot.v1.PutNodesResult.node:type_name -> sanboot.v1.Node
-	1,  // 35: sanboot.v1.PutNodesResult.result:type_name -> sanboot.v1.PutResult
-	17, // 36: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 37: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 38: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 39: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 40: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 41: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 42: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 43: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 44: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 45: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 46: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 47: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 48: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 49: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	50, // 50: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	56, // 51: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	67, // 52: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	67, // 53: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	61, // 54: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	65, // 55: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	33, // 56: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 57: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 58: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 59: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	45, // 60: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 61: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	29, // 62: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
-	24, // 63: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 64: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 65: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	43, // 66: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 67: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 68: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	36, // 69: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	38, // 70: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	36, // 71: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	39, // 72: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	40, // 73: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
-	49, // 74: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 75: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	63, // 76: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	52, // 77: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	55, // 78: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	34, // 79: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 80: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	35, // 81: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	48, // 82: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	46, // 83: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 84: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	30, // 85: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
-	17, // 86: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	32, // 87: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 88: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	44, // 89: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	62, // 90: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	58, // 91: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	37, // 92: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 93: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	47, // 94: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	42, // 95: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	41, // 96: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
-	51, // 97: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	53, // 98: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	64, // 99: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	53, // 100: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	57, // 101: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	79, // [79:102] is the sub-list for method output_type
-	56, // [56:79] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	17, // 17: sanboot.v1.NodeStatus.sessions:type_name -> sanboot.v1.TargetSession
+	3,  // 18: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
+	15, // 19: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
+	16, // 20: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
+	61, // 21: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	68, // 22: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	68, // 23: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	68, // 24: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
+	19, // 25: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
+	15, // 26: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
+	23, // 27: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	18, // 28: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 29: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	18, // 30: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 31: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	18, // 32: sanboot.v1.PutNodesRequest.nodes:type_name -> sanboot.v1.Node
+	0,  // 33: sanboot.v1.PutNodesRequest.mode:type_name -> sanboot.v1.PutMode
+	32, // 34: sanboot.v1.PutNodesResponse.results:type_name -> sanboot.v1.PutNodesResult
+	18, // 35: sanboot.v1.PutNodesResult.node:type_name -> sanboot.v1.Node
+	1,  // 36: sanboot.v1.PutNodesResult.result:type_name -> sanboot.v1.PutResult
+	18, // 37: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 38: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 39: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 40: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 41: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 42: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	20, // 43: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	24, // 44: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	2,  // 45: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	18, // 46: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 47: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 48: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 49: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	20, // 50: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	51, // 51: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	57, // 52: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	68, // 53: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	68, // 54: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	62, // 55: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	66, // 56: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	34, // 57: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	25, // 58: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	26, // 59: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	27, // 60: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	46, // 61: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	28, // 62: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	30, // 63: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
+	25, // 64: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	26, // 65: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	27, // 66: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	44, // 67: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	25, // 68: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	25, // 69: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	37, // 70: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	39, // 71: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	37, // 72: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	40, // 73: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	41, // 74: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	50, // 75: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	25, // 76: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	64, // 77: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	53, // 78: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	56, // 79: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	35, // 80: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 81: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	36, // 82: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	49, // 83: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	47, // 84: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	29, // 85: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	31, // 86: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
+	18, // 87: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	33, // 88: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	18, // 89: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	45, // 90: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	63, // 91: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	59, // 92: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	38, // 93: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	20, // 94: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	48, // 95: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	43, // 96: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	42, // 97: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	52, // 98: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	54, // 99: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	65, // 100: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	54, // 101: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	58, // 102: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	80, // [80:103] is the sub-list for method output_type
+	57, // [57:80] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -5062,15 +5147,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[46].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[52].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[53].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[61].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[62].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -5080,7 +5165,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   64,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -62,7 +62,13 @@ func (s *Server) GetBootScript(ctx context.Context, req *sanbootv1.GetRequest) (
 			return nil, status.Errorf(codes.Unavailable, "%v; retry", err)
 		}
 	}
-	plan := boot.PlanNode(n, secret)
+	// The image names the boot loader UEFI nodes run from the disk.
+	iref := state.Ref{Project: ref.Project, Name: n.GetSpec().GetImage()}
+	ist, err := s.read(ctx, get(api.ImageKey(iref.Project, iref.Name)))
+	if err != nil {
+		return nil, err
+	}
+	plan := boot.PlanNode(n, ist.Images[iref].Msg, secret)
 	url := settings.NodeURL(ref, token)
 	s.log.Info("boot script handed out", "node", ref, "ready", plan.Ready(), "token", token != "")
 	// The script refers to itself by its absolute URL: it may be used away

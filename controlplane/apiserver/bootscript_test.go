@@ -1,6 +1,7 @@
 package apiserver_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -61,6 +62,23 @@ func TestGetBootScript(t *testing.T) {
 		if !strings.Contains(got.Script, want) {
 			t.Errorf("script lacks %q:\n%s", want, got.Script)
 		}
+	}
+	efiLine := `sanboot --filename %s iscsi:127.0.0.1::3260:0:` + api.TargetIQN("", "default", "n1")
+	if !strings.Contains(got.Script, fmt.Sprintf(efiLine, boot.DefaultEFIFilename)) {
+		t.Errorf("script of a node on an image without spec.efiBootPath does not boot %s under UEFI:\n%s", boot.DefaultEFIFilename, got.Script)
+	}
+	// The image names its own EFI boot loader: UEFI nodes boot that.
+	im, err := e.api.GetImage(e.ctx, &sanbootv1.GetRequest{Name: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.Spec.EfiBootPath = `\EFI\debian\shimx64.efi`
+	if _, err := e.putImage(im, apply); err != nil {
+		t.Fatal(err)
+	}
+	got, err = e.api.GetBootScript(e.ctx, &sanbootv1.GetRequest{Name: "n1"})
+	if err != nil || !strings.Contains(got.Script, fmt.Sprintf(efiLine, `\EFI\debian\shimx64.efi`)) || strings.Contains(got.Script, "BOOTX64") {
+		t.Errorf("script of a node on an image with spec.efiBootPath = %v:\n%s", err, got.GetScript())
 	}
 	if fakeagent.Portal != "127.0.0.1:3260" {
 		t.Fatalf("the fake agent's portal changed (%s): update this test", fakeagent.Portal)

@@ -514,6 +514,7 @@ func (s *Server) keptDiskImage(ctx context.Context, ref state.Ref, rec *sanbootv
 			Source:      &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: ref.Name}}},
 			Agents:      []string{agent},
 			Parent:      parent,
+			EfiBootPath: p.Msg.GetSpec().GetEfiBootPath(),
 			Description: "disk of node " + ref.Name + ", kept when the node was deleted",
 		},
 	}

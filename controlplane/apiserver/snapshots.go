@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -26,7 +27,8 @@ import (
 // being deleted and must be placed; spec.agents becomes exactly the node's
 // agent (the disk lives there, so no other agent can make the image),
 // spec.sizeBytes the size of the node's image, and spec.parent the node's
-// image. A copy (source copy{image}) is reflinked by every agent that holds
+// image. Both keep the EFI boot path of the image they come from unless
+// they name their own (spec.efiBootPath). A copy (source copy{image}) is reflinked by every agent that holds
 // the source image: spec.agents becomes the source's agents, spec.sizeBytes
 // the source's size unless a larger one is asked for, and spec.parent the
 // source's parent (a copy of a snapshot is a snapshot of the same parent,
@@ -44,6 +46,7 @@ func (s *Server) resolveSource(ctx context.Context, ref state.Ref, spec *sanboot
 	case *sanbootv1.ImageSource_Snapshot, *sanbootv1.ImageSource_Copy:
 		if o := old.GetSpec(); o != nil && proto.Equal(o.GetSource(), spec.GetSource()) {
 			spec.SizeBytes, spec.Agents, spec.Parent = o.GetSizeBytes(), slices.Clone(o.GetAgents()), o.GetParent()
+			spec.EfiBootPath = cmp.Or(spec.GetEfiBootPath(), o.GetEfiBootPath())
 			return nil, nil
 		}
 		if sn, ok := src.(*sanbootv1.ImageSource_Snapshot); ok {
@@ -95,6 +98,7 @@ func (s *Server) resolveSnapshot(ctx context.Context, ref state.Ref, spec *sanbo
 	spec.SizeBytes = img.Msg.GetSpec().GetSizeBytes()
 	spec.Agents = []string{agent}
 	spec.Parent = parent
+	spec.EfiBootPath = cmp.Or(spec.GetEfiBootPath(), img.Msg.GetSpec().GetEfiBootPath())
 	return []clientv3.Cmp{
 		// The node is neither deleted nor being deleted meanwhile (either
 		// changes its key), so its placement, which is sticky, still holds.
@@ -128,6 +132,7 @@ func (s *Server) resolveCopy(ctx context.Context, ref state.Ref, spec *sanbootv1
 	}
 	spec.Agents = slices.Clone(src.Msg.GetSpec().GetAgents())
 	spec.Parent = src.Msg.GetSpec().GetParent()
+	spec.EfiBootPath = cmp.Or(spec.GetEfiBootPath(), src.Msg.GetSpec().GetEfiBootPath())
 	return []clientv3.Cmp{kv.Unchanged(api.ImageKey(sref.Project, sref.Name), src.ModRevision)}, nil
 }
 

@@ -269,3 +269,42 @@ func TestDeleteImageRefusedWhileACopyIsPending(t *testing.T) {
 		t.Fatalf("delete src once its copy is Ready: %v", err)
 	}
 }
+
+// An image's EFI boot path is validated; snapshots and copies that name
+// none inherit the one of the image they come from.
+func TestEFIBootPathIsInherited(t *testing.T) {
+	e := start(t)
+	const shim = `\EFI\debian\shimx64.efi`
+	bad := &sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{Name: "bad"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20, EfiBootPath: `EFI/BOOT/BOOTX64.EFI`}}
+	_, err := e.putImage(bad, create)
+	wantCode(t, err, codes.InvalidArgument, "spec.efiBootPath")
+	src := &sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{Name: "src"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20, EfiBootPath: shim}}
+	if _, err := e.putImage(src, create); err != nil {
+		t.Fatal(err)
+	}
+	e.agent("a", 10, "src")
+	e.placed("n1", "src")
+	for _, tc := range []struct {
+		im   *sanbootv1.Image
+		path string
+	}{
+		{snapshotImage("snap", "n1"), shim},
+		{copyImage("copy", "src"), shim},
+		{copyImage("copy-of-snap", "snap"), shim},
+		{func() *sanbootv1.Image {
+			im := snapshotImage("own", "n1")
+			im.Spec.EfiBootPath = `\EFI\BOOT\grubx64.efi`
+			return im
+		}(), `\EFI\BOOT\grubx64.efi`},
+	} {
+		resp, err := e.putImage(tc.im, create)
+		if err != nil || resp.GetImage().GetSpec().GetEfiBootPath() != tc.path {
+			t.Errorf("%s: spec = %v, %v; want efiBootPath %s", tc.im.Metadata.Name, resp.GetImage().GetSpec(), err, tc.path)
+		}
+	}
+	// Applying the snapshot's manifest again (without the path) keeps it.
+	resp, err := e.putImage(snapshotImage("snap", "n1"), apply)
+	if err != nil || resp.GetResult() != sanbootv1.PutResult_PUT_RESULT_UNCHANGED || resp.GetImage().GetSpec().GetEfiBootPath() != shim {
+		t.Errorf("snapshot applied again = %v %v, %v; want unchanged with efiBootPath %s", resp.GetResult(), resp.GetImage().GetSpec(), err, shim)
+	}
+}

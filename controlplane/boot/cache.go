@@ -20,7 +20,8 @@ import (
 )
 
 // cache mirrors what scripts are made of (nodes, placements, node
-// statuses, agent liveness, CHAP secrets), fed by one kv.Reflect over
+// statuses, agent liveness, CHAP secrets, images for their EFI boot
+// paths), fed by one kv.Reflect over
 // api.Prefix, with an index from MAC address to nodes.
 type cache struct {
 	cli *clientv3.Client
@@ -40,7 +41,7 @@ func newCache(cli *clientv3.Client, log *slog.Logger) *cache {
 	return &cache{
 		cli:    cli,
 		log:    log,
-		store:  state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets, state.Agents),
+		store:  state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets, state.Agents, state.Images),
 		byMAC:  map[string]map[state.Ref]bool{},
 		macsOf: map[state.Ref][]string{},
 	}
@@ -106,15 +107,20 @@ func (c *cache) byMACAddr(mac string) []state.Ref {
 	})
 }
 
-// node returns the view of node ref and a copy of its CHAP secret (nil
-// when it has none), or a nil node.
-func (c *cache) node(ref state.Ref) (*sanbootv1.Node, *sanbootv1.ChapSecret) {
+// node returns the view of node ref, copies of its image's record (nil
+// when unknown) and of its CHAP secret (nil when it has none), or a nil
+// node.
+func (c *cache) node(ref state.Ref) (*sanbootv1.Node, *sanbootv1.Image, *sanbootv1.ChapSecret) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := view.Node(c.store, ref)
+	var image *sanbootv1.Image
+	if rec, ok := c.store.Images[state.Ref{Project: ref.Project, Name: n.GetSpec().GetImage()}]; ok {
+		image = proto.CloneOf(rec.Msg)
+	}
 	var secret *sanbootv1.ChapSecret
 	if rec, ok := c.store.Secrets[ref]; ok {
 		secret = proto.CloneOf(rec.Msg)
 	}
-	return n, secret
+	return n, image, secret
 }

@@ -15,10 +15,8 @@ import (
 )
 
 // DefaultEFIFilename is the boot loader a UEFI node's script has iPXE run
-// from its disk: the removable-media path every UEFI firmware looks for.
-// iPXE looks for the same path when no `sanboot --filename` is given;
-// scripts name it all the same, so that they say what the disk must hold.
-const DefaultEFIFilename = `\EFI\BOOT\BOOTX64.EFI`
+// from its disk when its image names none.
+const DefaultEFIFilename = api.DefaultEFIBootPath
 
 // DefaultTokenTTL is how long an unused boot token stays valid.
 const DefaultTokenTTL = time.Hour
@@ -121,9 +119,11 @@ type bootData struct {
 
 // PlanNode decides what node n (the API's view, with status) is told:
 // boot when it is Ready and its status describes its current spec, wait
-// otherwise. secret is the node's CHAP credentials (nil when it has none).
-// Values that cannot safely go into a script make it wait, saying which.
-func PlanNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) Plan {
+// otherwise. image is the record of the node's image (nil when unknown:
+// UEFI nodes then boot DefaultEFIFilename); secret is the node's CHAP
+// credentials (nil when it has none). Values that cannot safely go into a
+// script make it wait, saying which.
+func PlanNode(n *sanbootv1.Node, image *sanbootv1.Image, secret *sanbootv1.ChapSecret) Plan {
 	m, spec, st := n.GetMetadata(), n.GetSpec(), n.GetStatus()
 	ref := state.Ref{Project: m.GetProject(), Name: m.GetName()}
 	if err := errors.Join(api.ValidateName("project", ref.Project), api.ValidateName("name", ref.Name)); err != nil {
@@ -145,14 +145,15 @@ func PlanNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) Plan {
 		return p
 	}
 
-	b := &bootData{Node: ref.String(), TargetIQN: st.GetTargetIqn(), InitiatorIQN: spec.GetInitiatorIqn(), EFIFilename: DefaultEFIFilename}
+	b := &bootData{Node: ref.String(), TargetIQN: st.GetTargetIqn(), InitiatorIQN: spec.GetInitiatorIqn(),
+		EFIFilename: or(image.GetSpec().GetEfiBootPath(), DefaultEFIFilename)}
 	if b.InitiatorIQN == "" {
 		b.InitiatorIQN = api.DefaultInitiatorIQN(ref.Project, ref.Name)
 	}
 	errs := []error{
 		api.ValidateIQN("spec.initiatorIqn", b.InitiatorIQN),
 		api.ValidateIQN("status.targetIqn", b.TargetIQN),
-		ValidateEFIFilename(b.EFIFilename),
+		api.ValidateEFIBootPath("image spec.efiBootPath", b.EFIFilename),
 	}
 	lun := st.GetLun()
 	if lun < 0 || lun > 255 {
@@ -262,22 +263,6 @@ func ValidatePlatform(platform string) error {
 	return nil
 }
 
-// ValidateEFIFilename checks the path of the boot loader a UEFI node runs
-// from its disk: \DIR\...\FILE.EFI, at most 255 bytes, each part letters,
-// digits, '.', '_' and '-' (the only place a script carries backslashes;
-// iPXE passes them through to the firmware).
-func ValidateEFIFilename(path string) error {
-	parts := strings.Split(path, `\`)
-	ok := len(path) <= 255 && len(parts) >= 2 && parts[0] == "" && strings.HasSuffix(strings.ToUpper(path), ".EFI")
-	for _, p := range parts[1:] {
-		ok = ok && p != "" && p != "." && p != ".." && safe(p, efiPathChars)
-	}
-	if !ok {
-		return fmt.Errorf("EFI boot filename %q: want \\DIR\\FILE.EFI (letters, digits, '.', '_', '-'; at most 255 bytes), such as %s", path, DefaultEFIFilename)
-	}
-	return nil
-}
-
 func mustExecute(sb *strings.Builder, t *template.Template, data any) {
 	if err := t.Execute(sb, data); err != nil {
 		panic(fmt.Sprintf("boot: template %s: %v", t.Name(), err)) // the templates are constants
@@ -351,13 +336,13 @@ goto sanboot-fetch
 
 // Character sets of values that go into scripts. None holds white space,
 // '$' (setting expansion), '#' (comment), '|' or '&' (command chaining),
-// quotes or backslashes (EFI filenames have their own check).
+// quotes or backslashes (EFI filenames have their own check:
+// api.ValidateEFIBootPath).
 const (
 	credentialChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-+=/@"
 	urlChars        = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/[]%"
 	echoChars       = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;-_/()[]<>=+*@%!?"
 	platformChars   = "abcdefghijklmnopqrstuvwxyz0123456789-"
-	efiPathChars    = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 )
 
 func safe(s, chars string) bool {

@@ -38,6 +38,11 @@ var chapSecret = &sanbootv1.ChapSecret{
 	MutualUser: "default.n1.target", MutualSecret: "MUTUALMUTUALMUTUAL42",
 }
 
+// efiImage is an image record whose spec names an EFI boot path.
+func efiImage(path string) *sanbootv1.Image {
+	return &sanbootv1.Image{Spec: &sanbootv1.ImageSpec{EfiBootPath: path}}
+}
+
 func chap(n *sanbootv1.Node)   { n.Spec.Chap = true }
 func mutual(n *sanbootv1.Node) { n.Spec.Chap, n.Spec.MutualChap = true, true }
 
@@ -57,39 +62,44 @@ func TestScripts(t *testing.T) {
 		// want are lines the script must hold; absent must not appear.
 		want, absent []string
 	}{
-		{name: "ready", settings: plain, plan: PlanNode(readyNode("n1"), nil), self: plain.NodePath(n1, ""), ready: true,
+		{name: "ready", settings: plain, plan: PlanNode(readyNode("n1"), nil, nil), self: plain.NodePath(n1, ""), ready: true,
 			want: []string{"sanboot iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry", "clear password", "chain --replace --autofree /boot/default/n1 || goto sanboot-retry",
 				"iseq ${platform} efi && goto sanboot-efi ||", `sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry`},
 			absent: []string{"set password"}},
-		{name: "ready_by_mac", settings: withURL, plan: PlanNode(readyNode("n1"), nil), self: WithPlatform(withURL.MACPath("52:54:00:00:00:01", ""), "efi"), ready: true,
+		{name: "ready_by_mac", settings: withURL, plan: PlanNode(readyNode("n1"), nil, nil), self: WithPlatform(withURL.MACPath("52:54:00:00:00:01", ""), "efi"), ready: true,
 			want: []string{"chain --replace --autofree http://10.0.0.1:8080/boot?mac=52-54-00-00-00-01&platform=efi || goto sanboot-retry"}},
-		{name: "chap", settings: plain, plan: PlanNode(readyNode("n1", chap), chapSecret), self: "/boot/default/n1", ready: true,
+		{name: "chap", settings: plain, plan: PlanNode(readyNode("n1", chap), nil, chapSecret), self: "/boot/default/n1", ready: true,
 			want:   []string{"set username default.n1", "set password SECRETSECRETSECRET42", "clear reverse-password"},
 			absent: []string{"MUTUAL"}},
-		{name: "mutual_chap", settings: plain, plan: PlanNode(readyNode("n1", mutual), chapSecret), self: "/boot/default/n1", ready: true,
+		{name: "mutual_chap", settings: plain, plan: PlanNode(readyNode("n1", mutual), nil, chapSecret), self: "/boot/default/n1", ready: true,
 			want: []string{"set reverse-username default.n1.target", "set reverse-password MUTUALMUTUALMUTUAL42"}},
 		{name: "multipath", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) {
 			n.Status.Portals = []string{"10.0.2.2:3260", "[fd00::2]:3261", "[::ffff:10.0.3.2]:3262"}
 			n.Status.Lun = 10 // iPXE reads LUNs in hex
 			n.Spec.InitiatorIqn = "iqn.2026-11.io.example:host-1"
-		}), nil), self: "/boot/default/n1", ready: true,
+		}), nil, nil), self: "/boot/default/n1", ready: true,
 			want: []string{"set initiator-iqn iqn.2026-11.io.example:host-1",
 				"sanboot iscsi:10.0.2.2::3260:a:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::2]::3261:a:iqn.2026-11.io.sanboot:default.n1 iscsi:10.0.3.2::3262:a:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry",
 				`sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:a:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::2]::3261:a:iqn.2026-11.io.sanboot:default.n1 iscsi:10.0.3.2::3262:a:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry`}},
-		{name: "token", settings: tokens, plan: PlanNode(readyNode("n1", chap), chapSecret), self: tokens.NodePath(n1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), ready: true,
+		{name: "image_efi_path", settings: plain, plan: PlanNode(readyNode("n1"), efiImage(`\EFI\debian\shimx64.efi`), nil), self: "/boot/default/n1", ready: true,
+			want:   []string{`sanboot --filename \EFI\debian\shimx64.efi iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry`},
+			absent: []string{"BOOTX64"}},
+		{name: "image_bad_efi_path", settings: plain, plan: PlanNode(readyNode("n1"), efiImage(`\EFI\a||shell.efi`), nil), self: "/boot/default/n1",
+			want: []string{"spec.efiBootPath"}, absent: []string{"a||shell", `\EFI\a`}},
+		{name: "token", settings: tokens, plan: PlanNode(readyNode("n1", chap), nil, chapSecret), self: tokens.NodePath(n1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), ready: true,
 			want:   []string{"goto sanboot", "set password SECRETSECRETSECRET42"},
 			absent: []string{"chain", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}},
 		{name: "not_ready", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) {
 			n.Status.Phase, n.Status.Message = api.PhaseProvisioning, "cloning golden ${password} || reboot\n#!ipxe && shell 'x' \"y\" \\ {z}|&"
-		}), nil), self: "/boot/default/n1",
+		}), nil, nil), self: "/boot/default/n1",
 			want:   []string{"echo sanboot: node default/n1 is Provisioning: cloning golden __password_ __ reboot _!ipxe __ shell _x_ _y_ _ _z___", "chain --replace --autofree /boot/default/n1 || goto sanboot-retry"},
 			absent: []string{"sanboot iscsi", "${password}"}},
-		{name: "not_ready_token", settings: tokens, plan: PlanNode(readyNode("n1", chap, func(n *sanbootv1.Node) { n.Status.Phase = "" }), chapSecret),
+		{name: "not_ready_token", settings: tokens, plan: PlanNode(readyNode("n1", chap, func(n *sanbootv1.Node) { n.Status.Phase = "" }), nil, chapSecret),
 			self: tokens.NodePath(n1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
 			want: []string{"echo sanboot: node default/n1 is Pending", "chain --replace --autofree /boot/default/n1?token=ABCDEFGHIJKLMNOPQRSTUVWXYZ || goto sanboot-retry"}, absent: []string{"SECRET"}},
-		{name: "stale_generation", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Metadata.Generation = 3 }), nil), self: "/boot/default/n1",
+		{name: "stale_generation", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Metadata.Generation = 3 }), nil, nil), self: "/boot/default/n1",
 			want: []string{"echo sanboot: node default/n1 is waiting for its agent to apply spec generation 3 (it has applied 2)"}},
-		{name: "deleting", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() }), nil), self: "/boot/default/n1",
+		{name: "deleting", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() }), nil, nil), self: "/boot/default/n1",
 			want: []string{"echo sanboot: node default/n1 is being deleted"}},
 		{name: "unknown_mac", settings: plain, plan: WaitPlan("no node has MAC 52:54:00:00:00:09; add it to a node's spec.macs"), self: plain.MACPath("52:54:00:00:00:09", ""),
 			want: []string{"echo sanboot: no node has MAC 52:54:00:00:00:09; add it to a node_s spec.macs", "chain --replace --autofree /boot?mac=52-54-00-00-00-09 || goto sanboot-retry"}},
@@ -97,12 +107,12 @@ func TestScripts(t *testing.T) {
 			n.Spec.InitiatorIqn = "iqn.2026-11.io.example:a b"
 			n.Status.Portals = []string{"10.0.2.2:3260", "host:3260", "10.0.2.2:0"}
 			n.Status.Lun = 256
-		}), &sanbootv1.ChapSecret{User: "u", Secret: "x\nset password y"}), self: "/boot/default/n1",
+		}), nil, &sanbootv1.ChapSecret{User: "u", Secret: "x\nset password y"}), self: "/boot/default/n1",
 			want:   []string{"echo sanboot: node default/n1 cannot be booted with what its records hold:"},
 			absent: []string{"set password", "sanboot iscsi"}},
-		{name: "chap_without_secret", settings: plain, plan: PlanNode(readyNode("n1", chap), nil), self: "/boot/default/n1",
+		{name: "chap_without_secret", settings: plain, plan: PlanNode(readyNode("n1", chap), nil, nil), self: "/boot/default/n1",
 			want: []string{"spec.chap is on but the node has no CHAP credentials"}, absent: []string{"sanboot iscsi"}},
-		{name: "no_portals", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Status.Portals = nil }), nil), self: "/boot/default/n1",
+		{name: "no_portals", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Status.Portals = nil }), nil, nil), self: "/boot/default/n1",
 			want: []string{"status.portals: the agent reported no portal"}},
 	}
 	for _, tc := range cases {
@@ -197,7 +207,7 @@ func checkScript(t *testing.T, script string) {
 			t.Errorf("line %d holds a stray '$': %q", i+2, line)
 		}
 		if fields[0] == "sanboot" && len(fields) > 2 && fields[1] == "--filename" {
-			if err := ValidateEFIFilename(fields[2]); err != nil {
+			if err := api.ValidateEFIBootPath("--filename", fields[2]); err != nil {
 				t.Errorf("line %d: %v", i+2, err)
 			}
 			line = strings.Replace(line, fields[2], "", 1) // its only backslashes
@@ -290,20 +300,6 @@ func TestValidatePlatform(t *testing.T) {
 	for _, bad := range []string{"EFI", "efi ", "efi||shell", "${x}", "a&b", strings.Repeat("x", 33)} {
 		if err := ValidatePlatform(bad); err == nil {
 			t.Errorf("platform %q accepted", bad)
-		}
-	}
-}
-
-func TestValidateEFIFilename(t *testing.T) {
-	for _, ok := range []string{DefaultEFIFilename, `\EFI\debian\shimx64.efi`, `\boot.efi`} {
-		if err := ValidateEFIFilename(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", `EFI\BOOT\BOOTX64.EFI`, `\EFI\BOOT\`, `\EFI\\BOOTX64.EFI`, `\EFI\..\x.efi`, `\EFI\BOOT\BOOT X64.EFI`,
-		`\EFI\BOOT\${x}.EFI`, `\EFI\BOOT\a||shell.EFI`, "/EFI/BOOT/BOOTX64.EFI", `\EFI\BOOT\grubx64`, `\` + strings.Repeat("a", 252) + ".EFI"} {
-		if err := ValidateEFIFilename(bad); err == nil {
-			t.Errorf("%q accepted", bad)
 		}
 	}
 }

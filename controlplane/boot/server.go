@@ -184,7 +184,7 @@ func (s *Server) platform(w http.ResponseWriter, platform string) (string, bool)
 // serveNode serves node ref's script, fetched as self, and records the
 // fetch (recordFetch).
 func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref, token, self string) {
-	n, secret := s.cache.node(ref)
+	n, image, secret := s.cache.node(ref)
 	if n == nil {
 		s.wait(w, r, WaitPlan(fmt.Sprintf("there is no node %s; provision it", ref)), self, ref.String())
 		return
@@ -214,7 +214,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 		}
 		tokenRev = rev
 	}
-	plan := PlanNode(n, secret)
+	plan := PlanNode(n, image, secret)
 	if !plan.Ready() {
 		wait(plan)
 		return

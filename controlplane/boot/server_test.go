@@ -177,6 +177,11 @@ func TestServeByMACAndName(t *testing.T) {
 			t.Errorf("script lacks %q:\n%s", want, body)
 		}
 	}
+	// An image that names its own EFI boot loader: its nodes boot that.
+	e.put(api.ImageKey("default", n1.GetSpec().GetImage()), &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Project: "default", Name: n1.GetSpec().GetImage()},
+		Spec:     &sanbootv1.ImageSpec{SizeBytes: 1 << 20, EfiBootPath: `\EFI\debian\shimx64.efi`}})
+	e.await("/boot?mac=52-54-00-0A-01-01&platform=efi", `sanboot --filename \EFI\debian\shimx64.efi iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 ||`)
 	// ... and the fetch is recorded for describe.
 	e.awaitFetch("default", "n1", func(f *sanbootv1.BootFetch) bool {
 		return f.GetNodeUid() == "uid-n1" && f.GetPlatform() == "efi" && f.GetOutcome() == FetchBoot && !f.GetToken() &&

@@ -64,6 +64,12 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 		out.UpdateTime = proto.CloneOf(r.GetUpdateTime())
 	}
 	alive := agent != "" && s.IsAlive(agent)
+	if reported && alive {
+		// What an agent that is gone saw logged in is no longer known.
+		for _, ses := range rep.Msg.GetSessions() {
+			out.Sessions = append(out.Sessions, proto.CloneOf(ses))
+		}
+	}
 	// An agent that stopped on purpose and left its targets serving (a
 	// system tgtd, LIO) keeps its Ready nodes Ready.
 	var keptSince string

@@ -49,8 +49,9 @@ var (
 	statusKey = api.NodeStatusKey("p", "n1", "a")
 	aliveA    = api.AliveKey("a")
 	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: "Scheduled"}
-	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2}
-	empty     = &sanbootv1.AgentRecord{}
+	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2,
+		Sessions: []*sanbootv1.TargetSession{{Initiator: "iqn.y", Address: "10.99.0.2"}}}
+	empty = &sanbootv1.AgentRecord{}
 )
 
 func TestNodeStatus(t *testing.T) {
@@ -120,6 +121,12 @@ func TestNodeStatus(t *testing.T) {
 			}
 			if tt.name == "ready" && (st.TargetIqn != "iqn.x" || st.Portals[0] != "127.0.0.1:3260" || st.ObservedGeneration != 2 || st.Agent != "a") {
 				t.Fatalf("reported fields not copied: %v", st)
+			}
+			if tt.name == "ready" && (len(st.Sessions) != 1 || st.Sessions[0].GetInitiator() != "iqn.y" || st.Sessions[0].GetAddress() != "10.99.0.2") {
+				t.Fatalf("sessions not copied: %v", st)
+			}
+			if !tt.available && len(st.Sessions) != 0 {
+				t.Fatalf("sessions of an agent that is gone are shown: %v", st)
 			}
 		})
 	}

@@ -43,6 +43,10 @@ func TestDeclarativeGolden(t *testing.T) {
 	}
 	f.nodes[key("default", "node-01")].LastBootFetch = &sanbootv1.BootFetch{NodeUid: "u-1", Time: ago(90 * time.Minute),
 		RemoteAddr: "10.0.0.21:49152", Platform: "efi", Outcome: "boot"}
+	f.nodes[key("default", "node-01")].Status.Sessions = []*sanbootv1.TargetSession{
+		{Initiator: "iqn.2026-11.io.sanboot:initiator.default.node-01", Address: "10.0.0.21"},
+		{Initiator: "iqn.2026-11.io.sanboot:initiator.default.node-01", Address: "10.0.1.21"},
+	}
 	f.nodes[key("default", "node-02")].Status.Conditions = []*sanbootv1.Condition{
 		{Type: api.ConditionScheduled, Status: false, Reason: "NoAgentHoldsImage", Message: `no Ready agent holds image "debian-13"`},
 		{Type: api.ConditionAgentAvailable, Status: false, Reason: "NotScheduled", Message: "the node has no agent yet"},

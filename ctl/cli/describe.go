@@ -48,6 +48,12 @@ the firmware it said it runs, whether the URL carried a boot token (never
 the token), and whether it was told to boot or to wait (and why). "never"
 means no such request came since the node was created.
 
+Sessions are the initiators logged in to the node's target (name and
+address), as its agent last saw them: it looks at every resync (each
+minute by default) and whenever it builds the target. Together with the
+last fetch they tell "never asked for a script", "asked but did not log
+in" and "logged in" apart.
+
 Events are kept by the API server in memory, the most recent 20 per node,
 from what it saw since it started; another control-plane member may
 remember a different stretch.`,
@@ -101,6 +107,26 @@ func (s *session) describeNodes(ctx context.Context, names []string) error {
 		writeNodeDescription(s.env.Stdout, s.env.Now(), n, agent, events, evNote)
 	}
 	return errors.Join(errs...)
+}
+
+// describeSessions says who is logged in to a node's target, as its
+// agent last reported, one session a line.
+func describeSessions(st *sanbootv1.NodeStatus) []string {
+	if st.GetTargetIqn() == "" {
+		return []string{"<none> (no target)"}
+	}
+	if len(st.GetSessions()) == 0 {
+		return []string{"none (no initiator is logged in to the target)"}
+	}
+	var who []string
+	for _, s := range st.GetSessions() {
+		w := s.GetInitiator()
+		if s.GetAddress() != "" {
+			w += " from " + s.GetAddress()
+		}
+		who = append(who, w)
+	}
+	return who
 }
 
 func stamp(now time.Time, t *timestamppb.Timestamp) string {
@@ -188,6 +214,13 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 			served = "a script that waits: " + orNone(f.GetMessage())
 		}
 		line(1, "Served", served)
+	}
+	for i, v := range describeSessions(st) {
+		if i == 0 {
+			line(1, "Sessions", v)
+		} else {
+			fmt.Fprintf(w, "  \t%s\n", v) // one session a line, aligned
+		}
 	}
 	w.Flush()
 

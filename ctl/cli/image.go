@@ -76,10 +76,13 @@ of 1024) or kB, MB, GB, TB (powers of 1000). Images must be a multiple of
 	f.StringSliceVar(&spec.Agents, "agents", nil, "agents that hold the image, comma-separated (default: every agent)")
 	f.BoolVar(&spec.Protected, "protected", false, "refuse deletion of the image")
 	f.StringVar(&spec.Description, "description", "", "free text")
+	f.StringVar(&spec.EfiBootPath, "efi-boot-path", "", efiBootPathHelp)
 	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	_ = cmd.MarkFlagRequired("size")
 	return cmd
 }
+
+const efiBootPathHelp = `boot loader UEFI nodes run from disks of this image, e.g. \EFI\debian\shimx64.efi (default: \EFI\BOOT\BOOTX64.EFI)`
 
 func (s *session) createImage(ctx context.Context, name string, spec *sanbootv1.ImageSpec, labels map[string]string) error {
 	c, err := s.api()

@@ -96,6 +96,7 @@ until every wanted agent has it, or 24 hours if no image refers to it.`,
 	fl.StringSliceVar(&f.spec.Agents, "agents", nil, "agents that hold the image, comma-separated (default: every agent)")
 	fl.BoolVar(&f.spec.Protected, "protected", false, "refuse deletion of the image")
 	fl.StringVar(&f.description, "description", "", "free text")
+	fl.StringVar(&f.spec.EfiBootPath, "efi-boot-path", "", efiBootPathHelp)
 	fl.StringArrayVar(&f.labels, "label", nil, "label key=value (repeatable)")
 	fl.BoolVar(&f.wait, "wait", false, "wait until every wanted agent holds the image")
 	fl.DurationVar(&f.timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait, after the upload (exit code 3 when it passes)")
@@ -115,6 +116,11 @@ func (s *session) importImage(ctx context.Context, args []string, f *importFlags
 	if f.size != "" {
 		if size, err = bytesize.Parse(f.size); err != nil {
 			return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
+		}
+	}
+	if p := f.spec.EfiBootPath; p != "" {
+		if err := api.ValidateEFIBootPath("--efi-boot-path", p); err != nil {
+			return withCode(ExitUsage, err) // before sending gigabytes
 		}
 	}
 	if f.sha256 != "" && (len(f.sha256) != 64 || strings.Trim(f.sha256, "0123456789abcdef") != "") {

@@ -462,6 +462,7 @@ func (d *decoder) imageSpec(n ast.Node, path string, s *sanbootv1.ImageSpec, o *
 		{"source", func(v ast.Node, p string) { d.source(v, p, s, o) }},
 		{"agents", func(v ast.Node, p string) { d.strList(v, p, &s.Agents) }},
 		{"description", func(v ast.Node, p string) { d.str(v, p, &s.Description) }},
+		{"efiBootPath", func(v ast.Node, p string) { d.str(v, p, &s.EfiBootPath) }},
 		{"parent", nil},
 	})
 	if o.File != "" && s.SizeBytes == 0 {

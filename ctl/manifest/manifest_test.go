@@ -89,3 +89,20 @@ func TestLoadDirAndStdin(t *testing.T) {
 		t.Errorf("objects %s", got)
 	}
 }
+
+// TestDecodeEFIBootPath: an image manifest names its EFI boot path; a bad
+// one is an error that says where.
+func TestDecodeEFIBootPath(t *testing.T) {
+	in := "apiVersion: sanboot.io/v1\nkind: Image\nmetadata: {name: base}\nspec:\n  sizeBytes: 1GiB\n  efiBootPath: '\\EFI\\debian\\shimx64.efi'\n"
+	objs, err := Decode([]byte(in), "in.yaml", t.TempDir(), "default", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := objs[0].Image.GetSpec().GetEfiBootPath(); got != `\EFI\debian\shimx64.efi` {
+		t.Errorf("efiBootPath = %q", got)
+	}
+	bad := strings.Replace(in, `\EFI\debian\shimx64.efi`, `/EFI/debian/shimx64.efi`, 1)
+	if _, err := Decode([]byte(bad), "in.yaml", t.TempDir(), "default", true); err == nil || !strings.Contains(err.Error(), "spec.efiBootPath") {
+		t.Errorf("bad efiBootPath: err = %v, want one naming spec.efiBootPath", err)
+	}
+}

@@ -21,12 +21,16 @@ const LUN = 1
 type Driver struct {
 	mu      sync.Mutex
 	targets map[string]target.Target
-	fail    func(op, iqn string) error
-	ensures int
+	// sessions are the fake logins (Login), by target IQN.
+	sessions map[string][]target.Session
+	fail     func(op, iqn string) error
+	ensures  int
 }
 
 // New returns an empty fake driver.
-func New() *Driver { return &Driver{targets: map[string]target.Target{}} }
+func New() *Driver {
+	return &Driver{targets: map[string]target.Target{}, sessions: map[string][]target.Session{}}
+}
 
 // Name implements target.Driver.
 func (d *Driver) Name() string { return "fake" }
@@ -72,7 +76,42 @@ func (d *Driver) Delete(ctx context.Context, iqn string) error {
 		}
 	}
 	delete(d.targets, iqn)
+	delete(d.sessions, iqn) // deleting a target drops its sessions
 	return nil
+}
+
+// Sessions implements target.Driver: the fake logins made with Login.
+func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sessions of target %s: %w", iqn, err)
+	}
+	if err := target.ValidateIQN(iqn); err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return target.SortSessions(slices.Clone(d.sessions[iqn])), nil
+}
+
+// Login makes a FAKE session of initiator (from address) on target iqn, as
+// a real initiator's login would, refused unless the target exists and its
+// ACL names the initiator. Logout ends it.
+func (d *Driver) Login(iqn, initiator, address string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.targets[iqn]
+	if !ok || !slices.Contains(t.Initiators, initiator) {
+		return fmt.Errorf("fake login of %s to %s refused: no such target or not in its ACL", initiator, iqn)
+	}
+	d.sessions[iqn] = append(d.sessions[iqn], target.Session{Initiator: initiator, Address: address})
+	return nil
+}
+
+// Logout ends initiator's fake sessions on target iqn.
+func (d *Driver) Logout(iqn, initiator string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sessions[iqn] = slices.DeleteFunc(d.sessions[iqn], func(s target.Session) bool { return s.Initiator == initiator })
 }
 
 // List implements target.Driver.
@@ -94,6 +133,7 @@ func (d *Driver) Reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	clear(d.targets)
+	clear(d.sessions)
 }
 
 // FailWith makes every later Ensure and Delete call fail(op, iqn) first

@@ -11,7 +11,14 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	targettest.Run(t, func(t *testing.T) target.Driver { return fake.New() })
+	targettest.Run(t, func(t *testing.T) target.Driver { return fake.New() },
+		targettest.WithLogin(func(t *testing.T, d target.Driver, tg target.Target) func() {
+			f := d.(*fake.Driver)
+			if err := f.Login(tg.IQN, tg.Initiators[0], "127.0.0.1"); err != nil {
+				t.Fatal(err)
+			}
+			return func() { f.Logout(tg.IQN, tg.Initiators[0]) }
+		}))
 }
 
 func TestResetForgetsEverything(t *testing.T) {

@@ -844,6 +844,39 @@ func (d *Driver) removeBackstore(ctx context.Context, ref backstoreRef) error {
 	return err
 }
 
+// Sessions implements target.Driver: the initiators whose ACL's info
+// shows a session (ACLs are explicit, so dynamic_sessions stays empty).
+func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sessions of target %s: %w", iqn, err)
+	}
+	if err := target.ValidateIQN(iqn); err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	if err := d.checkRoot(); err != nil {
+		return nil, fmt.Errorf("sessions of target %s: %w", iqn, err)
+	}
+	s, err := d.r.tpg(iqn)
+	if isNotExist(err) || err == nil && s == nil {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sessions of target %s: %w", iqn, wrapRead("the target", err))
+	}
+	var out []target.Session
+	for _, a := range s.ACLs {
+		if a.Session == "" {
+			continue
+		}
+		name := a.SessionName
+		if name == "" {
+			name = a.Initiator
+		}
+		out = append(out, target.Session{Initiator: name, Address: a.SessionAddress})
+	}
+	return target.SortSessions(out), nil
+}
+
 // List implements target.Driver: every target in configfs, in the
 // driver's model (see model).
 func (d *Driver) List(ctx context.Context) ([]target.Target, error) {

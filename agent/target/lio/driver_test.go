@@ -31,10 +31,36 @@ func fakeDriver(t testing.TB) (*Driver, *fakeConfigfs) {
 }
 
 func TestFakeConformance(t *testing.T) {
+	configfs := map[target.Driver]*fakeConfigfs{}
 	targettest.Run(t, func(t *testing.T) target.Driver {
-		d, _ := fakeDriver(t)
+		d, f := fakeDriver(t)
+		configfs[d] = f
 		return d
-	})
+	}, targettest.WithLogin(func(t *testing.T, d target.Driver, tg target.Target) func() {
+		f := configfs[d]
+		f.login(tg.IQN, tg.Initiators[0])
+		return func() { f.logout(filepath.Join("iscsi", tg.IQN, tpgName, "acls", tg.Initiators[0])) }
+	}))
+}
+
+// TestParseACLInfo reads ACL info files in the kernel's format.
+func TestParseACLInfo(t *testing.T) {
+	for _, tc := range []struct {
+		file, name, addr string
+	}{
+		{"logged-in-ipv4.txt", "iqn.2026-11.io.sanboot:initiator.default.n1", "10.0.2.15"},
+		{"logged-in-ipv6.txt", "iqn.2026-11.io.sanboot:initiator.default.n2", "fd00:99::2"},
+		{"none.txt", "", ""},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", "acl-info", tc.file))
+			must(t, err)
+			first, name, addr := parseACLInfo(string(b))
+			if name != tc.name || addr != tc.addr || (first == "") != (tc.name == "") {
+				t.Errorf("parseACLInfo = %q, %q, %q; want a session line, %q, %q", first, name, addr, tc.name, tc.addr)
+			}
+		})
+	}
 }
 
 // testTarget returns a target with a backing file in dir.

@@ -438,7 +438,11 @@ func (f *fakeConfigfs) login(iqn, initiator string) {
 	defer f.mu.Unlock()
 	rel := filepath.Join("iscsi", iqn, tpgName, "acls", initiator)
 	f.sessions[rel] = initiator
-	must(f.t, os.WriteFile(filepath.Join(f.root, rel, "info"), []byte("InitiatorName: "+initiator+"\nInitiatorAlias: \nLIO Session ID: 1\n"), 0o644))
+	// The kernel's format (testdata/acl-info), from 10.0.2.15.
+	info := "InitiatorName: " + initiator + "\nInitiatorAlias: \nLIO Session ID: 1   ISID: 0x40 00 01 37 00 00  TSIH: 1  SessionType: Normal\n" +
+		"Session State: TARG_SESS_STATE_LOGGED_IN\n----------------------[iSCSI Connections]-------------------------\n" +
+		"CID: 0  Connection State: TARG_CONN_STATE_LOGGED_IN\n   Address 10.0.2.15 TCP  StatSN: 0x2d6b3c0a\n"
+	must(f.t, os.WriteFile(filepath.Join(f.root, rel, "info"), []byte(info), 0o644))
 }
 
 func (f *fakeConfigfs) logout(rel string) {

@@ -58,6 +58,9 @@ type aclState struct {
 	// Session is the first line of the ACL's info when an initiator is
 	// logged in, "" when none is.
 	Session string
+	// SessionName and SessionAddress are the logged-in initiator's name
+	// and the address of its first connection, from the same info.
+	SessionName, SessionAddress string
 }
 
 type mappedState struct {
@@ -296,10 +299,40 @@ func (r reader) acl(dir, initiator string) (aclState, error) {
 	if err != nil {
 		return a, err
 	}
-	if first, _, _ := strings.Cut(info, "\n"); info != "" && !strings.HasPrefix(first, "No active") {
-		a.Session = strings.TrimSpace(first)
-	}
+	a.Session, a.SessionName, a.SessionAddress = parseACLInfo(info)
 	return a, nil
+}
+
+// parseACLInfo reads an ACL's info as the kernel prints it
+// (lio_target_nacl_info_show): with no session the single line "No active
+// iSCSI Session for Initiator Endpoint: IQN", else
+//
+//	InitiatorName: iqn.1993-08.org.debian:01:ae3d2ec18ad
+//	InitiatorAlias: host
+//	LIO Session ID: 1   ISID: 0x00 02 3d 00 00 02  TSIH: 1  SessionType: Normal
+//	...
+//	CID: 0  Connection State: TARG_CONN_STATE_LOGGED_IN
+//	   Address 192.168.200.50 TCP  StatSN: 0x6916c3e9
+//
+// It returns the first line ("" without a session), the initiator name
+// and the address of the first connection.
+func parseACLInfo(info string) (first, name, addr string) {
+	first, _, _ = strings.Cut(info, "\n")
+	if info == "" || strings.HasPrefix(first, "No active") {
+		return "", "", ""
+	}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "InitiatorName:"); ok && name == "" {
+			name = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "Address "); ok && addr == "" {
+			if f := strings.Fields(v); len(f) > 0 {
+				addr = f[0]
+			}
+		}
+	}
+	return strings.TrimSpace(first), name, addr
 }
 
 var (

@@ -17,11 +17,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sanboot/sanboot/agent/target"
 )
@@ -36,7 +38,17 @@ type Option func(*config)
 type config struct {
 	portals []string
 	backing Backing
+	login   Login
 }
+
+// Login logs an initiator named tg.Initiators[0] in to tg (served by d)
+// and keeps the session until logout is called (or the test ends).
+type Login func(t *testing.T, d target.Driver, tg target.Target) (logout func())
+
+// WithLogin gives the suite an initiator, so that it checks that Sessions
+// reports a logged-in initiator and forgets it after its logout. A real
+// driver's test passes a real initiator (libiscsi).
+func WithLogin(l Login) Option { return func(c *config) { c.login = l } }
 
 // Backing makes the disks the suite's targets serve. The default makes
 // sparse files in the subtest's temp dir.
@@ -75,6 +87,13 @@ func Run(t *testing.T, newDriver func(t *testing.T) target.Driver, opts ...Optio
 		{"InvalidInputChangesNothing", testInvalidInput},
 		{"CanceledContextChangesNothing", testCanceled},
 		{"SecretsNeverPrinted", testSecretsNeverPrinted},
+		{"SessionsNoneWithoutLogin", testSessionsNone},
+	}
+	if cfg.login != nil {
+		tests = append(tests, struct {
+			name string
+			fn   func(*testing.T, *suite)
+		}{"SessionsShowLogin", testSessionsLogin})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -400,5 +419,66 @@ func testSecretsNeverPrinted(t *testing.T, s *suite) {
 	}
 	if a.CHAP.Incoming.Secret.Reveal() != in {
 		t.Errorf("Reveal() does not return the secret")
+	}
+}
+
+func testSessionsNone(t *testing.T, s *suite) {
+	ctx := context.Background()
+	a := s.target("a")
+	s.ensure(a)
+	if got, err := s.d.Sessions(ctx, a.IQN); err != nil || len(got) != 0 {
+		t.Errorf("Sessions of a target nobody logged in to = %v, %v; want none", got, err)
+	}
+	if got, err := s.d.Sessions(ctx, Prefix+"never-existed"); err != nil || len(got) != 0 {
+		t.Errorf("Sessions of a missing target = %v, %v; want none and no error", got, err)
+	}
+	if _, err := s.d.Sessions(ctx, "not an iqn"); err == nil {
+		t.Errorf("Sessions accepted an invalid IQN")
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.d.Sessions(canceled, a.IQN); err == nil {
+		t.Errorf("Sessions with a canceled context returned no error")
+	}
+}
+
+func testSessionsLogin(t *testing.T, s *suite) {
+	a, b := s.target("a"), s.target("b")
+	s.ensure(a)
+	s.ensure(b)
+	logout := s.cfg.login(t, s.d, a)
+	in := a.Initiators[0]
+	got := s.waitSessions(a.IQN, "the initiator's session", func(got []target.Session) bool { return len(got) > 0 })
+	if len(got) != 1 || got[0].Initiator != in {
+		t.Fatalf("Sessions after %s logged in = %v; want that one initiator", in, got)
+	}
+	if _, err := netip.ParseAddr(got[0].Address); err != nil {
+		t.Errorf("Sessions gives address %q for %s: %v; want the initiator's IP address", got[0].Address, in, err)
+	}
+	if other, err := s.d.Sessions(context.Background(), b.IQN); err != nil || len(other) != 0 {
+		t.Errorf("Sessions of another target = %v, %v; want none", other, err)
+	}
+	logout()
+	s.waitSessions(a.IQN, "the session to end", func(got []target.Session) bool { return len(got) == 0 })
+	s.expect(a, b)
+}
+
+// waitSessions polls Sessions(iqn) until ok holds or a generous deadline
+// passes (a login or logout reaches the target system asynchronously).
+func (s *suite) waitSessions(iqn, what string, ok func([]target.Session) bool) []target.Session {
+	s.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got, err := s.d.Sessions(context.Background(), iqn)
+		if err != nil {
+			s.t.Fatalf("Sessions(%s): %v", iqn, err)
+		}
+		if ok(got) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for %s: Sessions(%s) = %v", what, iqn, got)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

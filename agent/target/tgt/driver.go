@@ -642,6 +642,38 @@ func (d *Driver) forceDelete(ctx context.Context, tg *tgtTarget) error {
 	}
 }
 
+// Sessions implements target.Driver: the I_T nexuses tgtd prints under the
+// target (tgtadm --mode target --op show), with the address of each
+// session's first connection that has one.
+func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sessions of target %s: %w", iqn, err)
+	}
+	if err := target.ValidateIQN(iqn); err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	targets, err := d.showTargets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sessions of target %s: %w", iqn, err)
+	}
+	tg := (&state{targets: targets}).byIQN(iqn)
+	if tg == nil {
+		return nil, nil
+	}
+	out := make([]target.Session, 0, len(tg.Sessions))
+	for _, s := range tg.Sessions {
+		ses := target.Session{Initiator: s.Initiator}
+		for _, c := range s.Connections {
+			if c.Address != "" {
+				ses.Address = c.Address
+				break
+			}
+		}
+		out = append(out, ses)
+	}
+	return target.SortSessions(out), nil
+}
+
 // List implements target.Driver. Every target gets tgtd's portals; the LUN
 // reported is LUN 1 or else the lowest data LUN. SizeBytes is the backing
 // file's size when it agrees with the size tgtd prints (which is in MB),

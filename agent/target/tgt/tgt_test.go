@@ -23,7 +23,10 @@ import (
 
 func TestConformance(t *testing.T) {
 	m, portals := startTgtd(t, 1)
-	targettest.Run(t, func(t *testing.T) target.Driver { return m.Driver() }, targettest.WithPortals(portals...))
+	targettest.Run(t, func(t *testing.T) target.Driver { return m.Driver() }, targettest.WithPortals(portals...),
+		targettest.WithLogin(func(t *testing.T, d target.Driver, tg target.Target) func() {
+			return holdSession(t, m.ControlPort(), initiator{name: tg.Initiators[0], portal: tg.Portals[0], iqn: tg.IQN, lun: d.LUN()})
+		}))
 }
 
 func chap(user, secret string) *target.CHAP {
