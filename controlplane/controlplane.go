@@ -28,6 +28,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/buildinfo"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // DefaultAPIListen is the default of --api-listen.
@@ -190,8 +191,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}, apiserver.MemberTTL, log)
 	})
 	wg.Go(func() {
-		leader.Run(ctx, cli, leader.Config{Name: m.Name(), Log: log}, func(ctx context.Context) error {
-			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried})
+		leader.Run(ctx, cli, leader.Config{Name: m.Name(), Log: log}, func(ctx context.Context, fence kv.Fence) error {
+			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried, Fence: fence})
 			sched.current.Store(s)
 			defer sched.current.CompareAndSwap(s, nil)
 			return s.Run(ctx)

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // Config says who campaigns and how.
@@ -35,9 +36,11 @@ type Config struct {
 var errLost = errors.New("lost leadership: the election session (lease) ended")
 
 // Run campaigns and calls run while this member leads, with a context that
-// ends when leadership is lost. It repeats until ctx ends, and returns nil
-// then.
-func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(context.Context) error) error {
+// ends when leadership is lost and the term's fence: every write the
+// controllers make on the cluster's behalf carries fence.Cmp(), so that a
+// deposed leader that has not noticed yet (a paused process, a partition)
+// cannot write. It repeats until ctx ends, and returns nil then.
+func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(ctx context.Context, fence kv.Fence) error) error {
 	if cfg.TTL <= 0 {
 		cfg.TTL = 10
 	}
@@ -69,7 +72,7 @@ func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(context
 
 // term is one campaign and, if won, one term of leadership. led reports
 // whether run was called.
-func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logger, run func(context.Context) error) (led bool, err error) {
+func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logger, run func(context.Context, kv.Fence) error) (led bool, err error) {
 	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(cfg.TTL), concurrency.WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("open an election session (is etcd reachable?): %w", err)
@@ -101,14 +104,15 @@ func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logge
 		return false, errLost
 	}
 
-	log.Info("elected leader; starting the controllers")
+	fence := kv.Fence{Key: e.Key(), CreateRevision: e.Rev()}
+	log.Info("elected leader; starting the controllers", "key", fence.Key, "revision", fence.CreateRevision)
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	go cancelOnDone(rctx, sess.Done(), func() {
 		log.Warn("lost leadership (session lease ended); stopping the controllers")
 		rcancel()
 	})
-	err = run(rctx)
+	err = run(rctx, fence)
 	if isDone(sess.Done()) && ctx.Err() == nil {
 		return true, errLost
 	}

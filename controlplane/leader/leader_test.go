@@ -13,6 +13,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	"github.com/sanboot/sanboot/controlplane/leader"
+	"github.com/sanboot/sanboot/internal/kv"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 )
 
@@ -33,7 +34,7 @@ func campaign(t *testing.T, cli *clientv3.Client, name string, events chan strin
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
 		defer close(c.done)
-		leader.Run(ctx, cli, leader.Config{Name: name, TTL: 5, Log: log}, func(ctx context.Context) error {
+		leader.Run(ctx, cli, leader.Config{Name: name, TTL: 5, Log: log}, func(ctx context.Context, _ kv.Fence) error {
 			c.mu.Lock()
 			c.leading, c.terms = true, c.terms+1
 			c.mu.Unlock()

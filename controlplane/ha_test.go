@@ -1,0 +1,356 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane"
+	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/internal/etcdtest"
+)
+
+// memberEnv, when set, makes the test binary a control-plane member
+// process (see runMemberProcess) instead of running tests: the HA test
+// kills members with SIGKILL, which needs processes of their own.
+const memberEnv = "SANBOOT_TEST_MEMBER"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(memberEnv); spec != "" {
+		os.Exit(runMemberProcess(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// memberSpec is one member's place in a test cluster.
+type memberSpec struct {
+	Name, Dir, Client, Peer, API, Initial, State string
+}
+
+func (s memberSpec) encode() string {
+	return strings.Join([]string{s.Name, s.Dir, s.Client, s.Peer, s.API, s.Initial, s.State}, "|")
+}
+
+// runMemberProcess runs controlplane.Run as sanboot-controlplane would,
+// with etcd's cluster flags taken from spec, until SIGTERM.
+func runMemberProcess(spec string) int {
+	f := strings.Split(spec, "|")
+	if len(f) != 7 {
+		fmt.Fprintf(os.Stderr, "%s: %q has %d fields, want 7\n", memberEnv, spec, len(f))
+		return 2
+	}
+	cfg := controlplane.DefaultConfig()
+	cfg.Member.Name, cfg.Member.DataDir = f[0], f[1]
+	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: f[2]}}
+	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: f[3]}}
+	cfg.APIListen = f[4]
+	cfg.Member.Cluster.Initial, cfg.Member.Cluster.State = f[5], f[6]
+	cfg.BootListen = ""
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("member", f[0])
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := controlplane.Run(ctx, cfg); err != nil {
+		cfg.Log.Error("member failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// haCluster is a cluster of member processes on loopback.
+type haCluster struct {
+	t       *testing.T
+	members map[string]*memberProc
+	cli     *clientv3.Client // over every member's client URL
+}
+
+type memberProc struct {
+	spec memberSpec
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func startCluster(t *testing.T, names ...string) *haCluster {
+	t.Helper()
+	c := &haCluster{t: t, members: map[string]*memberProc{}}
+	var initial, endpoints []string
+	specs := make([]memberSpec, len(names))
+	for i, name := range names {
+		specs[i] = memberSpec{Name: name, Dir: filepath.Join(t.TempDir(), name), Client: etcdtest.FreeAddr(t),
+			Peer: etcdtest.FreeAddr(t), API: etcdtest.FreeAddr(t), State: "new"}
+		initial = append(initial, name+"=http://"+specs[i].Peer)
+		endpoints = append(endpoints, "http://"+specs[i].Client)
+	}
+	for _, s := range specs {
+		s.Initial = strings.Join(initial, ",")
+		c.start(s)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.members {
+			m.stop(syscall.SIGTERM)
+		}
+		if t.Failed() {
+			for name, m := range c.members {
+				b, _ := os.ReadFile(m.log)
+				t.Logf("log of member %s (tail):\n%s", name, tail(string(b), 40))
+			}
+		}
+	})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	c.cli = cli
+	return c
+}
+
+func (c *haCluster) start(s memberSpec) {
+	c.t.Helper()
+	m := &memberProc{spec: s, log: filepath.Join(c.t.TempDir(), s.Name+".log"), done: make(chan struct{})}
+	out, err := os.Create(m.log)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	m.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	m.cmd.Env = append(os.Environ(), memberEnv+"="+s.encode())
+	m.cmd.Stdout, m.cmd.Stderr = out, out
+	if err := m.cmd.Start(); err != nil {
+		c.t.Fatalf("start member %s: %v", s.Name, err)
+	}
+	go func() { m.cmd.Wait(); out.Close(); close(m.done) }()
+	c.members[s.Name] = m
+}
+
+// stop signals the member's process and waits for it to end.
+func (m *memberProc) stop(sig syscall.Signal) {
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	m.cmd.Process.Signal(sig)
+	select {
+	case <-m.done:
+	case <-time.After(60 * time.Second):
+		m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+// leader is the member that runs the controllers now (the election's
+// oldest candidate), or "" when none does.
+func (c *haCluster) leader(ctx context.Context) string {
+	resp, err := c.cli.Get(ctx, api.ElectionPrefix, clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+func (c *haCluster) api(t *testing.T, name string) sanbootv1.SanbootClient {
+	conn, err := grpc.NewClient(c.members[name].spec.API, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return sanbootv1.NewSanbootClient(conn)
+}
+
+// Three members: the API answers on a follower, whose writes the leader's
+// scheduler places; the leader is killed (SIGKILL) while nodes are being
+// created and placed; another member takes over. Every node ends up
+// placed and Ready, and no node was ever assigned to two agents or
+// placed twice (read from etcd's history of every write).
+func TestHALeaderKilledMidPlacement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three member processes; run without -short")
+	}
+	const nodes = 300
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	var first string
+	eventually(t, "a member leads", func() bool { first = c.leader(ctx); return first != "" })
+	var follower string
+	for name := range c.members {
+		if name != first {
+			follower = name
+			break
+		}
+	}
+	t.Logf("leader %s; writing through follower %s", first, follower)
+	client := c.api(t, follower)
+	eventually(t, "three members registered", func() bool {
+		resp, err := client.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
+		return err == nil && len(resp.Members) == 3
+	})
+
+	var agents []*fakeagent.Agent
+	for _, name := range []string{"a1", "a2", "a3"} {
+		a, err := fakeagent.Register(ctx, c.cli, name, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go a.Serve(ctx, slog.New(slog.DiscardHandler))
+		agents = append(agents, a)
+	}
+	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents {
+		if err := a.SetReplica(ctx, "default", "img", api.ReplicaReady); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Create the nodes through the follower; kill the leader once a third
+	// of them are placed.
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	wg.Go(func() {
+		for i := range nodes {
+			n := &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Name: fmt.Sprintf("n%03d", i)}, Spec: &sanbootv1.NodeSpec{Image: "img"}}
+			var err error
+			for try := 0; try < 5; try++ {
+				if _, err = client.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: proto.CloneOf(n)}); err == nil {
+					break
+				}
+				t.Logf("PutNode %s (try %d): %v", n.Metadata.Name, try+1, err)
+				time.Sleep(time.Second)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	eventually(t, "a third of the nodes placed", func() bool { return c.count(ctx, api.AssignPrefix("")) >= nodes/3 })
+	killed := c.members[first]
+	killed.stop(syscall.SIGKILL)
+	t.Logf("killed leader %s with %d assignments written", first, c.count(ctx, api.AssignPrefix("")))
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatalf("creating nodes through follower %s: %v", follower, err)
+	default:
+	}
+
+	var second string
+	eventually(t, "another member leads", func() bool { second = c.leader(ctx); return second != "" && second != first })
+	eventually(t, "every node Ready", func() bool {
+		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
+		if err != nil || len(resp.Nodes) != nodes {
+			return false
+		}
+		for _, n := range resp.Nodes {
+			if n.GetStatus().GetPhase() != api.PhaseReady {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("new leader %s placed the rest", second)
+
+	// etcd's history: every assignment and placement ever written.
+	assigned := map[string]map[string]bool{} // node -> agents
+	placed := map[string]map[string]bool{}
+	c.history(ctx, api.AssignPrefix(""), func(key string, _ []byte) {
+		rest := strings.TrimPrefix(key, api.AssignPrefix(""))
+		agent, node, _ := strings.Cut(rest, "/")
+		if assigned[node] == nil {
+			assigned[node] = map[string]bool{}
+		}
+		assigned[node][agent] = true
+	})
+	c.history(ctx, api.PlacementKey("default", ""), func(key string, v []byte) {
+		var p sanbootv1.Placement
+		if err := proto.Unmarshal(v, &p); err != nil || p.Agent == "" {
+			return
+		}
+		if placed[key] == nil {
+			placed[key] = map[string]bool{}
+		}
+		placed[key][p.Agent] = true
+	})
+	if len(assigned) != nodes || len(placed) != nodes {
+		t.Fatalf("history: %d nodes assigned, %d placed; want %d", len(assigned), len(placed), nodes)
+	}
+	for node, agents := range assigned {
+		if len(agents) != 1 {
+			t.Errorf("node %s was assigned to %d agents: %v", node, len(agents), agents)
+		}
+	}
+	for node, agents := range placed {
+		if len(agents) != 1 {
+			t.Errorf("node %s was placed on %d agents: %v", node, len(agents), agents)
+		}
+	}
+}
+
+func (c *haCluster) count(ctx context.Context, prefix string) int64 {
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return -1
+	}
+	return resp.Count
+}
+
+// history calls put for every value ever written under prefix (etcd keeps
+// every revision: members compact nothing on their own).
+func (c *haCluster) history(ctx context.Context, prefix string, put func(key string, value []byte)) {
+	c.t.Helper()
+	now, err := c.cli.Get(ctx, "history-probe")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(1))
+	// A progress notification comes once the watch has sent all history.
+	go func() {
+		for wctx.Err() == nil {
+			c.cli.RequestProgress(wctx)
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	for resp := range w {
+		if err := resp.Err(); err != nil {
+			c.t.Fatalf("watch history of %s: %v", prefix, err)
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypePut {
+				put(string(ev.Kv.Key), ev.Kv.Value)
+			}
+		}
+		if resp.IsProgressNotify() && resp.Header.Revision >= now.Header.Revision {
+			return
+		}
+	}
+	c.t.Fatalf("watch history of %s ended: %v", prefix, ctx.Err())
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
