@@ -13,8 +13,8 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	"github.com/sanboot/sanboot/controlplane/leader"
-	"github.com/sanboot/sanboot/internal/kv"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // candidate runs leader.Run and records its terms.
