@@ -17,15 +17,15 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/lease"
 )
 
 // memberEnv, when set, makes the test binary a control-plane member
@@ -166,8 +166,9 @@ func (c *haCluster) leader(ctx context.Context) string {
 	return string(resp.Kvs[0].Value)
 }
 
-func (c *haCluster) api(t *testing.T, name string) sanbootv1.SanbootClient {
-	conn, err := grpc.NewClient(c.members[name].spec.API, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// dial connects as sanbootctl does (package dial) to the API endpoints.
+func (c *haCluster) dial(t *testing.T, endpoints ...string) sanbootv1.SanbootClient {
+	conn, err := dial.Dial(dial.Options{Endpoints: endpoints})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,15 +192,18 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 
 	var first string
 	eventually(t, "a member leads", func() bool { first = c.leader(ctx); return first != "" })
-	var follower string
-	for name := range c.members {
+	// The client knows every member, the leader last: it talks to a
+	// follower (pick_first) and must never see an error.
+	var endpoints []string
+	for name, m := range c.members {
 		if name != first {
-			follower = name
-			break
+			endpoints = append(endpoints, m.spec.API)
 		}
 	}
-	t.Logf("leader %s; writing through follower %s", first, follower)
-	client := c.api(t, follower)
+	follower := endpoints[0]
+	endpoints = append(endpoints, c.members[first].spec.API)
+	t.Logf("leader %s; writing through a follower at %s", first, follower)
+	client := c.dial(t, endpoints...)
 	eventually(t, "three members registered", func() bool {
 		resp, err := client.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
 		return err == nil && len(resp.Members) == 3
@@ -231,16 +235,8 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 	wg.Go(func() {
 		for i := range nodes {
 			n := &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Name: fmt.Sprintf("n%03d", i)}, Spec: &sanbootv1.NodeSpec{Image: "img"}}
-			var err error
-			for try := 0; try < 5; try++ {
-				if _, err = client.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: proto.CloneOf(n)}); err == nil {
-					break
-				}
-				t.Logf("PutNode %s (try %d): %v", n.Metadata.Name, try+1, err)
-				time.Sleep(time.Second)
-			}
-			if err != nil {
-				errs <- err
+			if _, err := client.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: n}); err != nil {
+				errs <- fmt.Errorf("PutNode %s: %w", n.Metadata.Name, err)
 				return
 			}
 		}
@@ -252,7 +248,7 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 	wg.Wait()
 	select {
 	case err := <-errs:
-		t.Fatalf("creating nodes through follower %s: %v", follower, err)
+		t.Fatalf("creating nodes through a follower while the leader died: %v", err)
 	default:
 	}
 
@@ -353,4 +349,92 @@ func (c *haCluster) history(ctx context.Context, prefix string, put func(key str
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// A client and an agent that know every member lose nothing when the
+// member they talk to is killed (SIGKILL): every call succeeds (gRPC
+// retries the one that failed, on another member), and the agent's lease,
+// kept through an etcd client over every member, is never lost.
+func TestHAClientAndAgentSurviveAMembersDeath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three member processes; run without -short")
+	}
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	eventually(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
+
+	// The agent's registration, as sanboot-agent keeps it (package lease).
+	var etcdEndpoints []string
+	for _, name := range []string{"m1", "m2", "m3"} {
+		etcdEndpoints = append(etcdEndpoints, "http://"+c.members[name].spec.Client)
+	}
+	agentCli, err := clientv3.New(clientv3.Config{Endpoints: etcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentCli.Close()
+	keeper := lease.New(agentCli, lease.Config{What: "agent a1", TTL: 10 * time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Register: func(ctx context.Context, l, _ clientv3.LeaseID) error {
+			_, err := agentCli.Put(ctx, api.AliveKey("a1"), "", clientv3.WithLease(l))
+			return err
+		}})
+	kctx, stopKeeper := context.WithCancel(ctx)
+	defer stopKeeper()
+	go keeper.Run(kctx)
+	select {
+	case <-keeper.Ready():
+	case <-ctx.Done():
+		t.Fatal("the agent never registered")
+	}
+	first := keeper.Lease()
+	watchStart, err := c.cli.Get(ctx, api.AliveKey("a1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	call := func(i int) {
+		t.Helper()
+		name := fmt.Sprintf("n%03d", i)
+		if _, err := client.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: &sanbootv1.Node{
+			Metadata: &sanbootv1.ObjectMeta{Name: name}, Spec: &sanbootv1.NodeSpec{Image: "img"}}}); err != nil {
+			t.Fatalf("PutNode %s: %v", name, err)
+		}
+		if _, err := client.GetNode(ctx, &sanbootv1.GetRequest{Name: name}); err != nil {
+			t.Fatalf("GetNode %s: %v", name, err)
+		}
+		if _, err := client.ListMembers(ctx, &sanbootv1.ListMembersRequest{}); err != nil {
+			t.Fatalf("ListMembers: %v", err)
+		}
+		calls += 3
+	}
+	for i := range 20 {
+		call(i)
+	}
+	c.members["m1"].stop(syscall.SIGKILL)
+	t.Log("killed m1, the member the client talked to")
+	for i := 20; i < 80; i++ {
+		call(i)
+	}
+	t.Logf("%d calls, none failed", calls)
+
+	// The lease held: the agent's key was never deleted, its lease is the
+	// first one.
+	if got := keeper.Lease(); got != first {
+		t.Errorf("the agent's lease changed from %x to %x: it was lost", first, got)
+	}
+	now, err := c.cli.Get(ctx, api.AliveKey("a1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(now.Kvs) != 1 || now.Kvs[0].CreateRevision != watchStart.Kvs[0].CreateRevision {
+		t.Errorf("the agent's alive key was deleted and written again (or is gone): %v", now.Kvs)
+	}
 }
