@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/ctl/cli"
 	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/lease"
@@ -437,4 +439,108 @@ func TestHAClientAndAgentSurviveAMembersDeath(t *testing.T) {
 	if len(now.Kvs) != 1 || now.Kvs[0].CreateRevision != watchStart.Kvs[0].CreateRevision {
 		t.Errorf("the agent's alive key was deleted and written again (or is gone): %v", now.Kvs)
 	}
+}
+
+// ctl runs sanbootctl's command tree against endpoints; it returns the exit
+// code, stdout and stderr.
+func ctl(ctx context.Context, endpoints []string, args ...string) (int, string, string) {
+	var out, errOut strings.Builder
+	env := map[string]string{"SANBOOT_ENDPOINTS": strings.Join(endpoints, ","), "HOME": os.TempDir()}
+	code := cli.Run(ctx, cli.Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return env[k] }}, args)
+	return code, out.String(), errOut.String()
+}
+
+// The runbook for a dead member's host, with sanbootctl member: list shows
+// the dead member unhealthy and the quorum at risk; adding its replacement
+// is refused until the dead one is removed (etcd's rule); the new member
+// joins as a learner (promotion is refused before it runs and has caught
+// up), starts with the flags add printed, is promoted; a removal that
+// would break quorum is refused.
+func TestHAMemberReplaceDeadHost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four member processes; run without -short")
+	}
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	eventually(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	endpoints := []string{c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API}
+	must := func(args ...string) string {
+		t.Helper()
+		code, out, errOut := ctl(ctx, endpoints, args...)
+		if code != 0 {
+			t.Fatalf("sanbootctl %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	var out string
+	eventually(t, "member list: 3 healthy", func() bool {
+		out = must("member", "list")
+		return strings.Count(out, " healthy ") == 3 && strings.Contains(out, "quorum: 3 of 3 voting members healthy, 2 needed")
+	})
+	t.Logf("member list:\n%s", out)
+
+	c.members["m3"].stop(syscall.SIGKILL)
+	eventually(t, "member list: m3 unhealthy, quorum at risk", func() bool {
+		out = must("get", "members", "-o", "wide")
+		return regexpLine(out, `^m3\s+UNHEALTHY`) && strings.Contains(out, "quorum: 2 of 3 voting members healthy, 2 needed; AT RISK")
+	})
+	t.Logf("after m3's death:\n%s", out)
+
+	// The new host: m4. etcd adds a member only while every voter is
+	// connected: the dead one goes first, then m4 joins, a learner first.
+	spec := memberSpec{Name: "m4", Dir: filepath.Join(t.TempDir(), "m4"), Client: etcdtest.FreeAddr(t), Peer: etcdtest.FreeAddr(t), API: etcdtest.FreeAddr(t), State: "existing"}
+	code, _, errOut := ctl(ctx, endpoints, "member", "add", "m4", "--peer-urls", "http://"+spec.Peer)
+	if code == 0 || !strings.Contains(errOut, "remove it first") {
+		t.Fatalf("member add with m3 dead: exit %d, %s", code, errOut)
+	}
+	must("member", "remove", "m3")
+	eventually(t, "member add m4", func() bool {
+		// etcd wants the voters connected for a while (its health interval)
+		code, out, errOut = ctl(ctx, endpoints, "member", "add", "m4", "--peer-urls", "http://"+spec.Peer)
+		if code != 0 {
+			t.Logf("member add: %s", errOut)
+		}
+		return code == 0
+	})
+	t.Logf("member add:\n%s", out)
+	for _, want := range []string{"--name=m4", "--initial-cluster-state=existing", "m4=http://" + spec.Peer} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("member add printed no %q:\n%s", want, out)
+		}
+	}
+	_, after, _ := strings.Cut(out, "--initial-cluster=")
+	spec.Initial, _, _ = strings.Cut(after, " ")
+	code, _, errOut = ctl(ctx, endpoints, "member", "promote", "m4")
+	if code == 0 || !strings.Contains(errOut, "has not caught up") {
+		t.Fatalf("promote before m4 started: exit %d, %s", code, errOut)
+	}
+	t.Logf("promote refused: %s", strings.TrimSpace(errOut))
+	c.start(spec)
+	eventually(t, "m4 promoted once caught up", func() bool {
+		code, _, _ := ctl(ctx, endpoints, "member", "promote", "m4")
+		return code == 0
+	})
+	eventually(t, "member list: m1, m2, m4 healthy voters", func() bool {
+		out = must("member", "list")
+		return strings.Count(out, " healthy ") == 3 && !strings.Contains(out, "m3") && strings.Contains(out, "quorum: 3 of 3 voting members healthy")
+	})
+	t.Logf("after replacing m3 with m4:\n%s", out)
+
+	// Lose m2 too: removing a healthy member now would leave one healthy
+	// voter of two.
+	c.members["m2"].stop(syscall.SIGKILL)
+	eventually(t, "m2 unhealthy", func() bool {
+		_, out, _ := ctl(ctx, endpoints, "member", "list")
+		return regexpLine(out, `^m2\s+UNHEALTHY`)
+	})
+	code, _, errOut = ctl(ctx, endpoints, "member", "remove", "m1")
+	if code == 0 || !strings.Contains(errOut, "fewer than a quorum") || !strings.Contains(errOut, "--force") {
+		t.Fatalf("removing m1 with m2 dead: exit %d, %s", code, errOut)
+	}
+	t.Logf("remove refused: %s", strings.TrimSpace(errOut))
+}
+
+func regexpLine(text, pattern string) bool {
+	return regexp.MustCompile(`(?m)` + pattern).MatchString(text)
 }

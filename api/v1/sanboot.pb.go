@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{44, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -2619,6 +2619,538 @@ func (x *ListMembersResponse) GetMembers() []*Member {
 	return nil
 }
 
+// ClusterMember is one etcd member of the control plane as the cluster
+// sees it (etcd's member list), joined with its sanboot registration and
+// the status it answered (sanbootctl member list).
+type ClusterMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// etcd's member ID, hex.
+	Id         string   `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	PeerUrls   []string `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ClientUrls []string `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	// From the member's registration; empty while it does not run sanboot's
+	// API (not started, cut off, or a learner not caught up).
+	ApiEndpoints []string `protobuf:"bytes,5,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
+	Learner      bool     `protobuf:"varint,6,opt,name=learner,proto3" json:"learner,omitempty"`
+	// The etcd (raft) leader.
+	Leader bool `protobuf:"varint,7,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Runs sanboot's controllers (the elected scheduler).
+	Controllers bool `protobuf:"varint,8,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	// Answered a status request, with a leader, within the timeout.
+	Healthy bool `protobuf:"varint,9,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Why not healthy.
+	Error            string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	RaftIndex        uint64 `protobuf:"varint,11,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	RaftAppliedIndex uint64 `protobuf:"varint,12,opt,name=raft_applied_index,json=raftAppliedIndex,proto3" json:"raft_applied_index,omitempty"`
+	RaftTerm         uint64 `protobuf:"varint,13,opt,name=raft_term,json=raftTerm,proto3" json:"raft_term,omitempty"`
+	// sanboot's version, from the registration.
+	Version       string `protobuf:"bytes,14,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMember) Reset() {
+	*x = ClusterMember{}
+	mi := &file_sanboot_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMember) ProtoMessage() {}
+
+func (x *ClusterMember) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMember.ProtoReflect.Descriptor instead.
+func (*ClusterMember) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ClusterMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *ClusterMember) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
+func (x *ClusterMember) GetApiEndpoints() []string {
+	if x != nil {
+		return x.ApiEndpoints
+	}
+	return nil
+}
+
+func (x *ClusterMember) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *ClusterMember) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *ClusterMember) GetControllers() bool {
+	if x != nil {
+		return x.Controllers
+	}
+	return false
+}
+
+func (x *ClusterMember) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ClusterMember) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *ClusterMember) GetRaftAppliedIndex() uint64 {
+	if x != nil {
+		return x.RaftAppliedIndex
+	}
+	return 0
+}
+
+func (x *ClusterMember) GetRaftTerm() uint64 {
+	if x != nil {
+		return x.RaftTerm
+	}
+	return 0
+}
+
+func (x *ClusterMember) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type ListClusterMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClusterMembersRequest) Reset() {
+	*x = ListClusterMembersRequest{}
+	mi := &file_sanboot_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClusterMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClusterMembersRequest) ProtoMessage() {}
+
+func (x *ListClusterMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClusterMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListClusterMembersRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
+}
+
+type ListClusterMembersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*ClusterMember       `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Voting members, those of them healthy, and how many make a quorum.
+	Voters        int32 `protobuf:"varint,2,opt,name=voters,proto3" json:"voters,omitempty"`
+	HealthyVoters int32 `protobuf:"varint,3,opt,name=healthy_voters,json=healthyVoters,proto3" json:"healthy_voters,omitempty"`
+	Quorum        int32 `protobuf:"varint,4,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// Losing one more voter would lose the quorum (or it is lost).
+	QuorumAtRisk bool `protobuf:"varint,5,opt,name=quorum_at_risk,json=quorumAtRisk,proto3" json:"quorum_at_risk,omitempty"`
+	// The member whose scheduler runs now.
+	Controllers   string `protobuf:"bytes,6,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClusterMembersResponse) Reset() {
+	*x = ListClusterMembersResponse{}
+	mi := &file_sanboot_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClusterMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClusterMembersResponse) ProtoMessage() {}
+
+func (x *ListClusterMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClusterMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListClusterMembersResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListClusterMembersResponse) GetMembers() []*ClusterMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ListClusterMembersResponse) GetVoters() int32 {
+	if x != nil {
+		return x.Voters
+	}
+	return 0
+}
+
+func (x *ListClusterMembersResponse) GetHealthyVoters() int32 {
+	if x != nil {
+		return x.HealthyVoters
+	}
+	return 0
+}
+
+func (x *ListClusterMembersResponse) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *ListClusterMembersResponse) GetQuorumAtRisk() bool {
+	if x != nil {
+		return x.QuorumAtRisk
+	}
+	return false
+}
+
+func (x *ListClusterMembersResponse) GetControllers() string {
+	if x != nil {
+		return x.Controllers
+	}
+	return ""
+}
+
+type AddMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls      []string               `protobuf:"bytes,2,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberRequest) Reset() {
+	*x = AddMemberRequest{}
+	mi := &file_sanboot_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberRequest) ProtoMessage() {}
+
+func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
+func (*AddMemberRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AddMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddMemberRequest) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+type AddMemberResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member *ClusterMember         `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// --initial-cluster the new member must start with (with
+	// --initial-cluster-state existing).
+	InitialCluster string `protobuf:"bytes,2,opt,name=initial_cluster,json=initialCluster,proto3" json:"initial_cluster,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AddMemberResponse) Reset() {
+	*x = AddMemberResponse{}
+	mi := &file_sanboot_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberResponse) ProtoMessage() {}
+
+func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
+func (*AddMemberResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AddMemberResponse) GetMember() *ClusterMember {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *AddMemberResponse) GetInitialCluster() string {
+	if x != nil {
+		return x.InitialCluster
+	}
+	return ""
+}
+
+type PromoteMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name, or etcd's member ID in hex.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteMemberRequest) Reset() {
+	*x = PromoteMemberRequest{}
+	mi := &file_sanboot_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteMemberRequest) ProtoMessage() {}
+
+func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
+func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PromoteMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name, or etcd's member ID in hex (a member added but never started
+	// has no name yet).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Remove even when the voters left would not make a quorum.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_sanboot_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RemoveMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveMemberRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type MemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *ClusterMember         `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberResponse) Reset() {
+	*x = MemberResponse{}
+	mi := &file_sanboot_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberResponse) ProtoMessage() {}
+
+func (x *MemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberResponse.ProtoReflect.Descriptor instead.
+func (*MemberResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *MemberResponse) GetMember() *ClusterMember {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
 type WatchNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -2637,7 +3169,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +3181,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +3194,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -2711,7 +3243,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3255,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3268,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -2776,7 +3308,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +3320,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +3333,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -2852,7 +3384,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3396,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3409,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -2914,7 +3446,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3458,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3471,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -2971,7 +3503,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3515,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3528,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3014,7 +3546,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3558,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3571,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3096,7 +3628,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3640,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3653,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3160,7 +3692,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3704,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3717,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3234,7 +3766,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3246,7 +3778,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3259,7 +3791,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3285,7 +3817,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3829,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3842,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3338,7 +3870,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3350,7 +3882,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3363,7 +3895,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3409,7 +3941,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3953,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3966,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3493,7 +4025,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3505,7 +4037,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3518,7 +4050,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3557,7 +4089,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +4101,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +4114,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -3600,7 +4132,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3612,7 +4144,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3625,7 +4157,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BootScript) GetScript() string {
@@ -3659,7 +4191,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3671,7 +4203,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3684,7 +4216,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -3728,7 +4260,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3740,7 +4272,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3753,7 +4285,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -3829,7 +4361,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3841,7 +4373,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3854,7 +4386,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -3902,7 +4434,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3914,7 +4446,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3927,7 +4459,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3945,7 +4477,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3957,7 +4489,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3970,7 +4502,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{63}
 }
 
 type BackupResponse struct {
@@ -3986,7 +4518,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3998,7 +4530,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4011,7 +4543,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4071,7 +4603,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4615,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4628,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4347,7 +4879,46 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
-	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\xb0\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\x9e\x03\n" +
+	"\rClusterMember\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
+	"\vclient_urls\x18\x04 \x03(\tR\n" +
+	"clientUrls\x12#\n" +
+	"\rapi_endpoints\x18\x05 \x03(\tR\fapiEndpoints\x12\x18\n" +
+	"\alearner\x18\x06 \x01(\bR\alearner\x12\x16\n" +
+	"\x06leader\x18\a \x01(\bR\x06leader\x12 \n" +
+	"\vcontrollers\x18\b \x01(\bR\vcontrollers\x12\x18\n" +
+	"\ahealthy\x18\t \x01(\bR\ahealthy\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\v \x01(\x04R\traftIndex\x12,\n" +
+	"\x12raft_applied_index\x18\f \x01(\x04R\x10raftAppliedIndex\x12\x1b\n" +
+	"\traft_term\x18\r \x01(\x04R\braftTerm\x12\x18\n" +
+	"\aversion\x18\x0e \x01(\tR\aversion\"\x1b\n" +
+	"\x19ListClusterMembersRequest\"\xf0\x01\n" +
+	"\x1aListClusterMembersResponse\x123\n" +
+	"\amembers\x18\x01 \x03(\v2\x19.sanboot.v1.ClusterMemberR\amembers\x12\x16\n" +
+	"\x06voters\x18\x02 \x01(\x05R\x06voters\x12%\n" +
+	"\x0ehealthy_voters\x18\x03 \x01(\x05R\rhealthyVoters\x12\x16\n" +
+	"\x06quorum\x18\x04 \x01(\x05R\x06quorum\x12$\n" +
+	"\x0equorum_at_risk\x18\x05 \x01(\bR\fquorumAtRisk\x12 \n" +
+	"\vcontrollers\x18\x06 \x01(\tR\vcontrollers\"C\n" +
+	"\x10AddMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_urls\x18\x02 \x03(\tR\bpeerUrls\"o\n" +
+	"\x11AddMemberResponse\x121\n" +
+	"\x06member\x18\x01 \x01(\v2\x19.sanboot.v1.ClusterMemberR\x06member\x12'\n" +
+	"\x0finitial_cluster\x18\x02 \x01(\tR\x0einitialCluster\"*\n" +
+	"\x14PromoteMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\x13RemoveMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"C\n" +
+	"\x0eMemberResponse\x121\n" +
+	"\x06member\x18\x01 \x01(\v2\x19.sanboot.v1.ClusterMemberR\x06member\"\xb0\x01\n" +
 	"\x11WatchNodesRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
@@ -4465,8 +5036,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\x99\n" +
-	"\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xe4\f\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -4487,7 +5057,11 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12F\n" +
 	"\vWatchAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x16.sanboot.v1.AgentEvent0\x01\x12N\n" +
-	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12P\n" +
+	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12c\n" +
+	"\x12ListClusterMembers\x12%.sanboot.v1.ListClusterMembersRequest\x1a&.sanboot.v1.ListClusterMembersResponse\x12H\n" +
+	"\tAddMember\x12\x1c.sanboot.v1.AddMemberRequest\x1a\x1d.sanboot.v1.AddMemberResponse\x12M\n" +
+	"\rPromoteMember\x12 .sanboot.v1.PromoteMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12K\n" +
+	"\fRemoveMember\x12\x1f.sanboot.v1.RemoveMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12:\n" +
 	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12A\n" +
 	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x012\x9c\x01\n" +
@@ -4510,96 +5084,104 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_sanboot_proto_goTypes = []any{
-	(PutMode)(0),                  // 0: sanboot.v1.PutMode
-	(PutResult)(0),                // 1: sanboot.v1.PutResult
-	(NodeEvent_Type)(0),           // 2: sanboot.v1.NodeEvent.Type
-	(*ObjectMeta)(nil),            // 3: sanboot.v1.ObjectMeta
-	(*Condition)(nil),             // 4: sanboot.v1.Condition
-	(*ImageSpec)(nil),             // 5: sanboot.v1.ImageSpec
-	(*ImageSource)(nil),           // 6: sanboot.v1.ImageSource
-	(*BlankSource)(nil),           // 7: sanboot.v1.BlankSource
-	(*UploadSource)(nil),          // 8: sanboot.v1.UploadSource
-	(*URLSource)(nil),             // 9: sanboot.v1.URLSource
-	(*SnapshotSource)(nil),        // 10: sanboot.v1.SnapshotSource
-	(*CopySource)(nil),            // 11: sanboot.v1.CopySource
-	(*ImageReplica)(nil),          // 12: sanboot.v1.ImageReplica
-	(*ImageStatus)(nil),           // 13: sanboot.v1.ImageStatus
-	(*Image)(nil),                 // 14: sanboot.v1.Image
-	(*NodeSpec)(nil),              // 15: sanboot.v1.NodeSpec
-	(*NodeStatus)(nil),            // 16: sanboot.v1.NodeStatus
-	(*Node)(nil),                  // 17: sanboot.v1.Node
-	(*AgentRecord)(nil),           // 18: sanboot.v1.AgentRecord
-	(*Agent)(nil),                 // 19: sanboot.v1.Agent
-	(*Placement)(nil),             // 20: sanboot.v1.Placement
-	(*Assignment)(nil),            // 21: sanboot.v1.Assignment
-	(*ChapSecret)(nil),            // 22: sanboot.v1.ChapSecret
-	(*Member)(nil),                // 23: sanboot.v1.Member
-	(*GetRequest)(nil),            // 24: sanboot.v1.GetRequest
-	(*ListRequest)(nil),           // 25: sanboot.v1.ListRequest
-	(*DeleteRequest)(nil),         // 26: sanboot.v1.DeleteRequest
-	(*PutNodeRequest)(nil),        // 27: sanboot.v1.PutNodeRequest
-	(*PutNodeResponse)(nil),       // 28: sanboot.v1.PutNodeResponse
-	(*ListNodesResponse)(nil),     // 29: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 30: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 31: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 32: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 33: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 34: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 35: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 36: sanboot.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 37: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 38: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 39: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 40: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 41: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 42: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 43: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 44: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 45: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 46: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 47: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 48: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 49: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 50: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 51: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 52: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 53: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 54: sanboot.v1.BootToken
-	(*BootFetch)(nil),             // 55: sanboot.v1.BootFetch
-	(*Event)(nil),                 // 56: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 57: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 58: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 59: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 60: sanboot.v1.BackupInfo
-	nil,                           // 61: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
+	(PutMode)(0),                       // 0: sanboot.v1.PutMode
+	(PutResult)(0),                     // 1: sanboot.v1.PutResult
+	(NodeEvent_Type)(0),                // 2: sanboot.v1.NodeEvent.Type
+	(*ObjectMeta)(nil),                 // 3: sanboot.v1.ObjectMeta
+	(*Condition)(nil),                  // 4: sanboot.v1.Condition
+	(*ImageSpec)(nil),                  // 5: sanboot.v1.ImageSpec
+	(*ImageSource)(nil),                // 6: sanboot.v1.ImageSource
+	(*BlankSource)(nil),                // 7: sanboot.v1.BlankSource
+	(*UploadSource)(nil),               // 8: sanboot.v1.UploadSource
+	(*URLSource)(nil),                  // 9: sanboot.v1.URLSource
+	(*SnapshotSource)(nil),             // 10: sanboot.v1.SnapshotSource
+	(*CopySource)(nil),                 // 11: sanboot.v1.CopySource
+	(*ImageReplica)(nil),               // 12: sanboot.v1.ImageReplica
+	(*ImageStatus)(nil),                // 13: sanboot.v1.ImageStatus
+	(*Image)(nil),                      // 14: sanboot.v1.Image
+	(*NodeSpec)(nil),                   // 15: sanboot.v1.NodeSpec
+	(*NodeStatus)(nil),                 // 16: sanboot.v1.NodeStatus
+	(*Node)(nil),                       // 17: sanboot.v1.Node
+	(*AgentRecord)(nil),                // 18: sanboot.v1.AgentRecord
+	(*Agent)(nil),                      // 19: sanboot.v1.Agent
+	(*Placement)(nil),                  // 20: sanboot.v1.Placement
+	(*Assignment)(nil),                 // 21: sanboot.v1.Assignment
+	(*ChapSecret)(nil),                 // 22: sanboot.v1.ChapSecret
+	(*Member)(nil),                     // 23: sanboot.v1.Member
+	(*GetRequest)(nil),                 // 24: sanboot.v1.GetRequest
+	(*ListRequest)(nil),                // 25: sanboot.v1.ListRequest
+	(*DeleteRequest)(nil),              // 26: sanboot.v1.DeleteRequest
+	(*PutNodeRequest)(nil),             // 27: sanboot.v1.PutNodeRequest
+	(*PutNodeResponse)(nil),            // 28: sanboot.v1.PutNodeResponse
+	(*ListNodesResponse)(nil),          // 29: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),            // 30: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),           // 31: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),         // 32: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),          // 33: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 34: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 35: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),         // 36: sanboot.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),        // 37: sanboot.v1.ListMembersResponse
+	(*ClusterMember)(nil),              // 38: sanboot.v1.ClusterMember
+	(*ListClusterMembersRequest)(nil),  // 39: sanboot.v1.ListClusterMembersRequest
+	(*ListClusterMembersResponse)(nil), // 40: sanboot.v1.ListClusterMembersResponse
+	(*AddMemberRequest)(nil),           // 41: sanboot.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 42: sanboot.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),       // 43: sanboot.v1.PromoteMemberRequest
+	(*RemoveMemberRequest)(nil),        // 44: sanboot.v1.RemoveMemberRequest
+	(*MemberResponse)(nil),             // 45: sanboot.v1.MemberResponse
+	(*WatchNodesRequest)(nil),          // 46: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),                  // 47: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),         // 48: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),                 // 49: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),                 // 50: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),             // 51: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),         // 52: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),               // 53: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),        // 54: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),          // 55: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                      // 56: sanboot.v1.Chunk
+	(*ExportRequest)(nil),              // 57: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),          // 58: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),           // 59: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),         // 60: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),                 // 61: sanboot.v1.BootScript
+	(*BootToken)(nil),                  // 62: sanboot.v1.BootToken
+	(*BootFetch)(nil),                  // 63: sanboot.v1.BootFetch
+	(*Event)(nil),                      // 64: sanboot.v1.Event
+	(*ListEventsResponse)(nil),         // 65: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),              // 66: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),             // 67: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),                 // 68: sanboot.v1.BackupInfo
+	nil,                                // 69: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	61, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	62, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	62, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	62, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	69, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	70, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	70, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	70, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	62, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	70, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	62, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	70, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	55, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	62, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	62, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	63, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	70, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	70, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
 	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -4615,65 +5197,76 @@ var file_sanboot_proto_depIdxs = []int32{
 	14, // 35: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
 	19, // 36: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
 	23, // 37: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 38: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 39: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 40: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 41: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 42: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 43: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	45, // 44: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	51, // 45: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	62, // 46: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	62, // 47: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	56, // 48: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	60, // 49: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 50: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 51: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 52: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 53: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	40, // 54: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 55: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 56: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 57: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 58: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	38, // 59: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 60: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 61: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 62: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 63: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 64: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 65: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	44, // 66: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 67: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	58, // 68: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	47, // 69: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	50, // 70: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 71: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 72: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 73: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	43, // 74: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	41, // 75: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 76: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 77: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 78: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 79: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	39, // 80: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	57, // 81: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	53, // 82: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 83: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 84: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	42, // 85: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 86: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	46, // 87: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	48, // 88: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	59, // 89: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	48, // 90: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	52, // 91: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	71, // [71:92] is the sub-list for method output_type
-	50, // [50:71] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	38, // 38: sanboot.v1.ListClusterMembersResponse.members:type_name -> sanboot.v1.ClusterMember
+	38, // 39: sanboot.v1.AddMemberResponse.member:type_name -> sanboot.v1.ClusterMember
+	38, // 40: sanboot.v1.MemberResponse.member:type_name -> sanboot.v1.ClusterMember
+	2,  // 41: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 42: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 43: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 44: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 45: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 46: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	53, // 47: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	59, // 48: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	70, // 49: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	70, // 50: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	64, // 51: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	68, // 52: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	30, // 53: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 54: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 55: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 56: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	48, // 57: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 58: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	24, // 59: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 60: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 61: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	46, // 62: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 63: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 64: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	33, // 65: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	35, // 66: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	33, // 67: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	36, // 68: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	39, // 69: sanboot.v1.Sanboot.ListClusterMembers:input_type -> sanboot.v1.ListClusterMembersRequest
+	41, // 70: sanboot.v1.Sanboot.AddMember:input_type -> sanboot.v1.AddMemberRequest
+	43, // 71: sanboot.v1.Sanboot.PromoteMember:input_type -> sanboot.v1.PromoteMemberRequest
+	44, // 72: sanboot.v1.Sanboot.RemoveMember:input_type -> sanboot.v1.RemoveMemberRequest
+	52, // 73: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	24, // 74: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	66, // 75: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	55, // 76: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	58, // 77: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	31, // 78: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 79: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	32, // 80: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	51, // 81: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	49, // 82: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 83: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	17, // 84: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	29, // 85: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 86: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	47, // 87: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	65, // 88: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	61, // 89: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	34, // 90: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 91: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	50, // 92: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	37, // 93: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	40, // 94: sanboot.v1.Sanboot.ListClusterMembers:output_type -> sanboot.v1.ListClusterMembersResponse
+	42, // 95: sanboot.v1.Sanboot.AddMember:output_type -> sanboot.v1.AddMemberResponse
+	45, // 96: sanboot.v1.Sanboot.PromoteMember:output_type -> sanboot.v1.MemberResponse
+	45, // 97: sanboot.v1.Sanboot.RemoveMember:output_type -> sanboot.v1.MemberResponse
+	54, // 98: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	56, // 99: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	67, // 100: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	56, // 101: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	60, // 102: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	78, // [78:103] is the sub-list for method output_type
+	53, // [53:78] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -4688,15 +5281,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[41].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[49].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[56].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[64].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -4706,7 +5299,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   59,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
