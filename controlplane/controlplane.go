@@ -157,6 +157,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := sched.register(cfg.Metrics); err != nil {
 			return fmt.Errorf("register the scheduler's metrics: %w", err)
 		}
+		if err := cfg.Metrics.Register(api.MembersCollector()); err != nil {
+			return fmt.Errorf("register the members' metrics: %w", err)
+		}
 		opts = append(opts, api.MetricsServerOptions()...)
 	}
 	gs := grpc.NewServer(opts...)

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -275,3 +277,71 @@ func memberError(ctx context.Context, what string, err error) error {
 }
 
 func memberID(id uint64) string { return strconv.FormatUint(id, 16) }
+
+// MembersCollector exports the cluster's membership as this member sees it,
+// gathered at each scrape (a status request to every member, bounded by
+// memberStatusTimeout): which member leads, how far each is behind, and
+// whether quorum is at risk.
+func (s *Server) MembersCollector() prometheus.Collector { return membersCollector{s} }
+
+type membersCollector struct{ s *Server }
+
+var (
+	descMemberHealthy = prometheus.NewDesc("sanboot_member_healthy",
+		"1 if the member answered a status request with a leader, else 0.", []string{"member"}, nil)
+	descMemberLeader = prometheus.NewDesc("sanboot_member_raft_leader",
+		"1 for the etcd (raft) leader.", []string{"member"}, nil)
+	descMemberControllers = prometheus.NewDesc("sanboot_member_controllers",
+		"1 for the member that runs the controllers (the elected scheduler).", []string{"member"}, nil)
+	descMemberLearner = prometheus.NewDesc("sanboot_member_learner",
+		"1 for a learner (not voting yet).", []string{"member"}, nil)
+	descMemberLag = prometheus.NewDesc("sanboot_member_raft_lag",
+		"Raft entries the member is behind the leader (healthy members only).", []string{"member"}, nil)
+	descVoters = prometheus.NewDesc("sanboot_members_voters",
+		"Voting members of the cluster.", nil, nil)
+	descHealthyVoters = prometheus.NewDesc("sanboot_members_healthy_voters",
+		"Voting members that answered with a leader.", nil, nil)
+	descQuorumAtRisk = prometheus.NewDesc("sanboot_members_quorum_at_risk",
+		"1 when losing one more voting member would stop writes (or they have stopped).", nil, nil)
+)
+
+func (c membersCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMemberHealthy, descMemberLeader, descMemberControllers, descMemberLearner, descMemberLag, descVoters, descHealthyVoters, descQuorumAtRisk} {
+		ch <- d
+	}
+}
+
+func (c membersCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*memberStatusTimeout)
+	defer cancel()
+	resp, err := c.s.clusterMembers(ctx)
+	if err != nil {
+		c.s.log.Debug("members metrics: cannot list the members", "err", err)
+		return
+	}
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	var leaderIndex uint64
+	for _, m := range resp.Members {
+		if m.Leader && m.Healthy {
+			leaderIndex = m.RaftIndex
+		}
+	}
+	for _, m := range resp.Members {
+		name := cmp.Or(m.Name, m.Id)
+		ch <- prometheus.MustNewConstMetric(descMemberHealthy, prometheus.GaugeValue, b(m.Healthy), name)
+		ch <- prometheus.MustNewConstMetric(descMemberLeader, prometheus.GaugeValue, b(m.Leader && m.Healthy), name)
+		ch <- prometheus.MustNewConstMetric(descMemberControllers, prometheus.GaugeValue, b(m.Controllers), name)
+		ch <- prometheus.MustNewConstMetric(descMemberLearner, prometheus.GaugeValue, b(m.Learner), name)
+		if m.Healthy && leaderIndex > 0 {
+			ch <- prometheus.MustNewConstMetric(descMemberLag, prometheus.GaugeValue, float64(leaderIndex-min(leaderIndex, m.RaftIndex)), name)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, float64(resp.Voters))
+	ch <- prometheus.MustNewConstMetric(descHealthyVoters, prometheus.GaugeValue, float64(resp.HealthyVoters))
+	ch <- prometheus.MustNewConstMetric(descQuorumAtRisk, prometheus.GaugeValue, b(resp.QuorumAtRisk))
+}
