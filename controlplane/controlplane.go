@@ -191,6 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 			ApiEndpoints: advertised,
 			ClientUrls:   m.ClientURLs(),
 			Version:      buildinfo.Version(),
+			BootUrl:      bootURL(cfg),
 		}, apiserver.MemberTTL, log)
 	})
 	wg.Go(func() {
@@ -258,6 +259,22 @@ func checkBootListen(cfg Config, log *slog.Logger) error {
 	}
 	return fmt.Errorf("--boot-listen %s is beyond loopback: give --boot-tokens, so that a node's CHAP credentials are served only with its one-time boot token (sanbootctl boot-script NODE --url), "+
 		"or --boot-insecure-chap to serve them to anyone who asks (not recommended)", cfg.BootListen)
+}
+
+// bootURL is the base URL other members' boot scripts fall back to: --boot-url,
+// else http://--boot-listen when it names a host; empty without a boot
+// server.
+func bootURL(cfg Config) string {
+	switch {
+	case cfg.BootListen == "":
+		return ""
+	case cfg.Boot.URL != "":
+		return cfg.Boot.URL
+	}
+	if host, _, err := net.SplitHostPort(cfg.Boot.Listen); err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		return ""
+	}
+	return "http://" + cfg.Boot.Listen
 }
 
 // openUploads opens the upload staging directory: cfg.UploadDir, else

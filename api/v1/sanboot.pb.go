@@ -1826,11 +1826,15 @@ func (x *ChapSecret) GetMutualSecret() string {
 // Member is a control-plane member's registration, leased, at
 // /sanboot/v1/members/<name>.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	ApiEndpoints  []string               `protobuf:"bytes,2,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
-	ClientUrls    []string               `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
-	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ApiEndpoints []string               `protobuf:"bytes,2,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
+	ClientUrls   []string               `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	Version      string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// Base URL of the member's boot server (its --boot-url, else
+	// http://--boot-listen); empty without one. Boot scripts fall back to the
+	// other members' when theirs does not answer.
+	BootUrl       string `protobuf:"bytes,5,opt,name=boot_url,json=bootUrl,proto3" json:"boot_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1889,6 +1893,13 @@ func (x *Member) GetClientUrls() []string {
 func (x *Member) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetBootUrl() string {
+	if x != nil {
+		return x.BootUrl
 	}
 	return ""
 }
@@ -4831,13 +4842,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x1f\n" +
 	"\vmutual_user\x18\x03 \x01(\tR\n" +
 	"mutualUser\x12#\n" +
-	"\rmutual_secret\x18\x04 \x01(\tR\fmutualSecret\"|\n" +
+	"\rmutual_secret\x18\x04 \x01(\tR\fmutualSecret\"\x97\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rapi_endpoints\x18\x02 \x03(\tR\fapiEndpoints\x12\x1f\n" +
 	"\vclient_urls\x18\x03 \x03(\tR\n" +
 	"clientUrls\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion\":\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x19\n" +
+	"\bboot_url\x18\x05 \x01(\tR\abootUrl\":\n" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
