@@ -544,3 +544,87 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 func regexpLine(text, pattern string) bool {
 	return regexp.MustCompile(`(?m)` + pattern).MatchString(text)
 }
+
+// A rolling restart (an upgrade): every member is stopped (SIGTERM) and
+// started again on its data, one after another, while a client that knows
+// every member keeps calling: not one call fails, and writes made through
+// any member are placed.
+func TestHARollingRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three member processes; run without -short")
+	}
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	eventually(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
+	a, err := fakeagent.Register(ctx, c.cli, "a1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Serve(ctx, slog.New(slog.DiscardHandler))
+	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetReplica(ctx, "default", "img", api.ReplicaReady); err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var calls, nodes int
+	var callErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("n%04d", i)
+			if _, err := client.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: &sanbootv1.Node{
+				Metadata: &sanbootv1.ObjectMeta{Name: name}, Spec: &sanbootv1.NodeSpec{Image: "img"}}}); err != nil {
+				callErr = fmt.Errorf("PutNode %s: %w", name, err)
+				return
+			}
+			nodes++
+			if _, err := client.ListMembers(ctx, &sanbootv1.ListMembersRequest{}); err != nil {
+				callErr = fmt.Errorf("ListMembers: %w", err)
+				return
+			}
+			calls += 2
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	for _, name := range []string{"m1", "m2", "m3"} {
+		m := c.members[name]
+		m.stop(syscall.SIGTERM)
+		t.Logf("stopped %s", name)
+		c.start(m.spec)
+		eventually(t, name+" back and serving", func() bool {
+			conn := c.dial(t, m.spec.API)
+			resp, err := conn.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
+			return err == nil && len(resp.Members) == 3
+		})
+		t.Logf("restarted %s", name)
+	}
+	close(stop)
+	wg.Wait()
+	if callErr != nil {
+		t.Fatalf("after %d good calls: %v", calls, callErr)
+	}
+	t.Logf("%d calls during the rolling restart, none failed", calls)
+	eventually(t, "every node Ready", func() bool {
+		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
+		if err != nil || len(resp.Nodes) != nodes {
+			return false
+		}
+		for _, n := range resp.Nodes {
+			if n.GetStatus().GetPhase() != api.PhaseReady {
+				return false
+			}
+		}
+		return true
+	})
+}
