@@ -14,11 +14,11 @@ const Prefix = "/sanboot/v1/"
 //
 //	key                                          value         written by
 //	images/<project>/<image>                     Image (spec)  API server
-//	replicas/<project>/<image>/<agent>           ImageReplica  that agent
+//	imagereplicas/<agent>/<project>/<image>      ImageReplica  that agent
 //	nodes/<project>/<node>                       Node (spec)   API server
 //	placements/<project>/<node>                  Placement     scheduler (leader)
 //	assign/<agent>/<project>/<node>              Assignment    scheduler (leader)
-//	nodestatus/<project>/<node>                  NodeStatus    the assigned agent
+//	nodestatus/<agent>/<project>/<node>          NodeStatus    the assigned agent
 //	macs/<mac>                                   ObjectMeta    API server, with the node that lists the MAC
 //	                                                           (project, name, uid): one node per MAC, all projects
 //	secrets/<project>/<node>                     ChapSecret    API server (never returned by reads)
@@ -32,9 +32,19 @@ const Prefix = "/sanboot/v1/"
 //
 // The writer of a spec and the writer of a status never share a key, so they
 // never race. Every write is a transaction that compares mod_revision.
+//
+// Every key an agent writes starts with a prefix that names it (agents/,
+// alive/, imagereplicas/<agent>/, nodestatus/<agent>/), so that etcd's
+// prefix permissions confine each agent to its own keys (package
+// controlplane/etcdauth). A reader finds a node's status through the
+// node's placement: the status that counts is the one of the placement's
+// agent; the scheduler deletes any other agent's status of the node. Keys
+// of the older layout (replicas/<project>/<image>/<agent>,
+// nodestatus/<project>/<node>) are moved on a member's start (package
+// controlplane/migrate).
 const (
 	kindImages     = "images/"
-	kindReplicas   = "replicas/"
+	kindReplicas   = "imagereplicas/"
 	kindNodes      = "nodes/"
 	kindPlacements = "placements/"
 	kindAssign     = "assign/"
@@ -61,18 +71,16 @@ func ImagesPrefix(project string) string { return scoped(kindImages, project) }
 // ImageKey is where an image's spec lives.
 func ImageKey(project, name string) string { return Prefix + kindImages + project + "/" + name }
 
-// ReplicasPrefix holds the replicas of one image, of every image in project
-// when image is empty, or of every image when project is empty too.
-func ReplicasPrefix(project, image string) string {
-	if project == "" || image == "" {
-		return scoped(kindReplicas, project)
-	}
-	return Prefix + kindReplicas + project + "/" + image + "/"
-}
+// ReplicasPrefix is the prefix of every image replica, of every agent.
+func ReplicasPrefix() string { return Prefix + kindReplicas }
+
+// AgentReplicasPrefix is the prefix of the replicas agent reports: the
+// keys it may write.
+func AgentReplicasPrefix(agent string) string { return Prefix + kindReplicas + agent + "/" }
 
 // ReplicaKey is where agent reports its replica of an image.
 func ReplicaKey(project, image, agent string) string {
-	return Prefix + kindReplicas + project + "/" + image + "/" + agent
+	return AgentReplicasPrefix(agent) + project + "/" + image
 }
 
 // NodesPrefix is the prefix of every node in project, or of all nodes.
@@ -89,12 +97,17 @@ func PlacementKey(project, node string) string {
 	return Prefix + kindPlacements + project + "/" + node
 }
 
-// NodeStatusPrefix is the prefix of every node status in project, or of all.
-func NodeStatusPrefix(project string) string { return scoped(kindNodeStatus, project) }
+// NodeStatusPrefix is the prefix of every node status, of every agent.
+func NodeStatusPrefix() string { return Prefix + kindNodeStatus }
 
-// NodeStatusKey is where the assigned agent reports a node's status.
-func NodeStatusKey(project, node string) string {
-	return Prefix + kindNodeStatus + project + "/" + node
+// AgentNodeStatusPrefix is the prefix of the node statuses agent reports:
+// the keys it may write.
+func AgentNodeStatusPrefix(agent string) string { return Prefix + kindNodeStatus + agent + "/" }
+
+// NodeStatusKey is where agent reports the status of node, assigned to it.
+// Only the status of the node's placed agent counts.
+func NodeStatusKey(project, node, agent string) string {
+	return AgentNodeStatusPrefix(agent) + project + "/" + node
 }
 
 // MACsPrefix is the prefix of the MAC index.
@@ -183,7 +196,7 @@ func scoped(kind, scope string) string {
 }
 
 // ProjectName splits a key of the form <Prefix><kind><project>/<name> (nodes,
-// images, placements, nodestatus) into project and name.
+// images, placements, secrets) into project and name.
 func ProjectName(key string) (project, name string, err error) {
 	rest, ok := strings.CutPrefix(key, Prefix)
 	if !ok {
@@ -211,15 +224,25 @@ func ParseAssignKey(key string) (agent, project, node string, err error) {
 
 // ParseReplicaKey splits a replica key into project, image and agent.
 func ParseReplicaKey(key string) (project, image, agent string, err error) {
-	rest, ok := strings.CutPrefix(key, Prefix+kindReplicas)
+	return parseAgentKey(key, kindReplicas, "imagereplicas/<agent>/<project>/<image>")
+}
+
+// ParseNodeStatusKey splits a node status key into project, node and agent.
+func ParseNodeStatusKey(key string) (project, node, agent string, err error) {
+	return parseAgentKey(key, kindNodeStatus, "nodestatus/<agent>/<project>/<node>")
+}
+
+// parseAgentKey splits <Prefix><kind><agent>/<project>/<name>.
+func parseAgentKey(key, kind, shape string) (project, name, agent string, err error) {
+	rest, ok := strings.CutPrefix(key, Prefix+kind)
 	if !ok {
-		return "", "", "", fmt.Errorf("key %q is not a replica key", key)
+		return "", "", "", fmt.Errorf("key %q is not under %s", key, Prefix+kind)
 	}
 	parts := strings.Split(rest, "/")
 	if len(parts) != 3 || slices.Contains(parts, "") {
-		return "", "", "", fmt.Errorf("key %q is not replicas/<project>/<image>/<agent>", key)
+		return "", "", "", fmt.Errorf("key %q is not %s", key, shape)
 	}
-	return parts[0], parts[1], parts[2], nil
+	return parts[1], parts[2], parts[0], nil
 }
 
 // LastSegment returns what follows the last "/" of key: the name in

@@ -10,36 +10,35 @@ import (
 // exact keys, so a change here is a storage migration.
 func TestKeyLayout(t *testing.T) {
 	cases := map[string]string{
-		ImageKey("default", "ubuntu"):         "/sanboot/v1/images/default/ubuntu",
-		ImagesPrefix("default"):               "/sanboot/v1/images/default/",
-		ImagesPrefix(""):                      "/sanboot/v1/images/",
-		ReplicaKey("default", "ubuntu", "s1"): "/sanboot/v1/replicas/default/ubuntu/s1",
-		ReplicasPrefix("default", "ubuntu"):   "/sanboot/v1/replicas/default/ubuntu/",
-		ReplicasPrefix("default", ""):         "/sanboot/v1/replicas/default/",
-		ReplicasPrefix("", ""):                "/sanboot/v1/replicas/",
-		NodeKey("default", "node-1"):          "/sanboot/v1/nodes/default/node-1",
-		NodesPrefix("default"):                "/sanboot/v1/nodes/default/",
-		NodesPrefix(""):                       "/sanboot/v1/nodes/",
-		PlacementKey("default", "node-1"):     "/sanboot/v1/placements/default/node-1",
-		PlacementsPrefix("default"):           "/sanboot/v1/placements/default/",
-		PlacementsPrefix(""):                  "/sanboot/v1/placements/",
-		AssignKey("s1", "default", "node-1"):  "/sanboot/v1/assign/s1/default/node-1",
-		AssignPrefix("s1"):                    "/sanboot/v1/assign/s1/",
-		AssignPrefix(""):                      "/sanboot/v1/assign/",
-		NodeStatusKey("default", "node-1"):    "/sanboot/v1/nodestatus/default/node-1",
-		NodeStatusPrefix("default"):           "/sanboot/v1/nodestatus/default/",
-		NodeStatusPrefix(""):                  "/sanboot/v1/nodestatus/",
-		AgentKey("s1"):                        "/sanboot/v1/agents/s1",
-		AgentsPrefix():                        "/sanboot/v1/agents/",
-		AliveKey("s1"):                        "/sanboot/v1/alive/s1",
-		AlivePrefix():                         "/sanboot/v1/alive/",
-		MemberKey("cp-1"):                     "/sanboot/v1/members/cp-1",
-		MembersPrefix():                       "/sanboot/v1/members/",
-		ExportKey("s1", "e1"):                 "/sanboot/v1/exports/s1/e1",
-		ExportsPrefix("s1"):                   "/sanboot/v1/exports/s1/",
-		ExportsPrefix(""):                     "/sanboot/v1/exports/",
-		ElectionPrefix:                        "/sanboot/v1/election/controllers/",
-		BootTokenKey("default", "node-1"):     "/sanboot/v1/boottokens/default/node-1",
+		ImageKey("default", "ubuntu"):            "/sanboot/v1/images/default/ubuntu",
+		ImagesPrefix("default"):                  "/sanboot/v1/images/default/",
+		ImagesPrefix(""):                         "/sanboot/v1/images/",
+		ReplicaKey("default", "ubuntu", "s1"):    "/sanboot/v1/imagereplicas/s1/default/ubuntu",
+		AgentReplicasPrefix("s1"):                "/sanboot/v1/imagereplicas/s1/",
+		ReplicasPrefix():                         "/sanboot/v1/imagereplicas/",
+		NodeKey("default", "node-1"):             "/sanboot/v1/nodes/default/node-1",
+		NodesPrefix("default"):                   "/sanboot/v1/nodes/default/",
+		NodesPrefix(""):                          "/sanboot/v1/nodes/",
+		PlacementKey("default", "node-1"):        "/sanboot/v1/placements/default/node-1",
+		PlacementsPrefix("default"):              "/sanboot/v1/placements/default/",
+		PlacementsPrefix(""):                     "/sanboot/v1/placements/",
+		AssignKey("s1", "default", "node-1"):     "/sanboot/v1/assign/s1/default/node-1",
+		AssignPrefix("s1"):                       "/sanboot/v1/assign/s1/",
+		AssignPrefix(""):                         "/sanboot/v1/assign/",
+		NodeStatusKey("default", "node-1", "s1"): "/sanboot/v1/nodestatus/s1/default/node-1",
+		AgentNodeStatusPrefix("s1"):              "/sanboot/v1/nodestatus/s1/",
+		NodeStatusPrefix():                       "/sanboot/v1/nodestatus/",
+		AgentKey("s1"):                           "/sanboot/v1/agents/s1",
+		AgentsPrefix():                           "/sanboot/v1/agents/",
+		AliveKey("s1"):                           "/sanboot/v1/alive/s1",
+		AlivePrefix():                            "/sanboot/v1/alive/",
+		MemberKey("cp-1"):                        "/sanboot/v1/members/cp-1",
+		MembersPrefix():                          "/sanboot/v1/members/",
+		ExportKey("s1", "e1"):                    "/sanboot/v1/exports/s1/e1",
+		ExportsPrefix("s1"):                      "/sanboot/v1/exports/s1/",
+		ExportsPrefix(""):                        "/sanboot/v1/exports/",
+		ElectionPrefix:                           "/sanboot/v1/election/controllers/",
+		BootTokenKey("default", "node-1"):        "/sanboot/v1/boottokens/default/node-1",
 	}
 	for got, want := range cases {
 		if got != want {
@@ -55,7 +54,8 @@ type keyKind struct {
 	// key builds a key from names (scope first).
 	key func(n [3]string) string
 	// prefixes are the prefixes the key must lie under, narrowest first;
-	// the first one is scoped by n[0] (and n[1] for replicas).
+	// the first one is scoped by n[0] (the agent for nodestatus and
+	// replicas).
 	prefixes func(n [3]string) []string
 	// all is the prefix of every key of the kind.
 	all string
@@ -85,17 +85,19 @@ func keyKinds() []keyKind {
 		{"placements", func(n [3]string) string { return PlacementKey(n[0], n[1]) },
 			func(n [3]string) []string { return []string{PlacementsPrefix(n[0]), PlacementsPrefix("")} },
 			PlacementsPrefix(""), projectName, 2},
-		{"nodestatus", func(n [3]string) string { return NodeStatusKey(n[0], n[1]) },
-			func(n [3]string) []string { return []string{NodeStatusPrefix(n[0]), NodeStatusPrefix("")} },
-			NodeStatusPrefix(""), projectName, 2},
-		{"replicas", func(n [3]string) string { return ReplicaKey(n[0], n[1], n[2]) },
-			func(n [3]string) []string {
-				return []string{ReplicasPrefix(n[0], n[1]), ReplicasPrefix(n[0], ""), ReplicasPrefix("", "")}
-			},
-			ReplicasPrefix("", ""),
+		{"nodestatus", func(n [3]string) string { return NodeStatusKey(n[1], n[2], n[0]) },
+			func(n [3]string) []string { return []string{AgentNodeStatusPrefix(n[0]), NodeStatusPrefix()} },
+			NodeStatusPrefix(),
+			func(key string) ([3]string, error) {
+				p, node, a, err := ParseNodeStatusKey(key)
+				return [3]string{a, p, node}, err
+			}, 3},
+		{"replicas", func(n [3]string) string { return ReplicaKey(n[1], n[2], n[0]) },
+			func(n [3]string) []string { return []string{AgentReplicasPrefix(n[0]), ReplicasPrefix()} },
+			ReplicasPrefix(),
 			func(key string) ([3]string, error) {
 				p, i, a, err := ParseReplicaKey(key)
-				return [3]string{p, i, a}, err
+				return [3]string{a, p, i}, err
 			}, 3},
 		{"assign", func(n [3]string) string { return AssignKey(n[0], n[1], n[2]) },
 			func(n [3]string) []string { return []string{AssignPrefix(n[0]), AssignPrefix("")} },
@@ -186,17 +188,8 @@ func TestKeysDoNotCollide(t *testing.T) {
 				}
 				scoped := k.prefixes(n1)[0]
 				inScope := n1[0] == n2[0]
-				if k.name == "replicas" {
-					inScope = inScope && n1[1] == n2[1]
-				}
 				if k.arity > 1 && strings.HasPrefix(key2, scoped) != inScope {
 					t.Errorf("%s: key %q under prefix %q is %v, want %v", k.name, key2, scoped, !inScope, inScope)
-				}
-				if k.name == "replicas" {
-					p := ReplicasPrefix(n1[0], "")
-					if strings.HasPrefix(key2, p) != (n1[0] == n2[0]) {
-						t.Errorf("replicas: key %q under project prefix %q is wrong", key2, p)
-					}
 				}
 			}
 		}
@@ -269,16 +262,32 @@ func TestParseKeysRejects(t *testing.T) {
 		"",
 		ImageKey("default", "ubuntu"),
 		AssignKey("s1", "default", "node-1"),
-		"/sanboot/v1/replicas/default/ubuntu",
-		"/sanboot/v1/replicas/default/ubuntu/",
-		"/sanboot/v1/replicas/default//s1",
-		"/sanboot/v1/replicas//ubuntu/s1",
-		"/sanboot/v1/replicas/default/ubuntu/s1/x",
-		ReplicasPrefix("default", "ubuntu"),
+		"/sanboot/v1/imagereplicas/s1/default",
+		"/sanboot/v1/imagereplicas/s1/default/",
+		"/sanboot/v1/imagereplicas/s1//ubuntu",
+		"/sanboot/v1/imagereplicas//default/ubuntu",
+		"/sanboot/v1/imagereplicas/s1/default/ubuntu/x",
+		"/sanboot/v1/replicas/default/ubuntu/s1", // the older layout
+		AgentReplicasPrefix("s1"),
 	}
 	for _, key := range badReplica {
 		if p, i, a, err := ParseReplicaKey(key); err == nil {
 			t.Errorf("ParseReplicaKey(%q) = %q, %q, %q; want an error", key, p, i, a)
+		}
+	}
+	badStatus := []string{
+		"",
+		NodeKey("default", "node-1"),
+		ReplicaKey("default", "ubuntu", "s1"),
+		"/sanboot/v1/nodestatus/default/node-1", // the older layout
+		"/sanboot/v1/nodestatus/s1/default/",
+		"/sanboot/v1/nodestatus//default/node-1",
+		"/sanboot/v1/nodestatus/s1/default/node-1/x",
+		AgentNodeStatusPrefix("s1"),
+	}
+	for _, key := range badStatus {
+		if p, n, a, err := ParseNodeStatusKey(key); err == nil {
+			t.Errorf("ParseNodeStatusKey(%q) = %q, %q, %q; want an error", key, p, n, a)
 		}
 	}
 	for key, want := range map[string]string{"": "", "/": "", "a": "a", "/a/b": "b", "/a/b/": ""} {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
@@ -33,6 +34,12 @@ const MaxImageSize = 64 << 40
 const (
 	MaxLabels      = 64
 	MaxDescription = 1024
+	// MaxMACs bounds a node's spec.macs and MaxAgents an image's
+	// spec.agents.
+	MaxMACs   = 16
+	MaxAgents = 64
+	// maxQuoted is how much of a wrong value an error message repeats.
+	maxQuoted = 80
 )
 
 func limit(field string, n, max int, unit string) error {
@@ -53,7 +60,16 @@ func (e *FieldError) Error() string {
 	if e.Value == "" {
 		return fmt.Sprintf("%s: %s", e.Field, e.Msg)
 	}
-	return fmt.Sprintf("%s: %q %s", e.Field, e.Value, e.Msg)
+	v := strings.ToValidUTF8(e.Value, "\uFFFD")
+	if len(v) > maxQuoted {
+		// A long value is not repeated in full: its start and its size.
+		cut := maxQuoted
+		for cut > 0 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		return fmt.Sprintf("%s: %q... (%d bytes) %s", e.Field, v[:cut], len(e.Value), e.Msg)
+	}
+	return fmt.Sprintf("%s: %q %s", e.Field, v, e.Msg)
 }
 
 var (
@@ -175,7 +191,12 @@ func ValidateMeta(m *sanbootv1.ObjectMeta) error {
 		return &FieldError{Field: "metadata", Msg: "is required: it holds the name"}
 	}
 	m.Project = ProjectOrDefault(m.Project)
-	return errors.Join(
+	var rev error
+	if m.Revision < 0 {
+		rev = &FieldError{Field: "metadata.revision", Value: strconv.FormatInt(m.Revision, 10),
+			Msg: "is negative: give the revision you read (get -o yaml), or 0 for any"}
+	}
+	return errors.Join(rev,
 		ValidateName("metadata.project", m.Project),
 		ValidateName("metadata.name", m.Name),
 		ValidateLabels("metadata.labels", m.Labels),
@@ -199,6 +220,9 @@ func ValidateNode(n *sanbootv1.Node) error {
 		errs = append(errs, ValidateIQN("spec.initiatorIqn", s.InitiatorIqn))
 	}
 	seen := map[string]int{}
+	if err := limit("spec.macs", len(s.Macs), MaxMACs, "MACs"); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
 	for i, mac := range s.Macs {
 		field := "spec.macs[" + strconv.Itoa(i) + "]"
 		norm, err := NormalizeMAC(field, mac)
@@ -245,8 +269,12 @@ func ValidateImage(im *sanbootv1.Image) error {
 			Msg: "must be a positive multiple of 512 bytes, at most 64 TiB"})
 	}
 	errs = append(errs, limit("spec.description", len(s.Description), MaxDescription, "bytes"))
-	for i, a := range s.Agents {
-		errs = append(errs, ValidateName("spec.agents["+strconv.Itoa(i)+"]", a))
+	if err := limit("spec.agents", len(s.Agents), MaxAgents, "agents"); err != nil {
+		errs = append(errs, err)
+	} else {
+		for i, a := range s.Agents {
+			errs = append(errs, ValidateName("spec.agents["+strconv.Itoa(i)+"]", a))
+		}
 	}
 	if s.Source == nil {
 		s.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Blank{Blank: &sanbootv1.BlankSource{}}}

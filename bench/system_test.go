@@ -33,9 +33,13 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // system is a running control plane and one agent named "bench".
 type system struct {
-	api  sanbootv1.SanbootClient
-	etcd *clientv3.Client
-	dir  string // logs, binaries, data
+	api     sanbootv1.SanbootClient
+	etcd    *clientv3.Client
+	dir     string // logs, binaries, data
+	apiAddr string
+	bin     string // sanboot-controlplane, sanboot-agent, sanbootctl
+	// controlPlane and agent are the processes' ids.
+	controlPlane, agent int
 }
 
 // startSystem builds the binaries and starts a control plane and one agent
@@ -49,7 +53,7 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 	}
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "./controlplane/cmd/sanboot-controlplane", "./agent/cmd/sanboot-agent")
+	build := exec.Command("go", "build", "-o", bin+"/", "./controlplane/cmd/sanboot-controlplane", "./agent/cmd/sanboot-agent", "./ctl/cmd/sanbootctl")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		b.Fatalf("build: %v", err)
@@ -57,7 +61,7 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 	clientURL := "http://" + etcdtest.FreeAddr(b)
 	peerURL := "http://" + etcdtest.FreeAddr(b)
 	apiAddr := etcdtest.FreeAddr(b)
-	start(b, dir, filepath.Join(bin, "sanboot-controlplane"), "--data-dir", filepath.Join(dir, "cp"),
+	cp := start(b, dir, filepath.Join(bin, "sanboot-controlplane"), "--data-dir", filepath.Join(dir, "cp"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "default="+peerURL, "--api-listen", apiAddr,
@@ -67,7 +71,7 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close() })
-	s := &system{api: sanbootv1.NewSanbootClient(conn), dir: dir}
+	s := &system{api: sanbootv1.NewSanbootClient(conn), dir: dir, apiAddr: apiAddr, bin: bin, controlPlane: cp}
 	s.etcd, err = clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		b.Fatal(err)
@@ -77,7 +81,7 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 		_, err := s.api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
 		return err == nil
 	})
-	start(b, dir, filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", clientURL,
+	s.agent = start(b, dir, filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", clientURL,
 		"--metrics-listen", etcdtest.FreeAddr(b)}, agentArgs...)...)
 	waitFor(b, "agent Ready", func(ctx context.Context) bool {
 		a, err := s.api.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: "bench"})
@@ -89,8 +93,8 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 // start runs a program until the benchmark ends; its output goes to a log
 // file in dir, printed if the benchmark fails. At the end it gets SIGINT,
 // and SIGKILL a minute later (an agent with a tgtd deletes every target
-// first).
-func start(b *testing.B, dir, prog string, args ...string) {
+// first). It returns the process id.
+func start(b *testing.B, dir, prog string, args ...string) int {
 	b.Helper()
 	logPath := filepath.Join(dir, filepath.Base(prog)+".log")
 	f, err := os.Create(logPath)
@@ -119,6 +123,7 @@ func start(b *testing.B, dir, prog string, args ...string) {
 			b.Logf("%s log:\n%s", filepath.Base(prog), out)
 		}
 	})
+	return cmd.Process.Pid
 }
 
 func waitFor(b *testing.B, what string, ok func(context.Context) bool) {

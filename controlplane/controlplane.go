@@ -25,8 +25,10 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/boot"
+	"github.com/sanboot/sanboot/controlplane/etcdauth"
 	"github.com/sanboot/sanboot/controlplane/leader"
 	"github.com/sanboot/sanboot/controlplane/member"
+	"github.com/sanboot/sanboot/controlplane/migrate"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/buildinfo"
@@ -104,12 +106,28 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer m.Close()
+	if err := m.AwaitVoter(ctx); err != nil {
+		return err
+	}
 	cli, err := m.Client()
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 
+	if secure {
+		// With mutual TLS, etcd itself confines each client to its
+		// certificate's user (package etcdauth).
+		if err := etcdauth.Enable(ctx, cli, m.Name()); err != nil {
+			return fmt.Errorf("etcd authorization: %w; a member that joins needs its etcd user, made by a running member", err)
+		}
+		log.Info("etcd authorization on: agents use etcd once enrolled (sanbootctl agents enroll NAME)")
+	}
+	// Records an older release wrote move to the current key layout
+	// before anything reads them.
+	if _, err := migrate.Run(ctx, cli, log); err != nil {
+		return fmt.Errorf("key layout migration: %w", err)
+	}
 	uploads, err := openUploads(cfg, log)
 	if err != nil {
 		return err
@@ -133,7 +151,7 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("--api-listen has no host: agents are told to reach the API on loopback; set --advertise-api", "api-listen", cfg.APIListen)
 		}
 	}
-	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot})
+	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot, EtcdAuth: secure})
 	opts := apiserver.ServerOptions(log)
 	var clientTLS *tls.Config // the member's, for its own readiness check
 	if secure {

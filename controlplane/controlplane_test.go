@@ -19,6 +19,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/controlplane/migrate"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 )
 
@@ -104,6 +105,15 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 	// etcd's Close waits (up to its request timeout, 7s) for clients that
 	// hold streams open; the agent is done, so let it go first.
 	stopAgent()
+	// As an older release left it: n1's status keyed by project first.
+	st, err := cli.Get(ctx, api.NodeStatusKey("default", "n1", "a"))
+	if err != nil || len(st.Kvs) != 1 {
+		t.Fatalf("n1's status: %v %v", st, err)
+	}
+	oldKey := migrate.OldNodeStatusPrefix + "default/n1"
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut(oldKey, string(st.Kvs[0].Value)), clientv3.OpDelete(api.NodeStatusKey("default", "n1", "a"))).Commit(); err != nil {
+		t.Fatal(err)
+	}
 	cli.Close()
 	if err := stop(); err != nil {
 		t.Fatalf("Run after a clean stop: %v", err)
@@ -115,6 +125,16 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})
 		return err == nil && n.Status.Agent == "a" && n.Metadata.Generation == 1
 	})
+	cli, err = clientv3.New(clientv3.Config{Endpoints: []string{cfg.Member.Client.ListenURLs[0].String()}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	moved, err := cli.Txn(ctx).Then(clientv3.OpGet(oldKey), clientv3.OpGet(api.NodeStatusKey("default", "n1", "a"))).Commit()
+	if err != nil || len(moved.Responses[0].GetResponseRange().Kvs) != 0 || len(moved.Responses[1].GetResponseRange().Kvs) != 1 ||
+		string(moved.Responses[1].GetResponseRange().Kvs[0].Value) != string(st.Kvs[0].Value) {
+		t.Fatalf("after the restart n1's status is not at its agent's key only: %v %v", moved, err)
+	}
 }
 
 func TestRunRefusesNonLoopbackAPI(t *testing.T) {

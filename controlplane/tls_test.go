@@ -25,6 +25,7 @@ import (
 	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/pki"
+	"github.com/sanboot/sanboot/internal/testsecrets"
 	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
@@ -59,6 +60,9 @@ func (e *tlsEnv) issue(t *testing.T, kind string, req pki.Request) tlsconfig.Fil
 	os.Remove(base + ".crt")
 	os.Remove(base + ".key")
 	if _, err := e.ca.Issue(req, base+".crt", base+".key", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := testsecrets.RecordKeyFiles(base + ".key"); err != nil { // for the suite's scan of the logs
 		t.Fatal(err)
 	}
 	return tlsconfig.Files{CertFile: base + ".crt", KeyFile: base + ".key", TrustedCAFile: filepath.Join(e.dir, pki.CACertFile)}

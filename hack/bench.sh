@@ -21,6 +21,9 @@ go test -run '^$' -bench 'CloneBySize$' -benchtime 100x -count "${COUNT:-1}" -ti
 if ! hack/e2e-boot.sh --bench 2>&1 | grep -E '^(BENCH|e2e-boot:|FAIL)' | tee -a "$out"; then
 	echo "--- FAIL: hack/e2e-boot.sh --bench" | tee -a "$out"
 fi
+# The RBD store on a real Ceph cluster: clone time by image size, iSCSI
+# read vs rbd export (root, tgtd, tgt-rbd, Ceph).
+hack/bench-rbd.sh 2>&1 | tee -a "$out"
 if grep -q -- '--- FAIL' "$out"; then
 	echo "bench: a benchmark failed (--- FAIL above)" >&2
 	exit 1

@@ -12,9 +12,11 @@
 # and prints "SANBOOT-OK <node>" (the node's name from the iBFT) and the
 # firmware it booted under on its serial console.
 #
-# Every node's disk has two paths: the agent advertises first a portal
-# nothing listens on, then its real one. So every boot also proves that iPXE
-# gets every path and boots when the first one does not answer.
+# Every node's disk has two paths: the agent advertises first a portal that
+# accepts connections but never answers (a frozen tgtd: a hung storage
+# host; later one where nothing listens), then its real one. So every boot
+# also proves that iPXE gets every path and boots when the first one does
+# not answer.
 #
 # Proves: two BIOS nodes (one with mutual CHAP) and a UEFI node (CHAP) boot
 # from clones of the same image, each through the second of two portals; a
@@ -66,14 +68,24 @@ MTOOLS_SKIP_CHECK=1 mcopy -i "$WORK/ipxe-efi.img" "$IPXE/boot/ipxe.efi" ::/EFI/B
 
 ISCSI_PORT=$(free_port)
 PORTAL=127.0.0.1:$ISCSI_PORT
-DEAD_PORT=$(free_port) # nothing listens there: the first path of every disk
+DEAD_PORT=$(free_port) # the first path of every disk: a hung portal (below)
 BOOT_PORT=$(free_port)
 STORE_DIR=$WORK/store
 mount_fs xfs "$WORK/store.xfs" "$STORE_DIR" 2G
 AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$((1000 + RANDOM % 30000)) --portal "$PORTAL"
 	--advertise-portal "10.0.2.2:$DEAD_PORT" --advertise-portal "10.0.2.2:$ISCSI_PORT")
 
-log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL; advertises 10.0.2.2:$DEAD_PORT, where nothing listens, then 10.0.2.2:$ISCSI_PORT)"
+# The first path of every disk is a hung storage host: a tgtd on
+# 127.0.0.1:$DEAD_PORT, frozen with SIGSTOP once it listens. The kernel
+# still accepts TCP connections on its portal; no iSCSI answer ever comes.
+HUNG_CTL=$((31000 + RANDOM % 1000))
+tgtd -f -C "$HUNG_CTL" --iscsi "portal=127.0.0.1:$DEAD_PORT" >"$WORK/tgtd-hung.log" 2>&1 &
+HUNG_PID=$!
+SANBOOT_PIDS+=("$HUNG_PID")
+wait_until 30 "the hung portal's tgtd on 127.0.0.1:$DEAD_PORT" tgtadm -C "$HUNG_CTL" --lld iscsi --mode portal --op show
+kill -STOP "$HUNG_PID"
+
+log "control plane (boot server on 127.0.0.1:$BOOT_PORT, http://10.0.2.2:$BOOT_PORT to guests), agent s1 (tgt on $PORTAL; advertises 10.0.2.2:$DEAD_PORT, the hung portal, then 10.0.2.2:$ISCSI_PORT)"
 start_controlplane "$WORK" --boot-url "http://10.0.2.2:$BOOT_PORT"
 start_agent "$WORK" s1
 
@@ -99,6 +111,7 @@ power_on() {
 		-netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=" \
 		</dev/null >"$WORK/$name.serial" 2>&1 &
 	SANBOOT_PIDS+=("$!")
+	VM_PID[$name]=$!
 }
 
 # power_on_efi NAME MAC: a UEFI qemu guest (OVMF, TCG) with one NIC of MAC
@@ -111,6 +124,23 @@ power_on_efi() {
 		-netdev "user,id=n0,bootfile=http://10.0.2.2:$BOOT_PORT/boot.ipxe" -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=" \
 		</dev/null >"$WORK/$name.serial" 2>&1 &
 	SANBOOT_PIDS+=("$!")
+	VM_PID[$name]=$!
+}
+
+# marker_seen NAME: whether NAME's marker is on its console; fails the test
+# at once when its qemu has ended without it (a guest powers itself off
+# after the marker, so it is checked again after the guest is seen gone).
+declare -A VM_PID
+exec 3>&2
+marker_seen() {
+	serial_has "$1" "SANBOOT-OK $1"$'\r' && return 0
+	kill -0 "${VM_PID[$1]}" 2>/dev/null && return 1
+	serial_has "$1" "SANBOOT-OK $1"$'\r' && return 0
+	{
+		echo "FAIL: $1: its qemu ended without the marker; the end of $WORK/$1.serial:"
+		tr -d '\r' <"$WORK/$1.serial" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g' | grep -av '^\s*$' | tail -15 | sed 's/^/    /'
+	} >&3 # the test's stderr (wait_until silences the check's)
+	exit 1
 }
 
 # serial_has NAME TEXT; serial_text_has NAME TEXT also finds TEXT where
@@ -120,12 +150,12 @@ serial_text_has() { tr -d '\r\n' <"$WORK/$1.serial" | grep -aqF "$2"; }
 
 # await_marker NAME SECONDS [FIRMWARE]: waits for the guest's marker and
 # checks what iPXE told the booted kernel (iBFT): its initiator, its target
-# and both paths (target0 the one that does not answer, target1 the one it
-# booted through; the booted OS gets both for its multipath); and the
+# and both paths (target0 the one that does not answer, target1 the one
+# it booted through; the booted OS gets both for its multipath); and the
 # firmware it booted under (default bios).
 await_marker() {
 	local name=$1 secs=$2 fw=${3:-bios}
-	wait_until "$secs" "SANBOOT-OK $name on $name's serial console (see $WORK/$name.serial)" serial_has "$name" "SANBOOT-OK $name"$'\r'
+	wait_until "$secs" "SANBOOT-OK $name on $name's serial console (see $WORK/$name.serial)" marker_seen "$name"
 	serial_has "$name" "firmware = $fw"$'\r' || die "$name: did not boot under $fw firmware"
 	serial_has "$name" "ibft target0/target-name = iqn.2026-11.io.sanboot:default.$name" || die "$name: the iBFT does not name its target"
 	serial_has "$name" "ibft initiator/initiator-name = iqn.2026-11.io.sanboot:initiator.default.$name" || die "$name: the iBFT does not name its initiator"
@@ -172,6 +202,15 @@ grep -q 'Last script fetch: .* from 127\.0\.0\.1:' "$WORK/u1.describe" &&
 	die "describe node u1 does not show its last boot-script fetch (see $WORK/u1.describe)"
 grep -a -E '^(firmware|ibft) ' "$WORK/u1.serial" | tr -d '\r' | sed 's/^/    u1: /'
 PASSED=$((PASSED + 1))
+
+# With a hung path, iPXE (2019) waits for it for ever once every other
+# path has failed: sanboot never returns, so a node whose real path refuses
+# its login (below) would hang instead of retrying. From here on the first
+# portal is one where nothing listens (connection refused): kill -9 the hung
+# tgtd (a stopped process dies on SIGKILL; its connections are reset).
+log "the first portal: from hung to not listening (kill -9 its tgtd)"
+kill -9 "$HUNG_PID"
+wait_until 30 "nothing listening on 127.0.0.1:$DEAD_PORT" sh -c "! ss -ltnH 'sport = :$DEAD_PORT' | grep -q ."
 
 log "a wrong CHAP secret does not boot"
 {

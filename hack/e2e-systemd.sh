@@ -9,7 +9,8 @@
 #   - `systemctl restart sanboot-agent` keeps a node's iSCSI target
 #     readable from the host throughout (a reader on the host, through a
 #     forwarded port, reads the disk again and again and compares it);
-#   - `systemctl stop sanboot-agent` shows the agent Unavailable at once;
+#   - `systemctl stop sanboot-agent` shows the agent Unavailable at once,
+#     and its node Ready still (tgt.service keeps serving it);
 #   - journalctl shows the structured (JSON) logs.
 # Needs root (for the image), qemu-system-x86, and what guest-image.sh
 # needs. The guest's logs and journals land in the work directory.

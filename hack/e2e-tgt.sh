@@ -49,6 +49,7 @@ ctl get images golden -o json | grep -q "\"sha256\": *\"$GOLDEN_SHA\"" || die "t
 ctl provision n1 --image golden --wait --timeout 60s
 ctl provision n2 --image golden --chap --wait --timeout 60s
 ctl get nodes -o wide
+check_ready_readable
 
 T1=iqn.2026-11.io.sanboot:default.n1
 T2=iqn.2026-11.io.sanboot:default.n2
@@ -100,6 +101,7 @@ wait_until 60 "n1 served again" iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1"
 wait_until 60 "n2's target (CHAP) rebuilt" sh -c "tgtadm -C $CTL --lld iscsi --mode target --op show | grep -q '$T2\$'"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 came back without CHAP"; fi
 ctl wait node n1 n2 --for=ready --timeout=60s
+check_ready_readable
 
 log "a dead tgtd is not invisible: kill -9 tgtd with its restart held; the nodes, the agent and /readyz say so"
 readyz() { curl -s -o "$WORK/readyz" -w '%{http_code}' "http://$AGENT_METRICS/readyz"; }
@@ -116,6 +118,7 @@ ctl get agents -o wide
 ctl get agents s1 -o json | grep -q '"message": *".*tgtd.*died' || die "get agents does not say that tgtd died"
 [ "$(readyz)" = 503 ] && grep -q "tgtd.*died" "$WORK/readyz" || die "/readyz with tgtd dead: $(cat "$WORK/readyz")"
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1 is read although tgtd is dead"; fi
+check_ready_readable # no node says Ready now
 log "tgtd released: the agent starts it again and rebuilds the targets"
 rm -f "$HOLD"
 wait_until 120 "n1 Ready again" node_phase_is n1 Ready
@@ -126,11 +129,57 @@ wait_until 60 "agent s1 Ready again" agent_state_is s1 Ready
 wait_until 60 "/readyz 200 again" sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://$AGENT_METRICS/readyz)\" = 200 ]"
 [ "$(pgrep -P "$AGENT_PID" -x tgtd)" != "$TGTD_PID" ] || die "the same tgtd runs"
 grep -q "tgtd died; starting it again" "$WORK/agent-s1.log" || die "the agent log does not say that tgtd died"
+check_ready_readable
+
+log "a system tgtd (its own service): agent s2 with --tgtd=system, node n4 on it"
+SYS_CTL=$((CTL + 1))
+SYS_PORTAL=127.0.0.1:$(free_port)
+start_system_tgtd() {
+	"$WORK/gate/tgtd" -f -C "$SYS_CTL" --iscsi "portal=$SYS_PORTAL" >>"$WORK/system-tgtd.log" 2>&1 &
+	SYS_TGTD=$!
+	SANBOOT_PIDS+=("$SYS_TGTD")
+	wait_until 30 "system tgtd on $SYS_PORTAL" tgtadm -C "$SYS_CTL" --mode system --op show
+}
+start_system_tgtd
+mount_fs "$FS" "$WORK/store2.img" "$WORK/store2" 1G
+S1_PID=$AGENT_PID S1_METRICS=$AGENT_METRICS
+AGENT_FLAGS=(--driver=tgt --tgtd=system --tgtd-control=$SYS_CTL --portal "$SYS_PORTAL")
+STORE_DIR=$WORK/store2 start_agent "$WORK" s2
+ctl provision n4 --image golden --agent s2 --chap --wait --timeout 120s
+check_ready_readable
+
+log "a graceful stop of s2 leaves n4 served: it stays Ready and its initiator reads it"
+stop_pid "$AGENT_PID"
+wait_until 30 "agent s2 Unavailable" agent_state_is s2 Unavailable
+node_says n4 Ready "stopped at .* left the target serving" || die "n4 does not say Ready with its agent stopped: $(ctl get nodes n4 -o json)"
+ctl get nodes n4 -o wide
+before=$READY_CHECKED
+check_ready_readable
+((READY_CHECKED > before)) || die "n4 was not read while its agent was stopped"
+STORE_DIR=$WORK/store2 start_agent "$WORK" s2
+ctl wait node n4 --for=ready --timeout=60s
+
+log "the system tgtd dies: n4 Unavailable, s2 NotReady, /readyz 503; tgtd back (as systemd would): rebuilt, read again"
+kill -9 "$SYS_TGTD"
+wait_until 60 "n4 Unavailable, saying tgtd does not answer" node_says n4 Unavailable "does not answer"
+wait_until 60 "agent s2 NotReady" agent_state_is s2 NotReady
+[ "$(readyz)" = 503 ] && grep -q "does not answer" "$WORK/readyz" || die "/readyz of s2 with its tgtd dead: $(cat "$WORK/readyz")"
+check_ready_readable
+start_system_tgtd
+wait_until 60 "n4 Ready again" node_phase_is n4 Ready
+wait_until 60 "agent s2 Ready again" agent_state_is s2 Ready
+check_ready_readable
+ctl deprovision n4 --wait --timeout 60s
+stop_pid "$AGENT_PID"
+tgtadm -C "$SYS_CTL" --mode system --op delete || true
+AGENT_PID=$S1_PID AGENT_METRICS=$S1_METRICS
+AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$CTL --portal "$PORTAL")
 
 log "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
 ctl snapshot create n1 n1-snap --wait --timeout 60s
 ctl snapshot ls
 ctl provision n3 --image n1-snap --wait --timeout 60s
+check_ready_readable
 T3=iqn.2026-11.io.sanboot:default.n3 I3=iqn.2026-11.io.sanboot:initiator.default.n3
 qemu-io --image-opts "$(iscsi_url "$T3" "$I3")" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" ||
 	die "n3 does not hold the bytes written to n1 before the snapshot"
@@ -152,4 +201,6 @@ left=$(tgtadm -C "$CTL" --lld iscsi --mode target --op show | grep -c "iqn.2026-
 [ -z "$(ls -A "$STORE_DIR/disks/default" 2>/dev/null)" ] || die "disks left: $(ls "$STORE_DIR/disks/default")"
 ctl snapshot rm n1-snap
 ctl image rm golden
-echo "e2e-tgt ($FS store): 2 passed, 0 failed"
+log "property: $READY_CHECKED times a node said Ready, its own initiator read its disk"
+((READY_CHECKED >= 15)) || die "only $READY_CHECKED Ready nodes were read: the property was hardly checked"
+echo "e2e-tgt ($FS store): 5 passed, 0 failed"

@@ -7,6 +7,26 @@ SANBOOT_PIDS=()
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
+# record_secret VALUE...: secrets this test made or was handed (CHAP
+# secrets, boot tokens), for hack/test.sh's final scan of every log and
+# output (hack/scan-secrets.sh). They go to $SANBOOT_SECRETS, a file
+# outside every log directory; nothing is recorded when it is not set.
+record_secret() {
+	[ -n "${SANBOOT_SECRETS:-}" ] || return 0
+	local s
+	for s in "$@"; do
+		[ -z "$s" ] || printf '%s\n' "$s" >>"$SANBOOT_SECRETS"
+	done
+}
+# record_keys FILE...: the private keys in PEM FILEs (the first base64
+# line of each, which holds key material).
+record_keys() {
+	local k
+	for k in "$@"; do
+		[ ! -f "$k" ] || record_secret "$(grep -v -- ----- "$k" | head -1)"
+	done
+}
+
 # free_port prints a TCP port on 127.0.0.1 that nothing listens on and that
 # this script has not handed out before (it runs in a subshell, so the
 # ports handed out are kept in a file named after the script's PID).
@@ -204,4 +224,49 @@ debian_mirror() {
 	' "${files[@]}")
 	[ -n "$m" ] || die "no Debian mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list: set DEBIAN_MIRROR=URL"
 	echo "$m"
+}
+
+# check_ready_readable: the property that keeps status honest. Every node
+# of the current project that says Ready is read by a real initiator
+# (libiscsi) with what the node itself gets in its boot script: its
+# initiator name, its portal and target, its CHAP credentials (given
+# through libiscsi's environment, never argv). A node that no longer says
+# Ready when its check fails is let go (its status moved on). Adds the
+# nodes checked to READY_CHECKED.
+READY_CHECKED=0
+check_ready_readable() {
+	local entry node script iqn user pass ruser rpass uri rest host port lun target
+	for entry in $(ctl get nodes -o jsonpath='{range .nodes[*]}{.metadata.name}={.status.phase} {end}'); do
+		[ "${entry#*=}" = Ready ] || continue
+		node=${entry%%=*}
+		script=$(ctl boot-script "$node") || die "boot-script of Ready node $node failed"
+		iqn=$(sed -n 's/^set initiator-iqn //p' <<<"$script")
+		user=$(sed -n 's/^set username //p' <<<"$script")
+		pass=$(sed -n 's/^set password //p' <<<"$script")
+		ruser=$(sed -n 's/^set reverse-username //p' <<<"$script")
+		rpass=$(sed -n 's/^set reverse-password //p' <<<"$script")
+		# iPXE's iscsi:<server>:<protocol>:<port>:<lun>:<target>
+		uri=$(grep -o 'iscsi:[^ ]*' <<<"$script" | head -1)
+		[ -n "$iqn" ] && [ -n "$uri" ] || die "Ready node $node has a boot script without initiator or target:"$'\n'"$script"
+		rest=${uri#iscsi:}
+		host=${rest%%:*} rest=${rest#*:}
+		rest=${rest#*:} # protocol
+		port=${rest%%:*} rest=${rest#*:}
+		lun=${rest%%:*} target=${rest#*:}
+		host=${host#[} host=${host%]}
+		[[ $host == *:* ]] && host="[$host]"
+		local url="iscsi://$host:${port:-3260}/$target/${lun:-0}" chap=()
+		[ -z "$user" ] || chap+=("LIBISCSI_CHAP_USERNAME=$user" "LIBISCSI_CHAP_PASSWORD=$pass")
+		[ -z "$ruser" ] || chap+=("LIBISCSI_CHAP_TARGET_USERNAME=$ruser" "LIBISCSI_CHAP_TARGET_PASSWORD=$rpass")
+		if ! env "${chap[@]}" timeout 60 iscsi-readcapacity16 -i "$iqn" "$url" >/dev/null 2>&1; then
+			node_phase_is "$node" Ready || continue
+			die "node $node says Ready, but its initiator $iqn cannot read $url"
+		fi
+		if [ -z "$user" ] && ! qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$host:${port:-3260},target=$target,lun=${lun:-0},initiator-name=$iqn" \
+			-c "read 0 64k" 2>/dev/null | grep -q "read 65536/65536"; then
+			node_phase_is "$node" Ready || continue
+			die "node $node says Ready, but its initiator $iqn cannot read the first 64 KiB of its disk"
+		fi
+		READY_CHECKED=$((READY_CHECKED + 1))
+	done
 }

@@ -47,6 +47,8 @@ func (r *Reconciler) problemLocked() string {
 		return r.targetProblem
 	case len(r.lost) > 0:
 		return fmt.Sprintf("rebuilding %d target(s) that the %s target system lost", len(r.lost), r.cfg.Driver.Name())
+	case r.storeFull != "":
+		return r.storeFull
 	}
 	return ""
 }
@@ -111,13 +113,11 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 		}
 	}
 
-	type mark struct {
-		k   ref
-		rev int64
-		gen int64
-		msg string
-	}
-	var marks []mark
+	r.checkStore(ctx)
+
+	// Marks are written under r.mu, as noteStatus writes final statuses:
+	// whichever comes last wins both in etcd and here.
+	marked := 0
 	var wake []ref
 	r.mu.Lock()
 	r.targetProblem = problem
@@ -136,7 +136,10 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 			msg = fmt.Sprintf("target %s is no longer served by the %s target system (it was restarted or the target removed); "+
 				"the agent builds it again", s.iqn, r.cfg.Driver.Name())
 		}
-		marks = append(marks, mark{k, st.rev, st.a.GetGeneration(), msg})
+		r.w.submit(statusItem(r.cfg.Agent, k.project, k.name, st.rev, &sanbootv1.NodeStatus{
+			Phase: api.PhaseUnavailable, Message: msg, Agent: r.cfg.Agent, ObservedGeneration: st.a.GetGeneration(),
+		}))
+		marked++
 	}
 	if problem == "" {
 		for k := range r.lost {
@@ -144,14 +147,8 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
-
-	for _, m := range marks {
-		r.w.submit(statusItem(r.cfg.Agent, m.k.project, m.k.name, m.rev, &sanbootv1.NodeStatus{
-			Phase: api.PhaseUnavailable, Message: m.msg, Agent: r.cfg.Agent, ObservedGeneration: m.gen,
-		}))
-	}
-	if len(marks) > 0 {
-		r.log.Warn("targets of Ready nodes are not served; their nodes say Unavailable", "nodes", len(marks), "problem", problem)
+	if marked > 0 {
+		r.log.Warn("targets of Ready nodes are not served; their nodes say Unavailable", "nodes", marked, "problem", problem)
 	}
 	for _, k := range wake {
 		r.q.Forget(key{kindNode, k})
@@ -159,11 +156,54 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 	}
 }
 
-// noteStatus records the final status of a node's pass for the checks:
-// a Ready node is watched; any other outcome ends its being lost.
-func (r *Reconciler) noteStatus(k ref, st *sanbootv1.NodeStatus) {
+// checkStore notes whether the store is full; when that changes, the
+// Ready nodes are queued, so that their statuses say it (or stop saying it).
+func (r *Reconciler) checkStore(ctx context.Context) {
+	c, err := r.cfg.Store.Capacity(ctx)
+	if err != nil {
+		return // the store's own errors show where they happen
+	}
+	full := ""
+	if c.CapacityBytes > 0 && c.FreeBytes < r.cfg.StoreFullBelow {
+		full = fmt.Sprintf("the store of agent %s is full (%d bytes free of %d): writes to the disks it holds fail; "+
+			"free space there (delete nodes or images, or grow the file system)", r.cfg.Agent, c.FreeBytes, c.CapacityBytes)
+	}
+	r.mu.Lock()
+	changed := (full == "") != (r.storeFull == "")
+	r.storeFull = full
+	var wake []ref
+	if changed {
+		for k := range r.served {
+			wake = append(wake, k)
+		}
+	}
+	r.mu.Unlock()
+	if changed && full != "" {
+		r.log.Warn("the store is full: writes to node disks fail", "free", c.FreeBytes, "capacity", c.CapacityBytes)
+	}
+	for _, k := range wake {
+		r.q.Add(key{kindNode, k})
+	}
+}
+
+// storeWarning is what a Ready node's status adds while the store is
+// full, "" otherwise.
+func (r *Reconciler) storeWarning() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.storeFull == "" {
+		return ""
+	}
+	return "but " + r.storeFull
+}
+
+// finalStatus writes the final status of a node's pass (submit) and
+// records it for the checks: a Ready node is watched; any other outcome
+// ends its being lost. Both happen under r.mu, as the checks' marks do.
+func (r *Reconciler) finalStatus(k ref, st *sanbootv1.NodeStatus, submit func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	submit()
 	wasLost := r.lost[k]
 	if st.GetPhase() == api.PhaseReady {
 		r.seq++

@@ -1,6 +1,7 @@
 package reconciler_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sanboot/sanboot/agent/reconciler"
+	"github.com/sanboot/sanboot/agent/store"
+	fakestore "github.com/sanboot/sanboot/agent/store/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
@@ -118,5 +121,54 @@ func TestVanishedTargetIsNoticed(t *testing.T) {
 	if _, ok := h.target(api.TargetIQN("", "default", "node-01")); !ok {
 		t.Error("target not rebuilt")
 	}
+	eventually(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
+}
+
+// fullStore is the fake store with a free space the test sets.
+type fullStore struct {
+	*fakestore.Store
+	mu   sync.Mutex
+	free int64
+}
+
+func (s *fullStore) Capacity(ctx context.Context) (store.Capacity, error) {
+	c, err := s.Store.Capacity(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.free >= 0 {
+		c.FreeBytes = s.free
+	}
+	return c, err
+}
+
+func (s *fullStore) setFree(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.free = n
+}
+
+// A full store makes writes to the disks fail: Ready nodes say so, and
+// stop saying it once there is space again.
+func TestFullStoreShowsOnNodes(t *testing.T) {
+	h := newHarness(t)
+	fs := &fullStore{Store: h.store, free: -1}
+	h.start(func(c *reconciler.Config) {
+		c.Store = fs
+		c.HealthInterval = 50 * time.Millisecond
+	})
+	h.putImage("default", "golden", 1)
+	h.assign(assignment("default", "node-01", 1))
+	h.waitReady("default", "node-01", 1)
+
+	fs.setFree(0)
+	h.waitStatus("default", "node-01", "Ready, saying the store is full", func(st *sanbootv1.NodeStatus) bool {
+		return st.Phase == api.PhaseReady && strings.Contains(st.Message, "is full") && strings.Contains(st.Message, "writes")
+	})
+	eventually(t, "the agent's Problem says the store is full", func() bool { return strings.Contains(h.r.Problem(), "is full") })
+
+	fs.setFree(1 << 30)
+	h.waitStatus("default", "node-01", "Ready without the warning", func(st *sanbootv1.NodeStatus) bool {
+		return st.Phase == api.PhaseReady && !strings.Contains(st.Message, "is full")
+	})
 	eventually(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
 }

@@ -23,6 +23,12 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 	r.mu.Unlock()
 	defer r.wakeWaiters(k)
 
+	if ok && st.err == nil && st.im.GetMetadata().GetDeleteTime() == nil && !r.wants(st.im) && r.cfg.SharedStore {
+		// Another agent of the storage domain holds it, in the same
+		// store: drop only this agent's replica record.
+		r.w.submit(item{key: api.ReplicaKey(k.project, k.name, r.cfg.Agent), del: true, guardKey: api.ImageKey(k.project, k.name), guardRev: st.rev})
+		return done, nil
+	}
 	if !ok || (st.err == nil && (st.im.GetMetadata().GetDeleteTime() != nil || !r.wants(st.im))) {
 		guard := int64(0) // the spec is absent
 		if ok {

@@ -33,10 +33,7 @@ func (w *nodeWork) submit(st *sanbootv1.NodeStatus) {
 
 // final writes st as the outcome of this pass.
 func (w *nodeWork) final(st *sanbootv1.NodeStatus) {
-	w.p.finish(func() {
-		w.submit(st)
-		w.r.noteStatus(w.k, st)
-	})
+	w.p.finish(func() { w.r.finalStatus(w.k, st, func() { w.submit(st) }) })
 }
 
 // failed writes a Failed status and returns how to go on. When the agent
@@ -114,6 +111,10 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 			"the agent tries again when the node changes or at the next resync", k, disk.Owner, disk.Image, disk.Path))
 	}
 	want.BackingPath, want.SizeBytes = disk.Path, disk.SizeBytes
+	if r.fenced.Load() {
+		w.p.finish(nil) // nothing to report: etcd is out of reach or the lease is gone
+		return retry, errFenced
+	}
 	w.p.step("building the iSCSI target")
 	if err := r.cfg.Driver.Ensure(ctx, want); err != nil {
 		if isInvalid(err) {
@@ -132,6 +133,9 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 	ready.Portals = slices.Clone(r.advertise)
 	ready.Lun = int32(r.cfg.Driver.LUN())
 	ready.CloneMode = string(disk.CloneMode)
+	if warn := r.storeWarning(); warn != "" {
+		ready.Message += "; " + warn
+	}
 	w.final(ready)
 	return done, nil
 }

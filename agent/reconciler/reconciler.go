@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -61,6 +62,11 @@ type Config struct {
 	// starts with it and that no assignment wants is removed (default
 	// api.DefaultAuthority + ":").
 	ManagedPrefix string
+	// SharedStore says that other agents reach the same store (agents of a
+	// storage domain sharing an RBD pool): an image that this agent is not
+	// asked to hold is then another agent's, and only the deletion of the
+	// image record removes it from the store.
+	SharedStore bool
 	// RetryBase and RetryMax bound the backoff of failed work (default
 	// 500 ms doubling up to 1 min).
 	RetryBase, RetryMax time.Duration
@@ -79,7 +85,10 @@ type Config struct {
 	HealthInterval time.Duration
 	// OnProblem, if set, is called with Problem whenever it changes.
 	OnProblem func(problem string)
-	Log       *slog.Logger
+	// StoreFullBelow is the free space under which the store counts as
+	// full: writes to the nodes' disks fail (default 16 MiB; see health.go).
+	StoreFullBelow int64
+	Log            *slog.Logger
 }
 
 type kind uint8
@@ -122,6 +131,7 @@ type Reconciler struct {
 	healthCh  chan struct{} // asks for a target check
 	synced    chan struct{} // closed after the first full resync
 	syncOnce  sync.Once
+	fenced    atomic.Bool // see Fence
 
 	mu       sync.Mutex // guards what follows
 	assigns  map[ref]assignState
@@ -136,6 +146,7 @@ type Reconciler struct {
 	served        map[ref]served // nodes whose last status said Ready
 	lost          map[ref]bool   // nodes said Unavailable because their target vanished
 	targetProblem string         // the target system's outage, "" when none
+	storeFull     string         // why the store counts as full, "" when it does not
 	seq           uint64
 }
 
@@ -180,6 +191,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 5 * time.Second
+	}
+	if cfg.StoreFullBelow <= 0 {
+		cfg.StoreFullBelow = 16 << 20
 	}
 	if cfg.StatusBatch <= 0 || cfg.StatusBatch > 128 {
 		cfg.StatusBatch = 100
@@ -316,7 +330,7 @@ func (r *Reconciler) onAssignments(b kv.Batch) {
 		if ev.Deleted {
 			delete(r.assigns, k)
 			r.forgetNodeLocked(k)
-			r.w.forget(api.NodeStatusKey(project, node))
+			r.w.forget(api.NodeStatusKey(project, node, r.cfg.Agent))
 			gc = true
 			continue
 		}

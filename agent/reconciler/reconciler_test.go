@@ -135,7 +135,7 @@ func (h *harness) put(key string, msg proto.Message) int64 {
 func (h *harness) status(project, node string) (*sanbootv1.NodeStatus, bool) {
 	h.t.Helper()
 	st := &sanbootv1.NodeStatus{}
-	_, err := kv.Get(ctx, h.cli, api.NodeStatusKey(project, node), st)
+	_, err := kv.Get(ctx, h.cli, api.NodeStatusKey(project, node, agent), st)
 	if errors.Is(err, kv.ErrNotFound) {
 		return nil, false
 	}
@@ -626,7 +626,7 @@ func BenchmarkProvision1000(b *testing.B) {
 			b.Fatal(err)
 		}
 		wctx, stopWatch := context.WithCancel(ctx)
-		w := cli.Watch(wctx, api.NodeStatusPrefix(project), clientv3.WithPrefix())
+		w := cli.Watch(wctx, api.AgentNodeStatusPrefix(agent)+project+"/", clientv3.WithPrefix())
 		for j := 0; j < n; j += 100 {
 			var ops []clientv3.Op
 			for k := j; k < j+100; k++ {

@@ -30,7 +30,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list images: %w", err)
 	}
-	replicas, err := r.cfg.Client.Get(ctx, api.ReplicasPrefix("", ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	replicas, err := r.cfg.Client.Get(ctx, api.AgentReplicasPrefix(r.cfg.Agent), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return fmt.Errorf("list image replicas: %w", err)
 	}
@@ -59,7 +59,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 	wanted := wantedIQNs(assigns)
 	queued := 0
 	for k, st := range assigns {
-		need := !r.w.covered(api.NodeStatusKey(k.project, k.name), st.rev)
+		need := !r.w.covered(api.NodeStatusKey(k.project, k.name, r.cfg.Agent), st.rev)
 		switch {
 		case st.err != nil:
 		case st.a.GetDeleting():

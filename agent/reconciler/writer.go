@@ -272,7 +272,7 @@ func statusItem(agent, project, node string, assignRev int64, st *sanbootv1.Node
 	st.UpdateTime = timestamppb.Now()
 	val, _ := deterministic.Marshal(st)
 	return item{
-		key:      api.NodeStatusKey(project, node),
+		key:      api.NodeStatusKey(project, node, agent),
 		value:    val,
 		guardKey: api.AssignKey(agent, project, node),
 		guardRev: assignRev,

@@ -39,7 +39,7 @@ func TestWriterBatchDropsOnlyStaleItems(t *testing.T) {
 	w.flush(ctx)
 	for i := range n {
 		st := &sanbootv1.NodeStatus{}
-		_, err := kv.Get(ctx, cli, api.NodeStatusKey("p", fmt.Sprintf("n%d", i)), st)
+		_, err := kv.Get(ctx, cli, api.NodeStatusKey("p", fmt.Sprintf("n%d", i), "a"), st)
 		if stale[i] {
 			if err == nil {
 				t.Errorf("stale item %d written: %v", i, st)
@@ -49,7 +49,7 @@ func TestWriterBatchDropsOnlyStaleItems(t *testing.T) {
 		if err != nil || st.ObservedGeneration != int64(i) || st.UpdateTime == nil {
 			t.Errorf("item %d: %v, %v", i, st, err)
 		}
-		if !w.covered(api.NodeStatusKey("p", fmt.Sprintf("n%d", i)), revs[i]) {
+		if !w.covered(api.NodeStatusKey("p", fmt.Sprintf("n%d", i), "a"), revs[i]) {
 			t.Errorf("item %d written but not covered", i)
 		}
 	}
@@ -85,18 +85,18 @@ func TestWriterLastWordWins(t *testing.T) {
 	}
 	w.flush(ctx)
 	st := &sanbootv1.NodeStatus{}
-	if _, err := kv.Get(ctx, cli, api.NodeStatusKey("p", "n"), st); err != nil || st.Phase != api.PhaseReady {
+	if _, err := kv.Get(ctx, cli, api.NodeStatusKey("p", "n", "a"), st); err != nil || st.Phase != api.PhaseReady {
 		t.Fatalf("status %v, %v; want Ready", st, err)
 	}
 	// The key's record was deleted: the writer forgets it, and the same
 	// content is written again.
-	if _, err := cli.Delete(ctx, api.NodeStatusKey("p", "n")); err != nil {
+	if _, err := cli.Delete(ctx, api.NodeStatusKey("p", "n", "a")); err != nil {
 		t.Fatal(err)
 	}
-	w.forget(api.NodeStatusKey("p", "n"))
+	w.forget(api.NodeStatusKey("p", "n", "a"))
 	w.submit(statusItem("a", "p", "n", resp.Header.Revision, &sanbootv1.NodeStatus{Phase: api.PhaseReady}))
 	w.flush(ctx)
-	if _, err := kv.Get(ctx, cli, api.NodeStatusKey("p", "n"), st); err != nil {
+	if _, err := kv.Get(ctx, cli, api.NodeStatusKey("p", "n", "a"), st); err != nil {
 		t.Fatalf("not written again after forget: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
@@ -35,6 +36,10 @@ type Config struct {
 	Portals          []string
 	AdvertisePortals []string
 	CloneMode        string
+	// StoreKind is where the agent's disks live (file, rbd, fake) and
+	// StorageDomain, for a shared store, what identifies it (see
+	// AgentRecord.storage_domain).
+	StoreKind, StorageDomain string
 	// TTL of the lease on the alive key (default 10 s; etcd rounds up to
 	// its minimum, about 2 s).
 	TTL time.Duration
@@ -42,7 +47,16 @@ type Config struct {
 	// registration and every UpdateInterval, and the record is rewritten
 	// only when they changed. Nil means 0 and 0.
 	Capacity func(context.Context) (capacity, free int64, err error)
-	// UpdateInterval between capacity checks (default 30 s).
+	// TargetsOutlive says the agent's targets keep being served when it
+	// stops (a system tgtd, LIO): a graceful stop then records that in the
+	// agent record, and its nodes stay Ready instead of Unavailable.
+	TargetsOutlive bool
+	// OnLost, when set, is called as soon as the lease is lost (before
+	// the registry registers again), and OnRegistered after every
+	// registration: an agent with a shared store fences itself between
+	// the two.
+	OnLost, OnRegistered func()
+	// UpdateInterval between capacity checks (default 10 s; at once when SetProblem changes the problem, e.g. when the store fills up).
 	UpdateInterval time.Duration
 	Log            *slog.Logger
 }
@@ -70,16 +84,21 @@ func New(cli *clientv3.Client, cfg Config) (*Registry, error) {
 		cfg.TTL = 10 * time.Second
 	}
 	if cfg.UpdateInterval <= 0 {
-		cfg.UpdateInterval = 30 * time.Second
+		cfg.UpdateInterval = 10 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
 	r := &Registry{cli: cli, cfg: cfg, log: cfg.Log.With("component", "registry"), start: time.Now()}
-	r.keep = lease.New(cli, lease.Config{
+	lc := lease.Config{
 		What: "agent " + cfg.Name, TTL: cfg.TTL, Log: r.log,
 		Register: r.register, Every: cfg.UpdateInterval, Tick: r.updateRecord,
-	})
+		Lost: cfg.OnLost, Registered: cfg.OnRegistered,
+	}
+	if cfg.TargetsOutlive {
+		lc.Stopping = r.recordStop
+	}
+	r.keep = lease.New(cli, lc)
 	return r, nil
 }
 
@@ -152,6 +171,8 @@ func (r *Registry) buildRecord(ctx context.Context) (*sanbootv1.AgentRecord, err
 		Portals:          slices.Clone(r.cfg.Portals),
 		AdvertisePortals: slices.Clone(r.cfg.AdvertisePortals),
 		CloneMode:        r.cfg.CloneMode,
+		StoreKind:        r.cfg.StoreKind,
+		StorageDomain:    r.cfg.StorageDomain,
 		StartTime:        timestamppb.New(r.start),
 		UpdateTime:       timestamppb.Now(),
 	}
@@ -199,4 +220,24 @@ func (r *Registry) updateRecord(ctx context.Context) error {
 	r.mu.Unlock()
 	r.log.Info("agent record updated", "capacity", rec.CapacityBytes, "free", rec.FreeBytes, "problem", rec.Problem)
 	return nil
+}
+
+// recordStop writes, before the lease goes, that the agent stops on
+// purpose and leaves its targets serving.
+func (r *Registry) recordStop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	rec, rev := r.record, r.recRev
+	r.mu.Unlock()
+	if rec == nil {
+		return
+	}
+	rec = proto.CloneOf(rec)
+	rec.StopTime, rec.TargetsKept = timestamppb.Now(), true
+	if _, err := kv.CAS(ctx, r.cli, api.AgentKey(r.cfg.Name), rev, rec); err != nil {
+		r.log.Warn("could not record the stop; the agent's nodes show Unavailable until it is back", "err", err)
+		return
+	}
+	r.log.Info("stopping with the targets left serving: the agent's nodes stay Ready (unchecked) until it is back")
 }

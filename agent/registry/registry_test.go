@@ -202,3 +202,70 @@ func TestNewRejectsBadName(t *testing.T) {
 		t.Fatal("accepted an invalid agent name")
 	}
 }
+
+// An agent whose targets outlive it records a graceful stop before its
+// lease goes (its nodes stay Ready); one whose targets die with it does
+// not; registering again clears the record. A problem shows in the
+// record at once.
+func TestGracefulStopRecordsKeptTargets(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	read := func(name string) *sanbootv1.AgentRecord {
+		var rec sanbootv1.AgentRecord
+		if _, err := kv.Get(context.Background(), cli, api.AgentKey(name), &rec); err != nil {
+			t.Fatal(err)
+		}
+		return &rec
+	}
+	r := start(t, cli, registry.Config{Name: "system-tgtd", TargetsOutlive: true, UpdateInterval: time.Hour})
+	r.reg.SetProblem("tgtd does not answer")
+	eventually(t, "the problem in the record", func() bool { return read("system-tgtd").Problem == "tgtd does not answer" })
+	r.reg.SetProblem("")
+	eventually(t, "the problem gone from the record", func() bool { return read("system-tgtd").Problem == "" })
+	r.stop()
+	if rec := read("system-tgtd"); !rec.TargetsKept || rec.StopTime == nil {
+		t.Errorf("after a graceful stop with targets that outlive the agent: %v", rec)
+	}
+	start(t, cli, registry.Config{Name: "system-tgtd", TargetsOutlive: true})
+	if rec := read("system-tgtd"); rec.TargetsKept || rec.StopTime != nil {
+		t.Errorf("registered again, the record still says stopped: %v", rec)
+	}
+
+	r = start(t, cli, registry.Config{Name: "managed-tgtd"})
+	r.stop()
+	if rec := read("managed-tgtd"); rec.TargetsKept || rec.StopTime != nil {
+		t.Errorf("targets that die with the agent recorded as kept: %v", rec)
+	}
+}
+
+// TestLostAndRegisteredCallbacks: OnLost runs when the lease is lost,
+// before the registry registers again; OnRegistered after each
+// registration (an agent with a shared store fences itself in between).
+func TestLostAndRegisteredCallbacks(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	events := make(chan string, 16)
+	r := start(t, cli, registry.Config{TTL: 2 * time.Second,
+		OnLost: func() { events <- "lost" }, OnRegistered: func() { events <- "registered" }})
+	next := func() string {
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(wait):
+			t.Fatalf("no callback after %v", wait)
+			return ""
+		}
+	}
+	if e := next(); e != "registered" {
+		t.Fatalf("first callback %q, want registered", e)
+	}
+	if _, err := cli.Revoke(context.Background(), r.reg.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(); e != "lost" {
+		t.Fatalf("after the lease was revoked: %q, want lost", e)
+	}
+	if e := next(); e != "registered" {
+		t.Fatalf("after lost: %q, want registered again", e)
+	}
+}

@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{49, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -851,7 +851,7 @@ func (x *CopySource) GetImage() string {
 }
 
 // ImageReplica is one agent's copy of an image. Written by that agent at
-// /sanboot/v1/replicas/<project>/<image>/<agent>.
+// /sanboot/v1/imagereplicas/<agent>/<project>/<image>.
 type ImageReplica struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Agent              string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
@@ -1380,7 +1380,19 @@ type AgentRecord struct {
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Why the agent does not serve its targets although it runs (its target
 	// system is down, or it is rebuilding targets); empty when it serves them.
-	Problem       string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	// Written by a graceful stop when the agent's targets outlive it (a
+	// system tgtd, LIO): when it stopped. Its nodes then stay Ready
+	// (unchecked) instead of Unavailable until it is back. Cleared when it
+	// registers again.
+	StopTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
+	TargetsKept bool                   `protobuf:"varint,13,opt,name=targets_kept,json=targetsKept,proto3" json:"targets_kept,omitempty"`
+	// Where its disks live: "file" (on this host) or "rbd" (in a Ceph pool).
+	StoreKind string `protobuf:"bytes,20,opt,name=store_kind,json=storeKind,proto3" json:"store_kind,omitempty"`
+	// Agents with the same non-empty storage domain reach the same disks
+	// (rbd:<cluster fsid>/<pool>): any of them can serve a node of the domain.
+	// Empty for a store on this host.
+	StorageDomain string `protobuf:"bytes,21,opt,name=storage_domain,json=storageDomain,proto3" json:"storage_domain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1488,6 +1500,34 @@ func (x *AgentRecord) GetUpdateTime() *timestamppb.Timestamp {
 func (x *AgentRecord) GetProblem() string {
 	if x != nil {
 		return x.Problem
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetStopTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StopTime
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetTargetsKept() bool {
+	if x != nil {
+		return x.TargetsKept
+	}
+	return false
+}
+
+func (x *AgentRecord) GetStoreKind() string {
+	if x != nil {
+		return x.StoreKind
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetStorageDomain() string {
+	if x != nil {
+		return x.StorageDomain
 	}
 	return ""
 }
@@ -1962,6 +2002,13 @@ type ListRequest struct {
 	AllProjects bool                   `protobuf:"varint,2,opt,name=all_projects,json=allProjects,proto3" json:"all_projects,omitempty"`
 	// kubectl-style equality selector: "a=b,c!=d,e".
 	LabelSelector string `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Paging (ListNodes, ListImages): at most page_size objects (the server
+	// may return fewer, to keep a response small; 0 is every object, refused
+	// when they do not fit one response), then next_page_token. Pass it as
+	// page_token, with the same other fields, for the next page; every page
+	// is read at the revision of the first.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2013,6 +2060,20 @@ func (x *ListRequest) GetAllProjects() bool {
 func (x *ListRequest) GetLabelSelector() string {
 	if x != nil {
 		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
 	}
 	return ""
 }
@@ -2210,17 +2271,194 @@ func (x *PutNodeResponse) GetResult() PutResult {
 	return PutResult_PUT_RESULT_UNSPECIFIED
 }
 
-type ListNodesResponse struct {
+type PutNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Mode          PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesRequest) Reset() {
+	*x = PutNodesRequest{}
+	mi := &file_sanboot_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesRequest) ProtoMessage() {}
+
+func (x *PutNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesRequest.ProtoReflect.Descriptor instead.
+func (*PutNodesRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PutNodesRequest) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PutNodesRequest) GetMode() PutMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PutMode_PUT_MODE_APPLY
+}
+
+func (x *PutNodesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PutNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per node of the request, in its order.
+	Results       []*PutNodesResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesResponse) Reset() {
+	*x = PutNodesResponse{}
+	mi := &file_sanboot_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesResponse) ProtoMessage() {}
+
+func (x *PutNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesResponse.ProtoReflect.Descriptor instead.
+func (*PutNodesResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PutNodesResponse) GetResults() []*PutNodesResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// PutNodesResult is one node's PutNodeResponse, or its error (code, a
+// google.rpc.Code, is then not 0).
+type PutNodesResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Result        PutResult              `protobuf:"varint,2,opt,name=result,proto3,enum=sanboot.v1.PutResult" json:"result,omitempty"`
+	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNodesResult) Reset() {
+	*x = PutNodesResult{}
+	mi := &file_sanboot_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNodesResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNodesResult) ProtoMessage() {}
+
+func (x *PutNodesResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNodesResult.ProtoReflect.Descriptor instead.
+func (*PutNodesResult) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PutNodesResult) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *PutNodesResult) GetResult() PutResult {
+	if x != nil {
+		return x.Result
+	}
+	return PutResult_PUT_RESULT_UNSPECIFIED
+}
+
+func (x *PutNodesResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *PutNodesResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ListNodesResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Nodes    []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2470,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[26]
+	mi := &file_sanboot_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2483,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{26}
+	return file_sanboot_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2262,6 +2500,13 @@ func (x *ListNodesResponse) GetRevision() int64 {
 	return 0
 }
 
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type PutImageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -2273,7 +2518,7 @@ type PutImageRequest struct {
 
 func (x *PutImageRequest) Reset() {
 	*x = PutImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2530,7 @@ func (x *PutImageRequest) String() string {
 func (*PutImageRequest) ProtoMessage() {}
 
 func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[27]
+	mi := &file_sanboot_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2543,7 @@ func (x *PutImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageRequest.ProtoReflect.Descriptor instead.
 func (*PutImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{27}
+	return file_sanboot_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutImageRequest) GetImage() *Image {
@@ -2332,7 +2577,7 @@ type PutImageResponse struct {
 
 func (x *PutImageResponse) Reset() {
 	*x = PutImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2589,7 @@ func (x *PutImageResponse) String() string {
 func (*PutImageResponse) ProtoMessage() {}
 
 func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[28]
+	mi := &file_sanboot_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2602,7 @@ func (x *PutImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutImageResponse.ProtoReflect.Descriptor instead.
 func (*PutImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{28}
+	return file_sanboot_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutImageResponse) GetImage() *Image {
@@ -2375,16 +2620,18 @@ func (x *PutImageResponse) GetResult() PutResult {
 }
 
 type ListImagesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Images   []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2643,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[29]
+	mi := &file_sanboot_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2656,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{29}
+	return file_sanboot_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2426,6 +2673,13 @@ func (x *ListImagesResponse) GetRevision() int64 {
 	return 0
 }
 
+func (x *ListImagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2434,7 +2688,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2700,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[30]
+	mi := &file_sanboot_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2713,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{30}
+	return file_sanboot_proto_rawDescGZIP(), []int{33}
 }
 
 type ListAgentsResponse struct {
@@ -2471,7 +2725,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2737,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[31]
+	mi := &file_sanboot_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2750,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{31}
+	return file_sanboot_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2515,7 +2769,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2781,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[32]
+	mi := &file_sanboot_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2794,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{32}
+	return file_sanboot_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -2558,7 +2812,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2824,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[33]
+	mi := &file_sanboot_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2837,87 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{33}
+	return file_sanboot_proto_rawDescGZIP(), []int{36}
+}
+
+type EnrollAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentRequest) Reset() {
+	*x = EnrollAgentRequest{}
+	mi := &file_sanboot_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentRequest) ProtoMessage() {}
+
+func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
+func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *EnrollAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type EnrollAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentResponse) Reset() {
+	*x = EnrollAgentResponse{}
+	mi := &file_sanboot_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentResponse) ProtoMessage() {}
+
+func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
+func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{38}
 }
 
 type ListMembersResponse struct {
@@ -2595,7 +2929,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2941,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[34]
+	mi := &file_sanboot_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2954,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{34}
+	return file_sanboot_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2663,7 +2997,7 @@ type ClusterMember struct {
 
 func (x *ClusterMember) Reset() {
 	*x = ClusterMember{}
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +3009,7 @@ func (x *ClusterMember) String() string {
 func (*ClusterMember) ProtoMessage() {}
 
 func (x *ClusterMember) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[35]
+	mi := &file_sanboot_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +3022,7 @@ func (x *ClusterMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMember.ProtoReflect.Descriptor instead.
 func (*ClusterMember) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{35}
+	return file_sanboot_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ClusterMember) GetName() string {
@@ -2797,7 +3131,7 @@ type ListClusterMembersRequest struct {
 
 func (x *ListClusterMembersRequest) Reset() {
 	*x = ListClusterMembersRequest{}
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +3143,7 @@ func (x *ListClusterMembersRequest) String() string {
 func (*ListClusterMembersRequest) ProtoMessage() {}
 
 func (x *ListClusterMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[36]
+	mi := &file_sanboot_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +3156,7 @@ func (x *ListClusterMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClusterMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListClusterMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{36}
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
 }
 
 type ListClusterMembersResponse struct {
@@ -2842,7 +3176,7 @@ type ListClusterMembersResponse struct {
 
 func (x *ListClusterMembersResponse) Reset() {
 	*x = ListClusterMembersResponse{}
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3188,7 @@ func (x *ListClusterMembersResponse) String() string {
 func (*ListClusterMembersResponse) ProtoMessage() {}
 
 func (x *ListClusterMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[37]
+	mi := &file_sanboot_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3201,7 @@ func (x *ListClusterMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClusterMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListClusterMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{37}
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListClusterMembersResponse) GetMembers() []*ClusterMember {
@@ -2922,7 +3256,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3268,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[38]
+	mi := &file_sanboot_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3281,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{38}
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -2976,7 +3310,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3322,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[39]
+	mi := &file_sanboot_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3335,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{39}
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AddMemberResponse) GetMember() *ClusterMember {
@@ -3028,7 +3362,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3374,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[40]
+	mi := &file_sanboot_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3387,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{40}
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -3076,7 +3410,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3422,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3435,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -3127,7 +3461,7 @@ type MemberResponse struct {
 
 func (x *MemberResponse) Reset() {
 	*x = MemberResponse{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3473,7 @@ func (x *MemberResponse) String() string {
 func (*MemberResponse) ProtoMessage() {}
 
 func (x *MemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3486,7 @@ func (x *MemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberResponse.ProtoReflect.Descriptor instead.
 func (*MemberResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *MemberResponse) GetMember() *ClusterMember {
@@ -3180,7 +3514,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3526,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3539,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -3254,7 +3588,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3600,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3613,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -3319,7 +3653,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3665,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3678,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -3395,7 +3729,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3407,7 +3741,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3420,7 +3754,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -3457,7 +3791,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3803,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3816,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -3514,7 +3848,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3526,7 +3860,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3539,7 +3873,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3557,7 +3891,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3903,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3916,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3639,7 +3973,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3651,7 +3985,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3664,7 +3998,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3703,7 +4037,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +4049,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +4062,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3777,7 +4111,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3789,7 +4123,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3802,7 +4136,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3828,7 +4162,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3840,7 +4174,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3853,7 +4187,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3881,7 +4215,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3893,7 +4227,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3906,7 +4240,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3952,7 +4286,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3964,7 +4298,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3977,7 +4311,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -4036,7 +4370,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4382,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4395,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -4100,7 +4434,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4112,7 +4446,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4125,7 +4459,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{62}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -4143,7 +4477,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4489,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4502,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{58}
+	return file_sanboot_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *BootScript) GetScript() string {
@@ -4202,7 +4536,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4214,7 +4548,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4227,7 +4561,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{59}
+	return file_sanboot_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -4271,7 +4605,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[60]
+	mi := &file_sanboot_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4283,7 +4617,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[60]
+	mi := &file_sanboot_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4296,7 +4630,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{60}
+	return file_sanboot_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -4372,7 +4706,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[61]
+	mi := &file_sanboot_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4718,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[61]
+	mi := &file_sanboot_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4731,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{61}
+	return file_sanboot_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -4445,7 +4779,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[62]
+	mi := &file_sanboot_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4457,7 +4791,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[62]
+	mi := &file_sanboot_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4470,7 +4804,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{62}
+	return file_sanboot_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4488,7 +4822,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[63]
+	mi := &file_sanboot_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4500,7 +4834,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[63]
+	mi := &file_sanboot_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4513,7 +4847,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{63}
+	return file_sanboot_proto_rawDescGZIP(), []int{68}
 }
 
 type BackupResponse struct {
@@ -4529,7 +4863,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[64]
+	mi := &file_sanboot_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4541,7 +4875,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[64]
+	mi := &file_sanboot_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4554,7 +4888,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{64}
+	return file_sanboot_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4614,7 +4948,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[65]
+	mi := &file_sanboot_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4626,7 +4960,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[65]
+	mi := &file_sanboot_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4639,7 +4973,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{65}
+	return file_sanboot_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4792,7 +5126,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\bmetadata\x18\x01 \x01(\v2\x16.sanboot.v1.ObjectMetaR\bmetadata\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.sanboot.v1.NodeSpecR\x04spec\x12.\n" +
 	"\x06status\x18\x03 \x01(\v2\x16.sanboot.v1.NodeStatusR\x06status\x12=\n" +
-	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\x91\x03\n" +
+	"\x0flast_boot_fetch\x18\x04 \x01(\v2\x15.sanboot.v1.BootFetchR\rlastBootFetch\"\xb3\x04\n" +
 	"\vAgentRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -4809,7 +5143,12 @@ const file_sanboot_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\aproblem\x18\v \x01(\tR\aproblem\"~\n" +
+	"\aproblem\x18\v \x01(\tR\aproblem\x127\n" +
+	"\tstop_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bstopTime\x12!\n" +
+	"\ftargets_kept\x18\r \x01(\bR\vtargetsKept\x12\x1d\n" +
+	"\n" +
+	"store_kind\x18\x14 \x01(\tR\tstoreKind\x12%\n" +
+	"\x0estorage_domain\x18\x15 \x01(\tR\rstorageDomain\"~\n" +
 	"\x05Agent\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.sanboot.v1.AgentRecordR\x06record\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
@@ -4853,11 +5192,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"q\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xad\x01\n" +
 	"\vListRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
-	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\"\x8c\x01\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4870,26 +5212,42 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"W\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"{\n" +
+	"\x0fPutNodesRequest\x12&\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12'\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"H\n" +
+	"\x10PutNodesResponse\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.sanboot.v1.PutNodesResultR\aresults\"\x93\x01\n" +
+	"\x0ePutNodesResult\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x7f\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"|\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"|\n" +
 	"\x0fPutImageRequest\x12'\n" +
 	"\x05image\x18\x01 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"j\n" +
 	"\x10PutImageResponse\x12'\n" +
 	"\x05image\x18\x01 \x01(\v2\x11.sanboot.v1.ImageR\x05image\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"[\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\x83\x01\n" +
 	"\x12ListImagesResponse\x12)\n" +
 	"\x06images\x18\x01 \x03(\v2\x11.sanboot.v1.ImageR\x06images\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\x13\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x13\n" +
 	"\x11ListAgentsRequest\"?\n" +
 	"\x12ListAgentsResponse\x12)\n" +
 	"\x06agents\x18\x01 \x03(\v2\x11.sanboot.v1.AgentR\x06agents\"%\n" +
 	"\x0fGetAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12ListMembersRequest\"C\n" +
+	"\x12ListMembersRequest\"(\n" +
+	"\x12EnrollAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13EnrollAgentResponse\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\x9e\x03\n" +
 	"\rClusterMember\x12\x12\n" +
@@ -5048,7 +5406,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xe4\f\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xfb\r\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -5056,7 +5414,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListImages\x12\x17.sanboot.v1.ListRequest\x1a\x1e.sanboot.v1.ListImagesResponse\x12D\n" +
 	"\vDeleteImage\x12\x19.sanboot.v1.DeleteRequest\x1a\x1a.sanboot.v1.DeleteResponse\x12G\n" +
 	"\vWatchImages\x12\x1e.sanboot.v1.WatchImagesRequest\x1a\x16.sanboot.v1.ImageEvent0\x01\x12B\n" +
-	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x123\n" +
+	"\aPutNode\x12\x1a.sanboot.v1.PutNodeRequest\x1a\x1b.sanboot.v1.PutNodeResponse\x12E\n" +
+	"\bPutNodes\x12\x1b.sanboot.v1.PutNodesRequest\x1a\x1c.sanboot.v1.PutNodesResponse\x123\n" +
 	"\aGetNode\x12\x16.sanboot.v1.GetRequest\x1a\x10.sanboot.v1.Node\x12C\n" +
 	"\tListNodes\x12\x17.sanboot.v1.ListRequest\x1a\x1d.sanboot.v1.ListNodesResponse\x129\n" +
 	"\n" +
@@ -5073,7 +5432,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x12ListClusterMembers\x12%.sanboot.v1.ListClusterMembersRequest\x1a&.sanboot.v1.ListClusterMembersResponse\x12H\n" +
 	"\tAddMember\x12\x1c.sanboot.v1.AddMemberRequest\x1a\x1d.sanboot.v1.AddMemberResponse\x12M\n" +
 	"\rPromoteMember\x12 .sanboot.v1.PromoteMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12K\n" +
-	"\fRemoveMember\x12\x1f.sanboot.v1.RemoveMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12P\n" +
+	"\fRemoveMember\x12\x1f.sanboot.v1.RemoveMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12N\n" +
+	"\vEnrollAgent\x12\x1e.sanboot.v1.EnrollAgentRequest\x1a\x1f.sanboot.v1.EnrollAgentResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12:\n" +
 	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12A\n" +
 	"\x06Backup\x12\x19.sanboot.v1.BackupRequest\x1a\x1a.sanboot.v1.BackupResponse0\x012\x9c\x01\n" +
@@ -5096,7 +5456,7 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_sanboot_proto_goTypes = []any{
 	(PutMode)(0),                       // 0: sanboot.v1.PutMode
 	(PutResult)(0),                     // 1: sanboot.v1.PutResult
@@ -5127,158 +5487,173 @@ var file_sanboot_proto_goTypes = []any{
 	(*DeleteRequest)(nil),              // 26: sanboot.v1.DeleteRequest
 	(*PutNodeRequest)(nil),             // 27: sanboot.v1.PutNodeRequest
 	(*PutNodeResponse)(nil),            // 28: sanboot.v1.PutNodeResponse
-	(*ListNodesResponse)(nil),          // 29: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),            // 30: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),           // 31: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),         // 32: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),          // 33: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 34: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 35: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),         // 36: sanboot.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),        // 37: sanboot.v1.ListMembersResponse
-	(*ClusterMember)(nil),              // 38: sanboot.v1.ClusterMember
-	(*ListClusterMembersRequest)(nil),  // 39: sanboot.v1.ListClusterMembersRequest
-	(*ListClusterMembersResponse)(nil), // 40: sanboot.v1.ListClusterMembersResponse
-	(*AddMemberRequest)(nil),           // 41: sanboot.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 42: sanboot.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),       // 43: sanboot.v1.PromoteMemberRequest
-	(*RemoveMemberRequest)(nil),        // 44: sanboot.v1.RemoveMemberRequest
-	(*MemberResponse)(nil),             // 45: sanboot.v1.MemberResponse
-	(*WatchNodesRequest)(nil),          // 46: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),                  // 47: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),         // 48: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),                 // 49: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),                 // 50: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),             // 51: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),         // 52: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),               // 53: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),        // 54: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),          // 55: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                      // 56: sanboot.v1.Chunk
-	(*ExportRequest)(nil),              // 57: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),          // 58: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),           // 59: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),         // 60: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),                 // 61: sanboot.v1.BootScript
-	(*BootToken)(nil),                  // 62: sanboot.v1.BootToken
-	(*BootFetch)(nil),                  // 63: sanboot.v1.BootFetch
-	(*Event)(nil),                      // 64: sanboot.v1.Event
-	(*ListEventsResponse)(nil),         // 65: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),              // 66: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),             // 67: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),                 // 68: sanboot.v1.BackupInfo
-	nil,                                // 69: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
+	(*PutNodesRequest)(nil),            // 29: sanboot.v1.PutNodesRequest
+	(*PutNodesResponse)(nil),           // 30: sanboot.v1.PutNodesResponse
+	(*PutNodesResult)(nil),             // 31: sanboot.v1.PutNodesResult
+	(*ListNodesResponse)(nil),          // 32: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),            // 33: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),           // 34: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),         // 35: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),          // 36: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 37: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 38: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),         // 39: sanboot.v1.ListMembersRequest
+	(*EnrollAgentRequest)(nil),         // 40: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),        // 41: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),        // 42: sanboot.v1.ListMembersResponse
+	(*ClusterMember)(nil),              // 43: sanboot.v1.ClusterMember
+	(*ListClusterMembersRequest)(nil),  // 44: sanboot.v1.ListClusterMembersRequest
+	(*ListClusterMembersResponse)(nil), // 45: sanboot.v1.ListClusterMembersResponse
+	(*AddMemberRequest)(nil),           // 46: sanboot.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 47: sanboot.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),       // 48: sanboot.v1.PromoteMemberRequest
+	(*RemoveMemberRequest)(nil),        // 49: sanboot.v1.RemoveMemberRequest
+	(*MemberResponse)(nil),             // 50: sanboot.v1.MemberResponse
+	(*WatchNodesRequest)(nil),          // 51: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),                  // 52: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),         // 53: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),                 // 54: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),                 // 55: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),             // 56: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),         // 57: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),               // 58: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),        // 59: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),          // 60: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                      // 61: sanboot.v1.Chunk
+	(*ExportRequest)(nil),              // 62: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),          // 63: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),           // 64: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),         // 65: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),                 // 66: sanboot.v1.BootScript
+	(*BootToken)(nil),                  // 67: sanboot.v1.BootToken
+	(*BootFetch)(nil),                  // 68: sanboot.v1.BootFetch
+	(*Event)(nil),                      // 69: sanboot.v1.Event
+	(*ListEventsResponse)(nil),         // 70: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),              // 71: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),             // 72: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),                 // 73: sanboot.v1.BackupInfo
+	nil,                                // 74: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 75: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	69, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	70, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	70, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	70, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	74, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	75, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	75, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	75, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	70, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	75, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	70, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	75, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	3,  // 17: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 18: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 19: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	63, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	70, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	70, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	18, // 23: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
-	15, // 24: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
-	22, // 25: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
-	17, // 26: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
-	0,  // 27: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
-	17, // 28: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
-	1,  // 29: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
-	17, // 30: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
-	14, // 31: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
-	0,  // 32: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
-	14, // 33: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
-	1,  // 34: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
-	14, // 35: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
-	19, // 36: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
-	23, // 37: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	38, // 38: sanboot.v1.ListClusterMembersResponse.members:type_name -> sanboot.v1.ClusterMember
-	38, // 39: sanboot.v1.AddMemberResponse.member:type_name -> sanboot.v1.ClusterMember
-	38, // 40: sanboot.v1.MemberResponse.member:type_name -> sanboot.v1.ClusterMember
-	2,  // 41: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	17, // 42: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 43: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 44: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 45: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	19, // 46: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	53, // 47: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	59, // 48: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	70, // 49: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	70, // 50: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	64, // 51: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	68, // 52: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	30, // 53: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	24, // 54: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	25, // 55: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	26, // 56: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	48, // 57: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	27, // 58: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	24, // 59: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	25, // 60: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	26, // 61: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	46, // 62: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	24, // 63: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	24, // 64: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	33, // 65: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	35, // 66: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	33, // 67: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	36, // 68: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	39, // 69: sanboot.v1.Sanboot.ListClusterMembers:input_type -> sanboot.v1.ListClusterMembersRequest
-	41, // 70: sanboot.v1.Sanboot.AddMember:input_type -> sanboot.v1.AddMemberRequest
-	43, // 71: sanboot.v1.Sanboot.PromoteMember:input_type -> sanboot.v1.PromoteMemberRequest
-	44, // 72: sanboot.v1.Sanboot.RemoveMember:input_type -> sanboot.v1.RemoveMemberRequest
-	52, // 73: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	24, // 74: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	66, // 75: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	55, // 76: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	58, // 77: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	31, // 78: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 79: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	32, // 80: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	51, // 81: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	49, // 82: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	28, // 83: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	17, // 84: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	29, // 85: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	17, // 86: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	47, // 87: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	65, // 88: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	61, // 89: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	34, // 90: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	19, // 91: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	50, // 92: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	37, // 93: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	40, // 94: sanboot.v1.Sanboot.ListClusterMembers:output_type -> sanboot.v1.ListClusterMembersResponse
-	42, // 95: sanboot.v1.Sanboot.AddMember:output_type -> sanboot.v1.AddMemberResponse
-	45, // 96: sanboot.v1.Sanboot.PromoteMember:output_type -> sanboot.v1.MemberResponse
-	45, // 97: sanboot.v1.Sanboot.RemoveMember:output_type -> sanboot.v1.MemberResponse
-	54, // 98: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	56, // 99: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	67, // 100: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	56, // 101: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	60, // 102: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	78, // [78:103] is the sub-list for method output_type
-	53, // [53:78] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	68, // 20: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	75, // 21: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	75, // 22: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	75, // 23: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
+	18, // 24: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
+	15, // 25: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
+	22, // 26: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
+	17, // 27: sanboot.v1.PutNodeRequest.node:type_name -> sanboot.v1.Node
+	0,  // 28: sanboot.v1.PutNodeRequest.mode:type_name -> sanboot.v1.PutMode
+	17, // 29: sanboot.v1.PutNodeResponse.node:type_name -> sanboot.v1.Node
+	1,  // 30: sanboot.v1.PutNodeResponse.result:type_name -> sanboot.v1.PutResult
+	17, // 31: sanboot.v1.PutNodesRequest.nodes:type_name -> sanboot.v1.Node
+	0,  // 32: sanboot.v1.PutNodesRequest.mode:type_name -> sanboot.v1.PutMode
+	31, // 33: sanboot.v1.PutNodesResponse.results:type_name -> sanboot.v1.PutNodesResult
+	17, // 34: sanboot.v1.PutNodesResult.node:type_name -> sanboot.v1.Node
+	1,  // 35: sanboot.v1.PutNodesResult.result:type_name -> sanboot.v1.PutResult
+	17, // 36: sanboot.v1.ListNodesResponse.nodes:type_name -> sanboot.v1.Node
+	14, // 37: sanboot.v1.PutImageRequest.image:type_name -> sanboot.v1.Image
+	0,  // 38: sanboot.v1.PutImageRequest.mode:type_name -> sanboot.v1.PutMode
+	14, // 39: sanboot.v1.PutImageResponse.image:type_name -> sanboot.v1.Image
+	1,  // 40: sanboot.v1.PutImageResponse.result:type_name -> sanboot.v1.PutResult
+	14, // 41: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
+	19, // 42: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
+	23, // 43: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
+	43, // 44: sanboot.v1.ListClusterMembersResponse.members:type_name -> sanboot.v1.ClusterMember
+	43, // 45: sanboot.v1.AddMemberResponse.member:type_name -> sanboot.v1.ClusterMember
+	43, // 46: sanboot.v1.MemberResponse.member:type_name -> sanboot.v1.ClusterMember
+	2,  // 47: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	17, // 48: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 49: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 50: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 51: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	19, // 52: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	58, // 53: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	64, // 54: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	75, // 55: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	75, // 56: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	69, // 57: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	73, // 58: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	33, // 59: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	24, // 60: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	25, // 61: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	26, // 62: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	53, // 63: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	27, // 64: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	29, // 65: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
+	24, // 66: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	25, // 67: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	26, // 68: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	51, // 69: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	24, // 70: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	24, // 71: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	36, // 72: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	38, // 73: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	36, // 74: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	39, // 75: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	44, // 76: sanboot.v1.Sanboot.ListClusterMembers:input_type -> sanboot.v1.ListClusterMembersRequest
+	46, // 77: sanboot.v1.Sanboot.AddMember:input_type -> sanboot.v1.AddMemberRequest
+	48, // 78: sanboot.v1.Sanboot.PromoteMember:input_type -> sanboot.v1.PromoteMemberRequest
+	49, // 79: sanboot.v1.Sanboot.RemoveMember:input_type -> sanboot.v1.RemoveMemberRequest
+	40, // 80: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	57, // 81: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	24, // 82: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	71, // 83: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	60, // 84: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	63, // 85: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	34, // 86: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 87: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	35, // 88: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	56, // 89: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	54, // 90: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	28, // 91: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	30, // 92: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
+	17, // 93: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	32, // 94: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	17, // 95: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	52, // 96: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	70, // 97: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	66, // 98: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	37, // 99: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	19, // 100: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	55, // 101: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	42, // 102: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	45, // 103: sanboot.v1.Sanboot.ListClusterMembers:output_type -> sanboot.v1.ListClusterMembersResponse
+	47, // 104: sanboot.v1.Sanboot.AddMember:output_type -> sanboot.v1.AddMemberResponse
+	50, // 105: sanboot.v1.Sanboot.PromoteMember:output_type -> sanboot.v1.MemberResponse
+	50, // 106: sanboot.v1.Sanboot.RemoveMember:output_type -> sanboot.v1.MemberResponse
+	41, // 107: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	59, // 108: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	61, // 109: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	72, // 110: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	61, // 111: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	65, // 112: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	86, // [86:113] is the sub-list for method output_type
+	59, // [59:86] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -5293,15 +5668,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[49].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[54].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[60].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[64].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[69].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -5311,7 +5686,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   67,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

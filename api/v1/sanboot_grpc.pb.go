@@ -34,6 +34,7 @@ const (
 	Sanboot_DeleteImage_FullMethodName        = "/sanboot.v1.Sanboot/DeleteImage"
 	Sanboot_WatchImages_FullMethodName        = "/sanboot.v1.Sanboot/WatchImages"
 	Sanboot_PutNode_FullMethodName            = "/sanboot.v1.Sanboot/PutNode"
+	Sanboot_PutNodes_FullMethodName           = "/sanboot.v1.Sanboot/PutNodes"
 	Sanboot_GetNode_FullMethodName            = "/sanboot.v1.Sanboot/GetNode"
 	Sanboot_ListNodes_FullMethodName          = "/sanboot.v1.Sanboot/ListNodes"
 	Sanboot_DeleteNode_FullMethodName         = "/sanboot.v1.Sanboot/DeleteNode"
@@ -48,6 +49,7 @@ const (
 	Sanboot_AddMember_FullMethodName          = "/sanboot.v1.Sanboot/AddMember"
 	Sanboot_PromoteMember_FullMethodName      = "/sanboot.v1.Sanboot/PromoteMember"
 	Sanboot_RemoveMember_FullMethodName       = "/sanboot.v1.Sanboot/RemoveMember"
+	Sanboot_EnrollAgent_FullMethodName        = "/sanboot.v1.Sanboot/EnrollAgent"
 	Sanboot_UploadImage_FullMethodName        = "/sanboot.v1.Sanboot/UploadImage"
 	Sanboot_ExportImage_FullMethodName        = "/sanboot.v1.Sanboot/ExportImage"
 	Sanboot_Backup_FullMethodName             = "/sanboot.v1.Sanboot/Backup"
@@ -65,6 +67,10 @@ type SanbootClient interface {
 	// then TYPE_SYNCED), then every change of their views.
 	WatchImages(ctx context.Context, in *WatchImagesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageEvent], error)
 	PutNode(ctx context.Context, in *PutNodeRequest, opts ...grpc.CallOption) (*PutNodeResponse, error)
+	// PutNodes is PutNode of many nodes (at most 256) in one call: the new
+	// ones are created in one etcd transaction, each with its own
+	// comparisons; every node has its own result or error.
+	PutNodes(ctx context.Context, in *PutNodesRequest, opts ...grpc.CallOption) (*PutNodesResponse, error)
 	GetNode(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*Node, error)
 	ListNodes(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	// DeleteNode marks the node deleting; the record goes once its agent has
@@ -87,6 +93,9 @@ type SanbootClient interface {
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
 	PromoteMember(ctx context.Context, in *PromoteMemberRequest, opts ...grpc.CallOption) (*MemberResponse, error)
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*MemberResponse, error)
+	// EnrollAgent lets the agent of that name (its certificate's CN) use
+	// etcd: its etcd user and role (admins only; with TLS).
+	EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
 	// UploadSource then makes agents fetch them with AgentData.ReadUpload.
 	UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error)
@@ -173,6 +182,16 @@ func (c *sanbootClient) PutNode(ctx context.Context, in *PutNodeRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutNodeResponse)
 	err := c.cc.Invoke(ctx, Sanboot_PutNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sanbootClient) PutNodes(ctx context.Context, in *PutNodesRequest, opts ...grpc.CallOption) (*PutNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutNodesResponse)
+	err := c.cc.Invoke(ctx, Sanboot_PutNodes_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -337,6 +356,16 @@ func (c *sanbootClient) RemoveMember(ctx context.Context, in *RemoveMemberReques
 	return out, nil
 }
 
+func (c *sanbootClient) EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollAgentResponse)
+	err := c.cc.Invoke(ctx, Sanboot_EnrollAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sanbootClient) UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, UploadImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Sanboot_ServiceDesc.Streams[3], Sanboot_UploadImage_FullMethodName, cOpts...)
@@ -400,6 +429,10 @@ type SanbootServer interface {
 	// then TYPE_SYNCED), then every change of their views.
 	WatchImages(*WatchImagesRequest, grpc.ServerStreamingServer[ImageEvent]) error
 	PutNode(context.Context, *PutNodeRequest) (*PutNodeResponse, error)
+	// PutNodes is PutNode of many nodes (at most 256) in one call: the new
+	// ones are created in one etcd transaction, each with its own
+	// comparisons; every node has its own result or error.
+	PutNodes(context.Context, *PutNodesRequest) (*PutNodesResponse, error)
 	GetNode(context.Context, *GetRequest) (*Node, error)
 	ListNodes(context.Context, *ListRequest) (*ListNodesResponse, error)
 	// DeleteNode marks the node deleting; the record goes once its agent has
@@ -422,6 +455,9 @@ type SanbootServer interface {
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
 	PromoteMember(context.Context, *PromoteMemberRequest) (*MemberResponse, error)
 	RemoveMember(context.Context, *RemoveMemberRequest) (*MemberResponse, error)
+	// EnrollAgent lets the agent of that name (its certificate's CN) use
+	// etcd: its etcd user and role (admins only; with TLS).
+	EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error)
 	// UploadImage stages image bytes on this member; PutImage with an
 	// UploadSource then makes agents fetch them with AgentData.ReadUpload.
 	UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error
@@ -462,6 +498,9 @@ func (UnimplementedSanbootServer) WatchImages(*WatchImagesRequest, grpc.ServerSt
 }
 func (UnimplementedSanbootServer) PutNode(context.Context, *PutNodeRequest) (*PutNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutNode not implemented")
+}
+func (UnimplementedSanbootServer) PutNodes(context.Context, *PutNodesRequest) (*PutNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutNodes not implemented")
 }
 func (UnimplementedSanbootServer) GetNode(context.Context, *GetRequest) (*Node, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNode not implemented")
@@ -504,6 +543,9 @@ func (UnimplementedSanbootServer) PromoteMember(context.Context, *PromoteMemberR
 }
 func (UnimplementedSanbootServer) RemoveMember(context.Context, *RemoveMemberRequest) (*MemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedSanbootServer) EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnrollAgent not implemented")
 }
 func (UnimplementedSanbootServer) UploadImage(grpc.ClientStreamingServer[UploadImageRequest, UploadImageResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadImage not implemented")
@@ -632,6 +674,24 @@ func _Sanboot_PutNode_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SanbootServer).PutNode(ctx, req.(*PutNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sanboot_PutNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).PutNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_PutNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).PutNodes(ctx, req.(*PutNodesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -874,6 +934,24 @@ func _Sanboot_RemoveMember_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sanboot_EnrollAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).EnrollAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_EnrollAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).EnrollAgent(ctx, req.(*EnrollAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Sanboot_UploadImage_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(SanbootServer).UploadImage(&grpc.GenericServerStream[UploadImageRequest, UploadImageResponse]{ServerStream: stream})
 }
@@ -931,6 +1009,10 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Sanboot_PutNode_Handler,
 		},
 		{
+			MethodName: "PutNodes",
+			Handler:    _Sanboot_PutNodes_Handler,
+		},
+		{
 			MethodName: "GetNode",
 			Handler:    _Sanboot_GetNode_Handler,
 		},
@@ -977,6 +1059,10 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMember",
 			Handler:    _Sanboot_RemoveMember_Handler,
+		},
+		{
+			MethodName: "EnrollAgent",
+			Handler:    _Sanboot_EnrollAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -317,7 +317,7 @@ func TestTwoStepDelete(t *testing.T) {
 	w.until("DELETED", isEvent(sanbootv1.NodeEvent_TYPE_DELETED, "n1", ""))
 	_, err = e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: "n1"})
 	wantCode(t, err, codes.NotFound)
-	for _, prefix := range []string{api.NodesPrefix(""), api.PlacementsPrefix(""), api.NodeStatusPrefix(""), api.AssignPrefix("")} {
+	for _, prefix := range []string{api.NodesPrefix(""), api.PlacementsPrefix(""), api.NodeStatusPrefix(), api.AssignPrefix("")} {
 		if resp, _ := e.cli.Get(e.ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); resp.Count != 0 {
 			t.Errorf("%s still holds %d keys", prefix, resp.Count)
 		}

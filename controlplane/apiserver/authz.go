@@ -82,6 +82,7 @@ var methodClasses = map[string]methodClass{
 	service + "PromoteMember":      classAdmin,
 	service + "RemoveMember":       classAdmin,
 	service + "Backup":             classAdmin,
+	service + "EnrollAgent":        classAdmin,
 }
 
 // mutating methods get an audit line.
@@ -89,7 +90,7 @@ var mutating = map[string]bool{
 	service + "PutImage": true, service + "DeleteImage": true,
 	service + "PutNode": true, service + "DeleteNode": true,
 	service + "UploadImage": true, service + "GetBootScript": true,
-	service + "Backup": true,
+	service + "Backup": true, service + "EnrollAgent": true,
 }
 
 func classOf(method string) methodClass {

@@ -29,9 +29,9 @@ func (s *Server) GetBootScript(ctx context.Context, req *sanbootv1.GetRequest) (
 	resp, err := s.cli.Txn(ctx).Then(
 		get(api.NodeKey(ref.Project, ref.Name)),
 		get(api.PlacementKey(ref.Project, ref.Name)),
-		get(api.NodeStatusKey(ref.Project, ref.Name)),
 		listKeys(api.AlivePrefix()),
 		get(api.SecretKey(ref.Project, ref.Name)),
+		list(api.AgentsPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
@@ -40,8 +40,11 @@ func (s *Server) GetBootScript(ctx context.Context, req *sanbootv1.GetRequest) (
 	for _, r := range resp.Responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
-	st := state.New(s.log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets)
+	st := state.New(s.log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets, state.Agents)
 	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
+	if err := s.readStatus(ctx, st, ref); err != nil {
+		return nil, err
+	}
 	n := view.Node(st, ref)
 	if n == nil {
 		return nil, notFound("node", ref)

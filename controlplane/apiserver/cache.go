@@ -69,7 +69,7 @@ type subscriber struct {
 }
 
 func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
-	return &cache{
+	c := &cache{
 		cli:     cli,
 		log:     log.With("cache", "nodes"),
 		buffer:  buffer,
@@ -77,13 +77,13 @@ func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 		stopped: make(chan struct{}),
 		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents,
 			state.Images, state.Replicas, state.Assign, state.MACs),
-		views:  map[state.Ref]*sanbootv1.Node{},
-		subs:   map[*subscriber]struct{}{},
-		images: newViewSet[state.Ref, *sanbootv1.Image]("image", compareRefs),
-		agents: newViewSet[string, *sanbootv1.Agent]("agent", strings.Compare),
-
+		views:    map[state.Ref]*sanbootv1.Node{},
+		subs:     map[*subscriber]struct{}{},
 		advanced: make(chan struct{}),
 	}
+	c.images = newViewSet("image", compareRefs, func() map[state.Ref]*sanbootv1.Image { return imageViews(c.store) })
+	c.agents = newViewSet("agent", strings.Compare, func() map[string]*sanbootv1.Agent { return agentViews(c.store) })
+	return c
 }
 
 func (c *cache) run(ctx context.Context) error {
@@ -132,7 +132,7 @@ func (c *cache) handle(b kv.Batch) {
 					affected[ref] = true
 				}
 			}
-		case state.Alive:
+		case state.Alive, state.Agents:
 			for ref, pl := range c.store.Placements {
 				if pl.Msg.GetAgent() == ch.Agent {
 					affected[ref] = true
@@ -226,6 +226,14 @@ func (c *cache) catchUp(ctx context.Context, minRev int64) error {
 				"this member's cache is at revision %d, behind the %d asked for: try another member or a longer timeout", rev, want)
 		}
 	}
+}
+
+// has says whether the cache holds a view of node ref.
+func (c *cache) has(ref state.Ref) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.views[ref]
+	return ok
 }
 
 func (c *cache) revision() int64 {

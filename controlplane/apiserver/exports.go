@@ -83,7 +83,7 @@ func (s *Server) ExportImage(req *sanbootv1.GetRequest, stream sanbootv1.Sanboot
 	if err != nil {
 		return err
 	}
-	st, err := s.read(ctx, get(api.ImageKey(ref.Project, ref.Name)), list(api.ReplicasPrefix(ref.Project, ref.Name)), listKeys(api.AlivePrefix()))
+	st, err := s.read(ctx, get(api.ImageKey(ref.Project, ref.Name)), list(api.ReplicasPrefix()), listKeys(api.AlivePrefix()))
 	if err != nil {
 		return err
 	}

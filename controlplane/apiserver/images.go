@@ -19,15 +19,17 @@ import (
 
 // readImages reads what image views join: images (one, or all of a
 // project), their replicas, the nodes that use them, and the agents.
-func (s *Server) readImages(ctx context.Context, project, name string) (*state.Store, error) {
-	images, replicas := list(api.ImagesPrefix(project)), list(api.ReplicasPrefix("", ""))
+// Replica keys start with their agent, so every replica is read; images
+// and agents are few.
+func (s *Server) readImages(ctx context.Context, project, name string, at ...clientv3.OpOption) (*state.Store, error) {
+	images := list(api.ImagesPrefix(project), at...)
 	if name != "" {
-		images, replicas = get(api.ImageKey(project, name)), list(api.ReplicasPrefix(project, name))
+		images = get(api.ImageKey(project, name), at...)
 	}
-	return s.read(ctx, images, replicas,
-		list(api.NodesPrefix(project)),
-		listKeys(api.AgentsPrefix()),
-		listKeys(api.AlivePrefix()))
+	return s.read(ctx, images, list(api.ReplicasPrefix(), at...),
+		list(api.NodesPrefix(project), at...),
+		listKeys(api.AgentsPrefix(), at...),
+		listKeys(api.AlivePrefix(), at...))
 }
 
 // GetImage returns an image with its replicas and users.
@@ -59,15 +61,26 @@ func (s *Server) ListImages(ctx context.Context, req *sanbootv1.ListRequest) (*s
 	if err != nil {
 		return nil, invalid(err)
 	}
-	st, err := s.readImages(ctx, project, "")
+	p, err := newPager(req)
 	if err != nil {
 		return nil, err
 	}
-	return &sanbootv1.ListImagesResponse{Images: view.Images(st, project, sel), Revision: st.Revision}, nil
+	st, err := s.readImages(ctx, project, "", p.readOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	images, next, err := page(p, view.Images(st, project, sel), func(im *sanbootv1.Image) string { return metaKey(im.GetMetadata()) }, st.Revision, "images")
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListImagesResponse{Images: images, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }
 
 // PutImage creates or updates an image (see PutMode).
 func (s *Server) PutImage(ctx context.Context, req *sanbootv1.PutImageRequest) (*sanbootv1.PutImageResponse, error) {
+	if err := checkPutMode(req.GetMode()); err != nil {
+		return nil, err
+	}
 	im := proto.CloneOf(req.GetImage())
 	if err := api.ValidateImage(im); err != nil {
 		return nil, invalid(err)
@@ -148,6 +161,9 @@ func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Imag
 // image's mod_revision is still the one it checked, and a snapshot is
 // written only if its node's and its parent's mod_revisions are.
 func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.DeleteResponse, error) {
+	if err := checkDeleteRevision(req.GetRevision()); err != nil {
+		return nil, err
+	}
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
 		return nil, err
@@ -169,7 +185,7 @@ func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) 
 
 func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64) error {
 	st, err := s.read(ctx, list(api.ImagesPrefix(ref.Project)), list(api.NodesPrefix(ref.Project)),
-		list(api.ReplicasPrefix(ref.Project, "")), list(api.AgentsPrefix()), listKeys(api.AlivePrefix()))
+		list(api.ReplicasPrefix()), list(api.AgentsPrefix()), listKeys(api.AlivePrefix()))
 	if err != nil {
 		return err
 	}

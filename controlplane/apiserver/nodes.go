@@ -22,16 +22,40 @@ import (
 
 // readNode reads what the view of one node joins, plus its image.
 func (s *Server) readNode(ctx context.Context, ref state.Ref, image string) (*state.Store, error) {
+	st, err := s.read(ctx, nodeReads(ref, image)...)
+	if err != nil {
+		return nil, err
+	}
+	return st, s.readStatus(ctx, st, ref)
+}
+
+// nodeReads are the reads of readNode.
+func nodeReads(ref state.Ref, image string) []clientv3.Op {
 	ops := []clientv3.Op{
 		get(api.NodeKey(ref.Project, ref.Name)),
 		get(api.PlacementKey(ref.Project, ref.Name)),
-		get(api.NodeStatusKey(ref.Project, ref.Name)),
 		listKeys(api.AlivePrefix()),
 	}
 	if image != "" {
 		ops = append(ops, get(api.ImageKey(ref.Project, image)))
 	}
-	return s.read(ctx, ops...)
+	return ops
+}
+
+// readStatus adds to st, read for node ref with its placement, the status
+// the node's agent reports, read at st's revision: a status key names its
+// agent (api/keys.go), which only the placement tells.
+func (s *Server) readStatus(ctx context.Context, st *state.Store, ref state.Ref) error {
+	agent := st.Placements[ref].Msg.GetAgent()
+	if agent == "" {
+		return nil
+	}
+	resp, err := s.cli.Get(ctx, api.NodeStatusKey(ref.Project, ref.Name, agent), clientv3.WithRev(st.Revision))
+	if err != nil {
+		return etcdError(ctx, "read", err)
+	}
+	st.Apply(state.BatchFromKVs(st.Revision, resp.Kvs))
+	return nil
 }
 
 // GetNode returns a node with its status.
@@ -50,6 +74,14 @@ func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbo
 			return nil, err
 		}
 		st.MACs = idx.MACs
+	}
+	if agent := st.Placements[ref].Msg.GetAgent(); agent != "" && !st.IsAlive(agent) {
+		// Did it stop leaving its targets served?
+		more, err := s.read(ctx, get(api.AgentKey(agent)))
+		if err != nil {
+			return nil, err
+		}
+		st.Agents = more.Agents
 	}
 	n := view.Node(st, ref)
 	if n == nil {
@@ -84,20 +116,30 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	if err != nil {
 		return nil, err
 	}
+	p, err := newPager(req)
+	if err != nil {
+		return nil, err
+	}
 	scope := f.Project
 	if f.AllProjects {
 		scope = ""
 	}
+	at := p.readOpts()
 	st, err := s.read(ctx,
-		list(api.NodesPrefix(scope)),
-		list(api.PlacementsPrefix(scope)),
-		list(api.NodeStatusPrefix(scope)),
-		listKeys(api.AlivePrefix()),
-		list(api.MACsPrefix()))
+		list(api.NodesPrefix(scope), at...),
+		list(api.PlacementsPrefix(scope), at...),
+		list(api.NodeStatusPrefix(), at...), // keys start with the agent: every project's are read
+		listKeys(api.AlivePrefix(), at...),
+		list(api.MACsPrefix(), at...),
+		list(api.AgentsPrefix(), at...))
 	if err != nil {
 		return nil, err
 	}
-	return &sanbootv1.ListNodesResponse{Nodes: view.Nodes(st, f), Revision: st.Revision}, nil
+	nodes, next, err := page(p, view.Nodes(st, f), func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, st.Revision, "nodes")
+	if err != nil {
+		return nil, err
+	}
+	return &sanbootv1.ListNodesResponse{Nodes: nodes, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }
 
 // nodeFilter checks and turns the selection fields of a request into a filter.
@@ -126,13 +168,24 @@ func nodeFilter(project string, all bool, selector string, names []string) (view
 // PutNode creates or updates a node (see PutMode). Its image must exist in
 // its project, and a node's image never changes: its disk was cloned from it.
 func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*sanbootv1.PutNodeResponse, error) {
+	if err := checkPutMode(req.GetMode()); err != nil {
+		return nil, err
+	}
 	n := proto.CloneOf(req.GetNode())
 	if err := api.ValidateNode(n); err != nil {
 		return nil, invalid(err)
 	}
 	ref := state.Ref{Project: n.Metadata.Project, Name: n.Metadata.Name}
+	return s.putNodeRetrying(ctx, ref, n, req.GetMode(), req.GetDryRun(), nil)
+}
+
+// putNodeRetrying is PutNode of a valid node: when no revision was asked
+// for, a write that lost a race is redone. pre, if not nil, is what
+// readNode would read, for the first attempt.
+func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := s.putNode(ctx, ref, n, req.GetMode(), req.GetDryRun())
+		resp, err := s.putNode(ctx, ref, n, mode, dryRun, pre)
+		pre = nil
 		if errors.Is(err, kv.ErrConflict) {
 			if n.Metadata.Revision == 0 && attempt < retries {
 				continue // no revision was asked for: read again and redo
@@ -143,14 +196,28 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 	}
 }
 
-func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutNodeResponse, error) {
-	if !dryRun && n.Metadata.Revision == 0 {
-		if resp, err := s.createNode(ctx, ref, n); resp != nil || err != nil {
+func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
+	st := pre
+	// The watch cache is a hint only (the comparisons of the write decide):
+	// a node it holds most likely exists, and then a read-only transaction
+	// (no raft proposal, no WAL fsync) decides an unchanged node; a
+	// transaction holding a put, even one whose comparisons fail, costs a
+	// proposal.
+	if st == nil && !dryRun && n.Metadata.Revision == 0 && !s.cache.has(ref) {
+		resp, read, err := s.createNode(ctx, ref, n)
+		if resp != nil || err != nil {
 			return resp, err
 		}
+		st = read
 	}
-	st, err := s.readNode(ctx, ref, n.Spec.Image)
-	if err != nil {
+	if st == nil {
+		var err error
+		if st, err = s.readNode(ctx, ref, n.Spec.Image); err != nil {
+			return nil, err
+		}
+	} else if err := s.readStatus(ctx, st, ref); err != nil {
+		// Read with the node (PutNodes, createNode): its status key names
+		// the placed agent, which that read told.
 		return nil, err
 	}
 	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
@@ -225,11 +292,34 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 }
 
 // createNode is the common case in one round trip: the node does not exist
-// and its image does, so write it. It returns nil, nil when that is not the
-// case, and the caller takes the general path (read, compare, write).
-// DeleteImage compares the nodes prefix, so an image cannot go away under a
-// node created here.
-func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, error) {
+// and its image does, so write it. When that is not the case it returns
+// what readNode would have read, in the same transaction, and the caller
+// takes the general path (compare, write): an unchanged node costs one
+// round trip and no write. DeleteImage compares the nodes prefix, so an
+// image cannot go away under a node created here.
+func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node) (*sanbootv1.PutNodeResponse, *state.Store, error) {
+	c, err := newNodeCreate(ref, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	rev, read, err := s.writeElseRead(ctx, c.cmps, c.ops, nodeReads(ref, n.Spec.Image))
+	if err != nil || read != nil {
+		return nil, read, err
+	}
+	return s.created(c, rev), nil, nil
+}
+
+// nodeCreate is the transaction that creates one node: its comparisons
+// (the node is absent, its image present) and writes. createNode and
+// PutNodes both build it here.
+type nodeCreate struct {
+	ref  state.Ref
+	rec  *sanbootv1.Node
+	cmps []clientv3.Cmp
+	ops  []clientv3.Op
+}
+
+func newNodeCreate(ref state.Ref, n *sanbootv1.Node) (*nodeCreate, error) {
 	rec := &sanbootv1.Node{
 		Metadata: newMeta(ref, n.Metadata.Labels),
 		Spec:     n.Spec,
@@ -247,25 +337,26 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.write(ctx, append([]clientv3.Cmp{
+	return &nodeCreate{ref: ref, rec: rec, ops: ops, cmps: append([]clientv3.Cmp{
 		kv.Unchanged(key, 0),
 		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
-	}, macCmps...), ops...)
-	if errors.Is(err, kv.ErrConflict) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	s.log.Debug("node created", "node", ref, "rev", rev)
+	}, macCmps...)}, nil
+}
+
+// created is the answer to a node that c created at rev.
+func (s *Server) created(c *nodeCreate, rev int64) *sanbootv1.PutNodeResponse {
+	s.log.Debug("node created", "node", c.ref, "rev", rev)
 	st := state.New(s.log, state.Nodes)
-	st.Nodes[ref] = state.Record[*sanbootv1.Node]{Msg: rec, ModRevision: rev}
-	return &sanbootv1.PutNodeResponse{Node: view.Node(st, ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}, nil
+	st.Nodes[c.ref] = state.Record[*sanbootv1.Node]{Msg: c.rec, ModRevision: rev}
+	return &sanbootv1.PutNodeResponse{Node: view.Node(st, c.ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}
 }
 
 // DeleteNode marks a node deleting; the scheduler and its agent do the
 // rest. Deleting a node that is being deleted again changes nothing.
 func (s *Server) DeleteNode(ctx context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {
+	if err := checkDeleteRevision(req.GetRevision()); err != nil {
+		return nil, err
+	}
 	ref, err := refOf(req.GetProject(), req.GetName())
 	if err != nil {
 		return nil, err

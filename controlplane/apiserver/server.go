@@ -11,7 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -53,6 +55,9 @@ type Config struct {
 	// Boot is how GetBootScript renders scripts and URLs: the boot
 	// server's settings.
 	Boot boot.Settings
+	// EtcdAuth says that etcd's authorization is on (with TLS): agents
+	// need EnrollAgent before they can use etcd.
+	EtcdAuth bool
 }
 
 // Server implements sanbootv1.SanbootServer. Create it with New, call Run
@@ -148,9 +153,11 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 		log.Error("panic in RPC handler", "method", method, "panic", r, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s (logged on the server); please report it", method)
 	}
+	codec := newStrictCodec()
 	return []grpc.ServerOption{
 		// Clients ping to notice a member cut off (dial.KeepaliveTime).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: dial.KeepaliveTime / 2, PermitWithoutStream: true}),
+		grpc.ForceServerCodecV2(codec),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -158,7 +165,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(ctx, req)
-		}, authzUnary),
+		}, codec.unary, authzUnary),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -166,7 +173,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 				}
 			}()
 			return h(srv, ss)
-		}, authzStream),
+		}, codec.stream, authzStream),
 	}
 }
 
@@ -174,25 +181,51 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 // revision, and loads what they return into a store.
 func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, error) {
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, status.Error(codes.FailedPrecondition, "the revision this list was being read at is gone (etcd compacted it) "+
+			"while paging: list again from the first page")
+	}
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
-	kvss := make([][]*mvccpb.KeyValue, 0, len(resp.Responses))
-	for _, r := range resp.Responses {
+	return s.readStore(resp.Header.Revision, resp.Responses), nil
+}
+
+// readStore decodes the range responses of a transaction, made at rev,
+// into a store.
+func (s *Server) readStore(rev int64, responses []*etcdserverpb.ResponseOp) *state.Store {
+	kvss := make([][]*mvccpb.KeyValue, 0, len(responses))
+	for _, r := range responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
 	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
 		state.NodeStatus, state.Agents, state.Alive, state.Members, state.MACs)
-	st.Apply(state.BatchFromKVs(resp.Header.Revision, kvss...))
-	return st, nil
+	st.Apply(state.BatchFromKVs(rev, kvss...))
+	return st
 }
 
-func get(key string) clientv3.Op { return clientv3.OpGet(key) }
+// writeElseRead commits ops when cmps hold (the revision); otherwise it
+// reads reads in the same transaction and returns them as a store, so
+// that a caller deciding what to do next saves a round trip.
+func (s *Server) writeElseRead(ctx context.Context, cmps []clientv3.Cmp, ops, reads []clientv3.Op) (int64, *state.Store, error) {
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
+	if err != nil {
+		return 0, nil, etcdError(ctx, "write", err)
+	}
+	if !resp.Succeeded {
+		return 0, s.readStore(resp.Header.Revision, resp.Responses), nil
+	}
+	return resp.Header.Revision, nil, nil
+}
 
-func list(prefix string) clientv3.Op { return clientv3.OpGet(prefix, clientv3.WithPrefix()) }
+func get(key string, opts ...clientv3.OpOption) clientv3.Op { return clientv3.OpGet(key, opts...) }
 
-func listKeys(prefix string) clientv3.Op {
-	return clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+func list(prefix string, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(prefix, append(opts, clientv3.WithPrefix())...)
+}
+
+func listKeys(prefix string, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(prefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 }
 
 // write commits a transaction; a failed comparison is kv.ErrConflict.
@@ -269,4 +302,21 @@ func newMeta(ref state.Ref, labels map[string]string) *sanbootv1.ObjectMeta {
 		Project: ref.Project, Name: ref.Name, Labels: labels,
 		Generation: 1, CreateTime: timestamppb.Now(), Uid: newUID(),
 	}
+}
+
+// checkPutMode refuses a PutMode this server does not know (a newer
+// client's, or garbage) instead of taking it for APPLY.
+func checkPutMode(m sanbootv1.PutMode) error {
+	if _, ok := sanbootv1.PutMode_name[int32(m)]; !ok {
+		return status.Errorf(codes.InvalidArgument, "mode: %d is not a PutMode: use PUT_MODE_APPLY (0) or PUT_MODE_CREATE (1)", int32(m))
+	}
+	return nil
+}
+
+// checkDeleteRevision refuses a negative revision (0 means any).
+func checkDeleteRevision(rev int64) error {
+	if rev < 0 {
+		return status.Errorf(codes.InvalidArgument, "revision: %d is negative: give the revision you read, or 0 for any", rev)
+	}
+	return nil
 }

@@ -49,7 +49,7 @@ func (s *Server) collectUploads(ctx context.Context, now time.Time) ([]string, e
 	if err != nil || len(entries) == 0 {
 		return nil, err
 	}
-	st, err := s.read(ctx, list(api.ImagesPrefix("")), list(api.ReplicasPrefix("", "")), listKeys(api.AgentsPrefix()))
+	st, err := s.read(ctx, list(api.ImagesPrefix("")), list(api.ReplicasPrefix()), listKeys(api.AgentsPrefix()))
 	if err != nil {
 		return nil, err
 	}

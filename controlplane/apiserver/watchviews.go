@@ -63,16 +63,33 @@ func (w *objWatch[T]) offer(old, cur T, hadOld, hasCur bool, rev int64) bool {
 	}
 }
 
-// viewSet is the views of one kind, keyed, with their watchers.
+// viewSet is the views of one kind, keyed, with their watchers. The views
+// join every node (an image's users, an agent's node count), so they are
+// computed only while someone watches them: without watchers, a batch
+// marks them stale, and the next watcher computes them afresh. Creating
+// thousands of nodes then costs no join of all nodes per batch.
 type viewSet[K comparable, T proto.Message] struct {
 	what    string
 	compare func(a, b K) int
+	compute func() map[K]T // the current views, from the cache's store
 	views   map[K]T
+	stale   bool // views are out of date (no watcher needed them)
 	subs    map[*objWatch[T]]struct{}
 }
 
-func newViewSet[K comparable, T proto.Message](what string, compare func(a, b K) int) *viewSet[K, T] {
-	return &viewSet[K, T]{what: what, compare: compare, views: map[K]T{}, subs: map[*objWatch[T]]struct{}{}}
+func newViewSet[K comparable, T proto.Message](what string, compare func(a, b K) int, compute func() map[K]T) *viewSet[K, T] {
+	return &viewSet[K, T]{what: what, compare: compare, compute: compute, views: map[K]T{}, subs: map[*objWatch[T]]struct{}{}}
+}
+
+// refresh brings the views up to date after a batch that may have
+// changed them, and offers the changes to the watchers; with no watchers
+// it only marks them stale.
+func (v *viewSet[K, T]) refresh(c *cache, rev int64) {
+	if len(v.subs) == 0 {
+		v.views, v.stale = nil, true
+		return
+	}
+	v.update(c, v.compute(), rev)
 }
 
 // update replaces the views with next and offers every change, in key
@@ -104,6 +121,9 @@ func (v *viewSet[K, T]) update(c *cache, next map[K]T, rev int64) {
 // snapshot returns the views match selects, in key order, and a watcher
 // of every later change. The cache's mu must be held.
 func (v *viewSet[K, T]) subscribe(match func(T) bool, buffer int) (*objWatch[T], []T) {
+	if v.stale {
+		v.views, v.stale = v.compute(), false
+	}
 	var out []T
 	for _, k := range slices.SortedFunc(maps.Keys(v.views), v.compare) {
 		if o := v.views[k]; match(o) {
@@ -153,10 +173,10 @@ func (c *cache) refreshObjects(changes []state.Change, resync bool) {
 		}
 	}
 	if images {
-		c.images.update(c, imageViews(c.store), c.store.Revision)
+		c.images.refresh(c, c.store.Revision)
 	}
 	if agents {
-		c.agents.update(c, agentViews(c.store), c.store.Revision)
+		c.agents.refresh(c, c.store.Revision)
 	}
 }
 

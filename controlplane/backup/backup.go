@@ -10,6 +10,7 @@ package backup
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -41,15 +42,17 @@ type Info struct {
 }
 
 // Save writes a snapshot of the member at endpoints to path (through
-// path.part, renamed when complete and verified).
-func Save(ctx context.Context, endpoints []string, path string) (Info, error) {
+// path.part, renamed when complete and verified). tlsConfig, if not nil,
+// is the client's mutual TLS: a member's certificate (with TLS etcd's
+// authorization is on, and a snapshot needs the root role).
+func Save(ctx context.Context, endpoints []string, tlsConfig *tls.Config, path string) (Info, error) {
 	lg := zap.NewNop()
 	if _, err := os.Stat(path); err == nil {
 		return Info{}, fmt.Errorf("%s exists: give a new file name (a backup never overwrites one)", path)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	version, err := clientsnap.SaveWithVersion(ctx, lg, clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: lg}, path)
+	version, err := clientsnap.SaveWithVersion(ctx, lg, clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: lg, TLS: tlsConfig}, path)
 	if err != nil {
 		return Info{}, fmt.Errorf("snapshot of the etcd member at %v: %w (is the control plane running, and --endpoints its client URL?)", endpoints, err)
 	}

@@ -82,14 +82,14 @@ func TestBackupWipeRestore(t *testing.T) {
 	}
 
 	file := filepath.Join(t.TempDir(), "sanboot.snapshot")
-	info, err := backup.Save(ctx, []string{endpoint}, file)
+	info, err := backup.Save(ctx, []string{endpoint}, nil, file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.Revision <= 0 || info.Keys == 0 || len(info.SHA256) != 64 {
 		t.Errorf("snapshot info %+v", info)
 	}
-	if _, err := backup.Save(ctx, []string{endpoint}, file); err == nil {
+	if _, err := backup.Save(ctx, []string{endpoint}, nil, file); err == nil {
 		t.Error("Save overwrote an existing file")
 	}
 	putNode("n3") // after the backup: gone after the restore

@@ -40,7 +40,7 @@ func newCache(cli *clientv3.Client, log *slog.Logger) *cache {
 	return &cache{
 		cli:    cli,
 		log:    log,
-		store:  state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets),
+		store:  state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets, state.Agents),
 		byMAC:  map[string]map[state.Ref]bool{},
 		macsOf: map[state.Ref][]string{},
 	}

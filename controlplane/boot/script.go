@@ -16,8 +16,8 @@ import (
 
 // DefaultEFIFilename is the boot loader a UEFI node's script has iPXE run
 // from its disk: the removable-media path every UEFI firmware looks for.
-// iPXE releases before 2021 (Debian 12's among them) do not look for it on
-// a SAN disk unless `sanboot --filename` names it.
+// iPXE looks for the same path when no `sanboot --filename` is given;
+// scripts name it all the same, so that they say what the disk must hold.
 const DefaultEFIFilename = `\EFI\BOOT\BOOTX64.EFI`
 
 // DefaultTokenTTL is how long an unused boot token stays valid.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,7 +242,12 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 	}
 	fetch := &sanbootv1.BootFetch{NodeUid: n.GetMetadata().GetUid(), Time: timestamppb.Now(), RemoteAddr: r.RemoteAddr,
 		Platform: r.URL.Query().Get("platform"), Token: token != "", Outcome: FetchWait}
-	defer s.recordFetch(r.Context(), ref, fetch)
+	defer func() {
+		// The node has its whole script (writeScript sets its length)
+		// before the record is written: a slow etcd does not slow a boot.
+		_ = http.NewResponseController(w).Flush()
+		s.recordFetch(r.Context(), ref, fetch)
+	}()
 	wait := func(p Plan) {
 		fetch.Message = p.Reason()
 		s.wait(w, r, p, self, ref.String())
@@ -321,5 +327,6 @@ func writeScript(w http.ResponseWriter, script string) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(script)))
 	_, _ = w.Write([]byte(script))
 }

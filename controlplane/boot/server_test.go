@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
@@ -82,7 +83,7 @@ func (e *bootEnv) putNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) {
 	e.put(api.NodeKey(p, name), rec)
 	e.put(api.PlacementKey(p, name), &sanbootv1.Placement{Agent: "rack1", Generation: n.Metadata.Generation})
 	if n.Status.GetPhase() != "" {
-		e.put(api.NodeStatusKey(p, name), n.Status)
+		e.put(api.NodeStatusKey(p, name, "rack1"), n.Status)
 	}
 	if secret != nil {
 		e.put(api.SecretKey(p, name), secret)
@@ -90,14 +91,18 @@ func (e *bootEnv) putNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) {
 }
 
 // get fetches path and returns the status code and body.
-// lastFetch reads the boot-script fetch recorded for a node.
-func (e *bootEnv) lastFetch(project, name string) *sanbootv1.BootFetch {
+// awaitFetch waits until the boot-script fetch recorded for a node
+// satisfies ok (the server writes it after the node has its script).
+func (e *bootEnv) awaitFetch(project, name string, ok func(*sanbootv1.BootFetch) bool) {
 	e.t.Helper()
 	f := &sanbootv1.BootFetch{}
-	if _, err := kv.Get(e.ctx, e.cli, api.BootFetchKey(project, name), f); err != nil {
-		e.t.Fatalf("recorded fetch of %s/%s: %v", project, name, err)
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		f.Reset()
+		if _, err := kv.Get(e.ctx, e.cli, api.BootFetchKey(project, name), f); err == nil && ok(f) {
+			return
+		}
 	}
-	return f
+	e.t.Fatalf("recorded fetch of %s/%s: %v", project, name, f)
 }
 
 func (e *bootEnv) get(path string) (int, string) {
@@ -173,11 +178,10 @@ func TestServeByMACAndName(t *testing.T) {
 		}
 	}
 	// ... and the fetch is recorded for describe.
-	f := e.lastFetch("default", "n1")
-	if f.GetNodeUid() != "uid-n1" || f.GetPlatform() != "efi" || f.GetOutcome() != FetchBoot || f.GetToken() ||
-		!strings.HasPrefix(f.GetRemoteAddr(), "127.0.0.1:") || time.Since(f.GetTime().AsTime()) > time.Minute {
-		t.Errorf("recorded fetch %v", f)
-	}
+	e.awaitFetch("default", "n1", func(f *sanbootv1.BootFetch) bool {
+		return f.GetNodeUid() == "uid-n1" && f.GetPlatform() == "efi" && f.GetOutcome() == FetchBoot && !f.GetToken() &&
+			strings.HasPrefix(f.GetRemoteAddr(), "127.0.0.1:") && time.Since(f.GetTime().AsTime()) < time.Minute
+	})
 
 	// By name, in another project, with mutual CHAP.
 	n2 := readyNode("n2", mutual, func(n *sanbootv1.Node) { n.Metadata.Project = "lab"; n.Spec.Macs = nil })
@@ -200,6 +204,17 @@ func TestServeByMACAndName(t *testing.T) {
 	n3.Spec.Macs = nil
 	e.putNode(n3, nil)
 	e.await("/boot?mac=52:54:00:00:00:01", "no node has MAC")
+	// A deleting node boots no more and gives its MACs up (the API frees
+	// them for another node at once): the new node boots by them.
+	n3.Spec.Macs = []string{"52:54:00:00:00:01"}
+	n3.Metadata.DeleteTime = timestamppb.Now()
+	e.putNode(n3, nil)
+	n4 := readyNode("n4", func(n *sanbootv1.Node) { n.Spec.Macs = []string{"52:54:00:00:00:01"} })
+	e.putNode(n4, nil)
+	body = e.await("/boot?mac=52:54:00:00:00:01", sanbootLine)
+	if !strings.Contains(body, "default.n4") {
+		t.Errorf("the MAC of a deleting node and a new one boots:\n%s", body)
+	}
 
 	// The agent's lease expires: the node waits again.
 	if _, err := e.cli.Delete(e.ctx, api.AliveKey("rack1")); err != nil {
@@ -257,9 +272,9 @@ func TestTokens(t *testing.T) {
 		t.Errorf("script for a wrong token:\n%s", body)
 	}
 	// The fetch is recorded as one with a token that waits, without the token.
-	if f := e.lastFetch("default", "n1"); !f.GetToken() || f.GetOutcome() != FetchWait || !strings.Contains(f.GetMessage(), "the boot token is not valid") {
-		t.Errorf("recorded fetch %v", f)
-	}
+	e.awaitFetch("default", "n1", func(f *sanbootv1.BootFetch) bool {
+		return f.GetToken() && f.GetOutcome() == FetchWait && strings.Contains(f.GetMessage(), "the boot token is not valid")
+	})
 
 	token, err := IssueToken(e.ctx, e.cli, ref, "uid-n1", s.TokenTTL)
 	if err != nil {
@@ -310,8 +325,10 @@ func TestTokens(t *testing.T) {
 
 	// Two fetches race for one token: exactly one gets the credentials,
 	// by MAC or by name.
-	var raced string // the last token the racing fetches used
+	var raced string        // the last token the racing fetches used
+	var lastRound time.Time // when the last round began
 	for round := range 5 {
+		lastRound = time.Now()
 		token, err := IssueToken(e.ctx, e.cli, ref, "uid-n1", s.TokenTTL)
 		if err != nil {
 			t.Fatal(err)
@@ -350,6 +367,7 @@ func TestTokens(t *testing.T) {
 	if strings.Contains(string(resp.Kvs[0].Value), token) {
 		t.Errorf("etcd holds the token itself, not its hash")
 	}
+	e.awaitFetch("default", "n1", func(f *sanbootv1.BootFetch) bool { return !f.GetTime().AsTime().Before(lastRound) })
 	if resp, err := e.cli.Get(e.ctx, api.BootFetchKey("default", "n1")); err != nil || len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Value), raced) {
 		t.Errorf("the recorded fetch holds the token (or is missing): %v, %v", resp, err)
 	}

@@ -2,8 +2,12 @@ package member
 
 import (
 	"flag"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sanboot/sanboot/internal/pki"
 )
 
 func TestFlagsAndDefaults(t *testing.T) {
@@ -102,5 +106,52 @@ func TestRequireLoopback(t *testing.T) {
 		if err := RequireLoopback("--api-listen", addr); (err == nil) != ok {
 			t.Errorf("RequireLoopback(%q) = %v", addr, err)
 		}
+	}
+}
+
+// With TLS files a member may listen beyond loopback over https; half a
+// configuration, or TLS without client certificates, is refused.
+func TestTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.Init(dir, "test CA", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := filepath.Join(dir, "m.crt"), filepath.Join(dir, "m.key")
+	if _, err := ca.Issue(pki.Request{Identity: pki.Identity{Name: "cp1", Role: pki.RoleMember}}, crt, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cafile := filepath.Join(dir, pki.CACertFile)
+	client := []string{"--cert-file", crt, "--key-file", key, "--trusted-ca-file", cafile}
+	peer := []string{"--peer-cert-file", crt, "--peer-key-file", key, "--peer-trusted-ca-file", cafile}
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"https beyond loopback", append(append([]string{"--listen-client-urls", "https://0.0.0.0:2379", "--listen-peer-urls", "https://10.0.0.1:2380"}, client...), peer...), ""},
+		{"client TLS only, plaintext peers on loopback", append([]string{"--listen-client-urls", "https://10.0.0.1:2379"}, client...), ""},
+		{"plaintext beyond loopback beside TLS", append([]string{"--listen-client-urls", "https://10.0.0.1:2379,http://10.0.0.1:2381"}, client...), "without TLS"},
+		{"peer https without peer TLS", append([]string{"--listen-peer-urls", "https://10.0.0.1:2380"}, client...), "https needs --peer-cert-file"},
+		{"half the files", []string{"--cert-file", crt, "--listen-client-urls", "https://10.0.0.1:2379"}, "--key-file is missing"},
+		{"key of another certificate", []string{"--cert-file", crt, "--key-file", filepath.Join(dir, pki.CAKeyFile), "--trusted-ca-file", cafile}, "--cert-file"},
+		{"no client certificates", append([]string{"--client-cert-auth=false"}, client...), "--client-cert-auth=false with TLS"},
+		{"no peer certificates", append([]string{"--peer-client-cert-auth=false"}, peer...), "--peer-client-cert-auth=false with TLS"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			c.AddFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.complete()
+			if tt.wantErr == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
 	}
 }

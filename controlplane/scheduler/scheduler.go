@@ -13,11 +13,14 @@
 //     compares the mod_revisions it decided on. A node no agent can take gets
 //     a Placement with an empty agent and a message, and is tried again when
 //     agents or replicas change.
-//   - a placed node never moves (its disk lives there); spec changes are
-//     copied into its Assignment.
+//   - a placed node never moves (its disk lives there), unless its agent is
+//     unavailable and another agent of its storage domain can serve the
+//     same disk (failover.go); spec changes are copied into its Assignment.
 //   - a node with delete_time gets assignment.deleting; once its agent
 //     reports phase Deleted, the node, placement, status and assignment are
 //     deleted in one transaction. A node never placed is deleted at once.
+//   - a status another agent than the node's reported (the node moved) is
+//     deleted, as is an assignment to another agent.
 //
 // Many nodes' writes go into one transaction; when such a batch fails, each
 // node is tried on its own so that one conflict does not hold up the rest.
@@ -176,6 +179,8 @@ func (s *Scheduler) handle(b kv.Batch) {
 			refs[c.Ref] = true
 		case state.Alive, state.Agents:
 			s.unplaced(refs, func(*sanbootv1.Node) bool { return true })
+			s.stranded(refs) // nodes to fail over: see failover.go
+
 			for ref, n := range s.store.Nodes { // forced deletions wait for an agent to go
 				if n.Msg.GetMetadata().GetForceDelete() {
 					refs[ref] = true
@@ -382,7 +387,8 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 	st := s.store
 	node, hasNode := st.Nodes[ref]
 	pl, hasPl := st.Placements[ref]
-	status, hasStatus := st.Status[ref]
+	status, hasStatus := st.StatusOf(ref)
+	statuses := st.Status[ref]
 	assigns := st.Assign[ref]
 	nodeKey := api.NodeKey(ref.Project, ref.Name)
 	p := &plan{ref: ref}
@@ -398,8 +404,8 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		if hasPl {
 			p.del(api.PlacementKey(ref.Project, ref.Name), pl.ModRevision)
 		}
-		if hasStatus {
-			p.del(api.NodeStatusKey(ref.Project, ref.Name), status.ModRevision)
+		for agent, r := range statuses {
+			p.del(api.NodeStatusKey(ref.Project, ref.Name, agent), r.ModRevision)
 		}
 		for agent, a := range assigns {
 			p.del(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision)
@@ -416,7 +422,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 	}
 
 	if !hasNode {
-		if !hasPl && !hasStatus && len(assigns) == 0 {
+		if !hasPl && len(statuses) == 0 && len(assigns) == 0 {
 			return nil, nil
 		}
 		return finalize("removed the records of a node that no longer exists", false), nil
@@ -446,7 +452,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 				return nil, err
 			}
 		}
-		s.dropStrays(p, assigns, agent)
+		s.dropStrays(p, agent)
 		if len(p.ops) == 0 {
 			return nil, nil
 		}
@@ -469,6 +475,9 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		}
 		p.agent = agent
 		p.what = "placed node"
+	} else if to := s.failoverTarget(agent, node.Msg, picks); to != "" {
+		p.what = fmt.Sprintf("moved node from unavailable agent %q to %q of its storage domain (no data copied)", agent, to)
+		agent, p.agent = to, to
 	} else {
 		p.what = "updated node's assignment"
 	}
@@ -490,19 +499,26 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 			return nil, err
 		}
 	}
-	s.dropStrays(p, assigns, agent)
+	s.dropStrays(p, agent)
 	if len(p.ops) == 0 {
 		return nil, nil
 	}
 	return p, nil
 }
 
-// dropStrays deletes assignments of the node to agents other than its own
-// (there are none unless someone wrote them by hand).
-func (s *Scheduler) dropStrays(p *plan, assigns map[string]state.Record[*sanbootv1.Assignment], agent string) {
-	for other, a := range assigns {
+// dropStrays deletes the node's assignments to agents other than its own
+// (there are none unless someone wrote them by hand) and the statuses
+// other agents reported of it (the node moved, or its agent changed while
+// it was being placed): only its agent's status counts.
+func (s *Scheduler) dropStrays(p *plan, agent string) {
+	for other, a := range s.store.Assign[p.ref] {
 		if other != agent {
 			p.del(api.AssignKey(other, p.ref.Project, p.ref.Name), a.ModRevision)
+		}
+	}
+	for other, r := range s.store.Status[p.ref] {
+		if other != agent {
+			p.del(api.NodeStatusKey(p.ref.Project, p.ref.Name, other), r.ModRevision)
 		}
 	}
 }

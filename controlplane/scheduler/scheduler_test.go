@@ -246,6 +246,43 @@ func TestPlacementIsStickyAndFollowsSpec(t *testing.T) {
 	}
 }
 
+// TestStatusOfAnotherAgentGoes: only the placed agent's status of a node
+// counts; a status another agent left (the agent the node moved from, dead
+// or not) is deleted, and deleting the node deletes every agent's.
+func TestStatusOfAnotherAgentGoes(t *testing.T) {
+	e := start(t)
+	a := e.agent("a", "Ready")
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image, Agent: "a"})
+	e.waitPlacement("n1", placedOn)
+	if err := a.Report(e.ctx, project, "n1", api.PhaseReady, ""); err != nil {
+		t.Fatal(err)
+	}
+	stray := func(agent string) {
+		t.Helper()
+		if _, err := kv.CAS(e.ctx, e.cli, api.NodeStatusKey(project, "n1", agent), 0, &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: agent}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stray("b")
+	waitFor(t, "b's status of n1 to go", func() bool { return e.count(api.NodeStatusKey(project, "n1", "b")) == 0 },
+		func() string { return "it is still there" })
+	if e.count(api.NodeStatusKey(project, "n1", "a")) != 1 {
+		t.Fatal("the placed agent's status went too")
+	}
+
+	stray("c")
+	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
+	waitFor(t, "assignment.deleting", func() bool {
+		asg, err := e.assignment("a", "n1")
+		return err == nil && asg.Deleting
+	}, func() string { return "not yet" })
+	if err := a.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every status of the deleted node to go", func() bool { return e.count(api.NodeStatusPrefix())+e.count(api.NodesPrefix("")) == 0 },
+		func() string { return "records remain" })
+}
+
 func TestDeletionTwoSteps(t *testing.T) {
 	e := start(t)
 	a := e.agent("a", "Ready")

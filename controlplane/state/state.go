@@ -38,7 +38,7 @@ const (
 	numKinds
 )
 
-var kindNames = [...]string{"images", "replicas", "nodes", "placements", "assign", "nodestatus", "agents", "alive", "members", "secrets", "macs"}
+var kindNames = [...]string{"images", "imagereplicas", "nodes", "placements", "assign", "nodestatus", "agents", "alive", "members", "secrets", "macs"}
 
 func (k Kind) String() string {
 	if k < 0 || k >= numKinds {
@@ -65,7 +65,7 @@ type Change struct {
 	// Ref is the node (nodes, placements, nodestatus, assign) or image
 	// (images, replicas) the record belongs to.
 	Ref Ref
-	// Agent is the agent of an assign, replica, agents or alive record,
+	// Agent is the agent of an assign, replica, nodestatus, agents or alive record,
 	// the member of a members record, or the MAC of a macs record.
 	Agent string
 }
@@ -80,7 +80,10 @@ type Store struct {
 
 	Nodes      map[Ref]Record[*sanbootv1.Node]
 	Placements map[Ref]Record[*sanbootv1.Placement]
-	Status     map[Ref]Record[*sanbootv1.NodeStatus]
+	// Status is node -> agent -> the status that agent reports. Only the
+	// placed agent's counts (StatusOf); others are strays the scheduler
+	// deletes (a node that moved to another agent).
+	Status map[Ref]map[string]Record[*sanbootv1.NodeStatus]
 	// Assign is node -> agent -> assignment. A node has one assignment
 	// unless something went wrong; the scheduler cleans up strays.
 	Assign   map[Ref]map[string]Record[*sanbootv1.Assignment]
@@ -107,7 +110,7 @@ func New(log *slog.Logger, kinds ...Kind) *Store {
 		log:         log,
 		Nodes:       map[Ref]Record[*sanbootv1.Node]{},
 		Placements:  map[Ref]Record[*sanbootv1.Placement]{},
-		Status:      map[Ref]Record[*sanbootv1.NodeStatus]{},
+		Status:      map[Ref]map[string]Record[*sanbootv1.NodeStatus]{},
 		Assign:      map[Ref]map[string]Record[*sanbootv1.Assignment]{},
 		Images:      map[Ref]Record[*sanbootv1.Image]{},
 		Replicas:    map[Ref]map[string]Record[*sanbootv1.ImageReplica]{},
@@ -189,7 +192,7 @@ func (s *Store) apply(ev kv.Event) (Change, bool) {
 
 func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 	switch kind {
-	case Nodes, Placements, NodeStatus, Images, Secrets:
+	case Nodes, Placements, Images, Secrets:
 		p, n, err := api.ProjectName(ev.Key)
 		if err != nil {
 			return Change{}, err
@@ -200,8 +203,6 @@ func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 			return Change{Ref: ref}, put(s.Nodes, ref, ev)
 		case Placements:
 			return Change{Ref: ref}, put(s.Placements, ref, ev)
-		case NodeStatus:
-			return Change{Ref: ref}, put(s.Status, ref, ev)
 		case Secrets:
 			return Change{Ref: ref}, put(s.Secrets, ref, ev)
 		default:
@@ -227,6 +228,19 @@ func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 			s.assignCount[agent]++
 		}
 		setOrDrop(s.Assign, ref, m)
+		return Change{Ref: ref, Agent: agent}, err
+	case NodeStatus:
+		p, n, agent, err := api.ParseNodeStatusKey(ev.Key)
+		if err != nil {
+			return Change{}, err
+		}
+		ref := Ref{p, n}
+		m := s.Status[ref]
+		if m == nil {
+			m = map[string]Record[*sanbootv1.NodeStatus]{}
+		}
+		err = put(m, agent, ev)
+		setOrDrop(s.Status, ref, m)
 		return Change{Ref: ref, Agent: agent}, err
 	case Replicas:
 		p, img, agent, err := api.ParseReplicaKey(ev.Key)
@@ -273,6 +287,17 @@ func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 		return c, err
 	}
 	return Change{}, fmt.Errorf("unknown kind %v", kind)
+}
+
+// StatusOf is the status node ref's placed agent reports, if the store
+// keeps Placements and NodeStatus and there is one.
+func (s *Store) StatusOf(ref Ref) (Record[*sanbootv1.NodeStatus], bool) {
+	agent := s.Placements[ref].Msg.GetAgent()
+	if agent == "" {
+		return Record[*sanbootv1.NodeStatus]{}, false
+	}
+	r, ok := s.Status[ref][agent]
+	return r, ok
 }
 
 // MACOwner is the node the MAC index gives mac to, if the store keeps

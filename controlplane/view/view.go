@@ -15,6 +15,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,7 +25,9 @@ import (
 )
 
 // Node is the API's view of node ref, or nil when there is no such node.
-// The store must keep Nodes, Placements, NodeStatus and Alive.
+// The store must keep Nodes, Placements, NodeStatus and Alive, and Agents
+// (for an agent that stopped leaving its targets served) and MACs (for
+// MACs another node owns) where they are to show.
 func Node(s *state.Store, ref state.Ref) *sanbootv1.Node {
 	rec, ok := s.Nodes[ref]
 	if !ok {
@@ -52,8 +55,8 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	pl, placed := s.Placements[ref]
 	agent := pl.Msg.GetAgent()
 	out := &sanbootv1.NodeStatus{Agent: agent}
-	rep, reported := s.Status[ref]
-	if reported && agent != "" {
+	rep, reported := s.StatusOf(ref)
+	if reported {
 		r := rep.Msg
 		out.Phase, out.Message = r.GetPhase(), r.GetMessage()
 		out.TargetIqn, out.Portals, out.Lun = r.GetTargetIqn(), slices.Clone(r.GetPortals()), r.GetLun()
@@ -61,6 +64,12 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 		out.UpdateTime = proto.CloneOf(r.GetUpdateTime())
 	}
 	alive := agent != "" && s.IsAlive(agent)
+	// An agent that stopped on purpose and left its targets serving (a
+	// system tgtd, LIO) keeps its Ready nodes Ready.
+	var keptSince string
+	if rec := s.Agents[agent].Msg; !alive && agent != "" && rec.GetTargetsKept() && rec.GetStopTime() != nil {
+		keptSince = rec.GetStopTime().AsTime().UTC().Format(time.RFC3339)
+	}
 
 	scheduled := &sanbootv1.Condition{Type: api.ConditionScheduled}
 	switch {
@@ -82,8 +91,14 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	switch {
 	case agent == "":
 		available.Reason, available.Message = "NotScheduled", "the node has no agent yet"
+	case alive && s.Agents[agent].Msg.GetProblem() != "":
+		// Alive but not serving its targets (its tgtd is down...).
+		available.Status = false
+		available.Reason, available.Message = "AgentNotReady", fmt.Sprintf("agent %q is alive but not Ready: %s", agent, s.Agents[agent].Msg.GetProblem())
 	case alive:
 		available.Reason, available.Message = "LeaseAlive", fmt.Sprintf("agent %q is alive", agent)
+	case keptSince != "":
+		available.Reason, available.Message = "AgentStopped", fmt.Sprintf("agent %q stopped at %s and left its targets serving", agent, keptSince)
 	default:
 		available.Reason, available.Message = "LeaseExpired", UnavailableMessage(agent)
 	}
@@ -103,6 +118,9 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 		}
 	case agent == "":
 		out.Phase, out.Message = api.PhasePending, scheduled.Message
+	case !alive && keptSince != "" && reported && out.Phase == api.PhaseReady:
+		out.Message = fmt.Sprintf("agent %q stopped at %s and left the target serving (its target system outlives it): "+
+			"the node keeps its disk; nobody checks the target until the agent is back", agent, keptSince)
 	case !alive:
 		out.Phase, out.Message = api.PhaseUnavailable, UnavailableMessage(agent)
 	case !reported || out.Phase == "":
@@ -278,6 +296,9 @@ func Agent(s *state.Store, name string) *sanbootv1.Agent {
 	}
 	a.Record.Name = name
 	switch {
+	case !alive && a.Record.GetTargetsKept() && a.Record.GetStopTime() != nil:
+		a.Message = fmt.Sprintf("agent %q stopped at %s and left its targets serving (unchecked until it is back)",
+			name, a.Record.GetStopTime().AsTime().UTC().Format(time.RFC3339))
 	case !alive:
 		a.Message = fmt.Sprintf("agent %q is unavailable (lease expired): it stopped, or cannot reach etcd", name)
 	case a.Record.GetProblem() != "":

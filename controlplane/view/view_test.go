@@ -46,7 +46,7 @@ func node(deleting bool) *sanbootv1.Node {
 var (
 	nodeKey   = api.NodeKey("p", "n1")
 	placeKey  = api.PlacementKey("p", "n1")
-	statusKey = api.NodeStatusKey("p", "n1")
+	statusKey = api.NodeStatusKey("p", "n1", "a")
 	aliveA    = api.AliveKey("a")
 	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: "Scheduled"}
 	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2}
@@ -72,6 +72,17 @@ func TestNodeStatus(t *testing.T) {
 			api.PhaseReady, "", true, true},
 		{"agent lease expired", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, statusKey: ready},
 			api.PhaseUnavailable, `agent "a" is unavailable (lease expired); the node's disk lives there`, true, false},
+		{"agent alive, its tgtd down", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty,
+			statusKey:         &sanbootv1.NodeStatus{Phase: api.PhaseUnavailable, Agent: "a", Message: "the managed tgtd died"},
+			api.AgentKey("a"): &sanbootv1.AgentRecord{Problem: "the managed tgtd died"}},
+			api.PhaseUnavailable, "the managed tgtd died", true, false},
+		{"agent stopped, targets kept serving", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, statusKey: ready,
+			api.AgentKey("a"): &sanbootv1.AgentRecord{TargetsKept: true, StopTime: timestamppb.Now()}},
+			api.PhaseReady, `agent "a" stopped at`, true, false},
+		{"agent stopped, targets kept, node was not Ready", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA,
+			statusKey:         &sanbootv1.NodeStatus{Phase: api.PhaseFailed, Agent: "a"},
+			api.AgentKey("a"): &sanbootv1.AgentRecord{TargetsKept: true, StopTime: timestamppb.Now()}},
+			api.PhaseUnavailable, "lease expired", true, false},
 		{"deleting, never placed", map[string]proto.Message{nodeKey: node(true)},
 			api.PhaseDeleting, "never placed", false, false},
 		{"deleting", map[string]proto.Message{nodeKey: node(true), placeKey: placedOnA, aliveA: empty, statusKey: ready},
@@ -80,6 +91,11 @@ func TestNodeStatus(t *testing.T) {
 			api.PhaseDeleting, "which is unavailable", true, false},
 		{"deleted by the agent", map[string]proto.Message{nodeKey: node(true), placeKey: placedOnA, aliveA: empty,
 			statusKey: &sanbootv1.NodeStatus{Phase: api.PhaseDeleted}}, api.PhaseDeleting, "has torn the node down", true, true},
+		// The node moved from b to a: b's report is not a's.
+		{"only the placed agent's status counts", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty,
+			api.NodeStatusKey("p", "n1", "b"): ready}, api.PhasePending, `placed on agent "a"; waiting for it to report`, true, true},
+		{"a status with no placement", map[string]proto.Message{nodeKey: node(false), statusKey: ready},
+			api.PhasePending, "waiting for the scheduler", false, false},
 		{"pin ignored", map[string]proto.Message{nodeKey: node(false), aliveA: empty, statusKey: ready,
 			placeKey: &sanbootv1.Placement{Agent: "a", Reason: "PinIgnored", Message: "the disk lives on a"}}, api.PhaseReady, "", true, true},
 	}

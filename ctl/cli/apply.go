@@ -219,10 +219,17 @@ func (s *session) apply(ctx context.Context, f applyFlags) error {
 		for j < len(sorted) && sorted[j].Node != nil {
 			j++
 		}
-		nodes := sorted[i:j]
-		inOrder(ctx, len(nodes), inFlight,
-			func(ctx context.Context, k int) applyResult { return s.applyOne(ctx, c, nodes[k], dry) },
-			func(k int, r applyResult) bool { return report(nodes[k], r) })
+		chunks := slices.Collect(slices.Chunk(sorted[i:j], nodesPerCall))
+		inOrder(ctx, len(chunks), callsInFlight,
+			func(ctx context.Context, k int) []applyResult { return s.applyNodes(ctx, c, chunks[k], dry) },
+			func(k int, rs []applyResult) bool {
+				for m, r := range rs {
+					if !report(chunks[k][m], r) {
+						return false
+					}
+				}
+				return true
+			})
 		if unreachable != nil {
 			return unreachable
 		}
@@ -247,6 +254,52 @@ func imageComesFirst(o *manifest.Object, err error, created map[string]bool) boo
 	return o.Node != nil && err != nil && exitCode(err) == ExitConflict &&
 		created[o.Meta().GetProject()+"/"+o.Node.GetSpec().GetImage()] &&
 		strings.Contains(err.Error(), "does not exist")
+}
+
+// nodesPerCall is how many nodes apply sends per PutNodes call (the API
+// creates the new ones in one transaction), callsInFlight how many such
+// calls it keeps in flight.
+const (
+	nodesPerCall  = 100
+	callsInFlight = 8
+)
+
+// applyNodes writes nodes with one PutNodes call (or, dry, asks what it
+// would do), or with a PutNode call each when the API predates PutNodes.
+func (s *session) applyNodes(ctx context.Context, c sanbootv1.SanbootClient, nodes []*manifest.Object, dry bool) []applyResult {
+	out := make([]applyResult, len(nodes))
+	req := &sanbootv1.PutNodesRequest{Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: dry}
+	for _, o := range nodes {
+		req.Nodes = append(req.Nodes, o.Node)
+	}
+	resp, err := c.PutNodes(ctx, req)
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		inOrder(ctx, len(nodes), inFlight/callsInFlight,
+			func(ctx context.Context, k int) applyResult { return s.applyOne(ctx, c, nodes[k], dry) },
+			func(k int, r applyResult) bool { out[k] = r; return true })
+		return out
+	case err != nil:
+		err = s.rpcError(err)
+		for k := range out {
+			out[k] = applyResult{err: err}
+		}
+		return out
+	case len(resp.GetResults()) != len(nodes):
+		err := fmt.Errorf("the API answered %d results for %d nodes", len(resp.GetResults()), len(nodes))
+		for k := range out {
+			out[k] = applyResult{err: err}
+		}
+		return out
+	}
+	for k, r := range resp.GetResults() {
+		if code := codes.Code(r.GetCode()); code != codes.OK {
+			out[k] = applyResult{err: s.rpcError(status.Error(code, r.GetMessage()))}
+			continue
+		}
+		out[k] = applyResult{res: r.GetResult()}
+	}
+	return out
 }
 
 // applyResult is the outcome of one object's write.
@@ -336,7 +389,7 @@ func (s *session) prune(ctx context.Context, c sanbootv1.SanbootClient, objs []*
 	}
 	var errs []error
 	for _, p := range projects {
-		resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: p, LabelSelector: selector})
+		resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: p, LabelSelector: selector})
 		if err != nil {
 			errs = append(errs, s.rpcError(err))
 			continue

@@ -115,12 +115,12 @@ func seededFake(t *testing.T) (*fakeSanboot, string) {
 	})
 	f.addAgent(&sanbootv1.Agent{
 		Record: &sanbootv1.AgentRecord{Name: "storage-1", Version: "v0.1.0", Driver: "lio", Portals: []string{"10.0.0.1:3260", "10.0.1.1:3260"},
-			CapacityBytes: 2 << 40, FreeBytes: 1536 << 30, CloneMode: "reflink", StartTime: ago(6*time.Hour + 30*time.Minute)},
+			CapacityBytes: 2 << 40, FreeBytes: 1536 << 30, CloneMode: "reflink", StoreKind: "file", StartTime: ago(6*time.Hour + 30*time.Minute)},
 		State: api.AgentReady, Nodes: 2,
 	})
 	f.addAgent(&sanbootv1.Agent{
 		Record: &sanbootv1.AgentRecord{Name: "storage-2", Version: "v0.1.0", Driver: "tgt", Portals: []string{"127.0.0.1:3260"},
-			AdvertisePortals: []string{"192.0.2.10:3260"}, CapacityBytes: 500 << 30, FreeBytes: 0, CloneMode: "copy", StartTime: ago(40 * 24 * time.Hour)},
+			AdvertisePortals: []string{"192.0.2.10:3260"}, CapacityBytes: 500 << 30, FreeBytes: 0, CloneMode: "copy", StoreKind: "rbd", StorageDomain: "rbd:6f1c2a9e-0b7d-4c55-9d0e-2f4b1e8a7c31/sanboot", StartTime: ago(40 * 24 * time.Hour)},
 		State: api.AgentUnavailable, Nodes: 1,
 	})
 	return f, f.serve(t)

@@ -18,7 +18,7 @@ const completionTimeout = 3 * time.Second
 // completeNodes suggests names of nodes in the current project.
 func (s *session) completeNodes(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	return s.completeNames(cmd, args, toComplete, func(ctx context.Context, c sanbootv1.SanbootClient, project string) ([]string, error) {
-		resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: project})
+		resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: project})
 		var names []string
 		for _, n := range resp.GetNodes() {
 			names = append(names, n.GetMetadata().GetName())
@@ -30,7 +30,7 @@ func (s *session) completeNodes(cmd *cobra.Command, args []string, toComplete st
 // completeImages suggests names of images in the current project.
 func (s *session) completeImages(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	return s.completeNames(cmd, args, toComplete, func(ctx context.Context, c sanbootv1.SanbootClient, project string) ([]string, error) {
-		resp, err := c.ListImages(ctx, &sanbootv1.ListRequest{Project: project})
+		resp, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project})
 		var names []string
 		for _, im := range resp.GetImages() {
 			names = append(names, im.GetMetadata().GetName())

@@ -258,7 +258,7 @@ func (s *session) namesOrSelector(ctx context.Context, project string, names []s
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: project, LabelSelector: selector})
+	resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: project, LabelSelector: selector})
 	if err != nil {
 		return nil, s.rpcError(err)
 	}

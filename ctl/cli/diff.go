@@ -62,9 +62,9 @@ error exits 2 here instead of 1; not found 4, conflict 5 as elsewhere).`,
 	return cmd
 }
 
+// diff bounds each API call by --timeout (the client does), not the
+// whole command: a diff of thousands of objects may rightly take longer.
 func (s *session) diff(ctx context.Context, files []string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.flags.callTimeout)
-	defer cancel()
 	objs, project, err := s.load(files, true)
 	if err != nil {
 		return false, err
@@ -151,11 +151,19 @@ func (s *session) liveAndWanted(ctx context.Context, c sanbootv1.SanbootClient, 
 	m := o.Meta()
 	get := &sanbootv1.GetRequest{Project: m.GetProject(), Name: m.GetName()}
 	if o.Node != nil {
-		cur, err := c.GetNode(ctx, get)
-		if err != nil && status.Code(err) != codes.NotFound {
-			return liveWanted{err: s.rpcError(err)}
-		}
+		// Both calls at once: neither needs the other.
+		var cur *sanbootv1.Node
+		var getErr error
+		got := make(chan struct{})
+		go func() {
+			defer close(got)
+			cur, getErr = c.GetNode(ctx, get)
+		}()
 		resp, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{Node: o.Node, Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true})
+		<-got
+		if getErr != nil && status.Code(getErr) != codes.NotFound {
+			return liveWanted{err: s.rpcError(getErr)}
+		}
 		if err != nil {
 			return liveWanted{err: s.rpcError(err)}
 		}

@@ -34,8 +34,10 @@ func (s *session) rpcError(err error) error {
 		switch {
 		case s.settings != nil && !s.settings.TLS.Enabled():
 			msg += "; if it serves TLS, give --cert, --key and --cacert (or cert:, key:, cacert: in the config file)"
-		case strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:"):
-			msg += "; the TLS handshake failed: check that --cert was issued by the API's CA and has not expired (sanbootctl pki show FILE), and that the endpoint's address is in the API's certificate"
+		case !strings.Contains(msg, "connection refused"):
+			// A refused handshake shows as an alert, or (TLS 1.3, the
+			// client done first) as a reset or broken pipe.
+			msg += "; if the TLS handshake failed: check that --cert was issued by the API's CA and has not expired (sanbootctl pki show FILE), and that the endpoint's address is in the API's certificate"
 		}
 	case codes.DeadlineExceeded:
 		msg = fmt.Sprintf("%s did not answer in time (%s); raise --timeout or check the control plane", s.where(), msg)

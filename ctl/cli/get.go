@@ -203,7 +203,7 @@ func (s *session) getNodes(ctx context.Context, names []string, f listFlags) err
 			return c.GetNode(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
 		}, s.printer(f, len(names) == 1).nodes)
 	}
-	resp, err := c.ListNodes(ctx, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
+	resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
 	if err != nil {
 		return s.rpcError(err)
 	}
@@ -227,7 +227,7 @@ func (s *session) getImages(ctx context.Context, names []string, f listFlags) er
 			return c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
 		}, s.printer(f, len(names) == 1).images)
 	}
-	resp, err := c.ListImages(ctx, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
+	resp, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
 	if err != nil {
 		return s.rpcError(err)
 	}

@@ -161,5 +161,26 @@ func newAgentsCmd(s *session) *cobra.Command {
 	cmd.AddCommand(newListAgentsCmd(s, "ls [NAME...]", []string{"list"}, "List agents (same as get agents)",
 		`  sanbootctl agents ls
   sanbootctl agents ls storage-1 -o yaml`))
+	cmd.AddCommand(&cobra.Command{
+		Use:   "enroll NAME",
+		Short: "Let the agent with the certificate of NAME use etcd (admins; with TLS)",
+		Long: `enroll gives the agent NAME its etcd user and role: with mutual TLS etcd
+itself confines each agent to its own assignments, registration and status.
+Issue the agent's certificate with sanbootctl pki issue agent NAME first.`,
+		Example: `  sanbootctl pki issue agent storage-1 --dir /etc/sanboot/pki
+  sanbootctl agents enroll storage-1`,
+		Args: exactArgs(1, "agents enroll takes the agent's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := s.api()
+			if err != nil {
+				return err
+			}
+			if _, err := c.EnrollAgent(cmd.Context(), &sanbootv1.EnrollAgentRequest{Name: args[0]}); err != nil {
+				return s.rpcError(err)
+			}
+			fmt.Fprintf(s.env.Stdout, "agent/%s enrolled\n", args[0])
+			return nil
+		},
+	})
 	return cmd
 }

@@ -119,7 +119,7 @@ func (s *session) moveImage(ctx context.Context, oldName, newName string, o imag
 		return withCode(ExitConflict, fmt.Errorf("image/%s is protected, so it cannot be removed and mv would only copy it: "+
 			"apply it with spec.protected=false first, or use image cp", oldName))
 	}
-	list, err := c.ListImages(ctx, &sanbootv1.ListRequest{Project: project})
+	list, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project})
 	if err != nil {
 		return s.rpcError(err)
 	}

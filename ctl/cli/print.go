@@ -145,7 +145,7 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 	wide := p.format == formatWide
 	header := []string{"NAME", "STATE", "DRIVER", "PORTALS", "NODES", "FREE", "CAPACITY", "VERSION", "AGE"}
 	if wide {
-		header = append(header, "CLONE-MODE", "ADVERTISE", "MESSAGE")
+		header = append(header, "CLONE-MODE", "ADVERTISE", "STORE", "DOMAIN", "MESSAGE")
 	}
 	rows := make([][]string, 0, len(agents))
 	for _, a := range agents {
@@ -154,7 +154,8 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 			strconv.FormatInt(a.GetNodes(), 10), bytesize.Format(r.GetFreeBytes()), bytesize.Format(r.GetCapacityBytes()),
 			orNone(r.GetVersion()), age(p.now, r.GetStartTime())}
 		if wide {
-			row = append(row, orNone(r.GetCloneMode()), orNone(strings.Join(r.GetAdvertisePortals(), ",")), orNone(a.GetMessage()))
+			row = append(row, orNone(r.GetCloneMode()), orNone(strings.Join(r.GetAdvertisePortals(), ",")),
+				orNone(r.GetStoreKind()), orNone(r.GetStorageDomain()), orNone(a.GetMessage()))
 		}
 		rows = append(rows, row)
 	}

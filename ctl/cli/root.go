@@ -106,7 +106,8 @@ Reaching the API (first that is set wins):
   --endpoints host:port,...   then SANBOOT_ENDPOINTS, then "endpoints:" in the
                               config file, then ` + client.DefaultEndpoint + `
   --project/-p NAME           then SANBOOT_PROJECT, then "project:" in the config
-                              file, then "` + config.DefaultProject + `"
+                              file, then the one project of a user's --cert,
+                              then "` + config.DefaultProject + `"
   --cert, --key, --cacert      mutual TLS; then "cert:", "key:", "cacert:" in
                               the config file; none: plaintext (loopback only)
 The config file is --config, else ~/.config/sanboot/config.yaml:

@@ -262,7 +262,7 @@ func (s *session) listSnapshots(ctx context.Context, names []string, f listFlags
 		}
 		return errors.Join(errs...)
 	}
-	resp, err := c.ListImages(ctx, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
+	resp, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
 	if err != nil {
 		return s.rpcError(err)
 	}

@@ -37,6 +37,16 @@ func (c *readYourWrites) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequ
 	return resp, err
 }
 
+func (c *readYourWrites) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest, opts ...grpc.CallOption) (*sanbootv1.PutNodesResponse, error) {
+	resp, err := c.SanbootClient.PutNodes(ctx, req, opts...)
+	if err == nil && !req.GetDryRun() {
+		for _, r := range resp.GetResults() {
+			c.saw(r.GetNode().GetMetadata().GetRevision())
+		}
+	}
+	return resp, err
+}
+
 func (c *readYourWrites) PutImage(ctx context.Context, req *sanbootv1.PutImageRequest, opts ...grpc.CallOption) (*sanbootv1.PutImageResponse, error) {
 	resp, err := c.SanbootClient.PutImage(ctx, req, opts...)
 	if err == nil && !req.GetDryRun() {

@@ -30,6 +30,14 @@ func (f *revisionSanboot) PutNode(_ context.Context, req *sanbootv1.PutNodeReque
 	return &sanbootv1.PutNodeResponse{Node: &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Name: req.GetNode().GetMetadata().GetName(), Revision: f.rev()}}}, nil
 }
 
+func (f *revisionSanboot) PutNodes(_ context.Context, req *sanbootv1.PutNodesRequest) (*sanbootv1.PutNodesResponse, error) {
+	resp := &sanbootv1.PutNodesResponse{}
+	for range req.GetNodes() {
+		resp.Results = append(resp.Results, &sanbootv1.PutNodesResult{Node: &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Revision: f.rev()}}})
+	}
+	return resp, nil
+}
+
 func (f *revisionSanboot) PutImage(_ context.Context, req *sanbootv1.PutImageRequest) (*sanbootv1.PutImageResponse, error) {
 	return &sanbootv1.PutImageResponse{Image: &sanbootv1.Image{Metadata: &sanbootv1.ObjectMeta{Revision: f.rev()}}}, nil
 }
@@ -109,8 +117,12 @@ func TestWatchesReadTheClientsWrites(t *testing.T) {
 	_, err = c.DeleteNode(ctx, &sanbootv1.DeleteRequest{Name: "n"})
 	call(err)
 	watchImages()
+	set(50)
+	_, err = c.PutNodes(ctx, &sanbootv1.PutNodesRequest{Nodes: []*sanbootv1.Node{node, node}})
+	call(err)
+	watchNodes(0)
 
-	want := []int64{0, 10, 20, 10, 40}
+	want := []int64{0, 10, 20, 10, 40, 50}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.watched) != len(want) {

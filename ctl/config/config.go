@@ -7,7 +7,8 @@
 //  2. an environment variable (SANBOOT_ENDPOINTS, SANBOOT_PROJECT);
 //  3. the config file (--config, else $XDG_CONFIG_HOME/sanboot/config.yaml,
 //     else ~/.config/sanboot/config.yaml);
-//  4. the defaults: endpoint 127.0.0.1:7443, project "default".
+//  4. for the project, a user's certificate that names exactly one;
+//  5. the defaults: endpoint 127.0.0.1:7443, project "default".
 //
 // The config file is YAML:
 //
@@ -37,6 +38,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/sanboot/sanboot/ctl/client"
+	"github.com/sanboot/sanboot/internal/pki"
 	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
@@ -216,10 +218,29 @@ func Resolve(in Input) (Settings, error) {
 		s.Project, s.ProjectFrom = getenv(EnvProject), EnvProject
 	case file.Project != "":
 		s.Project, s.ProjectFrom = file.Project, path
+	case certProject(s.TLS) != "":
+		s.Project, s.ProjectFrom = certProject(s.TLS), s.TLS.CertFile
 	default:
 		s.Project, s.ProjectFrom = DefaultProject, "default"
 	}
 	return s, nil
+}
+
+// certProject is the project of a user's certificate that names exactly
+// one: the natural default for its holder.
+func certProject(f tlsconfig.Files) string {
+	if f.CertFile == "" {
+		return ""
+	}
+	c, err := pki.ReadCert(f.CertFile)
+	if err != nil {
+		return ""
+	}
+	id, err := pki.IdentityOf(c)
+	if err != nil || id.Role != pki.RoleUser || len(id.Projects) != 1 {
+		return ""
+	}
+	return id.Projects[0]
 }
 
 // FlagError is a bad flag value (a usage error, unlike a bad config file).

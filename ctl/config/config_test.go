@@ -6,8 +6,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sanboot/sanboot/ctl/client"
+	"github.com/sanboot/sanboot/internal/pki"
+	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
 func TestResolve(t *testing.T) {
@@ -90,5 +93,47 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 	_, found, err = Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	if found || err != nil {
 		t.Errorf("missing file: found=%v err=%v, want neither", found, err)
+	}
+}
+
+// TLS files come from the flags (all three), else the config file, whose
+// relative paths are relative to the file; half a configuration is refused.
+func TestResolveTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.Init(filepath.Join(dir, "pki"), "test CA", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Issue(pki.Request{Identity: pki.Identity{Name: "alice", Role: pki.RoleUser, Projects: []string{"lab"}}},
+		filepath.Join(dir, "pki", "alice.crt"), filepath.Join(dir, "pki", "alice.key"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte("cert: pki/alice.crt\nkey: pki/alice.key\ncacert: pki/ca.crt\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Resolve(Input{ConfigPath: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TLS.CertFile != filepath.Join(dir, "pki", "alice.crt") || st.TLS.TrustedCAFile != filepath.Join(dir, "pki", "ca.crt") || st.TLSFrom != file {
+		t.Fatalf("TLS from the file: %+v from %s", st.TLS, st.TLSFrom)
+	}
+	if st.Project != "lab" || st.ProjectFrom != st.TLS.CertFile {
+		t.Fatalf("project %q from %q, want lab from the certificate of its one project", st.Project, st.ProjectFrom)
+	}
+	flags := tlsconfig.Files{CertFile: st.TLS.CertFile, KeyFile: st.TLS.KeyFile, TrustedCAFile: st.TLS.TrustedCAFile}
+	if st, err = Resolve(Input{ConfigPath: file, TLS: flags}); err != nil || st.TLSFrom != "--cert" {
+		t.Fatalf("flags over the file: %v, from %q", err, st.TLSFrom)
+	}
+	if _, err := Resolve(Input{TLS: tlsconfig.Files{CertFile: flags.CertFile}}); err == nil || !strings.Contains(err.Error(), "--key is missing") {
+		t.Fatalf("--cert alone: %v", err)
+	}
+	half := filepath.Join(dir, "half.yaml")
+	if err := os.WriteFile(half, []byte("cert: pki/alice.crt\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Resolve(Input{ConfigPath: half}); err == nil || !strings.Contains(err.Error(), "key is missing") || !strings.Contains(err.Error(), half) {
+		t.Fatalf("cert: alone in the file: %v", err)
 	}
 }

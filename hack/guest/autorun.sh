@@ -78,12 +78,14 @@ wait_file reader-stopped 600
 step "systemctl stop sanboot-agent: Unavailable at once"
 systemctl stop sanboot-agent
 sanbootctl get agents g1 -o json | grep -q '"state": *"Unavailable"' || fail "agent not Unavailable right after systemctl stop"
-sanbootctl get nodes n1 -o json | grep -q '"phase": *"Unavailable"' || fail "n1 not Unavailable while its agent is stopped"
+# tgtd (tgt.service) keeps serving n1: it stays Ready, saying its agent stopped.
+sanbootctl get nodes n1 -o json | grep -q '"phase": *"Ready"' || fail "n1 not Ready while its agent is stopped and tgtd serves it"
+sanbootctl get nodes n1 -o json | grep -q 'left the target serving' || fail "n1 does not say its agent stopped leaving the target served"
 
 step "the journal has the structured logs"
 journalctl -u sanboot-agent -o cat >$H/agent.journal
 journalctl -u sanboot-controlplane -o cat >$H/controlplane.journal
-grep -q '"msg":"lease revoked; the agent shows as Unavailable"' $H/agent.journal || fail "no JSON 'lease revoked' line in the agent's journal"
+grep -q '"msg":"lease revoked; registration removed"' $H/agent.journal || fail "no JSON 'lease revoked' line in the agent's journal"
 grep -q '"msg":"serving: registered and the first full resync is done"' $H/agent.journal || fail "no JSON 'serving' line in the agent's journal"
 grep -q 'msg=serving' $H/controlplane.journal || fail "no 'serving' line in the control plane's journal"
 journalctl -u sanboot-agent -o json -n 1 >$H/agent.journal.json

@@ -8,12 +8,18 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/testsecrets"
 )
 
 // Member is a running embedded etcd.
@@ -42,9 +48,12 @@ func (m *Member) Restart() {
 	m.start()
 }
 
-// Stop stops the member; it can be started again with Restart.
+// Stop stops the member; it can be started again with Restart. It first
+// records the CHAP secrets the store holds for the suite's scan of the
+// logs (package testsecrets).
 func (m *Member) Stop() {
 	if m.Etcd != nil {
+		m.recordSecrets()
 		m.Etcd.Close()
 		<-m.Etcd.Server.StopNotify()
 		m.Etcd = nil
@@ -79,6 +88,37 @@ func (m *Member) start() {
 		m.t.Fatalf("embedded etcd not ready after 30s")
 	}
 	m.Etcd = e
+}
+
+// recordSecrets records every CHAP secret under api.SecretsPrefix when
+// the suite scans for secrets.
+func (m *Member) recordSecrets() {
+	if os.Getenv(testsecrets.Env) == "" {
+		return
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: m.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		m.t.Errorf("record the test's CHAP secrets: %v", err)
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, api.SecretsPrefix(""), clientv3.WithPrefix())
+	if err != nil {
+		m.t.Errorf("record the test's CHAP secrets: %v", err)
+		return
+	}
+	var secrets []string
+	for _, kv := range resp.Kvs {
+		s := &sanbootv1.ChapSecret{}
+		if proto.Unmarshal(kv.Value, s) == nil {
+			secrets = append(secrets, s.GetSecret(), s.GetMutualSecret())
+		}
+	}
+	if err := testsecrets.Record(secrets...); err != nil {
+		m.t.Errorf("%v", err)
+	}
 }
 
 // Client returns a client for the member, closed when the test ends.

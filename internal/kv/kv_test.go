@@ -3,6 +3,7 @@ package kv_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -72,6 +73,10 @@ type mirror struct {
 	mu      sync.Mutex
 	keys    map[string]string
 	resyncs int
+	rev     int64 // the highest Batch.Revision
+	// lastEvent is the mod revision of the last event of each batch with
+	// events, and revs those batches' Revision.
+	lastEvent, revs []int64
 }
 
 func (m *mirror) handle(b kv.Batch) {
@@ -79,6 +84,11 @@ func (m *mirror) handle(b kv.Batch) {
 	defer m.mu.Unlock()
 	if b.Resync {
 		m.resyncs++
+	}
+	m.rev = max(m.rev, b.Revision)
+	if n := len(b.Events); n > 0 && !b.Resync {
+		m.lastEvent = append(m.lastEvent, b.Events[n-1].ModRevision)
+		m.revs = append(m.revs, b.Revision)
 	}
 	for _, e := range b.Events {
 		if e.Deleted {
@@ -177,4 +187,51 @@ func startMirror(ctx context.Context, t *testing.T, c *clientv3.Client, prefix s
 	go func() { defer close(done); kv.Reflect(ctx, c, prefix, log, mir.handle) }()
 	t.Cleanup(func() { <-done })
 	return mir
+}
+
+// A watch batch claims no revision beyond its last event, and a progress
+// request moves a mirror to a revision no event under its prefix reached
+// (a write elsewhere).
+func TestReflectRevisions(t *testing.T) {
+	m := etcdtest.Start(t)
+	c := m.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mir := startMirror(ctx, t, c, "/p/")
+	mir.waitFor(t, map[string]string{})
+	want := map[string]string{}
+	for i := range 50 {
+		k := fmt.Sprintf("/p/%02d", i)
+		put(t, c, k, "v")
+		want[k] = "v"
+	}
+	mir.waitFor(t, want)
+	resp, err := c.Put(ctx, "/elsewhere", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := resp.Header.Revision
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := kv.RequestProgress(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		mir.mu.Lock()
+		rev := mir.rev
+		mir.mu.Unlock()
+		if rev >= elsewhere {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror at revision %d, want %d after a progress request", rev, elsewhere)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mir.mu.Lock()
+	defer mir.mu.Unlock()
+	for i, last := range mir.lastEvent {
+		if mir.revs[i] != last {
+			t.Fatalf("batch %d: Revision %d, last event at %d", i, mir.revs[i], last)
+		}
+	}
 }

@@ -35,7 +35,13 @@ type Config struct {
 	// an error of Tick is logged and Tick runs again at the next one.
 	Every time.Duration
 	Tick  func(ctx context.Context) error
-	Log   *slog.Logger
+	// Registered, if set, runs after every registration, and Lost as soon
+	// as a lease is lost (before registering again).
+	Registered, Lost func()
+	// Stopping, if set, runs once when Run ends while registered, just
+	// before the lease is revoked (a last word under the live lease).
+	Stopping func()
+	Log      *slog.Logger
 }
 
 // Keeper is one registration.
@@ -134,6 +140,9 @@ func (k *Keeper) session(ctx context.Context) error {
 	k.mu.Unlock()
 	k.readyOnce.Do(func() { close(k.ready) })
 	k.log.Info("registered", "registration", k.cfg.What, "lease", fmt.Sprintf("%x", g.ID), "ttl", ttl)
+	if k.cfg.Registered != nil {
+		k.cfg.Registered()
+	}
 
 	var tick <-chan time.Time
 	if k.cfg.Every > 0 && k.cfg.Tick != nil {
@@ -150,6 +159,9 @@ func (k *Keeper) session(ctx context.Context) error {
 				k.mu.Lock()
 				k.lease, k.prev = 0, g.ID
 				k.mu.Unlock()
+				if k.cfg.Lost != nil {
+					k.cfg.Lost()
+				}
 				return fmt.Errorf("lease %x expired or could not be kept alive", g.ID)
 			}
 		case <-tick:
@@ -174,6 +186,9 @@ func (k *Keeper) revokeCurrent() {
 	k.lease = 0
 	k.mu.Unlock()
 	if id != 0 {
+		if k.cfg.Stopping != nil {
+			k.cfg.Stopping()
+		}
 		k.revoke(id, true)
 	}
 }

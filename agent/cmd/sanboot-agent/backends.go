@@ -37,8 +37,9 @@ const (
 
 // backends are the store and target driver the flags ask for.
 type backends struct {
-	store  store.Store
-	driver target.Driver
+	store     store.Store
+	storeKind string // file, rbd or fake
+	driver    target.Driver
 	// close releases them: the managed tgtd stops (its targets go with it),
 	// the file store unlocks its root.
 	close func(context.Context) error
@@ -67,14 +68,14 @@ func openBackends(ctx context.Context, c config, open filestore.Opener, log *slo
 		if err != nil {
 			return nil, err
 		}
-		return &backends{store: st, driver: faketarget.New(), close: func(context.Context) error { return nil }}, nil
+		return &backends{store: st, storeKind: "fake", driver: faketarget.New(), close: func(context.Context) error { return nil }}, nil
 	}
 
 	fs, err := openStore(ctx, c, open, log)
 	if err != nil {
 		return nil, err
 	}
-	b := &backends{store: fs, close: func(context.Context) error { return fs.Close() }, onTgtd: func() {}}
+	b := &backends{store: fs, storeKind: c.storeKind, close: func(context.Context) error { return fs.Close() }, onTgtd: func() {}}
 	if c.driver == "lio" {
 		// LIO lives in the kernel: its targets stay when the agent stops,
 		// so that running nodes keep their disks; the agent converges them

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -219,6 +220,22 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	return c, errors.Join(errs...)
 }
 
+// checkEnrolled reads the agent's own record: with TLS, etcd refuses an
+// agent whose certificate has no etcd user yet.
+func checkEnrolled(ctx context.Context, cli *clientv3.Client, name string) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := cli.Get(cctx, api.AgentKey(name))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, rpctypes.ErrPermissionDenied) || strings.Contains(err.Error(), "user name not found"):
+		return fmt.Errorf("etcd refuses agent %s (%v): it is not enrolled yet; on the operator's machine run: sanbootctl agents enroll %s", name, err, name)
+	default:
+		return fmt.Errorf("etcd at %v: %w; check --etcd-endpoints and that --cert was issued by the cluster's CA", cli.Endpoints(), err)
+	}
+}
+
 // checkAgentCert reads the identity of the agent's certificate: it must
 // be an agent's, and its CN is the agent's name (name defaults to it).
 func checkAgentCert(path string, name *string) error {
@@ -288,6 +305,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
 	}
 	defer cli.Close()
+	if tlsConfig != nil {
+		if err := checkEnrolled(ctx, cli, c.name); err != nil {
+			return err
+		}
+	}
 	// The file store fetches upload sources from the control plane, url
 	// sources over HTTP (see imageio.go).
 	b, err := openBackends(ctx, c, newFetcher(cli, tlsConfig, log).Open, log)
@@ -313,10 +335,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("insecure mode: the connections to etcd and the API are not encrypted nor authenticated; give --cert, --key and --cacert beyond one host")
 	}
 
+	// An agent whose disks other agents can serve (a storage domain)
+	// fences itself while its lease is lost: see reconciler.Fence.
+	fence := func(bool) {}
+	var onLost, onRegistered func()
+	if domain := storageDomain(st); domain != "" {
+		onLost, onRegistered = func() { fence(true) }, func() { fence(false) }
+	}
 	registration, err := registry.New(cli, registry.Config{
 		Name: c.name, Version: buildinfo.Version(), Driver: drv.Name(),
 		Portals: c.portals, AdvertisePortals: c.advertisePortals, CloneMode: string(st.CloneMode()),
+		StoreKind: b.storeKind, StorageDomain: storageDomain(st), OnLost: onLost, OnRegistered: onRegistered,
 		TTL: c.leaseTTL, Log: log,
+		// LIO lives in the kernel and a system tgtd in its own service:
+		// their targets outlive the agent; a managed tgtd's do not.
+		TargetsOutlive: c.driver == "lio" || c.driver == "tgt" && c.tgtd == tgtdSystem,
 		Capacity: func(ctx context.Context) (int64, int64, error) {
 			cp, err := st.Capacity(ctx)
 			return cp.CapacityBytes, cp.FreeBytes, err
@@ -329,13 +362,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	rec, err := reconciler.New(reconciler.Config{
 		Agent: c.name, Client: cli, Store: st, Driver: drv,
 		Portals: c.portals, AdvertisePortals: c.advertisePortals,
-		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log,
+		Workers: c.workers, ResyncInterval: c.resyncInterval, Log: log, SharedStore: storageDomain(st) != "",
 		OnRetry:       func(kind string) { onRetry(kind) },
 		TargetProblem: b.targetProblem,
 		OnProblem:     registration.SetProblem,
 	})
 	if err != nil {
 		return err
+	}
+	fence = func(on bool) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := rec.Fence(fctx, on); err != nil {
+			log.Error("fencing", "err", err)
+		}
 	}
 	if onRetry, err = agentmetrics.Queue(metricsReg, rec.QueueLen); err != nil {
 		return err

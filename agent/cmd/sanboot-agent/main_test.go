@@ -147,7 +147,7 @@ func TestRunRegistersServesAndRestarts(t *testing.T) {
 	}
 	ready := func(gen int64) bool {
 		st := &sanbootv1.NodeStatus{}
-		_, err := kv.Get(ctx, cli, api.NodeStatusKey("default", "node-01"), st)
+		_, err := kv.Get(ctx, cli, api.NodeStatusKey("default", "node-01", "agent-1"), st)
 		return err == nil && st.Phase == api.PhaseReady && st.ObservedGeneration == gen &&
 			st.TargetIqn == api.TargetIQN("", "default", "node-01") && len(st.Portals) == 1 && st.Portals[0] == "10.0.2.2:3260"
 	}

@@ -91,3 +91,11 @@ func openStore(ctx context.Context, c config, open filestore.Opener, log *slog.L
 	}
 	return fs, nil
 }
+
+// storageDomain is the domain of a shared store ("" for one on this host).
+func storageDomain(st store.Store) string {
+	if d, ok := st.(interface{ Domain() string }); ok {
+		return d.Domain()
+	}
+	return ""
+}

@@ -37,7 +37,7 @@ func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (
 	if err != nil {
 		return store.Disk{}, fmt.Errorf("clone for node %s: %w", node, err)
 	}
-	c, err := s.Capacity(ctx)
+	c, err := s.recentCapacity(ctx)
 	if err != nil {
 		return store.Disk{}, err
 	}
@@ -108,6 +108,7 @@ func (s *Store) DeleteDisk(ctx context.Context, project, node string) error {
 	if err := s.remove(ctx, n); err != nil {
 		return fmt.Errorf("delete disk of node %s/%s: %w", project, node, err)
 	}
+	s.collect(ctx)
 	return nil
 }
 

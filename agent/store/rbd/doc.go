@@ -35,7 +35,9 @@
 // disks, images copied from it) and a disk whose snapshot became an image
 // are renamed to old.<id>.<name>: they no longer exist for sanboot, their
 // clones keep reading through them, and the deletion of the last clone
-// removes them (New also collects those whose clones are gone). The
+// removes them; every deletion (and New) also sweeps the old.* images
+// whose clones are gone, which finishes what a crash or two agents
+// deleting at once left half done. The
 // control plane refuses to delete an image that nodes use before the store
 // sees it (apiserver: "used by nodes ...").
 //

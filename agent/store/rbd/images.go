@@ -293,6 +293,7 @@ func (s *Store) DeleteImage(ctx context.Context, project, name string) error {
 	if err := s.remove(ctx, n); err != nil {
 		return fmt.Errorf("delete image %s/%s: %w", project, name, err)
 	}
+	s.collect(ctx)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -79,7 +80,17 @@ type Store struct {
 	log      *slog.Logger
 	locks    keylock.Locks
 	replicas int64
+	domain   string
+
+	capMu   sync.Mutex
+	capAt   time.Time // when capLast was read
+	capLast store.Capacity
 }
+
+// capacityMaxAge is how long Clone's free-space check reuses a reading of
+// ceph df: the ceph tool is a Python program that takes hundreds of
+// milliseconds per call, more than the clone itself.
+const capacityMaxAge = 10 * time.Second
 
 var _ store.Store = (*Store)(nil)
 
@@ -138,6 +149,13 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("rbd store: read the replica count of pool %s as client.%s: %w: check the pool, the user's caps and the keyring", opts.Pool, opts.User, err)
 	}
 	s.replicas = max(size.Size, 1)
+	var fsid struct {
+		FSID string `json:"fsid"`
+	}
+	if err := s.c.cephJSON(ctx, &fsid, "fsid"); err != nil || fsid.FSID == "" {
+		return nil, fmt.Errorf("rbd store: read the cluster's fsid: %v", err)
+	}
+	s.domain = "rbd:" + fsid.FSID + "/" + opts.Pool
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -171,13 +189,39 @@ func (s *Store) start(ctx context.Context) error {
 // CloneMode implements store.Store.
 func (s *Store) CloneMode() store.CloneMode { return store.CloneRBD }
 
-// Pool is the store's pool: agents that share it form a storage domain.
+// Pool is the store's pool.
 func (s *Store) Pool() string { return s.c.pool }
+
+// Domain is the store's storage domain, rbd:<cluster fsid>/<pool>: agents
+// whose stores have the same domain reach the same disks.
+func (s *Store) Domain() string { return s.domain }
 
 // Capacity implements store.Store: the cluster's raw bytes over the pool's
 // replica count, and the pool's max_avail (what can still be written to
 // it, replication counted). The pool's existence is checked by New.
 func (s *Store) Capacity(ctx context.Context) (store.Capacity, error) {
+	c, err := s.readCapacity(ctx)
+	if err == nil {
+		s.capMu.Lock()
+		s.capAt, s.capLast = time.Now(), c
+		s.capMu.Unlock()
+	}
+	return c, err
+}
+
+// recentCapacity is Capacity, read again only when the last reading is
+// older than capacityMaxAge.
+func (s *Store) recentCapacity(ctx context.Context) (store.Capacity, error) {
+	s.capMu.Lock()
+	c, at := s.capLast, s.capAt
+	s.capMu.Unlock()
+	if !at.IsZero() && time.Since(at) < capacityMaxAge {
+		return c, nil
+	}
+	return s.Capacity(ctx)
+}
+
+func (s *Store) readCapacity(ctx context.Context) (store.Capacity, error) {
 	var df struct {
 		Stats struct {
 			Total int64 `json:"total_bytes"`

@@ -58,7 +58,9 @@ func (s *Store) remove(ctx context.Context, n string) error {
 			return nil // still needed
 		}
 		old := retiredPrefix + info.ID + "." + n
-		if _, err := s.c.run(ctx, "rename", n, old); err != nil {
+		if _, err := s.c.run(ctx, "rename", n, old); isGone(err) {
+			return nil // another agent of the pool removed or retired it meanwhile
+		} else if err != nil {
 			return fmt.Errorf("keep %s for its clones (%s) as %s: %w", n, strings.Join(dependents, ", "), old, err)
 		}
 		s.log.Info("deleted an RBD image that clones still read from: kept as "+old+" until the last of them goes",
@@ -75,7 +77,7 @@ func (s *Store) remove(ctx context.Context, n string) error {
 			return err
 		}
 	}
-	if _, err := s.c.run(ctx, "rm", "--no-progress", n); err != nil && !isNotFound(err) {
+	if _, err := s.c.run(ctx, "rm", "--no-progress", n); err != nil && !isGone(err) {
 		if errIs(err, syscall.EBUSY) {
 			return fmt.Errorf("%w: the image is still open (a target serving it, here or on another agent?): delete the target first", err)
 		}
@@ -85,6 +87,30 @@ func (s *Store) remove(ctx context.Context, n string) error {
 		return s.remove(ctx, p.Image)
 	}
 	return nil
+}
+
+// isGone: the image went meanwhile (another agent of the pool removed it:
+// ENOENT, or ESTALE when it went during the call).
+func isGone(err error) bool { return isNotFound(err) || errIs(err, syscall.ESTALE) }
+
+// collect removes the deleted images (old.*) whose clones are all gone.
+// Deletion of a clone removes its parent at once; this sweep finishes what
+// a step interrupted (a crash, or another agent of the pool deleting the
+// same images at the same time) left. Failures are logged: the next sweep
+// tries again.
+func (s *Store) collect(ctx context.Context) {
+	names, err := s.names(ctx)
+	if err != nil {
+		s.log.Warn("could not list the pool to collect deleted images", "err", err)
+		return
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, retiredPrefix) {
+			if err := s.remove(ctx, n); err != nil {
+				s.log.Warn("could not remove a deleted image whose clones are gone; the next deletion tries again", "image", n, "err", err)
+			}
+		}
+	}
 }
 
 // depth is the number of parents above image n.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/backup"
 	"github.com/sanboot/sanboot/internal/daemon"
+	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
 // subcommands are the maintenance commands, run instead of the member
@@ -24,7 +26,7 @@ var subcommands = map[string]func(fs *flag.FlagSet, cfg *controlplane.Config, ar
 }
 
 const snapshotUsage = `usage:
-  sanboot-controlplane snapshot save [--endpoints URLS] FILE
+  sanboot-controlplane snapshot save [--endpoints URLS] [--cert F --key F --cacert F] FILE
       save a snapshot of the running member's etcd (through its maintenance
       API) to FILE and print its revision and checksums
   sanboot-controlplane snapshot status FILE
@@ -44,7 +46,11 @@ func snapshotCmd(_ *flag.FlagSet, _ *controlplane.Config, args []string) int {
 	switch args[0] {
 	case "save":
 		fs := flag.NewFlagSet("sanboot-controlplane snapshot save", flag.ContinueOnError)
-		endpoints := fs.String("endpoints", "http://127.0.0.1:2379", "client URLs of the etcd member, comma separated")
+		endpoints := fs.String("endpoints", "http://127.0.0.1:2379", "client URLs of the etcd member, comma separated (https:// with --cert)")
+		var tlsFiles tlsconfig.Files
+		fs.StringVar(&tlsFiles.CertFile, "cert", "", "with TLS: a certificate with etcd's root role (the member's own, --cert-file)")
+		fs.StringVar(&tlsFiles.KeyFile, "key", "", "private key of --cert")
+		fs.StringVar(&tlsFiles.TrustedCAFile, "cacert", "", "CA of the member's certificate")
 		files, err := daemon.ParseArgs(fs, args[1:])
 		if err != nil {
 			return 2
@@ -55,7 +61,15 @@ func snapshotCmd(_ *flag.FlagSet, _ *controlplane.Config, args []string) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		info, err := backup.Save(ctx, strings.Split(*endpoints, ","), files[0])
+		var tlsConfig *tls.Config
+		if tlsFiles.Enabled() {
+			var err error
+			if tlsConfig, err = tlsFiles.Client(); err != nil {
+				fmt.Fprintln(os.Stderr, "sanboot-controlplane snapshot save:", err)
+				return 2
+			}
+		}
+		info, err := backup.Save(ctx, strings.Split(*endpoints, ","), tlsConfig, files[0])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sanboot-controlplane snapshot save:", err)
 			return 1

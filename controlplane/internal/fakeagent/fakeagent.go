@@ -118,7 +118,7 @@ func (a *Agent) Report(ctx context.Context, project, node, phase, message string
 	if err != nil {
 		return fmt.Errorf("fake agent %s: %w", a.Name, err)
 	}
-	op, err := kv.PutOp(api.NodeStatusKey(project, node), a.status(&asg, phase, message))
+	op, err := kv.PutOp(api.NodeStatusKey(project, node, a.Name), a.status(&asg, phase, message))
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (a *Agent) Serve(ctx context.Context, log *slog.Logger) error {
 			if asg.GetDeleting() {
 				phase = api.PhaseDeleted
 			}
-			op, err := kv.PutOp(api.NodeStatusKey(asg.GetProject(), asg.GetNode()), a.status(&asg, phase, ""))
+			op, err := kv.PutOp(api.NodeStatusKey(asg.GetProject(), asg.GetNode(), a.Name), a.status(&asg, phase, ""))
 			if err != nil {
 				continue
 			}

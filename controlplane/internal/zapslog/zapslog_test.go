@@ -27,3 +27,25 @@ func TestRoutesAtOrAboveMin(t *testing.T) {
 		}
 	}
 }
+
+// etcd's words for a full data directory (here as its WAL reports them)
+// get the control plane's own message, once.
+func TestFullDiskIsExplained(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	z := New(log, zapcore.WarnLevel)
+	enospc := errors.New("write /var/lib/sanboot/member/wal/0.tmp: no space left on device")
+	z.Warn("slow fsync", zap.Error(errors.New("disk")))
+	if strings.Contains(buf.String(), "is full") {
+		t.Fatalf("a full-disk message without ENOSPC:\n%s", buf.String())
+	}
+	z.Error("failed to save Raft hard state and entries", zap.Error(enospc))
+	z.Named("wal").Error("failed to write", zap.Error(enospc))
+	out := buf.String()
+	if n := strings.Count(out, "data directory (--data-dir) is full"); n != 1 {
+		t.Fatalf("%d full-disk messages, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "start the control plane again") {
+		t.Errorf("the message does not say what to do:\n%s", out)
+	}
+}

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkApply: `sanbootctl apply -f FILE --wait` of 1,000 and 10,000
+// new nodes (one image, the agent with the fake driver), the program and
+// the daemons as users run them; then the same apply again (every node
+// unchanged) and `diff -f` of the file. It reports the times, the etcd
+// write txns the first apply needed, the time of one compare-and-put txn
+// per node on a raw embedded etcd in the same run and the ratio, and the
+// control plane's and the agent's resident memory.
+func BenchmarkApply(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			dir := b.TempDir()
+			sys := startSystem(b, "--driver", "fake", "--store-dir", filepath.Join(dir, "store"), "--workers", "16")
+			for i := range b.N {
+				project := fmt.Sprintf("bench-%d-%d", n, i)
+				file := filepath.Join(dir, project+".yaml")
+				writeFleet(b, file, project, n)
+
+				rev0 := sys.revision(b)
+				took := sys.ctl(b, "apply", "-f", file, "--wait", "--timeout", "30m")
+				txns := sys.revision(b) - rev0
+				// The baseline: one compare-and-put per node, what writing
+				// each node with its own comparison costs on etcd alone.
+				raw := rawEtcd(b, n, concurrency)
+				rev1 := sys.revision(b)
+				again := sys.ctl(b, "apply", "-f", file)
+				if rev := sys.revision(b); rev != rev1 {
+					b.Fatalf("the unchanged apply moved etcd's revision from %d to %d", rev1, rev)
+				}
+				diff := sys.ctl(b, "diff", "-f", file)
+				cpRSS, agentRSS := rssMiB(b, sys.controlPlane), rssMiB(b, sys.agent)
+				cpAnon := anonMiB(b, sys.controlPlane)
+
+				b.ReportMetric(ms(took), "apply-wait-ms")
+				b.ReportMetric(float64(txns), "etcd-txns")
+				b.ReportMetric(ms(raw), "raw-etcd-ms")
+				b.ReportMetric(float64(took)/float64(raw), "ratio-to-raw")
+				b.ReportMetric(ms(again), "unchanged-apply-ms")
+				b.ReportMetric(ms(diff), "diff-ms")
+				b.ReportMetric(cpRSS, "controlplane-MiB")
+				b.ReportMetric(cpAnon, "controlplane-anon-MiB")
+				b.ReportMetric(agentRSS, "agent-MiB")
+				b.Logf("apply -f --wait of %d new nodes: %v (%d etcd write txns); %d compare-and-puts on raw etcd %v, ratio %.2f; "+
+					"unchanged apply %v, diff %v; RSS control plane %.0f MiB (%.0f MiB anonymous), agent %.0f MiB",
+					n, took.Round(time.Millisecond), txns, n, raw.Round(time.Millisecond), float64(took)/float64(raw),
+					again.Round(time.Millisecond), diff.Round(time.Millisecond), cpRSS, cpAnon, agentRSS)
+			}
+		})
+	}
+}
+
+// writeFleet writes an image and n nodes of project as one manifest.
+func writeFleet(b *testing.B, file, project string, n int) {
+	b.Helper()
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "apiVersion: sanboot.io/v1\nkind: Image\nmetadata: {name: golden, project: %s}\nspec: {sizeBytes: 1073741824}\n", project)
+	for i := range n {
+		fmt.Fprintf(&w, "---\napiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: n-%05d, project: %s, labels: {rack: r%02d}}\nspec: {image: golden}\n", i, project, i%40)
+	}
+	if err := os.WriteFile(file, w.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// ctl runs sanbootctl against the system and returns how long it took; it
+// fails the benchmark unless sanbootctl exits 0.
+func (s *system) ctl(b *testing.B, args ...string) time.Duration {
+	b.Helper()
+	cmd := exec.Command(filepath.Join(s.bin, "sanbootctl"), append([]string{"--endpoints", s.apiAddr}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Env = append(os.Environ(), "HOME="+s.dir)
+	begin := time.Now()
+	err := cmd.Run()
+	took := time.Since(begin)
+	if err != nil {
+		b.Fatalf("sanbootctl %s: %v\nstderr (end): %s", strings.Join(args, " "), err, tail(errOut.String(), 2000))
+	}
+	return took
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// rssMiB is a process's resident set size (VmRSS: its heap and stacks,
+// and the pages of files it maps, such as etcd's database).
+func rssMiB(b *testing.B, pid int) float64 { return procStatusMiB(b, pid, "VmRSS:") }
+
+// anonMiB is the part of a process's RSS that no file backs (RssAnon).
+func anonMiB(b *testing.B, pid int) float64 { return procStatusMiB(b, pid, "RssAnon:") }
+
+func procStatusMiB(b *testing.B, pid int, field string) float64 {
+	b.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}

@@ -1,0 +1,183 @@
+package apiserver
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/state"
+)
+
+// MaxPutNodes is how many nodes one PutNodes call may carry.
+const MaxPutNodes = 256
+
+// createsPerTxn is how many nodes one transaction creates: etcd takes at
+// most 128 operations per transaction (--max-txn-ops).
+const createsPerTxn = 100
+
+// readsPerTxn is how many nodes one read-only transaction reads (five
+// reads each, under etcd's 128 operations).
+const readsPerTxn = 25
+
+// putNodesAtOnce is how many of a PutNodes call's nodes that take
+// PutNode's general path (they exist, or a revision was asked for) are
+// worked on at once.
+const putNodesAtOnce = 16
+
+// PutNodes is PutNode of many nodes. The nodes the cache does not know
+// are created in one etcd transaction: one nested transaction per node,
+// each with its own comparisons (absent, image present), so that one
+// raft proposal and one WAL fsync create them all. A node whose
+// comparisons fail gets, from the same transaction, what PutNode's
+// general path reads, and takes that path. Every node has its own result.
+func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (*sanbootv1.PutNodesResponse, error) {
+	if len(req.GetNodes()) > MaxPutNodes {
+		return nil, status.Errorf(codes.InvalidArgument, "%d nodes in one PutNodes call: send at most %d per call", len(req.GetNodes()), MaxPutNodes)
+	}
+	out := make([]*sanbootv1.PutNodesResult, len(req.GetNodes()))
+	nodes := make([]*sanbootv1.Node, len(out))
+	pre := make([]*state.Store, len(out))
+	var creates []*nodeCreate
+	var at []int // creates[k] is nodes[at[k]]
+	// A node named twice is created once (etcd refuses a transaction that
+	// writes a key twice); its second entry takes the general path after.
+	creating := map[state.Ref]bool{}
+	// Likewise a MAC claimed twice: the second node takes the general path,
+	// which refuses it naming the first.
+	claimed := map[string]bool{}
+	for i, n := range req.GetNodes() {
+		n = proto.CloneOf(n)
+		if err := api.ValidateNode(n); err != nil {
+			out[i] = failed(invalid(err))
+			continue
+		}
+		nodes[i] = n
+		ref := nodeRef(n)
+		if req.GetDryRun() || n.Metadata.Revision != 0 || creating[ref] || s.cache.has(ref) ||
+			slices.ContainsFunc(n.Spec.GetMacs(), func(m string) bool { return claimed[m] }) {
+			continue
+		}
+		creating[ref] = true
+		for _, m := range n.Spec.GetMacs() {
+			claimed[m] = true
+		}
+		c, err := newNodeCreate(ref, n)
+		if err != nil {
+			out[i] = failed(err)
+			continue
+		}
+		creates, at = append(creates, c), append(at, i)
+	}
+	for len(creates) > 0 {
+		n := min(len(creates), createsPerTxn)
+		chunk, idx := creates[:n], at[:n]
+		if err := s.createNodes(ctx, chunk, func(k int, resp *sanbootv1.PutNodeResponse, read *state.Store) {
+			if resp != nil {
+				out[idx[k]] = &sanbootv1.PutNodesResult{Node: resp.GetNode(), Result: resp.GetResult()}
+			}
+			pre[idx[k]] = read
+		}); err != nil {
+			for _, i := range idx {
+				out[i] = failed(err)
+			}
+		}
+		creates, at = creates[n:], at[n:]
+	}
+	// The others (existing nodes, dry runs) are read a few dozen per
+	// read-only transaction, then decided one by one.
+	var toRead []int
+	for i, n := range nodes {
+		if n != nil && out[i] == nil && pre[i] == nil {
+			toRead = append(toRead, i)
+		}
+	}
+	for len(toRead) > 0 {
+		k := min(len(toRead), readsPerTxn)
+		if err := s.readNodes(ctx, nodes, toRead[:k], pre); err != nil {
+			for _, i := range toRead[:k] {
+				out[i] = failed(err)
+			}
+		}
+		toRead = toRead[k:]
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, putNodesAtOnce)
+	for i, n := range nodes {
+		if n == nil || out[i] != nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			resp, err := s.putNodeRetrying(ctx, nodeRef(n), n, req.GetMode(), req.GetDryRun(), pre[i])
+			if err != nil {
+				out[i] = failed(err)
+				return
+			}
+			out[i] = &sanbootv1.PutNodesResult{Node: resp.GetNode(), Result: resp.GetResult()}
+		})
+	}
+	wg.Wait()
+	return &sanbootv1.PutNodesResponse{Results: out}, nil
+}
+
+// createNodes commits creates in one transaction, a nested one per node,
+// and calls done for each: with the answer when it was created, with what
+// readNode would read when its comparisons failed.
+func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done func(k int, resp *sanbootv1.PutNodeResponse, read *state.Store)) error {
+	ops := make([]clientv3.Op, len(creates))
+	for k, c := range creates {
+		ops[k] = clientv3.OpTxn(c.cmps, c.ops, nodeReads(c.ref, c.rec.GetSpec().GetImage()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return etcdError(ctx, "write", err)
+	}
+	rev := resp.Header.Revision
+	for k, r := range resp.Responses {
+		t := r.GetResponseTxn()
+		if t.GetSucceeded() {
+			done(k, s.created(creates[k], rev), nil)
+			continue
+		}
+		done(k, nil, s.readStore(rev, t.GetResponses()))
+	}
+	return nil
+}
+
+// readNodes reads, in one read-only transaction, what readNode reads for
+// each of nodes[idx...], into pre.
+func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []int, pre []*state.Store) error {
+	var ops []clientv3.Op
+	for _, i := range idx {
+		ops = append(ops, nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage())...)
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return etcdError(ctx, "read", err)
+	}
+	at := 0
+	for _, i := range idx {
+		n := len(nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage()))
+		pre[i] = s.readStore(resp.Header.Revision, resp.Responses[at:at+n])
+		at += n
+	}
+	return nil
+}
+
+func nodeRef(n *sanbootv1.Node) state.Ref {
+	return state.Ref{Project: n.GetMetadata().GetProject(), Name: n.GetMetadata().GetName()}
+}
+
+// failed is the result of a node that err kept from being written.
+func failed(err error) *sanbootv1.PutNodesResult {
+	st := status.Convert(err)
+	return &sanbootv1.PutNodesResult{Code: int32(st.Code()), Message: st.Message()}
+}
