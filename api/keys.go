@@ -55,6 +55,7 @@ const (
 	kindAgents     = "agents/"
 	kindAlive      = "alive/"
 	kindMembers    = "members/"
+	kindMemberAdds = "memberadds/"
 	kindExports    = "exports/"
 	kindMACs       = "macs/"
 
@@ -161,6 +162,11 @@ func MembersPrefix() string { return Prefix + kindMembers }
 
 // MemberKey is where a control-plane member registers its API address.
 func MemberKey(name string) string { return Prefix + kindMembers + name }
+
+// MemberAddKey holds the name given to an etcd member (id in hex) added
+// with sanbootctl member add, until the member starts and etcd knows its
+// name.
+func MemberAddKey(id string) string { return Prefix + kindMemberAdds + id }
 
 // ExportsPrefix is the prefix an agent watches for export requests: its
 // own only. With an empty agent it is the prefix of every export request.

@@ -8,6 +8,7 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -30,6 +32,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/buildinfo"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // DefaultAPIListen is the default of --api-listen.
@@ -103,6 +106,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer m.Close()
+	if err := m.AwaitVoter(ctx); err != nil {
+		return err
+	}
 	cli, err := m.Client()
 	if err != nil {
 		return err
@@ -171,6 +177,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := sched.register(cfg.Metrics); err != nil {
 			return fmt.Errorf("register the scheduler's metrics: %w", err)
 		}
+		if err := cfg.Metrics.Register(api.MembersCollector()); err != nil {
+			return fmt.Errorf("register the members' metrics: %w", err)
+		}
 		opts = append(opts, api.MetricsServerOptions()...)
 	}
 	gs := grpc.NewServer(opts...)
@@ -202,11 +211,12 @@ func Run(ctx context.Context, cfg Config) error {
 			ApiEndpoints: advertised,
 			ClientUrls:   m.ClientURLs(),
 			Version:      buildinfo.Version(),
+			BootUrl:      bootURL(cfg),
 		}, apiserver.MemberTTL, log)
 	})
 	wg.Go(func() {
-		leader.Run(ctx, cli, leader.Config{Name: m.Name(), Log: log}, func(ctx context.Context) error {
-			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried})
+		leader.Run(ctx, cli, leader.Config{Name: m.Name(), Log: log, Probe: probeMember(cli)}, func(ctx context.Context, fence kv.Fence) error {
+			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried, Fence: fence})
 			sched.current.Store(s)
 			defer sched.current.CompareAndSwap(s, nil)
 			return s.Run(ctx)
@@ -269,6 +279,49 @@ func checkBootListen(cfg Config, log *slog.Logger) error {
 	}
 	return fmt.Errorf("--boot-listen %s is beyond loopback: give --boot-tokens, so that a node's CHAP credentials are served only with its one-time boot token (sanbootctl boot-script NODE --url), "+
 		"or --boot-insecure-chap to serve them to anyone who asks (not recommended)", cfg.BootListen)
+}
+
+// probeMember asks the etcd member called name for its status: the
+// controllers' leader runs in the same process as its etcd member, so a
+// leader whose member does not answer is dead or cut off (leader.Config.Probe).
+func probeMember(cli *clientv3.Client) func(ctx context.Context, name string) error {
+	return func(ctx context.Context, name string) error {
+		ml, err := cli.MemberList(ctx)
+		if err != nil {
+			return nil // this member cannot tell; it does not depose
+		}
+		for _, m := range ml.Members {
+			if m.Name != name {
+				continue
+			}
+			var errs []error
+			for _, u := range m.ClientURLs {
+				_, err := cli.Status(ctx, u)
+				if err == nil {
+					return nil
+				}
+				errs = append(errs, err)
+			}
+			return fmt.Errorf("member %s does not answer: %w", name, errors.Join(errs...))
+		}
+		return fmt.Errorf("%q is not a member of the cluster", name)
+	}
+}
+
+// bootURL is the base URL other members' boot scripts fall back to: --boot-url,
+// else http://--boot-listen when it names a host; empty without a boot
+// server.
+func bootURL(cfg Config) string {
+	switch {
+	case cfg.BootListen == "":
+		return ""
+	case cfg.Boot.URL != "":
+		return cfg.Boot.URL
+	}
+	if host, _, err := net.SplitHostPort(cfg.Boot.Listen); err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		return ""
+	}
+	return "http://" + cfg.Boot.Listen
 }
 
 // openUploads opens the upload staging directory: cfg.UploadDir, else

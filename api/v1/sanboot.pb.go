@@ -189,7 +189,7 @@ func (x NodeEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Type.Descriptor instead.
 func (NodeEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42, 0}
+	return file_sanboot_proto_rawDescGZIP(), []int{50, 0}
 }
 
 // ObjectMeta is common to every user-facing resource.
@@ -1944,11 +1944,15 @@ func (x *ChapSecret) GetMutualSecret() string {
 // Member is a control-plane member's registration, leased, at
 // /sanboot/v1/members/<name>.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	ApiEndpoints  []string               `protobuf:"bytes,2,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
-	ClientUrls    []string               `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
-	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ApiEndpoints []string               `protobuf:"bytes,2,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
+	ClientUrls   []string               `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	Version      string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// Base URL of the member's boot server (its --boot-url, else
+	// http://--boot-listen); empty without one. Boot scripts fall back to the
+	// other members' when theirs does not answer.
+	BootUrl       string `protobuf:"bytes,5,opt,name=boot_url,json=bootUrl,proto3" json:"boot_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2007,6 +2011,13 @@ func (x *Member) GetClientUrls() []string {
 func (x *Member) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetBootUrl() string {
+	if x != nil {
+		return x.BootUrl
 	}
 	return ""
 }
@@ -3031,6 +3042,538 @@ func (x *ListMembersResponse) GetMembers() []*Member {
 	return nil
 }
 
+// ClusterMember is one etcd member of the control plane as the cluster
+// sees it (etcd's member list), joined with its sanboot registration and
+// the status it answered (sanbootctl member list).
+type ClusterMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// etcd's member ID, hex.
+	Id         string   `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	PeerUrls   []string `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ClientUrls []string `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	// From the member's registration; empty while it does not run sanboot's
+	// API (not started, cut off, or a learner not caught up).
+	ApiEndpoints []string `protobuf:"bytes,5,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
+	Learner      bool     `protobuf:"varint,6,opt,name=learner,proto3" json:"learner,omitempty"`
+	// The etcd (raft) leader.
+	Leader bool `protobuf:"varint,7,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Runs sanboot's controllers (the elected scheduler).
+	Controllers bool `protobuf:"varint,8,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	// Answered a status request, with a leader, within the timeout.
+	Healthy bool `protobuf:"varint,9,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Why not healthy.
+	Error            string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	RaftIndex        uint64 `protobuf:"varint,11,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	RaftAppliedIndex uint64 `protobuf:"varint,12,opt,name=raft_applied_index,json=raftAppliedIndex,proto3" json:"raft_applied_index,omitempty"`
+	RaftTerm         uint64 `protobuf:"varint,13,opt,name=raft_term,json=raftTerm,proto3" json:"raft_term,omitempty"`
+	// sanboot's version, from the registration.
+	Version       string `protobuf:"bytes,14,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMember) Reset() {
+	*x = ClusterMember{}
+	mi := &file_sanboot_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMember) ProtoMessage() {}
+
+func (x *ClusterMember) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMember.ProtoReflect.Descriptor instead.
+func (*ClusterMember) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ClusterMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *ClusterMember) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
+func (x *ClusterMember) GetApiEndpoints() []string {
+	if x != nil {
+		return x.ApiEndpoints
+	}
+	return nil
+}
+
+func (x *ClusterMember) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *ClusterMember) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *ClusterMember) GetControllers() bool {
+	if x != nil {
+		return x.Controllers
+	}
+	return false
+}
+
+func (x *ClusterMember) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ClusterMember) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *ClusterMember) GetRaftAppliedIndex() uint64 {
+	if x != nil {
+		return x.RaftAppliedIndex
+	}
+	return 0
+}
+
+func (x *ClusterMember) GetRaftTerm() uint64 {
+	if x != nil {
+		return x.RaftTerm
+	}
+	return 0
+}
+
+func (x *ClusterMember) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type ListClusterMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClusterMembersRequest) Reset() {
+	*x = ListClusterMembersRequest{}
+	mi := &file_sanboot_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClusterMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClusterMembersRequest) ProtoMessage() {}
+
+func (x *ListClusterMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClusterMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListClusterMembersRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{42}
+}
+
+type ListClusterMembersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*ClusterMember       `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Voting members, those of them healthy, and how many make a quorum.
+	Voters        int32 `protobuf:"varint,2,opt,name=voters,proto3" json:"voters,omitempty"`
+	HealthyVoters int32 `protobuf:"varint,3,opt,name=healthy_voters,json=healthyVoters,proto3" json:"healthy_voters,omitempty"`
+	Quorum        int32 `protobuf:"varint,4,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// Losing one more voter would lose the quorum (or it is lost).
+	QuorumAtRisk bool `protobuf:"varint,5,opt,name=quorum_at_risk,json=quorumAtRisk,proto3" json:"quorum_at_risk,omitempty"`
+	// The member whose scheduler runs now.
+	Controllers   string `protobuf:"bytes,6,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClusterMembersResponse) Reset() {
+	*x = ListClusterMembersResponse{}
+	mi := &file_sanboot_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClusterMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClusterMembersResponse) ProtoMessage() {}
+
+func (x *ListClusterMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClusterMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListClusterMembersResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListClusterMembersResponse) GetMembers() []*ClusterMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ListClusterMembersResponse) GetVoters() int32 {
+	if x != nil {
+		return x.Voters
+	}
+	return 0
+}
+
+func (x *ListClusterMembersResponse) GetHealthyVoters() int32 {
+	if x != nil {
+		return x.HealthyVoters
+	}
+	return 0
+}
+
+func (x *ListClusterMembersResponse) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *ListClusterMembersResponse) GetQuorumAtRisk() bool {
+	if x != nil {
+		return x.QuorumAtRisk
+	}
+	return false
+}
+
+func (x *ListClusterMembersResponse) GetControllers() string {
+	if x != nil {
+		return x.Controllers
+	}
+	return ""
+}
+
+type AddMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls      []string               `protobuf:"bytes,2,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberRequest) Reset() {
+	*x = AddMemberRequest{}
+	mi := &file_sanboot_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberRequest) ProtoMessage() {}
+
+func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
+func (*AddMemberRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AddMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddMemberRequest) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+type AddMemberResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member *ClusterMember         `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// --initial-cluster the new member must start with (with
+	// --initial-cluster-state existing).
+	InitialCluster string `protobuf:"bytes,2,opt,name=initial_cluster,json=initialCluster,proto3" json:"initial_cluster,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AddMemberResponse) Reset() {
+	*x = AddMemberResponse{}
+	mi := &file_sanboot_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberResponse) ProtoMessage() {}
+
+func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
+func (*AddMemberResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *AddMemberResponse) GetMember() *ClusterMember {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *AddMemberResponse) GetInitialCluster() string {
+	if x != nil {
+		return x.InitialCluster
+	}
+	return ""
+}
+
+type PromoteMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name, or etcd's member ID in hex.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteMemberRequest) Reset() {
+	*x = PromoteMemberRequest{}
+	mi := &file_sanboot_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteMemberRequest) ProtoMessage() {}
+
+func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
+func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PromoteMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name, or etcd's member ID in hex (a member added but never started
+	// has no name yet).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Remove even when the voters left would not make a quorum.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_sanboot_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RemoveMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveMemberRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type MemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *ClusterMember         `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberResponse) Reset() {
+	*x = MemberResponse{}
+	mi := &file_sanboot_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberResponse) ProtoMessage() {}
+
+func (x *MemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sanboot_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberResponse.ProtoReflect.Descriptor instead.
+func (*MemberResponse) Descriptor() ([]byte, []int) {
+	return file_sanboot_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *MemberResponse) GetMember() *ClusterMember {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
 type WatchNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -3049,7 +3592,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3604,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[41]
+	mi := &file_sanboot_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3617,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{41}
+	return file_sanboot_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WatchNodesRequest) GetProject() string {
@@ -3123,7 +3666,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3678,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[42]
+	mi := &file_sanboot_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3691,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{42}
+	return file_sanboot_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *NodeEvent) GetType() NodeEvent_Type {
@@ -3188,7 +3731,7 @@ type WatchImagesRequest struct {
 
 func (x *WatchImagesRequest) Reset() {
 	*x = WatchImagesRequest{}
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3200,7 +3743,7 @@ func (x *WatchImagesRequest) String() string {
 func (*WatchImagesRequest) ProtoMessage() {}
 
 func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[43]
+	mi := &file_sanboot_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3213,7 +3756,7 @@ func (x *WatchImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchImagesRequest.ProtoReflect.Descriptor instead.
 func (*WatchImagesRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{43}
+	return file_sanboot_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *WatchImagesRequest) GetProject() string {
@@ -3264,7 +3807,7 @@ type ImageEvent struct {
 
 func (x *ImageEvent) Reset() {
 	*x = ImageEvent{}
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3819,7 @@ func (x *ImageEvent) String() string {
 func (*ImageEvent) ProtoMessage() {}
 
 func (x *ImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[44]
+	mi := &file_sanboot_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3832,7 @@ func (x *ImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
 func (*ImageEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{44}
+	return file_sanboot_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ImageEvent) GetType() NodeEvent_Type {
@@ -3326,7 +3869,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3881,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[45]
+	mi := &file_sanboot_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3894,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{45}
+	return file_sanboot_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AgentEvent) GetType() NodeEvent_Type {
@@ -3383,7 +3926,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3938,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[46]
+	mi := &file_sanboot_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3951,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{46}
+	return file_sanboot_proto_rawDescGZIP(), []int{54}
 }
 
 // UploadImageRequest is one message of an upload: a header first, then
@@ -3426,7 +3969,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3438,7 +3981,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[47]
+	mi := &file_sanboot_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3451,7 +3994,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{47}
+	return file_sanboot_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UploadImageRequest) GetPart() isUploadImageRequest_Part {
@@ -3508,7 +4051,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3520,7 +4063,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[48]
+	mi := &file_sanboot_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3533,7 +4076,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{48}
+	return file_sanboot_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UploadHeader) GetProject() string {
@@ -3572,7 +4115,7 @@ type UploadImageResponse struct {
 
 func (x *UploadImageResponse) Reset() {
 	*x = UploadImageResponse{}
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3584,7 +4127,7 @@ func (x *UploadImageResponse) String() string {
 func (*UploadImageResponse) ProtoMessage() {}
 
 func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[49]
+	mi := &file_sanboot_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3597,7 +4140,7 @@ func (x *UploadImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageResponse.ProtoReflect.Descriptor instead.
 func (*UploadImageResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{49}
+	return file_sanboot_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *UploadImageResponse) GetUploadId() string {
@@ -3646,7 +4189,7 @@ type ReadUploadRequest struct {
 
 func (x *ReadUploadRequest) Reset() {
 	*x = ReadUploadRequest{}
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3658,7 +4201,7 @@ func (x *ReadUploadRequest) String() string {
 func (*ReadUploadRequest) ProtoMessage() {}
 
 func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[50]
+	mi := &file_sanboot_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3671,7 +4214,7 @@ func (x *ReadUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUploadRequest.ProtoReflect.Descriptor instead.
 func (*ReadUploadRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{50}
+	return file_sanboot_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReadUploadRequest) GetUploadId() string {
@@ -3697,7 +4240,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3709,7 +4252,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[51]
+	mi := &file_sanboot_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3722,7 +4265,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{51}
+	return file_sanboot_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3750,7 +4293,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +4305,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[52]
+	mi := &file_sanboot_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +4318,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{52}
+	return file_sanboot_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ExportRequest) GetExportId() string {
@@ -3821,7 +4364,7 @@ type PushExportRequest struct {
 
 func (x *PushExportRequest) Reset() {
 	*x = PushExportRequest{}
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +4376,7 @@ func (x *PushExportRequest) String() string {
 func (*PushExportRequest) ProtoMessage() {}
 
 func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[53]
+	mi := &file_sanboot_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +4389,7 @@ func (x *PushExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportRequest.ProtoReflect.Descriptor instead.
 func (*PushExportRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{53}
+	return file_sanboot_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PushExportRequest) GetPart() isPushExportRequest_Part {
@@ -3905,7 +4448,7 @@ type PushExportHeader struct {
 
 func (x *PushExportHeader) Reset() {
 	*x = PushExportHeader{}
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3917,7 +4460,7 @@ func (x *PushExportHeader) String() string {
 func (*PushExportHeader) ProtoMessage() {}
 
 func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[54]
+	mi := &file_sanboot_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3930,7 +4473,7 @@ func (x *PushExportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportHeader.ProtoReflect.Descriptor instead.
 func (*PushExportHeader) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{54}
+	return file_sanboot_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PushExportHeader) GetExportId() string {
@@ -3969,7 +4512,7 @@ type PushExportResponse struct {
 
 func (x *PushExportResponse) Reset() {
 	*x = PushExportResponse{}
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3981,7 +4524,7 @@ func (x *PushExportResponse) String() string {
 func (*PushExportResponse) ProtoMessage() {}
 
 func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[55]
+	mi := &file_sanboot_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3994,7 +4537,7 @@ func (x *PushExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushExportResponse.ProtoReflect.Descriptor instead.
 func (*PushExportResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{55}
+	return file_sanboot_proto_rawDescGZIP(), []int{63}
 }
 
 // BootScript is a node's iPXE script as the boot server would serve it
@@ -4012,7 +4555,7 @@ type BootScript struct {
 
 func (x *BootScript) Reset() {
 	*x = BootScript{}
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4024,7 +4567,7 @@ func (x *BootScript) String() string {
 func (*BootScript) ProtoMessage() {}
 
 func (x *BootScript) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[56]
+	mi := &file_sanboot_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4037,7 +4580,7 @@ func (x *BootScript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootScript.ProtoReflect.Descriptor instead.
 func (*BootScript) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{56}
+	return file_sanboot_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *BootScript) GetScript() string {
@@ -4071,7 +4614,7 @@ type BootToken struct {
 
 func (x *BootToken) Reset() {
 	*x = BootToken{}
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4626,7 @@ func (x *BootToken) String() string {
 func (*BootToken) ProtoMessage() {}
 
 func (x *BootToken) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[57]
+	mi := &file_sanboot_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4639,7 @@ func (x *BootToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootToken.ProtoReflect.Descriptor instead.
 func (*BootToken) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{57}
+	return file_sanboot_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BootToken) GetSha256() string {
@@ -4140,7 +4683,7 @@ type BootFetch struct {
 
 func (x *BootFetch) Reset() {
 	*x = BootFetch{}
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4152,7 +4695,7 @@ func (x *BootFetch) String() string {
 func (*BootFetch) ProtoMessage() {}
 
 func (x *BootFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[58]
+	mi := &file_sanboot_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4165,7 +4708,7 @@ func (x *BootFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootFetch.ProtoReflect.Descriptor instead.
 func (*BootFetch) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{58}
+	return file_sanboot_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *BootFetch) GetNodeUid() string {
@@ -4241,7 +4784,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4253,7 +4796,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[59]
+	mi := &file_sanboot_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4266,7 +4809,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{59}
+	return file_sanboot_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -4314,7 +4857,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_sanboot_proto_msgTypes[60]
+	mi := &file_sanboot_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4326,7 +4869,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[60]
+	mi := &file_sanboot_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4339,7 +4882,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{60}
+	return file_sanboot_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4357,7 +4900,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_sanboot_proto_msgTypes[61]
+	mi := &file_sanboot_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4369,7 +4912,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[61]
+	mi := &file_sanboot_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4382,7 +4925,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{61}
+	return file_sanboot_proto_rawDescGZIP(), []int{69}
 }
 
 type BackupResponse struct {
@@ -4398,7 +4941,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_sanboot_proto_msgTypes[62]
+	mi := &file_sanboot_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4410,7 +4953,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[62]
+	mi := &file_sanboot_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4423,7 +4966,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{62}
+	return file_sanboot_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *BackupResponse) GetPart() isBackupResponse_Part {
@@ -4483,7 +5026,7 @@ type BackupInfo struct {
 
 func (x *BackupInfo) Reset() {
 	*x = BackupInfo{}
-	mi := &file_sanboot_proto_msgTypes[63]
+	mi := &file_sanboot_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4495,7 +5038,7 @@ func (x *BackupInfo) String() string {
 func (*BackupInfo) ProtoMessage() {}
 
 func (x *BackupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sanboot_proto_msgTypes[63]
+	mi := &file_sanboot_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4508,7 +5051,7 @@ func (x *BackupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
 func (*BackupInfo) Descriptor() ([]byte, []int) {
-	return file_sanboot_proto_rawDescGZIP(), []int{63}
+	return file_sanboot_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *BackupInfo) GetRevision() int64 {
@@ -4721,13 +5264,14 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x1f\n" +
 	"\vmutual_user\x18\x03 \x01(\tR\n" +
 	"mutualUser\x12#\n" +
-	"\rmutual_secret\x18\x04 \x01(\tR\fmutualSecret\"|\n" +
+	"\rmutual_secret\x18\x04 \x01(\tR\fmutualSecret\"\x97\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rapi_endpoints\x18\x02 \x03(\tR\fapiEndpoints\x12\x1f\n" +
 	"\vclient_urls\x18\x03 \x03(\tR\n" +
 	"clientUrls\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion\":\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x19\n" +
+	"\bboot_url\x18\x05 \x01(\tR\abootUrl\":\n" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
@@ -4788,7 +5332,46 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
 	"\x13EnrollAgentResponse\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
-	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\xb0\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.sanboot.v1.MemberR\amembers\"\x9e\x03\n" +
+	"\rClusterMember\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
+	"\vclient_urls\x18\x04 \x03(\tR\n" +
+	"clientUrls\x12#\n" +
+	"\rapi_endpoints\x18\x05 \x03(\tR\fapiEndpoints\x12\x18\n" +
+	"\alearner\x18\x06 \x01(\bR\alearner\x12\x16\n" +
+	"\x06leader\x18\a \x01(\bR\x06leader\x12 \n" +
+	"\vcontrollers\x18\b \x01(\bR\vcontrollers\x12\x18\n" +
+	"\ahealthy\x18\t \x01(\bR\ahealthy\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\v \x01(\x04R\traftIndex\x12,\n" +
+	"\x12raft_applied_index\x18\f \x01(\x04R\x10raftAppliedIndex\x12\x1b\n" +
+	"\traft_term\x18\r \x01(\x04R\braftTerm\x12\x18\n" +
+	"\aversion\x18\x0e \x01(\tR\aversion\"\x1b\n" +
+	"\x19ListClusterMembersRequest\"\xf0\x01\n" +
+	"\x1aListClusterMembersResponse\x123\n" +
+	"\amembers\x18\x01 \x03(\v2\x19.sanboot.v1.ClusterMemberR\amembers\x12\x16\n" +
+	"\x06voters\x18\x02 \x01(\x05R\x06voters\x12%\n" +
+	"\x0ehealthy_voters\x18\x03 \x01(\x05R\rhealthyVoters\x12\x16\n" +
+	"\x06quorum\x18\x04 \x01(\x05R\x06quorum\x12$\n" +
+	"\x0equorum_at_risk\x18\x05 \x01(\bR\fquorumAtRisk\x12 \n" +
+	"\vcontrollers\x18\x06 \x01(\tR\vcontrollers\"C\n" +
+	"\x10AddMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_urls\x18\x02 \x03(\tR\bpeerUrls\"o\n" +
+	"\x11AddMemberResponse\x121\n" +
+	"\x06member\x18\x01 \x01(\v2\x19.sanboot.v1.ClusterMemberR\x06member\x12'\n" +
+	"\x0finitial_cluster\x18\x02 \x01(\tR\x0einitialCluster\"*\n" +
+	"\x14PromoteMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\x13RemoveMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"C\n" +
+	"\x0eMemberResponse\x121\n" +
+	"\x06member\x18\x01 \x01(\v2\x19.sanboot.v1.ClusterMemberR\x06member\"\xb0\x01\n" +
 	"\x11WatchNodesRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
@@ -4906,7 +5489,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x16PUT_RESULT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUT_RESULT_CREATED\x10\x01\x12\x19\n" +
 	"\x15PUT_RESULT_CONFIGURED\x10\x02\x12\x18\n" +
-	"\x14PUT_RESULT_UNCHANGED\x10\x032\xb0\v\n" +
+	"\x14PUT_RESULT_UNCHANGED\x10\x032\xfb\r\n" +
 	"\aSanboot\x12E\n" +
 	"\bPutImage\x12\x1b.sanboot.v1.PutImageRequest\x1a\x1c.sanboot.v1.PutImageResponse\x125\n" +
 	"\bGetImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Image\x12E\n" +
@@ -4928,7 +5511,11 @@ const file_sanboot_proto_rawDesc = "" +
 	"ListAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x1e.sanboot.v1.ListAgentsResponse\x12:\n" +
 	"\bGetAgent\x12\x1b.sanboot.v1.GetAgentRequest\x1a\x11.sanboot.v1.Agent\x12F\n" +
 	"\vWatchAgents\x12\x1d.sanboot.v1.ListAgentsRequest\x1a\x16.sanboot.v1.AgentEvent0\x01\x12N\n" +
-	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12N\n" +
+	"\vListMembers\x12\x1e.sanboot.v1.ListMembersRequest\x1a\x1f.sanboot.v1.ListMembersResponse\x12c\n" +
+	"\x12ListClusterMembers\x12%.sanboot.v1.ListClusterMembersRequest\x1a&.sanboot.v1.ListClusterMembersResponse\x12H\n" +
+	"\tAddMember\x12\x1c.sanboot.v1.AddMemberRequest\x1a\x1d.sanboot.v1.AddMemberResponse\x12M\n" +
+	"\rPromoteMember\x12 .sanboot.v1.PromoteMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12K\n" +
+	"\fRemoveMember\x12\x1f.sanboot.v1.RemoveMemberRequest\x1a\x1a.sanboot.v1.MemberResponse\x12N\n" +
 	"\vEnrollAgent\x12\x1e.sanboot.v1.EnrollAgentRequest\x1a\x1f.sanboot.v1.EnrollAgentResponse\x12P\n" +
 	"\vUploadImage\x12\x1e.sanboot.v1.UploadImageRequest\x1a\x1f.sanboot.v1.UploadImageResponse(\x01\x12:\n" +
 	"\vExportImage\x12\x16.sanboot.v1.GetRequest\x1a\x11.sanboot.v1.Chunk0\x01\x12A\n" +
@@ -4952,104 +5539,112 @@ func file_sanboot_proto_rawDescGZIP() []byte {
 }
 
 var file_sanboot_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_sanboot_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_sanboot_proto_goTypes = []any{
-	(PutMode)(0),                  // 0: sanboot.v1.PutMode
-	(PutResult)(0),                // 1: sanboot.v1.PutResult
-	(NodeEvent_Type)(0),           // 2: sanboot.v1.NodeEvent.Type
-	(*ObjectMeta)(nil),            // 3: sanboot.v1.ObjectMeta
-	(*Condition)(nil),             // 4: sanboot.v1.Condition
-	(*ImageSpec)(nil),             // 5: sanboot.v1.ImageSpec
-	(*ImageSource)(nil),           // 6: sanboot.v1.ImageSource
-	(*BlankSource)(nil),           // 7: sanboot.v1.BlankSource
-	(*UploadSource)(nil),          // 8: sanboot.v1.UploadSource
-	(*URLSource)(nil),             // 9: sanboot.v1.URLSource
-	(*SnapshotSource)(nil),        // 10: sanboot.v1.SnapshotSource
-	(*CopySource)(nil),            // 11: sanboot.v1.CopySource
-	(*ImageReplica)(nil),          // 12: sanboot.v1.ImageReplica
-	(*ImageStatus)(nil),           // 13: sanboot.v1.ImageStatus
-	(*Image)(nil),                 // 14: sanboot.v1.Image
-	(*NodeSpec)(nil),              // 15: sanboot.v1.NodeSpec
-	(*NodeStatus)(nil),            // 16: sanboot.v1.NodeStatus
-	(*TargetSession)(nil),         // 17: sanboot.v1.TargetSession
-	(*Node)(nil),                  // 18: sanboot.v1.Node
-	(*AgentRecord)(nil),           // 19: sanboot.v1.AgentRecord
-	(*Agent)(nil),                 // 20: sanboot.v1.Agent
-	(*Placement)(nil),             // 21: sanboot.v1.Placement
-	(*Assignment)(nil),            // 22: sanboot.v1.Assignment
-	(*ChapSecret)(nil),            // 23: sanboot.v1.ChapSecret
-	(*Member)(nil),                // 24: sanboot.v1.Member
-	(*GetRequest)(nil),            // 25: sanboot.v1.GetRequest
-	(*ListRequest)(nil),           // 26: sanboot.v1.ListRequest
-	(*DeleteRequest)(nil),         // 27: sanboot.v1.DeleteRequest
-	(*PutNodeRequest)(nil),        // 28: sanboot.v1.PutNodeRequest
-	(*PutNodeResponse)(nil),       // 29: sanboot.v1.PutNodeResponse
-	(*PutNodesRequest)(nil),       // 30: sanboot.v1.PutNodesRequest
-	(*PutNodesResponse)(nil),      // 31: sanboot.v1.PutNodesResponse
-	(*PutNodesResult)(nil),        // 32: sanboot.v1.PutNodesResult
-	(*ListNodesResponse)(nil),     // 33: sanboot.v1.ListNodesResponse
-	(*PutImageRequest)(nil),       // 34: sanboot.v1.PutImageRequest
-	(*PutImageResponse)(nil),      // 35: sanboot.v1.PutImageResponse
-	(*ListImagesResponse)(nil),    // 36: sanboot.v1.ListImagesResponse
-	(*ListAgentsRequest)(nil),     // 37: sanboot.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 38: sanboot.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 39: sanboot.v1.GetAgentRequest
-	(*ListMembersRequest)(nil),    // 40: sanboot.v1.ListMembersRequest
-	(*EnrollAgentRequest)(nil),    // 41: sanboot.v1.EnrollAgentRequest
-	(*EnrollAgentResponse)(nil),   // 42: sanboot.v1.EnrollAgentResponse
-	(*ListMembersResponse)(nil),   // 43: sanboot.v1.ListMembersResponse
-	(*WatchNodesRequest)(nil),     // 44: sanboot.v1.WatchNodesRequest
-	(*NodeEvent)(nil),             // 45: sanboot.v1.NodeEvent
-	(*WatchImagesRequest)(nil),    // 46: sanboot.v1.WatchImagesRequest
-	(*ImageEvent)(nil),            // 47: sanboot.v1.ImageEvent
-	(*AgentEvent)(nil),            // 48: sanboot.v1.AgentEvent
-	(*DeleteResponse)(nil),        // 49: sanboot.v1.DeleteResponse
-	(*UploadImageRequest)(nil),    // 50: sanboot.v1.UploadImageRequest
-	(*UploadHeader)(nil),          // 51: sanboot.v1.UploadHeader
-	(*UploadImageResponse)(nil),   // 52: sanboot.v1.UploadImageResponse
-	(*ReadUploadRequest)(nil),     // 53: sanboot.v1.ReadUploadRequest
-	(*Chunk)(nil),                 // 54: sanboot.v1.Chunk
-	(*ExportRequest)(nil),         // 55: sanboot.v1.ExportRequest
-	(*PushExportRequest)(nil),     // 56: sanboot.v1.PushExportRequest
-	(*PushExportHeader)(nil),      // 57: sanboot.v1.PushExportHeader
-	(*PushExportResponse)(nil),    // 58: sanboot.v1.PushExportResponse
-	(*BootScript)(nil),            // 59: sanboot.v1.BootScript
-	(*BootToken)(nil),             // 60: sanboot.v1.BootToken
-	(*BootFetch)(nil),             // 61: sanboot.v1.BootFetch
-	(*Event)(nil),                 // 62: sanboot.v1.Event
-	(*ListEventsResponse)(nil),    // 63: sanboot.v1.ListEventsResponse
-	(*BackupRequest)(nil),         // 64: sanboot.v1.BackupRequest
-	(*BackupResponse)(nil),        // 65: sanboot.v1.BackupResponse
-	(*BackupInfo)(nil),            // 66: sanboot.v1.BackupInfo
-	nil,                           // 67: sanboot.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
+	(PutMode)(0),                       // 0: sanboot.v1.PutMode
+	(PutResult)(0),                     // 1: sanboot.v1.PutResult
+	(NodeEvent_Type)(0),                // 2: sanboot.v1.NodeEvent.Type
+	(*ObjectMeta)(nil),                 // 3: sanboot.v1.ObjectMeta
+	(*Condition)(nil),                  // 4: sanboot.v1.Condition
+	(*ImageSpec)(nil),                  // 5: sanboot.v1.ImageSpec
+	(*ImageSource)(nil),                // 6: sanboot.v1.ImageSource
+	(*BlankSource)(nil),                // 7: sanboot.v1.BlankSource
+	(*UploadSource)(nil),               // 8: sanboot.v1.UploadSource
+	(*URLSource)(nil),                  // 9: sanboot.v1.URLSource
+	(*SnapshotSource)(nil),             // 10: sanboot.v1.SnapshotSource
+	(*CopySource)(nil),                 // 11: sanboot.v1.CopySource
+	(*ImageReplica)(nil),               // 12: sanboot.v1.ImageReplica
+	(*ImageStatus)(nil),                // 13: sanboot.v1.ImageStatus
+	(*Image)(nil),                      // 14: sanboot.v1.Image
+	(*NodeSpec)(nil),                   // 15: sanboot.v1.NodeSpec
+	(*NodeStatus)(nil),                 // 16: sanboot.v1.NodeStatus
+	(*TargetSession)(nil),              // 17: sanboot.v1.TargetSession
+	(*Node)(nil),                       // 18: sanboot.v1.Node
+	(*AgentRecord)(nil),                // 19: sanboot.v1.AgentRecord
+	(*Agent)(nil),                      // 20: sanboot.v1.Agent
+	(*Placement)(nil),                  // 21: sanboot.v1.Placement
+	(*Assignment)(nil),                 // 22: sanboot.v1.Assignment
+	(*ChapSecret)(nil),                 // 23: sanboot.v1.ChapSecret
+	(*Member)(nil),                     // 24: sanboot.v1.Member
+	(*GetRequest)(nil),                 // 25: sanboot.v1.GetRequest
+	(*ListRequest)(nil),                // 26: sanboot.v1.ListRequest
+	(*DeleteRequest)(nil),              // 27: sanboot.v1.DeleteRequest
+	(*PutNodeRequest)(nil),             // 28: sanboot.v1.PutNodeRequest
+	(*PutNodeResponse)(nil),            // 29: sanboot.v1.PutNodeResponse
+	(*PutNodesRequest)(nil),            // 30: sanboot.v1.PutNodesRequest
+	(*PutNodesResponse)(nil),           // 31: sanboot.v1.PutNodesResponse
+	(*PutNodesResult)(nil),             // 32: sanboot.v1.PutNodesResult
+	(*ListNodesResponse)(nil),          // 33: sanboot.v1.ListNodesResponse
+	(*PutImageRequest)(nil),            // 34: sanboot.v1.PutImageRequest
+	(*PutImageResponse)(nil),           // 35: sanboot.v1.PutImageResponse
+	(*ListImagesResponse)(nil),         // 36: sanboot.v1.ListImagesResponse
+	(*ListAgentsRequest)(nil),          // 37: sanboot.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 38: sanboot.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 39: sanboot.v1.GetAgentRequest
+	(*ListMembersRequest)(nil),         // 40: sanboot.v1.ListMembersRequest
+	(*EnrollAgentRequest)(nil),         // 41: sanboot.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),        // 42: sanboot.v1.EnrollAgentResponse
+	(*ListMembersResponse)(nil),        // 43: sanboot.v1.ListMembersResponse
+	(*ClusterMember)(nil),              // 44: sanboot.v1.ClusterMember
+	(*ListClusterMembersRequest)(nil),  // 45: sanboot.v1.ListClusterMembersRequest
+	(*ListClusterMembersResponse)(nil), // 46: sanboot.v1.ListClusterMembersResponse
+	(*AddMemberRequest)(nil),           // 47: sanboot.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 48: sanboot.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),       // 49: sanboot.v1.PromoteMemberRequest
+	(*RemoveMemberRequest)(nil),        // 50: sanboot.v1.RemoveMemberRequest
+	(*MemberResponse)(nil),             // 51: sanboot.v1.MemberResponse
+	(*WatchNodesRequest)(nil),          // 52: sanboot.v1.WatchNodesRequest
+	(*NodeEvent)(nil),                  // 53: sanboot.v1.NodeEvent
+	(*WatchImagesRequest)(nil),         // 54: sanboot.v1.WatchImagesRequest
+	(*ImageEvent)(nil),                 // 55: sanboot.v1.ImageEvent
+	(*AgentEvent)(nil),                 // 56: sanboot.v1.AgentEvent
+	(*DeleteResponse)(nil),             // 57: sanboot.v1.DeleteResponse
+	(*UploadImageRequest)(nil),         // 58: sanboot.v1.UploadImageRequest
+	(*UploadHeader)(nil),               // 59: sanboot.v1.UploadHeader
+	(*UploadImageResponse)(nil),        // 60: sanboot.v1.UploadImageResponse
+	(*ReadUploadRequest)(nil),          // 61: sanboot.v1.ReadUploadRequest
+	(*Chunk)(nil),                      // 62: sanboot.v1.Chunk
+	(*ExportRequest)(nil),              // 63: sanboot.v1.ExportRequest
+	(*PushExportRequest)(nil),          // 64: sanboot.v1.PushExportRequest
+	(*PushExportHeader)(nil),           // 65: sanboot.v1.PushExportHeader
+	(*PushExportResponse)(nil),         // 66: sanboot.v1.PushExportResponse
+	(*BootScript)(nil),                 // 67: sanboot.v1.BootScript
+	(*BootToken)(nil),                  // 68: sanboot.v1.BootToken
+	(*BootFetch)(nil),                  // 69: sanboot.v1.BootFetch
+	(*Event)(nil),                      // 70: sanboot.v1.Event
+	(*ListEventsResponse)(nil),         // 71: sanboot.v1.ListEventsResponse
+	(*BackupRequest)(nil),              // 72: sanboot.v1.BackupRequest
+	(*BackupResponse)(nil),             // 73: sanboot.v1.BackupResponse
+	(*BackupInfo)(nil),                 // 74: sanboot.v1.BackupInfo
+	nil,                                // 75: sanboot.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 76: google.protobuf.Timestamp
 }
 var file_sanboot_proto_depIdxs = []int32{
-	67, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
-	68, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
-	68, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
-	68, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	75, // 0: sanboot.v1.ObjectMeta.labels:type_name -> sanboot.v1.ObjectMeta.LabelsEntry
+	76, // 1: sanboot.v1.ObjectMeta.create_time:type_name -> google.protobuf.Timestamp
+	76, // 2: sanboot.v1.ObjectMeta.delete_time:type_name -> google.protobuf.Timestamp
+	76, // 3: sanboot.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: sanboot.v1.ImageSpec.source:type_name -> sanboot.v1.ImageSource
 	7,  // 5: sanboot.v1.ImageSource.blank:type_name -> sanboot.v1.BlankSource
 	8,  // 6: sanboot.v1.ImageSource.upload:type_name -> sanboot.v1.UploadSource
 	9,  // 7: sanboot.v1.ImageSource.url:type_name -> sanboot.v1.URLSource
 	10, // 8: sanboot.v1.ImageSource.snapshot:type_name -> sanboot.v1.SnapshotSource
 	11, // 9: sanboot.v1.ImageSource.copy:type_name -> sanboot.v1.CopySource
-	68, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
+	76, // 10: sanboot.v1.ImageReplica.update_time:type_name -> google.protobuf.Timestamp
 	12, // 11: sanboot.v1.ImageStatus.replicas:type_name -> sanboot.v1.ImageReplica
 	3,  // 12: sanboot.v1.Image.metadata:type_name -> sanboot.v1.ObjectMeta
 	5,  // 13: sanboot.v1.Image.spec:type_name -> sanboot.v1.ImageSpec
 	13, // 14: sanboot.v1.Image.status:type_name -> sanboot.v1.ImageStatus
-	68, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
+	76, // 15: sanboot.v1.NodeStatus.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 16: sanboot.v1.NodeStatus.conditions:type_name -> sanboot.v1.Condition
 	17, // 17: sanboot.v1.NodeStatus.sessions:type_name -> sanboot.v1.TargetSession
 	3,  // 18: sanboot.v1.Node.metadata:type_name -> sanboot.v1.ObjectMeta
 	15, // 19: sanboot.v1.Node.spec:type_name -> sanboot.v1.NodeSpec
 	16, // 20: sanboot.v1.Node.status:type_name -> sanboot.v1.NodeStatus
-	61, // 21: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
-	68, // 22: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
-	68, // 23: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
-	68, // 24: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
+	69, // 21: sanboot.v1.Node.last_boot_fetch:type_name -> sanboot.v1.BootFetch
+	76, // 22: sanboot.v1.AgentRecord.start_time:type_name -> google.protobuf.Timestamp
+	76, // 23: sanboot.v1.AgentRecord.update_time:type_name -> google.protobuf.Timestamp
+	76, // 24: sanboot.v1.AgentRecord.stop_time:type_name -> google.protobuf.Timestamp
 	19, // 25: sanboot.v1.Agent.record:type_name -> sanboot.v1.AgentRecord
 	15, // 26: sanboot.v1.Assignment.spec:type_name -> sanboot.v1.NodeSpec
 	23, // 27: sanboot.v1.Assignment.chap:type_name -> sanboot.v1.ChapSecret
@@ -5070,69 +5665,80 @@ var file_sanboot_proto_depIdxs = []int32{
 	14, // 42: sanboot.v1.ListImagesResponse.images:type_name -> sanboot.v1.Image
 	20, // 43: sanboot.v1.ListAgentsResponse.agents:type_name -> sanboot.v1.Agent
 	24, // 44: sanboot.v1.ListMembersResponse.members:type_name -> sanboot.v1.Member
-	2,  // 45: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	18, // 46: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
-	2,  // 47: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	14, // 48: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
-	2,  // 49: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
-	20, // 50: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
-	51, // 51: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
-	57, // 52: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
-	68, // 53: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
-	68, // 54: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
-	62, // 55: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
-	66, // 56: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
-	34, // 57: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
-	25, // 58: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
-	26, // 59: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
-	27, // 60: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
-	46, // 61: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
-	28, // 62: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
-	30, // 63: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
-	25, // 64: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
-	26, // 65: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
-	27, // 66: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
-	44, // 67: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
-	25, // 68: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
-	25, // 69: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
-	37, // 70: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
-	39, // 71: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
-	37, // 72: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
-	40, // 73: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
-	41, // 74: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
-	50, // 75: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
-	25, // 76: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
-	64, // 77: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
-	53, // 78: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
-	56, // 79: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
-	35, // 80: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
-	14, // 81: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
-	36, // 82: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
-	49, // 83: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
-	47, // 84: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
-	29, // 85: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
-	31, // 86: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
-	18, // 87: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
-	33, // 88: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
-	18, // 89: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
-	45, // 90: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
-	63, // 91: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
-	59, // 92: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
-	38, // 93: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
-	20, // 94: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
-	48, // 95: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
-	43, // 96: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
-	42, // 97: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
-	52, // 98: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
-	54, // 99: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
-	65, // 100: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
-	54, // 101: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
-	58, // 102: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
-	80, // [80:103] is the sub-list for method output_type
-	57, // [57:80] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	44, // 45: sanboot.v1.ListClusterMembersResponse.members:type_name -> sanboot.v1.ClusterMember
+	44, // 46: sanboot.v1.AddMemberResponse.member:type_name -> sanboot.v1.ClusterMember
+	44, // 47: sanboot.v1.MemberResponse.member:type_name -> sanboot.v1.ClusterMember
+	2,  // 48: sanboot.v1.NodeEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	18, // 49: sanboot.v1.NodeEvent.node:type_name -> sanboot.v1.Node
+	2,  // 50: sanboot.v1.ImageEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	14, // 51: sanboot.v1.ImageEvent.image:type_name -> sanboot.v1.Image
+	2,  // 52: sanboot.v1.AgentEvent.type:type_name -> sanboot.v1.NodeEvent.Type
+	20, // 53: sanboot.v1.AgentEvent.agent:type_name -> sanboot.v1.Agent
+	59, // 54: sanboot.v1.UploadImageRequest.header:type_name -> sanboot.v1.UploadHeader
+	65, // 55: sanboot.v1.PushExportRequest.header:type_name -> sanboot.v1.PushExportHeader
+	76, // 56: sanboot.v1.BootFetch.time:type_name -> google.protobuf.Timestamp
+	76, // 57: sanboot.v1.Event.time:type_name -> google.protobuf.Timestamp
+	70, // 58: sanboot.v1.ListEventsResponse.events:type_name -> sanboot.v1.Event
+	74, // 59: sanboot.v1.BackupResponse.info:type_name -> sanboot.v1.BackupInfo
+	34, // 60: sanboot.v1.Sanboot.PutImage:input_type -> sanboot.v1.PutImageRequest
+	25, // 61: sanboot.v1.Sanboot.GetImage:input_type -> sanboot.v1.GetRequest
+	26, // 62: sanboot.v1.Sanboot.ListImages:input_type -> sanboot.v1.ListRequest
+	27, // 63: sanboot.v1.Sanboot.DeleteImage:input_type -> sanboot.v1.DeleteRequest
+	54, // 64: sanboot.v1.Sanboot.WatchImages:input_type -> sanboot.v1.WatchImagesRequest
+	28, // 65: sanboot.v1.Sanboot.PutNode:input_type -> sanboot.v1.PutNodeRequest
+	30, // 66: sanboot.v1.Sanboot.PutNodes:input_type -> sanboot.v1.PutNodesRequest
+	25, // 67: sanboot.v1.Sanboot.GetNode:input_type -> sanboot.v1.GetRequest
+	26, // 68: sanboot.v1.Sanboot.ListNodes:input_type -> sanboot.v1.ListRequest
+	27, // 69: sanboot.v1.Sanboot.DeleteNode:input_type -> sanboot.v1.DeleteRequest
+	52, // 70: sanboot.v1.Sanboot.WatchNodes:input_type -> sanboot.v1.WatchNodesRequest
+	25, // 71: sanboot.v1.Sanboot.ListNodeEvents:input_type -> sanboot.v1.GetRequest
+	25, // 72: sanboot.v1.Sanboot.GetBootScript:input_type -> sanboot.v1.GetRequest
+	37, // 73: sanboot.v1.Sanboot.ListAgents:input_type -> sanboot.v1.ListAgentsRequest
+	39, // 74: sanboot.v1.Sanboot.GetAgent:input_type -> sanboot.v1.GetAgentRequest
+	37, // 75: sanboot.v1.Sanboot.WatchAgents:input_type -> sanboot.v1.ListAgentsRequest
+	40, // 76: sanboot.v1.Sanboot.ListMembers:input_type -> sanboot.v1.ListMembersRequest
+	45, // 77: sanboot.v1.Sanboot.ListClusterMembers:input_type -> sanboot.v1.ListClusterMembersRequest
+	47, // 78: sanboot.v1.Sanboot.AddMember:input_type -> sanboot.v1.AddMemberRequest
+	49, // 79: sanboot.v1.Sanboot.PromoteMember:input_type -> sanboot.v1.PromoteMemberRequest
+	50, // 80: sanboot.v1.Sanboot.RemoveMember:input_type -> sanboot.v1.RemoveMemberRequest
+	41, // 81: sanboot.v1.Sanboot.EnrollAgent:input_type -> sanboot.v1.EnrollAgentRequest
+	58, // 82: sanboot.v1.Sanboot.UploadImage:input_type -> sanboot.v1.UploadImageRequest
+	25, // 83: sanboot.v1.Sanboot.ExportImage:input_type -> sanboot.v1.GetRequest
+	72, // 84: sanboot.v1.Sanboot.Backup:input_type -> sanboot.v1.BackupRequest
+	61, // 85: sanboot.v1.AgentData.ReadUpload:input_type -> sanboot.v1.ReadUploadRequest
+	64, // 86: sanboot.v1.AgentData.PushExport:input_type -> sanboot.v1.PushExportRequest
+	35, // 87: sanboot.v1.Sanboot.PutImage:output_type -> sanboot.v1.PutImageResponse
+	14, // 88: sanboot.v1.Sanboot.GetImage:output_type -> sanboot.v1.Image
+	36, // 89: sanboot.v1.Sanboot.ListImages:output_type -> sanboot.v1.ListImagesResponse
+	57, // 90: sanboot.v1.Sanboot.DeleteImage:output_type -> sanboot.v1.DeleteResponse
+	55, // 91: sanboot.v1.Sanboot.WatchImages:output_type -> sanboot.v1.ImageEvent
+	29, // 92: sanboot.v1.Sanboot.PutNode:output_type -> sanboot.v1.PutNodeResponse
+	31, // 93: sanboot.v1.Sanboot.PutNodes:output_type -> sanboot.v1.PutNodesResponse
+	18, // 94: sanboot.v1.Sanboot.GetNode:output_type -> sanboot.v1.Node
+	33, // 95: sanboot.v1.Sanboot.ListNodes:output_type -> sanboot.v1.ListNodesResponse
+	18, // 96: sanboot.v1.Sanboot.DeleteNode:output_type -> sanboot.v1.Node
+	53, // 97: sanboot.v1.Sanboot.WatchNodes:output_type -> sanboot.v1.NodeEvent
+	71, // 98: sanboot.v1.Sanboot.ListNodeEvents:output_type -> sanboot.v1.ListEventsResponse
+	67, // 99: sanboot.v1.Sanboot.GetBootScript:output_type -> sanboot.v1.BootScript
+	38, // 100: sanboot.v1.Sanboot.ListAgents:output_type -> sanboot.v1.ListAgentsResponse
+	20, // 101: sanboot.v1.Sanboot.GetAgent:output_type -> sanboot.v1.Agent
+	56, // 102: sanboot.v1.Sanboot.WatchAgents:output_type -> sanboot.v1.AgentEvent
+	43, // 103: sanboot.v1.Sanboot.ListMembers:output_type -> sanboot.v1.ListMembersResponse
+	46, // 104: sanboot.v1.Sanboot.ListClusterMembers:output_type -> sanboot.v1.ListClusterMembersResponse
+	48, // 105: sanboot.v1.Sanboot.AddMember:output_type -> sanboot.v1.AddMemberResponse
+	51, // 106: sanboot.v1.Sanboot.PromoteMember:output_type -> sanboot.v1.MemberResponse
+	51, // 107: sanboot.v1.Sanboot.RemoveMember:output_type -> sanboot.v1.MemberResponse
+	42, // 108: sanboot.v1.Sanboot.EnrollAgent:output_type -> sanboot.v1.EnrollAgentResponse
+	60, // 109: sanboot.v1.Sanboot.UploadImage:output_type -> sanboot.v1.UploadImageResponse
+	62, // 110: sanboot.v1.Sanboot.ExportImage:output_type -> sanboot.v1.Chunk
+	73, // 111: sanboot.v1.Sanboot.Backup:output_type -> sanboot.v1.BackupResponse
+	62, // 112: sanboot.v1.AgentData.ReadUpload:output_type -> sanboot.v1.Chunk
+	66, // 113: sanboot.v1.AgentData.PushExport:output_type -> sanboot.v1.PushExportResponse
+	87, // [87:114] is the sub-list for method output_type
+	60, // [60:87] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_sanboot_proto_init() }
@@ -5147,15 +5753,15 @@ func file_sanboot_proto_init() {
 		(*ImageSource_Snapshot)(nil),
 		(*ImageSource_Copy)(nil),
 	}
-	file_sanboot_proto_msgTypes[47].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[55].OneofWrappers = []any{
 		(*UploadImageRequest_Header)(nil),
 		(*UploadImageRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[53].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[61].OneofWrappers = []any{
 		(*PushExportRequest_Header)(nil),
 		(*PushExportRequest_Chunk)(nil),
 	}
-	file_sanboot_proto_msgTypes[62].OneofWrappers = []any{
+	file_sanboot_proto_msgTypes[70].OneofWrappers = []any{
 		(*BackupResponse_Info)(nil),
 		(*BackupResponse_Chunk)(nil),
 	}
@@ -5165,7 +5771,7 @@ func file_sanboot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sanboot_proto_rawDesc), len(file_sanboot_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   65,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -28,27 +28,31 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sanboot_PutImage_FullMethodName       = "/sanboot.v1.Sanboot/PutImage"
-	Sanboot_GetImage_FullMethodName       = "/sanboot.v1.Sanboot/GetImage"
-	Sanboot_ListImages_FullMethodName     = "/sanboot.v1.Sanboot/ListImages"
-	Sanboot_DeleteImage_FullMethodName    = "/sanboot.v1.Sanboot/DeleteImage"
-	Sanboot_WatchImages_FullMethodName    = "/sanboot.v1.Sanboot/WatchImages"
-	Sanboot_PutNode_FullMethodName        = "/sanboot.v1.Sanboot/PutNode"
-	Sanboot_PutNodes_FullMethodName       = "/sanboot.v1.Sanboot/PutNodes"
-	Sanboot_GetNode_FullMethodName        = "/sanboot.v1.Sanboot/GetNode"
-	Sanboot_ListNodes_FullMethodName      = "/sanboot.v1.Sanboot/ListNodes"
-	Sanboot_DeleteNode_FullMethodName     = "/sanboot.v1.Sanboot/DeleteNode"
-	Sanboot_WatchNodes_FullMethodName     = "/sanboot.v1.Sanboot/WatchNodes"
-	Sanboot_ListNodeEvents_FullMethodName = "/sanboot.v1.Sanboot/ListNodeEvents"
-	Sanboot_GetBootScript_FullMethodName  = "/sanboot.v1.Sanboot/GetBootScript"
-	Sanboot_ListAgents_FullMethodName     = "/sanboot.v1.Sanboot/ListAgents"
-	Sanboot_GetAgent_FullMethodName       = "/sanboot.v1.Sanboot/GetAgent"
-	Sanboot_WatchAgents_FullMethodName    = "/sanboot.v1.Sanboot/WatchAgents"
-	Sanboot_ListMembers_FullMethodName    = "/sanboot.v1.Sanboot/ListMembers"
-	Sanboot_EnrollAgent_FullMethodName    = "/sanboot.v1.Sanboot/EnrollAgent"
-	Sanboot_UploadImage_FullMethodName    = "/sanboot.v1.Sanboot/UploadImage"
-	Sanboot_ExportImage_FullMethodName    = "/sanboot.v1.Sanboot/ExportImage"
-	Sanboot_Backup_FullMethodName         = "/sanboot.v1.Sanboot/Backup"
+	Sanboot_PutImage_FullMethodName           = "/sanboot.v1.Sanboot/PutImage"
+	Sanboot_GetImage_FullMethodName           = "/sanboot.v1.Sanboot/GetImage"
+	Sanboot_ListImages_FullMethodName         = "/sanboot.v1.Sanboot/ListImages"
+	Sanboot_DeleteImage_FullMethodName        = "/sanboot.v1.Sanboot/DeleteImage"
+	Sanboot_WatchImages_FullMethodName        = "/sanboot.v1.Sanboot/WatchImages"
+	Sanboot_PutNode_FullMethodName            = "/sanboot.v1.Sanboot/PutNode"
+	Sanboot_PutNodes_FullMethodName           = "/sanboot.v1.Sanboot/PutNodes"
+	Sanboot_GetNode_FullMethodName            = "/sanboot.v1.Sanboot/GetNode"
+	Sanboot_ListNodes_FullMethodName          = "/sanboot.v1.Sanboot/ListNodes"
+	Sanboot_DeleteNode_FullMethodName         = "/sanboot.v1.Sanboot/DeleteNode"
+	Sanboot_WatchNodes_FullMethodName         = "/sanboot.v1.Sanboot/WatchNodes"
+	Sanboot_ListNodeEvents_FullMethodName     = "/sanboot.v1.Sanboot/ListNodeEvents"
+	Sanboot_GetBootScript_FullMethodName      = "/sanboot.v1.Sanboot/GetBootScript"
+	Sanboot_ListAgents_FullMethodName         = "/sanboot.v1.Sanboot/ListAgents"
+	Sanboot_GetAgent_FullMethodName           = "/sanboot.v1.Sanboot/GetAgent"
+	Sanboot_WatchAgents_FullMethodName        = "/sanboot.v1.Sanboot/WatchAgents"
+	Sanboot_ListMembers_FullMethodName        = "/sanboot.v1.Sanboot/ListMembers"
+	Sanboot_ListClusterMembers_FullMethodName = "/sanboot.v1.Sanboot/ListClusterMembers"
+	Sanboot_AddMember_FullMethodName          = "/sanboot.v1.Sanboot/AddMember"
+	Sanboot_PromoteMember_FullMethodName      = "/sanboot.v1.Sanboot/PromoteMember"
+	Sanboot_RemoveMember_FullMethodName       = "/sanboot.v1.Sanboot/RemoveMember"
+	Sanboot_EnrollAgent_FullMethodName        = "/sanboot.v1.Sanboot/EnrollAgent"
+	Sanboot_UploadImage_FullMethodName        = "/sanboot.v1.Sanboot/UploadImage"
+	Sanboot_ExportImage_FullMethodName        = "/sanboot.v1.Sanboot/ExportImage"
+	Sanboot_Backup_FullMethodName             = "/sanboot.v1.Sanboot/Backup"
 )
 
 // SanbootClient is the client API for Sanboot service.
@@ -83,6 +87,12 @@ type SanbootClient interface {
 	// then every change of their views.
 	WatchAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentEvent], error)
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// The etcd members of the control plane, with their status; adding one
+	// (as a learner), promoting a learner that caught up, removing one.
+	ListClusterMembers(ctx context.Context, in *ListClusterMembersRequest, opts ...grpc.CallOption) (*ListClusterMembersResponse, error)
+	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
+	PromoteMember(ctx context.Context, in *PromoteMemberRequest, opts ...grpc.CallOption) (*MemberResponse, error)
+	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*MemberResponse, error)
 	// EnrollAgent lets the agent of that name (its certificate's CN) use
 	// etcd: its etcd user and role (admins only; with TLS).
 	EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error)
@@ -306,6 +316,46 @@ func (c *sanbootClient) ListMembers(ctx context.Context, in *ListMembersRequest,
 	return out, nil
 }
 
+func (c *sanbootClient) ListClusterMembers(ctx context.Context, in *ListClusterMembersRequest, opts ...grpc.CallOption) (*ListClusterMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListClusterMembersResponse)
+	err := c.cc.Invoke(ctx, Sanboot_ListClusterMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sanbootClient) AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddMemberResponse)
+	err := c.cc.Invoke(ctx, Sanboot_AddMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sanbootClient) PromoteMember(ctx context.Context, in *PromoteMemberRequest, opts ...grpc.CallOption) (*MemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemberResponse)
+	err := c.cc.Invoke(ctx, Sanboot_PromoteMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sanbootClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*MemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemberResponse)
+	err := c.cc.Invoke(ctx, Sanboot_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sanbootClient) EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EnrollAgentResponse)
@@ -399,6 +449,12 @@ type SanbootServer interface {
 	// then every change of their views.
 	WatchAgents(*ListAgentsRequest, grpc.ServerStreamingServer[AgentEvent]) error
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// The etcd members of the control plane, with their status; adding one
+	// (as a learner), promoting a learner that caught up, removing one.
+	ListClusterMembers(context.Context, *ListClusterMembersRequest) (*ListClusterMembersResponse, error)
+	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
+	PromoteMember(context.Context, *PromoteMemberRequest) (*MemberResponse, error)
+	RemoveMember(context.Context, *RemoveMemberRequest) (*MemberResponse, error)
 	// EnrollAgent lets the agent of that name (its certificate's CN) use
 	// etcd: its etcd user and role (admins only; with TLS).
 	EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error)
@@ -475,6 +531,18 @@ func (UnimplementedSanbootServer) WatchAgents(*ListAgentsRequest, grpc.ServerStr
 }
 func (UnimplementedSanbootServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedSanbootServer) ListClusterMembers(context.Context, *ListClusterMembersRequest) (*ListClusterMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListClusterMembers not implemented")
+}
+func (UnimplementedSanbootServer) AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddMember not implemented")
+}
+func (UnimplementedSanbootServer) PromoteMember(context.Context, *PromoteMemberRequest) (*MemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PromoteMember not implemented")
+}
+func (UnimplementedSanbootServer) RemoveMember(context.Context, *RemoveMemberRequest) (*MemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
 }
 func (UnimplementedSanbootServer) EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EnrollAgent not implemented")
@@ -794,6 +862,78 @@ func _Sanboot_ListMembers_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sanboot_ListClusterMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListClusterMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).ListClusterMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_ListClusterMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).ListClusterMembers(ctx, req.(*ListClusterMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sanboot_AddMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).AddMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_AddMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).AddMember(ctx, req.(*AddMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sanboot_PromoteMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).PromoteMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_PromoteMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).PromoteMember(ctx, req.(*PromoteMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sanboot_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SanbootServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sanboot_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SanbootServer).RemoveMember(ctx, req.(*RemoveMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Sanboot_EnrollAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(EnrollAgentRequest)
 	if err := dec(in); err != nil {
@@ -903,6 +1043,22 @@ var Sanboot_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMembers",
 			Handler:    _Sanboot_ListMembers_Handler,
+		},
+		{
+			MethodName: "ListClusterMembers",
+			Handler:    _Sanboot_ListClusterMembers_Handler,
+		},
+		{
+			MethodName: "AddMember",
+			Handler:    _Sanboot_AddMember_Handler,
+		},
+		{
+			MethodName: "PromoteMember",
+			Handler:    _Sanboot_PromoteMember_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _Sanboot_RemoveMember_Handler,
 		},
 		{
 			MethodName: "EnrollAgent",

@@ -73,12 +73,16 @@ const (
 )
 
 var methodClasses = map[string]methodClass{
-	service + "ListAgents":  classAdmin,
-	service + "GetAgent":    classAdmin,
-	service + "WatchAgents": classAdmin,
-	service + "ListMembers": classAdmin,
-	service + "Backup":      classAdmin,
-	service + "EnrollAgent": classAdmin,
+	service + "ListAgents":         classAdmin,
+	service + "GetAgent":           classAdmin,
+	service + "WatchAgents":        classAdmin,
+	service + "ListMembers":        classAdmin,
+	service + "ListClusterMembers": classAdmin,
+	service + "AddMember":          classAdmin,
+	service + "PromoteMember":      classAdmin,
+	service + "RemoveMember":       classAdmin,
+	service + "Backup":             classAdmin,
+	service + "EnrollAgent":        classAdmin,
 }
 
 // mutating methods get an audit line.

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/boot"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -153,6 +155,8 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 	}
 	codec := newStrictCodec()
 	return []grpc.ServerOption{
+		// Clients ping to notice a member cut off (dial.KeepaliveTime).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: dial.KeepaliveTime / 2, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(codec),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer func() {

@@ -203,18 +203,28 @@ func WaitPlan(reason string) Plan { return Plan{wait: reason} }
 // reference the node fetched it with, token included). A script that waits
 // fetches self again. A booting script that fails fetches self again too,
 // except with tokens (its token is spent): it then retries the sanboot.
-func (s Settings) Render(p Plan, self string) string {
+func (s Settings) Render(p Plan, self string) string { return s.RenderWith(p, self, nil) }
+
+// RenderWith is Render with the base URLs of the other members' boot
+// servers: a script that fetches itself again tries them in turn when
+// this server does not answer (its member died).
+func (s Settings) RenderWith(p Plan, self string, others []string) string {
+	fallbacks := s.fallbacks(self, others)
 	var sb strings.Builder
 	if p.boot != nil {
 		retry := self
 		if s.Tokens {
 			retry = ""
 		}
+		if retry == "" {
+			fallbacks = nil
+		}
 		mustExecute(&sb, bootTmpl, struct {
 			*bootData
-			Retry string
-			Max   int
-		}{p.boot, retry, MaxRetryWait})
+			Retry     string
+			Fallbacks []string
+			Max       int
+		}{p.boot, retry, fallbacks, MaxRetryWait})
 		return sb.String()
 	}
 	who := ""
@@ -223,20 +233,43 @@ func (s Settings) Render(p Plan, self string) string {
 	}
 	mustExecute(&sb, waitTmpl, struct {
 		Message, Retry string
+		Fallbacks      []string
 		Max            int
-	}{echoText(who + p.wait), self, MaxRetryWait})
+	}{echoText(who + p.wait), self, fallbacks, MaxRetryWait})
 	return sb.String()
+}
+
+// fallbacks are self's path on the other members' boot servers (bases that
+// are not http(s) URLs of safe characters are left out).
+func (s Settings) fallbacks(self string, others []string) []string {
+	path := strings.TrimPrefix(self, s.base())
+	var out []string
+	for _, o := range others {
+		o = strings.TrimSuffix(o, "/")
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !safe(o, urlChars) || o == s.base() {
+			continue
+		}
+		out = append(out, o+path)
+	}
+	return out
 }
 
 // Generic returns the script for DHCP to hand out: it fetches the script
 // of the node that owns the MAC address of the NIC iPXE booted from, and
 // tells the boot server the node's firmware (iPXE's ${platform}).
-func (s Settings) Generic() string {
+func (s Settings) Generic() string { return s.GenericWith(nil) }
+
+// GenericWith is Generic with the base URLs of the other members' boot
+// servers, tried in turn when this one does not answer.
+func (s Settings) GenericWith(others []string) string {
 	var sb strings.Builder
+	path := s.base() + "/boot?mac=${net0/mac:hexhyp}&platform=${platform}"
 	mustExecute(&sb, genericTmpl, struct {
-		URL string
-		Max int
-	}{s.base() + "/boot?mac=${net0/mac:hexhyp}&platform=${platform}", MaxRetryWait})
+		URL       string
+		Fallbacks []string
+		Max       int
+	}{path, s.fallbacks(path, others), MaxRetryWait})
 	return sb.String()
 }
 
@@ -305,7 +338,7 @@ sanboot --filename {{.EFIFilename}}{{range .URIs}} {{.}}{{end}} || goto sanboot-
 echo sanboot: node {{.Node}} could not boot from its disk (error ${errno}); retrying in ${sanboot-wait} s
 sleep ${sanboot-wait}
 iseq ${sanboot-wait} {{.Max}} || inc sanboot-wait ${sanboot-wait}
-{{if .Retry}}chain --replace --autofree {{.Retry}} || goto sanboot-retry{{else}}goto sanboot{{end}}
+{{if .Retry}}chain --replace --autofree {{.Retry}} ||{{range .Fallbacks}} chain --replace --autofree {{.}} ||{{end}} goto sanboot-retry{{else}}goto sanboot{{end}}
 `))
 
 	waitTmpl = template.Must(template.New("wait").Parse(`#!ipxe
@@ -317,7 +350,7 @@ echo sanboot: {{.Message}}
 echo sanboot: trying again in ${sanboot-wait} s
 sleep ${sanboot-wait}
 iseq ${sanboot-wait} {{.Max}} || inc sanboot-wait ${sanboot-wait}
-chain --replace --autofree {{.Retry}} || goto sanboot-retry
+chain --replace --autofree {{.Retry}} ||{{range .Fallbacks}} chain --replace --autofree {{.}} ||{{end}} goto sanboot-retry
 `))
 
 	genericTmpl = template.Must(template.New("generic").Parse(`#!ipxe
@@ -325,7 +358,7 @@ chain --replace --autofree {{.Retry}} || goto sanboot-retry
 # of the node whose spec.macs holds this NIC's MAC address.
 isset ${sanboot-wait} || set sanboot-wait:int32 1
 :sanboot-fetch
-chain --replace --autofree {{.URL}} || goto sanboot-retry
+chain --replace --autofree {{.URL}} ||{{range .Fallbacks}} chain --replace --autofree {{.}} ||{{end}} goto sanboot-retry
 :sanboot-retry
 echo sanboot: could not fetch the boot script of this node (error ${errno}); trying again in ${sanboot-wait} s
 sleep ${sanboot-wait}

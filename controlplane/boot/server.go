@@ -7,13 +7,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sanboot/sanboot/api"
@@ -36,6 +39,9 @@ type Server struct {
 	log   *slog.Logger
 	cache *cache
 	mux   *http.ServeMux
+	// others are the boot URLs of the other members (their
+	// registrations), which scripts fall back to.
+	others atomic.Pointer[[]string]
 }
 
 // NewServer returns a boot server over cli.
@@ -73,6 +79,7 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { s.cache.run(ctx) })
+	wg.Go(func() { s.watchOthers(ctx) })
 	errc := make(chan error, 1)
 	wg.Go(func() {
 		s.log.Info("boot server serving", "addr", lis.Addr().String(), "tokens", s.cfg.Tokens)
@@ -99,9 +106,53 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 	}
 }
 
+// othersEvery is how often the other members' boot URLs are read again.
+const othersEvery = 10 * time.Second
+
+// watchOthers keeps s.others: the boot URLs the other members registered
+// (api.MemberKey), sorted, this server's own left out.
+func (s *Server) watchOthers(ctx context.Context) {
+	own := s.cfg.URL
+	if own == "" && s.cfg.Listen != "" {
+		own = "http://" + s.cfg.Listen
+	}
+	for {
+		resp, err := s.cli.Get(ctx, api.MembersPrefix(), clientv3.WithPrefix())
+		if err == nil {
+			var others []string
+			for _, kv := range resp.Kvs {
+				var m sanbootv1.Member
+				if proto.Unmarshal(kv.Value, &m) != nil {
+					continue
+				}
+				if u := strings.TrimSuffix(m.GetBootUrl(), "/"); u != "" && u != strings.TrimSuffix(own, "/") {
+					others = append(others, u)
+				}
+			}
+			slices.Sort(others)
+			s.others.Store(&others)
+		} else if ctx.Err() == nil {
+			s.log.Debug("cannot read the other members' boot URLs; scripts keep the last ones", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(othersEvery):
+		}
+	}
+}
+
+// otherMembers returns the other members' boot URLs as last read.
+func (s *Server) otherMembers() []string {
+	if p := s.others.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // generic serves /boot.ipxe.
 func (s *Server) generic(w http.ResponseWriter, r *http.Request) {
-	writeScript(w, s.cfg.Generic())
+	writeScript(w, s.cfg.GenericWith(s.otherMembers()))
 }
 
 // byMAC serves /boot?mac=MAC[&token=TOKEN][&platform=PLATFORM].
@@ -231,7 +282,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 	}
 	s.log.Info("boot script served: node boots", "node", ref, "remote", r.RemoteAddr, "platform", fetch.Platform, "chap", chap)
 	fetch.Outcome = FetchBoot
-	writeScript(w, s.cfg.Render(plan, self))
+	writeScript(w, s.cfg.RenderWith(plan, self, s.otherMembers()))
 }
 
 // The outcomes of a BootFetch.
@@ -268,7 +319,7 @@ func (s *Server) tokenFailed(ref state.Ref, err error) Plan {
 // wait serves a script that waits; who names the node or MAC in the log.
 func (s *Server) wait(w http.ResponseWriter, r *http.Request, p Plan, self, who string) {
 	s.log.Info("boot script served: node waits", "for", who, "remote", r.RemoteAddr, "reason", p.Reason())
-	writeScript(w, s.cfg.Render(p, self))
+	writeScript(w, s.cfg.RenderWith(p, self, s.otherMembers()))
 }
 
 func writeScript(w http.ResponseWriter, script string) {

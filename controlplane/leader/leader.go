@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // Config says who campaigns and how.
@@ -29,15 +30,30 @@ type Config struct {
 	// Prefix is the election prefix (default api.ElectionPrefix).
 	Prefix string
 	Log    *slog.Logger
+	// Probe, if set, lets a waiting candidate depose a leader that died
+	// without resigning (kill -9, power loss) instead of waiting for its
+	// session lease to expire: while campaigning, the candidate probes the
+	// leader (by its name) every ProbeEvery; after ProbeFailures failures
+	// in a row it deletes the leader's election key, comparing its create
+	// revision. A leader deposed by mistake (alive but unreachable from
+	// this candidate) loses nothing: its writes are fenced by that key, so
+	// they fail and it campaigns again. Only a candidate whose own etcd
+	// answers linearizable reads (it is in the quorum) deposes.
+	Probe func(ctx context.Context, name string) error
+	// ProbeEvery (default 500ms) and ProbeFailures (default 3).
+	ProbeEvery    time.Duration
+	ProbeFailures int
 }
 
 // errLost says the session ended while leading.
 var errLost = errors.New("lost leadership: the election session (lease) ended")
 
 // Run campaigns and calls run while this member leads, with a context that
-// ends when leadership is lost. It repeats until ctx ends, and returns nil
-// then.
-func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(context.Context) error) error {
+// ends when leadership is lost and the term's fence: every write the
+// controllers make on the cluster's behalf carries fence.Cmp(), so that a
+// deposed leader that has not noticed yet (a paused process, a partition)
+// cannot write. It repeats until ctx ends, and returns nil then.
+func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(ctx context.Context, fence kv.Fence) error) error {
 	if cfg.TTL <= 0 {
 		cfg.TTL = 10
 	}
@@ -46,6 +62,12 @@ func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(context
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.ProbeEvery <= 0 {
+		cfg.ProbeEvery = 500 * time.Millisecond
+	}
+	if cfg.ProbeFailures <= 0 {
+		cfg.ProbeFailures = 3
 	}
 	log := cfg.Log.With("election", cfg.Prefix, "candidate", cfg.Name)
 	backoff := 200 * time.Millisecond
@@ -69,7 +91,7 @@ func Run(ctx context.Context, cli *clientv3.Client, cfg Config, run func(context
 
 // term is one campaign and, if won, one term of leadership. led reports
 // whether run was called.
-func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logger, run func(context.Context) error) (led bool, err error) {
+func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logger, run func(context.Context, kv.Fence) error) (led bool, err error) {
 	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(cfg.TTL), concurrency.WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("open an election session (is etcd reachable?): %w", err)
@@ -91,7 +113,15 @@ func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logge
 	go cancelOnDone(cctx, sess.Done(), cancel)
 	e := concurrency.NewElection(sess, cfg.Prefix)
 	log.Info("campaigning to run the controllers")
-	if err := e.Campaign(cctx, cfg.Name); err != nil {
+	stopProbing := func() {}
+	if cfg.Probe != nil {
+		var pctx context.Context
+		pctx, stopProbing = context.WithCancel(cctx)
+		go deposeDead(pctx, cli, cfg, sess.Lease(), log)
+	}
+	err = e.Campaign(cctx, cfg.Name)
+	stopProbing()
+	if err != nil {
 		if ctx.Err() == nil && isDone(sess.Done()) {
 			return false, errLost
 		}
@@ -100,15 +130,24 @@ func term(ctx context.Context, cli *clientv3.Client, cfg Config, log *slog.Logge
 	if isDone(sess.Done()) {
 		return false, errLost
 	}
-
-	log.Info("elected leader; starting the controllers")
+	fence := kv.Fence{Key: e.Key(), CreateRevision: e.Rev()}
+	log.Info("elected leader; starting the controllers", "key", fence.Key, "revision", fence.CreateRevision)
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	go cancelOnDone(rctx, sess.Done(), func() {
 		log.Warn("lost leadership (session lease ended); stopping the controllers")
 		rcancel()
 	})
-	err = run(rctx)
+	go func() { // deposed (another candidate deleted the key: Config.Probe)
+		for wr := range cli.Watch(rctx, fence.Key, clientv3.WithRev(fence.CreateRevision+1), clientv3.WithFilterPut()) {
+			if len(wr.Events) > 0 {
+				log.Warn("deposed: another member deleted this leader's election key; stopping the controllers")
+				rcancel()
+				return
+			}
+		}
+	}()
+	err = run(rctx, fence)
 	if isDone(sess.Done()) && ctx.Err() == nil {
 		return true, errLost
 	}
@@ -134,5 +173,49 @@ func cancelOnDone(ctx context.Context, done <-chan struct{}, cancel func()) {
 	case <-done:
 		cancel()
 	case <-ctx.Done():
+	}
+}
+
+// deposeDead probes the current leader while this candidate waits, and
+// deletes the leader's election key once cfg.ProbeFailures probes in a row
+// failed (see Config.Probe). It returns when ctx ends or this candidate's
+// own key (under lease own) leads.
+func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clientv3.LeaseID, log *slog.Logger) {
+	var last kv.Fence
+	fails := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.ProbeEvery):
+		}
+		resp, err := cli.Get(ctx, cfg.Prefix, clientv3.WithFirstCreate()...)
+		if err != nil || len(resp.Kvs) == 0 {
+			fails = 0 // not in the quorum, or nobody leads: nothing to depose
+			continue
+		}
+		k := resp.Kvs[0]
+		if clientv3.LeaseID(k.Lease) == own {
+			return
+		}
+		f := kv.Fence{Key: string(k.Key), CreateRevision: k.CreateRevision}
+		if f != last {
+			last, fails = f, 0
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*cfg.ProbeEvery)
+		perr := cfg.Probe(pctx, string(k.Value))
+		cancel()
+		if perr == nil || ctx.Err() != nil {
+			fails = 0
+			continue
+		}
+		if fails++; fails < cfg.ProbeFailures {
+			continue
+		}
+		fails = 0
+		tr, err := cli.Txn(ctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
+		if err == nil && tr.Succeeded {
+			log.Warn("deposed the controllers' leader: it stopped answering", "leader", string(k.Value), "probes", cfg.ProbeFailures, "err", perr)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package leader_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	"github.com/sanboot/sanboot/controlplane/leader"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/kv"
 )
 
 // candidate runs leader.Run and records its terms.
@@ -33,7 +36,7 @@ func campaign(t *testing.T, cli *clientv3.Client, name string, events chan strin
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
 		defer close(c.done)
-		leader.Run(ctx, cli, leader.Config{Name: name, TTL: 5, Log: log}, func(ctx context.Context) error {
+		leader.Run(ctx, cli, leader.Config{Name: name, TTL: 5, Log: log}, func(ctx context.Context, _ kv.Fence) error {
 			c.mu.Lock()
 			c.leading, c.terms = true, c.terms+1
 			c.mu.Unlock()
@@ -147,5 +150,42 @@ func TestLostSessionStopsAndCampaignsAgain(t *testing.T) {
 	defer c.mu.Unlock()
 	if c.terms != 2 {
 		t.Fatalf("terms = %d, want 2", c.terms)
+	}
+}
+
+// A candidate whose probe says the leader is dead deposes it without
+// waiting for its session lease: it leads, and the deposed leader stops
+// its controllers at once (its key is gone).
+func TestDeposeADeadLeader(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	events := make(chan string, 10)
+	campaign(t, cli, "m1", events)
+	if ev := next(t, events); ev != "start m1" {
+		t.Fatalf("event = %q", ev)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	go func() {
+		defer close(done)
+		leader.Run(ctx, cli, leader.Config{Name: "m2", TTL: 60, Log: log, ProbeEvery: 50 * time.Millisecond,
+			Probe: func(_ context.Context, name string) error {
+				if name == "m1" {
+					return errors.New("m1 does not answer")
+				}
+				return nil
+			}}, func(ctx context.Context, _ kv.Fence) error {
+			events <- "start m2"
+			<-ctx.Done()
+			return ctx.Err()
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	got := []string{next(t, events), next(t, events)}
+	slices.Sort(got)
+	if got[0] != "start m2" || got[1] != "stop m1" {
+		t.Fatalf("events = %v, want m1 stopped and m2 started", got)
 	}
 }

@@ -160,6 +160,30 @@ func LocalAddr(hostport string) string {
 	return hostport
 }
 
+// AwaitVoter returns once the member votes: at once for a member of a new
+// cluster; for one added as a learner (sanbootctl member add) once it has
+// been promoted (sanbootctl member promote). A learner serves no client
+// requests, so nothing else of the control plane can start before.
+func (m *Member) AwaitVoter(ctx context.Context) error {
+	if !m.etcd.Server.IsLearner() {
+		return nil
+	}
+	m.cfg.Log.Warn("this member is a learner: it receives the data and serves nothing until promoted; run sanbootctl member promote once member list shows it caught up", "name", m.cfg.Name)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for m.etcd.Server.IsLearner() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("member %q: stopped while waiting to be promoted: %w", m.cfg.Name, ctx.Err())
+		case err := <-m.etcd.Err():
+			return fmt.Errorf("etcd member %q: %w", m.cfg.Name, err)
+		case <-t.C:
+		}
+	}
+	m.cfg.Log.Info("promoted: this member votes now; starting the control plane", "name", m.cfg.Name)
+	return nil
+}
+
 // Err reports a fatal error of the running member.
 func (m *Member) Err() <-chan error { return m.etcd.Err() }
 

@@ -24,6 +24,12 @@
 //
 // Many nodes' writes go into one transaction; when such a batch fails, each
 // node is tried on its own so that one conflict does not hold up the rest.
+//
+// With several control-plane members the scheduler runs on the elected
+// leader only, and every transaction also compares the leader's election
+// key (Config.Fence): a deposed leader's late writes fail, and the
+// scheduler stops with kv.ErrDeposed. A new leader starts from what etcd
+// holds, so a placement is made once whoever makes it.
 package scheduler
 
 import (
@@ -72,6 +78,9 @@ type Config struct {
 	// OnRetry, if set, is called for each node queued again after a
 	// failed plan or write (a metric).
 	OnRetry func()
+	// Fence, if set, is the leadership every write is conditional on
+	// (leader.Run hands it over).
+	Fence kv.Fence
 }
 
 // Scheduler places nodes. Create it with New and call Run.
@@ -80,6 +89,8 @@ type Scheduler struct {
 	log   *slog.Logger
 	cfg   Config
 	queue *workqueue.Queue[state.Ref]
+	// stop ends Run early with its cause (kv.ErrDeposed).
+	stop context.CancelCauseFunc
 
 	mu    sync.Mutex
 	store *state.Store
@@ -125,6 +136,8 @@ func New(cli *clientv3.Client, cfg Config) *Scheduler {
 // Run schedules until ctx ends. A Scheduler runs once.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.log.Info("scheduler starting")
+	ctx, s.stop = context.WithCancelCause(ctx)
+	defer s.stop(nil)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		kv.Reflect(ctx, s.cli, api.Prefix, s.log, s.handle)
@@ -142,7 +155,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.log.Info("scheduler stopped")
-	return ctx.Err()
+	return context.Cause(ctx)
 }
 
 // handle applies a batch of etcd changes and queues the nodes they affect.
@@ -266,8 +279,11 @@ func (s *Scheduler) process(ctx context.Context, refs []state.Ref) {
 	}
 	s.mu.Unlock()
 
-	for len(plans) > 0 {
+	for len(plans) > 0 && ctx.Err() == nil {
 		n, cmps, ops := 0, 0, 0
+		if s.cfg.Fence.Enabled() {
+			cmps = 1
+		}
 		for n < len(plans) && n < s.cfg.BatchNodes &&
 			cmps+len(plans[n].cmps) <= maxTxnOps && ops+len(plans[n].ops) <= maxTxnOps {
 			cmps, ops = cmps+len(plans[n].cmps), ops+len(plans[n].ops)
@@ -284,6 +300,16 @@ func (s *Scheduler) commit(ctx context.Context, plans []*plan) {
 	rev, err := s.txn(ctx, plans)
 	if err == nil {
 		s.committed(plans, rev)
+		return
+	}
+	if errors.Is(err, kv.ErrDeposed) {
+		if ctx.Err() == nil {
+			s.log.Warn("another member leads now: stopping without writing", "fence", s.cfg.Fence.Key)
+		}
+		s.stop(err)
+		return
+	}
+	if ctx.Err() != nil {
 		return
 	}
 	if len(plans) > 1 {
@@ -319,11 +345,19 @@ func (s *Scheduler) txn(ctx context.Context, plans []*plan) (int64, error) {
 		cmps = append(cmps, p.cmps...)
 		ops = append(ops, p.ops...)
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	fence := s.cfg.Fence
+	var orElse []clientv3.Op
+	if fence.Enabled() {
+		cmps, orElse = append(cmps, fence.Cmp()), []clientv3.Op{fence.ElseOp()}
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("write %d nodes: %w", len(plans), err)
 	}
 	if !resp.Succeeded {
+		if fence.Enabled() && !fence.Held(resp) {
+			return 0, kv.ErrDeposed
+		}
 		return 0, kv.ErrConflict
 	}
 	return resp.Header.Revision, nil

@@ -47,8 +47,8 @@ func (f *listFlags) check(names []string) error {
 
 func newGetCmd(s *session) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "get (nodes|images|agents|snapshots) [NAME...]",
-		Short: "Show nodes, images, agents or snapshots",
+		Use:   "get (nodes|images|agents|members|snapshots) [NAME...]",
+		Short: "Show nodes, images, agents, members or snapshots",
 		Long: `Show nodes, images or agents as a table (default), a wide table, JSON or YAML.
 
 Tables show ages; JSON and YAML use the API's JSON names and RFC 3339 times.
@@ -85,6 +85,9 @@ zero values too (lun: 0, portals: []).`,
 			`  sanbootctl get agents
   sanbootctl get agents -o wide
   sanbootctl get agents -w`),
+		newListMembersCmd(s, "members", []string{"member"}, "Show control-plane members: health, roles, raft index, lag, quorum",
+			`  sanbootctl get members
+  sanbootctl get members -o wide`),
 		newListSnapshotsCmd(s, "snapshots [NAME...]", []string{"snapshot", "snap"}, "Show images made from snapshots",
 			`  sanbootctl get snapshots
   sanbootctl get snapshots -A -w`),

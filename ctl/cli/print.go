@@ -322,6 +322,8 @@ func objectName(m proto.Message) string {
 		return v.GetMetadata().GetName()
 	case *sanbootv1.Agent:
 		return v.GetRecord().GetName()
+	case *sanbootv1.ClusterMember:
+		return v.GetName()
 	}
 	return ""
 }

@@ -156,6 +156,7 @@ The config file is --config, else ~/.config/sanboot/config.yaml:
 		newConfigCmd(s),
 		newBackupCmd(s),
 		newPKICmd(s),
+		newMemberCmd(s),
 	)
 	markRunErrors(root)
 	return root, s

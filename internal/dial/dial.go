@@ -8,6 +8,16 @@
 // API", not to one member (several control-plane members are endpoints
 // of one connection).
 //
+// A member's death or a leader election costs a caller at most a retried
+// call, never an error: calls that end Unavailable (the member went away,
+// or its etcd has no leader for a moment) are retried by gRPC with backoff
+// (serviceConfig), on the next endpoint once the connection to the dead
+// one has failed; keepalive pings notice a member cut off from the
+// network, whose connection would otherwise hang. Every write of the API
+// is a compare-and-put or a put of the whole object, so a write retried
+// after the first attempt was applied finds its own result (apply reports
+// it unchanged).
+//
 // With a TLS configuration, each endpoint's certificate is verified
 // against the endpoint's own host (its IP address or DNS name must be a
 // SAN of the server's certificate); without one the connection is
@@ -25,6 +35,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 )
@@ -44,6 +55,32 @@ type Options struct {
 
 // scheme names the static resolver of one connection.
 const scheme = "sanboot-endpoints"
+
+// serviceConfig: the first endpoint that answers, and retries of calls
+// that end Unavailable (gRPC caps maxAttempts at 5; the backoff is
+// randomized up to the current bound).
+const serviceConfig = `{
+  "loadBalancingConfig": [{"pick_first": {}}],
+  "methodConfig": [{
+    "name": [{"service": "sanboot.v1.Sanboot"}, {"service": "sanboot.v1.AgentData"}, {"service": "grpc.health.v1.Health"}],
+    "retryPolicy": {
+      "maxAttempts": 5,
+      "initialBackoff": "0.2s",
+      "maxBackoff": "2s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+}`
+
+// Keepalive: a connection whose member stopped answering (cut off, its
+// host gone) is declared dead after KeepaliveTime+KeepaliveTimeout and the
+// next endpoint is tried. The API server permits pings this often
+// (apiserver.ServerOptions).
+const (
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 5 * time.Second
+)
 
 // Dial creates the connection. It does not wait for it: the first call
 // connects, so Dial fails only on bad options.
@@ -74,7 +111,8 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	dialOpts := []grpc.DialOption{
 		grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {}}]}`),
+		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
 	}
 	if opts.CallTimeout > 0 {
 		dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(callTimeout(opts.CallTimeout)))

@@ -105,7 +105,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		advertise listFlag
 	)
 	fs.StringVar(&c.name, "name", "", "this agent's name, a DNS label unique among agents (required; with --cert, default and must be its CN)")
-	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma separated: https:// with --cert, else http:// on loopback")
+	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs of one or more control-plane members, comma separated (the client fails over between them and finds the cluster's other members itself): https:// with --cert, else http:// on loopback")
 	fs.StringVar(&c.tls.CertFile, "cert", "", "the agent's certificate (sanbootctl pki issue agent NAME), presented to etcd and to the API")
 	fs.StringVar(&c.tls.KeyFile, "key", "", "private key of --cert")
 	fs.StringVar(&c.tls.TrustedCAFile, "cacert", "", "CA that etcd's and the API's certificates must be signed by")
@@ -295,7 +295,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsConfig})
+	// Several members: the client balances over them and fails over on its
+	// own; keepalive pings notice a member cut off from the network, and
+	// the endpoint list follows the cluster's members (AutoSync), so an
+	// agent given one member still finds the others.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsConfig,
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second, AutoSyncInterval: time.Minute})
 	if err != nil {
 		return fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
 	}
