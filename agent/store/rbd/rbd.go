@@ -310,7 +310,21 @@ func (s *Store) names(ctx context.Context) ([]string, error) {
 func (s *Store) publish(ctx context.Context, tmp, final string) error {
 	_, err := s.c.run(ctx, "rename", tmp, final)
 	if err == nil {
-		return nil
+		// Ceph 16's rename can answer success to the loser of two clients
+		// renaming to one name at once and leave its source in place
+		// (seen with two agents of one pool): tmp still there, with
+		// another id than final, lost the race.
+		var t, f imageInfo
+		if terr := s.c.json(ctx, &t, "info", tmp); isNotFound(terr) {
+			return nil
+		} else if terr != nil {
+			return fmt.Errorf("check that %s became %s: %w", tmp, final, terr)
+		}
+		if ferr := s.c.json(ctx, &f, "info", final); ferr != nil || f.ID == t.ID {
+			return fmt.Errorf("rename %s to %s answered success, yet %s is still there (final: id %q, %v): the agent removes it when it starts again",
+				tmp, final, tmp, f.ID, ferr)
+		}
+		err = fmt.Errorf("rename %s to %s: %w (another agent made it at the same time)", tmp, final, syscall.EEXIST)
 	}
 	if rmErr := s.remove(ctx, tmp); rmErr != nil {
 		s.log.Warn("could not remove a temp image; the agent removes it when it starts again", "image", tmp, "err", rmErr)
