@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -260,6 +261,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 		}
 		rev, err := checkToken(r.Context(), s.cli, ref, n.GetMetadata().GetUid(), token)
 		if err != nil {
+			self = s.retryURL(self, err)
 			wait(s.tokenFailed(ref, err))
 			return
 		}
@@ -272,6 +274,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 	}
 	if s.cfg.Tokens {
 		if err := consumeToken(r.Context(), s.cli, ref, tokenRev); err != nil {
+			self = s.retryURL(self, err)
 			wait(s.tokenFailed(ref, err))
 			return
 		}
@@ -314,6 +317,23 @@ func (s *Server) tokenFailed(ref state.Ref, err error) Plan {
 	}
 	s.log.Warn("boot token check failed", "node", ref, "err", err)
 	return WaitPlan(fmt.Sprintf("node %s: the boot server cannot reach etcd to check the boot token", ref))
+}
+
+// retryURL is the URL a node whose token check failed with err fetches
+// again: self, less a token that can never become valid (used, expired,
+// replaced), which the script would otherwise repeat to whoever reads it.
+func (s *Server) retryURL(self string, err error) string {
+	if !errors.Is(err, ErrBadToken) {
+		return self // etcd could not be asked: the same token may do next time
+	}
+	u, perr := url.Parse(self)
+	if perr != nil {
+		return self
+	}
+	q := u.Query()
+	q.Del("token")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // wait serves a script that waits; who names the node or MAC in the log.

@@ -304,6 +304,9 @@ func TestTokens(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "the boot token is not valid") || strings.Contains(body, "SECRET") {
 		t.Errorf("a used token served again (%d):\n%s", code, body)
 	}
+	if strings.Contains(body, token) || !strings.Contains(body, "chain --replace --autofree /boot/default/n1 ||") {
+		t.Errorf("the script for a used token repeats it, or does not fetch itself again without it:\n%s", body)
+	}
 
 	// A token is the node's, not its name's; a new token replaces the last one.
 	stale, err := IssueToken(e.ctx, e.cli, ref, "uid-of-an-earlier-n1", s.TokenTTL)
