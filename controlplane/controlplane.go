@@ -125,8 +125,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Records an older release wrote move to the current key layout
 	// before anything reads them.
-	if _, err := migrate.Run(ctx, cli, log); err != nil {
-		return fmt.Errorf("key layout migration: %w", err)
+	if err := migrateKeys(ctx, cli, log); err != nil {
+		return err
 	}
 	uploads, err := openUploads(cfg, log)
 	if err != nil {
@@ -351,5 +351,28 @@ func stopGRPC(gs *grpc.Server, grace time.Duration) {
 	case <-time.After(grace):
 		gs.Stop()
 		<-done
+	}
+}
+
+// migrateKeys runs the key layout migration, again after a failure (a
+// leader election just after a member joins answers "leader changed"), for
+// about a minute before it gives up.
+func migrateKeys(ctx context.Context, cli *clientv3.Client, log *slog.Logger) error {
+	wait := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := migrate.Run(ctx, cli, log)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || attempt == 8 {
+			return fmt.Errorf("key layout migration: %w", err)
+		}
+		log.Warn("key layout migration failed; trying again", "attempt", attempt, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("key layout migration: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 15*time.Second)
 	}
 }
