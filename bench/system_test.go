@@ -24,6 +24,7 @@ import (
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // concurrency is how many goroutines create nodes at once.
@@ -77,17 +78,26 @@ func startSystem(b *testing.B, agentArgs ...string) *system {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.etcd.Close() })
-	waitFor(b, "control plane API", func(ctx context.Context) bool {
+	eventually.True(b, "control plane API", try(func(ctx context.Context) bool {
 		_, err := s.api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
 		return err == nil
-	})
+	}), eventually.Within(2*time.Minute))
 	s.agent = start(b, dir, filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", clientURL,
 		"--metrics-listen", etcdtest.FreeAddr(b)}, agentArgs...)...)
-	waitFor(b, "agent Ready", func(ctx context.Context) bool {
+	eventually.True(b, "agent Ready", try(func(ctx context.Context) bool {
 		a, err := s.api.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: "bench"})
 		return err == nil && a.State == "Ready"
-	})
+	}), eventually.Within(2*time.Minute))
 	return s
+}
+
+// try gives each call of ok five seconds.
+func try(ok func(context.Context) bool) func() bool {
+	return func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return ok(ctx)
+	}
 }
 
 // start runs a program until the benchmark ends; its output goes to a log
@@ -124,21 +134,6 @@ func start(b *testing.B, dir, prog string, args ...string) int {
 		}
 	})
 	return cmd.Process.Pid
-}
-
-func waitFor(b *testing.B, what string, ok func(context.Context) bool) {
-	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		done := ok(ctx)
-		cancel()
-		if done {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	b.Fatalf("timed out waiting for %s", what)
 }
 
 // createImage creates a blank (sparse, zero) 1 GiB image named golden and
@@ -205,7 +200,7 @@ func (s *system) putImage(b *testing.B, project, name string, spec *sanbootv1.Im
 		b.Fatalf("create image %s: %v", name, err)
 	}
 	var said string
-	waitFor(b, "image "+name+" Ready", func(ctx context.Context) bool {
+	eventually.True(b, "image "+name+" Ready", try(func(ctx context.Context) bool {
 		im, err := s.api.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
 		for _, r := range im.GetStatus().GetReplicas() {
 			if msg := r.GetPhase() + ": " + r.GetMessage(); r.GetPhase() == "Failed" && msg != said {
@@ -214,7 +209,7 @@ func (s *system) putImage(b *testing.B, project, name string, spec *sanbootv1.Im
 			}
 		}
 		return err == nil && im.Status.GetPhase() == "Ready"
-	})
+	}), eventually.Within(2*time.Minute))
 }
 
 func (s *system) revision(b *testing.B) int64 {

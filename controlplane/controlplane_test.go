@@ -21,6 +21,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/migrate"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // run starts the whole control plane, returns once it serves, and gives a
@@ -77,7 +78,7 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 	defer conn.Close()
 	c := sanbootv1.NewSanbootClient(conn)
 	ctx := context.Background()
-	eventually(t, "the member registered", func() bool {
+	eventually.True(t, "the member registered", func() bool {
 		m, err := c.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
 		return err == nil && len(m.Members) == 1 && m.Members[0].Name == "cp1" && m.Members[0].ApiEndpoints[0] == cfg.APIListen
 	})
@@ -105,11 +106,11 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 		Metadata: &sanbootv1.ObjectMeta{Name: "n1"}, Spec: &sanbootv1.NodeSpec{Image: "img"}}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "n1 Ready", func() bool {
+	eventually.True(t, "n1 Ready", func() bool {
 		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})
 		return err == nil && n.Status.Phase == api.PhaseReady
 	})
-	eventually(t, "n1's boot script from the boot server", func() bool {
+	eventually.True(t, "n1's boot script from the boot server", func() bool {
 		resp, err := http.Get("http://" + cfg.BootListen + "/boot/default/n1")
 		if err != nil {
 			return false
@@ -137,7 +138,7 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 
 	stop = run(t, cfg)
 	defer stop()
-	eventually(t, "n1 back after the restart", func() bool {
+	eventually.True(t, "n1 back after the restart", func() bool {
 		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})
 		return err == nil && n.Status.Agent == "a" && n.Metadata.Generation == 1
 	})
@@ -166,16 +167,5 @@ func TestRunRefusesNonLoopbackAPI(t *testing.T) {
 	if err := controlplane.Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--boot-listen") ||
 		!strings.Contains(err.Error(), "give --boot-tokens") || !strings.Contains(err.Error(), "--boot-insecure-chap") {
 		t.Fatalf("Run with a non-loopback boot server address and no boot tokens: %v", err)
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

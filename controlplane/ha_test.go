@@ -27,6 +27,7 @@ import (
 	"github.com/sanboot/sanboot/ctl/cli"
 	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/lease"
 )
 
@@ -193,7 +194,7 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 	defer cancel()
 
 	var first string
-	eventually(t, "a member leads", func() bool { first = c.leader(ctx); return first != "" })
+	eventually.True(t, "a member leads", func() bool { first = c.leader(ctx); return first != "" })
 	// The client knows every member, the leader last: it talks to a
 	// follower (pick_first) and must never see an error.
 	var endpoints []string
@@ -206,7 +207,7 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 	endpoints = append(endpoints, c.members[first].spec.API)
 	t.Logf("leader %s; writing through a follower at %s", first, follower)
 	client := c.dial(t, endpoints...)
-	eventually(t, "three members registered", func() bool {
+	eventually.True(t, "three members registered", func() bool {
 		resp, err := client.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
 		return err == nil && len(resp.Members) == 3
 	})
@@ -243,12 +244,12 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 			}
 		}
 	})
-	eventually(t, "a third of the nodes placed", func() bool { return c.count(ctx, api.AssignPrefix("")) >= nodes/3 })
+	eventually.True(t, "a third of the nodes placed", func() bool { return c.count(ctx, api.AssignPrefix("")) >= nodes/3 })
 	killed := c.members[first]
 	killed.stop(syscall.SIGKILL)
 	killedAt, before := time.Now(), c.count(ctx, api.AssignPrefix(""))
 	t.Logf("killed leader %s with %d assignments written", first, before)
-	eventually(t, "a placement after the kill", func() bool { return c.count(ctx, api.AssignPrefix("")) > before })
+	eventually.True(t, "a placement after the kill", func() bool { return c.count(ctx, api.AssignPrefix("")) > before })
 	// A figure, not a check: the others depose the dead leader once its
 	// etcd member failed three probes (leader.Config.Probe).
 	t.Logf("first placement after the kill: %s later", time.Since(killedAt).Round(10*time.Millisecond))
@@ -260,8 +261,8 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 	}
 
 	var second string
-	eventually(t, "another member leads", func() bool { second = c.leader(ctx); return second != "" && second != first })
-	eventually(t, "every node Ready", func() bool {
+	eventually.True(t, "another member leads", func() bool { second = c.leader(ctx); return second != "" && second != first })
+	eventually.True(t, "every node Ready", func() bool {
 		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
 		if err != nil || len(resp.Nodes) != nodes {
 			return false
@@ -369,7 +370,7 @@ func TestHAClientAndAgentSurviveAMembersDeath(t *testing.T) {
 	c := startCluster(t, "m1", "m2", "m3")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	eventually(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
 	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
 
 	// The agent's registration, as sanboot-agent keeps it (package lease).
@@ -468,7 +469,7 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 	c := startCluster(t, "m1", "m2", "m3")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	eventually(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
 	endpoints := []string{c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API}
 	must := func(args ...string) string {
 		t.Helper()
@@ -479,14 +480,14 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 		return out
 	}
 	var out string
-	eventually(t, "member list: 3 healthy", func() bool {
+	eventually.True(t, "member list: 3 healthy", func() bool {
 		out = must("member", "list")
 		return strings.Count(out, " healthy ") == 3 && strings.Contains(out, "quorum: 3 of 3 voting members healthy, 2 needed")
 	})
 	t.Logf("member list:\n%s", out)
 
 	c.members["m3"].stop(syscall.SIGKILL)
-	eventually(t, "member list: m3 unhealthy, quorum at risk", func() bool {
+	eventually.True(t, "member list: m3 unhealthy, quorum at risk", func() bool {
 		out = must("get", "members", "-o", "wide")
 		return regexpLine(out, `^m3\s+UNHEALTHY`) && strings.Contains(out, "quorum: 2 of 3 voting members healthy, 2 needed; AT RISK")
 	})
@@ -500,7 +501,7 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 		t.Fatalf("member add with m3 dead: exit %d, %s", code, errOut)
 	}
 	must("member", "remove", "m3")
-	eventually(t, "member add m4", func() bool {
+	eventually.True(t, "member add m4", func() bool {
 		// etcd wants the voters connected for a while (its health interval)
 		code, out, errOut = ctl(ctx, endpoints, "member", "add", "m4", "--peer-urls", "http://"+spec.Peer)
 		if code != 0 {
@@ -522,11 +523,11 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 	}
 	t.Logf("promote refused: %s", strings.TrimSpace(errOut))
 	c.start(spec)
-	eventually(t, "m4 promoted once caught up", func() bool {
+	eventually.True(t, "m4 promoted once caught up", func() bool {
 		code, _, _ := ctl(ctx, endpoints, "member", "promote", "m4")
 		return code == 0
 	})
-	eventually(t, "member list: m1, m2, m4 healthy voters", func() bool {
+	eventually.True(t, "member list: m1, m2, m4 healthy voters", func() bool {
 		out = must("member", "list")
 		return strings.Count(out, " healthy ") == 3 && !strings.Contains(out, "m3") && strings.Contains(out, "quorum: 3 of 3 voting members healthy")
 	})
@@ -535,7 +536,7 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 	// Lose m2 too: removing a healthy member now would leave one healthy
 	// voter of two.
 	c.members["m2"].stop(syscall.SIGKILL)
-	eventually(t, "m2 unhealthy", func() bool {
+	eventually.True(t, "m2 unhealthy", func() bool {
 		_, out, _ := ctl(ctx, endpoints, "member", "list")
 		return regexpLine(out, `^m2\s+UNHEALTHY`)
 	})
@@ -561,7 +562,7 @@ func TestHARollingRestart(t *testing.T) {
 	c := startCluster(t, "m1", "m2", "m3")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	eventually(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
 	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
 	a, err := fakeagent.Register(ctx, c.cli, "a1", 10)
 	if err != nil {
@@ -607,7 +608,7 @@ func TestHARollingRestart(t *testing.T) {
 		m.stop(syscall.SIGTERM)
 		t.Logf("stopped %s", name)
 		c.start(m.spec)
-		eventually(t, name+" back and serving", func() bool {
+		eventually.True(t, name+" back and serving", func() bool {
 			conn := c.dial(t, m.spec.API)
 			resp, err := conn.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
 			return err == nil && len(resp.Members) == 3
@@ -620,7 +621,7 @@ func TestHARollingRestart(t *testing.T) {
 		t.Fatalf("after %d good calls: %v", calls, callErr)
 	}
 	t.Logf("%d calls during the rolling restart, none failed", calls)
-	eventually(t, "every node Ready", func() bool {
+	eventually.True(t, "every node Ready", func() bool {
 		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
 		if err != nil || len(resp.Nodes) != nodes {
 			return false

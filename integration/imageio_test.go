@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +38,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/ctl/cli"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 const wait = 60 * time.Second // generous: a loaded 2-core machine
@@ -183,17 +185,13 @@ func disk(n int) []byte {
 // replica returns the agent's replica of image once the image is Ready.
 func (s *system) readyReplica(name string) *sanbootv1.ImageReplica {
 	s.t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		im, err := s.api.GetImage(s.ctx, &sanbootv1.GetRequest{Name: name})
-		if err == nil && im.Status.GetPhase() == api.ReplicaReady && len(im.Status.Replicas) == 1 {
-			return im.Status.Replicas[0]
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("image %s not Ready: %v %v", name, im.GetStatus(), err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var im *sanbootv1.Image
+	var err error
+	eventually.True(s.t, "image "+name+" Ready", func() bool {
+		im, err = s.api.GetImage(s.ctx, &sanbootv1.GetRequest{Name: name})
+		return err == nil && im.Status.GetPhase() == api.ReplicaReady && len(im.Status.Replicas) == 1
+	}, eventually.Seen(func() string { return fmt.Sprint(im.GetStatus(), err) }))
+	return im.Status.Replicas[0]
 }
 
 func (s *system) staged() []string {
@@ -228,13 +226,8 @@ func TestImportThenExportGivesTheSameBytes(t *testing.T) {
 	if rep.Agent != "a1" || rep.Sha256 != sum(b) || rep.SizeBytes != int64(len(b)) {
 		t.Fatalf("replica %v, want a1 Ready with sha256 %s and %d bytes", rep, sum(b), len(b))
 	}
-	deadline := time.Now().Add(wait)
-	for len(s.staged()) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the staged upload was not collected once the replica was Ready: %q", s.staged())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually.True(t, "the staged upload collected once the replica is Ready", func() bool { return len(s.staged()) == 0 },
+		eventually.Seen(func() string { return fmt.Sprintf("%q", s.staged()) }))
 	wide := s.ctl("get", "images", "-o", "wide")
 	if !strings.Contains(wide, sum(b)[:12]) || !strings.Contains(wide, "a1=Ready") {
 		t.Fatalf("get images -o wide shows no checksum or replica phase:\n%s", wide)

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	faketarget "github.com/sanboot/sanboot/agent/target/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // An agent that registers after an image's staged upload was collected
@@ -27,13 +29,8 @@ func TestLateAgentCannotGetACollectedUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.ctl("image", "import", "golden", in, "--wait")
-	deadline := time.Now().Add(wait)
-	for len(s.staged()) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("staged upload not collected: %v", s.staged())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually.True(t, "the staged upload collected", func() bool { return len(s.staged()) == 0 },
+		eventually.Seen(func() string { return fmt.Sprintf("%q", s.staged()) }))
 
 	log := logger(t)
 	st, err := filestore.New(filestore.Options{Root: t.TempDir(), Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
@@ -57,27 +54,20 @@ func TestLateAgentCannotGetACollectedUpload(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done; <-done })
 
 	var im *sanbootv1.Image
-	deadline = time.Now().Add(wait)
-	for {
+	eventually.True(t, "a2's replica to fail", func() bool {
+		var err error
 		im, err = s.api.GetImage(s.ctx, &sanbootv1.GetRequest{Name: "golden"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var a2 *sanbootv1.ImageReplica
 		for _, r := range im.Status.Replicas {
-			if r.Agent == "a2" {
-				a2 = r
+			if r.Agent == "a2" && r.Phase == api.ReplicaFailed {
+				t.Logf("a2: %s", r.Message)
+				return true
 			}
 		}
-		if a2 != nil && a2.Phase == api.ReplicaFailed {
-			t.Logf("a2: %s", a2.Message)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a2's replica never failed: %v", im.Status)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false
+	}, eventually.Seen(func() string { return im.GetStatus().String() }))
 	if im.Status.Phase == api.ReplicaReady {
 		t.Errorf("image Ready although agent a2 can never get it: %v", im.Status)
 	}

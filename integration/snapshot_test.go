@@ -6,13 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 const imageSize = 4 << 20
@@ -41,20 +41,20 @@ func (c *system) waitNode(name, what string, ok func(*sanbootv1.Node, error) boo
 	c.t.Helper()
 	var n *sanbootv1.Node
 	var err error
-	eventually(c.t, "node "+name+" "+what, func() bool {
+	eventually.True(c.t, "node "+name+" "+what, func() bool {
 		n, err = c.api.GetNode(c.ctx, &sanbootv1.GetRequest{Name: name})
 		return ok(n, err)
-	}, func() string { return n.GetStatus().String() + " " + errString(err) })
+	}, eventually.Seen(func() string { return n.GetStatus().String() + " " + errString(err) }))
 }
 
 func (c *system) waitImageReady(name string) *sanbootv1.Image {
 	c.t.Helper()
 	var im *sanbootv1.Image
 	var err error
-	eventually(c.t, "image "+name+" Ready", func() bool {
+	eventually.True(c.t, "image "+name+" Ready", func() bool {
 		im, err = c.api.GetImage(c.ctx, &sanbootv1.GetRequest{Name: name})
 		return err == nil && im.GetStatus().GetPhase() == api.ReplicaReady
-	}, func() string { return im.GetStatus().String() + " " + errString(err) })
+	}, eventually.Seen(func() string { return im.GetStatus().String() + " " + errString(err) }))
 	return im
 }
 
@@ -157,17 +157,6 @@ func TestSnapshotProvisionsAndOutlivesItsNode(t *testing.T) {
 	}
 	_, err = c.api.DeleteImage(c.ctx, &sanbootv1.DeleteRequest{Name: "golden"})
 	wantCode(t, err, codes.FailedPrecondition, "used by snapshots s1")
-}
-
-func eventually(t *testing.T, what string, cond func() bool, got func() string) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, got())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func errString(err error) string {

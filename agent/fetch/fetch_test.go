@@ -29,6 +29,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 const member = "cp1"
@@ -109,17 +110,10 @@ func startCP(t *testing.T, viaProxy bool) (*cp, *etcdtest.Proxy) {
 		wg.Wait()
 	})
 	// Wait for the registration, as an agent would find it.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually.True(t, "the member to register", func() bool {
 		r, err := c.cli.Get(context.Background(), "/sanboot/v1/members/"+member)
-		if err == nil && r.Count == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the member did not register")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && r.Count == 1
+	})
 	return c, proxy
 }
 

@@ -12,6 +12,7 @@ import (
 	fakestore "github.com/sanboot/sanboot/agent/store/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -49,7 +50,7 @@ func (h *harness) replica(image string) (*sanbootv1.ImageReplica, bool) {
 func (h *harness) waitReplica(image, what string, cond func(*sanbootv1.ImageReplica) bool) *sanbootv1.ImageReplica {
 	h.t.Helper()
 	var last *sanbootv1.ImageReplica
-	eventually(h.t, "replica of "+image+" "+what, func() bool {
+	eventually.True(h.t, "replica of "+image+" "+what, func() bool {
 		rep, ok := h.replica(image)
 		last = rep
 		return ok && cond(rep)
@@ -155,7 +156,7 @@ func TestCopyWaitsForItsSource(t *testing.T) {
 	if _, err := h.cli.Delete(ctx, api.ImageKey("default", "src")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "source removed from the store", func() bool {
+	eventually.True(t, "source removed from the store", func() bool {
 		_, err := h.store.StatImage(ctx, "default", "src")
 		return errors.Is(err, store.ErrNotFound)
 	})
@@ -221,12 +222,12 @@ func TestDeletionTakesPendingSnapshotsFirst(t *testing.T) {
 	h.waitReady("default", "node-01", 1)
 
 	h.putDerived("snap", 1, snapshotOf("node-01"), "golden", agent)
-	eventually(t, "the snapshot's import is held", func() bool { n, _, _ := g.state(); return n == 1 })
+	eventually.True(t, "the snapshot's import is held", func() bool { n, _, _ := g.state(); return n == 1 })
 	a.Deleting = true
 	h.assign(a)
 	// The teardown either waits to take the snapshot itself, or (wrongly)
 	// deletes the disk.
-	eventually(t, "the teardown reaches the snapshot or the disk", func() bool { n, gone, _ := g.state(); return n == 2 || gone })
+	eventually.True(t, "the teardown reaches the snapshot or the disk", func() bool { n, gone, _ := g.state(); return n == 2 || gone })
 	close(g.release)
 	h.waitStatus("default", "node-01", "Deleted", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseDeleted })
 	if _, _, v := g.state(); v != "" {
@@ -252,7 +253,7 @@ func TestKeepDiskDeletesTheDiskAfterItsImage(t *testing.T) {
 	a.Generation = 2
 	a.Deleting = true
 	h.assign(a)
-	eventually(t, "the teardown reaches the snapshot or the disk", func() bool { n, gone, _ := g.state(); return n == 2 || gone })
+	eventually.True(t, "the teardown reaches the snapshot or the disk", func() bool { n, gone, _ := g.state(); return n == 2 || gone })
 	if _, gone, _ := g.state(); gone {
 		t.Fatal("the disk was deleted while its image was still being made")
 	}
@@ -291,9 +292,9 @@ func TestRecreatedImageReplacesTheStoredCopy(t *testing.T) {
 		return im.Source.UID
 	}
 	put("uid-first")
-	eventually(t, "the first image stored", func() bool { return storedUID() == "uid-first" })
+	eventually.True(t, "the first image stored", func() bool { return storedUID() == "uid-first" })
 	// The delete and the re-create reach the agent as one change.
 	put("uid-second")
-	eventually(t, "the stored copy replaced", func() bool { return storedUID() == "uid-second" })
+	eventually.True(t, "the stored copy replaced", func() bool { return storedUID() == "uid-second" })
 	h.waitReplica("nightly", "Ready", phaseIs(api.ReplicaReady, ""))
 }

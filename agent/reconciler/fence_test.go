@@ -8,6 +8,7 @@ import (
 	"github.com/sanboot/sanboot/agent/reconciler"
 	"github.com/sanboot/sanboot/agent/store"
 	"github.com/sanboot/sanboot/api"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // TestFenceServesNothingUntilLifted: a fenced agent (lease lost, shared
@@ -30,14 +31,14 @@ func TestFenceServesNothingUntilLifted(t *testing.T) {
 	if n := len(h.targets()); n != 0 {
 		t.Fatalf("%d targets right after fencing, want 0", n)
 	}
-	time.Sleep(time.Second) // several resyncs (not a timing assertion: nothing may appear at any time)
+	h.passResyncs(3)
 	if n := len(h.targets()); n != 0 {
 		t.Fatalf("a fenced agent built %d targets", n)
 	}
 	if err := h.r.Fence(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "targets rebuilt after the fence is lifted", func() bool { return len(h.targets()) == len(nodes) })
+	eventually.True(t, "targets rebuilt after the fence is lifted", func() bool { return len(h.targets()) == len(nodes) })
 	for _, n := range nodes {
 		if _, ok := h.target(api.TargetIQN("", "default", n)); !ok {
 			t.Errorf("target of %s not rebuilt", n)
@@ -60,14 +61,14 @@ func TestSharedStoreKeepsOtherAgentsImages(t *testing.T) {
 	}
 	h.putImage("default", "golden", 1, "agent-2")
 	h.start(func(c *reconciler.Config) { c.SharedStore = true; c.ResyncInterval = 200 * time.Millisecond })
-	time.Sleep(time.Second) // several resyncs
+	h.passResyncs(3)
 	if _, err := h.store.StatImage(ctx, "default", "golden"); err != nil {
 		t.Fatalf("an image of another agent of the domain was removed from the shared store: %v", err)
 	}
 	if _, err := h.cli.Delete(ctx, api.ImageKey("default", "golden")); err != nil { // the record's deletion
 		t.Fatal(err)
 	}
-	eventually(t, "the image removed once its record is deleted", func() bool {
+	eventually.True(t, "the image removed once its record is deleted", func() bool {
 		_, err := h.store.StatImage(ctx, "default", "golden")
 		return errors.Is(err, store.ErrNotFound)
 	})

@@ -13,6 +13,7 @@ import (
 	fakestore "github.com/sanboot/sanboot/agent/store/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // outage is a fake target-system outage: what a tgt.Keeper reports while
@@ -85,8 +86,8 @@ func TestTargetSystemOutage(t *testing.T) {
 			t.Errorf("target of %s not rebuilt", n)
 		}
 	}
-	eventually(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
-	eventually(t, "OnProblem told of the outage and of its end", func() bool {
+	eventually.True(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
+	eventually.True(t, "OnProblem told of the outage and of its end", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(reported) >= 2 && strings.Contains(reported[0], why) && reported[len(reported)-1] == ""
@@ -121,7 +122,7 @@ func TestVanishedTargetIsNoticed(t *testing.T) {
 	if _, ok := h.target(api.TargetIQN("", "default", "node-01")); !ok {
 		t.Error("target not rebuilt")
 	}
-	eventually(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
+	eventually.True(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
 }
 
 // fullStore is the fake store with a free space the test sets.
@@ -164,11 +165,11 @@ func TestFullStoreShowsOnNodes(t *testing.T) {
 	h.waitStatus("default", "node-01", "Ready, saying the store is full", func(st *sanbootv1.NodeStatus) bool {
 		return st.Phase == api.PhaseReady && strings.Contains(st.Message, "is full") && strings.Contains(st.Message, "writes")
 	})
-	eventually(t, "the agent's Problem says the store is full", func() bool { return strings.Contains(h.r.Problem(), "is full") })
+	eventually.True(t, "the agent's Problem says the store is full", func() bool { return strings.Contains(h.r.Problem(), "is full") })
 
 	fs.setFree(1 << 30)
 	h.waitStatus("default", "node-01", "Ready without the warning", func(st *sanbootv1.NodeStatus) bool {
 		return st.Phase == api.PhaseReady && !strings.Contains(st.Message, "is full")
 	})
-	eventually(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
+	eventually.True(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
 }

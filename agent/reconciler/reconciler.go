@@ -131,7 +131,8 @@ type Reconciler struct {
 	healthCh  chan struct{} // asks for a target check
 	synced    chan struct{} // closed after the first full resync
 	syncOnce  sync.Once
-	fenced    atomic.Bool // see Fence
+	resyncs   atomic.Int64 // full resyncs finished
+	fenced    atomic.Bool  // see Fence
 
 	mu       sync.Mutex // guards what follows
 	assigns  map[ref]assignState
@@ -230,6 +231,10 @@ func New(cfg Config) (*Reconciler, error) {
 // Synced is closed once the first full resync has finished.
 func (r *Reconciler) Synced() <-chan struct{} { return r.synced }
 
+// Resyncs is how many full resyncs have finished: what a test that
+// asserts "nothing happened" waits on to know that time passed.
+func (r *Reconciler) Resyncs() int64 { return r.resyncs.Load() }
+
 // QueueLen is how many nodes and images wait to be worked on.
 func (r *Reconciler) QueueLen() int { return r.q.Len() }
 
@@ -295,6 +300,7 @@ loop:
 			continue
 		}
 		backoff = r.cfg.RetryBase
+		r.resyncs.Add(1)
 		r.syncOnce.Do(func() { close(r.synced) })
 	}
 	r.q.ShutDown()

@@ -22,6 +22,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -147,17 +148,13 @@ func (h *harness) status(project, node string) (*sanbootv1.NodeStatus, bool) {
 
 func (h *harness) waitStatus(project, node, what string, cond func(*sanbootv1.NodeStatus) bool) *sanbootv1.NodeStatus {
 	h.t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		st, ok := h.status(project, node)
-		if ok && cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s/%s: no status %s after %v; last: %v", project, node, what, wait, st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var st *sanbootv1.NodeStatus
+	eventually.True(h.t, project+"/"+node+" status "+what, func() bool {
+		var ok bool
+		st, ok = h.status(project, node)
+		return ok && cond(st)
+	}, eventually.Seen(func() string { return st.String() }))
+	return st
 }
 
 func (h *harness) waitReady(project, node string, gen int64) *sanbootv1.NodeStatus {
@@ -165,6 +162,17 @@ func (h *harness) waitReady(project, node string, gen int64) *sanbootv1.NodeStat
 	return h.waitStatus(project, node, fmt.Sprintf("Ready at generation %d", gen), func(st *sanbootv1.NodeStatus) bool {
 		return st.Phase == api.PhaseReady && st.ObservedGeneration == gen
 	})
+}
+
+// passResyncs waits for n more full resyncs: what proves that time passed
+// in a test asserting that nothing happened (nothing may happen at any
+// time, so no sleep is long enough, and no deadline is asserted).
+func (h *harness) passResyncs(n int64) {
+	h.t.Helper()
+	h.r.Resync()
+	want := h.r.Resyncs() + n
+	eventually.True(h.t, fmt.Sprintf("%d more resyncs", n), func() bool { return h.r.Resyncs() >= want },
+		eventually.Seen(func() string { return fmt.Sprint(h.r.Resyncs(), " resyncs") }))
 }
 
 func (h *harness) targets() []target.Target {
@@ -184,17 +192,6 @@ func (h *harness) target(iqn string) (target.Target, bool) {
 		}
 	}
 	return target.Target{}, false
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, wait)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestAssignmentBecomesReady(t *testing.T) {
@@ -326,7 +323,7 @@ func TestResyncRebuildsTargetsAfterReboot(t *testing.T) {
 		h.waitReady("default", n, 1)
 	}
 	h.driver.Reset()
-	eventually(t, "targets rebuilt", func() bool { return len(h.targets()) == len(nodes) })
+	eventually.True(t, "targets rebuilt", func() bool { return len(h.targets()) == len(nodes) })
 	for _, n := range nodes {
 		if _, ok := h.target(api.TargetIQN("", "default", n)); !ok {
 			t.Errorf("target of %s not rebuilt", n)
@@ -378,7 +375,7 @@ func TestRemovedAssignmentLosesTargetKeepsDisk(t *testing.T) {
 	if _, err := h.cli.Delete(ctx, api.AssignKey(agent, "default", "node-01")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "target removed", func() bool { _, ok := h.target(a.TargetIqn); return !ok })
+	eventually.True(t, "target removed", func() bool { _, ok := h.target(a.TargetIqn); return !ok })
 	h.r.Resync()
 	if _, err := h.store.StatDisk(ctx, "default", "node-01"); err != nil {
 		t.Errorf("orphan disk deleted: %v", err)
@@ -488,15 +485,15 @@ func TestImageReplicaFollowsSpec(t *testing.T) {
 		_, err := kv.Get(ctx, h.cli, api.ReplicaKey("default", "golden", agent), rep)
 		return rep, err == nil
 	}
-	eventually(t, "replica Ready", func() bool { r, ok := replica(); return ok && r.Phase == api.ReplicaReady && r.ObservedGeneration == 1 })
+	eventually.True(t, "replica Ready", func() bool { r, ok := replica(); return ok && r.Phase == api.ReplicaReady && r.ObservedGeneration == 1 })
 	h.putImage("default", "golden", 2)
-	eventually(t, "replica observes generation 2", func() bool { r, ok := replica(); return ok && r.ObservedGeneration == 2 })
+	eventually.True(t, "replica observes generation 2", func() bool { r, ok := replica(); return ok && r.ObservedGeneration == 2 })
 
 	if _, err := h.cli.Delete(ctx, api.ImageKey("default", "golden")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "replica removed", func() bool { _, ok := replica(); return !ok })
-	eventually(t, "copy removed", func() bool {
+	eventually.True(t, "replica removed", func() bool { _, ok := replica(); return !ok })
+	eventually.True(t, "copy removed", func() bool {
 		_, err := h.store.StatImage(ctx, "default", "golden")
 		return errors.Is(err, store.ErrNotFound)
 	})
@@ -586,12 +583,11 @@ func TestOrphanDiskIsKept(t *testing.T) {
 	}
 	h.start(func(c *reconciler.Config) { c.ResyncInterval = 100 * time.Millisecond })
 	// The image has no spec: its copy goes. The disk has no assignment: it stays.
-	eventually(t, "image without spec removed", func() bool {
+	eventually.True(t, "image without spec removed", func() bool {
 		_, err := h.store.StatImage(ctx, "default", "old")
 		return errors.Is(err, store.ErrNotFound)
 	})
-	h.r.Resync()
-	time.Sleep(300 * time.Millisecond) // a few resyncs
+	h.passResyncs(3)
 	if _, err := h.store.StatDisk(ctx, "default", "orphan"); err != nil {
 		t.Errorf("orphan disk deleted: %v", err)
 	}
@@ -690,7 +686,7 @@ func TestDiskOfAnEarlierNodeIsNotTaken(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.putImage("default", "golden", 1)
-	eventually(t, "the image in the store", func() bool {
+	eventually.True(t, "the image in the store", func() bool {
 		_, err := h.store.StatImage(ctx, "default", "golden")
 		return err == nil
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -68,17 +69,6 @@ func aliveLease(t *testing.T, cli *clientv3.Client, name string) (int64, bool) {
 	return resp.Kvs[0].Lease, true
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, wait)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestRegistrationAppears(t *testing.T) {
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
@@ -125,7 +115,7 @@ func TestLeaseExpiresAfterKill(t *testing.T) {
 	}
 	own.Close() // the kill: no keepalive, no revoke
 	r.stop()
-	eventually(t, "alive key expires", func() bool { _, ok := aliveLease(t, watcher, "agent-1"); return !ok })
+	eventually.True(t, "alive key expires", func() bool { _, ok := aliveLease(t, watcher, "agent-1"); return !ok })
 	var rec sanbootv1.AgentRecord
 	if _, err := kv.Get(context.Background(), watcher, api.AgentKey("agent-1"), &rec); err != nil {
 		t.Errorf("the record must outlive the agent: %v", err)
@@ -142,7 +132,7 @@ func TestReRegistersAfterLeaseLoss(t *testing.T) {
 	if _, err := cli.Revoke(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "registered again under a new lease", func() bool {
+	eventually.True(t, "registered again under a new lease", func() bool {
 		lease, ok := aliveLease(t, cli, "agent-1")
 		return ok && lease != int64(first) && lease == int64(r.reg.Lease())
 	})
@@ -156,11 +146,12 @@ func TestReRegistersAfterEtcdRestart(t *testing.T) {
 	t0 := time.Now()
 	m.Stop()
 	t.Logf("stop took %v", time.Since(t0))
-	time.Sleep(3 * time.Second) // longer than the TTL, so the client gives the lease up
+	// The client gives the lease up once its TTL passed without a keepalive.
+	eventually.True(t, "the registry to give its lease up", func() bool { return r.reg.Lease() == 0 })
 	t0 = time.Now()
 	m.Restart()
 	t.Logf("restart took %v", time.Since(t0))
-	eventually(t, "alive again after the etcd restart", func() bool {
+	eventually.True(t, "alive again after the etcd restart", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, api.AliveKey("agent-1"))
@@ -175,23 +166,28 @@ func TestReRegistersAfterEtcdRestart(t *testing.T) {
 func TestRecordFollowsCapacity(t *testing.T) {
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	var free atomic.Int64
+	var free, reads atomic.Int64
 	free.Store(100)
 	start(t, cli, registry.Config{
 		UpdateInterval: 50 * time.Millisecond,
-		Capacity:       func(context.Context) (int64, int64, error) { return 1000, free.Load(), nil },
+		Capacity: func(context.Context) (int64, int64, error) {
+			reads.Add(1)
+			return 1000, free.Load(), nil
+		},
 	})
 	var rec sanbootv1.AgentRecord
 	rev, err := kv.Get(context.Background(), cli, api.AgentKey("agent-1"), &rec)
 	if err != nil || rec.FreeBytes != 100 {
 		t.Fatalf("record %v, %v", &rec, err)
 	}
-	time.Sleep(300 * time.Millisecond) // several intervals with nothing changed
+	// Several reads of the capacity with nothing changed.
+	want := reads.Load() + 3
+	eventually.True(t, "three more capacity reads", func() bool { return reads.Load() >= want })
 	if again, _ := kv.Get(context.Background(), cli, api.AgentKey("agent-1"), &rec); again != rev {
 		t.Errorf("record rewritten (rev %d -> %d) though nothing changed", rev, again)
 	}
 	free.Store(42)
-	eventually(t, "record shows the new free space", func() bool {
+	eventually.True(t, "record shows the new free space", func() bool {
 		_, err := kv.Get(context.Background(), cli, api.AgentKey("agent-1"), &rec)
 		return err == nil && rec.FreeBytes == 42
 	})
@@ -219,9 +215,9 @@ func TestGracefulStopRecordsKeptTargets(t *testing.T) {
 	}
 	r := start(t, cli, registry.Config{Name: "system-tgtd", TargetsOutlive: true, UpdateInterval: time.Hour})
 	r.reg.SetProblem("tgtd does not answer")
-	eventually(t, "the problem in the record", func() bool { return read("system-tgtd").Problem == "tgtd does not answer" })
+	eventually.True(t, "the problem in the record", func() bool { return read("system-tgtd").Problem == "tgtd does not answer" })
 	r.reg.SetProblem("")
-	eventually(t, "the problem gone from the record", func() bool { return read("system-tgtd").Problem == "" })
+	eventually.True(t, "the problem gone from the record", func() bool { return read("system-tgtd").Problem == "" })
 	r.stop()
 	if rec := read("system-tgtd"); !rec.TargetsKept || rec.StopTime == nil {
 		t.Errorf("after a graceful stop with targets that outlive the agent: %v", rec)

@@ -21,6 +21,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/view"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 const (
@@ -297,11 +298,11 @@ func TestTwoStepDelete(t *testing.T) {
 		t.Fatalf("DeleteNode = %v, %v", n, err)
 	}
 	w.until("MODIFIED Deleting", isEvent(sanbootv1.NodeEvent_TYPE_MODIFIED, "n1", api.PhaseDeleting))
-	waitFor(t, "assignment.deleting", func() bool {
+	eventually.True(t, "assignment.deleting", func() bool {
 		var asg sanbootv1.Assignment
 		resp, err := e.cli.Get(e.ctx, api.AssignKey("a", "default", "n1"))
 		return err == nil && len(resp.Kvs) == 1 && proto.Unmarshal(resp.Kvs[0].Value, &asg) == nil && asg.Deleting
-	}, func() string { return "not deleting" })
+	}, eventually.Seen(func() string { return "not deleting" }))
 	// Again: no error, nothing changes.
 	again, err := e.api.DeleteNode(e.ctx, &sanbootv1.DeleteRequest{Name: "n1"})
 	if err != nil || !proto.Equal(again.Metadata, n.Metadata) {

@@ -22,6 +22,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // env is a real etcd member, an API server on a loopback port, a scheduler
@@ -151,26 +152,15 @@ func (e *env) waitNode(name string, ok func(*sanbootv1.Node) bool) *sanbootv1.No
 	e.t.Helper()
 	var n *sanbootv1.Node
 	var err error
-	waitFor(e.t, "node "+name, func() bool {
+	eventually.True(e.t, "node "+name, func() bool {
 		n, err = e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: name})
 		return err == nil && ok(n)
-	}, func() string { return n.GetStatus().String() + " " + errString(err) })
+	}, eventually.Seen(func() string { return n.GetStatus().String() + " " + errString(err) }))
 	return n
 }
 
 func phase(p string) func(*sanbootv1.Node) bool {
 	return func(n *sanbootv1.Node) bool { return n.GetStatus().GetPhase() == p }
-}
-
-func waitFor(t testing.TB, what string, cond func() bool, got func() string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, got())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func errString(err error) string {

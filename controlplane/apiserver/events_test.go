@@ -8,6 +8,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // TestListNodeEvents: the API server derives a node's events from the
@@ -28,14 +29,14 @@ func TestListNodeEvents(t *testing.T) {
 		e.waitNode("n1", phase(p))
 	}
 	var events []*sanbootv1.Event
-	waitFor(t, "events up to Ready", func() bool {
+	eventually.True(t, "events up to Ready", func() bool {
 		resp, err := e.api.ListNodeEvents(e.ctx, &sanbootv1.GetRequest{Name: "n1"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		events = resp.GetEvents()
 		return len(events) > 0 && events[len(events)-1].GetReason() == api.PhaseReady
-	}, func() string { return eventsString(events) })
+	}, eventually.Seen(func() string { return eventsString(events) }))
 	got := eventsString(events)
 	for _, want := range []string{
 		`Normal Created node created from image "img" (generation 1)`,
@@ -51,11 +52,11 @@ func TestListNodeEvents(t *testing.T) {
 	if _, err := e.api.DeleteNode(e.ctx, &sanbootv1.DeleteRequest{Name: "n1"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "DeletionRequested", func() bool {
+	eventually.True(t, "DeletionRequested", func() bool {
 		resp, _ := e.api.ListNodeEvents(e.ctx, &sanbootv1.GetRequest{Name: "n1"})
 		events = resp.GetEvents()
 		return strings.Contains(eventsString(events), "DeletionRequested")
-	}, func() string { return eventsString(events) })
+	}, eventually.Seen(func() string { return eventsString(events) }))
 
 	_, err := e.api.ListNodeEvents(e.ctx, &sanbootv1.GetRequest{Name: "nope"})
 	wantCode(t, err, codes.NotFound, "nope")

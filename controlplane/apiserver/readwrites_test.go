@@ -8,6 +8,7 @@ import (
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // A watch that starts after a write sees that write in its initial events
@@ -27,8 +28,8 @@ func TestWatchAfterWriteSeesItWhileCacheIsHeldBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t)
 			base := e.image("", "base").GetMetadata().GetRevision()
-			waitFor(t, "the cache to list", func() bool { return apiserver.CacheRevision(e.srv) >= base },
-				func() string { return fmt.Sprint(apiserver.CacheRevision(e.srv)) })
+			eventually.True(t, "the cache to list", func() bool { return apiserver.CacheRevision(e.srv) >= base },
+				eventually.Seen(func() string { return fmt.Sprint(apiserver.CacheRevision(e.srv)) }))
 			e.hold.Pause()
 			defer e.hold.Resume()
 			before := apiserver.CacheRevision(e.srv)
@@ -85,8 +86,8 @@ func TestWatchAfterWriteSeesItWhileCacheIsHeldBack(t *testing.T) {
 				}()
 			}
 			// The watch waits for the cache rather than answer from it.
-			waitFor(t, "the watch to wait for the cache", func() bool { return apiserver.WatchesWaiting(e.srv) == 1 },
-				func() string {
+			eventually.True(t, "the watch to wait for the cache", func() bool { return apiserver.WatchesWaiting(e.srv) == 1 },
+				eventually.Seen(func() string {
 					select {
 					case err := <-errc:
 						return err.Error()
@@ -95,7 +96,7 @@ func TestWatchAfterWriteSeesItWhileCacheIsHeldBack(t *testing.T) {
 					default:
 						return "nothing waiting"
 					}
-				})
+				}))
 			select {
 			case names := <-got:
 				t.Fatalf("the watch answered from a cache held back before the write: %v", names)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // A node with CHAP gets credentials once, its assignment carries them, no
@@ -37,10 +38,10 @@ func TestCHAPSecretLifecycle(t *testing.T) {
 	}
 
 	var asg sanbootv1.Assignment
-	waitFor(t, "assignment with CHAP", func() bool {
+	eventually.True(t, "assignment with CHAP", func() bool {
 		resp, err := e.cli.Get(e.ctx, api.AssignKey("a", "default", "n1"))
 		return err == nil && len(resp.Kvs) == 1 && proto.Unmarshal(resp.Kvs[0].Value, &asg) == nil && asg.Chap != nil
-	}, func() string { return asg.String() })
+	}, eventually.Seen(func() string { return asg.String() }))
 	if !proto.Equal(asg.Chap, first) {
 		t.Errorf("assignment CHAP differs from the secret record")
 	}
@@ -74,15 +75,15 @@ func TestCHAPSecretLifecycle(t *testing.T) {
 	if _, err := e.api.DeleteNode(e.ctx, &sanbootv1.DeleteRequest{Name: "n1"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "deleting assignment", func() bool {
+	eventually.True(t, "deleting assignment", func() bool {
 		resp, err := e.cli.Get(e.ctx, api.AssignKey("a", "default", "n1"))
 		return err == nil && len(resp.Kvs) == 1 && proto.Unmarshal(resp.Kvs[0].Value, &asg) == nil && asg.Deleting
-	}, func() string { return asg.String() })
+	}, eventually.Seen(func() string { return asg.String() }))
 	if err := a.Report(e.ctx, "default", "n1", api.PhaseDeleted, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "secret removed", func() bool {
+	eventually.True(t, "secret removed", func() bool {
 		resp, err := e.cli.Get(e.ctx, api.SecretsPrefix(""), clientv3.WithPrefix(), clientv3.WithCountOnly())
 		return err == nil && resp.Count == 0
-	}, func() string { return "secret still there" })
+	}, eventually.Seen(func() string { return "secret still there" }))
 }

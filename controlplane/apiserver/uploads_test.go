@@ -30,6 +30,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -198,7 +199,7 @@ func TestUploadIsRefusedAndLeavesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.upload(e.ctx, tc.hdr, tc.data)
 			wantCode(t, err, tc.code, tc.parts...)
-			waitFor(t, "the staging directory to be empty", func() bool { return len(e.files()) == 0 }, func() string { return strings.Join(e.files(), ",") })
+			eventually.True(t, "the staging directory to be empty", func() bool { return len(e.files()) == 0 }, eventually.Seen(func() string { return strings.Join(e.files(), ",") }))
 		})
 	}
 }
@@ -212,12 +213,12 @@ func TestInterruptedUploadLeavesNothing(t *testing.T) {
 	}
 	st.Send(&sanbootv1.UploadImageRequest{Part: &sanbootv1.UploadImageRequest_Header{Header: &sanbootv1.UploadHeader{SizeBytes: 8 << 20}}})
 	st.Send(&sanbootv1.UploadImageRequest{Part: &sanbootv1.UploadImageRequest_Chunk{Chunk: pattern(1 << 20)}})
-	waitFor(t, "the upload's temp file", func() bool {
+	eventually.True(t, "the upload's temp file", func() bool {
 		f := e.files()
 		return len(f) == 1 && strings.HasPrefix(f[0], ".tmp-")
-	}, func() string { return strings.Join(e.files(), ",") })
+	}, eventually.Seen(func() string { return strings.Join(e.files(), ",") }))
 	cancel() // the client goes away mid-upload
-	waitFor(t, "the staging directory to be empty", func() bool { return len(e.files()) == 0 }, func() string { return strings.Join(e.files(), ",") })
+	eventually.True(t, "the staging directory to be empty", func() bool { return len(e.files()) == 0 }, eventually.Seen(func() string { return strings.Join(e.files(), ",") }))
 }
 
 func qemuImg(t *testing.T, args ...string) {
@@ -429,10 +430,10 @@ func TestExportRelaysWhatTheAgentPushes(t *testing.T) {
 	wantCode(t, err, codes.NotFound)
 
 	// The request keys went with the exports' leases.
-	waitFor(t, "no export request left", func() bool {
+	eventually.True(t, "no export request left", func() bool {
 		r, err := e.cli.Get(e.ctx, api.ExportsPrefix(""), clientv3.WithPrefix(), clientv3.WithCountOnly())
 		return err == nil && r.Count == 0
-	}, func() string { return "export keys remain" })
+	}, eventually.Seen(func() string { return "export keys remain" }))
 
 	// No live agent with a Ready replica: refused at once.
 	if err := ag.Revoke(e.ctx); err != nil {
@@ -496,8 +497,8 @@ func TestExportClientGoneStopsThePush(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the push went on after the export's client went away")
 	}
-	waitFor(t, "no export request left", func() bool {
+	eventually.True(t, "no export request left", func() bool {
 		r, err := e.cli.Get(e.ctx, api.ExportsPrefix(""), clientv3.WithPrefix(), clientv3.WithCountOnly())
 		return err == nil && r.Count == 0
-	}, func() string { return "export keys remain" })
+	}, eventually.Seen(func() string { return "export keys remain" }))
 }

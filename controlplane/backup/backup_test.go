@@ -21,6 +21,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/backup"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // Backup, wipe the data directory, restore: every object is back with the
@@ -73,7 +74,7 @@ func TestBackupWipeRestore(t *testing.T) {
 	}
 	putNode("n1")
 	putNode("n2")
-	eventually(t, "n1 and n2 Ready", func() bool { return phase(c, "n1") == api.PhaseReady && phase(c, "n2") == api.PhaseReady })
+	eventually.True(t, "n1 and n2 Ready", func() bool { return phase(c, "n1") == api.PhaseReady && phase(c, "n2") == api.PhaseReady }, eventually.Within(90*time.Second))
 	before := records(t, cli)
 	for _, k := range []string{api.NodeKey("default", "n1"), api.ImageKey("default", "img"), api.AssignKey("a", "default", "n2"), api.AgentKey("a")} {
 		if _, ok := before[k]; !ok {
@@ -111,7 +112,7 @@ func TestBackupWipeRestore(t *testing.T) {
 	stop = run(t, cfg)
 	defer stop()
 
-	eventually(t, "the API back with n1 and n2 Ready", func() bool { return phase(c, "n1") == api.PhaseReady && phase(c, "n2") == api.PhaseReady })
+	eventually.True(t, "the API back with n1 and n2 Ready", func() bool { return phase(c, "n1") == api.PhaseReady && phase(c, "n2") == api.PhaseReady }, eventually.Within(90*time.Second))
 	if _, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n3"}); err == nil {
 		t.Error("n3, written after the backup, is there after the restore")
 	}
@@ -126,7 +127,7 @@ func TestBackupWipeRestore(t *testing.T) {
 	// The agent, never restarted, still works on the restored state: a
 	// new node goes Ready.
 	putNode("n4")
-	eventually(t, "n4 Ready on the restored control plane", func() bool { return phase(c, "n4") == api.PhaseReady })
+	eventually.True(t, "n4 Ready on the restored control plane", func() bool { return phase(c, "n4") == api.PhaseReady }, eventually.Within(90*time.Second))
 	stopAgent()
 	cli.Close()
 }
@@ -195,15 +196,4 @@ func keys(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -123,19 +125,13 @@ func (e *bootEnv) get(path string) (int, string) {
 // through a watch) and returns it.
 func (e *bootEnv) await(path, want string) string {
 	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	var code int
 	var body string
-	for {
-		var code int
+	eventually.True(e.t, fmt.Sprintf("GET %s to hold %q", path, want), func() bool {
 		code, body = e.get(path)
-		if code == http.StatusOK && strings.Contains(body, want) {
-			return body
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("GET %s never held %q; last (%d):\n%s", path, want, code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return code == http.StatusOK && strings.Contains(body, want)
+	}, eventually.Seen(func() string { return fmt.Sprintf("(%d)\n%s", code, body) }))
+	return body
 }
 
 const sanbootLine = "sanboot iscsi:"

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -16,6 +15,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -89,10 +89,10 @@ func (e *env) updateNode(name string, change func(*sanbootv1.Node)) {
 func (e *env) waitPlacement(node string, ok func(*sanbootv1.Placement) bool) *sanbootv1.Placement {
 	e.t.Helper()
 	var p sanbootv1.Placement
-	waitFor(e.t, "placement of "+node, func() bool {
+	eventually.True(e.t, "placement of "+node, func() bool {
 		_, err := kv.Get(e.ctx, e.cli, api.PlacementKey(project, node), &p)
 		return err == nil && ok(&p)
-	}, func() string { return p.String() })
+	}, eventually.Seen(func() string { return p.String() }))
 	return &p
 }
 
@@ -109,19 +109,6 @@ func (e *env) count(prefix string) int64 {
 		e.t.Fatal(err)
 	}
 	return resp.Count
-}
-
-// waitFor polls cond until it holds, with a deadline generous enough for a
-// loaded machine; got describes the last state for the failure message.
-func waitFor(t *testing.T, what string, cond func() bool, got func() string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, got())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func placedOn(p *sanbootv1.Placement) bool { return p.Agent != "" }
@@ -264,23 +251,23 @@ func TestStatusOfAnotherAgentGoes(t *testing.T) {
 		}
 	}
 	stray("b")
-	waitFor(t, "b's status of n1 to go", func() bool { return e.count(api.NodeStatusKey(project, "n1", "b")) == 0 },
-		func() string { return "it is still there" })
+	eventually.True(t, "b's status of n1 to go", func() bool { return e.count(api.NodeStatusKey(project, "n1", "b")) == 0 },
+		eventually.Seen(func() string { return "it is still there" }))
 	if e.count(api.NodeStatusKey(project, "n1", "a")) != 1 {
 		t.Fatal("the placed agent's status went too")
 	}
 
 	stray("c")
 	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
-	waitFor(t, "assignment.deleting", func() bool {
+	eventually.True(t, "assignment.deleting", func() bool {
 		asg, err := e.assignment("a", "n1")
 		return err == nil && asg.Deleting
-	}, func() string { return "not yet" })
+	}, eventually.Seen(func() string { return "not yet" }))
 	if err := a.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every status of the deleted node to go", func() bool { return e.count(api.NodeStatusPrefix())+e.count(api.NodesPrefix("")) == 0 },
-		func() string { return "records remain" })
+	eventually.True(t, "every status of the deleted node to go", func() bool { return e.count(api.NodeStatusPrefix())+e.count(api.NodesPrefix("")) == 0 },
+		eventually.Seen(func() string { return "records remain" }))
 }
 
 func TestDeletionTwoSteps(t *testing.T) {
@@ -298,11 +285,11 @@ func TestDeletionTwoSteps(t *testing.T) {
 		n.Spec.KeepDisk = true
 	})
 	var asg *sanbootv1.Assignment
-	waitFor(t, "assignment.deleting", func() bool {
+	eventually.True(t, "assignment.deleting", func() bool {
 		var err error
 		asg, err = e.assignment("a", "n1")
 		return err == nil && asg.Deleting
-	}, func() string { return asg.String() })
+	}, eventually.Seen(func() string { return asg.String() }))
 	if asg.Generation != 2 || !asg.Spec.GetKeepDisk() {
 		t.Fatalf("deleting assignment = %v, want generation 2 with keep_disk", asg)
 	}
@@ -317,10 +304,10 @@ func TestDeletionTwoSteps(t *testing.T) {
 	if err := a.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the node's records to go", func() bool {
+	eventually.True(t, "the node's records to go", func() bool {
 		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.Prefix+"nodestatus/")+e.count(api.AssignPrefix(""))+
 			e.count(api.BootFetchKey(project, "n1")) == 0
-	}, func() string { return "records remain" })
+	}, eventually.Seen(func() string { return "records remain" }))
 }
 
 func TestDeletingANodeNeverPlaced(t *testing.T) {
@@ -328,9 +315,9 @@ func TestDeletingANodeNeverPlaced(t *testing.T) {
 	e.putNode("n1", &sanbootv1.NodeSpec{Image: image})
 	e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Message != "" })
 	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
-	waitFor(t, "the node's records to go", func() bool {
+	eventually.True(t, "the node's records to go", func() bool {
 		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/") == 0
-	}, func() string { return "records remain" })
+	}, eventually.Seen(func() string { return "records remain" }))
 }
 
 // A forced deletion waits while the agent is alive (it may still tear the
@@ -345,18 +332,18 @@ func TestForcedDeletionOfANodeWhoseAgentIsGone(t *testing.T) {
 		n.Metadata.ForceDelete = true
 	})
 	var asg *sanbootv1.Assignment
-	waitFor(t, "assignment.deleting", func() bool {
+	eventually.True(t, "assignment.deleting", func() bool {
 		var err error
 		asg, err = e.assignment("a", "n1")
 		return err == nil && asg.Deleting
-	}, func() string { return asg.String() })
+	}, eventually.Seen(func() string { return asg.String() }))
 	if e.count(api.NodeKey(project, "n1")) != 1 {
 		t.Fatal("a forced deletion did not wait for a live agent")
 	}
 	if err := a.Revoke(e.ctx); err != nil { // the host is gone for good
 		t.Fatal(err)
 	}
-	waitFor(t, "the node's records to go", func() bool {
+	eventually.True(t, "the node's records to go", func() bool {
 		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.AssignPrefix("")) == 0
-	}, func() string { return "records remain" })
+	}, eventually.Seen(func() string { return "records remain" }))
 }

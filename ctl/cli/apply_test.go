@@ -13,6 +13,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // transcript is a run's exit code, stdout and stderr as one golden file.
@@ -208,13 +209,8 @@ func TestGetWatch(t *testing.T) {
 	f.setNodeStatus(t, "default", "node-02", &sanbootv1.NodeStatus{Phase: api.PhaseProvisioning, Agent: "storage-1", ObservedGeneration: 1})
 	f.setNodeStatus(t, "default", "node-01", &sanbootv1.NodeStatus{Phase: api.PhaseFailed}) // not rack=r2: not shown
 	f.setNodeStatus(t, "default", "node-02", &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "storage-1", ObservedGeneration: 1})
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(out.String(), "Ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no Ready row within a minute; stdout so far:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, "a Ready row", func() bool { return strings.Contains(out.String(), "Ready") },
+		eventually.Seen(func() string { return "stdout:\n" + out.String() }))
 	cancel()
 	r := awaitResult(t, done)
 	checkGolden(t, "get_nodes_watch.txt", transcript(r))

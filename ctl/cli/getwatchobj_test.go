@@ -13,6 +13,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // imageWatchFake is snapFake with a FAKE WatchImages: it sends the selected
@@ -131,13 +132,8 @@ func TestGetSnapshotsWatch(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("no watch within a minute")
 	}
-	deadline := time.Now().Add(time.Minute)
-	for strings.Count(out.String(), "node-01-snap-copy") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no second row of node-01-snap-copy within a minute; stdout so far:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, "a second row of node-01-snap-copy", func() bool { return strings.Count(out.String(), "node-01-snap-copy") >= 2 },
+		eventually.Seen(func() string { return "stdout:\n" + out.String() }))
 	cancel()
 	r := awaitResult(t, done)
 	if r.code != ExitOK {

@@ -1,10 +1,12 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,9 +30,27 @@ func TestNotifyOnRealSocket(t *testing.T) {
 	}
 }
 
+// Without a service manager ($NOTIFY_SOCKET empty) a notification is
+// neither sent nor logged; with a socket nobody listens on, it is logged
+// as a warning (the manager then times the daemon out).
 func TestNotifyWithoutSocket(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", "")
-	daemon.NotifyReady(slog.New(slog.DiscardHandler)) // no manager: nothing happens
+	for _, tc := range []struct {
+		name, socket string
+		want         string // in the log; "" for no log at all
+	}{
+		{name: "no manager", socket: ""},
+		{name: "socket gone", socket: filepath.Join(t.TempDir(), "gone"), want: "could not notify the service manager"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NOTIFY_SOCKET", tc.socket)
+			var buf bytes.Buffer
+			daemon.NotifyReady(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+			got := buf.String()
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("log = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
 
 func TestHTTPEndpoints(t *testing.T) {

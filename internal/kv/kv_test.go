@@ -16,6 +16,7 @@ import (
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -101,23 +102,17 @@ func (m *mirror) handle(b kv.Batch) {
 
 func (m *mirror) waitFor(t *testing.T, want map[string]string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	got := 0
+	eventually.True(t, fmt.Sprintf("the mirror to hold %v", want), func() bool {
 		m.mu.Lock()
-		ok := len(m.keys) == len(want)
+		defer m.mu.Unlock()
+		got = len(m.keys)
+		ok := got == len(want)
 		for k, v := range want {
 			ok = ok && m.keys[k] == v
 		}
-		got := len(m.keys)
-		m.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mirror has %d keys, want %v", got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ok
+	}, eventually.Seen(func() string { return fmt.Sprint(got, " keys") }))
 }
 
 func TestReflectResumesAfterRestart(t *testing.T) {
@@ -211,22 +206,16 @@ func TestReflectRevisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	elsewhere := resp.Header.Revision
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var rev int64
+	eventually.True(t, fmt.Sprintf("the mirror at revision %d after a progress request", elsewhere), func() bool {
 		if err := kv.RequestProgress(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 		mir.mu.Lock()
-		rev := mir.rev
-		mir.mu.Unlock()
-		if rev >= elsewhere {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mirror at revision %d, want %d after a progress request", rev, elsewhere)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer mir.mu.Unlock()
+		rev = mir.rev
+		return rev >= elsewhere
+	}, eventually.Seen(func() string { return fmt.Sprint("revision ", rev) }))
 	mir.mu.Lock()
 	defer mir.mu.Unlock()
 	for i, last := range mir.lastEvent {

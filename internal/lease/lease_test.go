@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/lease"
 )
 
@@ -47,7 +48,7 @@ func TestKeeperRegistersAgainAndRevokes(t *testing.T) {
 	if _, err := cli.Revoke(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "registered again under a new lease", func() bool {
+	eventually.True(t, "registered again under a new lease", func() bool {
 		resp, err := cli.Get(context.Background(), "/reg")
 		return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].Lease != int64(first) && clientv3.LeaseID(resp.Kvs[0].Lease) == k.Lease()
 	})
@@ -61,16 +62,5 @@ func TestKeeperRegistersAgainAndRevokes(t *testing.T) {
 	resp, err := cli.Get(context.Background(), "/reg")
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("the registration outlived Run: %v %v", resp.Kvs, err)
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, wait)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -159,7 +160,7 @@ func TestRunRegistersServesAndRestarts(t *testing.T) {
 	}
 
 	stop := start()
-	eventually(t, "registered", alive)
+	eventually.True(t, "registered", alive)
 	rec := &sanbootv1.AgentRecord{}
 	if _, err := kv.Get(ctx, cli, api.AgentKey("agent-1"), rec); err != nil || rec.Driver != "fake" || rec.CapacityBytes != 1<<40 {
 		t.Fatalf("agent record %v, %v", rec, err)
@@ -169,7 +170,7 @@ func TestRunRegistersServesAndRestarts(t *testing.T) {
 	a := &sanbootv1.Assignment{Project: "default", Node: "node-01", Generation: 1, Spec: &sanbootv1.NodeSpec{Image: "golden"},
 		InitiatorIqn: api.DefaultInitiatorIQN("default", "node-01"), TargetIqn: api.TargetIQN("", "default", "node-01")}
 	put(api.AssignKey("agent-1", "default", "node-01"), a)
-	eventually(t, "node Ready", func() bool { return ready(1) })
+	eventually.True(t, "node Ready", func() bool { return ready(1) })
 
 	stop()
 	if alive() {
@@ -181,22 +182,11 @@ func TestRunRegistersServesAndRestarts(t *testing.T) {
 
 	stop = start()
 	defer stop()
-	eventually(t, "registered again", alive)
+	eventually.True(t, "registered again", alive)
 	a.Generation = 2
 	put(api.AssignKey("agent-1", "default", "node-01"), a)
-	eventually(t, "node Ready at generation 2 after the restart", func() bool { return ready(2) })
+	eventually.True(t, "node Ready at generation 2 after the restart", func() bool { return ready(2) })
 	if !strings.Contains(logs.String(), "lease revoked") {
 		t.Errorf("logs do not say the lease was revoked:\n%s", logs.String())
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 60s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

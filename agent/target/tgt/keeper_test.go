@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sanboot/sanboot/agent/target/tgt"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // A kept tgtd that is killed (-9) is started again: Problem says so in the
@@ -49,7 +50,7 @@ func TestKeeperRestartsAKilledTgtd(t *testing.T) {
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a tgtd started again", func() bool { return k.Restarts() == 1 && k.PID() != old && k.Problem() == nil })
+	eventually.True(t, "a tgtd started again", func() bool { return k.Restarts() == 1 && k.PID() != old && k.Problem() == nil })
 	if changes.Load() < 2 {
 		t.Errorf("changed was called %d times: want the death and the restart", changes.Load())
 	}
@@ -101,12 +102,12 @@ func TestKeeperSaysWhyTgtdCannotStart(t *testing.T) {
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "Problem saying tgtd cannot start", func() bool {
+	eventually.True(t, "Problem saying tgtd cannot start", func() bool {
 		p := k.Problem()
 		return p != nil && strings.Contains(p.Error(), "cannot be started again") && strings.Contains(p.Error(), "held by the test")
 	})
 	if err := os.Remove(hold); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "tgtd back once it can start", func() bool { return k.Problem() == nil && k.PID() != old })
+	eventually.True(t, "tgtd back once it can start", func() bool { return k.Problem() == nil && k.PID() != old })
 }

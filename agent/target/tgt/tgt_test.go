@@ -19,6 +19,7 @@ import (
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/agent/target/targettest"
 	"github.com/sanboot/sanboot/agent/target/tgt"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 func TestConformance(t *testing.T) {
@@ -224,7 +225,7 @@ func holdSession(t *testing.T, controlPort int, in initiator) (stop func()) {
 		out.Close()
 	}
 	t.Cleanup(stop)
-	waitFor(t, "the initiator's session", func() bool {
+	eventually.True(t, "the initiator's session", func() bool {
 		return strings.Contains(tgtadmShow(t, controlPort, "target"), "Initiator: "+in.name+" ")
 	})
 	return stop
@@ -273,7 +274,7 @@ func TestLoggedInNodeKeepsItsDisk(t *testing.T) {
 	}
 
 	stop()
-	waitFor(t, "the session to end", func() bool {
+	eventually.True(t, "the session to end", func() bool {
 		return !strings.Contains(tgtadmShow(t, m.ControlPort(), "target"), "Initiator: "+in.name+" ")
 	})
 	if err := d.Ensure(ctx, moved); err != nil {
@@ -542,7 +543,7 @@ func TestManagedDiesWithItsParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	waitFor(t, "tgtd to die with its parent", func() bool {
+	eventually.True(t, "tgtd to die with its parent", func() bool {
 		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 	})
 	// Its socket files stay behind (nobody is left to remove them); a new

@@ -21,6 +21,7 @@ import (
 	"github.com/sanboot/sanboot/internal/daemon"
 	"github.com/sanboot/sanboot/internal/daemon/daemontest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 func testConfig(t *testing.T) controlplane.Config {
@@ -106,7 +107,7 @@ func TestServe(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "n1 and n2 Ready", func() bool {
+	eventually.True(t, "n1 and n2 Ready", func() bool {
 		l, err := c.ListNodes(ctx, &sanbootv1.ListRequest{AllProjects: true})
 		ready := 0
 		for _, n := range l.GetNodes() {
@@ -119,7 +120,7 @@ func TestServe(t *testing.T) {
 
 	// The gauges say what the API lists.
 	var last string
-	eventually(t, "the gauges to match the API", func() bool {
+	eventually.True(t, "the gauges to match the API", func() bool {
 		fams, err := daemontest.Scrape(common.MetricsListen)
 		if err != nil {
 			last = err.Error()
@@ -166,7 +167,7 @@ func TestServe(t *testing.T) {
 			}
 		}
 		return true
-	}, &last)
+	}, eventually.Seen(func() string { return last }))
 
 	fams, err := daemontest.Scrape(common.MetricsListen)
 	if err != nil {
@@ -180,7 +181,7 @@ func TestServe(t *testing.T) {
 	}
 	// The histogram is fed by this member's watch, which may see the Ready
 	// status after the gauges above did.
-	eventually(t, "a provision latency observed", func() bool {
+	eventually.True(t, "a provision latency observed", func() bool {
 		fams, err := daemontest.Scrape(common.MetricsListen)
 		if err != nil {
 			last = err.Error()
@@ -189,7 +190,7 @@ func TestServe(t *testing.T) {
 		f := fams["sanboot_node_provision_seconds"]
 		last = f.String()
 		return f != nil && len(f.GetMetric()) > 0 && f.GetMetric()[0].GetHistogram().GetSampleCount() >= 1
-	}, &last)
+	}, eventually.Seen(func() string { return last }))
 	if _, ok := daemontest.Value(fams, "sanboot_scheduler_queue_depth", nil); !ok {
 		t.Error("no sanboot_scheduler_queue_depth")
 	}
@@ -203,21 +204,6 @@ func TestServe(t *testing.T) {
 	done <- nil
 	if msg := sock.Next(t, 10*time.Second); msg != "STOPPING=1" {
 		t.Errorf("notify message on stop %q, want STOPPING=1", msg)
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool, last ...*string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := ""
-			if len(last) > 0 {
-				msg = *last[0]
-			}
-			t.Fatalf("timed out waiting for %s %s", what, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
