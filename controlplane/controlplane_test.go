@@ -5,10 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -20,56 +18,17 @@ import (
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/migrate"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
 
-// run starts the whole control plane, returns once it serves, and gives a
-// stop function that waits for Run to return and reports its error.
-func run(t *testing.T, cfg controlplane.Config) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	ready, onReady := make(chan struct{}), cfg.OnReady
-	cfg.OnReady = func() {
-		if onReady != nil {
-			onReady()
-		}
-		close(ready)
-	}
-	go func() { errc <- controlplane.Run(ctx, cfg) }()
-	select {
-	case <-ready:
-	case err := <-errc:
-		cancel()
-		t.Fatalf("the control plane stopped before it served: %v", err)
-	case <-time.After(2 * time.Minute):
-		cancel()
-		t.Fatal("the control plane did not serve within 2 minutes")
-	}
-	return func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(60 * time.Second):
-			t.Fatal("Run did not return after its context ended")
-			return nil
-		}
-	}
-}
-
 // The assembled member: etcd, API, registration, elected scheduler; a node
 // goes Ready with a FAKE agent; a clean stop; a restart keeps the state.
 func TestRunProvisionsAndRestarts(t *testing.T) {
-	cfg := controlplane.DefaultConfig()
-	cfg.Member.Name = "cp1"
-	cfg.Member.DataDir = t.TempDir()
-	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.APIListen = etcdtest.FreeAddr(t)
+	cfg := cptest.MemberConfig(t, "cp1")
 	cfg.BootListen = etcdtest.FreeAddr(t)
-	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	stop := run(t, cfg)
+	stop := cptest.RunMember(t, cfg)
 
 	conn, err := grpc.NewClient(cfg.APIListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -136,7 +95,7 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 		t.Fatalf("Run after a clean stop: %v", err)
 	}
 
-	stop = run(t, cfg)
+	stop = cptest.RunMember(t, cfg)
 	defer stop()
 	eventually.True(t, "n1 back after the restart", func() bool {
 		n, err := c.GetNode(ctx, &sanbootv1.GetRequest{Name: "n1"})

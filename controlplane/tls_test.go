@@ -22,6 +22,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/ctl/cli"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/pki"
@@ -106,7 +107,7 @@ func TestMutualTLSAndIdentity(t *testing.T) {
 	e.cfg = cfg
 	ready := make(chan struct{})
 	cfg.OnReady = func() { close(ready) }
-	stop := run(t, cfg)
+	stop := cptest.RunMember(t, cfg)
 	defer stop()
 	select {
 	case <-ready:

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,24 +19,18 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sanboot/sanboot/agent/export"
 	"github.com/sanboot/sanboot/agent/fetch"
-	"github.com/sanboot/sanboot/agent/reconciler"
-	"github.com/sanboot/sanboot/agent/registry"
 	"github.com/sanboot/sanboot/agent/store"
 	fakestore "github.com/sanboot/sanboot/agent/store/fake"
 	"github.com/sanboot/sanboot/agent/store/filestore"
-	faketarget "github.com/sanboot/sanboot/agent/target/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
-	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/ctl/cli"
-	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
 
@@ -60,7 +53,8 @@ func logger(t *testing.T) *slog.Logger {
 }
 
 // start runs etcd, the API server of member cp1 (collecting staged
-// uploads every 200 ms), the scheduler, and agent a1 with a file store.
+// uploads every 200 ms) and the scheduler (cptest.StartAPI), and agent a1
+// with a file store.
 func start(t *testing.T) *system {
 	t.Helper()
 	return startWith(t, false)
@@ -71,40 +65,23 @@ func start(t *testing.T) *system {
 // larger than a temp directory holds.
 func startWith(t *testing.T, fakeStore bool) *system {
 	t.Helper()
-	m := etcdtest.Start(t)
-	s := &system{t: t, cli: m.Client(t), uploadDir: filepath.Join(t.TempDir(), "uploads")}
+	s := &system{t: t, uploadDir: filepath.Join(t.TempDir(), "uploads")}
 	log := logger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	s.ctx = ctx
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	// The control plane's API.
+	// The control plane's API and scheduler.
 	area, err := staging.Open(s.uploadDir, staging.Options{Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(s.cli, apiserver.Config{Log: log, Member: "cp1", Uploads: area, UploadGCInterval: 200 * time.Millisecond})
-	wg.Go(func() { scheduler.New(s.cli, scheduler.Config{Log: log}).Run(ctx) })
-	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
-	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = lis.Addr().String()
-	wg.Go(func() { srv.Run(ctx) })
-	wg.Go(func() { gs.Serve(lis) })
-	wg.Go(func() { <-ctx.Done(); gs.Stop() })
-	wg.Go(func() {
-		apiserver.RegisterMember(ctx, s.cli, &sanbootv1.Member{Name: "cp1", ApiEndpoints: []string{s.addr}}, 10, log)
+	a := cptest.StartAPI(t, cptest.Options{
+		Config:    apiserver.Config{Log: log, Member: "cp1", Uploads: area, UploadGCInterval: 200 * time.Millisecond},
+		Scheduler: true, Register: true,
 	})
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s.api = sanbootv1.NewSanbootClient(conn)
+	s.cli, s.api, s.addr = a.Client, a.API, a.Addr
+	ctx, cancel := context.WithCancel(a.Ctx)
+	s.ctx = ctx
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	// The agent, wired as sanboot-agent wires it.
 	s.store = t.TempDir()
@@ -124,24 +101,7 @@ func startWith(t *testing.T, fakeStore bool) *system {
 		t.Cleanup(func() { fs.Close() })
 		st, images = fs, fs
 	}
-	reg, err := registry.New(s.cli, registry.Config{Name: "a1", Driver: "fake", Portals: []string{"127.0.0.1:3260"}, TTL: 10 * time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := reconciler.New(reconciler.Config{Agent: "a1", Client: s.cli, Store: st, Driver: faketarget.New(),
-		Portals: []string{"127.0.0.1:3260"}, RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() { reg.Run(ctx) })
-	wg.Go(func() { rec.Run(ctx) })
-	if images != nil {
-		exp, err := export.New(export.Config{Agent: "a1", Client: s.cli, Images: images, Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() { exp.Run(ctx) })
-	}
+	runAgent(t, ctx, &wg, agentConfig{name: "a1", cli: s.cli, store: st, images: images, ttl: 10 * time.Second, log: log})
 	return s
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sanboot/sanboot/agent/fetch"
 	"github.com/sanboot/sanboot/agent/store"
@@ -28,8 +26,8 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/staging"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
-	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 const member = "cp1"
@@ -52,7 +50,7 @@ func testLog(t *testing.T) *slog.Logger {
 }
 
 // cp is a real etcd and a real API server (staging uploads in a temp
-// directory) on loopback. The member registers the address agents use:
+// directory) on loopback (cptest.StartAPI). The member registers the address agents use:
 // the server's own, or a proxy in front of it.
 type cp struct {
 	cli  *clientv3.Client
@@ -65,55 +63,32 @@ type cp struct {
 
 func startCP(t *testing.T, viaProxy bool) (*cp, *etcdtest.Proxy) {
 	t.Helper()
-	m := etcdtest.Start(t)
-	c := &cp{cli: m.Client(t)}
+	c := &cp{}
 	log := testLog(t)
 	area, err := staging.Open(filepath.Join(t.TempDir(), "uploads"), staging.Options{Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(c.cli, apiserver.Config{Log: log, Member: member, Uploads: area})
 	record := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		if strings.HasSuffix(info.FullMethod, "/ReadUpload") {
 			ss = &recordingStream{ServerStream: ss, c: c}
 		}
 		return h(srv, ss)
 	}
-	gs := grpc.NewServer(grpc.ChainStreamInterceptor(record))
-	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.addr = lis.Addr().String()
 	var proxy *etcdtest.Proxy
-	advertised := c.addr
-	if viaProxy {
-		proxy = etcdtest.NewProxy(t, c.addr)
-		advertised = proxy.Addr
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { gs.Serve(lis) })
-	wg.Go(func() {
-		apiserver.RegisterMember(ctx, c.cli, &sanbootv1.Member{Name: member, ApiEndpoints: []string{advertised}}, 10, log)
+	a := cptest.StartAPI(t, cptest.Options{
+		Config:  apiserver.Config{Log: log, Member: member, Uploads: area},
+		NoLoops: true, Register: true,
+		GRPC: []grpc.ServerOption{grpc.ChainStreamInterceptor(record)},
+		Advertise: func(addr string) string {
+			if !viaProxy {
+				return addr
+			}
+			proxy = etcdtest.NewProxy(t, addr)
+			return proxy.Addr
+		},
 	})
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.api = sanbootv1.NewSanbootClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		gs.Stop()
-		wg.Wait()
-	})
-	// Wait for the registration, as an agent would find it.
-	eventually.True(t, "the member to register", func() bool {
-		r, err := c.cli.Get(context.Background(), "/sanboot/v1/members/"+member)
-		return err == nil && r.Count == 1
-	})
+	c.cli, c.api, c.addr = a.Client, a.API, a.Addr
 	return c, proxy
 }
 

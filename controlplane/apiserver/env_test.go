@@ -3,30 +3,26 @@ package apiserver_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
-	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
 
 // env is a real etcd member, an API server on a loopback port, a scheduler
-// and a client of the API.
+// and a client of the API (cptest.StartAPI).
 type env struct {
 	t     testing.TB
 	etcd  *etcdtest.Member
@@ -59,50 +55,9 @@ func start(t testing.TB, opts ...option) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	m := etcdtest.Start(t)
-	e := &env{t: t, etcd: m, cli: m.Client(t)}
-	e.log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if _, ok := t.(*testing.B); ok {
-		e.log = slog.New(slog.DiscardHandler)
-	}
-	srvCli := e.cli
-	if o.proxy {
-		e.proxy = etcdtest.NewProxy(t, strings.TrimPrefix(m.Endpoints[0], "http://"))
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + e.proxy.Addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		srvCli = c
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	e.ctx = ctx
-	srv := apiserver.New(srvCli, apiserver.Config{Log: e.log, WatchBuffer: o.watchBuffer})
-	e.srv, e.hold = srv, apiserver.HoldCache(srv)
-	gs := grpc.NewServer(apiserver.ServerOptions(e.log)...)
-	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Run(ctx) })
-	wg.Go(func() { scheduler.New(e.cli, scheduler.Config{Log: e.log}).Run(ctx) })
-	wg.Go(func() { gs.Serve(lis) })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.conn = conn
-	e.api = sanbootv1.NewSanbootClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		gs.Stop()
-		wg.Wait()
-	})
-	return e
+	a := cptest.StartAPI(t, cptest.Options{Config: apiserver.Config{WatchBuffer: o.watchBuffer}, Scheduler: true, EtcdProxy: o.proxy})
+	return &env{t: t, etcd: a.Etcd, cli: a.Client, api: a.API, conn: a.Conn, ctx: a.Ctx, log: a.Log, proxy: a.Proxy,
+		srv: a.Server, hold: apiserver.HoldCache(a.Server)}
 }
 
 // image creates an image through the API.

@@ -7,21 +7,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/api"
@@ -29,7 +24,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/staging"
-	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -52,40 +47,16 @@ type stageEnv struct {
 
 func startStaging(t *testing.T, stagingOpts staging.Options) *stageEnv {
 	t.Helper()
-	m := etcdtest.Start(t)
-	e := &stageEnv{t: t, cli: m.Client(t), dir: filepath.Join(t.TempDir(), "uploads")}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	area, err := staging.Open(e.dir, stagingOpts)
+	dir := filepath.Join(t.TempDir(), "uploads")
+	area, err := staging.Open(dir, stagingOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = apiserver.New(e.cli, apiserver.Config{Log: log, Member: member, Uploads: area, ExportStartTimeout: 30 * time.Second})
-	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
-	e.srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.ctx = ctx
-	var wg sync.WaitGroup
-	wg.Go(func() { gs.Serve(lis) })
-	wg.Go(func() {
-		apiserver.RegisterMember(ctx, e.cli, &sanbootv1.Member{Name: member, ApiEndpoints: []string{lis.Addr().String()}}, 10, log)
+	a := cptest.StartAPI(t, cptest.Options{
+		Config:  apiserver.Config{Member: member, Uploads: area, ExportStartTimeout: 30 * time.Second},
+		NoLoops: true, Register: true,
 	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.api = sanbootv1.NewSanbootClient(conn)
-	e.data = sanbootv1.NewAgentDataClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		gs.Stop()
-		wg.Wait()
-	})
-	return e
+	return &stageEnv{t: t, ctx: a.Ctx, cli: a.Client, srv: a.Server, api: a.API, data: sanbootv1.NewAgentDataClient(a.Conn), dir: dir}
 }
 
 func sha(b []byte) string {

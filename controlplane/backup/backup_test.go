@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,10 +16,9 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
-	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/backup"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
-	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
 
@@ -28,16 +26,10 @@ import (
 // same content, what was written after the backup is not, and the agent
 // (a FAKE one, kept running throughout) converges without any command.
 func TestBackupWipeRestore(t *testing.T) {
-	cfg := controlplane.DefaultConfig()
-	cfg.Member.Name = "cp1"
-	cfg.Member.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.APIListen = etcdtest.FreeAddr(t)
-	cfg.BootListen = ""
+	cfg := cptest.MemberConfig(t, "cp1")
 	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
 	endpoint := cfg.Member.Client.ListenURLs[0].String()
-	stop := run(t, cfg)
+	stop := cptest.RunMember(t, cfg)
 
 	ctx := context.Background()
 	conn, err := grpc.NewClient(cfg.APIListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -109,7 +101,7 @@ func TestBackupWipeRestore(t *testing.T) {
 	if err := backup.Restore(rc); err == nil {
 		t.Error("Restore overwrote a member")
 	}
-	stop = run(t, cfg)
+	stop = cptest.RunMember(t, cfg)
 	defer stop()
 
 	eventually.True(t, "the API back with n1 and n2 Ready", func() bool { return phase(c, "n1") == api.PhaseReady && phase(c, "n2") == api.PhaseReady }, eventually.Within(90*time.Second))
@@ -130,39 +122,6 @@ func TestBackupWipeRestore(t *testing.T) {
 	eventually.True(t, "n4 Ready on the restored control plane", func() bool { return phase(c, "n4") == api.PhaseReady }, eventually.Within(90*time.Second))
 	stopAgent()
 	cli.Close()
-}
-
-// run starts a control plane and returns once it serves (its API answers).
-func run(t *testing.T, cfg controlplane.Config) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	ready := make(chan struct{})
-	cfg.OnReady = func() { close(ready) }
-	go func() { errc <- controlplane.Run(ctx, cfg) }()
-	select {
-	case <-ready:
-	case err := <-errc:
-		cancel()
-		t.Fatalf("the control plane stopped before it served: %v", err)
-	case <-time.After(2 * time.Minute):
-		cancel()
-		t.Fatal("the control plane did not serve within 2 minutes")
-	}
-	var stopped bool
-	return func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(90 * time.Second):
-			t.Fatal("Run did not return after its context ended")
-			return nil
-		}
-	}
 }
 
 func phase(c sanbootv1.SanbootClient, name string) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"testing"
 	"time"
 
@@ -16,32 +15,20 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
-	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/daemon"
 	"github.com/sanboot/sanboot/internal/daemon/daemontest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
 
-func testConfig(t *testing.T) controlplane.Config {
-	cfg := controlplane.DefaultConfig()
-	cfg.Member.Name = "cp1"
-	cfg.Member.DataDir = t.TempDir()
-	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.APIListen = etcdtest.FreeAddr(t)
-	cfg.BootListen = ""
-	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return cfg
-}
-
 // The member as a service: READY=1 on a real notify socket only once the
 // API answers, /readyz, /metrics parsed with the Prometheus text parser
 // and its node and agent gauges equal to what the API lists, STOPPING=1
 // on stop.
 func TestServe(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := cptest.MemberConfig(t, "cp1")
 	common := daemon.Common{MetricsListen: etcdtest.FreeAddr(t)}
 	sock := daemontest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
