@@ -1,4 +1,5 @@
-# lib.sh: shared shell functions for hack/demo.sh and hack/e2e.sh. Source it.
+# lib.sh: shared shell functions for hack/demo.sh and the hack/e2e-*.sh
+# scripts. Source it.
 # Starts real sanboot processes on loopback ports and stops exactly the
 # processes it started, by PID.
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # test.sh: every test sanboot has, as CI runs them (`make test`). Installs
-# what it needs first. Tiers (docs/design.md): 1. go test ./... (unit tests and
-# integration tests against a real embedded etcd); 2. end to end with real
-# processes (hack/e2e.sh). Last, every log and output they produced is
-# scanned for the secrets the tests recorded (hack/scan-secrets.sh).
+# what it needs first. Tiers (docs/design.md): 1. go test ./... (unit tests,
+# and integration tests against a real embedded etcd, among them the whole
+# control plane driven by sanbootctl's command tree in integration/); 2. end
+# to end with real processes, qemu nodes, VMs and packages (hack/e2e-*.sh).
+# Last, every log and output they produced is scanned for the secrets the
+# tests recorded (hack/scan-secrets.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/install-deps.sh
@@ -38,8 +40,6 @@ go test -count=1 -timeout 15m -v ./... 2>&1 | tee "$LOGS/go-test.log" |
 	awk '{ b = b $0 "\n" } /^(ok|FAIL|\?) *\t/ { if ($1 == "FAIL") printf "%s", b; else print; b = "" } END { printf "%s", b }'
 
 echo "== end to end"
-e2e hack/e2e.sh
-e2e hack/e2e-apply.sh
 e2e hack/e2e-tls.sh
 e2e hack/e2e-netns.sh
 e2e hack/e2e-tgt.sh

@@ -393,7 +393,7 @@ func TestLeaseExpiryMakesNodesUnavailable(t *testing.T) {
 	ev := w.until("Unavailable", isEvent(sanbootv1.NodeEvent_TYPE_MODIFIED, "n1", api.PhaseUnavailable))
 	// The requirement is "within the lease TTL plus 2 s". A wall-clock
 	// assertion would flake on a loaded machine, so the figure is logged
-	// (hack/e2e.sh prints it too) and the watch's own deadline catches a
+	// (integration's TestFoundation waits for it too) and the watch's own deadline catches a
 	// lease that never expires.
 	t.Logf("Unavailable %s after the agent stopped (lease TTL %ds)", time.Since(stopped).Round(10*time.Millisecond), ttl)
 	if ev.Node.Status.Message != view.UnavailableMessage("a") || ev.Node.Status.Conditions[1].Status {
