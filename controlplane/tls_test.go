@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,33 +25,16 @@ import (
 	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/pki"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 	"github.com/sanboot/sanboot/internal/testsecrets"
 	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
-
-// lockedBuffer collects the member's log lines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type tlsEnv struct {
 	dir string
 	ca  *pki.CA
 	cfg controlplane.Config
-	log *lockedBuffer
+	log *syncbuf.Buffer // the member's log lines
 }
 
 func (e *tlsEnv) issue(t *testing.T, kind string, req pki.Request) tlsconfig.Files {
@@ -83,7 +65,7 @@ func (e *tlsEnv) ctl(f tlsconfig.Files, args ...string) (stdout, stderr string, 
 // The member over mutual TLS on loopback: etcd's clients and the API need
 // a certificate of the CA, and what a caller may do follows its identity.
 func TestMutualTLSAndIdentity(t *testing.T) {
-	e := &tlsEnv{dir: t.TempDir(), log: &lockedBuffer{}}
+	e := &tlsEnv{dir: t.TempDir(), log: &syncbuf.Buffer{}}
 	var err error
 	if e.ca, err = pki.Init(e.dir, "test CA", 0, time.Now()); err != nil {
 		t.Fatal(err)

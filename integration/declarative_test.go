@@ -1,52 +1,32 @@
 package integration_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sanboot/sanboot/ctl/cli"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 )
 
 // examples are the commented manifests users start from.
 const examples = "../examples"
 
-// lockedBuffer is a bytes.Buffer a running command writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // background runs sanbootctl until the returned stop is called; stop
 // returns its stdout.
-func (s *system) background(args ...string) (out *lockedBuffer, stop func()) {
-	out = &lockedBuffer{}
+func (s *system) background(args ...string) (out *syncbuf.Buffer, stop func()) {
+	out = &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(s.ctx)
 	done := make(chan struct{})
 	env := map[string]string{"SANBOOT_ENDPOINTS": s.addr, "HOME": s.t.TempDir()}
 	go func() {
 		defer close(done)
-		cli.Run(ctx, cli.Env{Stdout: out, Stderr: &lockedBuffer{}, Getenv: func(k string) string { return env[k] }}, args)
+		cli.Run(ctx, cli.Env{Stdout: out, Stderr: &syncbuf.Buffer{}, Getenv: func(k string) string { return env[k] }}, args)
 	}()
 	return out, func() { cancel(); <-done }
 }

@@ -1,9 +1,6 @@
 package boot
 
 import (
-	"flag"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,9 +10,8 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // readyNode is a node as the API shows it once its agent serves its disk.
 func readyNode(name string, mod ...func(*sanbootv1.Node)) *sanbootv1.Node {
@@ -133,7 +129,7 @@ func TestScripts(t *testing.T) {
 					t.Errorf("script holds %q:\n%s", a, got)
 				}
 			}
-			golden(t, tc.name+".ipxe", got)
+			golden.Check(t, tc.name+".ipxe", got)
 		})
 	}
 }
@@ -147,7 +143,7 @@ func TestGeneric(t *testing.T) {
 			if !containsLine(strings.Split(got, "\n"), want) {
 				t.Errorf("script lacks %q:\n%s", want, got)
 			}
-			golden(t, name+".ipxe", got)
+			golden.Check(t, name+".ipxe", got)
 		})
 	}
 }
@@ -218,24 +214,6 @@ func checkScript(t *testing.T, script string) {
 		if fields[0] == "echo" && (strings.Contains(line, "||") || strings.Contains(line, "&&")) {
 			t.Errorf("line %d: an echo chains a command: %q", i+2, line)
 		}
-	}
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("script differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
 	}
 }
 

@@ -8,10 +8,8 @@ package scheduler
 // check that these plans reach etcd.
 
 import (
-	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -26,10 +24,9 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/golden"
 	"github.com/sanboot/sanboot/internal/kv"
 )
-
-var update = flag.Bool("update", false, "write testdata/plan/*.txt from what plan decides")
 
 const project, image = "default", "img"
 
@@ -209,20 +206,7 @@ func TestPlan(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := describe(t, p, tt.records)
-			path := filepath.Join("testdata", "plan", strings.ReplaceAll(tt.name, " ", "_")+".txt")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestPlan -update to write it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("plan differs from %s\n--- got:\n%s--- want:\n%s", path, got, want)
-			}
+			golden.Check(t, filepath.Join("plan", strings.ReplaceAll(tt.name, " ", "_")+".txt"), got)
 		})
 	}
 }
