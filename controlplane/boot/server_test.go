@@ -92,21 +92,19 @@ func (e *bootEnv) putNode(n *sanbootv1.Node, secret *sanbootv1.ChapSecret) {
 	}
 }
 
-// get fetches path and returns the status code and body.
 // awaitFetch waits until the boot-script fetch recorded for a node
 // satisfies ok (the server writes it after the node has its script).
 func (e *bootEnv) awaitFetch(project, name string, ok func(*sanbootv1.BootFetch) bool) {
 	e.t.Helper()
 	f := &sanbootv1.BootFetch{}
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	eventually.True(e.t, "the recorded fetch of "+project+"/"+name, func() bool {
 		f.Reset()
-		if _, err := kv.Get(e.ctx, e.cli, api.BootFetchKey(project, name), f); err == nil && ok(f) {
-			return
-		}
-	}
-	e.t.Fatalf("recorded fetch of %s/%s: %v", project, name, f)
+		_, err := kv.Get(e.ctx, e.cli, api.BootFetchKey(project, name), f)
+		return err == nil && ok(f)
+	}, eventually.Seen(f.String))
 }
 
+// get fetches path and returns the status code and body.
 func (e *bootEnv) get(path string) (int, string) {
 	e.t.Helper()
 	resp, err := http.Get(e.base + path)
