@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -48,10 +47,6 @@ type system struct {
 	ctlTimeout time.Duration
 }
 
-func logger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // start runs etcd, the API server of member cp1 (collecting staged
 // uploads every 200 ms) and the scheduler (cptest.StartAPI), and agent a1
 // with a file store.
@@ -66,7 +61,7 @@ func start(t *testing.T) *system {
 func startWith(t *testing.T, fakeStore bool) *system {
 	t.Helper()
 	s := &system{t: t, uploadDir: filepath.Join(t.TempDir(), "uploads")}
-	log := logger(t)
+	log := cptest.Log(t)
 
 	// The control plane's API and scheduler.
 	area, err := staging.Open(s.uploadDir, staging.Options{Log: log})

@@ -16,6 +16,7 @@ import (
 	faketarget "github.com/sanboot/sanboot/agent/target/fake"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
 
@@ -32,7 +33,7 @@ func TestLateAgentCannotGetACollectedUpload(t *testing.T) {
 	eventually.True(t, "the staged upload collected", func() bool { return len(s.staged()) == 0 },
 		eventually.Seen(func() string { return fmt.Sprintf("%q", s.staged()) }))
 
-	log := logger(t)
+	log := cptest.Log(t)
 	st, err := filestore.New(filestore.Options{Root: t.TempDir(), Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -45,10 +44,6 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // cp is a real etcd and a real API server (staging uploads in a temp
 // directory) on loopback (cptest.StartAPI). The member registers the address agents use:
 // the server's own, or a proxy in front of it.
@@ -64,7 +59,7 @@ type cp struct {
 func startCP(t *testing.T, viaProxy bool) (*cp, *etcdtest.Proxy) {
 	t.Helper()
 	c := &cp{}
-	log := testLog(t)
+	log := cptest.Log(t)
 	area, err := staging.Open(filepath.Join(t.TempDir(), "uploads"), staging.Options{Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -136,9 +131,9 @@ func TestUploadIsFetchedIntoTheStore(t *testing.T) {
 	c, _ := startCP(t, false)
 	data := pattern(5<<20 + 512)
 	resp := c.upload(t, data)
-	f := fetch.New(fetch.Config{Client: c.cli, Log: testLog(t)})
+	f := fetch.New(fetch.Config{Client: c.cli, Log: cptest.Log(t)})
 
-	st, err := filestore.New(filestore.Options{Root: t.TempDir(), Open: f.Open, Log: testLog(t)})
+	st, err := filestore.New(filestore.Options{Root: t.TempDir(), Open: f.Open, Log: cptest.Log(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +149,7 @@ func TestUploadIsFetchedIntoTheStore(t *testing.T) {
 
 func TestUploadFetchErrors(t *testing.T) {
 	c, _ := startCP(t, false)
-	f := fetch.New(fetch.Config{Client: c.cli, Log: testLog(t)})
+	f := fetch.New(fetch.Config{Client: c.cli, Log: cptest.Log(t)})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
@@ -184,7 +179,7 @@ func TestUploadFetchResumesAtTheOffsetReached(t *testing.T) {
 	c, proxy := startCP(t, true)
 	data := pattern(8 << 20)
 	resp := c.upload(t, data)
-	f := fetch.New(fetch.Config{Client: c.cli, RetryWait: 10 * time.Millisecond, Log: testLog(t)})
+	f := fetch.New(fetch.Config{Client: c.cli, RetryWait: 10 * time.Millisecond, Log: cptest.Log(t)})
 	rc, err := f.Open(context.Background(), uploadSource(resp))
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +265,7 @@ func TestURLFetch(t *testing.T) {
 			s := &flakyServer{data: data, ranges: tc.ranges, cut: tc.cut}
 			hs := httptest.NewServer(s)
 			defer hs.Close()
-			f := fetch.New(fetch.Config{RetryWait: 10 * time.Millisecond, Log: testLog(t)})
+			f := fetch.New(fetch.Config{RetryWait: 10 * time.Millisecond, Log: cptest.Log(t)})
 			rc, err := f.Open(context.Background(), store.Source{Kind: store.SourceURL, URL: hs.URL + "/img.raw"})
 			if err != nil {
 				t.Fatal(err)
@@ -299,7 +294,7 @@ func TestURLFetchOf404FailsAtOnce(t *testing.T) {
 	s := &flakyServer{data: pattern(512)}
 	hs := httptest.NewServer(s)
 	defer hs.Close()
-	f := fetch.New(fetch.Config{Log: testLog(t)})
+	f := fetch.New(fetch.Config{Log: cptest.Log(t)})
 	_, err := f.Open(context.Background(), store.Source{Kind: store.SourceURL, URL: hs.URL + "/missing"})
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("Open: %v, want a 404 error", err)
