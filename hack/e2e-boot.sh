@@ -194,6 +194,14 @@ vm_gone() { ! kill -0 "${VM_PID[$1]}" 2>/dev/null; }
 NO_SESSION='^  Sessions: *none (no initiator is logged in to the target)$'
 sessions_show n1 "$NO_SESSION" || die "describe node n1 lists a session before n1 was powered on: $(sessions_of n1)"
 
+log "both Ready nodes read from this host by their own initiators, with their scripts' credentials"
+READY_PORTAL=$PORTAL check_ready_readable
+((READY_CHECKED == 2)) || die "$READY_CHECKED of the 2 Ready nodes were read by their own initiators"
+# The checks' sessions are gone before the guests' are looked for.
+wait_until 60 "describe node n1 without the check's session" sessions_show n1 "$NO_SESSION"
+wait_until 60 "describe node n2 without the check's session" sessions_show n2 "$NO_SESSION"
+PASSED=$((PASSED + 1))
+
 log "power on n1 and n2: DHCP -> /boot.ipxe -> /boot?mac=... -> sanboot"
 power_on n1 52:54:00:5b:00:01
 power_on n2 52:54:00:5b:00:02

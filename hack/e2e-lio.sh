@@ -110,6 +110,9 @@ I2=iqn.2026-11.io.sanboot:initiator.default.n2
 ctl get nodes n1 -o json | grep -q "\"$PORTAL\"" || die "n1's status does not advertise $PORTAL"
 ctl get nodes n1 -o json | grep -q '"lun": *[1-9]' && die "n1's status has a LUN other than 0"
 timing "image + 2 nodes Ready"
+check_ready_readable
+((READY_CHECKED == 2)) || die "$READY_CHECKED of the 2 Ready nodes were read by their own initiators"
+pass "both Ready nodes read by their own initiators with their boot scripts' credentials"
 
 log "ACL: the right initiator logs in, others are refused"
 iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/0" | grep -q 'Vendor:LIO-ORG' || die "n1's initiator cannot log in"
@@ -198,6 +201,9 @@ qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "read -P 0xa5 8M 1M" | grep 
 	die "n1 lost a write across the reboot"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" >/dev/null 2>&1; then die "after the reboot n2 lets its initiator in without CHAP"; fi
 pass "after the reboot: both targets back, same serials, same data, CHAP still required"
+check_ready_readable
+((READY_CHECKED == 4)) || die "after the reboot, $((READY_CHECKED - 2)) of the 2 Ready nodes were read by their own initiators"
+pass "after the reboot, both Ready nodes read by their own initiators with their boot scripts' credentials"
 
 log "deprovision while n1 has a live session"
 qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "read 0 4k" -c "sleep 60000" >"$WORK/qemu-io-session.log" 2>&1 &

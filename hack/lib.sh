@@ -233,7 +233,10 @@ debian_mirror() {
 # initiator name, its portal and target, its CHAP credentials (given
 # through libiscsi's environment, never argv). A node that no longer says
 # Ready when its check fails is let go (its status moved on). Adds the
-# nodes checked to READY_CHECKED.
+# nodes checked to READY_CHECKED. READY_PORTAL (host:port), when set, is
+# where this host reaches the targets when the scripts name the guests'
+# view of them (qemu's 10.0.2.2): the script's target, LUN, initiator and
+# credentials are still the ones checked.
 READY_CHECKED=0
 check_ready_readable() {
 	local entry node script iqn user pass ruser rpass uri rest host port lun target
@@ -256,6 +259,7 @@ check_ready_readable() {
 		lun=${rest%%:*} target=${rest#*:}
 		host=${host#[} host=${host%]}
 		[[ $host == *:* ]] && host="[$host]"
+		[ -z "${READY_PORTAL:-}" ] || host=${READY_PORTAL%:*} port=${READY_PORTAL##*:}
 		local url="iscsi://$host:${port:-3260}/$target/${lun:-0}" chap=()
 		[ -z "$user" ] || chap+=("LIBISCSI_CHAP_USERNAME=$user" "LIBISCSI_CHAP_PASSWORD=$pass")
 		[ -z "$ruser" ] || chap+=("LIBISCSI_CHAP_TARGET_USERNAME=$ruser" "LIBISCSI_CHAP_TARGET_PASSWORD=$rpass")
