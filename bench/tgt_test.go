@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +20,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/looptest"
+	"github.com/sanboot/sanboot/internal/tgttest"
 )
 
 // BenchmarkProvisionTgt creates tgtNodes nodes at once, then soloNodes
@@ -93,9 +92,9 @@ func startTgtSystem(b *testing.B, storeSize int64) (*system, tgtHost) {
 		tool{"tgtd", "tgt"}, tool{"tgtadm", "tgt"}, tool{"mkfs.xfs", "xfsprogs"}, tool{"losetup", "util-linux"})
 	host := tgtHost{
 		store:  filepath.Join(looptest.Mount(b, looptest.XFS, storeSize), "store"),
-		portal: freePortal(b),
+		portal: tgttest.FreePortal(b),
 	}
-	sys := startSystem(b, "--driver", "tgt", "--tgtd", "managed", "--tgtd-control", strconv.Itoa(freeControlPort(b)),
+	sys := startSystem(b, "--driver", "tgt", "--tgtd", "managed", "--tgtd-control", strconv.Itoa(tgttest.FreeControlPort(b)),
 		"--portal", host.portal, "--store-dir", host.store, "--workers", "16")
 	a, err := sys.api.GetAgent(context.Background(), &sanbootv1.GetAgentRequest{Name: "bench"})
 	if err != nil {
@@ -128,8 +127,8 @@ func rawTgtadm(b *testing.B, project string, disks []string) time.Duration {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	port := freeControlPort(b)
-	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: port, Portals: []string{freePortal(b)}, Log: slog.New(slog.DiscardHandler)})
+	port := tgttest.FreeControlPort(b)
+	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: port, Portals: []string{tgttest.FreePortal(b)}, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatalf("start a tgtd for the bare tgtadm calls: %v", err)
 	}
@@ -347,28 +346,4 @@ func requireTools(b *testing.B, why string, tools ...tool) {
 	if len(missing) > 0 {
 		b.Fatalf("%s; missing: %s: run hack/install-deps.sh", why, strings.Join(missing, ", "))
 	}
-}
-
-// freePortal returns a 127.0.0.1:PORT nothing listens on.
-func freePortal(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// freeControlPort returns a tgtd control port (tgtadm -C) no tgtd uses.
-func freeControlPort(b *testing.B) int {
-	b.Helper()
-	for range 100 {
-		p := 20000 + rand.IntN(tgt.MaxControlPort-20000)
-		if _, err := os.Stat(filepath.Join(tgt.SocketDir, "socket."+strconv.Itoa(p))); errors.Is(err, os.ErrNotExist) {
-			return p
-		}
-	}
-	b.Fatal("no free tgtd control port found")
-	return 0
 }

@@ -3,10 +3,7 @@ package tgt_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/agent/target/tgt"
+	"github.com/sanboot/sanboot/internal/tgttest"
 )
 
 // requireRealTgt fails the test unless it can run a real tgtd and the
@@ -33,57 +31,16 @@ func requireRealTgt(t *testing.T) {
 	}
 }
 
-// freePortal returns a free 127.0.0.1:PORT.
-func freePortal(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// freeControlPort returns a control port no tgtd uses.
-func freeControlPort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		p := 20000 + rand.IntN(tgt.MaxControlPort-20000)
-		if _, err := os.Stat(filepath.Join(tgt.SocketDir, "socket."+strconv.Itoa(p))); errors.Is(err, os.ErrNotExist) {
-			return p
-		}
-	}
-	t.Fatal("no free tgtd control port found")
-	return 0
-}
-
 // startTgtd starts a private tgtd on n random loopback portals and a random
 // control port, stopped when the test ends; opts change its configuration.
 func startTgtd(t *testing.T, n int, opts ...func(*tgt.ManagedConfig)) (*tgt.Managed, []string) {
 	t.Helper()
 	requireRealTgt(t)
-	portals := make([]string, n)
-	for i := range portals {
-		portals[i] = freePortal(t)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cfg := tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: portals, Log: testLog(t)}
+	cfg := tgt.ManagedConfig{Log: testLog(t)}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	m, err := tgt.StartManaged(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := m.Stop(ctx); err != nil {
-			t.Errorf("stop tgtd: %v", err)
-		}
-	})
-	return m, portals
+	return tgttest.Start(t, n, cfg)
 }
 
 // testLog logs through t.Log, tgtd's output (debug) included.

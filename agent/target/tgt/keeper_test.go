@@ -13,6 +13,7 @@ import (
 
 	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/tgttest"
 )
 
 // A kept tgtd that is killed (-9) is started again: Problem says so in the
@@ -20,11 +21,11 @@ import (
 // and a real initiator logs in to it.
 func TestKeeperRestartsAKilledTgtd(t *testing.T) {
 	requireRealTgt(t)
-	portal := freePortal(t)
+	portal := tgttest.FreePortal(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var changes atomic.Int32
-	k, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: []string{portal}, Log: testLog(t)},
+	k, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Log: testLog(t)},
 		func() { changes.Add(1) })
 	if err != nil {
 		t.Fatal(err)
@@ -81,10 +82,10 @@ func TestKeeperSaysWhyTgtdCannotStart(t *testing.T) {
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	portal := freePortal(t)
+	portal := tgttest.FreePortal(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	k, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: []string{portal}, Tgtd: wrapper, Log: testLog(t)}, nil)
+	k, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Tgtd: wrapper, Log: testLog(t)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/sanboot/sanboot/agent/target/targettest"
 	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/tgttest"
 )
 
 func TestConformance(t *testing.T) {
@@ -299,7 +300,7 @@ func TestEnsureRefusesUnservedPortal(t *testing.T) {
 	m, portals := startTgtd(t, 1)
 	d := m.Driver()
 	tg := newTarget(t, "portal", portals[0])
-	tg.Portals = append(tg.Portals, freePortal(t))
+	tg.Portals = append(tg.Portals, tgttest.FreePortal(t))
 	err := d.Ensure(context.Background(), tg)
 	if err == nil || !strings.Contains(err.Error(), "does not serve portal") || !strings.Contains(err.Error(), tg.Portals[1]) {
 		t.Fatalf("Ensure with a portal tgtd does not serve = %v; want an error naming it", err)
@@ -347,9 +348,9 @@ func TestManagedTwoPortals(t *testing.T) {
 
 func TestManagedStop(t *testing.T) {
 	requireRealTgt(t)
-	portal := freePortal(t)
+	portal := tgttest.FreePortal(t)
 	ctx := context.Background()
-	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: []string{portal}, Log: testLog(t)})
+	m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +401,7 @@ func TestManagedStartFailsClearly(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		cp := freeControlPort(t)
+		cp := tgttest.FreeControlPort(t)
 		m, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: cp, Portals: []string{l.Addr().String()}})
 		if err == nil {
 			m.Stop(ctx)
@@ -414,7 +415,7 @@ func TestManagedStartFailsClearly(t *testing.T) {
 		}
 	})
 	t.Run("tgtd not installed", func(t *testing.T) {
-		_, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: freeControlPort(t), Portals: []string{freePortal(t)},
+		_, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{tgttest.FreePortal(t)},
 			Tgtd: "tgtd-not-installed-here"})
 		if err == nil || !strings.Contains(err.Error(), "install Debian's tgt package") {
 			t.Errorf("error = %v; want it to say to install Debian's tgt package", err)
@@ -422,7 +423,7 @@ func TestManagedStartFailsClearly(t *testing.T) {
 	})
 	t.Run("control port in use", func(t *testing.T) {
 		m, _ := startTgtd(t, 1)
-		_, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: m.ControlPort(), Portals: []string{freePortal(t)}})
+		_, err := tgt.StartManaged(ctx, tgt.ManagedConfig{ControlPort: m.ControlPort(), Portals: []string{tgttest.FreePortal(t)}})
 		if err == nil || !strings.Contains(err.Error(), "already answers on control port") {
 			t.Errorf("error = %v; want it to say a tgtd already uses the control port", err)
 		}
@@ -446,7 +447,7 @@ func TestNoTgtdSaysSo(t *testing.T) {
 	if _, err := exec.LookPath("tgtadm"); err != nil {
 		t.Fatalf("tgtadm not found (%v): install Debian's tgt package (apt-get install tgt)", err)
 	}
-	d := tgt.New(tgt.Config{ControlPort: freeControlPort(t), Log: testLog(t)})
+	d := tgt.New(tgt.Config{ControlPort: tgttest.FreeControlPort(t), Log: testLog(t)})
 	_, err := d.List(context.Background())
 	var te *tgt.Error
 	if !errors.As(err, &te) || !strings.Contains(err.Error(), "no tgtd answers on control port") {
@@ -516,7 +517,7 @@ func TestManagedDiesWithItsParent(t *testing.T) {
 		return // run by TestHelperManagedChild's parent only
 	}
 	requireRealTgt(t)
-	cp, portal := freeControlPort(t), freePortal(t)
+	cp, portal := tgttest.FreeControlPort(t), tgttest.FreePortal(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperManagedChild$", "-test.v")
 	cmd.Env = append(os.Environ(), "SANBOOT_TGT_HELPER=1", "SANBOOT_TGT_CP="+strconv.Itoa(cp), "SANBOOT_TGT_PORTAL="+portal)
 	stdout, err := cmd.StdoutPipe()
