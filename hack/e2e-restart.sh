@@ -79,7 +79,7 @@ for _ in $(seq 60); do session+=(-c "read -P 0 0 1M" -c "sleep 500"); done
 qemu-io --image-opts "$URL" "${session[@]}" >"$WORK/session.out" 2>&1 &
 SESSION_PID=$!
 
-log "systemctl stop, in effect: SIGTERM; the agent shows Unavailable at once"
+checking "systemctl stop, in effect: SIGTERM; the agent shows Unavailable at once"
 kill -TERM "$AGENT_PID"
 wait "$AGENT_PID" || die "the agent exited with status $? on SIGTERM"
 start=$SECONDS
@@ -92,7 +92,7 @@ reads_before=$(grep -c ok "$WORK/reads")
 wait_until 60 "reads while the agent is down" sh -c "[ \$(grep -c ok '$WORK/reads') -ge $((reads_before + 3)) ]"
 echo "agent down for $((SECONDS - start))s; reads meanwhile: $(($(grep -c ok "$WORK/reads") - reads_before))"
 
-log "the agent starts again; n1 Ready"
+checking "the agent starts again; n1 Ready"
 start_agent "$WORK" s1
 ctl wait node n1 --for=ready --timeout=60s
 reads_before=$(grep -c ok "$WORK/reads")
@@ -104,8 +104,9 @@ wait "$SESSION_PID" || die "the long iSCSI session failed: $(tail -3 "$WORK/sess
 good=$(grep -c "read 1048576/1048576" "$WORK/session.out" || true)
 [ "$good" = 60 ] && ! grep -qi "fail\|error" "$WORK/session.out" ||
 	die "the long iSCSI session read $good of 60 times: $(grep -i "fail\|error" "$WORK/session.out" | head -3)"
+checking "no read of n1 failed across the agent's restart"
 total=$(wc -l <"$WORK/reads")
 failed=$(grep -c FAILED "$WORK/reads" || true)
 [ "$failed" = 0 ] || die "$failed of $total reads of n1 failed across the agent's restart: $(tail -3 "$WORK/reader.err")"
 ctl deprovision n1 --wait --timeout 60s >/dev/null
-echo "e2e-restart: $total reads (new logins) and 60 reads over one session of n1 across a stop and a start of the agent, none failed; 1 passed, 0 failed"
+echo "e2e-restart: $total reads (new logins) and 60 reads over one session of n1 across a stop and a start of the agent, none failed; $CHECKS passed, 0 failed"

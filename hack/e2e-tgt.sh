@@ -40,7 +40,7 @@ start_agent "$WORK" s1
 ctl get agents -o wide
 ctl get agents s1 -o json | grep -q "\"cloneMode\": *\"$WANT_MODE\"" || die "the agent does not report $WANT_MODE clones"
 
-log "import an image (64 MiB, 4 MiB of it random data), two nodes from it (n2 with CHAP)"
+checking "import an image (64 MiB, 4 MiB of it random data), two nodes from it (n2 with CHAP)"
 truncate -s 64M "$WORK/golden.raw"
 head -c 4M /dev/urandom | dd of="$WORK/golden.raw" bs=1M seek=8 conv=notrunc status=none
 GOLDEN_SHA=$(sha256sum <"$WORK/golden.raw" | cut -d' ' -f1)
@@ -57,23 +57,23 @@ I1=iqn.2026-11.io.sanboot:initiator.default.n1
 I2=iqn.2026-11.io.sanboot:initiator.default.n2
 ctl get nodes n1 -o json | grep -q "\"targetIqn\": *\"$T1\"" || die "n1 has the wrong target IQN"
 
-log "the right initiator logs in; a wrong one is refused"
+checking "the right initiator logs in; a wrong one is refused"
 iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null || die "n1's initiator cannot log in"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "another node's initiator logged in to n1"; fi
 if iscsi-inq -i iqn.2026-11.io.example:intruder "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "a stranger logged in to n1"; fi
 cap=$(iscsi-readcapacity16 -i "$I1" "iscsi://$PORTAL/$T1/1")
 echo "$cap" | grep -Eq "Total Size:? *67108864|Total size:? *67108864" || { echo "$cap"; die "n1 does not present 64 MiB"; }
 
-log "CHAP: n2 refuses its own initiator without credentials"
+checking "CHAP: n2 refuses its own initiator without credentials"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 let its initiator in without CHAP"; fi
 
 iscsi_url() { echo "driver=iscsi,transport=tcp,portal=$PORTAL,target=$1,lun=1,initiator-name=$2"; }
 
-log "n1's disk read through iSCSI is the image, byte for byte"
+checking "n1's disk read through iSCSI is the image, byte for byte"
 qemu-img convert --image-opts "$(iscsi_url "$T1" "$I1")" -O raw "$WORK/n1-read.raw"
 [ "$(sha256sum <"$WORK/n1-read.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "n1's disk read through iSCSI differs from the image"
 
-log "data written through iSCSI lands in n1's clone only"
+checking "data written through iSCSI lands in n1's clone only"
 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=$T1,lun=1,initiator-name=$I1" \
 	-c "write -P 0xa5 1M 1M" >/dev/null
 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=$T1,lun=1,initiator-name=$I1" \
@@ -82,7 +82,7 @@ cmp -s -n 1048576 -i 1048576:0 "$STORE_DIR/disks/default/n1.raw" <(head -c 10485
 	die "n1's disk file does not hold the bytes written through iSCSI"
 [ "$(sha256sum <"$STORE_DIR/images/default/golden.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "the write reached the image"
 
-log "thin disks: 16 MiB written, then discarded, through iSCSI; the clone's blocks come back"
+checking "thin disks: 16 MiB written, then discarded, through iSCSI; the clone's blocks come back"
 blocks() { stat -c %b "$STORE_DIR/disks/default/n1.raw"; }
 b0=$(blocks)
 qemu-io --image-opts "$(iscsi_url "$T1" "$I1"),discard=unmap" -c "write -P 0x5a 32M 16M" >/dev/null
@@ -93,7 +93,7 @@ echo "n1's clone: $((b0 / 2048)) MiB allocated, $((b1 / 2048)) MiB after writing
 ((b1 - b0 >= 30000)) || die "writing 16 MiB did not allocate it (blocks $b0 -> $b1)"
 ((b1 - b2 >= 30000)) || die "discarding 16 MiB gave nothing back (blocks $b1 -> $b2)"
 
-log "recovery: kill -9 the agent (its managed tgtd dies with it); restarted, it rebuilds every target"
+checking "recovery: kill -9 the agent (its managed tgtd dies with it); restarted, it rebuilds every target"
 kill -9 "$AGENT_PID"
 wait_until 30 "n1's target gone with tgtd" sh -c "! timeout 10 iscsi-inq -i '$I1' 'iscsi://$PORTAL/$T1/1' >/dev/null 2>&1"
 start_agent "$WORK" s1
@@ -103,7 +103,7 @@ if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 came
 ctl wait node n1 n2 --for=ready --timeout=60s
 check_ready_readable
 
-log "a dead tgtd is not invisible: kill -9 tgtd with its restart held; the nodes, the agent and /readyz say so"
+checking "a dead tgtd is not invisible: kill -9 tgtd with its restart held; the nodes, the agent and /readyz say so"
 readyz() { curl -s -o "$WORK/readyz" -w '%{http_code}' "http://$AGENT_METRICS/readyz"; }
 node_says() { local j; j=$(ctl get nodes "$1" -o json) && grep -q "\"phase\": *\"$2\"" <<<"$j" && grep -q "$3" <<<"$j"; }
 [ "$(readyz)" = 200 ] || die "/readyz before the kill: $(cat "$WORK/readyz")"
@@ -119,7 +119,7 @@ ctl get agents s1 -o json | grep -q '"message": *".*tgtd.*died' || die "get agen
 [ "$(readyz)" = 503 ] && grep -q "tgtd.*died" "$WORK/readyz" || die "/readyz with tgtd dead: $(cat "$WORK/readyz")"
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1 is read although tgtd is dead"; fi
 check_ready_readable # no node says Ready now
-log "tgtd released: the agent starts it again and rebuilds the targets"
+checking "tgtd released: the agent starts it again and rebuilds the targets"
 rm -f "$HOLD"
 wait_until 120 "n1 Ready again" node_phase_is n1 Ready
 iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null || die "n1 says Ready but its initiator cannot read it"
@@ -131,7 +131,7 @@ wait_until 60 "/readyz 200 again" sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_
 grep -q "tgtd died; starting it again" "$WORK/agent-s1.log" || die "the agent log does not say that tgtd died"
 check_ready_readable
 
-log "a system tgtd (its own service): agent s2 with --tgtd=system, node n4 on it"
+checking "a system tgtd (its own service): agent s2 with --tgtd=system, node n4 on it"
 SYS_CTL=$((CTL + 1))
 SYS_PORTAL=127.0.0.1:$(free_port)
 start_system_tgtd() {
@@ -148,7 +148,7 @@ STORE_DIR=$WORK/store2 start_agent "$WORK" s2
 ctl provision n4 --image golden --agent s2 --chap --wait --timeout 120s
 check_ready_readable
 
-log "a graceful stop of s2 leaves n4 served: it stays Ready and its initiator reads it"
+checking "a graceful stop of s2 leaves n4 served: it stays Ready and its initiator reads it"
 stop_pid "$AGENT_PID"
 wait_until 30 "agent s2 Unavailable" agent_state_is s2 Unavailable
 node_says n4 Ready "stopped at .* left the target serving" || die "n4 does not say Ready with its agent stopped: $(ctl get nodes n4 -o json)"
@@ -159,7 +159,7 @@ check_ready_readable
 STORE_DIR=$WORK/store2 start_agent "$WORK" s2
 ctl wait node n4 --for=ready --timeout=60s
 
-log "the system tgtd dies: n4 Unavailable, s2 NotReady, /readyz 503; tgtd back (as systemd would): rebuilt, read again"
+checking "the system tgtd dies: n4 Unavailable, s2 NotReady, /readyz 503; tgtd back (as systemd would): rebuilt, read again"
 kill -9 "$SYS_TGTD"
 wait_until 60 "n4 Unavailable, saying tgtd does not answer" node_says n4 Unavailable "does not answer"
 wait_until 60 "agent s2 NotReady" agent_state_is s2 NotReady
@@ -175,7 +175,7 @@ tgtadm -C "$SYS_CTL" --mode system --op delete || true
 AGENT_PID=$S1_PID AGENT_METRICS=$S1_METRICS
 AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control=$CTL --portal "$PORTAL")
 
-log "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
+checking "snapshot n1 into an image, provision n3 from it: n3 sees n1's write"
 ctl snapshot create n1 n1-snap --wait --timeout 60s
 ctl snapshot ls
 ctl provision n3 --image n1-snap --wait --timeout 60s
@@ -188,11 +188,11 @@ ctl image rm golden 2>"$WORK/err"; rc=$?
 set -e
 [ "$rc" = 5 ] && grep -q n1-snap "$WORK/err" || die "image rm of a snapshot's parent: exit $rc, $(cat "$WORK/err")"
 
-log "export the snapshot: the bytes of n1's disk, checksum verified"
+checking "export the snapshot: the bytes of n1's disk, checksum verified"
 ctl image export n1-snap "$WORK/n1-snap.raw"
 cmp -s "$WORK/n1-snap.raw" "$STORE_DIR/disks/default/n1.raw" || die "the export differs from n1's disk"
 
-log "deprovision removes the target and the disk"
+checking "deprovision removes the target and the disk"
 ctl deprovision n1 n2 n3 --wait --timeout 60s
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1's target still serves after deprovision"; fi
 [ ! -e "$STORE_DIR/disks/default/n1.raw" ] || die "n1's disk is still there"
@@ -201,6 +201,6 @@ left=$(tgtadm -C "$CTL" --lld iscsi --mode target --op show | grep -c "iqn.2026-
 [ -z "$(ls -A "$STORE_DIR/disks/default" 2>/dev/null)" ] || die "disks left: $(ls "$STORE_DIR/disks/default")"
 ctl snapshot rm n1-snap
 ctl image rm golden
-log "property: $READY_CHECKED times a node said Ready, its own initiator read its disk"
+checking "property: $READY_CHECKED times a node said Ready, its own initiator read its disk"
 ((READY_CHECKED >= 15)) || die "only $READY_CHECKED Ready nodes were read: the property was hardly checked"
-echo "e2e-tgt ($FS store): 5 passed, 0 failed"
+echo "e2e-tgt ($FS store): $CHECKS passed, 0 failed"

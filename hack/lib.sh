@@ -6,6 +6,14 @@
 SANBOOT_PIDS=()
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# checking WHAT: logs the start of a checked step and counts it in CHECKS.
+# A script dies at its first failed check, so at its end every one of its
+# CHECKS passed: its closing line says "$CHECKS passed, 0 failed".
+CHECKS=0
+checking() {
+	CHECKS=$((CHECKS + 1))
+	log "$@"
+}
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 # record_secret VALUE...: secrets this test made or was handed (CHAP
