@@ -97,7 +97,9 @@ func (c *cache) index(st *state.Store, ref state.Ref) {
 		c.byMAC[mac][ref] = true
 		macs = append(macs, mac)
 	}
-	c.macsOf[ref] = macs
+	if len(macs) > 0 {
+		c.macsOf[ref] = macs
+	}
 }
 
 // ready reports whether the first list has arrived.
