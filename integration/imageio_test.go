@@ -33,6 +33,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/ctl/cli"
@@ -82,8 +83,11 @@ func startWith(t *testing.T, fakeStore bool) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(s.cli, apiserver.Config{Log: log, Member: "cp1", Uploads: area, UploadGCInterval: 200 * time.Millisecond})
-	wg.Go(func() { scheduler.New(s.cli, scheduler.Config{Log: log}).Run(ctx) })
+	// One watch of etcd for the API and the scheduler, as in a member.
+	inf := informer.New(s.cli, log)
+	wg.Go(func() { inf.Run(ctx) })
+	srv := apiserver.New(s.cli, apiserver.Config{Log: log, Member: "cp1", Uploads: area, UploadGCInterval: 200 * time.Millisecond, Informer: inf})
+	wg.Go(func() { scheduler.New(s.cli, scheduler.Config{Log: log, Informer: inf}).Run(ctx) })
 	gs := grpc.NewServer(apiserver.ServerOptions(log)...)
 	srv.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -496,7 +496,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
 		want := assignment(ref, node.Msg, st.Secrets[ref].Msg)
 		want.Deleting = true
-		if !proto.Equal(a.Msg, want) {
+		if !holds(a, want) {
 			if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, want); err != nil {
 				return nil, err
 			}
@@ -543,7 +543,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		}
 	}
 	a := assigns[agent]
-	if wantA := assignment(ref, node.Msg, st.Secrets[ref].Msg); a.Msg == nil || !proto.Equal(a.Msg, wantA) {
+	if wantA := assignment(ref, node.Msg, st.Secrets[ref].Msg); !holds(a, wantA) {
 		if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, wantA); err != nil {
 			return nil, err
 		}
@@ -570,6 +570,13 @@ func (s *Scheduler) dropStrays(p *plan, agent string) {
 			p.del(api.NodeStatusKey(p.ref.Project, p.ref.Name, other), r.ModRevision)
 		}
 	}
+}
+
+// holds says whether the assignment record a (the zero Encoded when
+// there is none) is want.
+func holds(a state.Encoded, want *sanbootv1.Assignment) bool {
+	cur, err := a.Assignment()
+	return err == nil && cur != nil && proto.Equal(cur, want)
 }
 
 // assignment is what the node's agent must make true. It carries the
