@@ -14,8 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/agent/target/targettest"
