@@ -34,6 +34,9 @@ type cache struct {
 	log    *slog.Logger
 	buffer int
 
+	// synced is closed at the first update the informer hands over (all
+	// it holds): from then on the views move with its store.
+	synced  chan struct{}
 	stopped chan struct{} // closed when run returns
 
 	mu    sync.Mutex
@@ -66,6 +69,7 @@ func newCache(inf *informer.Informer, cli *clientv3.Client, log *slog.Logger, bu
 		cli:     cli,
 		log:     log.With("cache", "nodes"),
 		buffer:  buffer,
+		synced:  make(chan struct{}),
 		stopped: make(chan struct{}),
 		views:   map[state.Ref]*sanbootv1.Node{},
 		subs:    map[*subscriber]struct{}{},
@@ -171,6 +175,11 @@ func (c *cache) handle(u informer.Update) {
 		}
 	}
 	c.refreshObjects(changes, u.Resync)
+	select {
+	case <-c.synced:
+	default:
+		close(c.synced)
+	}
 }
 
 // catchUp waits until the cache has seen revision minRev, or, when it is 0,
@@ -294,10 +303,10 @@ func (c *cache) unsubscribe(sub *subscriber) {
 	delete(c.subs, sub)
 }
 
-// waitSynced waits for the informer's first list.
+// waitSynced waits for the cache's first update.
 func (c *cache) waitSynced(ctx context.Context) error {
 	select {
-	case <-c.inf.Synced():
+	case <-c.synced:
 		return nil
 	case <-c.stopped:
 		return errStopping

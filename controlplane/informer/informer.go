@@ -157,9 +157,6 @@ func (i *Informer) Revision() int64 {
 	return i.RLock().Revision
 }
 
-// Synced is closed once the first list has arrived.
-func (i *Informer) Synced() <-chan struct{} { return i.synced }
-
 // Stopped is closed when Run has returned.
 func (i *Informer) Stopped() <-chan struct{} { return i.stopped }
 
