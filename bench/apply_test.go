@@ -64,7 +64,9 @@ func BenchmarkApply(b *testing.B) {
 }
 
 // writeFleet writes a 1 GiB image and n nodes of project as one manifest.
-func writeFleet(b *testing.B, file, project string, n int) { writeFleetSized(b, file, project, n, 1<<30) }
+func writeFleet(b *testing.B, file, project string, n int) {
+	writeFleetSized(b, file, project, n, 1<<30)
+}
 
 // writeFleetSized writes an image of size bytes and n nodes of project as
 // one manifest.
