@@ -26,12 +26,6 @@ import (
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
-// Kinds are the records the informer keeps: what its consumers read.
-// Secrets are for the scheduler (assignments) and the boot server (CHAP
-// in scripts); the API's views never show them.
-var kinds = []state.Kind{state.Nodes, state.Placements, state.NodeStatus, state.Assign, state.Agents, state.Alive,
-	state.Images, state.Replicas, state.Secrets, state.MACs}
-
 // Update is what a handler is told after a batch.
 type Update struct {
 	// Store is the informer's store at the batch's revision; read it
@@ -87,7 +81,11 @@ func New(cli *clientv3.Client, log *slog.Logger) *Informer {
 		log:      log,
 		synced:   make(chan struct{}),
 		stopped:  make(chan struct{}),
-		store:    state.New(log, kinds...),
+		// What the consumers read. Secrets are for the scheduler
+		// (assignments) and the boot server (CHAP in scripts); the API's
+		// views never show them.
+		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Assign, state.Agents, state.Alive,
+			state.Images, state.Replicas, state.Secrets, state.MACs),
 		handlers: map[*Handler]struct{}{},
 		advanced: make(chan struct{}),
 	}
