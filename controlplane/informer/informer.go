@@ -77,10 +77,10 @@ func New(cli *clientv3.Client, log *slog.Logger) *Informer {
 	}
 	log = log.With("component", "informer")
 	return &Informer{
-		cli:      cli,
-		log:      log,
-		synced:   make(chan struct{}),
-		stopped:  make(chan struct{}),
+		cli:     cli,
+		log:     log,
+		synced:  make(chan struct{}),
+		stopped: make(chan struct{}),
 		// What the consumers read. Secrets are for the scheduler
 		// (assignments) and the boot server (CHAP in scripts); the API's
 		// views never show them.
