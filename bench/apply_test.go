@@ -63,11 +63,17 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
-// writeFleet writes an image and n nodes of project as one manifest.
+// writeFleet writes a 1 GiB image and n nodes of project as one manifest.
 func writeFleet(b *testing.B, file, project string, n int) {
+	writeFleetSized(b, file, project, n, 1<<30)
+}
+
+// writeFleetSized writes an image of size bytes and n nodes of project as
+// one manifest.
+func writeFleetSized(b *testing.B, file, project string, n int, size int64) {
 	b.Helper()
 	var w bytes.Buffer
-	fmt.Fprintf(&w, "apiVersion: sanboot.io/v1\nkind: Image\nmetadata: {name: golden, project: %s}\nspec: {sizeBytes: 1073741824}\n", project)
+	fmt.Fprintf(&w, "apiVersion: sanboot.io/v1\nkind: Image\nmetadata: {name: golden, project: %s}\nspec: {sizeBytes: %d}\n", project, size)
 	for i := range n {
 		fmt.Fprintf(&w, "---\napiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: n-%05d, project: %s, labels: {rack: r%02d}}\nspec: {image: golden}\n", i, project, i%40)
 	}

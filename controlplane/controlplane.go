@@ -1,8 +1,9 @@
 // Package controlplane assembles one control-plane member: the embedded
-// etcd member, the API server (gRPC, with its watch cache and its member
-// registration) and the controllers, which run only while this member is
-// the elected leader. Run starts them in that order and stops them in the
-// reverse one.
+// etcd member, its one watch of etcd (package informer, which the parts
+// below read), the API server (gRPC, with its watch cache and its member
+// registration), the boot server and the controllers, which run only
+// while this member is the elected leader. Run starts them in that order
+// and stops them in the reverse one.
 package controlplane
 
 import (
@@ -26,6 +27,7 @@ import (
 	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/boot"
 	"github.com/sanboot/sanboot/controlplane/etcdauth"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/leader"
 	"github.com/sanboot/sanboot/controlplane/member"
 	"github.com/sanboot/sanboot/controlplane/migrate"
@@ -151,7 +153,11 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("--api-listen has no host: agents are told to reach the API on loopback; set --advertise-api", "api-listen", cfg.APIListen)
 		}
 	}
-	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot, EtcdAuth: secure})
+	// One watch of etcd feeds the API's cache, the boot server and the
+	// scheduler (while this member leads).
+	inf := informer.New(cli, log)
+	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot,
+		EtcdAuth: secure, Informer: inf})
 	opts := apiserver.ServerOptions(log)
 	var clientTLS *tls.Config // the member's, for its own readiness check
 	if secure {
@@ -197,10 +203,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cancel()
 	}
+	wg.Go(func() { inf.Run(ctx) })
 	wg.Go(func() { api.Run(ctx) })
 	if bootLis != nil {
 		wg.Go(func() {
-			if err := boot.NewServer(cli, boot.Config{Settings: cfg.Boot, Log: log}).Run(ctx, bootLis); err != nil {
+			if err := boot.NewServer(cli, boot.Config{Settings: cfg.Boot, Log: log, Informer: inf}).Run(ctx, bootLis); err != nil {
 				fail(err)
 			}
 		})
@@ -216,7 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	wg.Go(func() {
 		leader.Run(ctx, cli, leader.Config{Name: m.Name(), Log: log, Probe: probeMember(cli)}, func(ctx context.Context, fence kv.Fence) error {
-			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried, Fence: fence})
+			s := scheduler.New(cli, scheduler.Config{Log: log, OnRetry: sched.retried, Fence: fence, Informer: inf})
 			sched.current.Store(s)
 			defer sched.current.CompareAndSwap(s, nil)
 			return s.Run(ctx)

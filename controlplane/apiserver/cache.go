@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -17,48 +16,44 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/controlplane/view"
-	"github.com/sanboot/sanboot/internal/kv"
 )
 
-// cache keeps the joined view of every node, fed by one kv.Reflect over
-// api.Prefix (one etcd watch, so the view is consistent at each revision),
-// and fans out the views that actually changed to the WatchNodes streams.
+// cache keeps the joined view of every node, fed by the member's informer
+// (one etcd watch of api.Prefix, so the view is consistent at each
+// revision), and fans out the views that actually changed to the
+// WatchNodes streams.
+//
+// Lock order: the informer's lock, then mu. The informer calls handle
+// under its write lock; everything else takes both with lock.
 type cache struct {
+	inf    *informer.Informer
 	cli    *clientv3.Client
 	log    *slog.Logger
 	buffer int
 
-	synced  chan struct{} // closed after the first list
+	// synced is closed at the first update the informer hands over (all
+	// it holds): from then on the views move with its store.
+	synced  chan struct{}
 	stopped chan struct{} // closed when run returns
 
 	mu    sync.Mutex
-	store *state.Store
+	store *state.Store // the informer's; read under its lock
 	views map[state.Ref]*sanbootv1.Node
 	subs  map[*subscriber]struct{}
 	// images and agents are the other views, for WatchImages and WatchAgents.
 	images *viewSet[state.Ref, *sanbootv1.Image]
 	agents *viewSet[string, *sanbootv1.Agent]
 	closed bool
-	// advanced is closed (and replaced) whenever the store's revision moves.
-	advanced chan struct{}
 	// onChange, if set, sees every node view that changed (old or cur nil
 	// when the node appeared or went), under mu.
 	onChange func(old, cur *sanbootv1.Node)
 	// waiting counts the watches waiting in catchUp for the cache to
 	// reach their revision.
 	waiting int
-
-	// hold, if set, runs before each batch is applied, outside mu: tests
-	// block in it to hold the cache back.
-	hold func()
 }
-
-// progressEvery is how often a watch waiting for the cache asks etcd to
-// report progress, in case the revision it waits for was a write outside
-// api.Prefix (no event would ever bring the cache there).
-const progressEvery = time.Second
 
 // subscriber is one WatchNodes stream.
 type subscriber struct {
@@ -68,26 +63,40 @@ type subscriber struct {
 	dropped chan struct{}
 }
 
-func newCache(cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
+func newCache(inf *informer.Informer, cli *clientv3.Client, log *slog.Logger, buffer int) *cache {
 	c := &cache{
+		inf:     inf,
 		cli:     cli,
 		log:     log.With("cache", "nodes"),
 		buffer:  buffer,
 		synced:  make(chan struct{}),
 		stopped: make(chan struct{}),
-		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Agents,
-			state.Images, state.Replicas, state.Assign, state.MACs),
-		views:    map[state.Ref]*sanbootv1.Node{},
-		subs:     map[*subscriber]struct{}{},
-		advanced: make(chan struct{}),
+		views:   map[state.Ref]*sanbootv1.Node{},
+		subs:    map[*subscriber]struct{}{},
 	}
+	c.store = inf.RLock()
+	inf.RUnlock()
 	c.images = newViewSet("image", compareRefs, func() map[state.Ref]*sanbootv1.Image { return imageViews(c.store) })
 	c.agents = newViewSet("agent", strings.Compare, func() map[string]*sanbootv1.Agent { return agentViews(c.store) })
 	return c
 }
 
-func (c *cache) run(ctx context.Context) error {
+// lock takes the informer's read lock, then mu.
+func (c *cache) lock() {
+	c.inf.RLock()
+	c.mu.Lock()
+}
+
+func (c *cache) unlock() {
+	c.mu.Unlock()
+	c.inf.RUnlock()
+}
+
+// run follows the informer until ctx ends.
+func (c *cache) run(ctx context.Context) {
+	remove := c.inf.AddHandler(c.handle)
 	defer func() {
+		remove()
 		c.mu.Lock()
 		c.closed = true
 		c.subs = map[*subscriber]struct{}{}
@@ -96,20 +105,20 @@ func (c *cache) run(ctx context.Context) error {
 		c.mu.Unlock()
 		close(c.stopped)
 	}()
-	return kv.Reflect(ctx, c.cli, api.Prefix, c.log, c.handle)
+	select {
+	case <-ctx.Done():
+	case <-c.inf.Stopped():
+	}
 }
 
 // handle applies a batch and sends what changed to the subscribers. It
 // never blocks on a subscriber.
-func (c *cache) handle(b kv.Batch) {
-	if c.hold != nil {
-		c.hold()
-	}
+func (c *cache) handle(u informer.Update) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	changes := c.store.Apply(b)
+	changes := u.Changes
 	affected := map[state.Ref]bool{}
-	if b.Resync {
+	if u.Resync {
 		for ref := range c.views {
 			affected[ref] = true
 		}
@@ -155,7 +164,7 @@ func (c *cache) handle(b kv.Batch) {
 		default:
 			c.views[ref] = cur
 		}
-		if c.onChange != nil && !b.Resync {
+		if c.onChange != nil && !u.Resync {
 			c.onChange(old, cur)
 		}
 		for sub := range c.subs {
@@ -165,14 +174,12 @@ func (c *cache) handle(b kv.Batch) {
 			}
 		}
 	}
-	c.refreshObjects(changes, b.Resync)
+	c.refreshObjects(changes, u.Resync)
 	select {
 	case <-c.synced:
 	default:
 		close(c.synced)
 	}
-	close(c.advanced)
-	c.advanced = make(chan struct{})
 }
 
 // catchUp waits until the cache has seen revision minRev, or, when it is 0,
@@ -203,44 +210,35 @@ func (c *cache) catchUp(ctx context.Context, minRev int64) error {
 		c.waiting--
 		c.mu.Unlock()
 	}()
-	tick := time.NewTicker(progressEvery)
-	defer tick.Stop()
-	for {
-		c.mu.Lock()
-		rev, advanced := c.store.Revision, c.advanced
-		c.mu.Unlock()
-		if rev >= want {
-			return nil
-		}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
 		select {
-		case <-advanced:
-		case <-tick.C:
-			c.log.Debug("watch waits for the cache", "cache", rev, "want", want)
-			if err := kv.RequestProgress(ctx, c.cli); err != nil && ctx.Err() == nil {
-				c.log.Debug("progress request failed", "err", err)
-			}
 		case <-c.stopped:
-			return errStopping
-		case <-ctx.Done():
-			return status.Errorf(status.FromContextError(ctx.Err()).Code(),
-				"this member's cache is at revision %d, behind the %d asked for: try another member or a longer timeout", rev, want)
+			cancel()
+		case <-wctx.Done():
 		}
+	}()
+	err = c.inf.WaitRevision(wctx, want)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return status.Errorf(status.FromContextError(ctx.Err()).Code(),
+			"this member's cache is at revision %d, behind the %d asked for: try another member or a longer timeout", c.revision(), want)
 	}
+	return errStopping
 }
 
 // has says whether the cache holds a view of node ref.
 func (c *cache) has(ref state.Ref) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	_, ok := c.views[ref]
 	return ok
 }
 
-func (c *cache) revision() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.store.Revision
-}
+func (c *cache) revision() int64 { return c.inf.Revision() }
 
 // offer queues the event that turns old into cur, as this subscriber sees
 // it, or reports false (and marks the subscriber dropped) if its buffer is
@@ -275,18 +273,14 @@ func (s *subscriber) offer(old, cur *sanbootv1.Node, rev int64) bool {
 // catchUp), then returns the nodes f
 // selects and a subscriber that receives every later change, atomically.
 func (c *cache) subscribe(ctx context.Context, f view.NodeFilter, minRev int64) (*subscriber, []*sanbootv1.Node, int64, error) {
-	select {
-	case <-c.synced:
-	case <-c.stopped:
-		return nil, nil, 0, errStopping
-	case <-ctx.Done():
-		return nil, nil, 0, status.FromContextError(ctx.Err()).Err()
+	if err := c.waitSynced(ctx); err != nil {
+		return nil, nil, 0, err
 	}
 	if err := c.catchUp(ctx, minRev); err != nil {
 		return nil, nil, 0, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if c.closed {
 		return nil, nil, 0, errStopping
 	}
@@ -307,6 +301,18 @@ func (c *cache) unsubscribe(sub *subscriber) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.subs, sub)
+}
+
+// waitSynced waits for the cache's first update.
+func (c *cache) waitSynced(ctx context.Context) error {
+	select {
+	case <-c.synced:
+		return nil
+	case <-c.stopped:
+		return errStopping
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 var errStopping = status.Error(codes.Unavailable, "this API server is stopping: watch again (on another member)")

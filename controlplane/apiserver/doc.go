@@ -7,10 +7,11 @@
 // Reads: Get and List read etcd directly, in one transaction per request so
 // that the joined records (node, placement, status, agent liveness) come
 // from one revision. A client therefore always sees its own writes.
-// WatchNodes streams from one in-memory cache per server, fed by a single
-// kv.Reflect over api.Prefix (one etcd watch, so the joined view is
-// consistent at every revision): every stream shares it and none opens its
-// own etcd watch. A new stream first waits (briefly) for the cache to reach
+// WatchNodes streams from one in-memory cache per server, fed by the
+// member's informer (package informer: one etcd watch of api.Prefix per
+// member, whose decoded records the boot server and the scheduler read
+// too, so the joined view is consistent at every revision): every stream
+// shares it and none opens its own etcd watch. A new stream first waits (briefly) for the cache to reach
 // the revision etcd had when the stream began, so its initial events show
 // the client's earlier writes. Each stream has a bounded buffer; a stream
 // that falls that far behind is ended with codes.ResourceExhausted, so that

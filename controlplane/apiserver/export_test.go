@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
@@ -15,43 +14,16 @@ func CollectUploads(ctx context.Context, s *Server, now time.Time) ([]string, er
 // CacheHold holds back the watch cache of a Server: while paused, the
 // batches its etcd watch delivers wait before they are applied, as when
 // the cache is slow or cut off.
-type CacheHold struct {
-	mu     sync.Mutex
-	paused chan struct{} // nil when not paused; closed by Resume
-}
+type CacheHold struct{ s *Server }
 
-// HoldCache installs a CacheHold in s; call it before s.Run.
-func HoldCache(s *Server) *CacheHold {
-	h := &CacheHold{}
-	s.cache.hold = func() {
-		h.mu.Lock()
-		p := h.paused
-		h.mu.Unlock()
-		if p != nil {
-			<-p
-		}
-	}
-	return h
-}
+// HoldCache returns the CacheHold of s.
+func HoldCache(s *Server) *CacheHold { return &CacheHold{s} }
 
 // Pause holds back every batch from now on (one being applied finishes).
-func (h *CacheHold) Pause() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.paused == nil {
-		h.paused = make(chan struct{})
-	}
-}
+func (h *CacheHold) Pause() { h.s.cfg.Informer.Pause() }
 
 // Resume lets the held batches through.
-func (h *CacheHold) Resume() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.paused != nil {
-		close(h.paused)
-		h.paused = nil
-	}
-}
+func (h *CacheHold) Resume() { h.s.cfg.Informer.Resume() }
 
 // CacheRevision is the revision s's cache is at.
 func CacheRevision(s *Server) int64 { return s.cache.revision() }

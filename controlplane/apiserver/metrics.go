@@ -124,7 +124,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	nodes := map[pp]int{}
 	agents := map[string]int{api.AgentReady: 0, api.AgentNotReady: 0, api.AgentUnavailable: 0}
 	cache := c.cache
-	cache.mu.Lock()
+	cache.lock()
 	for ref, n := range cache.views {
 		nodes[pp{ref.Project, n.GetStatus().GetPhase()}]++
 	}
@@ -137,7 +137,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.metrics.store, prometheus.GaugeValue, float64(r.GetCapacityBytes()-r.GetFreeBytes()), r.GetName(), "used")
 		}
 	}
-	cache.mu.Unlock()
+	cache.unlock()
 	for k, n := range nodes {
 		ch <- prometheus.MustNewConstMetric(c.metrics.nodes, prometheus.GaugeValue, float64(n), k.project, k.phase)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/boot"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/dial"
@@ -58,6 +59,10 @@ type Config struct {
 	// EtcdAuth says that etcd's authorization is on (with TLS): agents
 	// need EnrollAgent before they can use etcd.
 	EtcdAuth bool
+	// Informer is the member's shared watch of etcd, which feeds the
+	// watch cache; the caller runs it. Nil: the server makes its own and
+	// Run runs it.
+	Informer *informer.Informer
 }
 
 // Server implements sanbootv1.SanbootServer. Create it with New, call Run
@@ -69,6 +74,8 @@ type Server struct {
 	log   *slog.Logger
 	cache *cache
 	cfg   Config
+	// ownInformer is set when the server made its informer (Run runs it).
+	ownInformer bool
 	// exports in flight on this member, by export id.
 	exports exportTable
 	metrics *metrics
@@ -95,20 +102,28 @@ func New(cli *clientv3.Client, cfg Config) *Server {
 	}
 	log := cfg.Log.With("component", "apiserver")
 	m := newMetrics()
-	c := newCache(cli, log, cfg.WatchBuffer)
+	own := cfg.Informer == nil
+	if own {
+		cfg.Informer = informer.New(cli, cfg.Log)
+	}
+	c := newCache(cfg.Informer, cli, log, cfg.WatchBuffer)
 	ev := newEventLog(eventsPerNode)
 	c.onChange = func(old, cur *sanbootv1.Node) {
 		m.observeReady(old, cur)
 		ev.observe(old, cur)
 	}
-	return &Server{cli: cli, log: log, cache: c, cfg: cfg, exports: newExportTable(), metrics: m, events: ev}
+	return &Server{cli: cli, log: log, cache: c, cfg: cfg, ownInformer: own, exports: newExportTable(), metrics: m, events: ev}
 }
 
-// Run feeds the watch cache and collects staged uploads until ctx ends;
-// WatchNodes streams end then.
+// Run feeds the watch cache (and runs its informer, if the server made
+// it) and collects staged uploads until ctx ends; WatchNodes streams end
+// then.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if s.ownInformer {
+		wg.Go(func() { s.cfg.Informer.Run(ctx) })
+	}
 	if s.cfg.Uploads != nil {
 		wg.Go(func() { s.runUploadGC(ctx) })
 	}
@@ -126,7 +141,8 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	})
-	return s.cache.run(ctx)
+	s.cache.run(ctx)
+	return ctx.Err()
 }
 
 // Register adds the Sanboot service, the agents' AgentData service and the

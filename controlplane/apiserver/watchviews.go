@@ -182,18 +182,14 @@ func (c *cache) refreshObjects(changes []state.Change, resync bool) {
 
 // subscribeObjects waits like subscribe, then calls sub under mu.
 func (c *cache) subscribeObjects(ctx context.Context, minRev int64, sub func()) (int64, error) {
-	select {
-	case <-c.synced:
-	case <-c.stopped:
-		return 0, errStopping
-	case <-ctx.Done():
-		return 0, status.FromContextError(ctx.Err()).Err()
+	if err := c.waitSynced(ctx); err != nil {
+		return 0, err
 	}
 	if err := c.catchUp(ctx, minRev); err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if c.closed {
 		return 0, errStopping
 	}

@@ -9,26 +9,26 @@ import (
 	"strings"
 	"sync"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/controlplane/view"
-	"github.com/sanboot/sanboot/internal/kv"
 )
 
-// cache mirrors what scripts are made of (nodes, placements, node
-// statuses, agent liveness, CHAP secrets, images for their EFI boot
-// paths), fed by one kv.Reflect over
-// api.Prefix, with an index from MAC address to nodes.
+// cache indexes the member's informer (nodes, placements, node statuses,
+// agent liveness, CHAP secrets, images for their EFI boot paths: what
+// scripts are made of) by MAC address.
+//
+// Lock order: the informer's lock, then mu. The informer calls handle
+// under its write lock.
 type cache struct {
-	cli *clientv3.Client
+	inf *informer.Informer
 	log *slog.Logger
 
 	mu     sync.Mutex
-	store  *state.Store
 	synced bool
 	// byMAC maps a normalized MAC to the nodes whose spec lists it (more
 	// than one is a mistake the script reports).
@@ -37,33 +37,42 @@ type cache struct {
 	macsOf map[state.Ref][]string
 }
 
-func newCache(cli *clientv3.Client, log *slog.Logger) *cache {
+func newCache(inf *informer.Informer, log *slog.Logger) *cache {
 	return &cache{
-		cli:    cli,
+		inf:    inf,
 		log:    log,
-		store:  state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Alive, state.Secrets, state.Agents, state.Images),
 		byMAC:  map[string]map[state.Ref]bool{},
 		macsOf: map[state.Ref][]string{},
 	}
 }
 
-func (c *cache) run(ctx context.Context) error {
-	return kv.Reflect(ctx, c.cli, api.Prefix, c.log, c.handle)
+// run follows the informer until ctx ends.
+func (c *cache) run(ctx context.Context) {
+	defer c.inf.AddHandler(c.handle)()
+	<-ctx.Done()
 }
 
-func (c *cache) handle(b kv.Batch) {
+func (c *cache) handle(u informer.Update) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, ch := range c.store.Apply(b) {
+	if u.Resync {
+		for ref := range c.macsOf {
+			c.index(u.Store, ref)
+		}
+		for ref := range u.Store.Nodes {
+			c.index(u.Store, ref)
+		}
+	}
+	for _, ch := range u.Changes {
 		if ch.Kind == state.Nodes {
-			c.index(ch.Ref)
+			c.index(u.Store, ch.Ref)
 		}
 	}
 	c.synced = true
 }
 
 // index brings byMAC up to date for node ref. c.mu is held.
-func (c *cache) index(ref state.Ref) {
+func (c *cache) index(st *state.Store, ref state.Ref) {
 	for _, mac := range c.macsOf[ref] {
 		delete(c.byMAC[mac], ref)
 		if len(c.byMAC[mac]) == 0 {
@@ -71,7 +80,7 @@ func (c *cache) index(ref state.Ref) {
 		}
 	}
 	delete(c.macsOf, ref)
-	rec, ok := c.store.Nodes[ref]
+	rec, ok := st.Nodes[ref]
 	if !ok || rec.Msg.GetMetadata().GetDeleteTime() != nil {
 		return // a deleting node boots no more; its MACs are free for another
 	}
@@ -88,7 +97,9 @@ func (c *cache) index(ref state.Ref) {
 		c.byMAC[mac][ref] = true
 		macs = append(macs, mac)
 	}
-	c.macsOf[ref] = macs
+	if len(macs) > 0 {
+		c.macsOf[ref] = macs
+	}
 }
 
 // ready reports whether the first list has arrived.
@@ -111,15 +122,15 @@ func (c *cache) byMACAddr(mac string) []state.Ref {
 // when unknown) and of its CHAP secret (nil when it has none), or a nil
 // node.
 func (c *cache) node(ref state.Ref) (*sanbootv1.Node, *sanbootv1.Image, *sanbootv1.ChapSecret) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := view.Node(c.store, ref)
+	st := c.inf.RLock()
+	defer c.inf.RUnlock()
+	n := view.Node(st, ref)
 	var image *sanbootv1.Image
-	if rec, ok := c.store.Images[state.Ref{Project: ref.Project, Name: n.GetSpec().GetImage()}]; ok {
+	if rec, ok := st.Images[state.Ref{Project: ref.Project, Name: n.GetSpec().GetImage()}]; ok {
 		image = proto.CloneOf(rec.Msg)
 	}
 	var secret *sanbootv1.ChapSecret
-	if rec, ok := c.store.Secrets[ref]; ok {
+	if rec, ok := st.Secrets[ref]; ok {
 		secret = proto.CloneOf(rec.Msg)
 	}
 	return n, image, secret

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -30,6 +31,10 @@ import (
 type Config struct {
 	Settings
 	Log *slog.Logger
+	// Informer is the member's shared watch of etcd, which scripts are
+	// made from; the caller runs it. Nil: the server makes its own and
+	// Run runs it.
+	Informer *informer.Informer
 }
 
 // Server serves boot scripts over HTTP from a cache of etcd's records.
@@ -39,7 +44,9 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	cache *cache
-	mux   *http.ServeMux
+	// ownInformer is the informer the server made (Run runs it), or nil.
+	ownInformer *informer.Informer
+	mux         *http.ServeMux
 	// others are the boot URLs of the other members (their
 	// registrations), which scripts fall back to.
 	others atomic.Pointer[[]string]
@@ -51,7 +58,12 @@ func NewServer(cli *clientv3.Client, cfg Config) *Server {
 		cfg.Log = slog.Default()
 	}
 	log := cfg.Log.With("component", "boot")
-	s := &Server{cli: cli, cfg: cfg, log: log, cache: newCache(cli, log)}
+	s := &Server{cli: cli, cfg: cfg, log: log}
+	if cfg.Informer == nil {
+		s.ownInformer = informer.New(cli, cfg.Log)
+		cfg.Informer = s.ownInformer
+	}
+	s.cache = newCache(cfg.Informer, log)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /boot.ipxe", s.generic)
 	s.mux.HandleFunc("GET /boot", s.byMAC)
@@ -79,6 +91,9 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if s.ownInformer != nil {
+		wg.Go(func() { s.ownInformer.Run(ctx) })
+	}
 	wg.Go(func() { s.cache.run(ctx) })
 	wg.Go(func() { s.watchOthers(ctx) })
 	errc := make(chan error, 1)

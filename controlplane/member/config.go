@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ type Config struct {
 	Client  ClientConfig
 	Peer    PeerConfig
 	Cluster ClusterConfig
+	Storage StorageConfig
 	// ReadyTimeout bounds the wait for the member to join its cluster and
 	// serve clients (default 60s).
 	ReadyTimeout time.Duration
@@ -72,8 +74,31 @@ type ClusterConfig struct {
 	State string
 }
 
+// StorageConfig bounds what the member keeps, on disk and in memory.
+type StorageConfig struct {
+	// AutoCompactionMode is "periodic" or "revision"
+	// (--auto-compaction-mode); AutoCompactionRetention is a duration for
+	// periodic, a number of revisions for revision; "0" keeps all history
+	// (--auto-compaction-retention). sanboot's default is periodic, 5m:
+	// every 5 minutes etcd drops the history older than 5 minutes (what
+	// Kubernetes' API server asks of its etcd). Without compaction every
+	// revision of every key stays, in the database and in etcd's in-memory
+	// index. A watch that falls further behind lists again.
+	AutoCompactionMode, AutoCompactionRetention string
+	// SnapshotCount is how many committed transactions trigger a snapshot
+	// (--snapshot-count, default 10,000: etcd's); after one, the raft log
+	// in memory keeps the last 5,000 entries for slow followers. Lower
+	// bounds the memory the log takes (sanboot batches many records per
+	// entry); higher means fewer snapshots.
+	SnapshotCount uint64
+}
+
 // Defaults of the flags.
 const (
+	DefaultCompactionMode      = "periodic"
+	DefaultCompactionRetention = "5m"
+	DefaultSnapshotCount       = 10000
+
 	DefaultName       = "default"
 	DefaultDataDir    = "./sanboot-data"
 	DefaultClientURL  = "http://127.0.0.1:2379"
@@ -83,7 +108,8 @@ const (
 
 // DefaultConfig is a single member on loopback, as the flags default.
 func DefaultConfig() Config {
-	c := Config{Name: DefaultName, DataDir: DefaultDataDir, Cluster: ClusterConfig{State: "new"}, ReadyTimeout: DefaultReadyAfter}
+	c := Config{Name: DefaultName, DataDir: DefaultDataDir, Cluster: ClusterConfig{State: "new"}, ReadyTimeout: DefaultReadyAfter,
+		Storage: StorageConfig{AutoCompactionMode: DefaultCompactionMode, AutoCompactionRetention: DefaultCompactionRetention, SnapshotCount: DefaultSnapshotCount}}
 	c.Client.ClientCertAuth, c.Peer.ClientCertAuth = true, true
 	c.Client.ListenURLs = mustURLs(DefaultClientURL)
 	c.Peer.ListenURLs = mustURLs(DefaultPeerURL)
@@ -109,6 +135,9 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Peer.TLS.KeyFile, "peer-key-file", "", "private key of --peer-cert-file")
 	fs.StringVar(&c.Peer.TLS.TrustedCAFile, "peer-trusted-ca-file", "", "CA that peers' certificates must be signed by")
 	fs.BoolVar(&c.Peer.ClientCertAuth, "peer-client-cert-auth", c.Peer.ClientCertAuth, "require peers' certificates (sanboot refuses peer TLS without them)")
+	fs.StringVar(&c.Storage.AutoCompactionMode, "auto-compaction-mode", c.Storage.AutoCompactionMode, `"periodic" (--auto-compaction-retention is a duration) or "revision" (a number of revisions)`)
+	fs.StringVar(&c.Storage.AutoCompactionRetention, "auto-compaction-retention", c.Storage.AutoCompactionRetention, `how much of etcd's history to keep ("0": all, never compact)`)
+	fs.Uint64Var(&c.Storage.SnapshotCount, "snapshot-count", c.Storage.SnapshotCount, "committed transactions between two etcd snapshots (bounds the raft log kept in memory)")
 }
 
 // Secure says whether clients reach the member (etcd and the API) over
@@ -139,6 +168,7 @@ func (c Config) complete() (Config, error) {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is empty: give a directory for the member's data"))
 	}
+	errs = append(errs, c.Storage.check())
 	if c.Cluster.State != "new" && c.Cluster.State != "existing" {
 		errs = append(errs, fmt.Errorf("--initial-cluster-state is %q: use \"new\" or \"existing\"", c.Cluster.State))
 	}
@@ -173,6 +203,26 @@ func (c Config) complete() (Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// check validates the compaction settings as etcd will read them.
+func (s StorageConfig) check() error {
+	switch s.AutoCompactionMode {
+	case "periodic":
+		if _, err := strconv.Atoi(s.AutoCompactionRetention); err == nil {
+			return nil // hours, etcd's older form
+		}
+		if d, err := time.ParseDuration(s.AutoCompactionRetention); err != nil || d < 0 {
+			return fmt.Errorf("--auto-compaction-retention %q: with periodic compaction give a duration such as 5m or 1h (0: never compact)", s.AutoCompactionRetention)
+		}
+	case "revision":
+		if n, err := strconv.ParseInt(s.AutoCompactionRetention, 10, 64); err != nil || n < 0 {
+			return fmt.Errorf("--auto-compaction-retention %q: with revision compaction give a number of revisions such as 10000 (0: never compact)", s.AutoCompactionRetention)
+		}
+	default:
+		return fmt.Errorf("--auto-compaction-mode %q: use \"periodic\" or \"revision\"", s.AutoCompactionMode)
+	}
+	return nil
 }
 
 // RequireLoopback refuses a listen address (host:port) that is not on the

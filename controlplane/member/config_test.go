@@ -28,9 +28,33 @@ func TestFlagsAndDefaults(t *testing.T) {
 				return "peer URLs"
 			case c.Cluster.Initial != "default=http://127.0.0.1:2380":
 				return "initial cluster"
+			case c.Storage != StorageConfig{AutoCompactionMode: "periodic", AutoCompactionRetention: "5m", SnapshotCount: 10000}:
+				return "storage settings"
 			}
 			return ""
 		}},
+		{name: "storage settings", args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "20000", "--snapshot-count", "2000"},
+			want: func(c Config) string {
+				if c.Storage != (StorageConfig{AutoCompactionMode: "revision", AutoCompactionRetention: "20000", SnapshotCount: 2000}) {
+					return "storage settings"
+				}
+				return ""
+			}},
+		{name: "compaction off", args: []string{"--auto-compaction-retention", "0"}, want: func(c Config) string {
+			if c.Storage.AutoCompactionRetention != "0" {
+				return "retention"
+			}
+			return ""
+		}},
+		{name: "hours", args: []string{"--auto-compaction-retention", "1"}, want: func(c Config) string {
+			if c.Storage.AutoCompactionRetention != "1" {
+				return "retention"
+			}
+			return ""
+		}},
+		{name: "bad retention", args: []string{"--auto-compaction-retention", "soon"}, wantErr: "give a duration such as 5m"},
+		{name: "bad revisions", args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "5m"}, wantErr: "number of revisions"},
+		{name: "bad mode", args: []string{"--auto-compaction-mode", "daily"}, wantErr: `use "periodic" or "revision"`},
 		{name: "etcd vocabulary", args: []string{"--name", "cp1", "--data-dir", "/d",
 			"--listen-client-urls", "http://127.0.0.1:3379,http://[::1]:3379", "--advertise-client-urls", "http://localhost:3379",
 			"--listen-peer-urls", "http://127.0.0.1:3380", "--initial-advertise-peer-urls", "http://localhost:3380",

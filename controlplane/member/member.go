@@ -46,6 +46,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	ec.InitialCluster = cfg.Cluster.Initial
 	ec.ClusterState = cfg.Cluster.State
 	ec.InitialClusterToken = "sanboot"
+	ec.AutoCompactionMode, ec.AutoCompactionRetention = cfg.Storage.AutoCompactionMode, cfg.Storage.AutoCompactionRetention
+	if cfg.Storage.SnapshotCount > 0 {
+		ec.SnapshotCount = cfg.Storage.SnapshotCount
+	}
 	// etcd 3.6 leaves this at 0 and then warns about every request.
 	ec.WarningUnaryRequestDuration = 300 * time.Millisecond
 	ec.Logger = "zap"

@@ -2,8 +2,8 @@
 // them off again (docs/design.md: placement is sticky, deletion takes two
 // steps, writes are batched).
 //
-// It mirrors sanboot's records with one kv.Reflect over api.Prefix, queues
-// the keys of affected nodes in a keyed work queue, and for each node makes
+// It reads sanboot's records from the member's informer (one shared watch
+// of api.Prefix, see package informer), queues the keys of affected nodes in a keyed work queue, and for each node makes
 // etcd hold what it should:
 //
 //   - a node without a placement gets one: its pinned agent (spec.agent) when
@@ -29,7 +29,10 @@
 // leader only, and every transaction also compares the leader's election
 // key (Config.Fence): a deposed leader's late writes fail, and the
 // scheduler stops with kv.ErrDeposed. A new leader starts from what etcd
-// holds, so a placement is made once whoever makes it.
+// holds, so a placement is made once whoever makes it: its scheduler waits
+// until the member's informer has seen the revision of the election it
+// won, then plans every node from the informer's store at once, without
+// reading etcd again.
 package scheduler
 
 import (
@@ -48,6 +51,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/kv"
 	"github.com/sanboot/sanboot/internal/workqueue"
@@ -81,6 +85,10 @@ type Config struct {
 	// Fence, if set, is the leadership every write is conditional on
 	// (leader.Run hands it over).
 	Fence kv.Fence
+	// Informer is the member's shared watch of etcd, which the scheduler
+	// plans from; the caller runs it. Nil: the scheduler makes its own and
+	// Run runs it.
+	Informer *informer.Informer
 }
 
 // Scheduler places nodes. Create it with New and call Run.
@@ -91,8 +99,14 @@ type Scheduler struct {
 	queue *workqueue.Queue[state.Ref]
 	// stop ends Run early with its cause (kv.ErrDeposed).
 	stop context.CancelCauseFunc
+	inf  *informer.Informer
+	// ownInformer says Run runs inf.
+	ownInformer bool
 
-	mu    sync.Mutex
+	// Lock order: the informer's lock, then mu (lock takes both). The
+	// informer calls handle under its write lock.
+	mu sync.Mutex
+	// store is the informer's: read it under the informer's lock.
 	store *state.Store
 	// written holds the nodes this scheduler wrote and the store has not
 	// yet seen: the revision of the write, and the agent of a new
@@ -121,16 +135,32 @@ func New(cli *clientv3.Client, cfg Config) *Scheduler {
 		cfg.RetryMax = 5 * time.Second
 	}
 	log := cfg.Log.With("controller", "scheduler")
-	return &Scheduler{
-		cli:   cli,
-		log:   log,
-		cfg:   cfg,
-		queue: workqueue.New[state.Ref](cfg.RetryBase, cfg.RetryMax),
-		store: state.New(log, state.Nodes, state.Placements, state.NodeStatus, state.Assign,
-			state.Agents, state.Alive, state.Replicas, state.Secrets),
+	s := &Scheduler{
+		cli:             cli,
+		log:             log,
+		cfg:             cfg,
+		queue:           workqueue.New[state.Ref](cfg.RetryBase, cfg.RetryMax),
+		inf:             cfg.Informer,
 		written:         map[state.Ref]write{},
 		writtenPerAgent: map[string]int{},
 	}
+	if s.inf == nil {
+		s.inf, s.ownInformer = informer.New(cli, cfg.Log), true
+	}
+	s.store = s.inf.RLock()
+	s.inf.RUnlock()
+	return s
+}
+
+// lock takes the informer's read lock, then mu.
+func (s *Scheduler) lock() {
+	s.inf.RLock()
+	s.mu.Lock()
+}
+
+func (s *Scheduler) unlock() {
+	s.mu.Unlock()
+	s.inf.RUnlock()
 }
 
 // Run schedules until ctx ends. A Scheduler runs once.
@@ -139,13 +169,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	ctx, s.stop = context.WithCancelCause(ctx)
 	defer s.stop(nil)
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		kv.Reflect(ctx, s.cli, api.Prefix, s.log, s.handle)
-	})
+	if s.ownInformer {
+		wg.Go(func() { s.inf.Run(ctx) })
+	}
 	wg.Go(func() {
 		<-ctx.Done()
 		s.queue.ShutDown()
 	})
+	if err := s.start(ctx); err != nil {
+		s.stop(err)
+	}
 	for {
 		refs, ok := s.queue.GetBatch(s.cfg.BatchNodes * 4)
 		if !ok {
@@ -158,22 +191,38 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return context.Cause(ctx)
 }
 
-// handle applies a batch of etcd changes and queues the nodes they affect.
-func (s *Scheduler) handle(b kv.Batch) {
+// start waits until the informer has seen the revision of the election
+// this scheduler's member won (or has listed, without a fence), then
+// follows it: its first update queues every node.
+func (s *Scheduler) start(ctx context.Context) error {
+	if err := s.inf.WaitSynced(ctx); err != nil {
+		return fmt.Errorf("wait for the member's watch to list: %w", err)
+	}
+	if s.cfg.Fence.Enabled() {
+		if err := s.inf.WaitRevision(ctx, s.cfg.Fence.CreateRevision); err != nil {
+			return fmt.Errorf("wait for the member's watch to reach the election's revision %d: %w", s.cfg.Fence.CreateRevision, err)
+		}
+	}
+	remove := s.inf.AddHandler(s.handle)
+	context.AfterFunc(ctx, remove)
+	return nil
+}
+
+// handle takes an informer update and queues the nodes it affects.
+func (s *Scheduler) handle(u informer.Update) {
 	s.mu.Lock()
-	changes := s.store.Apply(b)
 	for ref, w := range s.written {
 		if w.rev <= s.store.Revision {
 			s.forgetWrite(ref)
 		}
 	}
 	refs := map[state.Ref]bool{}
-	if b.Resync {
+	if u.Resync {
 		for _, m := range []map[state.Ref]bool{keys(s.store.Nodes), keys(s.store.Placements), keys(s.store.Status), keys(s.store.Assign)} {
 			maps.Copy(refs, m)
 		}
 	}
-	for _, c := range changes {
+	for _, c := range u.Changes {
 		switch c.Kind {
 		case state.Nodes, state.Placements, state.NodeStatus, state.Assign, state.Secrets:
 			refs[c.Ref] = true
@@ -257,7 +306,7 @@ func (s *Scheduler) process(ctx context.Context, refs []state.Ref) {
 		}
 	}()
 	var plans []*plan
-	s.mu.Lock()
+	s.lock()
 	picks := map[string]int{}
 	for _, ref := range refs {
 		if w, ok := s.written[ref]; ok && w.rev > s.store.Revision {
@@ -277,7 +326,7 @@ func (s *Scheduler) process(ctx context.Context, refs []state.Ref) {
 			}
 		}
 	}
-	s.mu.Unlock()
+	s.unlock()
 
 	for len(plans) > 0 && ctx.Err() == nil {
 		n, cmps, ops := 0, 0, 0
@@ -364,8 +413,8 @@ func (s *Scheduler) txn(ctx context.Context, plans []*plan) (int64, error) {
 }
 
 func (s *Scheduler) committed(plans []*plan, rev int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	for _, p := range plans {
 		s.log.Debug(p.what, "node", p.ref, "agent", p.agent, "rev", rev)
 		s.queue.Forget(p.ref)
@@ -447,7 +496,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
 		want := assignment(ref, node.Msg, st.Secrets[ref].Msg)
 		want.Deleting = true
-		if !proto.Equal(a.Msg, want) {
+		if !holds(a, want) {
 			if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, want); err != nil {
 				return nil, err
 			}
@@ -494,7 +543,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		}
 	}
 	a := assigns[agent]
-	if wantA := assignment(ref, node.Msg, st.Secrets[ref].Msg); a.Msg == nil || !proto.Equal(a.Msg, wantA) {
+	if wantA := assignment(ref, node.Msg, st.Secrets[ref].Msg); !holds(a, wantA) {
 		if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, wantA); err != nil {
 			return nil, err
 		}
@@ -521,6 +570,13 @@ func (s *Scheduler) dropStrays(p *plan, agent string) {
 			p.del(api.NodeStatusKey(p.ref.Project, p.ref.Name, other), r.ModRevision)
 		}
 	}
+}
+
+// holds says whether the assignment record a (the zero Encoded when
+// there is none) is want.
+func holds(a state.Encoded, want *sanbootv1.Assignment) bool {
+	cur, err := a.Assignment()
+	return err == nil && cur != nil && proto.Equal(cur, want)
 }
 
 // assignment is what the node's agent must make true. It carries the

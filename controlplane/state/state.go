@@ -7,6 +7,7 @@
 package state
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -58,6 +59,25 @@ type Record[T proto.Message] struct {
 	ModRevision int64
 }
 
+// Encoded is a record as etcd holds it and the mod_revision it was
+// written at; the store checked that it decodes.
+type Encoded struct {
+	Value       []byte
+	ModRevision int64
+}
+
+// Assignment decodes an assignment record; nil for the zero Encoded.
+func (e Encoded) Assignment() (*sanbootv1.Assignment, error) {
+	if e.Value == nil {
+		return nil, nil
+	}
+	a := &sanbootv1.Assignment{}
+	if err := proto.Unmarshal(e.Value, a); err != nil {
+		return nil, fmt.Errorf("decode assignment: %w", err)
+	}
+	return a, nil
+}
+
 // Change says that a record of Kind changed (or went away).
 type Change struct {
 	Kind    Kind
@@ -85,8 +105,11 @@ type Store struct {
 	// deletes (a node that moved to another agent).
 	Status map[Ref]map[string]Record[*sanbootv1.NodeStatus]
 	// Assign is node -> agent -> assignment. A node has one assignment
-	// unless something went wrong; the scheduler cleans up strays.
-	Assign   map[Ref]map[string]Record[*sanbootv1.Assignment]
+	// unless something went wrong; the scheduler cleans up strays. They
+	// are kept encoded (Encoded.Assignment decodes one): only the
+	// scheduler reads them, one at a time, and with 10,000 nodes decoded
+	// copies cost several times the memory.
+	Assign   map[Ref]map[string]Encoded
 	Images   map[Ref]Record[*sanbootv1.Image]
 	Replicas map[Ref]map[string]Record[*sanbootv1.ImageReplica]
 	Agents   map[string]Record[*sanbootv1.AgentRecord]
@@ -111,7 +134,7 @@ func New(log *slog.Logger, kinds ...Kind) *Store {
 		Nodes:       map[Ref]Record[*sanbootv1.Node]{},
 		Placements:  map[Ref]Record[*sanbootv1.Placement]{},
 		Status:      map[Ref]map[string]Record[*sanbootv1.NodeStatus]{},
-		Assign:      map[Ref]map[string]Record[*sanbootv1.Assignment]{},
+		Assign:      map[Ref]map[string]Encoded{},
 		Images:      map[Ref]Record[*sanbootv1.Image]{},
 		Replicas:    map[Ref]map[string]Record[*sanbootv1.ImageReplica]{},
 		Agents:      map[string]Record[*sanbootv1.AgentRecord]{},
@@ -216,10 +239,10 @@ func (s *Store) applyKind(kind Kind, ev kv.Event) (Change, error) {
 		ref := Ref{p, n}
 		m := s.Assign[ref]
 		if m == nil {
-			m = map[string]Record[*sanbootv1.Assignment]{}
+			m = map[string]Encoded{}
 		}
 		_, had := m[agent]
-		err = put(m, agent, ev)
+		err = putEncoded[sanbootv1.Assignment](m, agent, ev)
 		_, has := m[agent]
 		switch {
 		case had && !has:
@@ -326,6 +349,25 @@ func put[K comparable, T any, PT interface {
 		return fmt.Errorf("decode: %w", err)
 	}
 	m[k] = Record[PT]{Msg: msg, ModRevision: ev.ModRevision}
+	return nil
+}
+
+// putEncoded is put for a record kept encoded: it checks that ev's value
+// decodes as a T, and keeps a copy of the bytes (the event's own belong to
+// a whole watch response).
+func putEncoded[T any, PT interface {
+	*T
+	proto.Message
+}](m map[string]Encoded, k string, ev kv.Event) error {
+	if ev.Deleted {
+		delete(m, k)
+		return nil
+	}
+	if err := proto.Unmarshal(ev.Value, PT(new(T))); err != nil {
+		delete(m, k)
+		return fmt.Errorf("decode: %w", err)
+	}
+	m[k] = Encoded{Value: bytes.Clone(ev.Value), ModRevision: ev.ModRevision}
 	return nil
 }
 

@@ -47,7 +47,7 @@ func TestApply(t *testing.T) {
 	if s.Nodes[n1].ModRevision != 2 || s.Nodes[n1].Msg.Spec.Image != "img" || len(s.Placements) != 0 {
 		t.Fatalf("nodes = %v, placements = %v", s.Nodes, s.Placements)
 	}
-	if s.AssignCount("a") != 1 || s.Assign[n1]["a"].Msg.Generation != 2 || !s.IsAlive("a") {
+	if a, err := s.Assign[n1]["a"].Assignment(); err != nil || s.AssignCount("a") != 1 || a.GetGeneration() != 2 || !s.IsAlive("a") {
 		t.Fatalf("assign count = %d, assign = %v, alive = %v", s.AssignCount("a"), s.Assign, s.Alive)
 	}
 

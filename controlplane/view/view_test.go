@@ -209,3 +209,26 @@ func TestAgentWithAProblemIsNotReady(t *testing.T) {
 		t.Fatalf("agent = %v; want NotReady saying %q", a, why)
 	}
 }
+
+// A node's view shares its spec and labels with the store's record but
+// not its metadata: what the view's own fields say never reaches the
+// store.
+func TestNodeViewKeepsTheStoreIntact(t *testing.T) {
+	n := node(false)
+	n.Metadata.Labels = map[string]string{"rack": "r1"}
+	s := store(t, map[string]proto.Message{nodeKey: n, placeKey: placedOnA, statusKey: ready, aliveA: empty})
+	v := view.Node(s, state.Ref{Project: "p", Name: "n1"})
+	rec := s.Nodes[state.Ref{Project: "p", Name: "n1"}].Msg
+	if v.GetMetadata().GetLabels()["rack"] != "r1" || v.GetSpec().GetImage() != "img" || v.GetMetadata().GetName() != "n1" {
+		t.Fatalf("view %v lacks the record's labels, spec or name", v)
+	}
+	before := proto.CloneOf(rec)
+	v.Metadata.Name, v.Metadata.Revision, v.Metadata.Generation = "other", 99, 7
+	v.Status.Message = "changed"
+	if !proto.Equal(rec, before) {
+		t.Fatalf("changing the view's own fields changed the store's record: %v, was %v", rec, before)
+	}
+	if again := view.Node(s, state.Ref{Project: "p", Name: "n1"}); again.GetMetadata().GetName() != "n1" || again.GetStatus().GetMessage() == "changed" {
+		t.Fatalf("a later view shows an earlier view's changes: %v", again)
+	}
+}

@@ -34,6 +34,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
@@ -107,6 +108,17 @@ func StartAPI(t testing.TB, o Options) *API {
 		t.Cleanup(func() { c.Close() })
 		srvCli = c
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	// One watch of etcd for the API and the scheduler, as in a member (not
+	// when the API's etcd goes through the proxy: cutting it must not blind
+	// the scheduler).
+	var inf *informer.Informer
+	if o.Scheduler && !o.EtcdProxy && !o.NoLoops && cfg.Informer == nil {
+		inf = informer.New(a.Client, a.Log)
+		cfg.Informer = inf
+		wg.Go(func() { inf.Run(ctx) })
+	}
 	a.Server = apiserver.New(srvCli, cfg)
 	gopts := o.GRPC
 	if gopts == nil {
@@ -120,15 +132,13 @@ func StartAPI(t testing.TB, o Options) *API {
 	}
 	a.Addr = lis.Addr().String()
 
-	ctx, cancel := context.WithCancel(context.Background())
 	a.Ctx = ctx
-	var wg sync.WaitGroup
 	wg.Go(func() { gs.Serve(lis) })
 	if !o.NoLoops {
 		wg.Go(func() { a.Server.Run(ctx) })
 	}
 	if o.Scheduler {
-		wg.Go(func() { scheduler.New(a.Client, scheduler.Config{Log: a.Log}).Run(ctx) })
+		wg.Go(func() { scheduler.New(a.Client, scheduler.Config{Log: a.Log, Informer: inf}).Run(ctx) })
 	}
 	if o.Register {
 		advertised := a.Addr

@@ -110,6 +110,13 @@ type Driver struct {
 	// backing path: tgtd prints sizes in MB and an RBD image has no file
 	// to stat.
 	rbdSizes map[string]int64
+	// listed is what tgtd served at listedAt, with what this driver's
+	// successful Ensure calls changed since; nil after any other call or
+	// failure. A burst of new targets is made from it (see recent): two
+	// tgtadm calls fewer per target.
+	listed    *state
+	listedAt  time.Time
+	listedFor time.Duration // listedFor; tests keep a listing longer
 }
 
 // account is what the driver knows about an account it created.
@@ -137,12 +144,13 @@ func New(cfg Config) *Driver {
 		panic("tgt: crypto/rand failed: " + err.Error()) // cannot happen on Linux
 	}
 	return &Driver{
-		adm:      &tgtadm{path: cfg.Tgtadm, controlPort: cfg.ControlPort, timeout: cfg.CallTimeout},
-		log:      cfg.Log.With("driver", "tgt", "control_port", cfg.ControlPort),
-		key:      key,
-		accounts: map[string]account{},
-		rbd:      cfg.RBD,
-		rbdSizes: map[string]int64{},
+		adm:       &tgtadm{path: cfg.Tgtadm, controlPort: cfg.ControlPort, timeout: cfg.CallTimeout},
+		log:       cfg.Log.With("driver", "tgt", "control_port", cfg.ControlPort),
+		key:       key,
+		accounts:  map[string]account{},
+		rbd:       cfg.RBD,
+		rbdSizes:  map[string]int64{},
+		listedFor: listedFor,
 	}
 }
 
@@ -250,10 +258,53 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st, err := d.readState(ctx)
-	if err != nil {
-		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+	if st := d.recent(); st != nil {
+		err := d.ensure(ctx, t, st)
+		if err == nil {
+			return nil
+		}
+		// What tgtd served a moment ago was not enough (someone else
+		// changed it, or the call failed): try again from what it says now.
+		d.log.Debug("ensure from the last listing failed; reading tgtd again", "iqn", t.IQN, "err", err)
 	}
+	return d.ensure(ctx, t, nil)
+}
+
+// listedFor is how long Ensure may create a target from the driver's last
+// listing of tgtd instead of listing it again.
+const listedFor = time.Second
+
+// recent returns the driver's last listing of tgtd, updated with what the
+// driver changed since, if it was read less than listedFor ago. d.mu is
+// held.
+func (d *Driver) recent() *state {
+	if d.listed == nil || time.Since(d.listedAt) >= d.listedFor {
+		return nil
+	}
+	return d.listed
+}
+
+// ensure makes t so, from st (the recent listing) or, when st is nil or
+// does not do, from what tgtd serves now. A listing does for a target
+// that is not in it and portals it shows: a new target. An existing one
+// is converged from a fresh listing, which has who is logged in now.
+// d.mu is held.
+func (d *Driver) ensure(ctx context.Context, t target.Target, st *state) (err error) {
+	d.listed = nil // until this call succeeds
+	if st != nil && (st.byIQN(t.IQN) != nil || checkPortals(t.Portals, st.portals, d.adm.controlPort) != nil) {
+		st = nil
+	}
+	if st == nil {
+		if st, err = d.readState(ctx); err != nil {
+			return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		}
+		d.listedAt = time.Now()
+	}
+	defer func() {
+		if err == nil {
+			d.listed = st
+		}
+	}()
 	if err := checkPortals(t.Portals, st.portals, d.adm.controlPort); err != nil {
 		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
@@ -581,6 +632,7 @@ func (d *Driver) Delete(ctx context.Context, iqn string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.listed = nil
 	targets, err := d.showTargets(ctx)
 	if err != nil {
 		return fmt.Errorf("delete target %s: %w", iqn, err)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/agent/target/targettest"
@@ -619,5 +620,71 @@ func TestEnsureRemovesStrayLUNsAndRestoresThin(t *testing.T) {
 	got, err := d.List(ctx)
 	if err != nil || len(got) != 1 || !target.SameConfig(got[0], tg) {
 		t.Errorf("List = %v, %v; want %v", got, err, tg)
+	}
+}
+
+// A burst of new targets is made from one listing of tgtd (two tgtadm
+// calls fewer per target); a target someone else made meanwhile, at the
+// target id that listing has free, does not stop the next one: Ensure
+// lists tgtd again and converges. Every target ends up served as asked.
+func TestNewTargetsFromOneListing(t *testing.T) {
+	m, portals := startTgtd(t, 1)
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	bare, err := exec.LookPath("tgtadm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "tgtadm")
+	script := "#!/bin/sh\necho \"$*\" >> " + calls + "\nexec " + bare + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := tgt.New(tgt.Config{ControlPort: m.ControlPort(), Tgtadm: wrapper, Log: testLog(t)})
+	tgt.KeepListing(d, time.Hour)
+	ctx := context.Background()
+	var want []target.Target
+	for i := range 3 {
+		tg := newTarget(t, fmt.Sprint("burst", i), portals[0])
+		if err := d.Ensure(ctx, tg); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, tg)
+	}
+	out, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shows := strings.Count(string(out), "--op show"); shows != 2 {
+		t.Fatalf("%d show calls for 3 new targets, want 2 (targets and portals, once):\n%s", shows, out)
+	}
+
+	// Behind the driver's back: a target at the next free tid.
+	tgtadmRun(t, m.ControlPort(), "--lld", "iscsi", "--mode", "target", "--op", "new", "--tid", "4", "--targetname", testPrefix+"other")
+	tg := newTarget(t, "burst3", portals[0])
+	if err := d.Ensure(ctx, tg); err != nil {
+		t.Fatalf("Ensure after a change behind the listing: %v", err)
+	}
+	if out, _ := os.ReadFile(calls); !strings.Contains(string(out), "--op new --tid 4 --targetname "+tg.IQN) {
+		t.Fatalf("the driver did not try the tid its listing had free (the test proves nothing):\n%s", out)
+	}
+	want = append(want, tg)
+	got, err := d.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		i := slices.IndexFunc(got, func(g target.Target) bool { return g.IQN == w.IQN })
+		if i < 0 {
+			t.Fatalf("target %s missing from %v", w.IQN, got)
+		}
+		g := got[i]
+		if g.BackingPath != w.BackingPath || g.Serial != w.Serial || !slices.Equal(g.Initiators, w.Initiators) {
+			t.Errorf("target %s is served as %+v, want %+v", w.IQN, g, w)
+		}
+	}
+	in := initiator{name: tg.Initiators[0], portal: portals[0], iqn: tg.IQN, lun: d.LUN()}
+	if !in.canLogIn(t) {
+		t.Error("the target made after the change behind the listing does not let its initiator in")
 	}
 }
