@@ -37,13 +37,18 @@ type Config struct {
 	// in a row it deletes the leader's election key, comparing its create
 	// revision. A leader deposed by mistake (alive but unreachable from
 	// this candidate) loses nothing: its writes are fenced by that key, so
-	// they fail and it campaigns again. Only a candidate whose own etcd
-	// answers linearizable reads (it is in the quorum) deposes.
+	// they fail and it campaigns again. Only a candidate in the quorum
+	// deposes: the deletion is a transaction, which commits only through
+	// a quorum (it gives up after deposeTimeout).
 	Probe func(ctx context.Context, name string) error
 	// ProbeEvery (default 500ms) and ProbeFailures (default 3).
 	ProbeEvery    time.Duration
 	ProbeFailures int
 }
+
+// deposeTimeout bounds the transaction that deposes a dead leader (a
+// candidate cut off from the quorum waits no longer than this).
+const deposeTimeout = 5 * time.Second
 
 // errLost says the session ended while leading.
 var errLost = errors.New("lost leadership: the election session (lease) ended")
@@ -189,9 +194,12 @@ func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clien
 			return
 		case <-time.After(cfg.ProbeEvery):
 		}
-		resp, err := cli.Get(ctx, cfg.Prefix, clientv3.WithFirstCreate()...)
+		// This member's own view (serializable): it answers while etcd
+		// elects a raft leader, so probes count from a leader's death;
+		// the deletion below commits only through a quorum.
+		resp, err := cli.Get(ctx, cfg.Prefix, append(clientv3.WithFirstCreate(), clientv3.WithSerializable())...)
 		if err != nil || len(resp.Kvs) == 0 {
-			fails = 0 // not in the quorum, or nobody leads: nothing to depose
+			fails = 0 // nobody leads: nothing to depose
 			continue
 		}
 		k := resp.Kvs[0]
@@ -213,7 +221,9 @@ func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clien
 			continue
 		}
 		fails = 0
-		tr, err := cli.Txn(ctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
+		tctx, cancel := context.WithTimeout(ctx, deposeTimeout)
+		tr, err := cli.Txn(tctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
+		cancel()
 		if err == nil && tr.Succeeded {
 			log.Warn("deposed the controllers' leader: it stopped answering", "leader", string(k.Value), "probes", cfg.ProbeFailures, "err", perr)
 		}
