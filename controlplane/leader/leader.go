@@ -46,9 +46,13 @@ type Config struct {
 	ProbeFailures int
 }
 
-// deposeTimeout bounds the transaction that deposes a dead leader (a
-// candidate cut off from the quorum waits no longer than this).
-const deposeTimeout = 5 * time.Second
+// deposeTimeout bounds the transaction that deposes a dead leader; a
+// probe and another attempt follow at once. etcd keeps a write that a follower forwarded to
+// a raft leader that just died until its request timeout (5 s + twice the
+// election timeout), though the write is lost: when the dead controllers'
+// leader also led raft, the first attempt can be such a write. Deleting
+// the key again is harmless (it compares the key's create revision).
+const deposeTimeout = time.Second
 
 // errLost says the session ended while leading.
 var errLost = errors.New("lost leadership: the election session (lease) ended")
@@ -188,12 +192,14 @@ func cancelOnDone(ctx context.Context, done <-chan struct{}, cancel func()) {
 func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clientv3.LeaseID, log *slog.Logger) {
 	var last kv.Fence
 	fails := 0
+	wait := cfg.ProbeEvery
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(cfg.ProbeEvery):
+		case <-time.After(wait):
 		}
+		wait = cfg.ProbeEvery
 		// This member's own view (serializable): it answers while etcd
 		// elects a raft leader, so probes count from a leader's death;
 		// the deletion below commits only through a quorum.
@@ -220,11 +226,15 @@ func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clien
 		if fails++; fails < cfg.ProbeFailures {
 			continue
 		}
-		fails = 0
 		tctx, cancel := context.WithTimeout(ctx, deposeTimeout)
 		tr, err := cli.Txn(tctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
 		cancel()
-		if err == nil && tr.Succeeded {
+		if err != nil {
+			wait = 0 // no answer in time: probe and try again at once
+			continue
+		}
+		fails = 0
+		if tr.Succeeded {
 			log.Warn("deposed the controllers' leader: it stopped answering", "leader", string(k.Value), "probes", cfg.ProbeFailures, "err", perr)
 		}
 	}
