@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,8 +93,9 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 	bin := buildBinaries(b, dir)
 	s := &system{dir: dir, bin: bin}
 	var initial, clientURLs []string
+	addrs := freeAddrs(b, 5*n)
 	for i := range n {
-		m := &member{name: fmt.Sprintf("m%d", i+1), client: etcdtest.FreeAddr(b), peer: etcdtest.FreeAddr(b), api: etcdtest.FreeAddr(b)}
+		m := &member{name: fmt.Sprintf("m%d", i+1), client: addrs[5*i], peer: addrs[5*i+1], api: addrs[5*i+2]}
 		if n == 1 {
 			m.name = "default"
 		}
@@ -101,12 +103,12 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 		initial = append(initial, m.name+"=http://"+m.peer)
 		clientURLs = append(clientURLs, "http://"+m.client)
 	}
-	for _, m := range s.members {
+	for i, m := range s.members {
 		m.args = []string{"--name", m.name, "--data-dir", filepath.Join(dir, m.name),
 			"--listen-client-urls", "http://" + m.client, "--advertise-client-urls", "http://" + m.client,
 			"--listen-peer-urls", "http://" + m.peer, "--initial-advertise-peer-urls", "http://" + m.peer,
 			"--initial-cluster", strings.Join(initial, ","), "--api-listen", m.api,
-			"--boot-listen", etcdtest.FreeAddr(b), "--metrics-listen", etcdtest.FreeAddr(b)}
+			"--boot-listen", addrs[5*i+3], "--metrics-listen", addrs[5*i+4]}
 		s.startMember(b, m)
 	}
 	s.controlPlane = s.members[0].proc.cmd.Process.Pid
@@ -133,6 +135,18 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 		return err == nil && a.State == "Ready"
 	})
 	return s
+}
+
+// freeAddrs returns n distinct free loopback addresses (etcdtest.FreeAddr
+// frees each port at once, so two calls can return the same one).
+func freeAddrs(b *testing.B, n int) []string {
+	var out []string
+	for len(out) < n {
+		if a := etcdtest.FreeAddr(b); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // startMember starts (or starts again, on its data) member m.
