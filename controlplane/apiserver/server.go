@@ -246,12 +246,14 @@ func (s *Server) write(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3
 // timeout: 7 s with the defaults) even when the leader died before
 // committing it and the write is lost: every write made in the second or
 // two before the followers notice a raft leader's death would wait 7 s.
-// commit abandons an attempt that has no answer after writeAttempt and
-// makes it again (at most abandonAttempts times; then it waits as long as
-// the caller's context allows).
+// commit abandons an attempt that has no answer after writeAttempt (etcd's
+// default election timeout: a single write takes milliseconds) and makes
+// it again, at most abandonAttempts times (followers elect a new raft
+// leader within 1 to 2 election timeouts); then it waits as long as the
+// caller's context allows.
 const (
-	writeAttempt    = 1500 * time.Millisecond
-	abandonAttempts = 2
+	writeAttempt    = time.Second
+	abandonAttempts = 4
 )
 
 // commit runs the transaction If(cmps).Then(ops).Else(elseOps), making it

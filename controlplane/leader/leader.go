@@ -47,12 +47,12 @@ type Config struct {
 }
 
 // deposeTimeout bounds the transaction that deposes a dead leader; a
-// probe and another attempt follow at once. etcd keeps a write that a follower forwarded to
+// probe and another attempt follow soon (ProbeEvery/5). etcd keeps a write that a follower forwarded to
 // a raft leader that just died until its request timeout (5 s + twice the
 // election timeout), though the write is lost: when the dead controllers'
 // leader also led raft, the first attempt can be such a write. Deleting
 // the key again is harmless (it compares the key's create revision).
-const deposeTimeout = time.Second
+const deposeTimeout = 500 * time.Millisecond
 
 // errLost says the session ended while leading.
 var errLost = errors.New("lost leadership: the election session (lease) ended")
@@ -230,7 +230,9 @@ func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clien
 		tr, err := cli.Txn(tctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
 		cancel()
 		if err != nil {
-			wait = 0 // no answer in time: probe and try again at once
+			// No answer in time, or no raft leader yet: probe and try
+			// again soon.
+			wait = cfg.ProbeEvery / 5
 			continue
 		}
 		fails = 0
