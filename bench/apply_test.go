@@ -86,7 +86,7 @@ func writeFleetSized(b *testing.B, file, project string, n int, size int64) {
 // fails the benchmark unless sanbootctl exits 0.
 func (s *system) ctl(b *testing.B, args ...string) time.Duration {
 	b.Helper()
-	cmd := exec.Command(filepath.Join(s.bin, "sanbootctl"), append([]string{"--endpoints", s.apiAddr}, args...)...)
+	cmd := exec.Command(filepath.Join(s.bin, "sanbootctl"), append([]string{"--endpoints", strings.Join(s.apiAddrs(), ",")}, args...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.Env = append(os.Environ(), "HOME="+s.dir)

@@ -24,6 +24,21 @@
 // (every node unchanged; it fails if etcd's revision moves) and `diff -f`,
 // and reports the control plane's and the agent's resident memory.
 //
+// BenchmarkApplyHA does the same apply of 1,000 nodes against a control
+// plane of one member and one of three (member processes on loopback,
+// etcd's default election settings), three times each, alternately, in
+// one run, and reports the medians and their ratio: what replication
+// costs the user.
+//
+// BenchmarkFailover runs three members, the agent and 1,000 placed nodes,
+// and five times (SANBOOT_BENCH_FAILOVERS) kills the member that runs the
+// controllers with SIGKILL, creates a node through the API at once and
+// measures the time from the kill to that node's placement by the next
+// leader (median and maximum), with its parts: when the next leader took
+// over, and how long the node's creation took.
+//
+// SANBOOT_BENCH_LOGS=DIR copies every process's log there at the end.
+//
 // BenchmarkProvisionTgt runs a storage host for real: the agent with
 // --driver=tgt and its own tgtd on a loopback portal, its store on XFS with
 // reflink=1 on a loop device (internal/looptest). It uploads a 64 MiB image

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,10 +20,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 )
@@ -32,82 +32,173 @@ const concurrency = 64
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// system is a running control plane and one agent named "bench".
+// system is a running control plane (one member or several) and one
+// agent named "bench".
 type system struct {
-	api     sanbootv1.SanbootClient
-	etcd    *clientv3.Client
-	dir     string // logs, binaries, data
-	apiAddr string
+	api     sanbootv1.SanbootClient // over every member's API
+	etcd    *clientv3.Client        // over every member's client URL
+	dir     string                  // logs, binaries, data
+	members []*member
 	bin     string // sanboot-controlplane, sanboot-agent, sanbootctl
-	// controlPlane and agent are the processes' ids.
+	// controlPlane and agent are the processes' ids (controlPlane: the
+	// first member's).
 	controlPlane, agent int
+	agentProc           *proc
 }
 
-// startSystem builds the binaries and starts a control plane and one agent
-// named "bench" with agentArgs (its driver, store and target flags). Both
-// stop when the benchmark ends.
+// member is one sanboot-controlplane process and where it listens.
+type member struct {
+	name, client, peer, api string
+	args                    []string // to start it again on its data
+	proc                    *proc
+}
+
+// apiAddrs are the members' API addresses, in order.
+func (s *system) apiAddrs() []string {
+	var out []string
+	for _, m := range s.members {
+		out = append(out, m.api)
+	}
+	return out
+}
+
+// startSystem builds the binaries and starts a control plane of one member
+// and one agent named "bench" with agentArgs (its driver, store and target
+// flags). Both stop when the benchmark ends.
 func startSystem(b *testing.B, agentArgs ...string) *system {
+	return startCluster(b, 1, agentArgs...)
+}
+
+// buildBinaries builds the three programs into dir/bin.
+func buildBinaries(b *testing.B, dir string) string {
 	b.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		b.Fatal(err)
 	}
-	dir := b.TempDir()
 	bin := filepath.Join(dir, "bin")
 	build := exec.Command("go", "build", "-o", bin+"/", "./controlplane/cmd/sanboot-controlplane", "./agent/cmd/sanboot-agent", "./ctl/cmd/sanbootctl")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		b.Fatalf("build: %v", err)
 	}
-	clientURL := "http://" + etcdtest.FreeAddr(b)
-	peerURL := "http://" + etcdtest.FreeAddr(b)
-	apiAddr := etcdtest.FreeAddr(b)
-	cp := start(b, dir, filepath.Join(bin, "sanboot-controlplane"), "--data-dir", filepath.Join(dir, "cp"),
-		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL, "--api-listen", apiAddr,
-		"--boot-listen", etcdtest.FreeAddr(b), "--metrics-listen", etcdtest.FreeAddr(b))
-	conn, err := grpc.NewClient(apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return bin
+}
+
+// startCluster is startSystem with n control-plane members (m1 ... mn,
+// each on its own loopback ports, with etcd's and sanboot's default
+// election settings); the agent and the API client know every member.
+func startCluster(b *testing.B, n int, agentArgs ...string) *system {
+	b.Helper()
+	dir := b.TempDir()
+	bin := buildBinaries(b, dir)
+	s := &system{dir: dir, bin: bin}
+	var initial, clientURLs []string
+	addrs := freeAddrs(b, 5*n)
+	for i := range n {
+		m := &member{name: fmt.Sprintf("m%d", i+1), client: addrs[5*i], peer: addrs[5*i+1], api: addrs[5*i+2]}
+		if n == 1 {
+			m.name = "default"
+		}
+		s.members = append(s.members, m)
+		initial = append(initial, m.name+"=http://"+m.peer)
+		clientURLs = append(clientURLs, "http://"+m.client)
+	}
+	for i, m := range s.members {
+		m.args = []string{"--name", m.name, "--data-dir", filepath.Join(dir, m.name),
+			"--listen-client-urls", "http://" + m.client, "--advertise-client-urls", "http://" + m.client,
+			"--listen-peer-urls", "http://" + m.peer, "--initial-advertise-peer-urls", "http://" + m.peer,
+			"--initial-cluster", strings.Join(initial, ","), "--api-listen", m.api,
+			"--boot-listen", addrs[5*i+3], "--metrics-listen", addrs[5*i+4]}
+		s.startMember(b, m)
+	}
+	s.controlPlane = s.members[0].proc.cmd.Process.Pid
+	conn, err := dial.Dial(dial.Options{Endpoints: s.apiAddrs()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close() })
-	s := &system{api: sanbootv1.NewSanbootClient(conn), dir: dir, apiAddr: apiAddr, bin: bin, controlPlane: cp}
-	s.etcd, err = clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	s.api = sanbootv1.NewSanbootClient(conn)
+	s.etcd, err = clientv3.New(clientv3.Config{Endpoints: clientURLs, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.etcd.Close() })
-	eventually.True(b, "control plane API", try(func(ctx context.Context) bool {
-		_, err := s.api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
-		return err == nil
-	}), eventually.Within(2*time.Minute))
-	s.agent = start(b, dir, filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", clientURL,
+	waitFor(b, "control plane API", func(ctx context.Context) bool {
+		resp, err := s.api.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
+		return err == nil && len(resp.Members) == n
+	})
+	s.agentProc = startProc(b, dir, "sanboot-agent", filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", strings.Join(clientURLs, ","),
 		"--metrics-listen", etcdtest.FreeAddr(b)}, agentArgs...)...)
-	eventually.True(b, "agent Ready", try(func(ctx context.Context) bool {
+	s.agent = s.agentProc.cmd.Process.Pid
+	waitFor(b, "agent Ready", func(ctx context.Context) bool {
 		a, err := s.api.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: "bench"})
 		return err == nil && a.State == "Ready"
-	}), eventually.Within(2*time.Minute))
+	})
 	return s
 }
 
-// try gives each call of ok five seconds.
-func try(ok func(context.Context) bool) func() bool {
-	return func() bool {
+// waitFor waits (up to two minutes) until ok, giving each call five
+// seconds.
+func waitFor(b *testing.B, what string, ok func(context.Context) bool) {
+	b.Helper()
+	eventually.True(b, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return ok(ctx)
+	}, eventually.Within(2*time.Minute))
+}
+
+// freeAddrs returns n distinct free loopback addresses (etcdtest.FreeAddr
+// frees each port at once, so two calls can return the same one).
+func freeAddrs(b *testing.B, n int) []string {
+	var out []string
+	for len(out) < n {
+		if a := etcdtest.FreeAddr(b); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// startMember starts (or starts again, on its data) member m.
+func (s *system) startMember(b *testing.B, m *member) {
+	b.Helper()
+	m.proc = startProc(b, s.dir, "sanboot-controlplane-"+m.name, filepath.Join(s.bin, "sanboot-controlplane"), m.args...)
+}
+
+// stop stops the agent and every member (SIGINT), before the benchmark
+// ends: to run another system in the same benchmark.
+func (s *system) stop(b *testing.B) {
+	b.Helper()
+	s.agentProc.stop(b)
+	for _, m := range s.members {
+		m.proc.stop(b)
 	}
 }
 
-// start runs a program until the benchmark ends; its output goes to a log
-// file in dir, printed if the benchmark fails. At the end it gets SIGINT,
-// and SIGKILL a minute later (an agent with a tgtd deletes every target
-// first). It returns the process id.
+// proc is a program started by startProc.
+type proc struct {
+	cmd  *exec.Cmd
+	name string
+	done chan struct{}
+}
+
+// start runs a program until the benchmark ends (startProc) and returns
+// its process id.
 func start(b *testing.B, dir, prog string, args ...string) int {
 	b.Helper()
-	logPath := filepath.Join(dir, filepath.Base(prog)+".log")
-	f, err := os.Create(logPath)
+	return startProc(b, dir, filepath.Base(prog), prog, args...).cmd.Process.Pid
+}
+
+// startProc runs a program until the benchmark ends; its output goes to
+// dir/name.log (appended to: a member started again keeps one log),
+// printed if the benchmark fails. At the end it gets SIGINT, and SIGKILL a
+// minute later (an agent with a tgtd deletes every target first).
+func startProc(b *testing.B, dir, name, prog string, args ...string) *proc {
+	b.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,24 +207,44 @@ func start(b *testing.B, dir, prog string, args ...string) int {
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start %s: %v", prog, err)
 	}
+	p := &proc{cmd: cmd, name: name, done: make(chan struct{})}
+	go func() { cmd.Wait(); f.Close(); close(p.done) }()
 	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			b.Errorf("%s did not stop within a minute of SIGINT: killed", filepath.Base(prog))
-			cmd.Process.Kill()
-			<-done
+		p.stop(b)
+		if keep := os.Getenv("SANBOOT_BENCH_LOGS"); keep != "" {
+			out, _ := os.ReadFile(logPath)
+			os.WriteFile(filepath.Join(keep, name+".log"), out, 0o644)
 		}
-		f.Close()
 		if b.Failed() {
 			out, _ := os.ReadFile(logPath)
-			b.Logf("%s log:\n%s", filepath.Base(prog), out)
+			b.Logf("%s log:\n%s", name, tail(string(out), 20000))
 		}
 	})
-	return cmd.Process.Pid
+	return p
+}
+
+// stop sends SIGINT and waits for the process to end (SIGKILL after a
+// minute); a process already gone is left alone.
+func (p *proc) stop(b *testing.B) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		b.Errorf("%s did not stop within a minute of SIGINT: killed", p.name)
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
 }
 
 // createImage creates a blank (sparse, zero) 1 GiB image named golden and
@@ -200,7 +311,7 @@ func (s *system) putImage(b *testing.B, project, name string, spec *sanbootv1.Im
 		b.Fatalf("create image %s: %v", name, err)
 	}
 	var said string
-	eventually.True(b, "image "+name+" Ready", try(func(ctx context.Context) bool {
+	waitFor(b, "image "+name+" Ready", func(ctx context.Context) bool {
 		im, err := s.api.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
 		for _, r := range im.GetStatus().GetReplicas() {
 			if msg := r.GetPhase() + ": " + r.GetMessage(); r.GetPhase() == "Failed" && msg != said {
@@ -209,7 +320,7 @@ func (s *system) putImage(b *testing.B, project, name string, spec *sanbootv1.Im
 			}
 		}
 		return err == nil && im.Status.GetPhase() == "Ready"
-	}), eventually.Within(2*time.Minute))
+	})
 }
 
 func (s *system) revision(b *testing.B) int64 {

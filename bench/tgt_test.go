@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -310,7 +311,7 @@ func qemuBench(b *testing.B, opts string, requests int) float64 {
 	return float64(requests) / secs
 }
 
-func median(v []float64) float64 {
+func median[T cmp.Ordered](v []T) T {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]

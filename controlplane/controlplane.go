@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"time"
@@ -291,9 +292,16 @@ func checkBootListen(cfg Config, log *slog.Logger) error {
 // probeMember asks the etcd member called name for its status: the
 // controllers' leader runs in the same process as its etcd member, so a
 // leader whose member does not answer is dead or cut off (leader.Config.Probe).
+//
+// It reads the member list from this member's own etcd (serializable), so
+// that it answers while etcd elects a raft leader (the dead member may have
+// led it): probes count from the kill, not from the end of that election.
+// Each of the member's client URLs is first dialled over TCP: a refused
+// connection (the process is gone) fails the probe at once, where etcd's
+// Status call would wait for a connection until the probe's deadline.
 func probeMember(cli *clientv3.Client) func(ctx context.Context, name string) error {
 	return func(ctx context.Context, name string) error {
-		ml, err := cli.MemberList(ctx)
+		ml, err := cli.MemberList(ctx, clientv3.WithSerializable())
 		if err != nil {
 			return nil // this member cannot tell; it does not depose
 		}
@@ -303,9 +311,11 @@ func probeMember(cli *clientv3.Client) func(ctx context.Context, name string) er
 			}
 			var errs []error
 			for _, u := range m.ClientURLs {
-				_, err := cli.Status(ctx, u)
+				err := reachable(ctx, u)
 				if err == nil {
-					return nil
+					if _, err = cli.Status(ctx, u); err == nil {
+						return nil
+					}
 				}
 				errs = append(errs, err)
 			}
@@ -313,6 +323,21 @@ func probeMember(cli *clientv3.Client) func(ctx context.Context, name string) er
 		}
 		return fmt.Errorf("%q is not a member of the cluster", name)
 	}
+}
+
+// reachable dials the host:port of an etcd client URL over TCP and hangs
+// up. Other URLs (unix sockets) count as reachable: Status tells.
+func reachable(ctx context.Context, clientURL string) error {
+	u, err := url.Parse(clientURL)
+	if err != nil || u.Host == "" || u.Scheme == "unix" || u.Scheme == "unixs" {
+		return nil
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // bootURL is the base URL other members' boot scripts fall back to: --boot-url,

@@ -634,3 +634,73 @@ func TestHARollingRestart(t *testing.T) {
 		return true
 	})
 }
+
+// A client given one member learns the others from their registrations:
+// sanbootctl (its command tree, as the binary runs it) keeps them for its
+// next run, and a connection of package dial uses them at once. When the
+// one configured member is killed (SIGKILL), the next call of the
+// connection succeeds, and so does the next sanbootctl run, which prints
+// nothing on stderr.
+func TestHAClientDiscoversMembers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three member processes; run without -short")
+	}
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	one := []string{c.members["m1"].spec.API}
+	home := t.TempDir()
+	run := func(args ...string) (int, string, string) {
+		var out, errOut strings.Builder
+		env := map[string]string{"SANBOOT_ENDPOINTS": one[0], "HOME": home}
+		code := cli.Run(ctx, cli.Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return env[k] }}, args)
+		return code, out.String(), errOut.String()
+	}
+	eventually.True(t, "sanbootctl learned the three members", func() bool {
+		if code, _, errOut := run("get", "nodes"); code != 0 {
+			t.Fatalf("sanbootctl get nodes: exit %d: %s", code, errOut)
+		}
+		files, _ := filepath.Glob(filepath.Join(home, ".cache", "sanboot", "endpoints-*.json"))
+		if len(files) != 1 {
+			return false
+		}
+		b, err := os.ReadFile(files[0])
+		return err == nil && strings.Count(string(b), "127.0.0.1:") == 1+3 // configured, then the three
+	})
+
+	learned := make(chan []string, 100)
+	conn, err := dial.Dial(dial.Options{Endpoints: one, Discover: true, OnDiscover: func(eps []string, err error) {
+		if err == nil {
+			learned <- eps
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	eventually.True(t, "the connection learned the three members", func() bool {
+		select {
+		case eps := <-learned:
+			return len(eps) == 3
+		default:
+			return false
+		}
+	})
+	client := sanbootv1.NewSanbootClient(conn)
+	if _, err := client.ListNodes(ctx, &sanbootv1.ListRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	c.members["m1"].stop(syscall.SIGKILL)
+	t.Log("killed m1, the one configured member")
+	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
+		t.Fatalf("the connection's next call after m1's death: %v", err)
+	}
+	code, out, errOut := run("get", "images")
+	if code != 0 || errOut != "" || !strings.Contains(out, "img") {
+		t.Fatalf("sanbootctl get images with only m1, dead, configured: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	t.Logf("after m1's death, sanbootctl given only m1:\n%s", out)
+}

@@ -172,6 +172,23 @@ func TestMutualTLSAndIdentity(t *testing.T) {
 		t.Errorf("no audit line for the admin's PutImage")
 	}
 
+	// A user learns the members' API addresses (client failover).
+	{
+		cfg, err := alice.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := dial.Dial(dial.Options{Endpoints: []string{e.cfg.APIListen}, TLS: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := sanbootv1.NewSanbootClient(conn).ListMembers(ctx, &sanbootv1.ListMembersRequest{})
+		conn.Close()
+		if err != nil || len(resp.GetMembers()) != 1 {
+			t.Errorf("a user's ListMembers: %v, %v; want the one member", resp, err)
+		}
+	}
+
 	// The agents' data path is for agent certificates only.
 	readUpload := func(f tlsconfig.Files) error {
 		cfg, err := f.Client()

@@ -22,7 +22,9 @@ import (
 //
 //	agent   only the AgentData service (the image data path: ReadUpload,
 //	        PushExport), and nothing of Sanboot
-//	user    the calls on nodes and images of its projects
+//	user    the calls on nodes and images of its projects, and
+//	        ListMembers (the members' API addresses, which clients
+//	        learn to fail over: package dial)
 //	admin   everything, -A (all projects) and the cluster-wide objects
 //	        (agents, members, backup)
 //	member  nothing but the health service (its own readiness check)
@@ -76,7 +78,6 @@ var methodClasses = map[string]methodClass{
 	service + "ListAgents":         classAdmin,
 	service + "GetAgent":           classAdmin,
 	service + "WatchAgents":        classAdmin,
-	service + "ListMembers":        classAdmin,
 	service + "ListClusterMembers": classAdmin,
 	service + "AddMember":          classAdmin,
 	service + "PromoteMember":      classAdmin,

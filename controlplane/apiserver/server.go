@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -224,7 +225,7 @@ func (s *Server) readStore(rev int64, responses []*etcdserverpb.ResponseOp) *sta
 // reads reads in the same transaction and returns them as a store, so
 // that a caller deciding what to do next saves a round trip.
 func (s *Server) writeElseRead(ctx context.Context, cmps []clientv3.Cmp, ops, reads []clientv3.Op) (int64, *state.Store, error) {
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
+	resp, err := s.commit(ctx, cmps, ops, reads)
 	if err != nil {
 		return 0, nil, etcdError(ctx, "write", err)
 	}
@@ -246,7 +247,7 @@ func listKeys(prefix string, opts ...clientv3.OpOption) clientv3.Op {
 
 // write commits a transaction; a failed comparison is kv.ErrConflict.
 func (s *Server) write(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (int64, error) {
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.commit(ctx, cmps, ops, nil)
 	if err != nil {
 		return 0, etcdError(ctx, "write", err)
 	}
@@ -254,6 +255,80 @@ func (s *Server) write(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3
 		return 0, kv.ErrConflict
 	}
 	return resp.Header.Revision, nil
+}
+
+// Write attempts. etcd keeps a write that a follower forwarded to its raft
+// leader until the write's request timeout (5 s + twice the election
+// timeout: 7 s with the defaults) even when the leader died before
+// committing it and the write is lost: every write made in the second or
+// two before the followers notice a raft leader's death would wait 7 s.
+// commit abandons an attempt that has no answer after writeAttempt (etcd's
+// default election timeout: a single write takes milliseconds) and makes
+// it again, at most abandonAttempts times (followers elect a new raft
+// leader within 1 to 2 election timeouts); then it waits as long as the
+// caller's context allows.
+const (
+	writeAttempt    = time.Second
+	abandonAttempts = 4
+)
+
+// commit runs the transaction If(cmps).Then(ops).Else(elseOps), making it
+// again when an attempt has no answer in time (see writeAttempt). An
+// abandoned attempt may yet have committed (the dead leader had replicated
+// it): when a later attempt's comparisons fail, commit reads the keys of
+// ops, and if etcd holds exactly what ops write (puts' values; deleted keys
+// absent) the write succeeded, and commit says so.
+func (s *Server) commit(ctx context.Context, cmps []clientv3.Cmp, ops, elseOps []clientv3.Op) (*clientv3.TxnResponse, error) {
+	abandoned := 0
+	for {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if abandoned < abandonAttempts {
+			actx, cancel = context.WithTimeout(ctx, writeAttempt)
+		}
+		resp, err := s.cli.Txn(actx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+		late := err != nil && actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if late {
+			abandoned++
+			s.log.Warn("etcd did not answer a write in time (its raft leader may have just died); writing again", "after", writeAttempt, "attempt", abandoned)
+			continue
+		}
+		if err != nil || resp.Succeeded || abandoned == 0 || len(cmps) == 0 {
+			return resp, err
+		}
+		rev, done, err := s.applied(ctx, ops)
+		if err != nil || !done {
+			return resp, err
+		}
+		s.log.Info("an abandoned write attempt had committed", "rev", rev)
+		return &clientv3.TxnResponse{Header: &etcdserverpb.ResponseHeader{Revision: rev}, Succeeded: true}, nil
+	}
+}
+
+// applied says whether etcd holds what ops write: every put's value at its
+// key, every deleted key gone; any other op cannot be checked (false).
+func (s *Server) applied(ctx context.Context, ops []clientv3.Op) (int64, bool, error) {
+	gets := make([]clientv3.Op, len(ops))
+	for i, op := range ops {
+		if !op.IsPut() && !op.IsDelete() || op.IsDelete() && op.RangeBytes() != nil {
+			return 0, false, nil
+		}
+		gets[i] = clientv3.OpGet(string(op.KeyBytes()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		return 0, false, err
+	}
+	for i, op := range ops {
+		kvs := resp.Responses[i].GetResponseRange().GetKvs()
+		switch {
+		case op.IsDelete() && len(kvs) != 0:
+			return 0, false, nil
+		case op.IsPut() && (len(kvs) != 1 || !bytes.Equal(kvs[0].Value, op.ValueBytes())):
+			return 0, false, nil
+		}
+	}
+	return resp.Header.Revision, true, nil
 }
 
 // etcdError maps an etcd client error to a gRPC status.

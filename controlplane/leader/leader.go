@@ -37,13 +37,22 @@ type Config struct {
 	// in a row it deletes the leader's election key, comparing its create
 	// revision. A leader deposed by mistake (alive but unreachable from
 	// this candidate) loses nothing: its writes are fenced by that key, so
-	// they fail and it campaigns again. Only a candidate whose own etcd
-	// answers linearizable reads (it is in the quorum) deposes.
+	// they fail and it campaigns again. Only a candidate in the quorum
+	// deposes: the deletion is a transaction, which commits only through
+	// a quorum (it gives up after deposeTimeout).
 	Probe func(ctx context.Context, name string) error
 	// ProbeEvery (default 500ms) and ProbeFailures (default 3).
 	ProbeEvery    time.Duration
 	ProbeFailures int
 }
+
+// deposeTimeout bounds the transaction that deposes a dead leader; a
+// probe and another attempt follow soon (ProbeEvery/5). etcd keeps a write that a follower forwarded to
+// a raft leader that just died until its request timeout (5 s + twice the
+// election timeout), though the write is lost: when the dead controllers'
+// leader also led raft, the first attempt can be such a write. Deleting
+// the key again is harmless (it compares the key's create revision).
+const deposeTimeout = 500 * time.Millisecond
 
 // errLost says the session ended while leading.
 var errLost = errors.New("lost leadership: the election session (lease) ended")
@@ -183,15 +192,20 @@ func cancelOnDone(ctx context.Context, done <-chan struct{}, cancel func()) {
 func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clientv3.LeaseID, log *slog.Logger) {
 	var last kv.Fence
 	fails := 0
+	wait := cfg.ProbeEvery
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(cfg.ProbeEvery):
+		case <-time.After(wait):
 		}
-		resp, err := cli.Get(ctx, cfg.Prefix, clientv3.WithFirstCreate()...)
+		wait = cfg.ProbeEvery
+		// This member's own view (serializable): it answers while etcd
+		// elects a raft leader, so probes count from a leader's death;
+		// the deletion below commits only through a quorum.
+		resp, err := cli.Get(ctx, cfg.Prefix, append(clientv3.WithFirstCreate(), clientv3.WithSerializable())...)
 		if err != nil || len(resp.Kvs) == 0 {
-			fails = 0 // not in the quorum, or nobody leads: nothing to depose
+			fails = 0 // nobody leads: nothing to depose
 			continue
 		}
 		k := resp.Kvs[0]
@@ -212,9 +226,17 @@ func deposeDead(ctx context.Context, cli *clientv3.Client, cfg Config, own clien
 		if fails++; fails < cfg.ProbeFailures {
 			continue
 		}
+		tctx, cancel := context.WithTimeout(ctx, deposeTimeout)
+		tr, err := cli.Txn(tctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
+		cancel()
+		if err != nil {
+			// No answer in time, or no raft leader yet: probe and try
+			// again soon.
+			wait = cfg.ProbeEvery / 5
+			continue
+		}
 		fails = 0
-		tr, err := cli.Txn(ctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
-		if err == nil && tr.Succeeded {
+		if tr.Succeeded {
 			log.Warn("deposed the controllers' leader: it stopped answering", "leader", string(k.Value), "probes", cfg.ProbeFailures, "err", perr)
 		}
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -65,7 +66,7 @@ func (s *session) api() (sanbootv1.SanbootClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout}
+	opts := client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout, Discover: true, CacheDir: s.cacheDir()}
 	if st.TLS.Enabled() {
 		if opts.TLS, err = st.TLS.Client(); err != nil {
 			return nil, err
@@ -77,6 +78,18 @@ func (s *session) api() (sanbootv1.SanbootClient, error) {
 	}
 	s.client = c
 	return c, nil
+}
+
+// cacheDir is where sanbootctl keeps the members it learned:
+// $XDG_CACHE_HOME/sanboot, else $HOME/.cache/sanboot; none without either.
+func (s *session) cacheDir() string {
+	if x := s.env.Getenv("XDG_CACHE_HOME"); x != "" {
+		return filepath.Join(x, "sanboot")
+	}
+	if h := s.env.Getenv("HOME"); h != "" {
+		return filepath.Join(h, ".cache", "sanboot")
+	}
+	return ""
 }
 
 // where describes the endpoints for error messages.

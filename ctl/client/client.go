@@ -6,6 +6,8 @@ package client
 import (
 	"crypto/tls"
 	"errors"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,6 +30,12 @@ type Options struct {
 	// CallTimeout bounds each unary call that has no earlier deadline;
 	// 0 means no bound beyond the caller's context.
 	CallTimeout time.Duration
+	// Discover learns the other members' API addresses from their
+	// registrations and fails over to them too (package dial).
+	Discover bool
+	// CacheDir, with Discover, keeps the learned addresses for the next
+	// client of the same endpoints (members.go); empty: none kept.
+	CacheDir string
 }
 
 // Client is a connection to the sanboot API. It is safe for concurrent use.
@@ -37,6 +45,8 @@ type Client struct {
 	sanbootv1.SanbootClient
 	conn      *grpc.ClientConn
 	endpoints []string
+	// discovered is closed once the first discovery of members ended.
+	discovered chan struct{}
 }
 
 // New creates the connection. It does not wait for it: the first call
@@ -45,19 +55,44 @@ func New(opts Options) (*Client, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("no API endpoint given: set --endpoints, SANBOOT_ENDPOINTS or endpoints: in the config file")
 	}
-	conn, err := dial.Dial(dial.Options{Endpoints: opts.Endpoints, TLS: opts.TLS, CallTimeout: opts.CallTimeout})
+	c := &Client{endpoints: append([]string(nil), opts.Endpoints...), discovered: make(chan struct{})}
+	var cached []string
+	var onDiscover func([]string, error)
+	if opts.Discover {
+		configured := slices.Clone(opts.Endpoints)
+		cached = learnedEndpoints(opts.CacheDir, configured)
+		var once sync.Once
+		onDiscover = func(eps []string, err error) {
+			if err == nil {
+				saveEndpoints(opts.CacheDir, configured, eps)
+			}
+			once.Do(func() { close(c.discovered) })
+		}
+	} else {
+		close(c.discovered)
+	}
+	conn, err := dial.Dial(dial.Options{Endpoints: opts.Endpoints, TLS: opts.TLS, CallTimeout: opts.CallTimeout,
+		Discover: opts.Discover, Learned: cached, OnDiscover: onDiscover})
 	if err != nil {
 		return nil, err
 	}
-	return &Client{
-		SanbootClient: &readYourWrites{SanbootClient: sanbootv1.NewSanbootClient(conn)},
-		conn:          conn,
-		endpoints:     append([]string(nil), opts.Endpoints...),
-	}, nil
+	c.conn = conn
+	c.SanbootClient = &readYourWrites{SanbootClient: sanbootv1.NewSanbootClient(conn)}
+	return c, nil
 }
 
 // Endpoints returns the endpoints the client was created with.
 func (c *Client) Endpoints() []string { return append([]string(nil), c.endpoints...) }
 
+// closeWait is how long Close waits for the first discovery of members
+// to end (so that a short run still leaves them in the cache).
+const closeWait = time.Second
+
 // Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	select {
+	case <-c.discovered:
+	case <-time.After(closeWait):
+	}
+	return c.conn.Close()
+}

@@ -18,6 +18,10 @@
 // after the first attempt was applied finds its own result (apply reports
 // it unchanged).
 //
+// With Options.Discover, a connection given one member learns the others'
+// API addresses from their registrations and fails over to them as well
+// (discover.go).
+//
 // With a TLS configuration, each endpoint's certificate is verified
 // against the endpoint's own host (its IP address or DNS name must be a
 // SAN of the server's certificate); without one the connection is
@@ -51,6 +55,18 @@ type Options struct {
 	CallTimeout time.Duration
 	// Name is the connection's authority for logs (default "api").
 	Name string
+	// Discover makes the connection learn the other members' API
+	// addresses from their registrations and fail over to them too (see
+	// discover.go). For clients of the whole API (sanbootctl); not for a
+	// connection meant for one member.
+	Discover bool
+	// Learned are addresses a previous discovery found (a cache): tried
+	// after Endpoints until this connection's discovery replaces them.
+	Learned []string
+	// OnDiscover, if set, is called after each discovery with every
+	// endpoint the connection uses now (the configured ones first), or
+	// with the error that left them as they were.
+	OnDiscover func(endpoints []string, err error)
 }
 
 // scheme names the static resolver of one connection.
@@ -88,21 +104,21 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("no API endpoint given")
 	}
-	addrs := make([]resolver.Address, len(opts.Endpoints))
-	for i, e := range opts.Endpoints {
-		host, _, err := net.SplitHostPort(e)
-		if err != nil {
+	for _, e := range opts.Endpoints {
+		if _, _, err := net.SplitHostPort(e); err != nil {
 			return nil, fmt.Errorf("endpoint %q is not host:port: %w", e, err)
 		}
-		addrs[i] = resolver.Address{Addr: e}
-		if opts.TLS != nil {
-			// Verify each endpoint's certificate against its own host,
-			// not against the connection's one authority.
-			addrs[i].ServerName = host
-		}
 	}
+	initial := opts.Endpoints
+	var disc *discoverer
 	r := manual.NewBuilderWithScheme(scheme)
-	r.InitialState(resolver.State{Addresses: addrs})
+	if opts.Discover {
+		disc = newDiscoverer(r, opts)
+		initial = disc.endpoints(nil, opts.Learned)
+	}
+	// Each endpoint's certificate is verified against its own host, not
+	// against the connection's one authority.
+	r.InitialState(resolver.State{Addresses: addresses(initial, opts.TLS != nil)})
 
 	creds := insecure.NewCredentials()
 	if opts.TLS != nil {
@@ -124,6 +140,9 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(scheme+":///"+name, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("set up connection to %v: %w", opts.Endpoints, err)
+	}
+	if disc != nil {
+		go disc.run(conn)
 	}
 	return conn, nil
 }
