@@ -120,6 +120,9 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	if err != nil {
 		return nil, err
 	}
+	if !f.AllProjects && p.size > 0 {
+		return s.listNodesPage(ctx, f, p)
+	}
 	scope := f.Project
 	if f.AllProjects {
 		scope = ""
