@@ -2350,10 +2350,16 @@ func (x *PutNodeResponse) GetResult() PutResult {
 }
 
 type PutNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Mode          PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
-	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Nodes  []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Mode   PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
+	DryRun bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The revision at which the client read the nodes it sends (a
+	// ListNodes' revision), when it decided from that read what to send; 0:
+	// none. A node created or changed after it (its record's revision is
+	// above it) is refused with ABORTED, not written over: the client
+	// decided on an older view and should read again.
+	ReadRevision  int64 `protobuf:"varint,4,opt,name=read_revision,json=readRevision,proto3" json:"read_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2407,6 +2413,13 @@ func (x *PutNodesRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *PutNodesRequest) GetReadRevision() int64 {
+	if x != nil {
+		return x.ReadRevision
+	}
+	return 0
 }
 
 type PutNodesResponse struct {
@@ -5295,11 +5308,12 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"{\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\xa0\x01\n" +
 	"\x0fPutNodesRequest\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"H\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12#\n" +
+	"\rread_revision\x18\x04 \x01(\x03R\freadRevision\"H\n" +
 	"\x10PutNodesResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.sanboot.v1.PutNodesResultR\aresults\"\x93\x01\n" +
 	"\x0ePutNodesResult\x12$\n" +

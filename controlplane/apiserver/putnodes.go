@@ -116,7 +116,7 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			resp, err := s.putNodeRetrying(ctx, nodeRef(n), n, req.GetMode(), req.GetDryRun(), pre[i])
+			resp, err := s.putNodeRetrying(ctx, nodeRef(n), n, req.GetMode(), req.GetDryRun(), req.GetReadRevision(), pre[i])
 			if err != nil {
 				out[i] = failed(err)
 				return
