@@ -94,6 +94,9 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", o.Pos, name, err))
 			return true
 		}
+		if r.same {
+			return true
+		}
 		a, err := diffDoc(o.Kind, live)
 		if err == nil {
 			var b []byte
@@ -156,6 +159,8 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 type liveWanted struct {
 	live, want proto.Message
 	err        error
+	// same: decided unchanged from a list, without a call: nothing to show.
+	same bool
 }
 
 // diffNodes is liveAndWanted of each of nodes. A node of a listed project
@@ -167,12 +172,12 @@ func (s *session) diffNodes(ctx context.Context, c sanbootv1.SanbootClient, node
 	req := &sanbootv1.PutNodesRequest{Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true, ReadRevision: live.readRevision(nodes)}
 	var sent, alone []int // req.Nodes[m] is nodes[sent[m]]
 	for k, o := range nodes {
-		lp, n := live.of(o)
+		lp, _ := live.of(o)
 		switch {
 		case lp == nil:
 			alone = append(alone, k)
 		case live.unchanged(o):
-			out[k] = liveWanted{live: n, want: n}
+			out[k] = liveWanted{same: true}
 		default:
 			req.Nodes, sent = append(req.Nodes, live.toSend(o)), append(sent, k)
 		}
