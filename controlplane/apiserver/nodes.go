@@ -191,7 +191,7 @@ var errStale = fmt.Errorf("%w: the node is not at the revision asked for", kv.Er
 // putNodeRetrying is PutNode of a valid node: a write that lost a race is
 // redone, unless the node itself is not at the revision asked for
 // (metadata.revision, readRev: see errStale). pre, if not nil, is what
-// readNode would read, for the first attempt.
+// readNode would read (with the node's status), for the first attempt.
 func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, readRev int64, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
 	for attempt := 1; ; attempt++ {
 		resp, err := s.putNode(ctx, ref, n, mode, dryRun, readRev, pre)
@@ -225,10 +225,6 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 		if st, err = s.readNode(ctx, ref, n.Spec.Image); err != nil {
 			return nil, err
 		}
-	} else if err := s.readStatus(ctx, st, ref); err != nil {
-		// Read with the node (PutNodes, createNode): its status key names
-		// the placed agent, which that read told.
-		return nil, err
 	}
 	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
 	img, ok := st.Images[imgRef]
@@ -316,8 +312,12 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 		return nil, nil, err
 	}
 	rev, read, err := s.writeElseRead(ctx, c.cmps, c.ops, nodeReads(ref, n.Spec.Image))
-	if err != nil || read != nil {
-		return nil, read, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if read != nil {
+		// Its status key names the placed agent, which this read told.
+		return nil, read, s.readStatus(ctx, read, ref)
 	}
 	return s.created(c, rev), nil, nil
 }

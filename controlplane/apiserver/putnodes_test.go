@@ -184,3 +184,39 @@ func TestPutNodesReadRevision(t *testing.T) {
 		}
 	}
 }
+
+// PutNodes answers an existing, placed node with the status its agent
+// reports (read for many nodes at once), whether it found the node by its
+// cache or by a failed create.
+func TestPutNodesAnswersWithStatus(t *testing.T) {
+	e := start(t)
+	e.image("", "base")
+	a := e.agent("a1", 60, "base")
+	for _, name := range []string{"cached", "raced"} {
+		if name == "raced" {
+			// The API's cache never sees it: PutNodes offers to create it.
+			e.hold.Pause()
+			defer e.hold.Resume()
+		}
+		e.node(name, "base")
+		e.waitNode(name, func(n *sanbootv1.Node) bool { return n.GetStatus().GetAgent() == "a1" })
+		if err := a.Report(e.ctx, api.DefaultProject, name, api.PhaseReady, "serving "+name); err != nil {
+			t.Fatal(err)
+		}
+		e.waitNode(name, phase(api.PhaseReady))
+	}
+	raced := newNode("raced", "base")
+	raced.Metadata.Labels = map[string]string{"k": "v"}
+	for _, dry := range []bool{false, true} {
+		resp, err := e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{DryRun: dry, Nodes: []*sanbootv1.Node{newNode("cached", "base"), raced}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, r := range resp.GetResults() {
+			st := r.GetNode().GetStatus()
+			if r.GetCode() != 0 || st.GetPhase() != api.PhaseReady || !strings.HasPrefix(st.GetMessage(), "serving ") {
+				t.Errorf("dry run %v, node %d: code %d %s, status %v", dry, k, r.GetCode(), r.GetMessage(), st)
+			}
+		}
+	}
+}
