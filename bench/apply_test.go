@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // BenchmarkApply: `sanbootctl apply -f FILE --wait` of 1,000 and 10,000
@@ -48,7 +51,8 @@ func BenchmarkApply(b *testing.B) {
 				rev1 := sys.revision(b)
 				again, againCPU := sys.fastest(b, "apply", "-f", file)
 				if rev := sys.revision(b); rev != rev1 {
-					b.Fatalf("the unchanged apply moved etcd's revision from %d to %d", rev1, rev)
+					b.Fatalf("the unchanged apply moved etcd's revision from %d to %d; keys written since (a deleted one is not listed): %v",
+						rev1, rev, sys.writtenSince(b, rev1))
 				}
 				diff, diffCPU := sys.fastest(b, "diff", "-f", file)
 				cpRSS, agentRSS := rssMiB(b, sys.controlPlane), rssMiB(b, sys.agent)
@@ -87,6 +91,19 @@ func writeFleet(b *testing.B, file, project string, n int) {
 	if err := os.WriteFile(file, w.Bytes(), 0o644); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// writtenSince lists the keys etcd holds that were written after rev.
+func (s *system) writtenSince(b *testing.B, rev int64) []string {
+	resp, err := s.etcd.Get(context.Background(), "/", clientv3.WithPrefix(), clientv3.WithMinModRev(rev+1), clientv3.WithKeysOnly())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, string(kv.Key))
+	}
+	return keys
 }
 
 // fastest runs sanbootctl three times and returns the shortest wall time
