@@ -2085,8 +2085,11 @@ type ListRequest struct {
 	// when they do not fit one response), then next_page_token. Pass it as
 	// page_token, with the same other fields, for the next page; every page
 	// is read at the revision of the first.
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// ListNodes: the nodes with their metadata and spec only, no status
+	// (what apply and diff compare); cheaper to read and to send.
+	SpecOnly      bool `protobuf:"varint,6,opt,name=spec_only,json=specOnly,proto3" json:"spec_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2154,6 +2157,13 @@ func (x *ListRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListRequest) GetSpecOnly() bool {
+	if x != nil {
+		return x.SpecOnly
+	}
+	return false
 }
 
 type DeleteRequest struct {
@@ -5288,14 +5298,15 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xad\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xca\x01\n" +
 	"\vListRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
 	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\x8c\x01\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\tspec_only\x18\x06 \x01(\bR\bspecOnly\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +

@@ -32,7 +32,9 @@ const statusRangesPerTxn = 100
 // page. A page costs what it holds, not what the project holds: reading
 // every node of the project for every page made a list of 10,000 nodes in
 // pages of 500 read 200,000 records.
-func (s *Server) listNodesPage(ctx context.Context, f view.NodeFilter, p pager) (*sanbootv1.ListNodesResponse, error) {
+//
+// With specOnly the nodes carry no status, and only their records are read.
+func (s *Server) listNodesPage(ctx context.Context, f view.NodeFilter, p pager, specOnly bool) (*sanbootv1.ListNodesResponse, error) {
 	prefix := api.NodesPrefix(f.Project)
 	from := prefix
 	if p.after != "" {
@@ -78,6 +80,14 @@ func (s *Server) listNodesPage(ctx context.Context, f view.NodeFilter, p pager) 
 	if len(names) == 0 {
 		return &sanbootv1.ListNodesResponse{Revision: rev}, nil
 	}
+	if specOnly {
+		st := s.storeOf(rev, nodeKVs)
+		items := make([]*sanbootv1.Node, len(names))
+		for k, name := range names { // in key order: sorted by name
+			items[k] = view.NodeRecord(st, state.Ref{Project: f.Project, Name: name})
+		}
+		return s.cutPage(items, p, rev, more)
+	}
 	first, last := names[0], names[len(names)-1]
 	at := clientv3.WithRev(rev)
 	ops := []clientv3.Op{
@@ -119,8 +129,13 @@ func (s *Server) listNodesPage(ctx context.Context, f view.NodeFilter, p pager) 
 			kvss = append(kvss, r.GetResponseRange().GetKvs())
 		}
 	}
-	st := s.storeOf(rev, kvss...)
-	nodes, next, err := page(pager{size: p.size}, view.Nodes(st, f), func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, rev, "nodes")
+	return s.cutPage(view.Nodes(s.storeOf(rev, kvss...), f), p, rev, more)
+}
+
+// cutPage is the response of a page of listNodesPage: items, read at rev,
+// cut to the page's size in bytes; more says whether keys follow them.
+func (s *Server) cutPage(items []*sanbootv1.Node, p pager, rev int64, more bool) (*sanbootv1.ListNodesResponse, error) {
+	nodes, next, err := page(pager{size: p.size}, items, func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, rev, "nodes")
 	if err != nil {
 		return nil, err
 	}

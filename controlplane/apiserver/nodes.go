@@ -122,7 +122,7 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 		return nil, err
 	}
 	if !f.AllProjects && p.size > 0 {
-		return s.listNodesPage(ctx, f, p)
+		return s.listNodesPage(ctx, f, p, req.GetSpecOnly())
 	}
 	scope := f.Project
 	if f.AllProjects {
@@ -142,6 +142,11 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	nodes, next, err := page(p, view.Nodes(st, f), func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, st.Revision, "nodes")
 	if err != nil {
 		return nil, err
+	}
+	if req.GetSpecOnly() {
+		for _, n := range nodes {
+			n.Status = nil
+		}
 	}
 	return &sanbootv1.ListNodesResponse{Nodes: nodes, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }

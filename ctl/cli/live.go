@@ -42,7 +42,7 @@ func (s *session) readLive(ctx context.Context, c sanbootv1.SanbootClient, objs 
 		if n < listAtLeast {
 			continue
 		}
-		resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: p})
+		resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: p, SpecOnly: true})
 		if err != nil {
 			return nil, s.rpcError(err)
 		}
