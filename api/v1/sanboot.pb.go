@@ -2085,8 +2085,11 @@ type ListRequest struct {
 	// when they do not fit one response), then next_page_token. Pass it as
 	// page_token, with the same other fields, for the next page; every page
 	// is read at the revision of the first.
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// ListNodes: the nodes with their metadata and spec only, no status
+	// (what apply and diff compare); cheaper to read and to send.
+	SpecOnly      bool `protobuf:"varint,6,opt,name=spec_only,json=specOnly,proto3" json:"spec_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2154,6 +2157,13 @@ func (x *ListRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListRequest) GetSpecOnly() bool {
+	if x != nil {
+		return x.SpecOnly
+	}
+	return false
 }
 
 type DeleteRequest struct {
@@ -2350,10 +2360,16 @@ func (x *PutNodeResponse) GetResult() PutResult {
 }
 
 type PutNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Mode          PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
-	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Nodes  []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Mode   PutMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=sanboot.v1.PutMode" json:"mode,omitempty"`
+	DryRun bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The revision at which the client read the nodes it sends (a
+	// ListNodes' revision), when it decided from that read what to send; 0:
+	// none. A node created or changed after it (its record's revision is
+	// above it) is refused with ABORTED, not written over: the client
+	// decided on an older view and should read again.
+	ReadRevision  int64 `protobuf:"varint,4,opt,name=read_revision,json=readRevision,proto3" json:"read_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2407,6 +2423,13 @@ func (x *PutNodesRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *PutNodesRequest) GetReadRevision() int64 {
+	if x != nil {
+		return x.ReadRevision
+	}
+	return 0
 }
 
 type PutNodesResponse struct {
@@ -5275,14 +5298,15 @@ const file_sanboot_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xad\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xca\x01\n" +
 	"\vListRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12!\n" +
 	"\fall_projects\x18\x02 \x01(\bR\vallProjects\x12%\n" +
 	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\x8c\x01\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\tspec_only\x18\x06 \x01(\bR\bspecOnly\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -5295,11 +5319,12 @@ const file_sanboot_proto_rawDesc = "" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"f\n" +
 	"\x0fPutNodeResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.sanboot.v1.NodeR\x04node\x12-\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"{\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x15.sanboot.v1.PutResultR\x06result\"\xa0\x01\n" +
 	"\x0fPutNodesRequest\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.sanboot.v1.NodeR\x05nodes\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.sanboot.v1.PutModeR\x04mode\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"H\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12#\n" +
+	"\rread_revision\x18\x04 \x01(\x03R\freadRevision\"H\n" +
 	"\x10PutNodesResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.sanboot.v1.PutNodesResultR\aresults\"\x93\x01\n" +
 	"\x0ePutNodesResult\x12$\n" +

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"time"
@@ -120,6 +121,9 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	if err != nil {
 		return nil, err
 	}
+	if !f.AllProjects && p.size > 0 {
+		return s.listNodesPage(ctx, f, p, req.GetSpecOnly())
+	}
 	scope := f.Project
 	if f.AllProjects {
 		scope = ""
@@ -138,6 +142,11 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	nodes, next, err := page(p, view.Nodes(st, f), func(n *sanbootv1.Node) string { return metaKey(n.GetMetadata()) }, st.Revision, "nodes")
 	if err != nil {
 		return nil, err
+	}
+	if req.GetSpecOnly() {
+		for _, n := range nodes {
+			n.Status = nil
+		}
 	}
 	return &sanbootv1.ListNodesResponse{Nodes: nodes, Revision: p.revision(st.Revision), NextPageToken: next}, nil
 }
@@ -176,19 +185,25 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 		return nil, invalid(err)
 	}
 	ref := state.Ref{Project: n.Metadata.Project, Name: n.Metadata.Name}
-	return s.putNodeRetrying(ctx, ref, n, req.GetMode(), req.GetDryRun(), nil)
+	return s.putNodeRetrying(ctx, ref, n, req.GetMode(), req.GetDryRun(), 0, nil)
 }
 
-// putNodeRetrying is PutNode of a valid node: when no revision was asked
-// for, a write that lost a race is redone. pre, if not nil, is what
-// readNode would read, for the first attempt.
-func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
+// errStale is the conflict of a node that is not at the revision the
+// request asked for (metadata.revision), or that changed after the
+// revision its client read it at (PutNodesRequest.read_revision).
+var errStale = fmt.Errorf("%w: the node is not at the revision asked for", kv.ErrConflict)
+
+// putNodeRetrying is PutNode of a valid node: a write that lost a race is
+// redone, unless the node itself is not at the revision asked for
+// (metadata.revision, readRev: see errStale). pre, if not nil, is what
+// readNode would read (with the node's status), for the first attempt.
+func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, readRev int64, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := s.putNode(ctx, ref, n, mode, dryRun, pre)
+		resp, err := s.putNode(ctx, ref, n, mode, dryRun, readRev, pre)
 		pre = nil
 		if errors.Is(err, kv.ErrConflict) {
-			if n.Metadata.Revision == 0 && attempt < retries {
-				continue // no revision was asked for: read again and redo
+			if !errors.Is(err, errStale) && attempt < retries {
+				continue // read again: the next read tells whether the node changed
 			}
 			return nil, conflict(describe("node", ref))
 		}
@@ -196,7 +211,7 @@ func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv
 	}
 }
 
-func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
+func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, readRev int64, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
 	st := pre
 	// The watch cache is a hint only (the comparisons of the write decide):
 	// a node it holds most likely exists, and then a read-only transaction
@@ -215,10 +230,6 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 		if st, err = s.readNode(ctx, ref, n.Spec.Image); err != nil {
 			return nil, err
 		}
-	} else if err := s.readStatus(ctx, st, ref); err != nil {
-		// Read with the node (PutNodes, createNode): its status key names
-		// the placed agent, which that read told.
-		return nil, err
 	}
 	imgRef := state.Ref{Project: ref.Project, Name: n.Spec.Image}
 	img, ok := st.Images[imgRef]
@@ -227,7 +238,10 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 	}
 	old, exists := st.Nodes[ref]
 	if want := n.Metadata.Revision; want != 0 && want != old.ModRevision {
-		return nil, kv.ErrConflict
+		return nil, errStale
+	}
+	if readRev != 0 && old.ModRevision > readRev {
+		return nil, errStale // created or changed since its client read it
 	}
 
 	var rec *sanbootv1.Node
@@ -303,8 +317,12 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 		return nil, nil, err
 	}
 	rev, read, err := s.writeElseRead(ctx, c.cmps, c.ops, nodeReads(ref, n.Spec.Image))
-	if err != nil || read != nil {
-		return nil, read, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if read != nil {
+		// Its status key names the placed agent, which this read told.
+		return nil, read, s.readStatus(ctx, read, ref)
 	}
 	return s.created(c, rev), nil, nil
 }

@@ -106,8 +106,13 @@ func page[T proto.Message](p pager, items []T, key func(T) string, rev int64, wh
 	if p.rev != 0 {
 		rev = p.rev
 	}
-	next := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%d/%s", rev, key(items[end-1])))
-	return items[start:end], next, nil
+	return items[start:end], pageToken(rev, key(items[end-1])), nil
+}
+
+// pageToken is the token of the page after the one that ended with key,
+// of a list read at rev.
+func pageToken(rev int64, key string) string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%d/%s", rev, key))
 }
 
 // metaKey orders objects as lists sort them, by project then name: NUL

@@ -107,6 +107,14 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		toRead = toRead[k:]
 	}
+	// Their statuses, whose keys name the placed agents those reads told.
+	if err := s.readStatuses(ctx, pre); err != nil {
+		for i, st := range pre {
+			if st != nil && out[i] == nil {
+				out[i], pre[i] = failed(err), nil
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, putNodesAtOnce)
 	for i, n := range nodes {
@@ -116,7 +124,7 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			resp, err := s.putNodeRetrying(ctx, nodeRef(n), n, req.GetMode(), req.GetDryRun(), pre[i])
+			resp, err := s.putNodeRetrying(ctx, nodeRef(n), n, req.GetMode(), req.GetDryRun(), req.GetReadRevision(), pre[i])
 			if err != nil {
 				out[i] = failed(err)
 				return
@@ -168,6 +176,42 @@ func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []i
 		n := len(nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage()))
 		pre[i] = s.readStore(resp.Header.Revision, resp.Responses[at:at+n])
 		at += n
+	}
+	return nil
+}
+
+// readStatuses adds to each store of pre (one node's reads, readNodes or
+// createNodes) the status its node's placed agent reports, read at the
+// store's revision: many nodes per read-only transaction, where
+// readStatus reads one.
+func (s *Server) readStatuses(ctx context.Context, pre []*state.Store) error {
+	type read struct {
+		st  *state.Store
+		key string
+	}
+	var reads []read
+	for _, st := range pre {
+		if st == nil {
+			continue
+		}
+		for ref, pl := range st.Placements { // the one node it was read for
+			if agent := pl.Msg.GetAgent(); agent != "" {
+				reads = append(reads, read{st, api.NodeStatusKey(ref.Project, ref.Name, agent)})
+			}
+		}
+	}
+	for chunk := range slices.Chunk(reads, statusRangesPerTxn) {
+		ops := make([]clientv3.Op, len(chunk))
+		for k, r := range chunk {
+			ops[k] = get(r.key, clientv3.WithRev(r.st.Revision))
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return etcdError(ctx, "read", err)
+		}
+		for k, r := range chunk {
+			r.st.Apply(state.BatchFromKVs(r.st.Revision, resp.Responses[k].GetResponseRange().GetKvs()))
+		}
 	}
 	return nil
 }

@@ -127,3 +127,96 @@ func TestPutNodesOneMACTwice(t *testing.T) {
 		t.Errorf("b: code %v, message %q; want FailedPrecondition naming node a", codes.Code(res[1].GetCode()), res[1].GetMessage())
 	}
 }
+
+// With read_revision, a node created or changed after that revision is
+// refused (ABORTED), not written over; nodes unchanged since are written,
+// new ones created.
+func TestPutNodesReadRevision(t *testing.T) {
+	e := start(t)
+	e.image("", "base")
+	e.node("kept", "base")
+	e.node("changed", "base")
+	list, err := e.api.ListNodes(e.ctx, &sanbootv1.ListRequest{PageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := list.GetRevision()
+	// After the client's read: someone changes one node and creates another.
+	changed := newNode("changed", "base")
+	changed.Metadata.Labels = map[string]string{"by": "someone-else"}
+	if _, err := e.api.PutNode(e.ctx, &sanbootv1.PutNodeRequest{Node: changed}); err != nil {
+		t.Fatal(err)
+	}
+	e.node("raced", "base")
+
+	relabel := func(n *sanbootv1.Node) *sanbootv1.Node {
+		n.Metadata.Labels = map[string]string{"by": "client"}
+		return n
+	}
+	resp, err := e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{ReadRevision: read, Nodes: []*sanbootv1.Node{
+		relabel(newNode("kept", "base")), relabel(newNode("changed", "base")), relabel(newNode("raced", "base")), newNode("new", "base"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		result sanbootv1.PutResult
+		code   codes.Code
+	}{
+		{sanbootv1.PutResult_PUT_RESULT_CONFIGURED, codes.OK},
+		{0, codes.Aborted},
+		{0, codes.Aborted},
+		{sanbootv1.PutResult_PUT_RESULT_CREATED, codes.OK},
+	}
+	for k, w := range want {
+		r := resp.GetResults()[k]
+		if r.GetResult() != w.result || codes.Code(r.GetCode()) != w.code {
+			t.Errorf("node %d: result %v code %v (%s), want %v %v", k, r.GetResult(), codes.Code(r.GetCode()), r.GetMessage(), w.result, w.code)
+		}
+	}
+	for name, by := range map[string]string{"changed": "someone-else", "raced": ""} {
+		n, err := e.api.GetNode(e.ctx, &sanbootv1.GetRequest{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := n.GetMetadata().GetLabels()["by"]; got != by {
+			t.Errorf("node %s: label by=%q, want %q (not written over)", name, got, by)
+		}
+	}
+}
+
+// PutNodes answers an existing, placed node with the status its agent
+// reports (read for many nodes at once), whether it found the node by its
+// cache or by a failed create.
+func TestPutNodesAnswersWithStatus(t *testing.T) {
+	e := start(t)
+	e.image("", "base")
+	a := e.agent("a1", 60, "base")
+	for _, name := range []string{"cached", "raced"} {
+		if name == "raced" {
+			// The API's cache never sees it: PutNodes offers to create it.
+			e.hold.Pause()
+			defer e.hold.Resume()
+		}
+		e.node(name, "base")
+		e.waitNode(name, func(n *sanbootv1.Node) bool { return n.GetStatus().GetAgent() == "a1" })
+		if err := a.Report(e.ctx, api.DefaultProject, name, api.PhaseReady, "serving "+name); err != nil {
+			t.Fatal(err)
+		}
+		e.waitNode(name, phase(api.PhaseReady))
+	}
+	raced := newNode("raced", "base")
+	raced.Metadata.Labels = map[string]string{"k": "v"}
+	for _, dry := range []bool{false, true} {
+		resp, err := e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{DryRun: dry, Nodes: []*sanbootv1.Node{newNode("cached", "base"), raced}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, r := range resp.GetResults() {
+			st := r.GetNode().GetStatus()
+			if r.GetCode() != 0 || st.GetPhase() != api.PhaseReady || !strings.HasPrefix(st.GetMessage(), "serving ") {
+				t.Errorf("dry run %v, node %d: code %d %s, status %v", dry, k, r.GetCode(), r.GetMessage(), st)
+			}
+		}
+	}
+}

@@ -199,14 +199,18 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, error) {
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if errors.Is(err, rpctypes.ErrCompacted) {
-		return nil, status.Error(codes.FailedPrecondition, "the revision this list was being read at is gone (etcd compacted it) "+
-			"while paging: list again from the first page")
+		return nil, errCompactedWhilePaging
 	}
 	if err != nil {
 		return nil, etcdError(ctx, "read", err)
 	}
 	return s.readStore(resp.Header.Revision, resp.Responses), nil
 }
+
+// errCompactedWhilePaging is the error of a read at a revision etcd has
+// compacted away.
+var errCompactedWhilePaging = status.Error(codes.FailedPrecondition, "the revision this list was being read at is gone (etcd compacted it) "+
+	"while paging: list again from the first page")
 
 // readStore decodes the range responses of a transaction, made at rev,
 // into a store.
@@ -215,6 +219,11 @@ func (s *Server) readStore(rev int64, responses []*etcdserverpb.ResponseOp) *sta
 	for _, r := range responses {
 		kvss = append(kvss, r.GetResponseRange().GetKvs())
 	}
+	return s.storeOf(rev, kvss...)
+}
+
+// storeOf decodes key-values read at rev into a store.
+func (s *Server) storeOf(rev int64, kvss ...[]*mvccpb.KeyValue) *state.Store {
 	st := state.New(s.log, state.Images, state.Replicas, state.Nodes, state.Placements, state.Assign,
 		state.NodeStatus, state.Agents, state.Alive, state.Members, state.MACs)
 	st.Apply(state.BatchFromKVs(rev, kvss...))

@@ -37,6 +37,16 @@ import (
 // (for an agent that stopped leaving its targets served) and MACs (for
 // MACs another node owns) where they are to show.
 func Node(s *state.Store, ref state.Ref) *sanbootv1.Node {
+	n := NodeRecord(s, ref)
+	if n != nil {
+		n.Status = nodeStatus(s, ref, n)
+	}
+	return n
+}
+
+// NodeRecord is node ref as Node shows it without its status (metadata
+// and spec), or nil. The store must keep Nodes.
+func NodeRecord(s *state.Store, ref state.Ref) *sanbootv1.Node {
 	rec, ok := s.Nodes[ref]
 	if !ok {
 		return nil
@@ -47,7 +57,6 @@ func Node(s *state.Store, ref state.Ref) *sanbootv1.Node {
 	}
 	// The key is authoritative for project and name.
 	n.Metadata.Project, n.Metadata.Name, n.Metadata.Revision = ref.Project, ref.Name, rec.ModRevision
-	n.Status = nodeStatus(s, ref, n)
 	return n
 }
 

@@ -185,6 +185,7 @@ func (s *session) apply(ctx context.Context, f applyFlags) error {
 	created := map[string]bool{} // project/name of images this dry run would create
 	sorted := manifest.Sort(objs)
 	var unreachable error
+	var live liveNodes // read before the first node
 	report := func(o *manifest.Object, r applyResult) bool {
 		if dry && o.Image != nil && r.err == nil && r.res == sanbootv1.PutResult_PUT_RESULT_CREATED {
 			created[o.Meta().GetProject()+"/"+o.Meta().GetName()] = true
@@ -219,9 +220,14 @@ func (s *session) apply(ctx context.Context, f applyFlags) error {
 		for j < len(sorted) && sorted[j].Node != nil {
 			j++
 		}
-		chunks := slices.Collect(slices.Chunk(sorted[i:j], nodesPerCall))
+		if live == nil {
+			if live, err = s.readLive(ctx, c, objs); err != nil {
+				return err
+			}
+		}
+		chunks := live.calls(sorted[i:j])
 		inOrder(ctx, len(chunks), callsInFlight,
-			func(ctx context.Context, k int) []applyResult { return s.applyNodes(ctx, c, chunks[k], dry) },
+			func(ctx context.Context, k int) []applyResult { return s.applyNodes(ctx, c, chunks[k], dry, live) },
 			func(k int, rs []applyResult) bool {
 				for m, r := range rs {
 					if !report(chunks[k][m], r) {
@@ -264,35 +270,44 @@ const (
 	callsInFlight = 8
 )
 
-// applyNodes writes nodes with one PutNodes call (or, dry, asks what it
-// would do), or with a PutNode call each when the API predates PutNodes.
-func (s *session) applyNodes(ctx context.Context, c sanbootv1.SanbootClient, nodes []*manifest.Object, dry bool) []applyResult {
+// applyNodes decides the nodes of listed projects that are unchanged
+// without the API, and writes the others with one PutNodes call (or, dry,
+// asks what it would do), or with a PutNode call each when the API
+// predates PutNodes.
+func (s *session) applyNodes(ctx context.Context, c sanbootv1.SanbootClient, nodes []*manifest.Object, dry bool, live liveNodes) []applyResult {
 	out := make([]applyResult, len(nodes))
-	req := &sanbootv1.PutNodesRequest{Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: dry}
-	for _, o := range nodes {
-		req.Nodes = append(req.Nodes, o.Node)
+	req := &sanbootv1.PutNodesRequest{Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: dry, ReadRevision: live.readRevision(nodes)}
+	var sent []int // req.Nodes[m] is nodes[sent[m]]
+	for k, o := range nodes {
+		if live.unchanged(o) {
+			out[k] = applyResult{res: sanbootv1.PutResult_PUT_RESULT_UNCHANGED}
+			continue
+		}
+		req.Nodes, sent = append(req.Nodes, live.toSend(o)), append(sent, k)
+	}
+	if len(sent) == 0 {
+		return out
+	}
+	fail := func(err error) []applyResult {
+		for _, k := range sent {
+			out[k] = applyResult{err: err}
+		}
+		return out
 	}
 	resp, err := c.PutNodes(ctx, req)
 	switch {
 	case status.Code(err) == codes.Unimplemented:
-		inOrder(ctx, len(nodes), inFlight/callsInFlight,
-			func(ctx context.Context, k int) applyResult { return s.applyOne(ctx, c, nodes[k], dry) },
-			func(k int, r applyResult) bool { out[k] = r; return true })
+		inOrder(ctx, len(sent), inFlight/callsInFlight,
+			func(ctx context.Context, m int) applyResult { return s.applyOne(ctx, c, nodes[sent[m]], dry) },
+			func(m int, r applyResult) bool { out[sent[m]] = r; return true })
 		return out
 	case err != nil:
-		err = s.rpcError(err)
-		for k := range out {
-			out[k] = applyResult{err: err}
-		}
-		return out
-	case len(resp.GetResults()) != len(nodes):
-		err := fmt.Errorf("the API answered %d results for %d nodes", len(resp.GetResults()), len(nodes))
-		for k := range out {
-			out[k] = applyResult{err: err}
-		}
-		return out
+		return fail(s.rpcError(err))
+	case len(resp.GetResults()) != len(sent):
+		return fail(fmt.Errorf("the API answered %d results for %d nodes", len(resp.GetResults()), len(sent)))
 	}
-	for k, r := range resp.GetResults() {
+	for m, r := range resp.GetResults() {
+		k := sent[m]
 		if code := codes.Code(r.GetCode()); code != codes.OK {
 			out[k] = applyResult{err: s.rpcError(status.Error(code, r.GetMessage()))}
 			continue

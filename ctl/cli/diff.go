@@ -94,6 +94,9 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", o.Pos, name, err))
 			return true
 		}
+		if r.same {
+			return true
+		}
 		a, err := diffDoc(o.Kind, live)
 		if err == nil {
 			var b []byte
@@ -113,6 +116,7 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 		return true
 	}
 	// As apply: images one by one, then many nodes at once.
+	var live liveNodes // read before the first node
 	sorted := manifest.Sort(objs)
 	for i := 0; i < len(sorted); {
 		if sorted[i].Node == nil {
@@ -126,10 +130,22 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 		for j < len(sorted) && sorted[j].Node != nil {
 			j++
 		}
-		nodes := sorted[i:j]
-		inOrder(ctx, len(nodes), inFlight,
-			func(ctx context.Context, k int) liveWanted { return s.liveAndWanted(ctx, c, nodes[k]) },
-			func(k int, r liveWanted) bool { return report(nodes[k], r) })
+		if live == nil {
+			if live, err = s.readLive(ctx, c, objs); err != nil {
+				return false, err
+			}
+		}
+		calls := live.calls(sorted[i:j])
+		inOrder(ctx, len(calls), callsInFlight,
+			func(ctx context.Context, k int) []liveWanted { return s.diffNodes(ctx, c, calls[k], live) },
+			func(k int, rs []liveWanted) bool {
+				for m, r := range rs {
+					if !report(calls[k][m], r) {
+						return false
+					}
+				}
+				return true
+			})
 		if fatal != nil {
 			return false, fatal
 		}
@@ -143,6 +159,61 @@ func (s *session) diff(ctx context.Context, files []string) (bool, error) {
 type liveWanted struct {
 	live, want proto.Message
 	err        error
+	// same: decided unchanged from a list, without a call: nothing to show.
+	same bool
+}
+
+// diffNodes is liveAndWanted of each of nodes. A node of a listed project
+// is as listed; an unchanged one needs no call, what apply would make of
+// the others one PutNodes dry run tells. The nodes of other projects are
+// asked for one by one.
+func (s *session) diffNodes(ctx context.Context, c sanbootv1.SanbootClient, nodes []*manifest.Object, live liveNodes) []liveWanted {
+	out := make([]liveWanted, len(nodes))
+	req := &sanbootv1.PutNodesRequest{Mode: sanbootv1.PutMode_PUT_MODE_APPLY, DryRun: true, ReadRevision: live.readRevision(nodes)}
+	var sent, alone []int // req.Nodes[m] is nodes[sent[m]]
+	for k, o := range nodes {
+		lp, _ := live.of(o)
+		switch {
+		case lp == nil:
+			alone = append(alone, k)
+		case live.unchanged(o):
+			out[k] = liveWanted{same: true}
+		default:
+			req.Nodes, sent = append(req.Nodes, live.toSend(o)), append(sent, k)
+		}
+	}
+	if len(sent) > 0 {
+		fail := func(err error) {
+			for _, k := range sent {
+				out[k] = liveWanted{err: err}
+			}
+		}
+		resp, err := c.PutNodes(ctx, req)
+		switch {
+		case status.Code(err) == codes.Unimplemented:
+			alone = append(alone, sent...)
+		case err != nil:
+			fail(s.rpcError(err))
+		case len(resp.GetResults()) != len(sent):
+			fail(fmt.Errorf("the API answered %d results for %d nodes", len(resp.GetResults()), len(sent)))
+		default:
+			for m, r := range resp.GetResults() {
+				k := sent[m]
+				if code := codes.Code(r.GetCode()); code != codes.OK {
+					out[k] = liveWanted{err: s.rpcError(status.Error(code, r.GetMessage()))}
+					continue
+				}
+				out[k] = liveWanted{want: r.GetNode()}
+				if _, n := live.of(nodes[k]); n != nil {
+					out[k].live = n
+				}
+			}
+		}
+	}
+	inOrder(ctx, len(alone), inFlight/callsInFlight,
+		func(ctx context.Context, m int) liveWanted { return s.liveAndWanted(ctx, c, nodes[alone[m]]) },
+		func(m int, r liveWanted) bool { out[alone[m]] = r; return true })
+	return out
 }
 
 // liveAndWanted asks the API for an object as it is and as apply would

@@ -11,7 +11,7 @@ import (
 // pageSize is how many objects sanbootctl asks for per page: lists of any
 // length are read page by page (the server also cuts pages to stay below
 // gRPC's message limit), all pages at the revision of the first.
-const pageSize = 500
+const pageSize = 1000
 
 // listNodes is ListNodes over every page.
 func listNodes(ctx context.Context, c sanbootv1.SanbootClient, req *sanbootv1.ListRequest) (*sanbootv1.ListNodesResponse, error) {

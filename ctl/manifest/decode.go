@@ -23,6 +23,9 @@ type decoder struct {
 	errs               []error
 	cur                *Object // the object being decoded
 	curRef             string
+	// lines is how many lines of the input come before the part being
+	// decoded (Decode parses a file a document at a time).
+	lines int
 }
 
 func (d *decoder) at(n ast.Node) Position {
@@ -39,7 +42,7 @@ func (d *decoder) at(n ast.Node) Position {
 	}
 	if n != nil {
 		if tk := n.GetToken(); tk != nil && tk.Position != nil {
-			p.Line, p.Column = tk.Position.Line, tk.Position.Column
+			p.Line, p.Column = d.lines+tk.Position.Line, tk.Position.Column
 		}
 	}
 	return p

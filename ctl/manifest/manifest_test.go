@@ -106,3 +106,32 @@ func TestDecodeEFIBootPath(t *testing.T) {
 		t.Errorf("bad efiBootPath: err = %v, want one naming spec.efiBootPath", err)
 	}
 }
+
+// A file is parsed a document at a time; every position still counts the
+// lines of the whole file.
+func TestDocumentsKeepPositions(t *testing.T) {
+	node := "apiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: %s}\nspec: {image: base}\n"
+	doc := func(name string) string { return strings.ReplaceAll(node, "%s", name) }
+	for _, c := range []struct {
+		what, in, want string
+	}{
+		{"a field error in the third document",
+			doc("a") + "---\n" + doc("b") + "--- # comment\n" + strings.Replace(doc("c"), "spec:", "spex:", 1),
+			"in.yaml:14:1: node/c: spex: unknown field"},
+		{"a syntax error in the second document",
+			doc("a") + "---\n" + "apiVersion: [unclosed\n",
+			"in.yaml:6:"},
+		{"a marker with text after it, CRLF lines",
+			strings.ReplaceAll(doc("a")+"--- \n"+strings.Replace(doc("b"), "kind:", "kinds:", 1), "\n", "\r\n"),
+			"in.yaml:6:1: kind: is required"},
+	} {
+		_, err := Decode([]byte(c.in), "in.yaml", t.TempDir(), "default", true)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.what, err, c.want)
+		}
+	}
+	objs, err := Decode([]byte(doc("a")+"---\n"+doc("b")+"---\n---\n"+doc("c")+"...\n"), "in.yaml", t.TempDir(), "default", true)
+	if err != nil || len(objs) != 3 || objs[2].Pos.Line != 12 {
+		t.Fatalf("three documents: %d objects (%v), the third at %v", len(objs), err, objs[len(objs)-1].Pos)
+	}
+}
