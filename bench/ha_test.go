@@ -42,7 +42,7 @@ func BenchmarkApplyHA(b *testing.B) {
 			project := fmt.Sprintf("ha-%d-%d-%d", n, i, j)
 			file := filepath.Join(dir, project+".yaml")
 			writeFleet(b, file, project, haNodes)
-			d := sys.ctl(b, "apply", "-f", file, "--wait", "--timeout", "30m")
+			d, _ := sys.ctl(b, "apply", "-f", file, "--wait", "--timeout", "30m")
 			took[n] = append(took[n], d)
 			sys.stop(b)
 			b.Logf("apply -f --wait of %d new nodes, %d member(s): %v", haNodes, n, d.Round(time.Millisecond))

@@ -68,7 +68,7 @@ func BenchmarkProvisionTgt(b *testing.B) {
 		applyProject := "tgt-apply-" + strconv.Itoa(i)
 		file := filepath.Join(b.TempDir(), applyProject+".yaml")
 		writeFleetSized(b, file, applyProject, tgtNodes, 64<<20)
-		applied := sys.ctl(b, "apply", "-f", file, "--wait", "--timeout", "10m")
+		applied, _ := sys.ctl(b, "apply", "-f", file, "--wait", "--timeout", "10m")
 
 		slices.Sort(lat)
 		p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
