@@ -22,14 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sanboot/sanboot/agent/export"
-	"github.com/sanboot/sanboot/agent/fetch"
-	"github.com/sanboot/sanboot/agent/reconciler"
-	"github.com/sanboot/sanboot/agent/registry"
-	"github.com/sanboot/sanboot/agent/store"
-	fakestore "github.com/sanboot/sanboot/agent/store/fake"
-	"github.com/sanboot/sanboot/agent/store/filestore"
-	faketarget "github.com/sanboot/sanboot/agent/target/fake"
+	"github.com/sanboot/sanboot/agent"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
@@ -104,43 +97,27 @@ func startWith(t *testing.T, fakeStore bool) *system {
 	t.Cleanup(func() { conn.Close() })
 	s.api = sanbootv1.NewSanbootClient(conn)
 
-	// The agent, wired as sanboot-agent wires it.
+	// The agent, run as sanboot-agent runs it.
 	s.store = t.TempDir()
-	var st store.Store
-	var images export.Images // the fake keeps no bytes to export
+	storeKind := agent.StoreFile
 	if fakeStore {
-		fs, err := fakestore.New(fakestore.Options{Root: s.store, CapacityBytes: 1 << 40})
-		if err != nil {
-			t.Fatal(err)
+		storeKind = agent.StoreFake
+	}
+	wg.Go(func() {
+		if err := agent.Run(ctx, testAgent("a1", m.Endpoints, storeKind, s.store, log)); err != nil {
+			t.Errorf("agent a1: %v", err)
 		}
-		st = fs
-	} else {
-		fs, err := filestore.New(filestore.Options{Root: s.store, Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { fs.Close() })
-		st, images = fs, fs
-	}
-	reg, err := registry.New(s.cli, registry.Config{Name: "a1", Driver: "fake", Portals: []string{"127.0.0.1:3260"}, TTL: 10 * time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := reconciler.New(reconciler.Config{Agent: "a1", Client: s.cli, Store: st, Driver: faketarget.New(),
-		Portals: []string{"127.0.0.1:3260"}, RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() { reg.Run(ctx) })
-	wg.Go(func() { rec.Run(ctx) })
-	if images != nil {
-		exp, err := export.New(export.Config{Agent: "a1", Client: s.cli, Images: images, Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() { exp.Run(ctx) })
-	}
+	})
 	return s
+}
+
+// testAgent is the configuration of an agent with the fake driver (which
+// serves no iSCSI) and a store of kind in dir; it retries failed work
+// within a second.
+func testAgent(name string, endpoints []string, kind, dir string, log *slog.Logger) agent.Config {
+	return agent.Config{Name: name, Endpoints: endpoints, Driver: "fake", Store: kind, StoreDir: dir, FakeCapacity: 1 << 40,
+		Portals: []string{"127.0.0.1:3260"}, LeaseTTL: 10 * time.Second, ResyncInterval: time.Minute, Workers: 8,
+		RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Log: log}
 }
 
 // ctl runs sanbootctl against the system and fails the test unless it
