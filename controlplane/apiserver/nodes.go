@@ -183,17 +183,11 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 // for, a write that lost a race is redone. pre, if not nil, is what
 // readNode would read, for the first attempt.
 func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
-	for attempt := 1; ; attempt++ {
+	return retryConflict(n.Metadata.Revision == 0, describe("node", ref), func() (*sanbootv1.PutNodeResponse, error) {
 		resp, err := s.putNode(ctx, ref, n, mode, dryRun, pre)
-		pre = nil
-		if errors.Is(err, kv.ErrConflict) {
-			if n.Metadata.Revision == 0 && attempt < retries {
-				continue // no revision was asked for: read again and redo
-			}
-			return nil, conflict(describe("node", ref))
-		}
+		pre = nil // a retry reads again
 		return resp, err
-	}
+	})
 }
 
 func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
@@ -361,16 +355,9 @@ func (s *Server) DeleteNode(ctx context.Context, req *sanbootv1.DeleteRequest) (
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 1; ; attempt++ {
-		n, err := s.deleteNode(ctx, ref, req)
-		if errors.Is(err, kv.ErrConflict) {
-			if req.GetRevision() == 0 && attempt < retries {
-				continue
-			}
-			return nil, conflict(describe("node", ref))
-		}
-		return n, err
-	}
+	return retryConflict(req.GetRevision() == 0, describe("node", ref), func() (*sanbootv1.Node, error) {
+		return s.deleteNode(ctx, ref, req)
+	})
 }
 
 func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {

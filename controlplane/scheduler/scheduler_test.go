@@ -138,12 +138,12 @@ func TestPlacementChoice(t *testing.T) {
 		{name: "pinned agent", agents: []agent{{"a", "Ready"}, {"b", "Ready"}}, pin: "b", want: "b"},
 		{name: "only agent holding the image", agents: []agent{{"a", "Pending"}, {"b", "Ready"}, {"c", ""}}, want: "b"},
 		{name: "no agent holds the image", agents: []agent{{"a", "Pending"}, {"b", "Failed"}},
-			wantReason: scheduler.ReasonNoAgent, wantMsg: `no Ready agent holds image "img"`},
-		{name: "no agent at all", wantReason: scheduler.ReasonNoAgent, wantMsg: `no Ready agent holds image "img"`},
+			wantReason: api.ReasonNoAgent, wantMsg: `no Ready agent holds image "img"`},
+		{name: "no agent at all", wantReason: api.ReasonNoAgent, wantMsg: `no Ready agent holds image "img"`},
 		{name: "pinned agent not registered", agents: []agent{{"a", "Ready"}}, pin: "zz",
-			wantReason: scheduler.ReasonAgentNotFound, wantMsg: `pinned agent "zz" is not registered`},
+			wantReason: api.ReasonAgentNotFound, wantMsg: `pinned agent "zz" is not registered`},
 		{name: "pinned agent without the image", agents: []agent{{"a", "Ready"}, {"b", "Pending"}}, pin: "b",
-			wantReason: scheduler.ReasonImageNotReady, wantMsg: `pinned agent "b" does not hold image "img" yet (replica: Pending)`},
+			wantReason: api.ReasonImageNotReady, wantMsg: `pinned agent "b" does not hold image "img" yet (replica: Pending)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +183,7 @@ func TestPendingUntilAnAgentHoldsTheImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = e.waitPlacement("n1", placedOn)
-	if p.Agent != "a" || p.Message != "" || p.Reason != scheduler.ReasonScheduled {
+	if p.Agent != "a" || p.Message != "" || p.Reason != api.ReasonScheduled {
 		t.Fatalf("placement = %v", p)
 	}
 }
@@ -234,7 +234,7 @@ func TestPlacementIsStickyAndFollowsSpec(t *testing.T) {
 		n.Spec.Macs = []string{"52:54:00:00:00:01"}
 	})
 	p := e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Generation == 2 })
-	if p.Agent != "a" || p.Reason != scheduler.ReasonPinIgnored || p.Message == "" {
+	if p.Agent != "a" || p.Reason != api.ReasonPinIgnored || p.Message == "" {
 		t.Fatalf("placement after re-pin = %v, want it to stay on a and say why", p)
 	}
 	a, err := e.assignment("a", "n1")
