@@ -204,77 +204,12 @@ func newSnapshotLsCmd(s *session) *cobra.Command {
 
 // newListSnapshotsCmd builds "snapshot ls" and "get snapshots".
 func newListSnapshotsCmd(s *session, use string, aliases []string, short, example string) *cobra.Command {
-	var f listFlags
-	cmd := &cobra.Command{
-		Use:     use,
-		Aliases: aliases,
-		Short:   short,
-		Long: `List the images made from snapshots (and copies of them): NAME, the NODE
+	return newGetKindCmd(s, snapshotKind(), cmdText{use: use, aliases: aliases, short: short, example: example,
+		long: `List the images made from snapshots (and copies of them): NAME, the NODE
 whose disk it was, its PARENT image, SIZE, PHASE and AGE. -o wide adds the
 agents, the replicas and the nodes that use it; json and yaml print the
 images as {"images": [...]}. With -w, snapshots are printed again as
-they change, until interrupted.`,
-		Example:           example,
-		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := f.check(names); err != nil {
-				return err
-			}
-			if f.watch {
-				return s.watchImages(cmd.Context(), names, f, true)
-			}
-			return s.listSnapshots(cmd.Context(), names, f)
-		},
-	}
-	f.register(cmd, true, true)
-	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print snapshots again as they change (until interrupted)")
-	return cmd
-}
-
-func (s *session) listSnapshots(ctx context.Context, names []string, f listFlags) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
-	if err != nil {
-		return err
-	}
-	var snaps []*sanbootv1.Image
-	var errs []error
-	if len(names) > 0 {
-		for _, name := range names {
-			im, err := c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
-			if err != nil {
-				errs = append(errs, s.rpcError(err))
-				continue
-			}
-			if !api.IsSnapshot(im) {
-				errs = append(errs, notSnapshot(im))
-				continue
-			}
-			snaps = append(snaps, im)
-		}
-		if len(snaps) > 0 {
-			if err := s.printer(f, len(names) == 1).snapshots(snaps); err != nil {
-				return err
-			}
-		}
-		return errors.Join(errs...)
-	}
-	resp, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
-	if err != nil {
-		return s.rpcError(err)
-	}
-	for _, im := range resp.GetImages() {
-		if api.IsSnapshot(im) {
-			snaps = append(snaps, im)
-		}
-	}
-	if len(snaps) == 0 && s.noneFound(f, "snapshots", project) {
-		return nil
-	}
-	return s.printer(f, false).snapshots(snaps)
+they change, until interrupted.`}, s.completeImages)
 }
 
 func notSnapshot(im *sanbootv1.Image) error {
