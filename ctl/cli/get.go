@@ -10,6 +10,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // listFlags are the flags of every get/ls command.
@@ -21,7 +22,7 @@ type listFlags struct {
 }
 
 func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
-	cmd.Flags().StringVarP(&f.output, "output", "o", formatTable, "output format: table, wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath='{.status.phase}')")
+	cmd.Flags().StringVarP(&f.output, "output", "o", printers.FormatTable, "output format: table, wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath='{.status.phase}')")
 	if projects {
 		cmd.Flags().BoolVarP(&f.allProjects, "all-projects", "A", false, "list objects of every project")
 	}
@@ -29,12 +30,12 @@ func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
 		cmd.Flags().StringVarP(&f.selector, "selector", "l", "", "label selector, e.g. rack=r1,env!=test")
 	}
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
-		[]string{formatTable, formatWide, formatJSON, formatYAML, formatName, formatJSONPathPrefix}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{printers.FormatTable, printers.FormatWide, printers.FormatJSON, printers.FormatYAML, printers.FormatName, printers.FormatJSONPathPrefix}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // check validates the flags; names are the NAME arguments.
 func (f *listFlags) check(names []string) error {
-	if err := checkFormat(f.output); err != nil {
+	if err := printers.CheckFormat(f.output); err != nil {
 		return err
 	}
 	if len(names) > 0 && (f.allProjects || f.selector != "") {
@@ -169,15 +170,11 @@ func (o *getOptions[T]) run(ctx context.Context, s *session) error {
 	return getObjects(ctx, s, o.listFlags, o.kind, o.names)
 }
 
-func (s *session) printer(f listFlags, single bool) printer {
-	return printer{w: s.env.Stdout, format: f.output, allProjects: f.allProjects, now: s.env.Now(), single: single}
-}
-
 // noneFound says on stderr that a table would be empty (as kubectl does,
 // without a header) and reports whether it did; JSON and YAML print an
 // empty list instead.
 func (s *session) noneFound(f listFlags, kind, project string) bool {
-	if f.output != formatTable && f.output != formatWide {
+	if f.output != printers.FormatTable && f.output != printers.FormatWide {
 		return false
 	}
 	if f.allProjects || project == "" {

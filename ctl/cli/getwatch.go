@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // watchObjects is "get KIND -w": it prints the selection (a table with its
@@ -135,20 +136,20 @@ func (w watcher[T]) once(ctx context.Context, s *session, f listFlags, last map[
 // JSON and YAML print each object as a document of its own.
 func printWatched[T proto.Message](s *session, f listFlags, k kind[T], items []T, header *bool, widths *[]int) error {
 	p := s.printer(f, true)
-	p.widths = widths
-	if p.structured() {
+	p.Widths = widths
+	if p.Structured() {
 		for _, o := range items {
-			if f.output == formatYAML && !*header {
+			if f.output == printers.FormatYAML && !*header {
 				fmt.Fprintln(s.env.Stdout, "---")
 			}
 			*header = false
-			if err := p.structuredOut(k.jsonKey, protoList([]T{o})); err != nil {
+			if err := p.StructuredOut(k.jsonKey, printers.ProtoList([]T{o})); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	p.noHeader = !*header
+	p.NoHeader = !*header
 	*header = false
 	return k.print(p, items)
 }

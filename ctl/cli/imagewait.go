@@ -12,6 +12,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // Polling bounds of waitImagePoll, the wait used against a control plane
@@ -166,7 +167,7 @@ func imageReady(im *sanbootv1.Image) (bool, error) {
 		var msgs []string
 		for _, r := range st.GetReplicas() {
 			if r.GetPhase() == api.ReplicaFailed && r.GetObservedGeneration() >= gen {
-				msgs = append(msgs, fmt.Sprintf("on agent %s: %s", r.GetAgent(), orNone(r.GetMessage())))
+				msgs = append(msgs, fmt.Sprintf("on agent %s: %s", r.GetAgent(), printers.OrNone(r.GetMessage())))
 			}
 		}
 		if len(msgs) > 0 {
@@ -180,13 +181,13 @@ func imageReady(im *sanbootv1.Image) (bool, error) {
 // the agents that do not hold it yet say.
 func imageProgress(im *sanbootv1.Image) string {
 	st := im.GetStatus()
-	line := orNone(st.GetPhase())
+	line := printers.OrNone(st.GetPhase())
 	var parts []string
 	for _, r := range st.GetReplicas() {
 		if r.GetPhase() == api.ReplicaReady {
 			continue
 		}
-		p := "agent " + r.GetAgent() + " " + orNone(r.GetPhase())
+		p := "agent " + r.GetAgent() + " " + printers.OrNone(r.GetPhase())
 		if r.GetMessage() != "" {
 			p += " (" + r.GetMessage() + ")"
 		}

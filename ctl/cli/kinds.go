@@ -62,7 +62,7 @@ func nodeKind() kind[*sanbootv1.Node] {
 			}, nil
 		},
 		key:   func(n *sanbootv1.Node) string { return refKey(n.GetMetadata()) },
-		print: func(p printer, items []*sanbootv1.Node) error { return p.nodes(items) },
+		print: func(p printer, items []*sanbootv1.Node) error { return p.Nodes(items) },
 	}
 }
 
@@ -87,7 +87,7 @@ func imageKind() kind[*sanbootv1.Image] {
 			}, nil
 		},
 		key:   func(im *sanbootv1.Image) string { return refKey(im.GetMetadata()) },
-		print: func(p printer, items []*sanbootv1.Image) error { return p.images(items) },
+		print: func(p printer, items []*sanbootv1.Image) error { return p.Images(items) },
 	}
 }
 
@@ -96,7 +96,7 @@ func snapshotKind() kind[*sanbootv1.Image] {
 	k := imageKind()
 	k.plural = "snapshots"
 	k.keep, k.notKept = api.IsSnapshot, notSnapshot
-	k.print = func(p printer, items []*sanbootv1.Image) error { return p.snapshots(items) }
+	k.print = func(p printer, items []*sanbootv1.Image) error { return p.Snapshots(items) }
 	return k
 }
 
@@ -122,6 +122,6 @@ func agentKind() kind[*sanbootv1.Agent] {
 		},
 		key:    func(a *sanbootv1.Agent) string { return a.GetRecord().GetName() },
 		byName: true,
-		print:  func(p printer, items []*sanbootv1.Agent) error { return p.agents(items) },
+		print:  func(p printer, items []*sanbootv1.Agent) error { return p.Agents(items) },
 	}
 }

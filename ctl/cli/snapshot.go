@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
@@ -42,7 +42,7 @@ const formatText = "text"
 
 func checkActionFormat(f string) error {
 	switch f {
-	case formatText, formatJSON, formatYAML:
+	case formatText, printers.FormatJSON, printers.FormatYAML:
 		return nil
 	}
 	return usageErrorf("-o %q: use text, json or yaml", f)
@@ -51,7 +51,7 @@ func checkActionFormat(f string) error {
 func addActionOutput(cmd *cobra.Command, out *string) {
 	cmd.Flags().StringVarP(out, "output", "o", formatText, "output format: text, json or yaml (json and yaml print the resulting object)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
-		[]string{formatText, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{formatText, printers.FormatJSON, printers.FormatYAML}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // imageOpts are the settings shared by commands that create an image from
@@ -180,7 +180,7 @@ func describeDerived(im *sanbootv1.Image) string {
 	default:
 		where = "on agents " + strings.Join(a, ", ")
 	}
-	out := describeSource(spec.GetSource())
+	out := printers.DescribeSource(spec.GetSource())
 	if p := spec.GetParent(); p != "" {
 		out += ", parent image/" + p
 	}
@@ -193,7 +193,7 @@ func (s *session) printImageResult(im *sanbootv1.Image, format string) error {
 	if format == formatText {
 		return nil
 	}
-	return printer{w: s.env.Stdout, format: format, now: s.env.Now(), single: true}.structuredOut("images", protoList([]*sanbootv1.Image{im}))
+	return printers.Printer{W: s.env.Stdout, Format: format, Now: s.env.Now(), Single: true}.StructuredOut("images", printers.ProtoList([]*sanbootv1.Image{im}))
 }
 
 func newSnapshotLsCmd(s *session) *cobra.Command {
@@ -215,39 +215,7 @@ they change, until interrupted.`}, s.completeImages)
 func notSnapshot(im *sanbootv1.Image) error {
 	name := im.GetMetadata().GetName()
 	return withCode(ExitConflict, fmt.Errorf("image/%s is not a snapshot (its source is %s): use sanbootctl image rm %s or image ls",
-		name, describeSource(im.GetSpec().GetSource()), name))
-}
-
-// snapshots prints images made from snapshots.
-func (p printer) snapshots(images []*sanbootv1.Image) error {
-	slices.SortFunc(images, func(a, b *sanbootv1.Image) int { return compareMeta(a.GetMetadata(), b.GetMetadata()) })
-	if p.structured() {
-		return p.structuredOut("images", protoList(images))
-	}
-	wide := p.format == formatWide
-	header := p.withProject("NAME", "NODE", "PARENT", "SIZE", "PHASE", "AGE")
-	if wide {
-		header = append(header, "SOURCE", "AGENTS", "REPLICAS", "USED-BY")
-	}
-	rows := make([][]string, 0, len(images))
-	for _, im := range images {
-		m, spec, st := im.GetMetadata(), im.GetSpec(), im.GetStatus()
-		row := p.projectCell(m.GetProject(), m.GetName(), orNone(spec.GetSource().GetSnapshot().GetNode()), orNone(spec.GetParent()),
-			bytesize.Format(spec.GetSizeBytes()), orNone(st.GetPhase()), age(p.now, m.GetCreateTime()))
-		if wide {
-			ready := 0
-			for _, r := range st.GetReplicas() {
-				if r.GetPhase() == api.ReplicaReady {
-					ready++
-				}
-			}
-			total := max(len(spec.GetAgents()), len(st.GetReplicas()))
-			row = append(row, describeSource(spec.GetSource()), orNone(strings.Join(spec.GetAgents(), ",")),
-				fmt.Sprintf("%d/%d", ready, total), orNone(strings.Join(st.GetUsedBy(), ",")))
-		}
-		rows = append(rows, row)
-	}
-	return p.table(header, rows)
+		name, printers.DescribeSource(im.GetSpec().GetSource()), name))
 }
 
 func newSnapshotRmCmd(s *session) *cobra.Command {
@@ -339,8 +307,8 @@ func (s *session) printDeleted(format, project string, names []string) error {
 	if err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
 	}
-	if format == formatYAML {
-		y, err := jsonToYAML(b)
+	if format == printers.FormatYAML {
+		y, err := printers.JSONToYAML(b)
 		if err != nil {
 			return fmt.Errorf("encode YAML: %w", err)
 		}

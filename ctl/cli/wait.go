@@ -15,6 +15,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // condition is what a wait waits for.
@@ -306,7 +307,7 @@ func isReady(n *sanbootv1.Node) (bool, error) {
 	case api.PhaseReady:
 		return true, nil
 	case api.PhaseFailed:
-		return false, fmt.Errorf("node/%s failed: %s (the agent keeps retrying)", m.GetName(), orNone(st.GetMessage()))
+		return false, fmt.Errorf("node/%s failed: %s (the agent keeps retrying)", m.GetName(), printers.OrNone(st.GetMessage()))
 	}
 	return false, nil
 }
@@ -314,7 +315,7 @@ func isReady(n *sanbootv1.Node) (bool, error) {
 // report prints a node's phase and message when they changed.
 func (w *nodeWait) report(n *sanbootv1.Node) {
 	name, st := n.GetMetadata().GetName(), n.GetStatus()
-	line := orNone(st.GetPhase())
+	line := printers.OrNone(st.GetPhase())
 	if msg := st.GetMessage(); msg != "" {
 		line += ": " + msg
 	}
