@@ -137,29 +137,25 @@ func newGetKindCmd[T proto.Message](s *session, k kind[T], text cmdText, complet
 		Long:              text.long,
 		Example:           text.example,
 		ValidArgsFunction: complete,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			o.complete(names)
-			if err := o.validate(); err != nil {
-				return err
-			}
-			return o.run(cmd.Context(), s)
-		},
+		RunE:              runOptions(s, o),
 	}
 	o.register(cmd, k.projects, k.projects)
 	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "after listing, print "+k.plural+" again as they change (until interrupted)")
 	return cmd
 }
 
-// getOptions are the options of "get KIND": complete takes the
-// arguments, validate checks, run gets (or watches), as kubectl's
-// commands do.
+// getOptions are the options of "get KIND" (options.go): the NAME
+// arguments and the list flags.
 type getOptions[T proto.Message] struct {
 	listFlags
 	kind  kind[T]
 	names []string
 }
 
-func (o *getOptions[T]) complete(names []string) { o.names = names }
+func (o *getOptions[T]) complete(names []string) error {
+	o.names = names
+	return nil
+}
 
 func (o *getOptions[T]) validate() error { return o.check(o.names) }
 
