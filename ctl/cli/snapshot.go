@@ -65,7 +65,7 @@ type imageOpts struct {
 }
 
 func newSnapshotCreateCmd(s *session) *cobra.Command {
-	var o imageOpts
+	o := &snapshotCreateOptions{}
 	cmd := &cobra.Command{
 		Use:   "create NODE IMAGE",
 		Short: "Make image IMAGE from the current disk of NODE",
@@ -85,16 +85,29 @@ image is placed on that agent.`,
   sanbootctl snapshot create gpu-01 gpu-base -p lab -o json`,
 		Args:              exactArgs(2, "snapshot create takes NODE and IMAGE"),
 		ValidArgsFunction: s.completeFirstNode,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkActionFormat(o.output); err != nil {
-				return err
-			}
-			src := &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: args[0]}}}
-			return s.deriveImage(cmd.Context(), args[1], src, nil, o)
-		},
+		RunE:              runOptions(s, o),
 	}
 	o.register(cmd, "the snapshot")
 	return cmd
+}
+
+// snapshotCreateOptions are snapshot create's (options.go).
+type snapshotCreateOptions struct {
+	imageOpts
+	node, image string
+}
+
+func (o *snapshotCreateOptions) complete(args []string) error {
+	o.node, o.image = args[0], args[1]
+	return nil
+}
+
+func (o *snapshotCreateOptions) validate() error { return checkActionFormat(o.output) }
+
+// run makes the image from the node's disk.
+func (o *snapshotCreateOptions) run(ctx context.Context, s *session) error {
+	src := &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: o.node}}}
+	return s.deriveImage(ctx, o.image, src, nil, o.imageOpts)
 }
 
 func (o *imageOpts) register(cmd *cobra.Command, what string) {
@@ -219,10 +232,7 @@ func notSnapshot(im *sanbootv1.Image) error {
 }
 
 func newSnapshotRmCmd(s *session) *cobra.Command {
-	var (
-		output         string
-		ignoreNotFound bool
-	)
+	o := &snapshotRmOptions{}
 	cmd := &cobra.Command{
 		Use:     "rm IMAGE...",
 		Aliases: []string{"delete"},
@@ -235,19 +245,30 @@ snapshot is refused too (exit code 5): remove it with image rm.`,
   sanbootctl snapshot rm snap-1 snap-2 -o json`,
 		Args:              minArgs(1, "name at least one IMAGE"),
 		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := checkActionFormat(output); err != nil {
-				return err
-			}
-			return s.removeSnapshots(cmd.Context(), names, ignoreNotFound, output)
-		},
+		RunE:              runOptions(s, o),
 	}
-	addActionOutput(cmd, &output)
-	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
+	addActionOutput(cmd, &o.output)
+	cmd.Flags().BoolVar(&o.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
 	return cmd
 }
 
-func (s *session) removeSnapshots(ctx context.Context, names []string, ignoreNotFound bool, output string) error {
+// snapshotRmOptions are snapshot rm's (options.go).
+type snapshotRmOptions struct {
+	names          []string
+	output         string
+	ignoreNotFound bool
+}
+
+func (o *snapshotRmOptions) complete(names []string) error {
+	o.names = names
+	return nil
+}
+
+func (o *snapshotRmOptions) validate() error { return checkActionFormat(o.output) }
+
+// run removes each named image that is a snapshot.
+func (o *snapshotRmOptions) run(ctx context.Context, s *session) error {
+	names, ignoreNotFound, output := o.names, o.ignoreNotFound, o.output
 	c, err := s.api()
 	if err != nil {
 		return err
