@@ -71,11 +71,7 @@ remember a different stretch.`,
 }
 
 func (s *session) describeNodes(ctx context.Context, names []string) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

@@ -97,11 +97,7 @@ func (o *imageCreateOptions) validate() error {
 
 // run creates the image.
 func (o *imageCreateOptions) run(ctx context.Context, s *session) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
@@ -144,11 +140,7 @@ snapshots, is refused, and the refusal names them (exit code 5).`,
 }
 
 func (s *session) removeImages(ctx context.Context, names []string, ignoreNotFound bool) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

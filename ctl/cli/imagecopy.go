@@ -48,11 +48,7 @@ after --timeout).`,
 }
 
 func (s *session) getImage(ctx context.Context, name string) (*sanbootv1.Image, error) {
-	c, err := s.api()
-	if err != nil {
-		return nil, err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +99,7 @@ func (s *session) moveImage(ctx context.Context, oldName, newName string, o imag
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout) // the whole move
 	defer cancel()
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

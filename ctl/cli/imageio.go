@@ -126,11 +126,7 @@ func (s *session) importImage(ctx context.Context, args []string, f *importFlags
 	if f.sha256 != "" && (len(f.sha256) != 64 || strings.Trim(f.sha256, "0123456789abcdef") != "") {
 		return usageErrorf("--sha256 %q: give the 64 lowercase hex digits of a sha256", f.sha256)
 	}
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
@@ -327,11 +323,7 @@ refused unless --force.`,
 }
 
 func (s *session) exportImage(ctx context.Context, name, file string, force bool) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

@@ -83,11 +83,7 @@ func (o *provisionOptions) validate() error {
 func (o *provisionOptions) run(ctx context.Context, s *session) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

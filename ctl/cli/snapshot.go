@@ -147,11 +147,7 @@ func (s *session) createDerived(ctx context.Context, name string, src *sanbootv1
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	c, err := s.api()
-	if err != nil {
-		return nil, err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return nil, err
 	}
@@ -269,11 +265,7 @@ func (o *snapshotRmOptions) validate() error { return checkActionFormat(o.output
 // run removes each named image that is a snapshot.
 func (o *snapshotRmOptions) run(ctx context.Context, s *session) error {
 	names, ignoreNotFound, output := o.names, o.ignoreNotFound, o.output
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

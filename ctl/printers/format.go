@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// age formats the time since t the way kubectl does ("45s", "5m30s",
+// Age formats the time since t the way kubectl does ("45s", "5m30s",
 // "3h", "12d"); "<unknown>" when t is unset.
 func Age(now time.Time, t *timestamppb.Timestamp) string {
 	if t == nil || !t.IsValid() || (t.Seconds == 0 && t.Nanos == 0) {

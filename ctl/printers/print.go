@@ -77,6 +77,8 @@ type Printer struct {
 	Widths *[]int
 }
 
+// Nodes prints nodes: NAME, IMAGE, AGENT, PHASE, AGE (wide: initiator,
+// target, portals, message).
 func (p Printer) Nodes(nodes []*sanbootv1.Node) error {
 	slices.SortFunc(nodes, func(a, b *sanbootv1.Node) int { return CompareMeta(a.GetMetadata(), b.GetMetadata()) })
 	if p.Structured() {
@@ -103,6 +105,8 @@ func (p Printer) Nodes(nodes []*sanbootv1.Node) error {
 	return p.Table(header, rows)
 }
 
+// Images prints images: NAME, SIZE, PHASE, REPLICAS, USED-BY, AGE (wide:
+// source, agents, sha256, replica phases).
 func (p Printer) Images(images []*sanbootv1.Image) error {
 	slices.SortFunc(images, func(a, b *sanbootv1.Image) int { return CompareMeta(a.GetMetadata(), b.GetMetadata()) })
 	if p.Structured() {
@@ -144,6 +148,9 @@ func (p Printer) Images(images []*sanbootv1.Image) error {
 	return p.Table(header, rows)
 }
 
+// Agents prints agents: NAME, STATE, DRIVER, PORTALS, NODES, FREE,
+// CAPACITY, VERSION, AGE (wide: clone mode, advertise, store, domain,
+// message).
 func (p Printer) Agents(agents []*sanbootv1.Agent) error {
 	slices.SortFunc(agents, func(a, b *sanbootv1.Agent) int {
 		return strings.Compare(a.GetRecord().GetName(), b.GetRecord().GetName())
@@ -171,7 +178,7 @@ func (p Printer) Agents(agents []*sanbootv1.Agent) error {
 	return p.Table(header, rows)
 }
 
-// snapshots prints images made from snapshots.
+// Snapshots prints images made from snapshots.
 func (p Printer) Snapshots(images []*sanbootv1.Image) error {
 	slices.SortFunc(images, func(a, b *sanbootv1.Image) int { return CompareMeta(a.GetMetadata(), b.GetMetadata()) })
 	if p.Structured() {
@@ -212,6 +219,7 @@ func ShortSum(s string) string {
 	return s
 }
 
+// DescribeSource says in a few words where an image's bytes come from.
 func DescribeSource(s *sanbootv1.ImageSource) string {
 	switch k := s.GetKind().(type) {
 	case *sanbootv1.ImageSource_Upload:
@@ -227,6 +235,7 @@ func DescribeSource(s *sanbootv1.ImageSource) string {
 	}
 }
 
+// CompareMeta orders objects by project, then name.
 func CompareMeta(a, b *sanbootv1.ObjectMeta) int {
 	if c := strings.Compare(a.GetProject(), b.GetProject()); c != 0 {
 		return c
@@ -234,10 +243,13 @@ func CompareMeta(a, b *sanbootv1.ObjectMeta) int {
 	return strings.Compare(a.GetName(), b.GetName())
 }
 
+// Structured says whether the format is a document (JSON, YAML, names or
+// jsonpath) rather than a table.
 func (p Printer) Structured() bool {
 	return p.Format == FormatJSON || p.Format == FormatYAML || p.Format == FormatName || strings.HasPrefix(p.Format, FormatJSONPathPrefix)
 }
 
+// WithProject adds the PROJECT column to a header with AllProjects.
 func (p Printer) WithProject(cols ...string) []string {
 	if p.AllProjects {
 		return append([]string{"PROJECT"}, cols...)
@@ -245,6 +257,7 @@ func (p Printer) WithProject(cols ...string) []string {
 	return cols
 }
 
+// ProjectCell adds the project's cell to a row with AllProjects.
 func (p Printer) ProjectCell(project string, cells ...string) []string {
 	if p.AllProjects {
 		return append([]string{project}, cells...)
@@ -252,7 +265,7 @@ func (p Printer) ProjectCell(project string, cells ...string) []string {
 	return cells
 }
 
-// table writes aligned columns. Cells never contain tabs or newlines (a
+// Table writes aligned columns. Cells never contain tabs or newlines (a
 // multi-line message would break the alignment).
 func (p Printer) Table(header []string, rows [][]string) error {
 	if p.Widths != nil {
@@ -270,6 +283,7 @@ func (p Printer) Table(header []string, rows [][]string) error {
 	return tw.Flush()
 }
 
+// ProtoList is items as proto messages, for StructuredOut.
 func ProtoList[M proto.Message](items []M) []proto.Message {
 	out := make([]proto.Message, len(items))
 	for i, m := range items {
@@ -278,7 +292,7 @@ func ProtoList[M proto.Message](items []M) []proto.Message {
 	return out
 }
 
-// structuredOut writes items as JSON or YAML: the object itself when
+// StructuredOut writes items as JSON or YAML: the object itself when
 // p.Single, else {"<key>": [items...]} (the list is present even when empty).
 func (p Printer) StructuredOut(key string, items []proto.Message) error {
 	if p.Format == FormatName {
