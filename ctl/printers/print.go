@@ -120,12 +120,7 @@ func (p Printer) Images(images []*sanbootv1.Image) error {
 	rows := make([][]string, 0, len(images))
 	for _, im := range images {
 		m, spec, st := im.GetMetadata(), im.GetSpec(), im.GetStatus()
-		ready := 0
-		for _, r := range st.GetReplicas() {
-			if r.GetPhase() == api.ReplicaReady {
-				ready++
-			}
-		}
+		ready := readyReplicas(st)
 		total := len(st.GetReplicas())
 		if n := len(spec.GetAgents()); n > 0 {
 			total = n
@@ -195,12 +190,7 @@ func (p Printer) Snapshots(images []*sanbootv1.Image) error {
 		row := p.ProjectCell(m.GetProject(), m.GetName(), OrNone(spec.GetSource().GetSnapshot().GetNode()), OrNone(spec.GetParent()),
 			bytesize.Format(spec.GetSizeBytes()), OrNone(st.GetPhase()), Age(p.Now, m.GetCreateTime()))
 		if wide {
-			ready := 0
-			for _, r := range st.GetReplicas() {
-				if r.GetPhase() == api.ReplicaReady {
-					ready++
-				}
-			}
+			ready := readyReplicas(st)
 			total := max(len(spec.GetAgents()), len(st.GetReplicas()))
 			row = append(row, DescribeSource(spec.GetSource()), OrNone(strings.Join(spec.GetAgents(), ",")),
 				fmt.Sprintf("%d/%d", ready, total), OrNone(strings.Join(st.GetUsedBy(), ",")))
@@ -208,6 +198,17 @@ func (p Printer) Snapshots(images []*sanbootv1.Image) error {
 		rows = append(rows, row)
 	}
 	return p.Table(header, rows)
+}
+
+// readyReplicas counts an image's Ready replicas.
+func readyReplicas(st *sanbootv1.ImageStatus) int {
+	n := 0
+	for _, r := range st.GetReplicas() {
+		if r.GetPhase() == api.ReplicaReady {
+			n++
+		}
+	}
+	return n
 }
 
 // ShortSum is the first 12 hex digits of a sha256, enough to compare by
