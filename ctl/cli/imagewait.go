@@ -50,15 +50,9 @@ func (s *session) waitImage(ctx context.Context, project, name string, timeout t
 		case !retryable(err):
 			return nil, s.rpcError(err)
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, imageTimeout(name, last, timeout)
-			}
-			return nil, errors.New("interrupted")
-		case <-time.After(backoff):
+		if err := pause(ctx, &backoff, func() error { return imageTimeout(name, last, timeout) }); err != nil {
+			return nil, err
 		}
-		backoff = min(2*backoff, imagePollMax)
 	}
 }
 
@@ -132,15 +126,9 @@ func (s *session) waitImagePoll(ctx context.Context, c sanbootv1.SanbootClient, 
 		case status.Code(err) != codes.Unavailable:
 			return nil, s.rpcError(err)
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, imageTimeout(name, last, timeout)
-			}
-			return nil, errors.New("interrupted")
-		case <-time.After(backoff):
+		if err := pause(ctx, &backoff, func() error { return imageTimeout(name, last, timeout) }); err != nil {
+			return nil, err
 		}
-		backoff = min(2*backoff, imagePollMax)
 	}
 }
 
@@ -200,4 +188,19 @@ func imageProgress(im *sanbootv1.Image) string {
 		line += ": " + strings.Join(parts, "; ")
 	}
 	return line
+}
+
+// pause waits *backoff, then doubles it up to imagePollMax. When ctx ends
+// first it returns timeout() (deadline) or "interrupted".
+func pause(ctx context.Context, backoff *time.Duration, timeout func() error) error {
+	select {
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return timeout()
+		}
+		return errors.New("interrupted")
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, imagePollMax)
+	return nil
 }
