@@ -118,7 +118,7 @@ func (o *imageCreateOptions) run(ctx context.Context, s *session) error {
 const efiBootPathHelp = `boot loader UEFI nodes run from disks of this image, e.g. \EFI\debian\shimx64.efi (default: \EFI\BOOT\BOOTX64.EFI)`
 
 func newImageRmCmd(s *session) *cobra.Command {
-	var ignoreNotFound bool
+	o := &imageRmOptions{}
 	cmd := &cobra.Command{
 		Use:     "rm NAME...",
 		Aliases: []string{"delete"},
@@ -131,14 +131,31 @@ snapshots, is refused, and the refusal names them (exit code 5).`,
   sanbootctl image rm old-1 old-2 --ignore-not-found`,
 		Args:              minArgs(1, "name at least one image"),
 		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.removeImages(cmd.Context(), names, ignoreNotFound)
-		},
+		RunE:              runOptions(s, o),
 	}
-	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
+	cmd.Flags().BoolVar(&o.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
 	return cmd
 }
 
+// imageRmOptions are image rm's (options.go).
+type imageRmOptions struct {
+	names          []string
+	ignoreNotFound bool
+}
+
+func (o *imageRmOptions) complete(names []string) error {
+	o.names = names
+	return nil
+}
+
+func (o *imageRmOptions) validate() error { return nil }
+
+func (o *imageRmOptions) run(ctx context.Context, s *session) error {
+	return s.removeImages(ctx, o.names, o.ignoreNotFound)
+}
+
+// removeImages removes each named image; the errors of the others are
+// joined (image rm, delete image).
 func (s *session) removeImages(ctx context.Context, names []string, ignoreNotFound bool) error {
 	c, project, err := s.apiAndProject()
 	if err != nil {

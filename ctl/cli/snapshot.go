@@ -91,23 +91,29 @@ image is placed on that agent.`,
 	return cmd
 }
 
-// snapshotCreateOptions are snapshot create's (options.go).
-type snapshotCreateOptions struct {
+// deriveOptions are the options of the commands that make an image from
+// another object (snapshot create, image cp, image mv): the names of what
+// it is made from and of the new image, and imageOpts.
+type deriveOptions struct {
 	imageOpts
-	node, image string
+	from, to string
 }
 
-func (o *snapshotCreateOptions) complete(args []string) error {
-	o.node, o.image = args[0], args[1]
+func (o *deriveOptions) complete(args []string) error {
+	o.from, o.to = args[0], args[1]
 	return nil
 }
 
-func (o *snapshotCreateOptions) validate() error { return checkActionFormat(o.output) }
+func (o *deriveOptions) validate() error { return checkActionFormat(o.output) }
+
+// snapshotCreateOptions are snapshot create's (options.go): from is the
+// node.
+type snapshotCreateOptions struct{ deriveOptions }
 
 // run makes the image from the node's disk.
 func (o *snapshotCreateOptions) run(ctx context.Context, s *session) error {
-	src := &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: o.node}}}
-	return s.deriveImage(ctx, o.image, src, nil, o.imageOpts)
+	src := &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: o.from}}}
+	return s.deriveImage(ctx, o.to, src, nil, o.imageOpts)
 }
 
 func (o *imageOpts) register(cmd *cobra.Command, what string) {
