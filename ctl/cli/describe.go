@@ -62,15 +62,20 @@ remember a different stretch.`,
   sanbootctl describe node node-01 node-02`,
 		Args:              minArgs(1, "name at least one NODE"),
 		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.describeNodes(cmd.Context(), names)
-		},
+		RunE:              runOptions(s, &describeNodeOptions{}),
 	}
 	cmd.AddCommand(node)
 	return cmd
 }
 
-func (s *session) describeNodes(ctx context.Context, names []string) error {
+// describeNodeOptions are describe node's (options.go).
+type describeNodeOptions struct{ nameArgs }
+
+func (o *describeNodeOptions) validate() error { return nil }
+
+// run describes each named node; the errors of the others are joined.
+func (o *describeNodeOptions) run(ctx context.Context, s *session) error {
+	names := o.names
 	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err

@@ -147,14 +147,9 @@ func newGetKindCmd[T proto.Message](s *session, k kind[T], text cmdText, complet
 // getOptions are the options of "get KIND" (options.go): the NAME
 // arguments and the list flags.
 type getOptions[T proto.Message] struct {
+	nameArgs
 	listFlags
-	kind  kind[T]
-	names []string
-}
-
-func (o *getOptions[T]) complete(names []string) error {
-	o.names = names
-	return nil
+	kind kind[T]
 }
 
 func (o *getOptions[T]) validate() error { return o.check(o.names) }

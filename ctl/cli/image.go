@@ -139,13 +139,8 @@ snapshots, is refused, and the refusal names them (exit code 5).`,
 
 // imageRmOptions are image rm's (options.go).
 type imageRmOptions struct {
-	names          []string
+	nameArgs
 	ignoreNotFound bool
-}
-
-func (o *imageRmOptions) complete(names []string) error {
-	o.names = names
-	return nil
 }
 
 func (o *imageRmOptions) validate() error { return nil }

@@ -28,3 +28,11 @@ func runOptions(s *session, o options) func(*cobra.Command, []string) error {
 		return o.run(cmd.Context(), s)
 	}
 }
+
+// nameArgs are the arguments of a command that takes names (NAME...).
+type nameArgs struct{ names []string }
+
+func (o *nameArgs) complete(names []string) error {
+	o.names = names
+	return nil
+}

@@ -256,14 +256,9 @@ snapshot is refused too (exit code 5): remove it with image rm.`,
 
 // snapshotRmOptions are snapshot rm's (options.go).
 type snapshotRmOptions struct {
-	names          []string
+	nameArgs
 	output         string
 	ignoreNotFound bool
-}
-
-func (o *snapshotRmOptions) complete(names []string) error {
-	o.names = names
-	return nil
 }
 
 func (o *snapshotRmOptions) validate() error { return checkActionFormat(o.output) }

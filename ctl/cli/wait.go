@@ -117,16 +117,11 @@ status.`,
 
 // waitNodeOptions are wait node's (options.go).
 type waitNodeOptions struct {
-	names    []string
+	nameArgs
 	forFlag  string // --for, parsed into cond by validate
 	cond     condition
 	timeout  time.Duration
 	selector string
-}
-
-func (o *waitNodeOptions) complete(names []string) error {
-	o.names = names
-	return nil
 }
 
 func (o *waitNodeOptions) validate() error {
