@@ -117,13 +117,7 @@ func putResult(r sanbootv1.PutResult) string {
 }
 
 func newDeprovisionCmd(s *session) *cobra.Command {
-	var (
-		wait           bool
-		keepDisk       bool
-		force          bool
-		ignoreNotFound bool
-		timeout        time.Duration
-	)
+	o := &deprovisionOptions{}
 	cmd := &cobra.Command{
 		Use:   "deprovision NODE...",
 		Short: "Delete nodes: tear down their targets and disks",
@@ -138,21 +132,29 @@ once the node is gone ("deleted").`,
   sanbootctl deprovision node-02 node-03 --keep-disk`,
 		Args:              minArgs(1, "name at least one NODE"),
 		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.deprovision(cmd.Context(), names, deleteFlags{wait: wait, keepDisk: keepDisk, force: force, ignoreNotFound: ignoreNotFound, timeout: timeout})
-		},
+		RunE:              runOptions(s, o),
 	}
 	f := cmd.Flags()
-	f.BoolVar(&wait, "wait", false, "wait until the nodes are gone")
-	f.BoolVar(&keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
-	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
-	f.BoolVar(&force, "force", false, forceHelp)
-	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
+	f.BoolVar(&o.wait, "wait", false, "wait until the nodes are gone")
+	f.BoolVar(&o.keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
+	f.BoolVar(&o.ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
+	f.BoolVar(&o.force, "force", false, forceHelp)
+	f.DurationVar(&o.timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
 	return cmd
 }
 
-// deprovision is "delete node" (delete.go) under the old system's name.
-func (s *session) deprovision(ctx context.Context, names []string, f deleteFlags) error {
+// deprovisionOptions are deprovision's (options.go): the flags of delete
+// node.
+type deprovisionOptions struct {
+	nameArgs
+	deleteFlags
+}
+
+func (o *deprovisionOptions) validate() error { return nil }
+
+// run is "delete node" (delete.go) under the old system's name.
+func (o *deprovisionOptions) run(ctx context.Context, s *session) error {
+	names, f := o.names, o.deleteFlags
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	project, err := s.project()
