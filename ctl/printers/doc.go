@@ -4,8 +4,9 @@
 // (jsonpath.go). A Printer is one format on one writer; ctl/cli builds it
 // from a command's -o and --all-projects.
 //
-//	print.go       formats, Printer, the tables of nodes, images, agents
-//	               and snapshots, JSON/YAML/name output
+//	print.go       formats, Printer, the tables of nodes, images and
+//	               agents, JSON/YAML/name output
+//	snapshots.go   the table of images made from snapshots
 //	objectjson.go  the JSON of one object (status whole, manifest header)
 //	jsonpath.go    -o jsonpath=TEMPLATE
 //	format.go      ages, <none>
