@@ -23,6 +23,24 @@ const (
 	PhaseUnavailable = "Unavailable"
 )
 
+// Placement reasons, as the scheduler writes them in Placement.reason
+// (and the node's Scheduled condition shows them).
+const (
+	// ReasonScheduled: placed on an agent.
+	ReasonScheduled = "Scheduled"
+	// ReasonNoAgent: no Ready agent holds the node's image.
+	ReasonNoAgent = "NoAgentHoldsImage"
+	// ReasonAgentNotFound: the pinned agent is not registered.
+	ReasonAgentNotFound = "AgentNotFound"
+	// ReasonAgentUnavailable: the pinned agent's lease expired.
+	ReasonAgentUnavailable = "AgentUnavailable"
+	// ReasonImageNotReady: the pinned agent does not hold the image yet.
+	ReasonImageNotReady = "ImageNotReady"
+	// ReasonPinIgnored: placed on the agent that holds the node's disk,
+	// not on the pinned one (the message says why).
+	ReasonPinIgnored = "PinIgnored"
+)
+
 // Agent states.
 const (
 	// AgentReady: its lease is alive and it serves its targets.

@@ -57,7 +57,7 @@ type Config struct {
 	// fetched them (default <Member.DataDir>/uploads).
 	UploadDir string
 	// UploadTTL is how long a staged upload that no image refers to is
-	// kept (default apiserver.DefaultUploadTTL, 24h).
+	// kept (default staging.DefaultUploadTTL, 24h).
 	UploadTTL time.Duration
 	// BootListen is the boot server's host:port (--boot-listen); empty:
 	// no boot server. Boot is how its scripts refer to it and whether

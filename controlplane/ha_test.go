@@ -212,24 +212,7 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 		return err == nil && len(resp.Members) == 3
 	})
 
-	var agents []*fakeagent.Agent
-	for _, name := range []string{"a1", "a2", "a3"} {
-		a, err := fakeagent.Register(ctx, c.cli, name, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go a.Serve(ctx, slog.New(slog.DiscardHandler))
-		agents = append(agents, a)
-	}
-	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
-		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range agents {
-		if err := a.SetReplica(ctx, "default", "img", api.ReplicaReady); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.imageOnAgents(ctx, t, client, "a1", "a2", "a3")
 
 	// Create the nodes through the follower; kill the leader once a third
 	// of them are placed.
@@ -262,18 +245,7 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 
 	var second string
 	eventually.True(t, "another member leads", func() bool { second = c.leader(ctx); return second != "" && second != first })
-	eventually.True(t, "every node Ready", func() bool {
-		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
-		if err != nil || len(resp.Nodes) != nodes {
-			return false
-		}
-		for _, n := range resp.Nodes {
-			if n.GetStatus().GetPhase() != api.PhaseReady {
-				return false
-			}
-		}
-		return true
-	})
+	eventually.True(t, "every node Ready", allReady(ctx, client, nodes))
 	t.Logf("new leader %s placed the rest", second)
 
 	// etcd's history: every assignment and placement ever written.
@@ -309,6 +281,46 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 		if len(agents) != 1 {
 			t.Errorf("node %s was placed on %d agents: %v", node, len(agents), agents)
 		}
+	}
+}
+
+// imageOnAgents registers FAKE agents (fakeagent) that serve until ctx
+// ends, then puts image "img" and makes it Ready on each of them.
+func (c *haCluster) imageOnAgents(ctx context.Context, t *testing.T, client sanbootv1.SanbootClient, names ...string) {
+	t.Helper()
+	var agents []*fakeagent.Agent
+	for _, name := range names {
+		a, err := fakeagent.Register(ctx, c.cli, name, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go a.Serve(ctx, slog.New(slog.DiscardHandler))
+		agents = append(agents, a)
+	}
+	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents {
+		if err := a.SetReplica(ctx, "default", "img", api.ReplicaReady); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// allReady says whether the API lists n nodes, every one Ready.
+func allReady(ctx context.Context, client sanbootv1.SanbootClient, n int) func() bool {
+	return func() bool {
+		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
+		if err != nil || len(resp.Nodes) != n {
+			return false
+		}
+		for _, nd := range resp.Nodes {
+			if nd.GetStatus().GetPhase() != api.PhaseReady {
+				return false
+			}
+		}
+		return true
 	}
 }
 
@@ -564,18 +576,7 @@ func TestHARollingRestart(t *testing.T) {
 	defer cancel()
 	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
 	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
-	a, err := fakeagent.Register(ctx, c.cli, "a1", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go a.Serve(ctx, slog.New(slog.DiscardHandler))
-	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
-		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.SetReplica(ctx, "default", "img", api.ReplicaReady); err != nil {
-		t.Fatal(err)
-	}
+	c.imageOnAgents(ctx, t, client, "a1")
 
 	stop := make(chan struct{})
 	var calls, nodes int
@@ -621,18 +622,7 @@ func TestHARollingRestart(t *testing.T) {
 		t.Fatalf("after %d good calls: %v", calls, callErr)
 	}
 	t.Logf("%d calls during the rolling restart, none failed", calls)
-	eventually.True(t, "every node Ready", func() bool {
-		resp, err := client.ListNodes(ctx, &sanbootv1.ListRequest{})
-		if err != nil || len(resp.Nodes) != nodes {
-			return false
-		}
-		for _, n := range resp.Nodes {
-			if n.GetStatus().GetPhase() != api.PhaseReady {
-				return false
-			}
-		}
-		return true
-	})
+	eventually.True(t, "every node Ready", allReady(ctx, client, nodes))
 }
 
 // A client given one member learns the others from their registrations:

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,11 +20,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/sanboot/sanboot/agent/export"
-	"github.com/sanboot/sanboot/agent/fetch"
-	"github.com/sanboot/sanboot/agent/store"
-	fakestore "github.com/sanboot/sanboot/agent/store/fake"
-	"github.com/sanboot/sanboot/agent/store/filestore"
+	"github.com/sanboot/sanboot/agent"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
@@ -78,26 +75,27 @@ func startWith(t *testing.T, fakeStore bool) *system {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	// The agent, wired as sanboot-agent wires it.
+	// The agent, run as sanboot-agent runs it.
 	s.store = t.TempDir()
-	var st store.Store
-	var images export.Images // the fake keeps no bytes to export
+	storeKind := agent.StoreFile
 	if fakeStore {
-		fs, err := fakestore.New(fakestore.Options{Root: s.store, CapacityBytes: 1 << 40})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st = fs
-	} else {
-		fs, err := filestore.New(filestore.Options{Root: s.store, Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { fs.Close() })
-		st, images = fs, fs
+		storeKind = agent.StoreFake
 	}
-	runAgent(t, ctx, &wg, agentConfig{name: "a1", cli: s.cli, store: st, images: images, ttl: 10 * time.Second, log: log})
+	wg.Go(func() {
+		if err := agent.Run(ctx, testAgent("a1", a.Etcd.Endpoints, storeKind, s.store, log)); err != nil {
+			t.Errorf("agent a1: %v", err)
+		}
+	})
 	return s
+}
+
+// testAgent is the configuration of an agent with the fake driver (which
+// serves no iSCSI) and a store of kind in dir; it retries failed work
+// within a second.
+func testAgent(name string, endpoints []string, kind, dir string, log *slog.Logger) agent.Config {
+	return agent.Config{Name: name, Endpoints: endpoints, Driver: "fake", Store: kind, StoreDir: dir, FakeCapacity: 1 << 40,
+		Portals: []string{"127.0.0.1:3260"}, LeaseTTL: 10 * time.Second, ResyncInterval: time.Minute, Workers: 8,
+		RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Log: log}
 }
 
 // ctl runs sanbootctl against the system and fails the test unless it

@@ -7,13 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sanboot/sanboot/agent/fetch"
-	"github.com/sanboot/sanboot/agent/reconciler"
-	"github.com/sanboot/sanboot/agent/registry"
-	"github.com/sanboot/sanboot/agent/store/filestore"
-	faketarget "github.com/sanboot/sanboot/agent/target/fake"
+	"github.com/sanboot/sanboot/agent"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/cptest"
@@ -34,25 +29,15 @@ func TestLateAgentCannotGetACollectedUpload(t *testing.T) {
 		eventually.Seen(func() string { return fmt.Sprintf("%q", s.staged()) }))
 
 	log := cptest.Log(t)
-	st, err := filestore.New(filestore.Options{Root: t.TempDir(), Open: fetch.New(fetch.Config{Client: s.cli, Log: log}).Open, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg, err := registry.New(s.cli, registry.Config{Name: "a2", Driver: "fake", Portals: []string{"127.0.0.1:3260"}, TTL: 10 * time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := reconciler.New(reconciler.Config{Agent: "a2", Client: s.cli, Store: st, Driver: faketarget.New(),
-		Portals: []string{"127.0.0.1:3260"}, RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	done := make(chan struct{}, 2)
-	go func() { reg.Run(ctx); done <- struct{}{} }()
-	go func() { rec.Run(ctx); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, testAgent("a2", s.cli.Endpoints(), agent.StoreFile, t.TempDir(), log)) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent a2: %v", err)
+		}
+	})
 
 	var im *sanbootv1.Image
 	eventually.True(t, "a2's replica to fail", func() bool {

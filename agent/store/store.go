@@ -211,6 +211,22 @@ func ValidateImageSpec(spec ImageSpec) error {
 	return errors.Join(errs...)
 }
 
+// CheckClone is the check every Clone starts with: ctx is not done, and
+// the names of the image and of the node's disk are valid (the error says
+// which is not).
+func CheckClone(ctx context.Context, project, image, node string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ValidateNames(project, image); err != nil {
+		return fmt.Errorf("clone image %s/%s: %w", project, image, err)
+	}
+	if err := ValidateNames(project, node); err != nil {
+		return fmt.Errorf("clone disk of node %s/%s: %w", project, node, err)
+	}
+	return nil
+}
+
 // ValidateNames checks a project and a name (of an image or a node).
 func ValidateNames(project, name string) error {
 	return errors.Join(api.ValidateName("project", project), api.ValidateName("name", name))

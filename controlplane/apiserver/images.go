@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"errors"
 	"maps"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -86,16 +85,9 @@ func (s *Server) PutImage(ctx context.Context, req *sanbootv1.PutImageRequest) (
 		return nil, invalid(err)
 	}
 	ref := state.Ref{Project: im.Metadata.Project, Name: im.Metadata.Name}
-	for attempt := 1; ; attempt++ {
-		resp, err := s.putImage(ctx, ref, im, req.GetMode(), req.GetDryRun())
-		if errors.Is(err, kv.ErrConflict) {
-			if im.Metadata.Revision == 0 && attempt < retries {
-				continue
-			}
-			return nil, conflict(describe("image", ref))
-		}
-		return resp, err
-	}
+	return retryConflict(im.Metadata.Revision == 0, describe("image", ref), func() (*sanbootv1.PutImageResponse, error) {
+		return s.putImage(ctx, ref, im, req.GetMode(), req.GetDryRun())
+	})
 }
 
 func (s *Server) putImage(ctx context.Context, ref state.Ref, im *sanbootv1.Image, mode sanbootv1.PutMode, dryRun bool) (*sanbootv1.PutImageResponse, error) {
@@ -168,19 +160,12 @@ func (s *Server) DeleteImage(ctx context.Context, req *sanbootv1.DeleteRequest) 
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 1; ; attempt++ {
-		err := s.deleteImage(ctx, ref, req.GetRevision())
-		if errors.Is(err, kv.ErrConflict) {
-			if req.GetRevision() == 0 && attempt < retries {
-				continue
-			}
-			return nil, conflict(describe("image", ref) + " or a node or image of its project")
-		}
-		if err != nil {
+	return retryConflict(req.GetRevision() == 0, describe("image", ref)+" or a node or image of its project", func() (*sanbootv1.DeleteResponse, error) {
+		if err := s.deleteImage(ctx, ref, req.GetRevision()); err != nil {
 			return nil, err
 		}
 		return &sanbootv1.DeleteResponse{}, nil
-	}
+	})
 }
 
 func (s *Server) deleteImage(ctx context.Context, ref state.Ref, revision int64) error {

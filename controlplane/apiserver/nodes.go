@@ -190,7 +190,8 @@ func (s *Server) PutNode(ctx context.Context, req *sanbootv1.PutNodeRequest) (*s
 
 // errStale is the conflict of a node that is not at the revision the
 // request asked for (metadata.revision), or that changed after the
-// revision its client read it at (PutNodesRequest.read_revision).
+// revision its client read it at (PutNodesRequest.read_revision):
+// retryConflict does not redo it.
 var errStale = fmt.Errorf("%w: the node is not at the revision asked for", kv.ErrConflict)
 
 // putNodeRetrying is PutNode of a valid node: a write that lost a race is
@@ -198,17 +199,11 @@ var errStale = fmt.Errorf("%w: the node is not at the revision asked for", kv.Er
 // (metadata.revision, readRev: see errStale). pre, if not nil, is what
 // readNode would read (with the node's status), for the first attempt.
 func (s *Server) putNodeRetrying(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, readRev int64, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
-	for attempt := 1; ; attempt++ {
+	return retryConflict(true, describe("node", ref), func() (*sanbootv1.PutNodeResponse, error) {
 		resp, err := s.putNode(ctx, ref, n, mode, dryRun, readRev, pre)
-		pre = nil
-		if errors.Is(err, kv.ErrConflict) {
-			if !errors.Is(err, errStale) && attempt < retries {
-				continue // read again: the next read tells whether the node changed
-			}
-			return nil, conflict(describe("node", ref))
-		}
+		pre = nil // a retry reads again: the next read tells whether the node changed
 		return resp, err
-	}
+	})
 }
 
 func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, mode sanbootv1.PutMode, dryRun bool, readRev int64, pre *state.Store) (*sanbootv1.PutNodeResponse, error) {
@@ -379,16 +374,9 @@ func (s *Server) DeleteNode(ctx context.Context, req *sanbootv1.DeleteRequest) (
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 1; ; attempt++ {
-		n, err := s.deleteNode(ctx, ref, req)
-		if errors.Is(err, kv.ErrConflict) {
-			if req.GetRevision() == 0 && attempt < retries {
-				continue
-			}
-			return nil, conflict(describe("node", ref))
-		}
-		return n, err
-	}
+	return retryConflict(req.GetRevision() == 0, describe("node", ref), func() (*sanbootv1.Node, error) {
+		return s.deleteNode(ctx, ref, req)
+	})
 }
 
 func (s *Server) deleteNode(ctx context.Context, ref state.Ref, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {

@@ -93,7 +93,7 @@ func New(cli *clientv3.Client, cfg Config) *Server {
 		cfg.WatchBuffer = 16384
 	}
 	if cfg.UploadTTL <= 0 {
-		cfg.UploadTTL = DefaultUploadTTL
+		cfg.UploadTTL = staging.DefaultUploadTTL
 	}
 	if cfg.UploadGCInterval <= 0 {
 		cfg.UploadGCInterval = 5 * time.Minute
@@ -126,7 +126,7 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.cfg.Informer.Run(ctx) })
 	}
 	if s.cfg.Uploads != nil {
-		wg.Go(func() { s.runUploadGC(ctx) })
+		wg.Go(func() { s.uploadGC().Run(ctx, s.cfg.UploadGCInterval) })
 	}
 	wg.Go(func() {
 		for delay := time.Second; ; delay = min(2*delay, time.Minute) {
@@ -346,6 +346,25 @@ func etcdError(ctx context.Context, what string, err error) error {
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	return status.Errorf(codes.Unavailable, "%s etcd: %v; retry, or try another control-plane member", what, err)
+}
+
+// retryConflict runs attempt until its write does not lose a race
+// (kv.ErrConflict): again, up to retries times, when retry (no revision
+// was asked for, so a read-modify-write may start over), else once; never
+// again for errStale (the object itself is not at the revision asked for).
+// A race still lost is conflict(what).
+func retryConflict[T any](retry bool, what string, attempt func() (T, error)) (T, error) {
+	for i := 1; ; i++ {
+		v, err := attempt()
+		if errors.Is(err, kv.ErrConflict) {
+			if retry && i < retries && !errors.Is(err, errStale) {
+				continue
+			}
+			var zero T
+			return zero, conflict(what)
+		}
+		return v, err
+	}
 }
 
 // conflict is the error of a write that lost a race.

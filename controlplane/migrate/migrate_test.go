@@ -52,9 +52,9 @@ func TestMovesTheOlderLayout(t *testing.T) {
 		migrate.OldReplicasPrefix + "default/ubuntu": "junk",
 
 		api.NodeKey("default", "n1"):      marshal(t, &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Generation: 1}, Spec: &sanbootv1.NodeSpec{Image: "ubuntu"}}),
-		api.PlacementKey("default", "n1"): marshal(t, &sanbootv1.Placement{Agent: "s1", Reason: "Scheduled"}),
-		api.PlacementKey("default", "n2"): marshal(t, &sanbootv1.Placement{Reason: "NoAgentHoldsImage"}),
-		api.PlacementKey("default", "n3"): marshal(t, &sanbootv1.Placement{Agent: "s2", Reason: "Scheduled"}),
+		api.PlacementKey("default", "n1"): marshal(t, &sanbootv1.Placement{Agent: "s1", Reason: api.ReasonScheduled}),
+		api.PlacementKey("default", "n2"): marshal(t, &sanbootv1.Placement{Reason: api.ReasonNoAgent}),
+		api.PlacementKey("default", "n3"): marshal(t, &sanbootv1.Placement{Agent: "s2", Reason: api.ReasonScheduled}),
 		api.AliveKey("s1"):                "",
 	}
 	for i := range 70 {

@@ -77,7 +77,7 @@ func placed(n rec, a string) []rec {
 	nd := n.msg.(*sanbootv1.Node)
 	ref := state.Ref{Project: project, Name: nd.Metadata.Name}
 	return []rec{
-		{api.PlacementKey(project, ref.Name), &sanbootv1.Placement{Agent: a, Reason: ReasonScheduled, Generation: nd.Metadata.Generation}},
+		{api.PlacementKey(project, ref.Name), &sanbootv1.Placement{Agent: a, Reason: api.ReasonScheduled, Generation: nd.Metadata.Generation}},
 		{api.AssignKey(a, project, ref.Name), assignment(ref, nd, nil)},
 	}
 }
@@ -142,7 +142,7 @@ func TestPlan(t *testing.T) {
 		{name: "no agent holds the image", records: records(agent("a", "Pending"), agent("b", "Failed"), n1)},
 		{name: "no agent at all", records: records(n1)},
 		{name: "no agent and the placement says so already", records: records(n1,
-			rec{api.PlacementKey(project, "n1"), &sanbootv1.Placement{Reason: ReasonNoAgent, Message: `no Ready agent holds image "img"`, Generation: 1}})},
+			rec{api.PlacementKey(project, "n1"), &sanbootv1.Placement{Reason: api.ReasonNoAgent, Message: `no Ready agent holds image "img"`, Generation: 1}})},
 		{name: "pinned agent not registered", records: records(agent("a", "Ready"), node("n1", pinned("zz")))},
 		{name: "pinned agent unavailable", records: records(domainAgent("a", "Ready", "", false), node("n1", pinned("a")))},
 		{name: "pinned agent without the image", records: records(agent("a", "Ready"), agent("b", "Pending"), node("n1", pinned("b")))},
@@ -174,7 +174,7 @@ func TestPlan(t *testing.T) {
 		{name: "deletion once the agent tore down", records: records(agent("a", "Ready"), node("n1", deleted), placed(n1, "a"),
 			status("n1", "a", api.PhaseDeleted), status("n1", "b", api.PhaseReady), secret)},
 		{name: "deleting a node never placed", records: records(node("n1", deleted),
-			rec{api.PlacementKey(project, "n1"), &sanbootv1.Placement{Reason: ReasonNoAgent, Message: `no Ready agent holds image "img"`, Generation: 1}})},
+			rec{api.PlacementKey(project, "n1"), &sanbootv1.Placement{Reason: api.ReasonNoAgent, Message: `no Ready agent holds image "img"`, Generation: 1}})},
 		{name: "deleting a node whose assignment is gone", records: records(agent("a", "Ready"), node("n1", deleted), placed(n1, "a")[0])},
 		{name: "forced deletion waits for a live agent", records: records(agent("a", "Ready"), node("n1", forced), placed(n1, "a"))},
 		{name: "forced deletion of a node whose agent is gone", records: records(domainAgent("a", "Ready", "", false), node("n1", forced), placed(n1, "a"))},

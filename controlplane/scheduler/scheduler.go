@@ -57,16 +57,6 @@ import (
 	"github.com/sanboot/sanboot/internal/workqueue"
 )
 
-// Placement reasons (Placement.reason).
-const (
-	ReasonScheduled        = "Scheduled"
-	ReasonNoAgent          = "NoAgentHoldsImage"
-	ReasonAgentNotFound    = "AgentNotFound"
-	ReasonAgentUnavailable = "AgentUnavailable"
-	ReasonImageNotReady    = "ImageNotReady"
-	ReasonPinIgnored       = "PinIgnored"
-)
-
 // maxTxnOps is etcd's default limit on the operations (and on the
 // comparisons) of one transaction (--max-txn-ops).
 const maxTxnOps = 128
@@ -532,9 +522,9 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 	}
 
 	// A placed node: keep its placement and assignment up to date.
-	want := &sanbootv1.Placement{Agent: agent, Reason: ReasonScheduled, Generation: gen}
+	want := &sanbootv1.Placement{Agent: agent, Reason: api.ReasonScheduled, Generation: gen}
 	if pin := node.Msg.GetSpec().GetAgent(); pin != "" && pin != agent {
-		want.Reason = ReasonPinIgnored
+		want.Reason = api.ReasonPinIgnored
 		want.Message = fmt.Sprintf("spec.agent is %q but the node's disk lives on %q and a placement never moves: delete the node and create it again to move it", pin, agent)
 	}
 	if !hasPl || !proto.Equal(pl.Msg, want) {
@@ -616,14 +606,14 @@ func (s *Scheduler) choose(n *sanbootv1.Node, picks map[string]int) (agent, reas
 		_, registered := st.Agents[pin]
 		switch {
 		case !registered && !st.IsAlive(pin):
-			return "", ReasonAgentNotFound, fmt.Sprintf("pinned agent %q is not registered", pin)
+			return "", api.ReasonAgentNotFound, fmt.Sprintf("pinned agent %q is not registered", pin)
 		case !st.IsAlive(pin):
-			return "", ReasonAgentUnavailable, fmt.Sprintf("pinned agent %q is unavailable (lease expired)", pin)
+			return "", api.ReasonAgentUnavailable, fmt.Sprintf("pinned agent %q is unavailable (lease expired)", pin)
 		case !holds(pin):
 			phase := cmp.Or(replicas[pin].Msg.GetPhase(), "missing")
-			return "", ReasonImageNotReady, fmt.Sprintf("pinned agent %q does not hold image %q yet (replica: %s)", pin, img.Name, phase)
+			return "", api.ReasonImageNotReady, fmt.Sprintf("pinned agent %q does not hold image %q yet (replica: %s)", pin, img.Name, phase)
 		}
-		return pin, ReasonScheduled, ""
+		return pin, api.ReasonScheduled, ""
 	}
 	best, bestLoad := "", 0
 	for _, a := range slices.Sorted(maps.Keys(st.Alive)) {
@@ -636,7 +626,7 @@ func (s *Scheduler) choose(n *sanbootv1.Node, picks map[string]int) (agent, reas
 		}
 	}
 	if best == "" {
-		return "", ReasonNoAgent, fmt.Sprintf("no Ready agent holds image %q", img.Name)
+		return "", api.ReasonNoAgent, fmt.Sprintf("no Ready agent holds image %q", img.Name)
 	}
-	return best, ReasonScheduled, ""
+	return best, api.ReasonScheduled, ""
 }

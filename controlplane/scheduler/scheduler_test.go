@@ -129,7 +129,7 @@ func TestPendingUntilAnAgentHoldsTheImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = e.waitPlacement("n1", placedOn)
-	if p.Agent != "a" || p.Message != "" || p.Reason != scheduler.ReasonScheduled {
+	if p.Agent != "a" || p.Message != "" || p.Reason != api.ReasonScheduled {
 		t.Fatalf("placement = %v", p)
 	}
 }

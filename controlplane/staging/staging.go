@@ -14,8 +14,9 @@
 // left are removed when the area is opened.
 //
 // Ids are 32 lowercase hex digits (16 random bytes). What an upload is for
-// is not recorded here: the API server's garbage collector decides from
-// the image specs in etcd when a staged upload may go (Remove).
+// is not recorded here: the garbage collector (GC, in gc.go), which the
+// API server runs, decides from the image specs in etcd when a staged
+// upload may go.
 package staging
 
 import (

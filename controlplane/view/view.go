@@ -92,7 +92,7 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	scheduled := &sanbootv1.Condition{Type: api.ConditionScheduled}
 	switch {
 	case agent != "":
-		scheduled.Status, scheduled.Reason = true, "Scheduled"
+		scheduled.Status, scheduled.Reason = true, api.ReasonScheduled
 		scheduled.Message = fmt.Sprintf("placed on agent %q", agent)
 		if pl.Msg.GetMessage() != "" {
 			scheduled.Reason, scheduled.Message = pl.Msg.GetReason(), scheduled.Message+"; "+pl.Msg.GetMessage()

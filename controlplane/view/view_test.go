@@ -48,7 +48,7 @@ var (
 	placeKey  = api.PlacementKey("p", "n1")
 	statusKey = api.NodeStatusKey("p", "n1", "a")
 	aliveA    = api.AliveKey("a")
-	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: "Scheduled"}
+	placedOnA = &sanbootv1.Placement{Agent: "a", Reason: api.ReasonScheduled}
 	ready     = &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "a", TargetIqn: "iqn.x", Portals: []string{"127.0.0.1:3260"}, ObservedGeneration: 2,
 		Sessions: []*sanbootv1.TargetSession{{Initiator: "iqn.y", Address: "10.99.0.2"}}}
 	empty = &sanbootv1.AgentRecord{}
@@ -65,7 +65,7 @@ func TestNodeStatus(t *testing.T) {
 	}{
 		{"not yet scheduled", map[string]proto.Message{nodeKey: node(false)},
 			api.PhasePending, "waiting for the scheduler", false, false},
-		{"unschedulable", map[string]proto.Message{nodeKey: node(false), placeKey: &sanbootv1.Placement{Reason: "NoAgentHoldsImage", Message: `no Ready agent holds image "img"`}},
+		{"unschedulable", map[string]proto.Message{nodeKey: node(false), placeKey: &sanbootv1.Placement{Reason: api.ReasonNoAgent, Message: `no Ready agent holds image "img"`}},
 			api.PhasePending, `no Ready agent holds image "img"`, false, false},
 		{"placed, no report yet", map[string]proto.Message{nodeKey: node(false), placeKey: placedOnA, aliveA: empty},
 			api.PhasePending, `placed on agent "a"; waiting for it to report`, true, true},
@@ -98,7 +98,7 @@ func TestNodeStatus(t *testing.T) {
 		{"a status with no placement", map[string]proto.Message{nodeKey: node(false), statusKey: ready},
 			api.PhasePending, "waiting for the scheduler", false, false},
 		{"pin ignored", map[string]proto.Message{nodeKey: node(false), aliveA: empty, statusKey: ready,
-			placeKey: &sanbootv1.Placement{Agent: "a", Reason: "PinIgnored", Message: "the disk lives on a"}}, api.PhaseReady, "", true, true},
+			placeKey: &sanbootv1.Placement{Agent: "a", Reason: api.ReasonPinIgnored, Message: "the disk lives on a"}}, api.PhaseReady, "", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,7 +116,7 @@ func TestNodeStatus(t *testing.T) {
 			if n.Metadata.Project != "p" || n.Metadata.Name != "n1" || n.Metadata.Revision == 0 {
 				t.Fatalf("metadata = %v: project and name come from the key, revision from etcd", n.Metadata)
 			}
-			if tt.name == "pin ignored" && (c[0].Reason != "PinIgnored" || !strings.Contains(c[0].Message, "the disk lives on a")) {
+			if tt.name == "pin ignored" && (c[0].Reason != api.ReasonPinIgnored || !strings.Contains(c[0].Message, "the disk lives on a")) {
 				t.Fatalf("scheduled condition = %v", c[0])
 			}
 			if tt.name == "ready" && (st.TargetIqn != "iqn.x" || st.Portals[0] != "127.0.0.1:3260" || st.ObservedGeneration != 2 || st.Agent != "a") {

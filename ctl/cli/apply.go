@@ -16,6 +16,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/ctl/manifest"
+	"github.com/sanboot/sanboot/ctl/printers"
 	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
@@ -386,7 +387,7 @@ func (s *session) resolveFile(ctx context.Context, c sanbootv1.SanbootClient, o 
 	im.Spec.SizeBytes = up.GetSizeBytes()
 	im.Spec.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Upload{Upload: &sanbootv1.UploadSource{
 		UploadId: up.GetUploadId(), Sha256: up.GetSha256(), Member: up.GetMember()}}}
-	return im, fmt.Sprintf(" (uploaded %s, %s, sha256 %s)", o.File, bytesize.Format(up.GetSizeBytes()), shortSum(up.GetSha256())), nil
+	return im, fmt.Sprintf(" (uploaded %s, %s, sha256 %s)", o.File, bytesize.Format(up.GetSizeBytes()), printers.ShortSum(up.GetSha256())), nil
 }
 
 // prune deletes the nodes of the applied projects (and the current one)

@@ -15,6 +15,7 @@ import (
 )
 
 func newBackupCmd(s *session) *cobra.Command {
+	o := &backupOptions{}
 	return &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Save every node, image, assignment and secret to an etcd snapshot",
@@ -33,16 +34,28 @@ on a stopped control plane with
 themselves. Image bytes live on the agents and are not in the snapshot.`,
 		Example: `  sanbootctl backup /var/backups/sanboot-$(date +%F).db`,
 		Args:    exactArgs(1, "backup takes the FILE to write"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return s.backup(cmd.Context(), args[0])
-		},
+		RunE:    runOptions(s, o),
 	}
 }
 
-func (s *session) backup(ctx context.Context, file string) error {
-	if file == "-" {
+// backupOptions are backup's (options.go).
+type backupOptions struct{ file string }
+
+func (o *backupOptions) complete(args []string) error {
+	o.file = args[0]
+	return nil
+}
+
+func (o *backupOptions) validate() error {
+	if o.file == "-" {
 		return errors.New("backup writes a file (it is verified before it gets its name): give a path, not -")
 	}
+	return nil
+}
+
+// run streams the snapshot into FILE and names it once verified.
+func (o *backupOptions) run(ctx context.Context, s *session) error {
+	file := o.file
 	c, err := s.api()
 	if err != nil {
 		return err

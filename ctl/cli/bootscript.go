@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 func newBootScriptCmd(s *session) *cobra.Command {
@@ -62,7 +63,7 @@ See docs/boot.md.`,
 			case output == formatText:
 				fmt.Fprint(s.env.Stdout, bs.GetScript())
 			default:
-				return printer{w: s.env.Stdout, format: output, now: s.env.Now(), single: true}.structuredOut("bootScripts", protoList([]*sanbootv1.BootScript{bs}))
+				return printers.Printer{W: s.env.Stdout, Format: output, Now: s.env.Now(), Single: true}.StructuredOut("bootScripts", printers.ProtoList([]*sanbootv1.BootScript{bs}))
 			}
 			return nil
 		},

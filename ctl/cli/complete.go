@@ -41,11 +41,7 @@ func (s *session) completeImages(cmd *cobra.Command, args []string, toComplete s
 
 func (s *session) completeNames(cmd *cobra.Command, args []string, toComplete string,
 	list func(context.Context, sanbootv1.SanbootClient, string) ([]string, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
-	c, err := s.api()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveError
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/sanboot/sanboot/ctl/printers"
 	"github.com/spf13/cobra"
 )
 
@@ -26,7 +27,7 @@ variable, config file, default), and the config file consulted.`,
   sanbootctl --config ./lab.yaml config view -o json`,
 		Args: noArgs("config view takes no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != formatYAML && output != formatJSON {
+			if output != printers.FormatYAML && output != printers.FormatJSON {
 				return usageErrorf("-o %q: use yaml or json", output)
 			}
 			st, err := s.resolve()
@@ -50,8 +51,8 @@ variable, config file, default), and the config file consulted.`,
 			if err != nil {
 				return err
 			}
-			if output == formatYAML {
-				y, err := jsonToYAML(b)
+			if output == printers.FormatYAML {
+				y, err := printers.JSONToYAML(b)
 				if err != nil {
 					return err
 				}
@@ -66,7 +67,7 @@ variable, config file, default), and the config file consulted.`,
 			return nil
 		},
 	}
-	view.Flags().StringVarP(&output, "output", "o", formatYAML, "output format: yaml or json")
+	view.Flags().StringVarP(&output, "output", "o", printers.FormatYAML, "output format: yaml or json")
 	cmd.AddCommand(view)
 	return cmd
 }

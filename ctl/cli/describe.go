@@ -19,6 +19,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 func newDescribeCmd(s *session) *cobra.Command {
@@ -61,20 +62,21 @@ remember a different stretch.`,
   sanbootctl describe node node-01 node-02`,
 		Args:              minArgs(1, "name at least one NODE"),
 		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.describeNodes(cmd.Context(), names)
-		},
+		RunE:              runOptions(s, &describeNodeOptions{}),
 	}
 	cmd.AddCommand(node)
 	return cmd
 }
 
-func (s *session) describeNodes(ctx context.Context, names []string) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+// describeNodeOptions are describe node's (options.go).
+type describeNodeOptions struct{ nameArgs }
+
+func (o *describeNodeOptions) validate() error { return nil }
+
+// run describes each named node; the errors of the others are joined.
+func (o *describeNodeOptions) run(ctx context.Context, s *session) error {
+	names := o.names
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
@@ -133,7 +135,7 @@ func stamp(now time.Time, t *timestamppb.Timestamp) string {
 	if t == nil || !t.IsValid() || (t.Seconds == 0 && t.Nanos == 0) {
 		return "<unknown>"
 	}
-	return t.AsTime().UTC().Format(time.RFC3339) + " (" + age(now, t) + " ago)"
+	return t.AsTime().UTC().Format(time.RFC3339) + " (" + printers.Age(now, t) + " ago)"
 }
 
 func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent *sanbootv1.Agent, events []*sanbootv1.Event, evNote string) {
@@ -146,22 +148,22 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 	for _, k := range slices.Sorted(maps.Keys(m.GetLabels())) {
 		labels = append(labels, k+"="+m.GetLabels()[k])
 	}
-	line(0, "Labels", orNone(strings.Join(labels, ",")))
+	line(0, "Labels", printers.OrNone(strings.Join(labels, ",")))
 	line(0, "Created", stamp(now, m.GetCreateTime()))
 	if m.GetDeleteTime() != nil {
 		line(0, "Deletion requested", stamp(now, m.GetDeleteTime()))
 	}
 	line(0, "Generation", strconv.FormatInt(m.GetGeneration(), 10))
-	line(0, "UID", orNone(m.GetUid()))
+	line(0, "UID", printers.OrNone(m.GetUid()))
 	fmt.Fprintln(w, "Spec:")
 	line(1, "Image", spec.GetImage())
-	line(1, "MACs", orNone(strings.Join(spec.GetMacs(), ", ")))
+	line(1, "MACs", printers.OrNone(strings.Join(spec.GetMacs(), ", ")))
 	initiator := spec.GetInitiatorIqn()
 	if initiator == "" {
 		initiator = api.DefaultInitiatorIQN(api.ProjectOrDefault(m.GetProject()), m.GetName()) + " (default)"
 	}
 	line(1, "Initiator IQN", initiator)
-	line(1, "Agent pin", orNone(spec.GetAgent()))
+	line(1, "Agent pin", printers.OrNone(spec.GetAgent()))
 	chap := strconv.FormatBool(spec.GetChap())
 	if spec.GetMutualChap() {
 		chap += " (mutual)"
@@ -169,8 +171,8 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 	line(1, "CHAP", chap)
 	line(1, "Keep disk", strconv.FormatBool(spec.GetKeepDisk()))
 	fmt.Fprintln(w, "Status:")
-	line(1, "Phase", orNone(st.GetPhase()))
-	line(1, "Message", orNone(st.GetMessage()))
+	line(1, "Phase", printers.OrNone(st.GetPhase()))
+	line(1, "Message", printers.OrNone(st.GetMessage()))
 	obs := strconv.FormatInt(st.GetObservedGeneration(), 10)
 	if st.GetObservedGeneration() < m.GetGeneration() {
 		obs += " (the agent has not acted on generation " + strconv.FormatInt(m.GetGeneration(), 10) + " yet)"
@@ -178,24 +180,24 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 	line(1, "Observed generation", obs)
 	line(1, "Updated", stamp(now, st.GetUpdateTime()))
 	fmt.Fprintln(w, "Target:")
-	agentLine := orNone(st.GetAgent())
+	agentLine := printers.OrNone(st.GetAgent())
 	if agent != nil {
-		agentLine += fmt.Sprintf(" (%s, driver %s, version %s)", orNone(agent.GetState()), orNone(agent.GetRecord().GetDriver()), orNone(agent.GetRecord().GetVersion()))
+		agentLine += fmt.Sprintf(" (%s, driver %s, version %s)", printers.OrNone(agent.GetState()), printers.OrNone(agent.GetRecord().GetDriver()), printers.OrNone(agent.GetRecord().GetVersion()))
 	}
 	line(1, "Agent", agentLine)
-	line(1, "Target IQN", orNone(st.GetTargetIqn()))
-	line(1, "Portals", orNone(strings.Join(st.GetPortals(), ", ")))
+	line(1, "Target IQN", printers.OrNone(st.GetTargetIqn()))
+	line(1, "Portals", printers.OrNone(strings.Join(st.GetPortals(), ", ")))
 	lun := "<none>"
 	if st.GetTargetIqn() != "" {
 		lun = strconv.Itoa(int(st.GetLun()))
 	}
 	line(1, "LUN", lun)
-	line(1, "Clone mode", orNone(st.GetCloneMode()))
+	line(1, "Clone mode", printers.OrNone(st.GetCloneMode()))
 	fmt.Fprintln(w, "Boot:")
 	if f := n.GetLastBootFetch(); f == nil {
 		line(1, "Last script fetch", "never (no request for a boot script has named this node)")
 	} else {
-		line(1, "Last script fetch", stamp(now, f.GetTime())+" from "+orNone(f.GetRemoteAddr()))
+		line(1, "Last script fetch", stamp(now, f.GetTime())+" from "+printers.OrNone(f.GetRemoteAddr()))
 		firmware := f.GetPlatform()
 		if firmware == "" {
 			firmware = "<not said>"
@@ -206,12 +208,12 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 			token = "used"
 		}
 		line(1, "Boot token", token)
-		served := orNone(f.GetOutcome())
+		served := printers.OrNone(f.GetOutcome())
 		switch f.GetOutcome() {
 		case "boot":
 			served = "a script that boots from the target"
 		case "wait":
-			served = "a script that waits: " + orNone(f.GetMessage())
+			served = "a script that waits: " + printers.OrNone(f.GetMessage())
 		}
 		line(1, "Served", served)
 	}
@@ -233,9 +235,9 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 		for _, c := range st.GetConditions() {
 			since := "<unknown>"
 			if t := c.GetLastTransitionTime(); t != nil {
-				since = age(now, t)
+				since = printers.Age(now, t)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.GetType(), condStatus(c.GetStatus()), orNone(c.GetReason()), since, orNone(c.GetMessage()))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.GetType(), condStatus(c.GetStatus()), printers.OrNone(c.GetReason()), since, printers.OrNone(c.GetMessage()))
 		}
 		tw.Flush()
 	}
@@ -249,7 +251,7 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 		tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
 		fmt.Fprintln(tw, "  TYPE\tREASON\tAGE\tCOUNT\tMESSAGE")
 		for _, e := range events {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", e.GetType(), orNone(e.GetReason()), age(now, e.GetTime()), e.GetCount(), orNone(e.GetMessage()))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", e.GetType(), printers.OrNone(e.GetReason()), printers.Age(now, e.GetTime()), e.GetCount(), printers.OrNone(e.GetMessage()))
 		}
 		tw.Flush()
 	}

@@ -17,6 +17,7 @@ import (
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/ctl/manifest"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // Exit codes of diff (as kubectl diff): 0 no differences, 1 differences,
@@ -292,7 +293,7 @@ func diffDoc(kind string, m proto.Message) ([]byte, error) {
 	if err := json.Compact(&compact, []byte(doc)); err != nil {
 		return nil, err
 	}
-	return jsonToYAML(compact.Bytes())
+	return printers.JSONToYAML(compact.Bytes())
 }
 
 func splitLines(b []byte) []string {

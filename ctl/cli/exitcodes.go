@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sanboot/sanboot/ctl/printers"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -86,6 +87,9 @@ func exitCode(err error) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
+	}
+	if fe := (*printers.FormatError)(nil); errors.As(err, &fe) {
+		return ExitUsage
 	}
 	if s, ok := status.FromError(err); ok {
 		return codeForRPC(s.Code())

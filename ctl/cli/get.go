@@ -6,9 +6,11 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // listFlags are the flags of every get/ls command.
@@ -20,7 +22,7 @@ type listFlags struct {
 }
 
 func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
-	cmd.Flags().StringVarP(&f.output, "output", "o", formatTable, "output format: table, wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath='{.status.phase}')")
+	cmd.Flags().StringVarP(&f.output, "output", "o", printers.FormatTable, "output format: table, wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath='{.status.phase}')")
 	if projects {
 		cmd.Flags().BoolVarP(&f.allProjects, "all-projects", "A", false, "list objects of every project")
 	}
@@ -28,12 +30,12 @@ func (f *listFlags) register(cmd *cobra.Command, projects, labels bool) {
 		cmd.Flags().StringVarP(&f.selector, "selector", "l", "", "label selector, e.g. rack=r1,env!=test")
 	}
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
-		[]string{formatTable, formatWide, formatJSON, formatYAML, formatName, formatJSONPathPrefix}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{printers.FormatTable, printers.FormatWide, printers.FormatJSON, printers.FormatYAML, printers.FormatName, printers.FormatJSONPathPrefix}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // check validates the flags; names are the NAME arguments.
 func (f *listFlags) check(names []string) error {
-	if err := checkFormat(f.output); err != nil {
+	if err := printers.CheckFormat(f.output); err != nil {
 		return err
 	}
 	if len(names) > 0 && (f.allProjects || f.selector != "") {
@@ -95,90 +97,75 @@ zero values too (lun: 0, portals: []).`,
 	return cmd
 }
 
+// cmdText is the help of one command.
+type cmdText struct {
+	use     string
+	aliases []string
+	short   string
+	long    string
+	example string
+}
+
 func newGetNodesCmd(s *session) *cobra.Command {
-	var f listFlags
-	cmd := &cobra.Command{
-		Use:     "nodes [NAME...]",
-		Aliases: []string{"node", "no"},
-		Short:   "Show nodes",
-		Example: `  sanbootctl get nodes
+	return newGetKindCmd(s, nodeKind(), cmdText{use: "nodes [NAME...]", aliases: []string{"node", "no"}, short: "Show nodes",
+		example: `  sanbootctl get nodes
   sanbootctl get nodes -A -o wide
   sanbootctl get node node-01 -o json
   sanbootctl get nodes -w
   sanbootctl get node node-01 -o jsonpath='{.status.phase}'
-  sanbootctl get nodes -o name`,
-		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := f.check(names); err != nil {
-				return err
-			}
-			if f.watch {
-				return s.watchNodes(cmd.Context(), names, f)
-			}
-			return s.getNodes(cmd.Context(), names, f)
-		},
-	}
-	f.register(cmd, true, true)
-	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print nodes again as they change (until interrupted)")
-	return cmd
+  sanbootctl get nodes -o name`}, s.completeNodes)
 }
 
 // newListImagesCmd builds "get images" and "image ls".
 func newListImagesCmd(s *session, use string, aliases []string, short, example string) *cobra.Command {
-	var f listFlags
-	cmd := &cobra.Command{
-		Use:               use,
-		Aliases:           aliases,
-		Short:             short,
-		Example:           example,
-		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := f.check(names); err != nil {
-				return err
-			}
-			if f.watch {
-				return s.watchImages(cmd.Context(), names, f, false)
-			}
-			return s.getImages(cmd.Context(), names, f)
-		},
-	}
-	f.register(cmd, true, true)
-	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print images again as they change (until interrupted)")
-	return cmd
+	return newGetKindCmd(s, imageKind(), cmdText{use: use, aliases: aliases, short: short, example: example}, s.completeImages)
 }
 
 // newListAgentsCmd builds "get agents" and "agents ls".
 func newListAgentsCmd(s *session, use string, aliases []string, short, example string) *cobra.Command {
-	var f listFlags
+	return newGetKindCmd(s, agentKind(), cmdText{use: use, aliases: aliases, short: short, example: example}, nil)
+}
+
+// newGetKindCmd builds "get KIND" (and the ls of its own command) from
+// the kind's description.
+func newGetKindCmd[T proto.Message](s *session, k kind[T], text cmdText, complete cobra.CompletionFunc) *cobra.Command {
+	o := &getOptions[T]{kind: k}
 	cmd := &cobra.Command{
-		Use:     use,
-		Aliases: aliases,
-		Short:   short,
-		Example: example,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := f.check(names); err != nil {
-				return err
-			}
-			if f.watch {
-				return s.watchAgents(cmd.Context(), names, f)
-			}
-			return s.getAgents(cmd.Context(), names, f)
-		},
+		Use:               text.use,
+		Aliases:           text.aliases,
+		Short:             text.short,
+		Long:              text.long,
+		Example:           text.example,
+		ValidArgsFunction: complete,
+		RunE:              runOptions(s, o),
 	}
-	f.register(cmd, false, false)
-	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print agents again as they change (until interrupted)")
+	o.register(cmd, k.projects, k.projects)
+	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "after listing, print "+k.plural+" again as they change (until interrupted)")
 	return cmd
 }
 
-func (s *session) printer(f listFlags, single bool) printer {
-	return printer{w: s.env.Stdout, format: f.output, allProjects: f.allProjects, now: s.env.Now(), single: single}
+// getOptions are the options of "get KIND" (options.go): the NAME
+// arguments and the list flags.
+type getOptions[T proto.Message] struct {
+	nameArgs
+	listFlags
+	kind kind[T]
+}
+
+func (o *getOptions[T]) validate() error { return o.check(o.names) }
+
+func (o *getOptions[T]) run(ctx context.Context, s *session) error {
+	if o.watch {
+		return watchObjects(ctx, s, o.listFlags, o.kind, o.names)
+	}
+	return getObjects(ctx, s, o.listFlags, o.kind, o.names)
 }
 
 // noneFound says on stderr that a table would be empty (as kubectl does,
 // without a header) and reports whether it did; JSON and YAML print an
 // empty list instead.
 func (s *session) noneFound(f listFlags, kind, project string) bool {
-	if f.output != formatTable && f.output != formatWide {
+	if f.output != printers.FormatTable && f.output != printers.FormatWide {
 		return false
 	}
 	if f.allProjects || project == "" {
@@ -189,83 +176,59 @@ func (s *session) noneFound(f listFlags, kind, project string) bool {
 	return true
 }
 
-func (s *session) getNodes(ctx context.Context, names []string, f listFlags) error {
+// getObjects prints the named objects of k, or the list that f selects.
+func getObjects[T proto.Message](ctx context.Context, s *session, f listFlags, k kind[T], names []string) error {
 	c, err := s.api()
 	if err != nil {
 		return err
 	}
-	project, err := s.project()
-	if err != nil {
-		return err
+	project := ""
+	if k.projects {
+		if project, err = s.project(); err != nil {
+			return err
+		}
 	}
 	if len(names) > 0 {
-		return getNamed(s, names, func(name string) (*sanbootv1.Node, error) {
-			return c.GetNode(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
-		}, s.printer(f, len(names) == 1).nodes)
+		return getNamed(names, func(name string) (T, error) {
+			v, err := k.get(ctx, c, project, name)
+			if err == nil && k.keep != nil && !k.keep(v) {
+				return v, k.notKept(v)
+			}
+			if err != nil {
+				err = s.rpcError(err)
+			}
+			return v, err
+		}, func(items []T) error { return k.print(s.printer(f, len(names) == 1), items) })
 	}
-	resp, err := listNodes(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
+	all, err := k.list(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
 	if err != nil {
 		return s.rpcError(err)
 	}
-	if len(resp.GetNodes()) == 0 && s.noneFound(f, "nodes", project) {
+	items := all
+	if k.keep != nil {
+		items = nil
+		for _, v := range all {
+			if k.keep(v) {
+				items = append(items, v)
+			}
+		}
+	}
+	if len(items) == 0 && s.noneFound(f, k.plural, project) {
 		return nil
 	}
-	return s.printer(f, false).nodes(resp.GetNodes())
-}
-
-func (s *session) getImages(ctx context.Context, names []string, f listFlags) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
-	if err != nil {
-		return err
-	}
-	if len(names) > 0 {
-		return getNamed(s, names, func(name string) (*sanbootv1.Image, error) {
-			return c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
-		}, s.printer(f, len(names) == 1).images)
-	}
-	resp, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
-	if err != nil {
-		return s.rpcError(err)
-	}
-	if len(resp.GetImages()) == 0 && s.noneFound(f, "images", project) {
-		return nil
-	}
-	return s.printer(f, false).images(resp.GetImages())
-}
-
-func (s *session) getAgents(ctx context.Context, names []string, f listFlags) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	if len(names) > 0 {
-		return getNamed(s, names, func(name string) (*sanbootv1.Agent, error) {
-			return c.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: name})
-		}, s.printer(f, len(names) == 1).agents)
-	}
-	resp, err := c.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
-	if err != nil {
-		return s.rpcError(err)
-	}
-	if len(resp.GetAgents()) == 0 && s.noneFound(f, "agents", "") {
-		return nil
-	}
-	return s.printer(f, false).agents(resp.GetAgents())
+	return k.print(s.printer(f, false), items)
 }
 
 // getNamed gets each of names, prints those found (all at once, so that a
-// table has one header), and returns the errors of the others, joined.
-func getNamed[T any](s *session, names []string, get func(string) (T, error), print func([]T) error) error {
+// table has one header), and returns the errors of the others (for the
+// user: get maps its own), joined.
+func getNamed[T any](names []string, get func(string) (T, error), print func([]T) error) error {
 	var found []T
 	var errs []error
 	for _, name := range names {
 		v, err := get(name)
 		if err != nil {
-			errs = append(errs, s.rpcError(err))
+			errs = append(errs, err)
 			continue
 		}
 		found = append(found, v)

@@ -35,11 +35,7 @@ func newImageCmd(s *session) *cobra.Command {
 }
 
 func newImageCreateCmd(s *session) *cobra.Command {
-	var (
-		size   string
-		spec   sanbootv1.ImageSpec
-		labels []string
-	)
+	o := &imageCreateOptions{}
 	cmd := &cobra.Command{
 		Use:   "create NAME --size SIZE",
 		Short: "Create a blank image",
@@ -57,58 +53,72 @@ of 1024) or kB, MB, GB, TB (powers of 1000). Images must be a multiple of
   sanbootctl image create golden --size 512MiB --agents storage-1,storage-2 --protected`,
 		Args:              exactArgs(1, "image create takes one NAME"),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := bytesize.Parse(size)
-			if err != nil {
-				return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
-			}
-			l, err := parseLabels(labels)
-			if err != nil {
-				return withCode(ExitUsage, err)
-			}
-			spec.SizeBytes = n
-			spec.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Blank{Blank: &sanbootv1.BlankSource{}}}
-			return s.createImage(cmd.Context(), args[0], &spec, l)
-		},
+		RunE:              runOptions(s, o),
 	}
 	f := cmd.Flags()
-	f.StringVar(&size, "size", "", "size, e.g. 10GiB, 512MiB or a number of bytes (required)")
-	f.StringSliceVar(&spec.Agents, "agents", nil, "agents that hold the image, comma-separated (default: every agent)")
-	f.BoolVar(&spec.Protected, "protected", false, "refuse deletion of the image")
-	f.StringVar(&spec.Description, "description", "", "free text")
-	f.StringVar(&spec.EfiBootPath, "efi-boot-path", "", efiBootPathHelp)
-	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	f.StringVar(&o.size, "size", "", "size, e.g. 10GiB, 512MiB or a number of bytes (required)")
+	f.StringSliceVar(&o.spec.Agents, "agents", nil, "agents that hold the image, comma-separated (default: every agent)")
+	f.BoolVar(&o.spec.Protected, "protected", false, "refuse deletion of the image")
+	f.StringVar(&o.spec.Description, "description", "", "free text")
+	f.StringVar(&o.spec.EfiBootPath, "efi-boot-path", "", efiBootPathHelp)
+	f.StringArrayVar(&o.labelArgs, "label", nil, "label key=value (repeatable)")
 	_ = cmd.MarkFlagRequired("size")
 	return cmd
 }
 
-const efiBootPathHelp = `boot loader UEFI nodes run from disks of this image, e.g. \EFI\debian\shimx64.efi (default: \EFI\BOOT\BOOTX64.EFI)`
+// imageCreateOptions are image create's (options.go).
+type imageCreateOptions struct {
+	name      string
+	size      string // --size, parsed into spec by validate
+	spec      sanbootv1.ImageSpec
+	labelArgs []string // --label
+	labels    map[string]string
+}
 
-func (s *session) createImage(ctx context.Context, name string, spec *sanbootv1.ImageSpec, labels map[string]string) error {
-	c, err := s.api()
+func (o *imageCreateOptions) complete(args []string) error {
+	o.name = args[0]
+	return nil
+}
+
+func (o *imageCreateOptions) validate() error {
+	n, err := bytesize.Parse(o.size)
 	if err != nil {
-		return err
+		return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
 	}
-	project, err := s.project()
+	l, err := parseLabels(o.labelArgs)
+	if err != nil {
+		return withCode(ExitUsage, err)
+	}
+	o.labels = l
+	o.spec.SizeBytes = n
+	o.spec.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Blank{Blank: &sanbootv1.BlankSource{}}}
+	return nil
+}
+
+// run creates the image.
+func (o *imageCreateOptions) run(ctx context.Context, s *session) error {
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
 	resp, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{
 		Mode: sanbootv1.PutMode_PUT_MODE_CREATE,
 		Image: &sanbootv1.Image{
-			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name, Labels: labels},
-			Spec:     spec,
+			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: o.name, Labels: o.labels},
+			Spec:     &o.spec,
 		},
 	})
 	if err != nil {
 		return s.rpcError(err)
 	}
-	fmt.Fprintf(s.env.Stdout, "image/%s %s\n", name, putResult(resp.GetResult()))
+	fmt.Fprintf(s.env.Stdout, "image/%s %s\n", o.name, putResult(resp.GetResult()))
 	return nil
 }
 
+const efiBootPathHelp = `boot loader UEFI nodes run from disks of this image, e.g. \EFI\debian\shimx64.efi (default: \EFI\BOOT\BOOTX64.EFI)`
+
 func newImageRmCmd(s *session) *cobra.Command {
-	var ignoreNotFound bool
+	o := &imageRmOptions{}
 	cmd := &cobra.Command{
 		Use:     "rm NAME...",
 		Aliases: []string{"delete"},
@@ -121,20 +131,28 @@ snapshots, is refused, and the refusal names them (exit code 5).`,
   sanbootctl image rm old-1 old-2 --ignore-not-found`,
 		Args:              minArgs(1, "name at least one image"),
 		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.removeImages(cmd.Context(), names, ignoreNotFound)
-		},
+		RunE:              runOptions(s, o),
 	}
-	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
+	cmd.Flags().BoolVar(&o.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
 	return cmd
 }
 
+// imageRmOptions are image rm's (options.go).
+type imageRmOptions struct {
+	nameArgs
+	ignoreNotFound bool
+}
+
+func (o *imageRmOptions) validate() error { return nil }
+
+func (o *imageRmOptions) run(ctx context.Context, s *session) error {
+	return s.removeImages(ctx, o.names, o.ignoreNotFound)
+}
+
+// removeImages removes each named image; the errors of the others are
+// joined (image rm, delete image).
 func (s *session) removeImages(ctx context.Context, names []string, ignoreNotFound bool) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

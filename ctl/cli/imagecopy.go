@@ -15,7 +15,7 @@ func copySource(image string) *sanbootv1.ImageSource {
 }
 
 func newImageCpCmd(s *session) *cobra.Command {
-	var o imageOpts
+	o := &imageCpOptions{}
 	cmd := &cobra.Command{
 		Use:     "cp SRC DST",
 		Aliases: []string{"copy"},
@@ -32,27 +32,27 @@ after --timeout).`,
   sanbootctl image cp debian-13 debian-13-test --wait -o yaml`,
 		Args:              exactArgs(2, "image cp takes SRC and DST"),
 		ValidArgsFunction: s.completeFirstImage,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkActionFormat(o.output); err != nil {
-				return err
-			}
-			base, err := s.getImage(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return s.deriveImage(cmd.Context(), args[1], copySource(args[0]), base, o)
-		},
+		RunE:              runOptions(s, o),
 	}
 	o.register(cmd, "the copy")
 	return cmd
 }
 
-func (s *session) getImage(ctx context.Context, name string) (*sanbootv1.Image, error) {
-	c, err := s.api()
+// imageCpOptions are image cp's (options.go).
+type imageCpOptions struct{ deriveOptions }
+
+// run copies the image, with its labels and description unless the flags
+// set them.
+func (o *imageCpOptions) run(ctx context.Context, s *session) error {
+	base, err := s.getImage(ctx, o.from)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	project, err := s.project()
+	return s.deriveImage(ctx, o.to, copySource(o.from), base, o.imageOpts)
+}
+
+func (s *session) getImage(ctx context.Context, name string) (*sanbootv1.Image, error) {
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (s *session) getImage(ctx context.Context, name string) (*sanbootv1.Image, 
 }
 
 func newImageMvCmd(s *session) *cobra.Command {
-	var o imageOpts
+	o := &imageMvOptions{}
 	cmd := &cobra.Command{
 		Use:     "mv OLD NEW",
 		Aliases: []string{"move", "rename"},
@@ -83,13 +83,7 @@ again after an interruption carries on where it stopped.`,
   sanbootctl image mv scratch scratch-old --timeout 30m -o json`,
 		Args:              exactArgs(2, "image mv takes OLD and NEW"),
 		ValidArgsFunction: s.completeFirstImage,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkActionFormat(o.output); err != nil {
-				return err
-			}
-			o.wait = true
-			return s.moveImage(cmd.Context(), args[0], args[1], o)
-		},
+		RunE:              runOptions(s, o),
 	}
 	o.register(cmd, "NEW")
 	_ = cmd.Flags().MarkHidden("wait") // mv always waits
@@ -97,17 +91,26 @@ again after an interruption carries on where it stopped.`,
 	return cmd
 }
 
-func (s *session) moveImage(ctx context.Context, oldName, newName string, o imageOpts) error {
-	if oldName == newName {
-		return usageErrorf("image mv: OLD and NEW are both %q", oldName)
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout) // the whole move
-	defer cancel()
-	c, err := s.api()
-	if err != nil {
+// imageMvOptions are image mv's (options.go): from is OLD, to NEW.
+type imageMvOptions struct{ deriveOptions }
+
+func (o *imageMvOptions) validate() error {
+	if err := o.deriveOptions.validate(); err != nil {
 		return err
 	}
-	project, err := s.project()
+	if o.from == o.to {
+		return usageErrorf("image mv: OLD and NEW are both %q", o.from)
+	}
+	o.wait = true // mv always waits
+	return nil
+}
+
+// run copies OLD to NEW, waits until NEW is Ready, then removes OLD.
+func (o *imageMvOptions) run(ctx context.Context, s *session) error {
+	oldName, newName := o.from, o.to
+	ctx, cancel := context.WithTimeout(ctx, o.timeout) // the whole move
+	defer cancel()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
@@ -141,7 +144,7 @@ func (s *session) moveImage(ctx context.Context, oldName, newName string, o imag
 			oldName, strings.Join(users, " and by ")))
 	}
 
-	im, err := s.createDerived(ctx, newName, copySource(oldName), old, o)
+	im, err := s.createDerived(ctx, newName, copySource(oldName), old, o.imageOpts)
 	if err != nil {
 		return fmt.Errorf("%w; image/%s was kept (run mv again to carry on, or remove image/%s)", err, oldName, newName)
 	}

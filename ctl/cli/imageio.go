@@ -41,7 +41,8 @@ type importFlags struct {
 }
 
 func newImageImportCmd(s *session) *cobra.Command {
-	var f importFlags
+	o := &importOptions{}
+	f := &o.importFlags
 	cmd := &cobra.Command{
 		Use:   "import NAME (FILE | - | --from-url URL)",
 		Short: "Create an image from a file, stdin or a URL",
@@ -85,9 +86,7 @@ until every wanted agent has it, or 24 hours if no image refers to it.`,
 			}
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return s.importImage(cmd.Context(), args, &f)
-		},
+		RunE: runOptions(s, o),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.size, "size", "", "size of the image (with - or --from-url: default unknown, or the URL's Content-Length); with a FILE it must match")
@@ -103,34 +102,53 @@ until every wanted agent has it, or 24 hours if no image refers to it.`,
 	return cmd
 }
 
-func (s *session) importImage(ctx context.Context, args []string, f *importFlags) error {
-	name := args[0]
-	if err := api.ValidateName("NAME", name); err != nil {
+// importOptions are image import's (options.go).
+type importOptions struct {
+	importFlags
+	name, file string // NAME, and FILE or - (none with --from-url)
+	labelMap   map[string]string
+	sizeBytes  int64 // --size, 0 if not given
+}
+
+func (o *importOptions) complete(args []string) error {
+	o.name = args[0]
+	if len(args) > 1 {
+		o.file = args[1]
+	}
+	return nil
+}
+
+// validate checks what it can before anything is sent (gigabytes, maybe).
+func (o *importOptions) validate() error {
+	if err := api.ValidateName("NAME", o.name); err != nil {
 		return withCode(ExitUsage, err)
 	}
-	labels, err := parseLabels(f.labels)
+	labels, err := parseLabels(o.labels)
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
-	var size int64
-	if f.size != "" {
-		if size, err = bytesize.Parse(f.size); err != nil {
+	o.labelMap = labels
+	if o.size != "" {
+		if o.sizeBytes, err = bytesize.Parse(o.size); err != nil {
 			return withCode(ExitUsage, fmt.Errorf("--size: %w", err))
 		}
 	}
-	if p := f.spec.EfiBootPath; p != "" {
+	if p := o.spec.EfiBootPath; p != "" {
 		if err := api.ValidateEFIBootPath("--efi-boot-path", p); err != nil {
-			return withCode(ExitUsage, err) // before sending gigabytes
+			return withCode(ExitUsage, err)
 		}
 	}
-	if f.sha256 != "" && (len(f.sha256) != 64 || strings.Trim(f.sha256, "0123456789abcdef") != "") {
-		return usageErrorf("--sha256 %q: give the 64 lowercase hex digits of a sha256", f.sha256)
+	if o.sha256 != "" && (len(o.sha256) != 64 || strings.Trim(o.sha256, "0123456789abcdef") != "") {
+		return usageErrorf("--sha256 %q: give the 64 lowercase hex digits of a sha256", o.sha256)
 	}
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+	return nil
+}
+
+// run uploads FILE (or has the agents download the URL), creates the
+// image and, with --wait, waits until every wanted agent holds it.
+func (o *importOptions) run(ctx context.Context, s *session) error {
+	name, labels, size, f := o.name, o.labelMap, o.sizeBytes, &o.importFlags
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
@@ -160,7 +178,7 @@ func (s *session) importImage(ctx context.Context, args []string, f *importFlags
 		spec.Source = &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Url{Url: &sanbootv1.URLSource{Url: f.fromURL, Sha256: f.sha256}}}
 		note = "the agents download " + f.fromURL
 	} else {
-		up, err := s.upload(ctx, c, project, args[1], size, f.sha256)
+		up, err := s.upload(ctx, c, project, o.file, size, f.sha256)
 		if err != nil {
 			return err
 		}
@@ -298,7 +316,7 @@ func (s *session) upload(ctx context.Context, c sanbootv1.SanbootClient, project
 }
 
 func newImageExportCmd(s *session) *cobra.Command {
-	var force bool
+	o := &exportOptions{}
 	cmd := &cobra.Command{
 		Use:   "export NAME (FILE | -)",
 		Short: "Write an image's bytes to a file or stdout, checksum verified",
@@ -318,20 +336,29 @@ refused unless --force.`,
   sanbootctl image export debian-13 - | xz > debian-13.raw.xz`,
 		Args:              exactArgs(2, "image export takes a NAME and a FILE (or - for stdout)"),
 		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return s.exportImage(cmd.Context(), args[0], args[1], force)
-		},
+		RunE:              runOptions(s, o),
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists")
+	cmd.Flags().BoolVar(&o.force, "force", false, "overwrite FILE if it exists")
 	return cmd
 }
 
-func (s *session) exportImage(ctx context.Context, name, file string, force bool) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+// exportOptions are image export's (options.go).
+type exportOptions struct {
+	name, file string // NAME, and FILE or -
+	force      bool
+}
+
+func (o *exportOptions) complete(args []string) error {
+	o.name, o.file = args[0], args[1]
+	return nil
+}
+
+func (o *exportOptions) validate() error { return nil }
+
+// run writes the image's verified bytes to FILE or stdout.
+func (o *exportOptions) run(ctx context.Context, s *session) error {
+	name, file, force := o.name, o.file, o.force
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // Polling bounds of waitImagePoll, the wait used against a control plane
@@ -49,15 +50,9 @@ func (s *session) waitImage(ctx context.Context, project, name string, timeout t
 		case !retryable(err):
 			return nil, s.rpcError(err)
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, imageTimeout(name, last, timeout)
-			}
-			return nil, errors.New("interrupted")
-		case <-time.After(backoff):
+		if err := pause(ctx, &backoff, func() error { return imageTimeout(name, last, timeout) }); err != nil {
+			return nil, err
 		}
-		backoff = min(2*backoff, imagePollMax)
 	}
 }
 
@@ -131,15 +126,9 @@ func (s *session) waitImagePoll(ctx context.Context, c sanbootv1.SanbootClient, 
 		case status.Code(err) != codes.Unavailable:
 			return nil, s.rpcError(err)
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, imageTimeout(name, last, timeout)
-			}
-			return nil, errors.New("interrupted")
-		case <-time.After(backoff):
+		if err := pause(ctx, &backoff, func() error { return imageTimeout(name, last, timeout) }); err != nil {
+			return nil, err
 		}
-		backoff = min(2*backoff, imagePollMax)
 	}
 }
 
@@ -166,7 +155,7 @@ func imageReady(im *sanbootv1.Image) (bool, error) {
 		var msgs []string
 		for _, r := range st.GetReplicas() {
 			if r.GetPhase() == api.ReplicaFailed && r.GetObservedGeneration() >= gen {
-				msgs = append(msgs, fmt.Sprintf("on agent %s: %s", r.GetAgent(), orNone(r.GetMessage())))
+				msgs = append(msgs, fmt.Sprintf("on agent %s: %s", r.GetAgent(), printers.OrNone(r.GetMessage())))
 			}
 		}
 		if len(msgs) > 0 {
@@ -180,13 +169,13 @@ func imageReady(im *sanbootv1.Image) (bool, error) {
 // the agents that do not hold it yet say.
 func imageProgress(im *sanbootv1.Image) string {
 	st := im.GetStatus()
-	line := orNone(st.GetPhase())
+	line := printers.OrNone(st.GetPhase())
 	var parts []string
 	for _, r := range st.GetReplicas() {
 		if r.GetPhase() == api.ReplicaReady {
 			continue
 		}
-		p := "agent " + r.GetAgent() + " " + orNone(r.GetPhase())
+		p := "agent " + r.GetAgent() + " " + printers.OrNone(r.GetPhase())
 		if r.GetMessage() != "" {
 			p += " (" + r.GetMessage() + ")"
 		}
@@ -199,4 +188,19 @@ func imageProgress(im *sanbootv1.Image) string {
 		line += ": " + strings.Join(parts, "; ")
 	}
 	return line
+}
+
+// pause waits *backoff, then doubles it up to imagePollMax. When ctx ends
+// first it returns timeout() (deadline) or "interrupted".
+func pause(ctx context.Context, backoff *time.Duration, timeout func() error) error {
+	select {
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return timeout()
+		}
+		return errors.New("interrupted")
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, imagePollMax)
+	return nil
 }

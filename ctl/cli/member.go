@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // sanbootctl member: the control plane's etcd members, as etcd's runtime
@@ -69,7 +70,7 @@ func (s *session) listMembers(ctx context.Context, f listFlags) error {
 	if err := p.members(resp.GetMembers()); err != nil {
 		return err
 	}
-	if !p.structured() {
+	if !p.Structured() {
 		fmt.Fprintln(s.env.Stdout, quorumLine(resp))
 	}
 	return nil
@@ -93,8 +94,8 @@ func quorumLine(r *sanbootv1.ListClusterMembersResponse) string {
 }
 
 func (p printer) members(members []*sanbootv1.ClusterMember) error {
-	if p.structured() {
-		return p.structuredOut("members", protoList(members))
+	if p.Structured() {
+		return p.StructuredOut("members", printers.ProtoList(members))
 	}
 	var leaderIndex uint64
 	for _, m := range members {
@@ -102,7 +103,7 @@ func (p printer) members(members []*sanbootv1.ClusterMember) error {
 			leaderIndex = m.GetRaftIndex()
 		}
 	}
-	wide := p.format == formatWide
+	wide := p.Format == printers.FormatWide
 	header := []string{"NAME", "HEALTH", "ROLE", "CONTROLLERS", "RAFT-INDEX", "LAG", "API", "PEER-URLS", "CLIENT-URLS"}
 	if wide {
 		header = append(header, "ID", "VERSION", "ERROR")
@@ -128,14 +129,14 @@ func (p printer) members(members []*sanbootv1.ClusterMember) error {
 				lag = strconv.FormatUint(leaderIndex-min(leaderIndex, m.GetRaftIndex()), 10)
 			}
 		}
-		row := []string{orNone(m.GetName()), health, role, orNone(ctrl), index, lag, orNone(strings.Join(m.GetApiEndpoints(), ",")),
-			orNone(strings.Join(m.GetPeerUrls(), ",")), orNone(strings.Join(m.GetClientUrls(), ","))}
+		row := []string{printers.OrNone(m.GetName()), health, role, printers.OrNone(ctrl), index, lag, printers.OrNone(strings.Join(m.GetApiEndpoints(), ",")),
+			printers.OrNone(strings.Join(m.GetPeerUrls(), ",")), printers.OrNone(strings.Join(m.GetClientUrls(), ","))}
 		if wide {
-			row = append(row, m.GetId(), orNone(m.GetVersion()), orNone(m.GetError()))
+			row = append(row, m.GetId(), printers.OrNone(m.GetVersion()), printers.OrNone(m.GetError()))
 		}
 		rows = append(rows, row)
 	}
-	return p.table(header, rows)
+	return p.Table(header, rows)
 }
 
 func newMemberAddCmd(s *session) *cobra.Command {

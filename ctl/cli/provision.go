@@ -12,12 +12,7 @@ import (
 )
 
 func newProvisionCmd(s *session) *cobra.Command {
-	var (
-		spec    sanbootv1.NodeSpec
-		labels  []string
-		wait    bool
-		timeout time.Duration
-	)
+	o := &provisionOptions{}
 	cmd := &cobra.Command{
 		Use:   "provision NODE --image IMAGE",
 		Short: "Declare that a node boots from a clone of an image",
@@ -43,55 +38,70 @@ and the agent's message; --timeout ends it with exit code 3.`,
   sanbootctl provision node-03 --image debian-13 --initiator iqn.2004-10.com.example:node-03`,
 		Args:              exactArgs(1, "provision takes one NODE name"),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := parseLabels(labels)
-			if err != nil {
-				return withCode(ExitUsage, err)
-			}
-			return s.provision(cmd.Context(), args[0], &spec, l, wait, timeout)
-		},
+		RunE:              runOptions(s, o),
 	}
 	f := cmd.Flags()
-	f.StringVar(&spec.Image, "image", "", "image to clone the node's disk from (required)")
-	f.StringVar(&spec.InitiatorIqn, "initiator", "", "initiator IQN allowed to log in (default iqn.2026-11.io.sanboot:initiator.PROJECT.NODE)")
-	f.StringArrayVar(&spec.Macs, "mac", nil, "MAC address the boot server knows the node by (repeatable)")
-	f.StringVar(&spec.Agent, "agent", "", "place the node on this agent only")
-	f.BoolVar(&spec.Chap, "chap", false, "require CHAP authentication on the target")
-	f.BoolVar(&spec.MutualChap, "mutual-chap", false, "with --chap, the node also authenticates the target (mutual CHAP)")
-	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
-	f.BoolVar(&wait, "wait", false, "wait until the node is Ready")
-	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the call")
+	f.StringVar(&o.spec.Image, "image", "", "image to clone the node's disk from (required)")
+	f.StringVar(&o.spec.InitiatorIqn, "initiator", "", "initiator IQN allowed to log in (default iqn.2026-11.io.sanboot:initiator.PROJECT.NODE)")
+	f.StringArrayVar(&o.spec.Macs, "mac", nil, "MAC address the boot server knows the node by (repeatable)")
+	f.StringVar(&o.spec.Agent, "agent", "", "place the node on this agent only")
+	f.BoolVar(&o.spec.Chap, "chap", false, "require CHAP authentication on the target")
+	f.BoolVar(&o.spec.MutualChap, "mutual-chap", false, "with --chap, the node also authenticates the target (mutual CHAP)")
+	f.StringArrayVar(&o.labelArgs, "label", nil, "label key=value (repeatable)")
+	f.BoolVar(&o.wait, "wait", false, "wait until the node is Ready")
+	f.DurationVar(&o.timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the call")
 	_ = cmd.MarkFlagRequired("image")
 	_ = cmd.RegisterFlagCompletionFunc("image", s.completeImages)
 	return cmd
 }
 
-func (s *session) provision(ctx context.Context, name string, spec *sanbootv1.NodeSpec, labels map[string]string, wait bool, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := s.api()
+// provisionOptions are provision's (options.go).
+type provisionOptions struct {
+	name      string
+	spec      sanbootv1.NodeSpec
+	labelArgs []string // --label
+	labels    map[string]string
+	wait      bool
+	timeout   time.Duration
+}
+
+func (o *provisionOptions) complete(args []string) error {
+	o.name = args[0]
+	return nil
+}
+
+func (o *provisionOptions) validate() error {
+	l, err := parseLabels(o.labelArgs)
 	if err != nil {
-		return err
+		return withCode(ExitUsage, err)
 	}
-	project, err := s.project()
+	o.labels = l
+	return nil
+}
+
+// run creates the node and, with --wait, waits until it is Ready.
+func (o *provisionOptions) run(ctx context.Context, s *session) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
 	resp, err := c.PutNode(ctx, &sanbootv1.PutNodeRequest{
 		Mode: sanbootv1.PutMode_PUT_MODE_CREATE,
 		Node: &sanbootv1.Node{
-			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: name, Labels: labels},
-			Spec:     spec,
+			Metadata: &sanbootv1.ObjectMeta{Project: project, Name: o.name, Labels: o.labels},
+			Spec:     &o.spec,
 		},
 	})
 	if err != nil {
 		return s.rpcError(err)
 	}
-	fmt.Fprintf(s.env.Stdout, "node/%s %s\n", name, putResult(resp.GetResult()))
-	if !wait {
+	fmt.Fprintf(s.env.Stdout, "node/%s %s\n", o.name, putResult(resp.GetResult()))
+	if !o.wait {
 		return nil
 	}
-	return s.waitNodes(ctx, project, []string{name}, condReady, timeout)
+	return s.waitNodes(ctx, project, []string{o.name}, condReady, o.timeout)
 }
 
 func putResult(r sanbootv1.PutResult) string {
@@ -107,13 +117,7 @@ func putResult(r sanbootv1.PutResult) string {
 }
 
 func newDeprovisionCmd(s *session) *cobra.Command {
-	var (
-		wait           bool
-		keepDisk       bool
-		force          bool
-		ignoreNotFound bool
-		timeout        time.Duration
-	)
+	o := &deprovisionOptions{}
 	cmd := &cobra.Command{
 		Use:   "deprovision NODE...",
 		Short: "Delete nodes: tear down their targets and disks",
@@ -128,21 +132,29 @@ once the node is gone ("deleted").`,
   sanbootctl deprovision node-02 node-03 --keep-disk`,
 		Args:              minArgs(1, "name at least one NODE"),
 		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			return s.deprovision(cmd.Context(), names, deleteFlags{wait: wait, keepDisk: keepDisk, force: force, ignoreNotFound: ignoreNotFound, timeout: timeout})
-		},
+		RunE:              runOptions(s, o),
 	}
 	f := cmd.Flags()
-	f.BoolVar(&wait, "wait", false, "wait until the nodes are gone")
-	f.BoolVar(&keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
-	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
-	f.BoolVar(&force, "force", false, forceHelp)
-	f.DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
+	f.BoolVar(&o.wait, "wait", false, "wait until the nodes are gone")
+	f.BoolVar(&o.keepDisk, "keep-disk", false, "keep each node's disk as an image NODE-disk-<time> (the API server makes it with the deletion) and print its name")
+	f.BoolVar(&o.ignoreNotFound, "ignore-not-found", false, "treat nodes that do not exist as deleted")
+	f.BoolVar(&o.force, "force", false, forceHelp)
+	f.DurationVar(&o.timeout, "timeout", defaultWaitTimeout, "how long to wait with --wait (exit code 3 when it passes); without --wait, the deadline of the calls")
 	return cmd
 }
 
-// deprovision is "delete node" (delete.go) under the old system's name.
-func (s *session) deprovision(ctx context.Context, names []string, f deleteFlags) error {
+// deprovisionOptions are deprovision's (options.go): the flags of delete
+// node.
+type deprovisionOptions struct {
+	nameArgs
+	deleteFlags
+}
+
+func (o *deprovisionOptions) validate() error { return nil }
+
+// run is "delete node" (delete.go) under the old system's name.
+func (o *deprovisionOptions) run(ctx context.Context, s *session) error {
+	names, f := o.names, o.deleteFlags
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	project, err := s.project()

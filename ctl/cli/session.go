@@ -92,6 +92,17 @@ func (s *session) cacheDir() string {
 	return ""
 }
 
+// apiAndProject is api and project, for the commands that work on one
+// project's objects.
+func (s *session) apiAndProject() (sanbootv1.SanbootClient, string, error) {
+	c, err := s.api()
+	if err != nil {
+		return nil, "", err
+	}
+	project, err := s.project()
+	return c, project, err
+}
+
 // where describes the endpoints for error messages.
 func (s *session) where() string {
 	if s.settings == nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 	"github.com/sanboot/sanboot/internal/bytesize"
 )
 
@@ -42,7 +42,7 @@ const formatText = "text"
 
 func checkActionFormat(f string) error {
 	switch f {
-	case formatText, formatJSON, formatYAML:
+	case formatText, printers.FormatJSON, printers.FormatYAML:
 		return nil
 	}
 	return usageErrorf("-o %q: use text, json or yaml", f)
@@ -51,7 +51,7 @@ func checkActionFormat(f string) error {
 func addActionOutput(cmd *cobra.Command, out *string) {
 	cmd.Flags().StringVarP(out, "output", "o", formatText, "output format: text, json or yaml (json and yaml print the resulting object)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
-		[]string{formatText, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{formatText, printers.FormatJSON, printers.FormatYAML}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // imageOpts are the settings shared by commands that create an image from
@@ -65,7 +65,7 @@ type imageOpts struct {
 }
 
 func newSnapshotCreateCmd(s *session) *cobra.Command {
-	var o imageOpts
+	o := &snapshotCreateOptions{}
 	cmd := &cobra.Command{
 		Use:   "create NODE IMAGE",
 		Short: "Make image IMAGE from the current disk of NODE",
@@ -85,16 +85,35 @@ image is placed on that agent.`,
   sanbootctl snapshot create gpu-01 gpu-base -p lab -o json`,
 		Args:              exactArgs(2, "snapshot create takes NODE and IMAGE"),
 		ValidArgsFunction: s.completeFirstNode,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkActionFormat(o.output); err != nil {
-				return err
-			}
-			src := &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: args[0]}}}
-			return s.deriveImage(cmd.Context(), args[1], src, nil, o)
-		},
+		RunE:              runOptions(s, o),
 	}
 	o.register(cmd, "the snapshot")
 	return cmd
+}
+
+// deriveOptions are the options of the commands that make an image from
+// another object (snapshot create, image cp, image mv): the names of what
+// it is made from and of the new image, and imageOpts.
+type deriveOptions struct {
+	imageOpts
+	from, to string
+}
+
+func (o *deriveOptions) complete(args []string) error {
+	o.from, o.to = args[0], args[1]
+	return nil
+}
+
+func (o *deriveOptions) validate() error { return checkActionFormat(o.output) }
+
+// snapshotCreateOptions are snapshot create's (options.go): from is the
+// node.
+type snapshotCreateOptions struct{ deriveOptions }
+
+// run makes the image from the node's disk.
+func (o *snapshotCreateOptions) run(ctx context.Context, s *session) error {
+	src := &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Snapshot{Snapshot: &sanbootv1.SnapshotSource{Node: o.from}}}
+	return s.deriveImage(ctx, o.to, src, nil, o.imageOpts)
 }
 
 func (o *imageOpts) register(cmd *cobra.Command, what string) {
@@ -134,11 +153,7 @@ func (s *session) createDerived(ctx context.Context, name string, src *sanbootv1
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	c, err := s.api()
-	if err != nil {
-		return nil, err
-	}
-	project, err := s.project()
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +195,7 @@ func describeDerived(im *sanbootv1.Image) string {
 	default:
 		where = "on agents " + strings.Join(a, ", ")
 	}
-	out := describeSource(spec.GetSource())
+	out := printers.DescribeSource(spec.GetSource())
 	if p := spec.GetParent(); p != "" {
 		out += ", parent image/" + p
 	}
@@ -193,7 +208,7 @@ func (s *session) printImageResult(im *sanbootv1.Image, format string) error {
 	if format == formatText {
 		return nil
 	}
-	return printer{w: s.env.Stdout, format: format, now: s.env.Now(), single: true}.structuredOut("images", protoList([]*sanbootv1.Image{im}))
+	return printers.Printer{W: s.env.Stdout, Format: format, Now: s.env.Now(), Single: true}.StructuredOut("images", printers.ProtoList([]*sanbootv1.Image{im}))
 }
 
 func newSnapshotLsCmd(s *session) *cobra.Command {
@@ -204,122 +219,22 @@ func newSnapshotLsCmd(s *session) *cobra.Command {
 
 // newListSnapshotsCmd builds "snapshot ls" and "get snapshots".
 func newListSnapshotsCmd(s *session, use string, aliases []string, short, example string) *cobra.Command {
-	var f listFlags
-	cmd := &cobra.Command{
-		Use:     use,
-		Aliases: aliases,
-		Short:   short,
-		Long: `List the images made from snapshots (and copies of them): NAME, the NODE
+	return newGetKindCmd(s, snapshotKind(), cmdText{use: use, aliases: aliases, short: short, example: example,
+		long: `List the images made from snapshots (and copies of them): NAME, the NODE
 whose disk it was, its PARENT image, SIZE, PHASE and AGE. -o wide adds the
 agents, the replicas and the nodes that use it; json and yaml print the
 images as {"images": [...]}. With -w, snapshots are printed again as
-they change, until interrupted.`,
-		Example:           example,
-		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := f.check(names); err != nil {
-				return err
-			}
-			if f.watch {
-				return s.watchImages(cmd.Context(), names, f, true)
-			}
-			return s.listSnapshots(cmd.Context(), names, f)
-		},
-	}
-	f.register(cmd, true, true)
-	cmd.Flags().BoolVarP(&f.watch, "watch", "w", false, "after listing, print snapshots again as they change (until interrupted)")
-	return cmd
-}
-
-func (s *session) listSnapshots(ctx context.Context, names []string, f listFlags) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
-	if err != nil {
-		return err
-	}
-	var snaps []*sanbootv1.Image
-	var errs []error
-	if len(names) > 0 {
-		for _, name := range names {
-			im, err := c.GetImage(ctx, &sanbootv1.GetRequest{Project: project, Name: name})
-			if err != nil {
-				errs = append(errs, s.rpcError(err))
-				continue
-			}
-			if !api.IsSnapshot(im) {
-				errs = append(errs, notSnapshot(im))
-				continue
-			}
-			snaps = append(snaps, im)
-		}
-		if len(snaps) > 0 {
-			if err := s.printer(f, len(names) == 1).snapshots(snaps); err != nil {
-				return err
-			}
-		}
-		return errors.Join(errs...)
-	}
-	resp, err := listImages(ctx, c, &sanbootv1.ListRequest{Project: project, AllProjects: f.allProjects, LabelSelector: f.selector})
-	if err != nil {
-		return s.rpcError(err)
-	}
-	for _, im := range resp.GetImages() {
-		if api.IsSnapshot(im) {
-			snaps = append(snaps, im)
-		}
-	}
-	if len(snaps) == 0 && s.noneFound(f, "snapshots", project) {
-		return nil
-	}
-	return s.printer(f, false).snapshots(snaps)
+they change, until interrupted.`}, s.completeImages)
 }
 
 func notSnapshot(im *sanbootv1.Image) error {
 	name := im.GetMetadata().GetName()
 	return withCode(ExitConflict, fmt.Errorf("image/%s is not a snapshot (its source is %s): use sanbootctl image rm %s or image ls",
-		name, describeSource(im.GetSpec().GetSource()), name))
-}
-
-// snapshots prints images made from snapshots.
-func (p printer) snapshots(images []*sanbootv1.Image) error {
-	slices.SortFunc(images, func(a, b *sanbootv1.Image) int { return compareMeta(a.GetMetadata(), b.GetMetadata()) })
-	if p.structured() {
-		return p.structuredOut("images", protoList(images))
-	}
-	wide := p.format == formatWide
-	header := p.withProject("NAME", "NODE", "PARENT", "SIZE", "PHASE", "AGE")
-	if wide {
-		header = append(header, "SOURCE", "AGENTS", "REPLICAS", "USED-BY")
-	}
-	rows := make([][]string, 0, len(images))
-	for _, im := range images {
-		m, spec, st := im.GetMetadata(), im.GetSpec(), im.GetStatus()
-		row := p.projectCell(m.GetProject(), m.GetName(), orNone(spec.GetSource().GetSnapshot().GetNode()), orNone(spec.GetParent()),
-			bytesize.Format(spec.GetSizeBytes()), orNone(st.GetPhase()), age(p.now, m.GetCreateTime()))
-		if wide {
-			ready := 0
-			for _, r := range st.GetReplicas() {
-				if r.GetPhase() == api.ReplicaReady {
-					ready++
-				}
-			}
-			total := max(len(spec.GetAgents()), len(st.GetReplicas()))
-			row = append(row, describeSource(spec.GetSource()), orNone(strings.Join(spec.GetAgents(), ",")),
-				fmt.Sprintf("%d/%d", ready, total), orNone(strings.Join(st.GetUsedBy(), ",")))
-		}
-		rows = append(rows, row)
-	}
-	return p.table(header, rows)
+		name, printers.DescribeSource(im.GetSpec().GetSource()), name))
 }
 
 func newSnapshotRmCmd(s *session) *cobra.Command {
-	var (
-		output         string
-		ignoreNotFound bool
-	)
+	o := &snapshotRmOptions{}
 	cmd := &cobra.Command{
 		Use:     "rm IMAGE...",
 		Aliases: []string{"delete"},
@@ -332,24 +247,26 @@ snapshot is refused too (exit code 5): remove it with image rm.`,
   sanbootctl snapshot rm snap-1 snap-2 -o json`,
 		Args:              minArgs(1, "name at least one IMAGE"),
 		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			if err := checkActionFormat(output); err != nil {
-				return err
-			}
-			return s.removeSnapshots(cmd.Context(), names, ignoreNotFound, output)
-		},
+		RunE:              runOptions(s, o),
 	}
-	addActionOutput(cmd, &output)
-	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
+	addActionOutput(cmd, &o.output)
+	cmd.Flags().BoolVar(&o.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as removed")
 	return cmd
 }
 
-func (s *session) removeSnapshots(ctx context.Context, names []string, ignoreNotFound bool, output string) error {
-	c, err := s.api()
-	if err != nil {
-		return err
-	}
-	project, err := s.project()
+// snapshotRmOptions are snapshot rm's (options.go).
+type snapshotRmOptions struct {
+	nameArgs
+	output         string
+	ignoreNotFound bool
+}
+
+func (o *snapshotRmOptions) validate() error { return checkActionFormat(o.output) }
+
+// run removes each named image that is a snapshot.
+func (o *snapshotRmOptions) run(ctx context.Context, s *session) error {
+	names, ignoreNotFound, output := o.names, o.ignoreNotFound, o.output
+	c, project, err := s.apiAndProject()
 	if err != nil {
 		return err
 	}
@@ -404,8 +321,8 @@ func (s *session) printDeleted(format, project string, names []string) error {
 	if err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
 	}
-	if format == formatYAML {
-		y, err := jsonToYAML(b)
+	if format == printers.FormatYAML {
+		y, err := printers.JSONToYAML(b)
 		if err != nil {
 			return fmt.Errorf("encode YAML: %w", err)
 		}

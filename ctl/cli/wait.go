@@ -15,6 +15,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/ctl/printers"
 )
 
 // condition is what a wait waits for.
@@ -95,11 +96,7 @@ status.`,
 		},
 	}
 
-	var (
-		forFlag  string
-		timeout  time.Duration
-		selector string
-	)
+	o := &waitNodeOptions{}
 	node := &cobra.Command{
 		Use:     "node NAME...",
 		Aliases: []string{"nodes", "no"},
@@ -108,29 +105,44 @@ status.`,
   sanbootctl wait node node-01 node-02 --for=deleted
   sanbootctl wait node -l rack=r1 --for=condition=Scheduled`,
 		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			cond, err := parseCondition(forFlag)
-			if err != nil {
-				return err
-			}
-			project, err := s.project()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			if names, err = s.namesOrSelector(ctx, project, names, selector); err != nil {
-				return err
-			}
-			return s.waitNodes(ctx, project, names, cond, timeout)
-		},
+		RunE:              runOptions(s, o),
 	}
-	node.Flags().StringVar(&forFlag, "for", string(condReady), "condition: ready, deleted, or condition=TYPE[=false] (Scheduled, AgentAvailable, Ready)")
-	node.Flags().DurationVar(&timeout, "timeout", defaultWaitTimeout, "how long to wait (exit code 3 when it passes)")
-	node.Flags().StringVarP(&selector, "selector", "l", "", "wait for the nodes with these labels (as they are when the wait starts) instead of naming them")
+	node.Flags().StringVar(&o.forFlag, "for", string(condReady), "condition: ready, deleted, or condition=TYPE[=false] (Scheduled, AgentAvailable, Ready)")
+	node.Flags().DurationVar(&o.timeout, "timeout", defaultWaitTimeout, "how long to wait (exit code 3 when it passes)")
+	node.Flags().StringVarP(&o.selector, "selector", "l", "", "wait for the nodes with these labels (as they are when the wait starts) instead of naming them")
 	_ = node.RegisterFlagCompletionFunc("for", cobra.FixedCompletions([]string{"ready", "deleted", "condition=Scheduled", "condition=AgentAvailable", "condition=Ready"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(node)
 	return cmd
+}
+
+// waitNodeOptions are wait node's (options.go).
+type waitNodeOptions struct {
+	nameArgs
+	forFlag  string // --for, parsed into cond by validate
+	cond     condition
+	timeout  time.Duration
+	selector string
+}
+
+func (o *waitNodeOptions) validate() error {
+	cond, err := parseCondition(o.forFlag)
+	o.cond = cond
+	return err
+}
+
+// run waits for the named nodes, or for those the selector picks now.
+func (o *waitNodeOptions) run(ctx context.Context, s *session) error {
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	names, err := s.namesOrSelector(ctx, project, o.names, o.selector)
+	if err != nil {
+		return err
+	}
+	return s.waitNodes(ctx, project, names, o.cond, o.timeout)
 }
 
 // nodeWait is the state of one waitNodes call.
@@ -306,7 +318,7 @@ func isReady(n *sanbootv1.Node) (bool, error) {
 	case api.PhaseReady:
 		return true, nil
 	case api.PhaseFailed:
-		return false, fmt.Errorf("node/%s failed: %s (the agent keeps retrying)", m.GetName(), orNone(st.GetMessage()))
+		return false, fmt.Errorf("node/%s failed: %s (the agent keeps retrying)", m.GetName(), printers.OrNone(st.GetMessage()))
 	}
 	return false, nil
 }
@@ -314,7 +326,7 @@ func isReady(n *sanbootv1.Node) (bool, error) {
 // report prints a node's phase and message when they changed.
 func (w *nodeWait) report(n *sanbootv1.Node) {
 	name, st := n.GetMetadata().GetName(), n.GetStatus()
-	line := orNone(st.GetPhase())
+	line := printers.OrNone(st.GetPhase())
 	if msg := st.GetMessage(); msg != "" {
 		line += ": " + msg
 	}

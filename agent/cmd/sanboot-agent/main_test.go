@@ -23,16 +23,16 @@ func TestFlagDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.name != "agent-1" || c.driver != "fake" || strings.Join(c.endpoints, ",") != "http://127.0.0.1:2379" ||
-		c.storeDir != "/var/lib/sanboot" || strings.Join(c.portals, ",") != "127.0.0.1:3260" || len(c.advertisePortals) != 0 ||
-		c.leaseTTL != 10*time.Second || c.resyncInterval != time.Minute || c.workers != 8 || c.fakeCapacity != 1<<40 {
+	if c.Name != "agent-1" || c.Driver != "fake" || strings.Join(c.Endpoints, ",") != "http://127.0.0.1:2379" ||
+		c.StoreDir != "/var/lib/sanboot" || strings.Join(c.Portals, ",") != "127.0.0.1:3260" || len(c.AdvertisePortals) != 0 ||
+		c.LeaseTTL != 10*time.Second || c.ResyncInterval != time.Minute || c.Workers != 8 || c.FakeCapacity != 1<<40 {
 		t.Errorf("defaults = %+v", c)
 	}
 	c, err = parseFlags([]string{"--name=a", "--driver=tgt", "--store=rbd", "--rbd-pool=sanboot", "--ceph-user=agent-a"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.storeKind != "rbd" || c.ceph.pool != "sanboot" || c.ceph.user != "agent-a" || c.ceph.conf != "/etc/ceph/ceph.conf" || c.ceph.maxCloneDepth != 4 {
+	if c.Store != "rbd" || c.Ceph.Pool != "sanboot" || c.Ceph.User != "agent-a" || c.Ceph.Conf != "/etc/ceph/ceph.conf" || c.Ceph.MaxCloneDepth != 4 {
 		t.Errorf("rbd flags parsed = %+v", c)
 	}
 	c, err = parseFlags([]string{"--name=a", "--driver=fake", "--portal=10.0.0.1:3260", "--portal=[::1]:3261",
@@ -41,8 +41,8 @@ func TestFlagDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(c.portals, ",") != "10.0.0.1:3260,[::1]:3261" || strings.Join(c.advertisePortals, ",") != "192.0.2.1:3260" ||
-		len(c.endpoints) != 2 || c.fakeCapacity != 512<<30 || c.workers != 2 || c.leaseTTL != 3*time.Second {
+	if strings.Join(c.Portals, ",") != "10.0.0.1:3260,[::1]:3261" || strings.Join(c.AdvertisePortals, ",") != "192.0.2.1:3260" ||
+		len(c.Endpoints) != 2 || c.FakeCapacity != 512<<30 || c.Workers != 2 || c.LeaseTTL != 3*time.Second {
 		t.Errorf("parsed = %+v", c)
 	}
 }
@@ -94,12 +94,12 @@ func TestFlagErrors(t *testing.T) {
 func TestDefaultDriver(t *testing.T) {
 	root := t.TempDir()
 	c, err := parseFlags([]string{"--name=a", "--configfs-root=" + root}, io.Discard)
-	if err != nil || c.driver != "lio" || c.configfsRoot != root {
-		t.Errorf("with %s present: driver %q, root %q, err %v; want lio", root, c.driver, c.configfsRoot, err)
+	if err != nil || c.Driver != "lio" || c.ConfigfsRoot != root {
+		t.Errorf("with %s present: driver %q, root %q, err %v; want lio", root, c.Driver, c.ConfigfsRoot, err)
 	}
 	c, err = parseFlags([]string{"--name=a", "--driver=fake", "--configfs-root=" + root}, io.Discard)
-	if err != nil || c.driver != "fake" {
-		t.Errorf("--driver=fake with LIO present: driver %q, err %v", c.driver, err)
+	if err != nil || c.Driver != "fake" {
+		t.Errorf("--driver=fake with LIO present: driver %q, err %v", c.Driver, err)
 	}
 }
 

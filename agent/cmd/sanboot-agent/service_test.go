@@ -122,7 +122,7 @@ func TestShippedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.common.MetricsListen != "127.0.0.1:9481" || c.storeDir != "/var/lib/sanboot" {
+	if c.common.MetricsListen != "127.0.0.1:9481" || c.StoreDir != "/var/lib/sanboot" {
 		t.Errorf("defaults changed by the shipped file: %+v", c)
 	}
 }

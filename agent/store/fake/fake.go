@@ -167,14 +167,8 @@ func (s *Store) ListImages(ctx context.Context) ([]store.Image, error) {
 
 // Clone implements store.Store.
 func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (store.Disk, error) {
-	if err := ctx.Err(); err != nil {
+	if err := store.CheckClone(ctx, project, image, node); err != nil {
 		return store.Disk{}, err
-	}
-	if err := store.ValidateNames(project, image); err != nil {
-		return store.Disk{}, fmt.Errorf("clone image %s/%s: %w", project, image, err)
-	}
-	if err := store.ValidateNames(project, node); err != nil {
-		return store.Disk{}, fmt.Errorf("clone disk of node %s/%s: %w", project, node, err)
 	}
 	if d, err := s.StatDisk(ctx, project, node); err == nil {
 		return d, nil

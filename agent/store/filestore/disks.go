@@ -22,14 +22,8 @@ import (
 // that check also covers the copy itself (which writes at most the
 // image's size).
 func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (store.Disk, error) {
-	if err := ctx.Err(); err != nil {
+	if err := store.CheckClone(ctx, project, image, node); err != nil {
 		return store.Disk{}, err
-	}
-	if err := store.ValidateNames(project, image); err != nil {
-		return store.Disk{}, fmt.Errorf("clone image %s/%s: %w", project, image, err)
-	}
-	if err := store.ValidateNames(project, node); err != nil {
-		return store.Disk{}, fmt.Errorf("clone disk of node %s/%s: %w", project, node, err)
 	}
 	what := fmt.Sprintf("disk of node %s/%s (clone of image %s)", project, node, image)
 	unlock, err := s.locks.Lock(ctx, disksDir+"/"+project+"/"+node)

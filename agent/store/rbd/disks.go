@@ -12,14 +12,8 @@ import (
 // protected snapshot, made under a temp name and renamed into place. An
 // existing disk is returned unchanged.
 func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (store.Disk, error) {
-	if err := ctx.Err(); err != nil {
+	if err := store.CheckClone(ctx, project, image, node); err != nil {
 		return store.Disk{}, err
-	}
-	if err := store.ValidateNames(project, image); err != nil {
-		return store.Disk{}, fmt.Errorf("clone image %s/%s: %w", project, image, err)
-	}
-	if err := store.ValidateNames(project, node); err != nil {
-		return store.Disk{}, fmt.Errorf("clone disk of node %s/%s: %w", project, node, err)
 	}
 	what := fmt.Sprintf("disk of node %s/%s (clone of image %s)", project, node, image)
 	final := diskName(project, node)

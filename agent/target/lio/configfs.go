@@ -1,6 +1,7 @@
 package lio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // fsys is how the driver touches configfs. Every path is absolute. The
@@ -133,3 +135,86 @@ func attr(s string) string { return strings.TrimRight(s, "\n") }
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 func isExist(err error) bool    { return errors.Is(err, fs.ErrExist) }
 func isBusy(err error) bool     { return errors.Is(err, syscall.EBUSY) }
+
+// mkdir makes a configfs directory; one that exists is fine.
+func (d *Driver) mkdir(ctx context.Context, p string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := d.fs.Mkdir(p); err != nil && !isExist(err) {
+		return fmt.Errorf("mkdir %s: %w", p, err)
+	}
+	return nil
+}
+
+// remove removes a configfs directory or symlink; one that is gone is
+// fine. EBUSY is retried (see retryBusy).
+func (d *Driver) remove(ctx context.Context, p string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := d.retryBusy(ctx, "remove "+p, func() error { return d.fs.Remove(p) })
+	if err != nil && !isNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+func (d *Driver) symlink(ctx context.Context, target, link string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := d.fs.Symlink(target, link); err != nil {
+		return fmt.Errorf("symlink %s -> %s: %w", link, target, err)
+	}
+	return nil
+}
+
+// write writes value to the attribute p.
+func (d *Driver) write(ctx context.Context, p, value string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := d.retryBusy(ctx, "write "+p, func() error { return d.fs.WriteFile(p, value) }); err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, p, err)
+	}
+	return nil
+}
+
+// setFrom writes value to the attribute p unless cur, what p held when
+// it was read, is value already: only what differs is written, and some
+// attributes refuse a second write of the same value (enable).
+func (d *Driver) setFrom(ctx context.Context, p, cur, value string) error {
+	if cur == value {
+		return nil
+	}
+	return d.write(ctx, p, value)
+}
+
+// retryBusy runs f until it does not fail with EBUSY, for at most
+// busyTimeout. EBUSY is never ignored: it is logged when first seen, and
+// when it lasts the call fails with ErrBusy.
+func (d *Driver) retryBusy(ctx context.Context, what string, f func() error) error {
+	deadline := time.Now().Add(d.busyTimeout)
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || !isBusy(err) {
+			return err
+		}
+		if attempt == 1 {
+			d.log.Warn("configfs says busy (a live session, a command in flight, or a link to the object); retrying",
+				"op", what, "err", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s: still busy after %d attempts in %v: %v; an initiator may still be logged in "+
+				"or another object links to it: log the node out (or remove the link); the agent retries", ErrBusy, what, attempt, d.busyTimeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (configfs said busy: %v)", what, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}

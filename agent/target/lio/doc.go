@@ -43,6 +43,13 @@
 //   - np/ directory names are kept as given ("[::1]:3260" and
 //     "[0:0:0:0:0:0:0:1]:3260" both work), so portals are compared parsed.
 //
+// Files: driver.go (Driver, List, Sessions), ensure.go (Ensure: its
+// checks and the seven numbered steps of ensure), delete.go (Delete),
+// configfs.go (the file system interface, operation counts, and the
+// mkdir/write/remove helpers that retry EBUSY), read.go (configfs read
+// into the driver's model), layout.go (paths and names), dump.go
+// (sanboot-agent lio dump).
+//
 // The root is a parameter (Config.Root), so that unit tests run the
 // driver against a fake configfs in a temp dir; the tests against the
 // real kernel run in a VM (kernel_test.go, hack/e2e-lio.sh).

@@ -22,21 +22,9 @@ import (
 func TestKeeperRestartsAKilledTgtd(t *testing.T) {
 	requireRealTgt(t)
 	portal := tgttest.FreePortal(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	var changes atomic.Int32
-	k, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Log: testLog(t)},
-		func() { changes.Add(1) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	t.Cleanup(func() {
-		_ = k.Stop(context.Background())
-		cancel()
-		<-done
-	})
+	k := keep(t, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Log: testLog(t)}, func() { changes.Add(1) })
 	d := k.Driver()
 	tg := newTarget(t, "kept", portal)
 	if err := d.Ensure(ctx, tg); err != nil {
@@ -83,19 +71,7 @@ func TestKeeperSaysWhyTgtdCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	portal := tgttest.FreePortal(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	k, err := tgt.Keep(ctx, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Tgtd: wrapper, Log: testLog(t)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	t.Cleanup(func() {
-		_ = k.Stop(context.Background())
-		cancel()
-		<-done
-	})
+	k := keep(t, tgt.ManagedConfig{ControlPort: tgttest.FreeControlPort(t), Portals: []string{portal}, Tgtd: wrapper, Log: testLog(t)}, nil)
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -111,4 +87,23 @@ func TestKeeperSaysWhyTgtdCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually.True(t, "tgtd back once it can start", func() bool { return k.Problem() == nil && k.PID() != old })
+}
+
+// keep starts a kept tgtd and its keeper, stopped when the test ends.
+func keep(t *testing.T, cfg tgt.ManagedConfig, onChange func()) *tgt.Keeper {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	k, err := tgt.Keep(ctx, cfg, onChange)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	t.Cleanup(func() {
+		_ = k.Stop(context.Background())
+		cancel()
+		<-done
+	})
+	return k
 }

@@ -33,8 +33,8 @@ import (
 	"syscall"
 
 	"github.com/sanboot/sanboot/controlplane"
-	"github.com/sanboot/sanboot/controlplane/apiserver"
 	"github.com/sanboot/sanboot/controlplane/boot"
+	"github.com/sanboot/sanboot/controlplane/staging"
 	"github.com/sanboot/sanboot/internal/daemon"
 )
 
@@ -68,7 +68,7 @@ func main() {
 		return nil
 	})
 	fs.StringVar(&cfg.UploadDir, "upload-dir", "", "where image uploads are staged until every agent has fetched them (default DATA-DIR/uploads)")
-	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", apiserver.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
+	fs.DurationVar(&cfg.UploadTTL, "upload-ttl", staging.DefaultUploadTTL, "how long a staged upload that no image refers to is kept")
 	fs.StringVar(&cfg.BootListen, "boot-listen", cfg.BootListen, "host:port of the boot server, which serves nodes their iPXE scripts over HTTP (beyond loopback: with --boot-tokens or --boot-insecure-chap; empty: none)")
 	fs.StringVar(&cfg.Boot.URL, "boot-url", "", "base URL nodes reach the boot server at, e.g. http://10.0.0.1:8080 (default: scripts refer to it by path)")
 	fs.BoolVar(&cfg.BootInsecureCHAP, "boot-insecure-chap", false, "with --boot-listen beyond loopback and no --boot-tokens: serve CHAP credentials to anyone who asks (warns at start; not recommended)")

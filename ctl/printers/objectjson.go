@@ -1,4 +1,4 @@
-package cli
+package printers
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"github.com/sanboot/sanboot/ctl/manifest"
 )
 
-// objectJSON is the JSON of one object as get -o json|yaml|jsonpath prints
+// ObjectJSON is the JSON of one object as get -o json|yaml|jsonpath prints
 // it.
 //
 // What sanboot reports is printed whole, zero values included, so that a
@@ -25,7 +25,7 @@ import (
 //
 // A node or an image starts with its apiVersion and kind, as in a
 // manifest, so that get -o yaml | apply -f - applies it again unchanged.
-func objectJSON(m proto.Message) ([]byte, error) {
+func ObjectJSON(m proto.Message) ([]byte, error) {
 	switch v := m.(type) {
 	case *sanbootv1.Agent:
 		return protojson.MarshalOptions{EmitDefaultValues: true}.Marshal(v)

@@ -1,4 +1,4 @@
-package cli
+package printers
 
 import (
 	"bytes"
@@ -231,9 +231,9 @@ func writeJPValue(w io.Writer, x any) error {
 
 // jsonPathOut runs the template of format ("jsonpath=...") over doc.
 func jsonPathOut(w io.Writer, format string, doc []byte) error {
-	nodes, err := parseJSONPath(strings.TrimPrefix(format, formatJSONPathPrefix))
+	nodes, err := parseJSONPath(strings.TrimPrefix(format, FormatJSONPathPrefix))
 	if err != nil {
-		return withCode(ExitUsage, err)
+		return &FormatError{err}
 	}
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()

@@ -1,16 +1,15 @@
-package cli
+package printers
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// age formats the time since t the way kubectl does ("45s", "5m30s",
+// Age formats the time since t the way kubectl does ("45s", "5m30s",
 // "3h", "12d"); "<unknown>" when t is unset.
-func age(now time.Time, t *timestamppb.Timestamp) string {
+func Age(now time.Time, t *timestamppb.Timestamp) string {
 	if t == nil || !t.IsValid() || (t.Seconds == 0 && t.Nanos == 0) {
 		return "<unknown>"
 	}
@@ -52,24 +51,8 @@ func humanDuration(d time.Duration) string {
 	}
 }
 
-// parseLabels reads repeated --label key=value flags.
-func parseLabels(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	labels := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--label %q is not key=value", kv)
-		}
-		labels[k] = v
-	}
-	return labels, nil
-}
-
-// orNone prints an empty cell as "<none>".
-func orNone(s string) string {
+// OrNone prints an empty cell as "<none>".
+func OrNone(s string) string {
 	if s == "" {
 		return "<none>"
 	}
