@@ -111,7 +111,13 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 	delete(r.imageErr, k)
 	r.mu.Unlock()
 	rep.SizeBytes, rep.Sha256 = im.SizeBytes, im.SHA256
-	submit(api.ReplicaReady, "")
+	rep.CloneDepth, rep.Flattening = int32(min(im.CloneDepth, 1<<20)), im.Flattening
+	msg := ""
+	if im.Flattening {
+		msg = fmt.Sprintf("it reads through %d other images: flattening it in the background (copying their data into it); "+
+			"it serves meanwhile", im.CloneDepth)
+	}
+	submit(api.ReplicaReady, msg)
 	return done, nil
 }
 

@@ -76,7 +76,7 @@ func (p printer) nodes(nodes []*sanbootv1.Node) error {
 	wide := p.format == formatWide
 	header := p.withProject("NAME", "IMAGE", "AGENT", "PHASE", "AGE")
 	if wide {
-		header = append(header, "INITIATOR", "TARGET", "PORTALS", "MESSAGE")
+		header = append(header, "INITIATOR", "TARGET", "PORTALS", "FAILOVER", "MESSAGE")
 	}
 	rows := make([][]string, 0, len(nodes))
 	for _, n := range nodes {
@@ -87,7 +87,8 @@ func (p printer) nodes(nodes []*sanbootv1.Node) error {
 			if initiator == "" {
 				initiator = api.DefaultInitiatorIQN(api.ProjectOrDefault(m.GetProject()), m.GetName())
 			}
-			row = append(row, initiator, orNone(st.GetTargetIqn()), orNone(strings.Join(st.GetPortals(), ",")), orNone(st.GetMessage()))
+			row = append(row, initiator, orNone(st.GetTargetIqn()), orNone(strings.Join(st.GetPortals(), ",")),
+				orNone(strings.Join(st.GetFailoverAgents(), ",")), orNone(st.GetMessage()))
 		}
 		rows = append(rows, row)
 	}
@@ -126,7 +127,7 @@ func (p printer) images(images []*sanbootv1.Image) error {
 			}
 			var phases []string
 			for _, r := range st.GetReplicas() {
-				phases = append(phases, r.GetAgent()+"="+orNone(r.GetPhase()))
+				phases = append(phases, r.GetAgent()+"="+orNone(r.GetPhase())+cloneDepth(r))
 			}
 			row = append(row, describeSource(spec.GetSource()), agents, orNone(shortSum(st.GetSha256())), orNone(strings.Join(phases, ",")))
 		}
@@ -160,6 +161,19 @@ func (p printer) agents(agents []*sanbootv1.Agent) error {
 		rows = append(rows, row)
 	}
 	return p.table(header, rows)
+}
+
+// cloneDepth says, for a replica in a store of clones (rbd), how many
+// images it reads through and whether it is being flattened: "(depth 5,
+// flattening)"; "" for a flat image.
+func cloneDepth(r *sanbootv1.ImageReplica) string {
+	switch {
+	case r.GetFlattening():
+		return fmt.Sprintf("(depth %d, flattening)", r.GetCloneDepth())
+	case r.GetCloneDepth() > 0:
+		return fmt.Sprintf("(depth %d)", r.GetCloneDepth())
+	}
+	return ""
 }
 
 // shortSum is the first 12 hex digits of a sha256, enough to compare by

@@ -35,7 +35,7 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	im, err := s.statImage(ctx, spec.Project, spec.Name)
 	switch {
 	case err == nil:
-		return same(im, spec)
+		return s.bounded(ctx, final, im, spec)
 	case !errors.Is(err, store.ErrNotFound):
 		return store.Image{}, err
 	}
@@ -53,7 +53,17 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	if err != nil {
 		return store.Image{}, err
 	}
-	return same(im, spec)
+	return s.bounded(ctx, final, im, spec)
+}
+
+// bounded returns im if it is what spec asks for, with its clone depth,
+// after it started flattening it when it is too deep (boundDepth).
+func (s *Store) bounded(ctx context.Context, n string, im store.Image, spec store.ImageSpec) (store.Image, error) {
+	im, err := same(im, spec)
+	if err != nil {
+		return im, err
+	}
+	return im, s.boundDepth(ctx, n, &im)
 }
 
 // makeImage fills the temp image tmp as spec asks, describes it and
@@ -99,7 +109,7 @@ func (s *Store) makeImage(ctx context.Context, tmp, final string, spec store.Ima
 			return err
 		}
 	}
-	if err := s.boundDepth(ctx, tmp, final, &m); err != nil {
+	if err := s.boundHard(ctx, tmp, final, &m); err != nil {
 		return err
 	}
 	if err := s.writeMeta(ctx, tmp, m); err != nil {
@@ -112,20 +122,23 @@ func (s *Store) makeImage(ctx context.Context, tmp, final string, spec store.Ima
 	return err
 }
 
-// boundDepth flattens the new image tmp when its chain of parents is
-// longer than the store's limit.
-func (s *Store) boundDepth(ctx context.Context, tmp, final string, m *meta) error {
-	if m.Source.Kind != store.SourceCopy && m.Source.Kind != store.SourceSnapshot {
-		return nil // not a clone
+// boundHard flattens the new image tmp before it is published when its
+// chain of parents is longer than the hard limit (see flatten.go; the
+// soft limit is kept by flattening in the background once published).
+func (s *Store) boundHard(ctx context.Context, tmp, final string, m *meta) error {
+	if !isClone(m.Source) {
+		return nil
 	}
 	depth, err := s.depth(ctx, tmp)
 	if err != nil {
 		return err
 	}
-	if depth > s.maxDepth {
-		s.log.Info("flattening a new image: its chain of parents is longer than the limit", "image", final, "depth", depth, "max", s.maxDepth)
-		if _, err := s.c.run(ctx, "flatten", "--no-progress", tmp); err != nil {
-			return fmt.Errorf("flatten (clone depth %d > %d): %w", depth, s.maxDepth, err)
+	if depth > s.hardDepth() {
+		s.log.Info("flattening a new image before publishing it: its chain of parents is longer than the hard limit", "image", final, "depth", depth, "hardMax", s.hardDepth())
+		long := s.c
+		long.timeout = 0 // as long as the image's data takes; ctx bounds it
+		if _, err := long.run(ctx, "flatten", "--no-progress", tmp); err != nil {
+			return fmt.Errorf("flatten (clone depth %d > %d): %w", depth, s.hardDepth(), err)
 		}
 		m.Flattened = true
 	}
@@ -290,6 +303,10 @@ func (s *Store) DeleteImage(ctx context.Context, project, name string) error {
 		return err
 	}
 	defer unlock()
+	// A flatten cut short leaves a valid image; the kill may leave its
+	// watch for ~30 s, so that the rm below says EBUSY and the caller
+	// tries again.
+	s.flats.stop(n)
 	if err := s.remove(ctx, n); err != nil {
 		return fmt.Errorf("delete image %s/%s: %w", project, name, err)
 	}
