@@ -187,7 +187,7 @@ log "a snapshot of n-snap (4 images deep, limit 2): published at once, flattened
 qemu-io --image-opts "$(iscsi_opts n-snap)" -c "write -P 0x3c 5M 1M" >/dev/null
 ctl snapshot create n-snap snap2 --wait --timeout 120s
 wait_until 120 "snap2 flat and reported flat" sh -c "! rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' info img.default.snap2 --format json | grep -q '\"parent\"' &&
-	'$BIN/sanbootctl' get images snap2 -o json | grep -q '\"cloneDepth\": *0' && ! '$BIN/sanbootctl' get images snap2 -o json | grep -q '\"flattening\": *true'"
+	[ \"\$('$BIN/sanbootctl' get images snap2 -o jsonpath='{.status.replicas[0].phase} {.status.replicas[0].cloneDepth} {.status.replicas[0].flattening}')\" = 'Ready 0 false' ]"
 grep -h "flattening an image in the background" "$WORK"/agent-s*.log | grep -q "img.default.snap2.*depth=4" ||
 	die "no agent says it flattened snap2 (4 deep) in the background: $(grep -h flatten "$WORK"/agent-s*.log)"
 ctl get images snap2 -o wide

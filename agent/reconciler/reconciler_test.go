@@ -784,6 +784,45 @@ func TestReadyNodeStaysReadyWhileChecked(t *testing.T) {
 	}
 }
 
+// TestReadyImageStaysReadyWhileChecked: resyncs over a Ready image whose
+// store is slow (a loaded Ceph measuring an RBD clone's depth) never
+// report its replica Pending meanwhile.
+func TestReadyImageStaysReadyWhileChecked(t *testing.T) {
+	var slow atomic.Bool
+	var passes atomic.Int32
+	h := newHarness(t, func(o *fakestore.Options) {
+		o.BeforeEnsureImage = func(ctx context.Context, _, _ string) {
+			if slow.Load() {
+				passes.Add(1)
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+		}
+	})
+	h.start(func(c *reconciler.Config) {
+		c.ProgressAfter = 10 * time.Millisecond
+		c.ResyncInterval = 50 * time.Millisecond
+	})
+	h.putImage("default", "golden", 1)
+	replica := func() (*sanbootv1.ImageReplica, bool) {
+		rep := &sanbootv1.ImageReplica{}
+		_, err := kv.Get(ctx, h.cli, api.ReplicaKey("default", "golden", agent), rep)
+		return rep, err == nil
+	}
+	eventually(t, "replica Ready", func() bool { r, ok := replica(); return ok && r.Phase == api.ReplicaReady })
+	slow.Store(true)
+	for end := time.Now().Add(wait); passes.Load() < 3; time.Sleep(5 * time.Millisecond) {
+		if r, ok := replica(); ok && r.Phase != api.ReplicaReady {
+			t.Fatalf("a Ready image's replica said %s (%q) while a resync checked it", r.Phase, r.Message)
+		}
+		if time.Now().After(end) {
+			t.Fatalf("only %d slow passes over the image in %v", passes.Load(), wait)
+		}
+	}
+}
+
 // TestSessionsAreBounded: a status lists at most api.MaxNodeSessions.
 func TestSessionsAreBounded(t *testing.T) {
 	h := newHarness(t)

@@ -44,6 +44,8 @@ type Options struct {
 	// BeforeStatDisk, when set, runs before every StatDisk, outside any
 	// lock (tests use it to make a store call slow).
 	BeforeStatDisk func(ctx context.Context, project, node string)
+	// BeforeEnsureImage, likewise, runs before every EnsureImage.
+	BeforeEnsureImage func(ctx context.Context, project, name string)
 }
 
 type ref struct{ project, name string }
@@ -100,6 +102,9 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	}
 	if err := store.ValidateImageSpec(spec); err != nil {
 		return store.Image{}, fmt.Errorf("image %s/%s: %w", spec.Project, spec.Name, err)
+	}
+	if hook := s.opts.BeforeEnsureImage; hook != nil {
+		hook(ctx, spec.Project, spec.Name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

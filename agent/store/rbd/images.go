@@ -303,6 +303,7 @@ func (s *Store) DeleteImage(ctx context.Context, project, name string) error {
 		return err
 	}
 	defer unlock()
+	s.images.forget(n)
 	// A flatten cut short leaves a valid image; the kill may leave its
 	// watch for ~30 s, so that the rm below says EBUSY and the caller
 	// tries again.

@@ -83,7 +83,8 @@ type Store struct {
 	replicas int64
 	domain   string
 
-	flats flattens
+	flats  flattens
+	images imageCache
 
 	capMu   sync.Mutex
 	capAt   time.Time // when capLast was read

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -37,6 +38,42 @@ func TestStore(t *testing.T) {
 	t.Run("CrashLeftoversAreFinished", func(t *testing.T) { testLeftovers(t, c) })
 	t.Run("TwoAgentsShareThePool", func(t *testing.T) { testTwoAgents(t, c) })
 	t.Run("UploadChecksSizeAndSum", func(t *testing.T) { testUpload(t, c) })
+	t.Run("CloneCalls", func(t *testing.T) { testCloneCalls(t, c) })
+}
+
+// What a new disk costs in rbd processes (each ~50 ms of start-up): at
+// most 5 once the image has been read in the last seconds (bulk
+// provisioning), one more for the first disk of an image.
+func testCloneCalls(t *testing.T, c *cephtest.Cluster) {
+	log := filepath.Join(t.TempDir(), "calls")
+	wrapper := filepath.Join(t.TempDir(), "rbd")
+	rbdPath, err := exec.LookPath("rbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"$*\" >>" + log + "\nexec " + rbdPath + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewPool(t)
+	s := openStore(t, c, p, "agent-a", rbd.Options{RBD: wrapper})
+	ensure(t, s, blank("golden", 4<<20))
+	calls := func(node string) int {
+		if err := os.WriteFile(log, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		clone(t, s, "golden", node, "uid-"+node)
+		b, _ := os.ReadFile(log)
+		t.Logf("Clone of %s:\n%s", node, b)
+		return strings.Count(string(b), "\n")
+	}
+	first, second := calls("n1"), calls("n2")
+	if first > 6 || second > 5 {
+		t.Errorf("a new disk costs %d rbd calls (the first of an image: %d), want at most 5 (6)", second, first)
+	}
+	if d, err := s.StatDisk(ctx, "default", "n2"); err != nil || d.Owner != "uid-n2" || d.SizeBytes != 4<<20 {
+		t.Errorf("StatDisk after Clone = %+v, %v", d, err)
+	}
 }
 
 type env struct {
