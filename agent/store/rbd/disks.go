@@ -124,15 +124,22 @@ func (s *Store) DeleteDisk(ctx context.Context, project, node string) error {
 	return nil
 }
 
-// ListDisks implements store.Store.
+// ListDisks implements store.Store. The agent lists its disks at every
+// resync: when the pool holds deleted images (old.*), it also removes
+// those whose clones are gone (collect), so that what two agents deleting
+// at once, or a crash, left half done is finished without waiting for
+// another deletion.
 func (s *Store) ListDisks(ctx context.Context) ([]store.Disk, error) {
 	var out []store.Disk
-	err := s.walk(ctx, diskPrefix, func(project, node string) error {
+	retired, err := s.walk(ctx, diskPrefix, func(project, node string) error {
 		d, err := s.statDisk(ctx, project, node)
 		if err == nil {
 			out = append(out, d)
 		}
 		return err
 	})
+	if retired && err == nil {
+		s.collect(ctx)
+	}
 	return out, err
 }

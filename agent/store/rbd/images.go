@@ -318,7 +318,7 @@ func (s *Store) DeleteImage(ctx context.Context, project, name string) error {
 // ListImages implements store.Store.
 func (s *Store) ListImages(ctx context.Context) ([]store.Image, error) {
 	var out []store.Image
-	err := s.walk(ctx, imagePrefix, func(project, name string) error {
+	_, err := s.walk(ctx, imagePrefix, func(project, name string) error {
 		im, err := s.statImage(ctx, project, name)
 		if err == nil {
 			out = append(out, im)
@@ -330,14 +330,16 @@ func (s *Store) ListImages(ctx context.Context) ([]store.Image, error) {
 
 // walk calls fn for every image of the pool named prefix+project.name with
 // valid names, sorted by project then name. One removed meanwhile
-// (ErrNotFound) is skipped.
-func (s *Store) walk(ctx context.Context, prefix string, fn func(project, name string) error) error {
+// (ErrNotFound) is skipped. It reports whether the pool holds deleted
+// images (old.*).
+func (s *Store) walk(ctx context.Context, prefix string, fn func(project, name string) error) (retired bool, err error) {
 	names, err := s.names(ctx)
 	if err != nil {
-		return fmt.Errorf("list pool %s: %w", s.c.pool, err)
+		return false, fmt.Errorf("list pool %s: %w", s.c.pool, err)
 	}
 	var keys [][2]string
 	for _, n := range names {
+		retired = retired || strings.HasPrefix(n, retiredPrefix)
 		rest, ok := strings.CutPrefix(n, prefix)
 		if !ok {
 			continue
@@ -352,8 +354,8 @@ func (s *Store) walk(ctx context.Context, prefix string, fn func(project, name s
 	})
 	for _, k := range keys {
 		if err := fn(k[0], k[1]); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+			return retired, err
 		}
 	}
-	return nil
+	return retired, nil
 }

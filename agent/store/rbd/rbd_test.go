@@ -343,9 +343,18 @@ func testLeftovers(t *testing.T, c *cephtest.Cluster) {
 	e.c.Admin(t, "rbd", "snap", "protect", pool+"/tmp.agent-a.half@sanboot")
 	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "tmp.agent-b.busy")
 	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "old.1234.img.default.x")
-	openStore(t, c, e.pool, "agent-a", rbd.Options{})
+	s := openStore(t, c, e.pool, "agent-a", rbd.Options{})
 	if got, want := e.images(t), []string{"tmp.agent-b.busy"}; !slices.Equal(got, want) {
 		t.Errorf("after a restart the pool holds %v, want %v", got, want)
+	}
+	// A deleted image left while the agent runs (two agents deleting at
+	// once): the next listing of disks (every resync) removes it.
+	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "old.5678.disk.default.y")
+	if _, err := s.ListDisks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.images(t), []string{"tmp.agent-b.busy"}; !slices.Equal(got, want) {
+		t.Errorf("after ListDisks the pool holds %v, want %v", got, want)
 	}
 }
 
