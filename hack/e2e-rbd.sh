@@ -228,7 +228,15 @@ done
 ctl snapshot rm snap2 2>/dev/null || ctl image rm snap2
 ctl snapshot rm n01-snap 2>/dev/null || ctl image rm n01-snap
 ctl image rm golden
-wait_until 120 "the pool empty" sh -c "[ -z \"\$(rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' ls)\" ]" ||
-	die "left in the pool: $(admin_rbd ls)"
+end=$((SECONDS + 120))
+until [ -z "$(admin_rbd ls)" ]; do
+	if ((SECONDS > end)); then
+		for img in $(admin_rbd ls); do
+			echo "left: $img: $(admin_rbd info "$img" --format json) snaps: $(admin_rbd snap ls "$img" --format json) status: $(admin_rbd status "$img" --format json)"
+		done
+		die "the pool is not empty 120 s after the last deletion: $(admin_rbd ls | tr '\n' ' ')"
+	fi
+	sleep 1
+done
 pass
 echo "e2e-rbd: $checks passed, 0 failed"
