@@ -6,10 +6,15 @@
 # initiators (libiscsi, qemu) and the rbd tool: E2E_NODES (20) nodes read
 # back byte for byte by their own initiators and refused to others; kill -9
 # of one agent moves its nodes to the other, which serves the same bytes
-# (nothing copied), and when it returns nothing is served twice; a
-# snapshot becomes an image (an RBD clone, no copy) whose new node sees the
-# write; an image with clones cannot be removed; the pool is empty after
-# deprovisioning. Needs root (tgtd).
+# (nothing copied), and when it returns nothing is served twice; each
+# node's boot script names its agent's portal, then the other agent's
+# (its failover agent, also in get nodes -o wide), and the failover path
+# of a script served before the kill reads the moved disk; a snapshot
+# becomes an image (an RBD clone, no copy) whose new node sees the write;
+# a snapshot past the clone-depth limit is flattened in the background
+# and says so; a node deleted while its agent is dead is torn down by the
+# other agent; an image with clones cannot be removed; the pool is empty
+# after deprovisioning. Needs root (tgtd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -38,7 +43,7 @@ TTL=4
 agent() {
 	AGENT_FLAGS=(--driver=tgt --tgtd=managed --tgtd-control="${CTL[$1]}" --portal "${PORTAL[$1]}"
 		--store=rbd --rbd-pool "$CEPH_POOL" --ceph-conf "$CEPH_CONF" --ceph-user "$CEPH_USER"
-		--lease-ttl "${TTL}s" --resync-interval 5s)
+		--lease-ttl "${TTL}s" --resync-interval 5s --rbd-max-clone-depth 2)
 	start_agent "$WORK" "$1"
 	eval "PID_$1=$AGENT_PID"
 }
@@ -96,6 +101,19 @@ on_s1=$(for n in $nodes; do if [ "$(served_by "$n")" = s1 ]; then echo "$n"; fi;
 echo "on s1: $on_s1"
 pass
 
+log "each node's failover agents are the other agent of the pool; its boot script tries that agent's portal when its own fail"
+for n in $nodes; do
+	a=$(served_by "$n")
+	other=s1
+	[ "$a" = s1 ] && other=s2
+	[ "$(ctl get nodes "$n" -o jsonpath='{.status.failoverAgents}')" = "[$other]" ] || [ "$(ctl get nodes "$n" -o jsonpath='{.status.failoverAgents[0]}')" = "$other" ] ||
+		die "$n on $a: failover agents $(ctl get nodes "$n" -o jsonpath='{.status.failoverAgents}'), want $other"
+done
+ctl get nodes -o wide | grep -q 'FAILOVER' || die "get nodes -o wide has no FAILOVER column"
+ctl describe node n01 | grep -q 'Failover to: *s[12]' || die "describe node n01 does not say where it fails over to"
+uri() { echo "iscsi:${PORTAL[$1]%:*}::${PORTAL[$1]##*:}:1:$(T "$2")"; }
+pass
+
 log "a write through iSCSI lands in n01's clone only"
 qemu-io --image-opts "$(iscsi_opts n01)" -c "write -P 0xa5 1M 1M" >/dev/null
 qemu-io --image-opts "$(iscsi_opts n01)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "cannot read back what was written"
@@ -106,6 +124,12 @@ pass
 
 log "kill -9 agent s1 (its tgtd dies with it): its nodes move to s2 of the same pool, nothing copied, same bytes"
 X=$(echo "$on_s1" | cut -d' ' -f1)
+# The script $X holds before s1 dies (a node that spent its boot token
+# keeps it): s1's portal first, s2's as the failover path.
+ctl boot-script "$X" >"$WORK/script-before.ipxe"
+grep -q "^sanboot $(uri s1 "$X") || goto sanboot-failover\$" "$WORK/script-before.ipxe" &&
+	grep -q "^sanboot $(uri s2 "$X") || goto sanboot-retry\$" "$WORK/script-before.ipxe" ||
+	die "$X's boot script does not name s1's portal, then s2's: $(grep '^sanboot' "$WORK/script-before.ipxe")"
 qemu-io --image-opts "$(iscsi_opts "$X")" -c "write -P 0x6b 3M 1M" >/dev/null
 t0=$(date +%s%N)
 kill -9 "$PID_s1"
@@ -127,12 +151,28 @@ rm -f "$WORK/moved.raw" "$WORK/rbd.raw"
 timeout 120 qemu-io --image-opts "$(iscsi_opts "$X")" -c "write -P 0x5c 2M 1M" >/dev/null || die "$X cannot be written after the move"
 pass
 
+log "after the failover: $X's boot script names s2's portal first and no failover agent (s1 is dead); the failover path of the script served before reads $X's disk"
+ctl boot-script "$X" >"$WORK/script-after.ipxe"
+grep -q "^sanboot $(uri s2 "$X") || goto sanboot-retry\$" "$WORK/script-after.ipxe" || die "$X's script after the move: $(grep '^sanboot' "$WORK/script-after.ipxe")"
+if grep -q "${PORTAL[s1]%:*}::${PORTAL[s1]##*:}" "$WORK/script-after.ipxe"; then die "$X's script after the move still names the dead s1"; fi
+[ -z "$(ctl get nodes "$X" -o jsonpath='{.status.failoverAgents[0]}')" ] || die "$X has failover agents with s1 dead"
+# iscsi:HOST::PORT:LUN:IQN of the old script's failover line, read as iPXE would log in.
+alt=$(grep -o "^sanboot iscsi:[^ ]* || goto sanboot-retry" "$WORK/script-before.ipxe" | head -1 | cut -d' ' -f2)
+IFS=: read -r _ ahost _ aport alun aiqn <<<"$alt"
+qemu-img convert --image-opts "driver=iscsi,transport=tcp,portal=$ahost:$aport,target=$aiqn,lun=$alun,initiator-name=$(I "$X")" -O raw "$WORK/alt.raw"
+admin_rbd export --no-progress "disk.default.$X" "$WORK/rbd.raw" >/dev/null
+cmp -s "$WORK/alt.raw" "$WORK/rbd.raw" || die "$X read through the old script's failover path ($alt) differs from its RBD image"
+rm -f "$WORK/alt.raw" "$WORK/rbd.raw"
+pass
+
 log "s1 returns: it serves none of the nodes that moved (nothing served twice)"
 agent s1
 sleep 12 # two resyncs
 left=$(tgtadm -C "${CTL[s1]}" --lld iscsi --mode target --op show | grep -c "iqn.2026-11.io.sanboot" || true)
 [ "$left" = 0 ] || die "s1 serves $left sanboot targets after its nodes moved to s2"
 for n in $on_s1; do [ "$(served_by "$n")" = s2 ] || die "$n moved back to $(served_by "$n")"; done
+wait_until 30 "$X fails over to s1 again" sh -c "[ \"\$('$BIN/sanbootctl' get nodes $X -o jsonpath='{.status.failoverAgents[0]}')\" = s1 ]"
+ctl boot-script "$X" | grep -q "^sanboot $(uri s1 "$X") || goto sanboot-retry\$" || die "$X's boot script does not name the returned s1 as its failover path"
 pass
 
 log "snapshot n01 into an image (an RBD clone of n01's disk, no copy); n-snap from it sees n01's write"
@@ -141,6 +181,19 @@ admin_rbd info img.default.n01-snap --format json | grep -q '"image":"disk.defau
 ctl provision n-snap --image n01-snap --wait --timeout 120s
 qemu-io --image-opts "$(iscsi_opts n-snap)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" ||
 	die "n-snap does not hold the bytes written to n01 before the snapshot"
+pass
+
+log "a snapshot of n-snap (4 images deep, limit 2): published at once, flattened in the background, reported; its node reads its bytes"
+qemu-io --image-opts "$(iscsi_opts n-snap)" -c "write -P 0x3c 5M 1M" >/dev/null
+ctl snapshot create n-snap snap2 --wait --timeout 120s
+wait_until 120 "snap2 flat and reported flat" sh -c "! rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' info img.default.snap2 --format json | grep -q '\"parent\"' &&
+	[ \"\$('$BIN/sanbootctl' get images snap2 -o jsonpath='{.status.replicas[0].phase} {.status.replicas[0].cloneDepth} {.status.replicas[0].flattening}')\" = 'Ready 0 false' ]"
+grep -h "flattening an image in the background" "$WORK"/agent-s*.log | grep -q "img.default.snap2.*depth=4" ||
+	die "no agent says it flattened snap2 (4 deep) in the background: $(grep -h flatten "$WORK"/agent-s*.log)"
+ctl get images snap2 -o wide
+ctl provision n-snap2 --image snap2 --wait --timeout 120s
+qemu-io --image-opts "$(iscsi_opts n-snap2)" -c "read -P 0x3c 5M 1M" | grep -q "read 1048576/1048576" || die "n-snap2 lacks the write to n-snap"
+qemu-io --image-opts "$(iscsi_opts n-snap2)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "n-snap2 lacks the write to n01"
 pass
 
 log "an image with clones cannot be removed, and the refusal names them"
@@ -152,6 +205,19 @@ set -e
 admin_rbd info img.default.golden >/dev/null || die "the refused rm removed the RBD image"
 pass
 
+log "a node deleted while its agent is dead is torn down by the other agent of the pool: its disk leaves the pool"
+Y=$(served_by n-snap2)
+Z=s1
+[ "$Y" = s1 ] && Z=s2
+eval "kill -9 \$PID_$Y"
+ctl deprovision n-snap2
+# $Y stays dead: only $Z can tear n-snap2 down. The dead tgtd's watch on
+# the disk times out (~30 s) before rbd rm works.
+wait_until 180 "n-snap2 gone, torn down by $Z" sh -c "! '$BIN/sanbootctl' get nodes n-snap2 >/dev/null 2>&1"
+if admin_rbd info disk.default.n-snap2 >/dev/null 2>&1; then die "n-snap2's disk is still in the pool"; fi
+agent "$Y"
+pass
+
 log "deprovision everything, remove the images: the pool is empty"
 # shellcheck disable=SC2086
 ctl deprovision $nodes n-snap --wait --timeout 600s
@@ -159,9 +225,18 @@ for a in s1 s2; do
 	left=$(tgtadm -C "${CTL[$a]}" --lld iscsi --mode target --op show | grep -c "iqn.2026-11.io.sanboot" || true)
 	[ "$left" = 0 ] || die "$left sanboot targets left in $a's tgtd after deprovision"
 done
+ctl snapshot rm snap2 2>/dev/null || ctl image rm snap2
 ctl snapshot rm n01-snap 2>/dev/null || ctl image rm n01-snap
 ctl image rm golden
-wait_until 120 "the pool empty" sh -c "[ -z \"\$(rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' ls)\" ]" ||
-	die "left in the pool: $(admin_rbd ls)"
+end=$((SECONDS + 120))
+until [ -z "$(admin_rbd ls)" ]; do
+	if ((SECONDS > end)); then
+		for img in $(admin_rbd ls); do
+			echo "left: $img: $(admin_rbd info "$img" --format json) snaps: $(admin_rbd snap ls "$img" --format json) status: $(admin_rbd status "$img" --format json)"
+		done
+		die "the pool is not empty 120 s after the last deletion: $(admin_rbd ls | tr '\n' ' ')"
+	fi
+	sleep 1
+done
 pass
 echo "e2e-rbd: $checks passed, 0 failed"

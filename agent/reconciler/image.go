@@ -47,15 +47,24 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 		}
 		r.mu.Lock()
 		delete(r.imageErr, k)
+		delete(r.imageOK, k)
 		r.mu.Unlock()
 		r.w.submit(item{key: api.ReplicaKey(k.project, k.name, r.cfg.Agent), del: true, guardKey: api.ImageKey(k.project, k.name), guardRev: guard})
 		return done, nil
 	}
 
-	rep := &sanbootv1.ImageReplica{Agent: r.cfg.Agent, ObservedGeneration: st.im.GetMetadata().GetGeneration()}
+	gen := st.im.GetMetadata().GetGeneration()
+	rep := &sanbootv1.ImageReplica{Agent: r.cfg.Agent, ObservedGeneration: gen}
 	submit := func(phase, msg string) {
 		rep := proto.CloneOf(rep)
 		rep.Phase, rep.Message = phase, msg
+		r.mu.Lock()
+		if phase == api.ReplicaReady {
+			r.imageOK[k] = gen
+		} else {
+			delete(r.imageOK, k)
+		}
+		r.mu.Unlock()
 		r.w.submit(replicaItem(r.cfg.Agent, k.project, k.name, st.rev, rep))
 	}
 	fail := func(out outcome, err error, msg string) (outcome, error) {
@@ -84,7 +93,15 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 		submit(phase, msg)
 		return out, err
 	}
-	p := startProgress(r.cfg.ProgressAfter, "importing", func(msg string) { submit(api.ReplicaPending, msg) })
+	progress := func(msg string) { submit(api.ReplicaPending, msg) }
+	r.mu.Lock()
+	if g, ok := r.imageOK[k]; ok && g == gen {
+		// A pass over an image Ready at this generation (a resync)
+		// checks it: a slow store call must not make it Pending.
+		progress = nil
+	}
+	r.mu.Unlock()
+	p := startProgress(r.cfg.ProgressAfter, "importing", progress)
 	im, err := r.cfg.Store.EnsureImage(ctx, spec)
 	if errors.Is(err, store.ErrMismatch) && r.staleCopy(ctx, spec) {
 		// The image was deleted and created again under its name (the
@@ -111,7 +128,13 @@ func (r *Reconciler) syncImage(ctx context.Context, k ref) (outcome, error) {
 	delete(r.imageErr, k)
 	r.mu.Unlock()
 	rep.SizeBytes, rep.Sha256 = im.SizeBytes, im.SHA256
-	submit(api.ReplicaReady, "")
+	rep.CloneDepth, rep.Flattening = int32(min(im.CloneDepth, 1<<20)), im.Flattening
+	msg := ""
+	if im.Flattening {
+		msg = fmt.Sprintf("it reads through %d other images: flattening it in the background (copying their data into it); "+
+			"it serves meanwhile", im.CloneDepth)
+	}
+	submit(api.ReplicaReady, msg)
 	return done, nil
 }
 

@@ -71,7 +71,14 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 		w.p = startProgress(r.cfg.ProgressAfter, "removing the target", func(msg string) { w.submit(w.status(api.PhaseDeleting, msg)) })
 		return r.teardown(ctx, w, a)
 	}
-	w.p = startProgress(r.cfg.ProgressAfter, "preparing the disk", func(msg string) { w.submit(w.status(api.PhaseProvisioning, msg)) })
+	progress := func(msg string) { w.submit(w.status(api.PhaseProvisioning, msg)) }
+	if r.servedAt(k, w.gen) {
+		// A pass over a node Ready at this generation (a resync, its
+		// sessions changed) checks what is served: a slow store call
+		// must not make it say Provisioning, without portals, meanwhile.
+		progress = nil
+	}
+	w.p = startProgress(r.cfg.ProgressAfter, "preparing the disk", progress)
 	want, image, err := r.desired(k, a)
 	if err != nil {
 		return w.failed(settled, err, fmt.Sprintf("the assignment is invalid, so nothing was created: %s. "+
@@ -160,6 +167,15 @@ func (r *Reconciler) sessions(ctx context.Context, iqn string) []*sanbootv1.Targ
 		out[i] = &sanbootv1.TargetSession{Initiator: s.Initiator, Address: s.Address}
 	}
 	return out
+}
+
+// servedAt reports whether node k's last status said Ready at spec
+// generation gen.
+func (r *Reconciler) servedAt(k ref, gen int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.served[k]
+	return ok && s.gen == gen
 }
 
 // sessionsKey is a comparable form of a status's sessions.

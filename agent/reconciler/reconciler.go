@@ -138,6 +138,7 @@ type Reconciler struct {
 	assigns  map[ref]assignState
 	images   map[ref]imageState
 	imageErr map[ref]string       // last import failure of an image
+	imageOK  map[ref]int64        // image generation last reported Ready
 	waiting  map[ref]map[ref]bool // image -> nodes waiting for it
 	orphans  map[ref]bool         // orphan disks already logged
 	deps     map[key]map[key]bool // work to queue again after a key's work (see after)
@@ -211,6 +212,7 @@ func New(cfg Config) (*Reconciler, error) {
 		assigns:  map[ref]assignState{},
 		images:   map[ref]imageState{},
 		imageErr: map[ref]string{},
+		imageOK:  map[ref]int64{},
 		waiting:  map[ref]map[ref]bool{},
 		orphans:  map[ref]bool{},
 		deps:     map[key]map[key]bool{},

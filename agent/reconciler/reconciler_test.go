@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -735,6 +736,87 @@ func TestStatusListsSessions(t *testing.T) {
 	h.waitStatus("default", "node-01", "without the session", func(st *sanbootv1.NodeStatus) bool {
 		return st.Phase == api.PhaseReady && len(st.Sessions) == 0
 	})
+}
+
+// TestReadyNodeStaysReadyWhileChecked: a pass over a Ready node (its
+// sessions changed) whose store calls are slow (a loaded Ceph) never
+// reports it Provisioning, without portals, meanwhile.
+func TestReadyNodeStaysReadyWhileChecked(t *testing.T) {
+	var slow atomic.Bool
+	h := newHarness(t, func(o *fakestore.Options) {
+		o.BeforeStatDisk = func(ctx context.Context, _, _ string) {
+			if slow.Load() {
+				select {
+				case <-time.After(300 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+		}
+	})
+	h.start(func(c *reconciler.Config) {
+		c.ProgressAfter = 20 * time.Millisecond
+		c.ResyncInterval = 100 * time.Millisecond
+	})
+	h.putImage("default", "golden", 1)
+	h.assign(assignment("default", "node-01", 1))
+	h.waitReady("default", "node-01", 1)
+	slow.Store(true)
+	iqn, in := api.TargetIQN("", "default", "node-01"), api.DefaultInitiatorIQN("default", "node-01")
+	if err := h.driver.Login(iqn, in, "10.99.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	// Until the pass lists the session, every status read says Ready.
+	for end := time.Now().Add(wait); ; time.Sleep(5 * time.Millisecond) {
+		st, ok := h.status("default", "node-01")
+		if ok && st.Phase != api.PhaseReady {
+			t.Fatalf("a Ready node said %s (%q) while a pass checked it", st.Phase, st.Message)
+		}
+		if ok && len(st.Sessions) > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the pass never listed the session; last status %v", st)
+		}
+	}
+}
+
+// TestReadyImageStaysReadyWhileChecked: resyncs over a Ready image whose
+// store is slow (a loaded Ceph measuring an RBD clone's depth) never
+// report its replica Pending meanwhile.
+func TestReadyImageStaysReadyWhileChecked(t *testing.T) {
+	var slow atomic.Bool
+	var passes atomic.Int32
+	h := newHarness(t, func(o *fakestore.Options) {
+		o.BeforeEnsureImage = func(ctx context.Context, _, _ string) {
+			if slow.Load() {
+				passes.Add(1)
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+		}
+	})
+	h.start(func(c *reconciler.Config) {
+		c.ProgressAfter = 10 * time.Millisecond
+		c.ResyncInterval = 50 * time.Millisecond
+	})
+	h.putImage("default", "golden", 1)
+	replica := func() (*sanbootv1.ImageReplica, bool) {
+		rep := &sanbootv1.ImageReplica{}
+		_, err := kv.Get(ctx, h.cli, api.ReplicaKey("default", "golden", agent), rep)
+		return rep, err == nil
+	}
+	eventually.True(t, "replica Ready", func() bool { r, ok := replica(); return ok && r.Phase == api.ReplicaReady })
+	slow.Store(true)
+	for end := time.Now().Add(wait); passes.Load() < 3; time.Sleep(5 * time.Millisecond) {
+		if r, ok := replica(); ok && r.Phase != api.ReplicaReady {
+			t.Fatalf("a Ready image's replica said %s (%q) while a resync checked it", r.Phase, r.Message)
+		}
+		if time.Now().After(end) {
+			t.Fatalf("only %d slow passes over the image in %v", passes.Load(), wait)
+		}
+	}
 }
 
 // TestSessionsAreBounded: a status lists at most api.MaxNodeSessions.

@@ -164,6 +164,13 @@ type Image struct {
 	Source    Source
 	// SHA256 of the bytes, when the store computed it ("" otherwise).
 	SHA256 string
+	// CloneDepth is how many images the image reads through (its chain
+	// of parents), and Flattening whether the store is copying their
+	// data into it in the background to shorten that chain. Reported by
+	// EnsureImage of a store whose images are clones (rbd); zero
+	// elsewhere.
+	CloneDepth int
+	Flattening bool
 }
 
 // Disk is a node's disk.

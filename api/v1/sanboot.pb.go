@@ -873,8 +873,14 @@ type ImageReplica struct {
 	Sha256             string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	ObservedGeneration int64                  `protobuf:"varint,6,opt,name=observed_generation,json=observedGeneration,proto3" json:"observed_generation,omitempty"`
 	UpdateTime         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// In a store whose images are clones (rbd): how many images this one
+	// reads through (0: its data is all its own), and whether the agent is
+	// flattening it (copying that data into it, in the background) because
+	// the chain is longer than its --rbd-max-clone-depth.
+	CloneDepth    int32 `protobuf:"varint,20,opt,name=clone_depth,json=cloneDepth,proto3" json:"clone_depth,omitempty"`
+	Flattening    bool  `protobuf:"varint,21,opt,name=flattening,proto3" json:"flattening,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ImageReplica) Reset() {
@@ -954,6 +960,20 @@ func (x *ImageReplica) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *ImageReplica) GetCloneDepth() int32 {
+	if x != nil {
+		return x.CloneDepth
+	}
+	return 0
+}
+
+func (x *ImageReplica) GetFlattening() bool {
+	if x != nil {
+		return x.Flattening
+	}
+	return false
 }
 
 type ImageStatus struct {
@@ -1203,9 +1223,14 @@ type NodeStatus struct {
 	// Who is logged in to the node's target, as the agent last saw it (at
 	// its resync and whenever it builds the target); at most
 	// api.MaxNodeSessions, sorted by initiator. Empty: nobody.
-	Sessions      []*TargetSession `protobuf:"bytes,20,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sessions []*TargetSession `protobuf:"bytes,20,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	// Where the node could fail over: the other Ready agents (alive, no
+	// problem) of its agent's storage domain, sorted. Empty when its agent
+	// keeps its disks on its own host (no domain). The node's boot script
+	// tries their portals when its agent's do not answer.
+	FailoverAgents []string `protobuf:"bytes,21,rep,name=failover_agents,json=failoverAgents,proto3" json:"failover_agents,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1311,6 +1336,13 @@ func (x *NodeStatus) GetConditions() []*Condition {
 func (x *NodeStatus) GetSessions() []*TargetSession {
 	if x != nil {
 		return x.Sessions
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetFailoverAgents() []string {
+	if x != nil {
+		return x.FailoverAgents
 	}
 	return nil
 }
@@ -5177,7 +5209,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\"\n" +
 	"\n" +
 	"CopySource\x12\x14\n" +
-	"\x05image\x18\x01 \x01(\tR\x05image\"\xf9\x01\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\"\xba\x02\n" +
 	"\fImageReplica\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
@@ -5187,7 +5219,12 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12/\n" +
 	"\x13observed_generation\x18\x06 \x01(\x03R\x12observedGeneration\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x8a\x01\n" +
+	"updateTime\x12\x1f\n" +
+	"\vclone_depth\x18\x14 \x01(\x05R\n" +
+	"cloneDepth\x12\x1e\n" +
+	"\n" +
+	"flattening\x18\x15 \x01(\bR\n" +
+	"flattening\"\x8a\x01\n" +
 	"\vImageStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x124\n" +
@@ -5205,7 +5242,7 @@ const file_sanboot_proto_rawDesc = "" +
 	"\x04chap\x18\x05 \x01(\bR\x04chap\x12\x1b\n" +
 	"\tkeep_disk\x18\x06 \x01(\bR\bkeepDisk\x12\x1f\n" +
 	"\vmutual_chap\x18\a \x01(\bR\n" +
-	"mutualChap\"\x98\x03\n" +
+	"mutualChap\"\xc1\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
@@ -5224,7 +5261,8 @@ const file_sanboot_proto_rawDesc = "" +
 	"conditions\x18\n" +
 	" \x03(\v2\x15.sanboot.v1.ConditionR\n" +
 	"conditions\x125\n" +
-	"\bsessions\x18\x14 \x03(\v2\x19.sanboot.v1.TargetSessionR\bsessions\"G\n" +
+	"\bsessions\x18\x14 \x03(\v2\x19.sanboot.v1.TargetSessionR\bsessions\x12'\n" +
+	"\x0ffailover_agents\x18\x15 \x03(\tR\x0efailoverAgents\"G\n" +
 	"\rTargetSession\x12\x1c\n" +
 	"\tinitiator\x18\x01 \x01(\tR\tinitiator\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xd3\x01\n" +

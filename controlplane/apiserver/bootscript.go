@@ -68,7 +68,7 @@ func (s *Server) GetBootScript(ctx context.Context, req *sanbootv1.GetRequest) (
 	if err != nil {
 		return nil, err
 	}
-	plan := boot.PlanNode(n, ist.Images[iref].Msg, secret)
+	plan := boot.PlanNode(n, ist.Images[iref].Msg, secret).WithFailover(boot.FailoverOf(st, n))
 	url := settings.NodeURL(ref, token)
 	s.log.Info("boot script handed out", "node", ref, "ready", plan.Ready(), "token", token != "")
 	// The script refers to itself by its absolute URL: it may be used away

@@ -142,8 +142,12 @@ func (c *cache) handle(u informer.Update) {
 				}
 			}
 		case state.Alive, state.Agents:
+			// The agent's nodes, and, in a storage domain, every node of
+			// the domain (their failover agents).
+			domain := c.store.Agents[ch.Agent].Msg.GetStorageDomain()
 			for ref, pl := range c.store.Placements {
-				if pl.Msg.GetAgent() == ch.Agent {
+				a := pl.Msg.GetAgent()
+				if a == ch.Agent || (domain != "" && c.store.Agents[a].Msg.GetStorageDomain() == domain) {
 					affected[ref] = true
 				}
 			}

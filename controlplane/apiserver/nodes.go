@@ -76,9 +76,10 @@ func (s *Server) GetNode(ctx context.Context, req *sanbootv1.GetRequest) (*sanbo
 		}
 		st.MACs = idx.MACs
 	}
-	if agent := st.Placements[ref].Msg.GetAgent(); agent != "" && !st.IsAlive(agent) {
-		// Did it stop leaving its targets served?
-		more, err := s.read(ctx, get(api.AgentKey(agent)))
+	if agent := st.Placements[ref].Msg.GetAgent(); agent != "" {
+		// Did it stop leaving its targets served? Which agents of its
+		// storage domain could the node fail over to?
+		more, err := s.read(ctx, list(api.AgentsPrefix()))
 		if err != nil {
 			return nil, err
 		}

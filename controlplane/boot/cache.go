@@ -118,6 +118,14 @@ func (c *cache) byMACAddr(mac string) []state.Ref {
 	})
 }
 
+// failover returns the agents node n could fail over to, with their
+// portals (FailoverOf).
+func (c *cache) failover(n *sanbootv1.Node) []Failover {
+	st := c.inf.RLock()
+	defer c.inf.RUnlock()
+	return FailoverOf(st, n)
+}
+
 // node returns the view of node ref, copies of its image's record (nil
 // when unknown) and of its CHAP secret (nil when it has none), or a nil
 // node.

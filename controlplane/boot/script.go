@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/controlplane/view"
 )
 
 // DefaultEFIFilename is the boot loader a UEFI node's script has iPXE run
@@ -115,6 +117,86 @@ type bootData struct {
 	URIs                             []string
 	Username, Password               string
 	ReverseUsername, ReversePassword string
+	// Failover are the URIs of the agents the node could fail over to,
+	// one entry per agent (WithFailover).
+	Failover      []failoverData
+	FailoverNames string // their names, for the console
+	lun           int32
+}
+
+type failoverData struct{ URIs []string }
+
+// Failover is an agent a node could fail over to (its status's
+// failover_agents) and the portals it tells nodes to use.
+type Failover struct {
+	Agent   string
+	Portals []string
+}
+
+// MaxFailoverAgents bounds how many failover agents a script names.
+const MaxFailoverAgents = 8
+
+// FailoverOf returns the failover agents of node n (its
+// status.failoverAgents) with their portals from st, which must keep
+// Agents.
+func FailoverOf(st *state.Store, n *sanbootv1.Node) []Failover {
+	var out []Failover
+	for _, a := range n.GetStatus().GetFailoverAgents() {
+		out = append(out, Failover{Agent: a, Portals: view.AgentPortals(st.Agents[a].Msg)})
+	}
+	return out
+}
+
+// WithFailover adds to a plan that boots the agents its node could fail
+// over to (at most MaxFailoverAgents, in order): when no portal of the
+// node's agent lets it boot, the script tries theirs, one agent after
+// the other, before it retries. An agent serves a node's target only
+// once the node has moved to it, so this finds the disk after a failover
+// that happened after the script was served (a script whose boot token
+// is spent retries in place and never fetches the new one). Portals that
+// cannot go into a script are left out; a plan that waits is unchanged.
+func (p Plan) WithFailover(agents []Failover) Plan {
+	if p.boot == nil || len(agents) == 0 {
+		return p
+	}
+	b := *p.boot
+	b.Failover, b.FailoverNames = nil, ""
+	var names []string
+	for _, a := range agents {
+		if len(b.Failover) == MaxFailoverAgents {
+			break
+		}
+		if api.ValidateName("agent", a.Agent) != nil {
+			continue
+		}
+		var uris []string
+		for _, portal := range a.Portals {
+			if uri, err := iscsiURI(portal, b.lun, b.TargetIQN); err == nil && !slices.Contains(b.URIs, uri) {
+				uris = append(uris, uri)
+			}
+		}
+		if len(uris) > 0 {
+			b.Failover = append(b.Failover, failoverData{URIs: uris})
+			names = append(names, a.Agent)
+		}
+	}
+	b.FailoverNames = strings.Join(names, ", ")
+	p.boot = &b
+	return p
+}
+
+// iscsiURI is iPXE's URI of lun of target at portal (IP:PORT):
+// iscsi:<server>:<protocol>:<port>:<LUN, hex>:<target>.
+func iscsiURI(portal string, lun int32, target string) (string, error) {
+	ap, err := netip.ParseAddrPort(portal)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return "", fmt.Errorf("%q is not IP:PORT", portal)
+	}
+	host := ap.Addr().Unmap().String()
+	if ap.Addr().Unmap().Is6() {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("iscsi:%s::%d:%x:%s", host, ap.Port(), lun, target), nil
 }
 
 // PlanNode decides what node n (the API's view, with status) is told:
@@ -162,18 +244,14 @@ func PlanNode(n *sanbootv1.Node, image *sanbootv1.Image, secret *sanbootv1.ChapS
 	if len(st.GetPortals()) == 0 {
 		errs = append(errs, errors.New("status.portals: the agent reported no portal"))
 	}
+	b.lun = lun
 	for i, portal := range st.GetPortals() {
-		ap, err := netip.ParseAddrPort(portal)
-		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
-			errs = append(errs, fmt.Errorf("status.portals[%d]: %q is not IP:PORT", i, portal))
+		uri, err := iscsiURI(portal, lun, b.TargetIQN)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("status.portals[%d]: %w", i, err))
 			continue
 		}
-		host := ap.Addr().Unmap().String()
-		if ap.Addr().Unmap().Is6() {
-			host = "[" + host + "]"
-		}
-		// iscsi:<server>:<protocol>:<port>:<LUN, hex>:<target>
-		b.URIs = append(b.URIs, fmt.Sprintf("iscsi:%s::%d:%x:%s", host, ap.Port(), lun, b.TargetIQN))
+		b.URIs = append(b.URIs, uri)
 	}
 	if spec.GetChap() {
 		if secret == nil {
@@ -330,10 +408,25 @@ clear reverse-password
 :sanboot
 echo sanboot: node {{.Node}}: booting from {{.TargetIQN}} ({{len .URIs}} portal{{if gt (len .URIs) 1}}s{{end}}, ${platform} firmware)
 iseq ${platform} efi && goto sanboot-efi ||
+{{- if .Failover}}
+sanboot{{range .URIs}} {{.}}{{end}} || goto sanboot-failover
+goto sanboot-retry
+:sanboot-efi
+sanboot --filename {{.EFIFilename}}{{range .URIs}} {{.}}{{end}} || goto sanboot-failover
+goto sanboot-retry
+:sanboot-failover
+echo sanboot: node {{.Node}}: the portals of its agent failed (error ${errno}); trying the agents it fails over to ({{.FailoverNames}})
+iseq ${platform} efi && goto sanboot-failover-efi ||
+{{range $i, $f := .Failover}}{{if $i}} || {{end}}sanboot{{range $f.URIs}} {{.}}{{end}}{{end}} || goto sanboot-retry
+goto sanboot-retry
+:sanboot-failover-efi
+{{range $i, $f := .Failover}}{{if $i}} || {{end}}sanboot --filename {{$.EFIFilename}}{{range $f.URIs}} {{.}}{{end}}{{end}} || goto sanboot-retry
+{{- else}}
 sanboot{{range .URIs}} {{.}}{{end}} || goto sanboot-retry
 goto sanboot-retry
 :sanboot-efi
 sanboot --filename {{.EFIFilename}}{{range .URIs}} {{.}}{{end}} || goto sanboot-retry
+{{- end}}
 :sanboot-retry
 echo sanboot: node {{.Node}} could not boot from its disk (error ${errno}); retrying in ${sanboot-wait} s
 sleep ${sanboot-wait}

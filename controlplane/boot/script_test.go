@@ -108,6 +108,26 @@ func TestScripts(t *testing.T) {
 			absent: []string{"set password", "sanboot iscsi"}},
 		{name: "chap_without_secret", settings: plain, plan: PlanNode(readyNode("n1", chap), nil, nil), self: "/boot/default/n1",
 			want: []string{"spec.chap is on but the node has no CHAP credentials"}, absent: []string{"sanboot iscsi"}},
+		{name: "failover", settings: plain, plan: PlanNode(readyNode("n1"), nil, nil).WithFailover([]Failover{
+			{Agent: "rack2", Portals: []string{"10.0.3.2:3260", "[fd00::3]:3260"}},
+			{Agent: "rack3", Portals: []string{"host:3260", "10.0.2.2:3260"}}, // bad, and rack1's own: nothing left
+			{Agent: "Bad Name", Portals: []string{"10.0.5.2:3260"}},
+			{Agent: "rack4", Portals: []string{"10.0.4.2:3260"}},
+		}), self: "/boot/default/n1", ready: true,
+			want: []string{"sanboot iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-failover",
+				`sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.2.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-failover`,
+				"echo sanboot: node default/n1: the portals of its agent failed (error ${errno}); trying the agents it fails over to (rack2, rack4)",
+				"sanboot iscsi:10.0.3.2::3260:1:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::3]::3260:1:iqn.2026-11.io.sanboot:default.n1 || sanboot iscsi:10.0.4.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry",
+				`sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.3.2::3260:1:iqn.2026-11.io.sanboot:default.n1 iscsi:[fd00::3]::3260:1:iqn.2026-11.io.sanboot:default.n1 || sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.0.4.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry`,
+				"chain --replace --autofree /boot/default/n1 || goto sanboot-retry"},
+			absent: []string{"10.0.5.2", "rack3", "host:"}},
+		{name: "failover_token", settings: tokens, plan: PlanNode(readyNode("n1", chap), nil, chapSecret).WithFailover([]Failover{{Agent: "rack2", Portals: []string{"10.0.3.2:3260"}}}),
+			self: tokens.NodePath(n1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), ready: true,
+			want:   []string{"sanboot iscsi:10.0.3.2::3260:1:iqn.2026-11.io.sanboot:default.n1 || goto sanboot-retry", "goto sanboot"},
+			absent: []string{"chain", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}},
+		{name: "failover_waiting", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Status.Phase = api.PhaseUnavailable }), nil, nil).
+			WithFailover([]Failover{{Agent: "rack2", Portals: []string{"10.0.3.2:3260"}}}), self: "/boot/default/n1",
+			want: []string{"echo sanboot: node default/n1 is Unavailable"}, absent: []string{"10.0.3.2", "sanboot-failover"}},
 		{name: "no_portals", settings: plain, plan: PlanNode(readyNode("n1", func(n *sanbootv1.Node) { n.Status.Portals = nil }), nil, nil), self: "/boot/default/n1",
 			want: []string{"status.portals: the agent reported no portal"}},
 	}
@@ -206,7 +226,7 @@ func checkScript(t *testing.T, script string) {
 			if err := api.ValidateEFIBootPath("--filename", fields[2]); err != nil {
 				t.Errorf("line %d: %v", i+2, err)
 			}
-			line = strings.Replace(line, fields[2], "", 1) // its only backslashes
+			line = strings.ReplaceAll(line, fields[2], "") // its only backslashes
 		}
 		if strings.ContainsAny(line, "'\"\\`") {
 			t.Errorf("line %d holds a quote or a backslash: %q", i+2, line)
@@ -215,7 +235,21 @@ func checkScript(t *testing.T, script string) {
 			t.Errorf("line %d: an echo chains a command: %q", i+2, line)
 		}
 	}
+	// Every goto has its label.
+	labels := map[string]bool{}
+	for _, l := range strings.Split(script, "\n") {
+		if strings.HasPrefix(l, ":") {
+			labels[l[1:]] = true
+		}
+	}
+	for _, m := range gotoTarget.FindAllStringSubmatch(script, -1) {
+		if !labels[m[1]] {
+			t.Errorf("goto %s: no such label in\n%s", m[1], script)
+		}
+	}
 }
+
+var gotoTarget = regexp.MustCompile(`goto (\S+)`)
 
 func TestEchoText(t *testing.T) {
 	cases := map[string]string{

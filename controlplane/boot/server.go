@@ -282,7 +282,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request, ref state.Ref
 		}
 		tokenRev = rev
 	}
-	plan := PlanNode(n, image, secret)
+	plan := PlanNode(n, image, secret).WithFailover(s.cache.failover(n))
 	if !plan.Ready() {
 		wait(plan)
 		return

@@ -19,7 +19,14 @@ import (
 // when it comes back, sees no assignment and its target GC removes the
 // target; a removed assignment never deletes a disk.
 
-// stranded adds to refs the live nodes placed on an unavailable agent of a
+//
+// A node deleted while its agent is unavailable moves the same way, so
+// that another agent of the domain tears it down (removes its disk from
+// the shared store) instead of the deletion waiting for the dead agent;
+// its image need not exist any more. A forced deletion does not wait for
+// that: its records go at once and its disk stays in the store.
+
+// stranded adds to refs the nodes placed on an unavailable agent of a
 // storage domain: those failover may move.
 func (s *Scheduler) stranded(refs map[state.Ref]bool) {
 	st := s.store
@@ -28,7 +35,7 @@ func (s *Scheduler) stranded(refs map[state.Ref]bool) {
 		if agent == "" || st.IsAlive(agent) || st.Agents[agent].Msg.GetStorageDomain() == "" {
 			continue
 		}
-		if n, ok := st.Nodes[ref]; ok && n.Msg.GetMetadata().GetDeleteTime() == nil {
+		if _, ok := st.Nodes[ref]; ok {
 			refs[ref] = true
 		}
 	}
@@ -56,7 +63,7 @@ func (s *Scheduler) failover(from string, n *sanbootv1.Node, picks map[string]in
 	// The image is in the domain's store when any agent of the domain
 	// holds it (the node's disk is there anyway).
 	img := state.Ref{Project: n.GetMetadata().GetProject(), Name: n.GetSpec().GetImage()}
-	inDomain := false
+	inDomain := n.GetMetadata().GetDeleteTime() != nil // a teardown needs no image
 	for a, r := range st.Replicas[img] {
 		if r.Msg.GetPhase() == api.ReplicaReady && st.Agents[a].Msg.GetStorageDomain() == domain {
 			inDomain = true

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"testing"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
+	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
 )
 
@@ -74,4 +77,47 @@ func TestFailoverWithinStorageDomain(t *testing.T) {
 	if _, err := e.assignment("a", "n1"); !errors.Is(err, kv.ErrNotFound) {
 		t.Errorf("n1 assigned to a again: %v", err)
 	}
+}
+
+// TestTeardownOfADeadAgentsNodeMovesInItsDomain: a node deleted whose
+// agent dies before it tore the node down is handed, deleting, to a live
+// agent of the storage domain (which removes its disk from the shared
+// store), and its records go once that agent has torn it down. Its image
+// need not exist any more.
+func TestTeardownOfADeadAgentsNodeMovesInItsDomain(t *testing.T) {
+	e := start(t)
+	const domain = "rbd:6f1c2a9e-0b7d-4c55-9d0e-2f4b1e8a7c31/sanboot"
+	a, b := e.agent("a", "Ready"), e.agent("b", "Ready")
+	e.inDomain(a, domain)
+	e.inDomain(b, domain)
+	e.putNode("n1", &sanbootv1.NodeSpec{Image: image, Agent: "a"})
+	e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Agent == "a" })
+	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
+	var asg *sanbootv1.Assignment
+	eventually.True(t, "n1's teardown asked of a", func() bool {
+		var err error
+		asg, err = e.assignment("a", "n1")
+		return err == nil && asg.Deleting
+	}, eventually.Seen(func() string { return asg.String() }))
+	if _, err := e.cli.Delete(e.ctx, api.ImageKey(project, image)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revoke(e.ctx); err != nil { // a dies before it tore n1 down
+		t.Fatal(err)
+	}
+	eventually.True(t, "n1's teardown handed to b", func() bool {
+		var err error
+		asg, err = e.assignment("b", "n1")
+		return err == nil && asg.Deleting
+	}, eventually.Seen(func() string { return asg.String() }))
+	e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Agent == "b" })
+	if _, err := e.assignment("a", "n1"); !errors.Is(err, kv.ErrNotFound) {
+		t.Errorf("n1's assignment on the dead agent a: %v, want it gone", err)
+	}
+	if err := b.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, "the node's records to go", func() bool {
+		return e.count(api.Prefix+"nodes/")+e.count(api.Prefix+"placements/")+e.count(api.AssignPrefix("")) == 0
+	}, eventually.Seen(func() string { return "records remain" }))
 }

@@ -482,10 +482,20 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 			return finalize(fmt.Sprintf("force-deleted a node whose agent %q is unavailable (its disk stays on that host)", agent), true), nil
 		}
 		// Ask the agent to tear down, with the latest spec (DeleteNode may
-		// have set keep_disk).
+		// have set keep_disk). A dead agent's node of a storage domain is
+		// torn down by another agent of the domain (failover.go).
 		p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
 		want := assignment(ref, node.Msg, st.Secrets[ref].Msg)
 		want.Deleting = true
+		if to := s.failoverTarget(agent, node.Msg, picks); to != "" {
+			p.what = fmt.Sprintf("moved the teardown of a deleted node from unavailable agent %q to %q of its storage domain", agent, to)
+			agent, p.agent = to, to
+			if err := p.put(api.PlacementKey(ref.Project, ref.Name), pl.ModRevision,
+				&sanbootv1.Placement{Agent: to, Reason: api.ReasonScheduled, Generation: node.Msg.GetMetadata().GetGeneration()}); err != nil {
+				return nil, err
+			}
+			a = assigns[to]
+		}
 		if !holds(a, want) {
 			if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, want); err != nil {
 				return nil, err
@@ -495,7 +505,9 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		if len(p.ops) == 0 {
 			return nil, nil
 		}
-		p.what = "asked the agent to tear the node down"
+		if p.what == "" {
+			p.what = "asked the agent to tear the node down"
+		}
 		return p, nil
 	}
 

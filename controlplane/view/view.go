@@ -144,6 +144,9 @@ func nodeStatus(s *state.Store, ref state.Ref, n *sanbootv1.Node) *sanbootv1.Nod
 	case !reported || out.Phase == "":
 		out.Phase, out.Message = api.PhasePending, fmt.Sprintf("placed on agent %q; waiting for it to report", agent)
 	}
+	if n.Metadata.GetDeleteTime() == nil {
+		out.FailoverAgents = FailoverAgents(s, agent)
+	}
 	ready := &sanbootv1.Condition{Type: api.ConditionReady, Status: out.Phase == api.PhaseReady, Reason: out.Phase, Message: out.Message}
 	out.Conditions = []*sanbootv1.Condition{scheduled, available, ready}
 	if p := macProblems(s, ref, n.GetSpec().GetMacs()); len(p) > 0 {
@@ -336,6 +339,34 @@ func Agent(s *state.Store, name string) *sanbootv1.Agent {
 		a.State = api.AgentReady
 	}
 	return a
+}
+
+// FailoverAgents are the agents a node of agent could fail over to: the
+// other Ready agents (alive, no problem) of agent's storage domain, sorted.
+// Nil when agent is in no domain (its disks live on its own host). The
+// store must keep Agents and Alive.
+func FailoverAgents(s *state.Store, agent string) []string {
+	domain := s.Agents[agent].Msg.GetStorageDomain()
+	if agent == "" || domain == "" {
+		return nil
+	}
+	var out []string
+	for name, rec := range s.Agents {
+		if name != agent && rec.Msg.GetStorageDomain() == domain && s.IsAlive(name) && rec.Msg.GetProblem() == "" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AgentPortals are the portals agent rec tells nodes to use: its
+// advertised portals, else the ones its targets listen on.
+func AgentPortals(rec *sanbootv1.AgentRecord) []string {
+	if p := rec.GetAdvertisePortals(); len(p) > 0 {
+		return p
+	}
+	return rec.GetPortals()
 }
 
 // Agents returns every agent's view, sorted by name.

@@ -232,3 +232,41 @@ func TestNodeViewKeepsTheStoreIntact(t *testing.T) {
 		t.Fatalf("a later view shows an earlier view's changes: %v", again)
 	}
 }
+
+// A node's failover agents are the other Ready agents of its agent's
+// storage domain: not the dead, not one with a problem, not another
+// domain's; none for an agent in no domain, nor for a deleting node.
+func TestFailoverAgents(t *testing.T) {
+	const d = "rbd:fsid/pool"
+	records := map[string]proto.Message{
+		nodeKey: node(false), placeKey: placedOnA, statusKey: ready, aliveA: empty,
+		api.AgentKey("a"): &sanbootv1.AgentRecord{StorageDomain: d},
+		api.AgentKey("c"): &sanbootv1.AgentRecord{StorageDomain: d}, api.AliveKey("c"): empty,
+		api.AgentKey("b"): &sanbootv1.AgentRecord{StorageDomain: d}, api.AliveKey("b"): empty,
+		api.AgentKey("dead"): &sanbootv1.AgentRecord{StorageDomain: d},
+		api.AgentKey("sick"): &sanbootv1.AgentRecord{StorageDomain: d, Problem: "tgtd is down"}, api.AliveKey("sick"): empty,
+		api.AgentKey("other"): &sanbootv1.AgentRecord{StorageDomain: "rbd:fsid/other"}, api.AliveKey("other"): empty,
+		api.AgentKey("local"): &sanbootv1.AgentRecord{}, api.AliveKey("local"): empty,
+	}
+	ref := state.Ref{Project: "p", Name: "n1"}
+	if got := view.Node(store(t, records), ref).GetStatus().GetFailoverAgents(); strings.Join(got, ",") != "b,c" {
+		t.Errorf("failover agents = %v, want [b c]", got)
+	}
+	// Its agent dead: still where it could go (and where it goes).
+	delete(records, aliveA)
+	if got := view.Node(store(t, records), ref).GetStatus().GetFailoverAgents(); strings.Join(got, ",") != "b,c" {
+		t.Errorf("failover agents with the agent dead = %v, want [b c]", got)
+	}
+	records[nodeKey] = node(true)
+	if got := view.Node(store(t, records), ref).GetStatus().GetFailoverAgents(); len(got) != 0 {
+		t.Errorf("a deleting node has failover agents %v", got)
+	}
+	records[nodeKey] = node(false)
+	records[api.AgentKey("a")] = &sanbootv1.AgentRecord{}
+	if got := view.Node(store(t, records), ref).GetStatus().GetFailoverAgents(); len(got) != 0 {
+		t.Errorf("a node of an agent in no domain has failover agents %v", got)
+	}
+	if got := view.FailoverAgents(store(t, records), ""); got != nil {
+		t.Errorf("an unplaced node has failover agents %v", got)
+	}
+}

@@ -74,7 +74,8 @@ func seededFake(t *testing.T) (*fakeSanboot, string) {
 		Metadata: &sanbootv1.ObjectMeta{Project: "default", Name: "node-01", Generation: 2, CreateTime: ago(3*time.Hour + 5*time.Minute), Labels: map[string]string{"rack": "r1"}, Uid: "u-1"},
 		Spec:     &sanbootv1.NodeSpec{Image: "debian-13", Macs: []string{"52:54:00:12:34:56"}},
 		Status: &sanbootv1.NodeStatus{Phase: api.PhaseReady, Agent: "storage-1", TargetIqn: "iqn.2026-11.io.sanboot:default.node-01",
-			Portals: []string{"10.0.0.1:3260", "10.0.1.1:3260"}, ObservedGeneration: 2, CloneMode: "reflink", UpdateTime: ago(time.Hour)},
+			Portals: []string{"10.0.0.1:3260", "10.0.1.1:3260"}, ObservedGeneration: 2, CloneMode: "reflink", UpdateTime: ago(time.Hour),
+			FailoverAgents: []string{"storage-2", "storage-3"}},
 	})
 	f.addNode(&sanbootv1.Node{
 		Metadata: &sanbootv1.ObjectMeta{Project: "default", Name: "node-02", Generation: 1, CreateTime: ago(45 * time.Second), Labels: map[string]string{"rack": "r2"}},
@@ -111,7 +112,8 @@ func seededFake(t *testing.T) (*fakeSanboot, string) {
 		Metadata: &sanbootv1.ObjectMeta{Project: "lab", Name: "ubuntu-24", Generation: 1, CreateTime: ago(7 * 24 * time.Hour)},
 		Spec: &sanbootv1.ImageSpec{SizeBytes: 20 << 30,
 			Source: &sanbootv1.ImageSource{Kind: &sanbootv1.ImageSource_Copy{Copy: &sanbootv1.CopySource{Image: "ubuntu-base"}}}},
-		Status: &sanbootv1.ImageStatus{Phase: "Ready", UsedBy: []string{"gpu-01"}, Replicas: []*sanbootv1.ImageReplica{{Agent: "storage-1", Phase: api.ReplicaReady}}},
+		Status: &sanbootv1.ImageStatus{Phase: "Ready", UsedBy: []string{"gpu-01"}, Replicas: []*sanbootv1.ImageReplica{
+			{Agent: "storage-1", Phase: api.ReplicaReady, CloneDepth: 5, Flattening: true}}},
 	})
 	f.addAgent(&sanbootv1.Agent{
 		Record: &sanbootv1.AgentRecord{Name: "storage-1", Version: "v0.1.0", Driver: "lio", Portals: []string{"10.0.0.1:3260", "10.0.1.1:3260"},

@@ -185,6 +185,9 @@ func writeNodeDescription(out io.Writer, now time.Time, n *sanbootv1.Node, agent
 		agentLine += fmt.Sprintf(" (%s, driver %s, version %s)", printers.OrNone(agent.GetState()), printers.OrNone(agent.GetRecord().GetDriver()), printers.OrNone(agent.GetRecord().GetVersion()))
 	}
 	line(1, "Agent", agentLine)
+	if fo := st.GetFailoverAgents(); len(fo) > 0 {
+		line(1, "Failover to", strings.Join(fo, ", ")+" (the other Ready agents of its storage domain)")
+	}
 	line(1, "Target IQN", printers.OrNone(st.GetTargetIqn()))
 	line(1, "Portals", printers.OrNone(strings.Join(st.GetPortals(), ", ")))
 	lun := "<none>"

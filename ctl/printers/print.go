@@ -87,7 +87,7 @@ func (p Printer) Nodes(nodes []*sanbootv1.Node) error {
 	wide := p.Format == FormatWide
 	header := p.WithProject("NAME", "IMAGE", "AGENT", "PHASE", "AGE")
 	if wide {
-		header = append(header, "INITIATOR", "TARGET", "PORTALS", "MESSAGE")
+		header = append(header, "INITIATOR", "TARGET", "PORTALS", "FAILOVER", "MESSAGE")
 	}
 	rows := make([][]string, 0, len(nodes))
 	for _, n := range nodes {
@@ -98,7 +98,8 @@ func (p Printer) Nodes(nodes []*sanbootv1.Node) error {
 			if initiator == "" {
 				initiator = api.DefaultInitiatorIQN(api.ProjectOrDefault(m.GetProject()), m.GetName())
 			}
-			row = append(row, initiator, OrNone(st.GetTargetIqn()), OrNone(strings.Join(st.GetPortals(), ",")), OrNone(st.GetMessage()))
+			row = append(row, initiator, OrNone(st.GetTargetIqn()), OrNone(strings.Join(st.GetPortals(), ",")),
+				OrNone(strings.Join(st.GetFailoverAgents(), ",")), OrNone(st.GetMessage()))
 		}
 		rows = append(rows, row)
 	}
@@ -134,7 +135,7 @@ func (p Printer) Images(images []*sanbootv1.Image) error {
 			}
 			var phases []string
 			for _, r := range st.GetReplicas() {
-				phases = append(phases, r.GetAgent()+"="+OrNone(r.GetPhase()))
+				phases = append(phases, r.GetAgent()+"="+OrNone(r.GetPhase())+cloneDepth(r))
 			}
 			row = append(row, DescribeSource(spec.GetSource()), agents, OrNone(ShortSum(st.GetSha256())), OrNone(strings.Join(phases, ",")))
 		}
@@ -182,6 +183,19 @@ func readyReplicas(st *sanbootv1.ImageStatus) int {
 		}
 	}
 	return n
+}
+
+// cloneDepth says, for a replica in a store of clones (rbd), how many
+// images it reads through and whether it is being flattened: "(depth 5,
+// flattening)"; "" for a flat image.
+func cloneDepth(r *sanbootv1.ImageReplica) string {
+	switch {
+	case r.GetFlattening():
+		return fmt.Sprintf("(depth %d, flattening)", r.GetCloneDepth())
+	case r.GetCloneDepth() > 0:
+		return fmt.Sprintf("(depth %d)", r.GetCloneDepth())
+	}
+	return ""
 }
 
 // ShortSum is the first 12 hex digits of a sha256, enough to compare by

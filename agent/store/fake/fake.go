@@ -41,6 +41,11 @@ type Options struct {
 	// outside any lock; an error fails the clone. Tests use it to hold a
 	// clone while they look at the status.
 	BeforeClone func(ctx context.Context, project, node string) error
+	// BeforeStatDisk, when set, runs before every StatDisk, outside any
+	// lock (tests use it to make a store call slow).
+	BeforeStatDisk func(ctx context.Context, project, node string)
+	// BeforeEnsureImage, likewise, runs before every EnsureImage.
+	BeforeEnsureImage func(ctx context.Context, project, name string)
 }
 
 type ref struct{ project, name string }
@@ -97,6 +102,9 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	}
 	if err := store.ValidateImageSpec(spec); err != nil {
 		return store.Image{}, fmt.Errorf("image %s/%s: %w", spec.Project, spec.Name, err)
+	}
+	if hook := s.opts.BeforeEnsureImage; hook != nil {
+		hook(ctx, spec.Project, spec.Name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,6 +217,9 @@ func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (
 func (s *Store) StatDisk(ctx context.Context, project, node string) (store.Disk, error) {
 	if err := store.ValidateNames(project, node); err != nil {
 		return store.Disk{}, fmt.Errorf("disk %s/%s: %w", project, node, err)
+	}
+	if hook := s.opts.BeforeStatDisk; hook != nil {
+		hook(ctx, project, node)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -27,7 +27,7 @@ func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return store.Disk{}, err
 	}
-	im, err := s.statImage(ctx, project, image)
+	im, err := s.images.get(imageName(project, image), func() (store.Image, error) { return s.statImage(ctx, project, image) })
 	if err != nil {
 		return store.Disk{}, fmt.Errorf("clone for node %s: %w", node, err)
 	}
@@ -39,17 +39,30 @@ func (s *Store) Clone(ctx context.Context, project, image, node, owner string) (
 		return store.Disk{}, store.NoSpace(what, im.SizeBytes, c.FreeBytes)
 	}
 	tmp := s.newTmp()
-	err = s.makeDisk(ctx, tmp, final, imageName(project, image), meta{Kind: "disk", Name: final, SizeBytes: im.SizeBytes, Image: image, Owner: owner})
+	m := meta{Kind: "disk", Name: final, SizeBytes: im.SizeBytes, Image: image, Owner: owner}
+	err = s.makeDisk(ctx, tmp, final, imageName(project, image), m)
 	if err != nil {
 		if rmErr := s.remove(ctx, tmp); rmErr != nil {
 			s.log.Warn("could not remove a temp image; the agent removes it when it starts again", "image", tmp, "err", rmErr)
 		}
+		if isNotFound(err) {
+			s.images.forget(imageName(project, image)) // deleted by another agent of the pool
+		}
 		return store.Disk{}, notFound(what, err)
 	}
-	if err := s.publish(ctx, tmp, final); err != nil && !isExist(err) { // EEXIST: made by another agent meanwhile
+	switch err := s.publish(ctx, tmp, final); {
+	case isExist(err): // made by another agent meanwhile: its disk
+		return s.statDisk(ctx, project, node)
+	case err != nil:
 		return store.Disk{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return s.statDisk(ctx, project, node)
+	return s.disk(project, node, m), nil // what was just written: no need to read it back
+}
+
+// disk is the store.Disk of node's disk described by m.
+func (s *Store) disk(project, node string, m meta) store.Disk {
+	return store.Disk{Project: project, Node: node, Image: m.Image, Owner: m.Owner, Path: store.RBDPath(s.c.pool, diskName(project, node)),
+		SizeBytes: m.SizeBytes, CloneMode: store.CloneRBD}
 }
 
 func (s *Store) makeDisk(ctx context.Context, tmp, final, parent string, m meta) error {
@@ -79,8 +92,7 @@ func (s *Store) statDisk(ctx context.Context, project, node string) (store.Disk,
 	if err != nil {
 		return store.Disk{}, notFound(fmt.Sprintf("disk of node %s/%s", project, node), err)
 	}
-	return store.Disk{Project: project, Node: node, Image: m.Image, Owner: m.Owner, Path: store.RBDPath(s.c.pool, n),
-		SizeBytes: m.SizeBytes, CloneMode: store.CloneRBD}, nil
+	return s.disk(project, node, m), nil
 }
 
 // DeleteDisk implements store.Store: the disk goes, or, while an image made
@@ -106,15 +118,22 @@ func (s *Store) DeleteDisk(ctx context.Context, project, node string) error {
 	return nil
 }
 
-// ListDisks implements store.Store.
+// ListDisks implements store.Store. The agent lists its disks at every
+// resync: when the pool holds deleted images (old.*), it also removes
+// those whose clones are gone (collect), so that what two agents deleting
+// at once, or a crash, left half done is finished without waiting for
+// another deletion.
 func (s *Store) ListDisks(ctx context.Context) ([]store.Disk, error) {
 	var out []store.Disk
-	err := s.walk(ctx, diskPrefix, func(project, node string) error {
+	retired, err := s.walk(ctx, diskPrefix, func(project, node string) error {
 		d, err := s.statDisk(ctx, project, node)
 		if err == nil {
 			out = append(out, d)
 		}
 		return err
 	})
+	if retired && err == nil {
+		s.collect(ctx)
+	}
 	return out, err
 }

@@ -44,8 +44,8 @@
 // Clone depth. An image made from a node's snapshot (or a copy) is a clone
 // of a clone; every level costs reads that miss. An image whose chain of
 // parents is longer than Options.MaxCloneDepth is flattened (its data
-// copied from its parents) before it is published, so that disks are
-// never more than MaxCloneDepth+1 levels deep.
+// copied from its parents) in the background once published, and before
+// it is published past twice that depth (flatten.go).
 //
 // Space. Capacity is the pool's share of the cluster (ceph df: raw bytes
 // over the pool's replica count) and free space the pool's max_avail. As

@@ -35,7 +35,7 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	im, err := s.statImage(ctx, spec.Project, spec.Name)
 	switch {
 	case err == nil:
-		return same(im, spec)
+		return s.bounded(ctx, final, im, spec)
 	case !errors.Is(err, store.ErrNotFound):
 		return store.Image{}, err
 	}
@@ -53,7 +53,17 @@ func (s *Store) EnsureImage(ctx context.Context, spec store.ImageSpec) (store.Im
 	if err != nil {
 		return store.Image{}, err
 	}
-	return same(im, spec)
+	return s.bounded(ctx, final, im, spec)
+}
+
+// bounded returns im if it is what spec asks for, with its clone depth,
+// after it started flattening it when it is too deep (boundDepth).
+func (s *Store) bounded(ctx context.Context, n string, im store.Image, spec store.ImageSpec) (store.Image, error) {
+	im, err := same(im, spec)
+	if err != nil {
+		return im, err
+	}
+	return im, s.boundDepth(ctx, n, &im)
 }
 
 // makeImage fills the temp image tmp as spec asks, describes it and
@@ -99,7 +109,7 @@ func (s *Store) makeImage(ctx context.Context, tmp, final string, spec store.Ima
 			return err
 		}
 	}
-	if err := s.boundDepth(ctx, tmp, final, &m); err != nil {
+	if err := s.boundHard(ctx, tmp, final, &m); err != nil {
 		return err
 	}
 	if err := s.writeMeta(ctx, tmp, m); err != nil {
@@ -112,20 +122,23 @@ func (s *Store) makeImage(ctx context.Context, tmp, final string, spec store.Ima
 	return err
 }
 
-// boundDepth flattens the new image tmp when its chain of parents is
-// longer than the store's limit.
-func (s *Store) boundDepth(ctx context.Context, tmp, final string, m *meta) error {
-	if m.Source.Kind != store.SourceCopy && m.Source.Kind != store.SourceSnapshot {
-		return nil // not a clone
+// boundHard flattens the new image tmp before it is published when its
+// chain of parents is longer than the hard limit (see flatten.go; the
+// soft limit is kept by flattening in the background once published).
+func (s *Store) boundHard(ctx context.Context, tmp, final string, m *meta) error {
+	if !isClone(m.Source) {
+		return nil
 	}
 	depth, err := s.depth(ctx, tmp)
 	if err != nil {
 		return err
 	}
-	if depth > s.maxDepth {
-		s.log.Info("flattening a new image: its chain of parents is longer than the limit", "image", final, "depth", depth, "max", s.maxDepth)
-		if _, err := s.c.run(ctx, "flatten", "--no-progress", tmp); err != nil {
-			return fmt.Errorf("flatten (clone depth %d > %d): %w", depth, s.maxDepth, err)
+	if depth > s.hardDepth() {
+		s.log.Info("flattening a new image before publishing it: its chain of parents is longer than the hard limit", "image", final, "depth", depth, "hardMax", s.hardDepth())
+		long := s.c
+		long.timeout = 0 // as long as the image's data takes; ctx bounds it
+		if _, err := long.run(ctx, "flatten", "--no-progress", tmp); err != nil {
+			return fmt.Errorf("flatten (clone depth %d > %d): %w", depth, s.hardDepth(), err)
 		}
 		m.Flattened = true
 	}
@@ -290,6 +303,11 @@ func (s *Store) DeleteImage(ctx context.Context, project, name string) error {
 		return err
 	}
 	defer unlock()
+	s.images.forget(n)
+	// A flatten cut short leaves a valid image; the kill may leave its
+	// watch for ~30 s, so that the rm below says EBUSY and the caller
+	// tries again.
+	s.flats.stop(n)
 	if err := s.remove(ctx, n); err != nil {
 		return fmt.Errorf("delete image %s/%s: %w", project, name, err)
 	}
@@ -300,7 +318,7 @@ func (s *Store) DeleteImage(ctx context.Context, project, name string) error {
 // ListImages implements store.Store.
 func (s *Store) ListImages(ctx context.Context) ([]store.Image, error) {
 	var out []store.Image
-	err := s.walk(ctx, imagePrefix, func(project, name string) error {
+	_, err := s.walk(ctx, imagePrefix, func(project, name string) error {
 		im, err := s.statImage(ctx, project, name)
 		if err == nil {
 			out = append(out, im)
@@ -312,14 +330,16 @@ func (s *Store) ListImages(ctx context.Context) ([]store.Image, error) {
 
 // walk calls fn for every image of the pool named prefix+project.name with
 // valid names, sorted by project then name. One removed meanwhile
-// (ErrNotFound) is skipped.
-func (s *Store) walk(ctx context.Context, prefix string, fn func(project, name string) error) error {
+// (ErrNotFound) is skipped. It reports whether the pool holds deleted
+// images (old.*).
+func (s *Store) walk(ctx context.Context, prefix string, fn func(project, name string) error) (retired bool, err error) {
 	names, err := s.names(ctx)
 	if err != nil {
-		return fmt.Errorf("list pool %s: %w", s.c.pool, err)
+		return false, fmt.Errorf("list pool %s: %w", s.c.pool, err)
 	}
 	var keys [][2]string
 	for _, n := range names {
+		retired = retired || strings.HasPrefix(n, retiredPrefix)
 		rest, ok := strings.CutPrefix(n, prefix)
 		if !ok {
 			continue
@@ -334,8 +354,8 @@ func (s *Store) walk(ctx context.Context, prefix string, fn func(project, name s
 	})
 	for _, k := range keys {
 		if err := fn(k[0], k[1]); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+			return retired, err
 		}
 	}
-	return nil
+	return retired, nil
 }

@@ -58,8 +58,9 @@ type Options struct {
 	// that agents sharing the pool never remove each other's work in
 	// progress. An api.ValidateName label.
 	Agent string
-	// MaxCloneDepth bounds an image's chain of parents; 0 means
-	// DefaultMaxCloneDepth.
+	// MaxCloneDepth bounds an image's chain of parents: a deeper image
+	// is flattened in the background (and before it is published past
+	// twice as deep); 0 means DefaultMaxCloneDepth.
 	MaxCloneDepth int
 	// Open fetches upload and url sources; nil refuses them.
 	Open Opener
@@ -81,6 +82,9 @@ type Store struct {
 	locks    keylock.Locks
 	replicas int64
 	domain   string
+
+	flats  flattens
+	images imageCache
 
 	capMu   sync.Mutex
 	capAt   time.Time // when capLast was read
@@ -343,6 +347,10 @@ func notFound(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// Close implements nothing to release (every call is its own process); it
-// is here so that the agent closes every store alike.
-func (s *Store) Close() error { return nil }
+// Close stops the background flattens (the next EnsureImage of their
+// images starts them again) and waits for them. Every other call is its
+// own process: nothing else to release.
+func (s *Store) Close() error {
+	s.flats.stopAll()
+	return nil
+}

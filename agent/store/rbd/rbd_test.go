@@ -9,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sanboot/sanboot/agent/store"
 	"github.com/sanboot/sanboot/agent/store/rbd"
@@ -36,6 +38,42 @@ func TestStore(t *testing.T) {
 	t.Run("CrashLeftoversAreFinished", func(t *testing.T) { testLeftovers(t, c) })
 	t.Run("TwoAgentsShareThePool", func(t *testing.T) { testTwoAgents(t, c) })
 	t.Run("UploadChecksSizeAndSum", func(t *testing.T) { testUpload(t, c) })
+	t.Run("CloneCalls", func(t *testing.T) { testCloneCalls(t, c) })
+}
+
+// What a new disk costs in rbd processes (each ~50 ms of start-up): at
+// most 5 once the image has been read in the last seconds (bulk
+// provisioning), one more for the first disk of an image.
+func testCloneCalls(t *testing.T, c *cephtest.Cluster) {
+	log := filepath.Join(t.TempDir(), "calls")
+	wrapper := filepath.Join(t.TempDir(), "rbd")
+	rbdPath, err := exec.LookPath("rbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"$*\" >>" + log + "\nexec " + rbdPath + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewPool(t)
+	s := openStore(t, c, p, "agent-a", rbd.Options{RBD: wrapper})
+	ensure(t, s, blank("golden", 4<<20))
+	calls := func(node string) int {
+		if err := os.WriteFile(log, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		clone(t, s, "golden", node, "uid-"+node)
+		b, _ := os.ReadFile(log)
+		t.Logf("Clone of %s:\n%s", node, b)
+		return strings.Count(string(b), "\n")
+	}
+	first, second := calls("n1"), calls("n2")
+	if first > 6 || second > 5 {
+		t.Errorf("a new disk costs %d rbd calls (the first of an image: %d), want at most 5 (6)", second, first)
+	}
+	if d, err := s.StatDisk(ctx, "default", "n2"); err != nil || d.Owner != "uid-n2" || d.SizeBytes != 4<<20 {
+		t.Errorf("StatDisk after Clone = %+v, %v", d, err)
+	}
 }
 
 type env struct {
@@ -201,28 +239,79 @@ func testSnapshot(t *testing.T, c *cephtest.Cluster) {
 	}
 }
 
-// Snapshots of snapshots: no image is more than MaxCloneDepth parents deep.
+// Snapshots of snapshots: an image deeper than MaxCloneDepth is published
+// at once, reported Flattening with its depth, and flattened in the
+// background to depth 0 with the same bytes; disks cloned from it while it
+// flattens keep their bytes. Past twice the limit (an agent with a larger
+// limit made the chain), the new image is flattened before it is
+// published.
 func testDepth(t *testing.T, c *cephtest.Cluster) {
 	p := c.NewPool(t)
 	s := openStore(t, c, p, "agent-a", rbd.Options{MaxCloneDepth: 2})
 	e := env{c: c, pool: p}
 	ensure(t, s, blank("gen0", 4<<20))
 	prev := "gen0"
+	sawFlattening := false
 	for i, name := range []string{"gen1", "gen2", "gen3"} {
 		node := "node-" + name
 		d := clone(t, s, prev, node, "")
 		e.write(t, d.Path, byte(i+1), int64(i)<<20)
 		want := e.sha(t, d.Path)
-		im := ensure(t, s, store.ImageSpec{Project: "default", Name: name, SizeBytes: 4 << 20,
-			Source: store.Source{Kind: store.SourceSnapshot, Node: node}})
+		spec := store.ImageSpec{Project: "default", Name: name, SizeBytes: 4 << 20, Source: store.Source{Kind: store.SourceSnapshot, Node: node}}
+		im := ensure(t, s, spec)
+		_, img, _ := store.ParseRBDPath(im.Path)
+		if depth := parents(t, e, img); im.CloneDepth != depth && !im.Flattening {
+			t.Errorf("%s: EnsureImage says depth %d, rbd says %d", name, im.CloneDepth, depth)
+		}
+		if im.CloneDepth > 2 {
+			if !im.Flattening {
+				t.Errorf("%s is %d parents deep (limit 2) and not being flattened", name, im.CloneDepth)
+			}
+			sawFlattening = true
+			// A disk cloned from it meanwhile reads the same bytes.
+			early := clone(t, s, name, "early-"+name, "")
+			if got := e.sha(t, early.Path); got != want {
+				t.Fatalf("a disk cloned from %s while it flattens: sha %s, want %s", name, got, want)
+			}
+		}
+		for end := time.Now().Add(2 * time.Minute); im.Flattening; im = ensure(t, s, spec) {
+			if time.Now().After(end) {
+				t.Fatalf("%s still flattening after 2 min (depth %d)", name, im.CloneDepth)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if depth := parents(t, e, img); depth > 2 || depth != im.CloneDepth {
+			t.Errorf("%s is %d parents deep after its flatten (EnsureImage: %d), the limit is 2", name, depth, im.CloneDepth)
+		}
 		if got := e.sha(t, im.Path); got != want {
 			t.Fatalf("%s: sha %s, want %s", name, got, want)
 		}
-		_, img, _ := store.ParseRBDPath(im.Path)
-		if depth := parents(t, e, img); depth > 2 {
-			t.Errorf("%s is %d parents deep, the limit is 2", name, depth)
-		}
 		prev = name
+	}
+	if !sawFlattening {
+		t.Error("no image went past the limit: the test proves nothing")
+	}
+
+	// Agent b (limit 64) makes a chain 4 deep; agent a (limit 1, hard
+	// limit 2) makes the next image: flattened before it is published.
+	b := openStore(t, c, p, "agent-b", rbd.Options{MaxCloneDepth: 64})
+	prev = "gen0"
+	for _, name := range []string{"deep1", "deep2"} {
+		clone(t, b, prev, "node-"+name, "")
+		ensure(t, b, store.ImageSpec{Project: "default", Name: name, SizeBytes: 4 << 20, Source: store.Source{Kind: store.SourceSnapshot, Node: "node-" + name}})
+		prev = name
+	}
+	a := openStore(t, c, p, "agent-a", rbd.Options{MaxCloneDepth: 1})
+	clone(t, a, "deep2", "node-deep3", "")
+	im := ensure(t, a, store.ImageSpec{Project: "default", Name: "deep3", SizeBytes: 4 << 20, Source: store.Source{Kind: store.SourceSnapshot, Node: "node-deep3"}})
+	_, img, _ := store.ParseRBDPath(im.Path)
+	if depth := parents(t, e, img); depth != 0 || im.CloneDepth != 0 || im.Flattening {
+		t.Errorf("deep3 (6 parents deep, hard limit 2): rbd depth %d, EnsureImage depth %d flattening %v; want flattened before it was published", depth, im.CloneDepth, im.Flattening)
+	}
+	for _, st := range []*rbd.Store{s, a, b} {
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
@@ -254,9 +343,18 @@ func testLeftovers(t *testing.T, c *cephtest.Cluster) {
 	e.c.Admin(t, "rbd", "snap", "protect", pool+"/tmp.agent-a.half@sanboot")
 	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "tmp.agent-b.busy")
 	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "old.1234.img.default.x")
-	openStore(t, c, e.pool, "agent-a", rbd.Options{})
+	s := openStore(t, c, e.pool, "agent-a", rbd.Options{})
 	if got, want := e.images(t), []string{"tmp.agent-b.busy"}; !slices.Equal(got, want) {
 		t.Errorf("after a restart the pool holds %v, want %v", got, want)
+	}
+	// A deleted image left while the agent runs (two agents deleting at
+	// once): the next listing of disks (every resync) removes it.
+	e.c.Admin(t, "rbd", "create", "-p", pool, "--size", "4M", "old.5678.disk.default.y")
+	if _, err := s.ListDisks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.images(t), []string{"tmp.agent-b.busy"}; !slices.Equal(got, want) {
+		t.Errorf("after ListDisks the pool holds %v, want %v", got, want)
 	}
 }
 
