@@ -34,7 +34,6 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
-	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
@@ -110,15 +109,9 @@ func StartAPI(t testing.TB, o Options) *API {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	// One watch of etcd for the API and the scheduler, as in a member (not
-	// when the API's etcd goes through the proxy: cutting it must not blind
-	// the scheduler).
-	var inf *informer.Informer
-	if o.Scheduler && !o.EtcdProxy && !o.NoLoops && cfg.Informer == nil {
-		inf = informer.New(a.Client, a.Log)
-		cfg.Informer = inf
-		wg.Go(func() { inf.Run(ctx) })
-	}
+	// The API server and the scheduler each follow etcd with a watch of
+	// their own (a member shares one: controlplane.Run), so that a test
+	// can hold the API's back (CacheHold) while the scheduler goes on.
 	a.Server = apiserver.New(srvCli, cfg)
 	gopts := o.GRPC
 	if gopts == nil {
@@ -138,7 +131,7 @@ func StartAPI(t testing.TB, o Options) *API {
 		wg.Go(func() { a.Server.Run(ctx) })
 	}
 	if o.Scheduler {
-		wg.Go(func() { scheduler.New(a.Client, scheduler.Config{Log: a.Log, Informer: inf}).Run(ctx) })
+		wg.Go(func() { scheduler.New(a.Client, scheduler.Config{Log: a.Log}).Run(ctx) })
 	}
 	if o.Register {
 		advertised := a.Addr
