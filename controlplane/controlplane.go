@@ -118,8 +118,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if secure {
 		// With mutual TLS, etcd itself confines each client to its
 		// certificate's user (package etcdauth).
-		if err := etcdauth.Enable(ctx, cli, m.Name()); err != nil {
-			return fmt.Errorf("etcd authorization: %w; a member that joins needs its etcd user, made by a running member", err)
+		if err := etcdauth.Enable(ctx, cli, m.Name(), cfg.Member.Cluster.Names()...); err != nil {
+			return fmt.Errorf("etcd authorization: %w; a member that joins a running cluster needs its etcd user: add it with sanbootctl member add", err)
 		}
 		log.Info("etcd authorization on: agents use etcd once enrolled (sanbootctl agents enroll NAME)")
 	}

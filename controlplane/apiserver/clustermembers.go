@@ -22,6 +22,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/etcdauth"
 )
 
 // Membership: the etcd members of the control plane (etcd's member list,
@@ -145,6 +146,11 @@ func (s *Server) AddMember(ctx context.Context, req *sanbootv1.AddMemberRequest)
 		if m.Name == req.GetName() {
 			return nil, status.Errorf(codes.AlreadyExists, "member %q already exists (id %s): remove it first to replace its host", m.Name, memberID(m.ID))
 		}
+	}
+	// With authorization on, the new member's certificate is an etcd user
+	// that must exist before it starts.
+	if err := etcdauth.AddMember(ctx, s.cli, req.GetName()); err != nil {
+		return nil, etcdError(ctx, "make the etcd user of member "+req.GetName()+" in", err)
 	}
 	added, err := s.cli.MemberAddAsLearner(ctx, req.GetPeerUrls())
 	if err != nil {

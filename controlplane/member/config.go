@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,6 +71,18 @@ type ClusterConfig struct {
 	// added to a running cluster (etcdctl member add first):
 	// --initial-cluster-state.
 	State string
+}
+
+// Names are the members' names in Initial, each once, in order.
+func (c ClusterConfig) Names() []string {
+	var names []string
+	for _, m := range strings.Split(c.Initial, ",") {
+		name, _, ok := strings.Cut(strings.TrimSpace(m), "=")
+		if ok && name != "" && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // Defaults of the flags.

@@ -32,15 +32,17 @@ func (s *session) watchNodes(ctx context.Context, names []string, f listFlags) e
 	header := true
 	var widths []int
 	backoff := 250 * time.Millisecond
+	var breaks reconnects
 	for {
-		err := s.watchNodesOnce(ctx, c, req, f, last, &header, &widths)
+		synced := false
+		err := s.watchNodesOnce(ctx, c, req, f, last, &header, &widths, &synced)
 		if ctx.Err() != nil {
 			return nil // interrupted: the normal end of a watch
 		}
 		if !retryable(err) {
 			return s.rpcError(err)
 		}
-		fmt.Fprintf(s.env.Stderr, "watch interrupted (%s); reconnecting in %s\n", status.Convert(err).Message(), backoff)
+		breaks.note(s.env.Stderr, synced, err, backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -50,7 +52,7 @@ func (s *session) watchNodes(ctx context.Context, names []string, f listFlags) e
 	}
 }
 
-func (s *session) watchNodesOnce(ctx context.Context, c sanbootv1.SanbootClient, req *sanbootv1.WatchNodesRequest, f listFlags, last map[string]*sanbootv1.Node, header *bool, widths *[]int) error {
+func (s *session) watchNodesOnce(ctx context.Context, c sanbootv1.SanbootClient, req *sanbootv1.WatchNodesRequest, f listFlags, last map[string]*sanbootv1.Node, header *bool, widths *[]int, synced *bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.WatchNodes(ctx, req)
@@ -58,7 +60,6 @@ func (s *session) watchNodesOnce(ctx context.Context, c sanbootv1.SanbootClient,
 		return err
 	}
 	var initial []*sanbootv1.Node
-	synced := false
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
@@ -77,7 +78,7 @@ func (s *session) watchNodesOnce(ctx context.Context, c sanbootv1.SanbootClient,
 			last[k] = n
 			continue
 		case sanbootv1.NodeEvent_TYPE_SYNCED:
-			synced = true
+			*synced = true
 			if len(initial) == 0 && *header && s.noneFound(f, "nodes", req.GetProject()) {
 				continue
 			}
@@ -92,7 +93,7 @@ func (s *session) watchNodesOnce(ctx context.Context, c sanbootv1.SanbootClient,
 		default:
 			last[k] = n
 		}
-		if synced {
+		if *synced {
 			if err := s.printWatched(f, []*sanbootv1.Node{n}, header, widths); err != nil {
 				return err
 			}

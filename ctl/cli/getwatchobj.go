@@ -36,15 +36,17 @@ func watchObjects[T proto.Message](ctx context.Context, s *session, f listFlags,
 	header := true
 	var widths []int
 	backoff := 250 * time.Millisecond
+	var breaks reconnects
 	for {
-		err := watchObjectsOnce(ctx, s, f, w, last, &header, &widths)
+		synced := false
+		err := watchObjectsOnce(ctx, s, f, w, last, &header, &widths, &synced)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if !retryable(err) {
 			return s.rpcError(err)
 		}
-		fmt.Fprintf(s.env.Stderr, "watch interrupted (%s); reconnecting in %s\n", status.Convert(err).Message(), backoff)
+		breaks.note(s.env.Stderr, synced, err, backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -54,7 +56,7 @@ func watchObjects[T proto.Message](ctx context.Context, s *session, f listFlags,
 	}
 }
 
-func watchObjectsOnce[T proto.Message](ctx context.Context, s *session, f listFlags, w watchSpec[T], last map[string]T, header *bool, widths *[]int) error {
+func watchObjectsOnce[T proto.Message](ctx context.Context, s *session, f listFlags, w watchSpec[T], last map[string]T, header *bool, widths *[]int, synced *bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	recv, err := w.open(ctx)
@@ -62,7 +64,6 @@ func watchObjectsOnce[T proto.Message](ctx context.Context, s *session, f listFl
 		return err
 	}
 	var initial []T
-	synced := false
 	for {
 		typ, obj, err := recv()
 		if err != nil {
@@ -72,7 +73,7 @@ func watchObjectsOnce[T proto.Message](ctx context.Context, s *session, f listFl
 			return err
 		}
 		if typ == sanbootv1.NodeEvent_TYPE_SYNCED {
-			synced = true
+			*synced = true
 			if len(initial) == 0 && *header && s.noneFound(f, w.kind, w.project) {
 				continue
 			}
@@ -100,7 +101,7 @@ func watchObjectsOnce[T proto.Message](ctx context.Context, s *session, f listFl
 		default:
 			last[k] = obj
 		}
-		if synced {
+		if *synced {
 			if err := printWatchedObjects(s, f, w, []T{obj}, header, widths); err != nil {
 				return err
 			}
