@@ -243,6 +243,18 @@ func Run(ctx context.Context, cfg Config) error {
 		select {
 		case err := <-m.Err():
 			fail(fmt.Errorf("etcd member: %w", err))
+		case <-m.Stopped():
+			// etcd stops a member removed from the cluster (sanbootctl
+			// member remove). As etcd does, the process then ends with
+			// success: a restart would be removed again, and until it
+			// ends its API would answer every call with "raft: stopped".
+			select {
+			case err := <-m.Err():
+				fail(fmt.Errorf("etcd member: %w", err))
+			default:
+				log.Warn("this member's etcd stopped by itself: it was removed from the cluster; stopping (delete its --data-dir before it joins again)")
+				cancel()
+			}
 		case <-ctx.Done():
 		}
 	}()
