@@ -159,7 +159,7 @@ func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []i
 	for _, i := range idx {
 		ops = append(ops, nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage())...)
 	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := retryElection(ctx, s.cli.Txn(ctx).Then(ops...).Commit)
 	if err != nil {
 		return etcdError(ctx, "read", err)
 	}
