@@ -42,6 +42,7 @@ e2e hack/e2e.sh
 e2e hack/e2e-apply.sh
 e2e hack/e2e-tls.sh
 e2e hack/e2e-netns.sh
+e2e hack/e2e-ha.sh
 e2e hack/e2e-tgt.sh
 E2E_STORE=ext4 e2e hack/e2e-tgt.sh
 e2e hack/e2e-rbd.sh
