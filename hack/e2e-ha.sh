@@ -224,7 +224,15 @@ check_fleet() {
 	local total
 	phases >"$OUT/phases"
 	total=$(wc -l <"$OUT/phases")
-	grep -v "=Ready=s[12]$" "$OUT/phases" | head -5 | grep . && die "nodes not Ready (of $total)"
+	local bad n
+	bad=$(grep -v "=Ready=s[12]$" "$OUT/phases" | head -3 || true)
+	if [ -n "$bad" ]; then
+		for n in $bad; do # what the user sees of it, and every status its agent wrote
+			ctl get node "${n%%=*}" -o yaml >&2 || true
+			etcd_history "/sanboot/v1/nodestatus/${n##*=}/default/${n%%=*}" >&2
+		done
+		die "nodes not Ready (of $total): $bad"
+	fi
 	etcd_history /sanboot/v1/assign/ | awk '$2 == "PUT" { split($3, k, "/"); print k[7], k[5] }' | sort -u >"$OUT/assigned"
 	[ "$(cut -d' ' -f1 "$OUT/assigned" | sort -u | wc -l)" = "$total" ] || die "etcd's history assigns $(cut -d' ' -f1 "$OUT/assigned" | sort -u | wc -l) nodes, $total exist"
 	twice=$(cut -d' ' -f1 "$OUT/assigned" | uniq -d)
