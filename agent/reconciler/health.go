@@ -28,6 +28,7 @@ type served struct {
 	seq uint64 // when it was marked, to ignore marks newer than a listing
 	// sessions are those the status lists (sessionsKey).
 	sessions string
+	gen      int64 // the assignment generation it was Ready for
 }
 
 // CheckTargets asks for a target check now (the target system's state
@@ -209,7 +210,7 @@ func (r *Reconciler) finalStatus(k ref, st *sanbootv1.NodeStatus, submit func())
 	wasLost := r.lost[k]
 	if st.GetPhase() == api.PhaseReady {
 		r.seq++
-		r.served[k] = served{iqn: st.GetTargetIqn(), seq: r.seq, sessions: sessionsKey(st.GetSessions())}
+		r.served[k] = served{iqn: st.GetTargetIqn(), seq: r.seq, sessions: sessionsKey(st.GetSessions()), gen: st.GetObservedGeneration()}
 		delete(r.lost, k)
 	} else {
 		delete(r.served, k)

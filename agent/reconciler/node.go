@@ -71,7 +71,17 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 		w.p = startProgress(r.cfg.ProgressAfter, "removing the target", func(msg string) { w.submit(w.status(api.PhaseDeleting, msg)) })
 		return r.teardown(ctx, w, a)
 	}
-	w.p = startProgress(r.cfg.ProgressAfter, "preparing the disk", func(msg string) { w.submit(w.status(api.PhaseProvisioning, msg)) })
+	progress := func(msg string) { w.submit(w.status(api.PhaseProvisioning, msg)) }
+	r.mu.Lock()
+	if s, ok := r.served[k]; ok && s.gen == w.gen {
+		// Served and Ready for this very assignment: this pass re-checks
+		// it (a resync, assignments listed again after a control-plane
+		// member went away). The node stays Ready meanwhile, however long
+		// a busy target system takes; only what the check finds is written.
+		progress = nil
+	}
+	r.mu.Unlock()
+	w.p = startProgress(r.cfg.ProgressAfter, "preparing the disk", progress)
 	want, image, err := r.desired(k, a)
 	if err != nil {
 		return w.failed(settled, err, fmt.Sprintf("the assignment is invalid, so nothing was created: %s. "+
