@@ -189,8 +189,8 @@ ready_count() { phases | grep -c "^$1[0-9]*=Ready=" || true; }
 at_least_ready() { (($(ready_count "$1") >= $2)); }
 
 # watch_status NAME: until $WORK/stop-NAME exists, every 0.5 s, what a user
-# sees of the agents and nodes: "TIME agent STATE" and every node not Ready
-# or Pending/Provisioning (each poll a new sanbootctl, as a user's).
+# sees of the agents and nodes: "agent NAME STATE", "node NAME=PHASE=AGENT"
+# (each poll a new sanbootctl, as a user's).
 watch_status() {
 	local w=$OUT/watch-$1
 	while [ ! -e "$WORK/stop-$1" ]; do
@@ -198,21 +198,23 @@ watch_status() {
 		echo "$ENDPOINTS" >"$WORK/using-$1"
 		echo "@ $(date +%T.%N)" >>"$w"
 		ctl get agents -o json 2>>"$w.err" | jq -r '.agents[] | "agent \(.record.name) \(.state)"' >>"$w" || echo "ERROR get agents" >>"$w"
-		phases 2>>"$w.err" | grep -v "=\(Ready\|Pending\|Provisioning\)=" >>"$w" || true
+		phases 2>>"$w.err" | sed 's/^/node /' >>"$w" || true
 		sleep 0.5
 	done
 }
 start_watch() { rm -f "$WORK/stop-$1"; watch_status "$1" & WATCH_PID=$!; SANBOOT_PIDS+=("$!"); }
-stop_watch() { # stop_watch NAME: the agents were Ready and no node Unavailable throughout
+stop_watch() { # stop_watch NAME: the agents were Ready throughout; no node was Unavailable or Failed, none went back from Ready
 	touch "$WORK/stop-$1"
 	wait "$WATCH_PID" || true
-	local w=$OUT/watch-$1 polls
+	local w=$OUT/watch-$1 polls seen
 	polls=$(grep -c '^@' "$w")
-	if grep -v '^@' "$w" | grep -v '^agent s[12] Ready$' | grep -q .; then
-		die "during $1 a user saw (of $polls polls, $w): $(grep -v '^@' "$w" | grep -v '^agent s[12] Ready$' | sort | uniq -c | head -20)"
-	fi
+	seen=$(awk '/^agent / && $3 != "Ready" { print }
+		/^node / { split($2, f, "="); if (f[2] != "Ready" && f[2] != "Pending" && f[2] != "Provisioning") print
+			else if (f[2] == "Ready") ready[f[1]] = 1
+			else if (ready[f[1]]) print "back from Ready:", $2 }' "$w" | sort | uniq -c | head -20)
+	[ -z "$seen" ] || die "during $1 a user saw (of $polls polls, $w): $seen"
 	[ ! -s "$w.err" ] || die "during $1 sanbootctl said on stderr: $(sort "$w.err" | uniq -c | head)"
-	echo "$polls polls of agents and nodes during $1: agents Ready, no node Unavailable, no error"
+	echo "$polls polls of agents and nodes during $1: agents Ready, no node Unavailable or back from Ready, no error"
 }
 # leases: the agents' alive keys' history (a lease lost and taken again
 # shows as a DELETE and a new PUT).
