@@ -424,8 +424,8 @@ wait_until 120 "four healthy voting members" all_healthy "cp1 cp2 cp3 cp4"
 ok "cp4 joined as a learner and was promoted once it had caught up"
 # As the runbook says: the clients' endpoints first (cp1's last), then
 # the removal; the calls and the watch start a round with the new list
-# before cp1 goes. (A write already under way on cp1 as it stops was
-# seen to fail with "server stopped", not retried on another member.)
+# before cp1 goes. (A call already under way on cp1 as it stops is
+# answered Unavailable and made again on another member.)
 set_endpoints "$NET.2:7443,$NET.3:7443,$NET.4:7443,$NET.1:7443"
 using_new() { grep -qx "$ENDPOINTS" "$WORK/using-calls" && grep -qx "$ENDPOINTS" "$WORK/using-membership"; }
 wait_until 60 "the client calls use the new endpoints" using_new
