@@ -121,8 +121,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if secure {
 		// With mutual TLS, etcd itself confines each client to its
 		// certificate's user (package etcdauth).
-		if err := etcdauth.Enable(ctx, cli, m.Name()); err != nil {
-			return fmt.Errorf("etcd authorization: %w; a member that joins needs its etcd user, made by a running member", err)
+		if err := etcdauth.Enable(ctx, cli, m.Name(), cfg.Member.Cluster.Names()...); err != nil {
+			return fmt.Errorf("etcd authorization: %w; a member that joins a running cluster needs its etcd user: add it with sanbootctl member add", err)
 		}
 		log.Info("etcd authorization on: agents use etcd once enrolled (sanbootctl agents enroll NAME)")
 	}
@@ -251,6 +251,18 @@ func Run(ctx context.Context, cfg Config) error {
 		select {
 		case err := <-m.Err():
 			fail(fmt.Errorf("etcd member: %w", err))
+		case <-m.Stopped():
+			// etcd stops a member removed from the cluster (sanbootctl
+			// member remove). As etcd does, the process then ends with
+			// success: a restart would be removed again, and until it
+			// ends its API would answer every call with "raft: stopped".
+			select {
+			case err := <-m.Err():
+				fail(fmt.Errorf("etcd member: %w", err))
+			default:
+				log.Warn("this member's etcd stopped by itself: it was removed from the cluster; stopping (delete its --data-dir before it joins again)")
+				cancel()
+			}
 		case <-ctx.Done():
 		}
 	}()

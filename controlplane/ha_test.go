@@ -694,3 +694,42 @@ func TestHAClientDiscoversMembers(t *testing.T) {
 	}
 	t.Logf("after m1's death, sanbootctl given only m1:\n%s", out)
 }
+
+// A member removed from the cluster while it runs ends its process with
+// success, as etcd does: it does not linger answering every call with
+// "raft: stopped" (clients that list it would see those errors).
+func TestHARemovedMemberStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three member processes; run without -short")
+	}
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	endpoints := []string{c.members["m1"].spec.API, c.members["m2"].spec.API}
+	eventually.True(t, "member list: 3 healthy", func() bool {
+		code, out, _ := ctl(ctx, endpoints, "member", "list")
+		return code == 0 && strings.Count(out, " healthy ") == 3
+	})
+	eventually.True(t, "member remove m3", func() bool {
+		// etcd wants the voters connected for a while (its health interval)
+		code, _, errOut := ctl(ctx, endpoints, "member", "remove", "m3")
+		if code != 0 {
+			t.Logf("member remove: %s", errOut)
+		}
+		return code == 0
+	})
+	m3 := c.members["m3"]
+	select {
+	case <-m3.done:
+	case <-time.After(time.Minute):
+		t.Fatal("m3, removed, still runs a minute later")
+	}
+	if code := m3.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("m3, removed, exited %d, want 0", code)
+	}
+	b, _ := os.ReadFile(m3.log)
+	if !strings.Contains(string(b), "removed from the cluster") {
+		t.Errorf("m3's log does not say it was removed:\n%s", tail(string(b), 20))
+	}
+}

@@ -31,7 +31,8 @@
 #                   of the RBD store; tgt-rbd  tgt's rbd backing store
 #                   (bs_rbd.so, loaded when tgtd starts).
 #   iproute2, curl, dnsmasq-base  hosts as network namespaces
-#                   (e2e-netns.sh), DHCP in the rack, a node's HTTP fetch.
+#                   (e2e-netns.sh, e2e-ha.sh), DHCP in the rack, a node's HTTP fetch.
+#   jq              e2e-ha.sh reads member list and get -o json with it.
 #
 # Source it (`. hack/install-deps.sh`) or run it; afterwards `go` in PATH is
 # new enough.
@@ -40,7 +41,7 @@ set -euo pipefail
 GO_TOOLCHAIN=${GO_TOOLCHAIN:-go1.26.8}
 DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bin xfsprogs btrfs-progs util-linux iproute2 qemu-utils qemu-block-extra
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd dosfstools mtools binutils ovmf
-	debootstrap systemd curl procps dnsmasq-base ceph-mon ceph-mgr ceph-osd ceph-common tgt-rbd)
+	debootstrap systemd curl procps dnsmasq-base jq ceph-mon ceph-mgr ceph-osd ceph-common tgt-rbd)
 
 installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 need_debs=()

@@ -245,11 +245,22 @@ debian_mirror() {
 # where this host reaches the targets when the scripts name the guests'
 # view of them (qemu's 10.0.2.2): the script's target, LUN, initiator and
 # credentials are still the ones checked.
+#
+# READY_CHECK_STRANGER=1: each node's target must also refuse a stranger's
+# initiator name, even with the node's own CHAP credentials (its ACL).
+# READY_CHECK_EVERY=K: check every K-th Ready node only (a sample of a
+# large fleet; 1, the default, checks them all). INITIATOR_NETNS: the
+# network namespace the initiators run in (hosts made of namespaces).
 READY_CHECKED=0
+on_initiator() { # on_initiator CMD...: runs CMD where the initiators are
+	if [ -n "${INITIATOR_NETNS:-}" ]; then ip netns exec "$INITIATOR_NETNS" "$@"; else "$@"; fi
+}
 check_ready_readable() {
-	local entry node script iqn user pass ruser rpass uri rest host port lun target
+	local entry node script iqn user pass ruser rpass uri rest host port lun target i=0
 	for entry in $(ctl get nodes -o jsonpath='{range .nodes[*]}{.metadata.name}={.status.phase} {end}'); do
 		[ "${entry#*=}" = Ready ] || continue
+		i=$((i + 1))
+		(((i - 1) % ${READY_CHECK_EVERY:-1} == 0)) || continue
 		node=${entry%%=*}
 		script=$(ctl boot-script "$node") || die "boot-script of Ready node $node failed"
 		iqn=$(sed -n 's/^set initiator-iqn //p' <<<"$script")
@@ -259,6 +270,7 @@ check_ready_readable() {
 		rpass=$(sed -n 's/^set reverse-password //p' <<<"$script")
 		# iPXE's iscsi:<server>:<protocol>:<port>:<lun>:<target>
 		uri=$(grep -o 'iscsi:[^ ]*' <<<"$script" | head -1)
+		record_secret "$pass" "$rpass"
 		[ -n "$iqn" ] && [ -n "$uri" ] || die "Ready node $node has a boot script without initiator or target:"$'\n'"$script"
 		rest=${uri#iscsi:}
 		host=${rest%%:*} rest=${rest#*:}
@@ -271,11 +283,15 @@ check_ready_readable() {
 		local url="iscsi://$host:${port:-3260}/$target/${lun:-0}" chap=()
 		[ -z "$user" ] || chap+=("LIBISCSI_CHAP_USERNAME=$user" "LIBISCSI_CHAP_PASSWORD=$pass")
 		[ -z "$ruser" ] || chap+=("LIBISCSI_CHAP_TARGET_USERNAME=$ruser" "LIBISCSI_CHAP_TARGET_PASSWORD=$rpass")
-		if ! env "${chap[@]}" timeout 60 iscsi-readcapacity16 -i "$iqn" "$url" >/dev/null 2>&1; then
+		if ! on_initiator env "${chap[@]}" timeout 60 iscsi-readcapacity16 -i "$iqn" "$url" >/dev/null 2>&1; then
 			node_phase_is "$node" Ready || continue
 			die "node $node says Ready, but its initiator $iqn cannot read $url"
 		fi
-		if [ -z "$user" ] && ! qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$host:${port:-3260},target=$target,lun=${lun:-0},initiator-name=$iqn" \
+		if [ "${READY_CHECK_STRANGER:-0}" = 1 ] &&
+			on_initiator env "${chap[@]}" timeout 60 iscsi-readcapacity16 -i "$iqn.stranger" "$url" >/dev/null 2>&1; then
+			die "node $node's target let in a stranger's initiator ($iqn.stranger) with the node's credentials: $url"
+		fi
+		if [ -z "$user" ] && ! on_initiator timeout 300 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$host:${port:-3260},target=$target,lun=${lun:-0},initiator-name=$iqn" \
 			-c "read 0 64k" 2>/dev/null | grep -q "read 65536/65536"; then
 			node_phase_is "$node" Ready || continue
 			die "node $node says Ready, but its initiator $iqn cannot read the first 64 KiB of its disk"

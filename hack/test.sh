@@ -42,6 +42,7 @@ go test -count=1 -timeout 15m -v ./... 2>&1 | tee "$LOGS/go-test.log" |
 echo "== end to end"
 e2e hack/e2e-tls.sh
 e2e hack/e2e-netns.sh
+e2e hack/e2e-ha.sh
 e2e hack/e2e-tgt.sh
 E2E_STORE=ext4 e2e hack/e2e-tgt.sh
 e2e hack/e2e-rbd.sh

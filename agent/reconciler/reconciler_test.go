@@ -553,6 +553,32 @@ func TestProvisioningWhenWorkTakesAWhile(t *testing.T) {
 	h.waitReady("default", "node-01", 1)
 }
 
+// A Ready node that a pass checks again (its assignment listed again after
+// a control-plane member went away, a resync) stays Ready however long
+// the check takes: it does not flap to Provisioning while it is served.
+func TestReadyNodeStaysReadyWhileRechecked(t *testing.T) {
+	h := newHarness(t)
+	h.start(func(c *reconciler.Config) { c.ProgressAfter = 50 * time.Millisecond })
+	h.putImage("default", "golden", 1)
+	h.assign(assignment("default", "node-01", 1))
+	h.waitReady("default", "node-01", 1)
+	var checks atomic.Int32
+	h.driver.FailWith(func(op, iqn string) error {
+		if op == "ensure" {
+			checks.Add(1)
+			time.Sleep(500 * time.Millisecond) // a busy target system
+		}
+		return nil
+	})
+	h.assign(assignment("default", "node-01", 1)) // the same again, as a re-listed watch delivers it
+	eventually.True(t, "the target checked again", func() bool { return checks.Load() > 0 })
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if st, ok := h.status("default", "node-01"); !ok || st.Phase != api.PhaseReady {
+			t.Fatalf("while its target was checked again the node said %v", st)
+		}
+	}
+}
+
 func TestDriverFailureIsReportedAndRetried(t *testing.T) {
 	h := newHarness(t)
 	h.driver.FailWith(func(op, iqn string) error { return errors.New("tgtd is not running") })

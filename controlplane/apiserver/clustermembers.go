@@ -22,6 +22,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/etcdauth"
 )
 
 // Membership: the etcd members of the control plane (etcd's member list,
@@ -146,6 +147,11 @@ func (s *Server) AddMember(ctx context.Context, req *sanbootv1.AddMemberRequest)
 			return nil, status.Errorf(codes.AlreadyExists, "member %q already exists (id %s): remove it first to replace its host", m.Name, memberID(m.ID))
 		}
 	}
+	// With authorization on, the new member's certificate is an etcd user
+	// that must exist before it starts.
+	if err := etcdauth.AddMember(ctx, s.cli, req.GetName()); err != nil {
+		return nil, etcdError(ctx, "make the etcd user of member "+req.GetName()+" in", err)
+	}
 	added, err := s.cli.MemberAddAsLearner(ctx, req.GetPeerUrls())
 	if err != nil {
 		return nil, memberError(ctx, "add member "+req.GetName(), err)
@@ -189,7 +195,7 @@ func (s *Server) PromoteMember(ctx context.Context, req *sanbootv1.PromoteMember
 		return nil, status.Errorf(codes.FailedPrecondition, "member %q is already a voting member", req.GetName())
 	}
 	id, _ := strconv.ParseUint(cm.Id, 16, 64)
-	if _, err := s.cli.MemberPromote(ctx, id); err != nil {
+	if err := s.promote(ctx, list, id); err != nil {
 		if errors.Is(err, rpctypes.ErrMemberLearnerNotReady) {
 			return nil, status.Errorf(codes.FailedPrecondition, "member %q has not caught up with the leader yet (%s): wait and promote it again", req.GetName(), lag(list, cm))
 		}
@@ -198,6 +204,30 @@ func (s *Server) PromoteMember(ctx context.Context, req *sanbootv1.PromoteMember
 	s.log.Info("audit: learner promoted to voting member", "member", req.GetName(), "id", cm.Id)
 	cm.Learner = false
 	return &sanbootv1.MemberResponse{Member: cm}, nil
+}
+
+// promote asks etcd's raft leader itself to promote learner id. A follower
+// forwards a promotion to its leader without the caller's identity when
+// that identity is a TLS certificate (etcd v3.6, etcd-io/etcd#20757 fixed
+// it for password tokens only): with authorization on, the leader refuses
+// it ("user name is empty") and the call times out. Without a healthy
+// leader in list, the promotion goes to any member and etcd says why it
+// cannot.
+func (s *Server) promote(ctx context.Context, list *sanbootv1.ListClusterMembersResponse, id uint64) error {
+	for _, m := range list.Members {
+		if !m.Leader || !m.Healthy || len(m.ClientUrls) == 0 {
+			continue
+		}
+		conn, err := s.cli.Dial(m.ClientUrls[0])
+		if err != nil {
+			break
+		}
+		defer conn.Close()
+		_, err = etcdserverpb.NewClusterClient(conn).MemberPromote(ctx, &etcdserverpb.MemberPromoteRequest{ID: id})
+		return rpctypes.Error(err)
+	}
+	_, err := s.cli.MemberPromote(ctx, id)
+	return err
 }
 
 // lag says how far member cm's raft log is behind the leader's.

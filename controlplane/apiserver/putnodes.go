@@ -133,6 +133,17 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		})
 	}
 	wg.Wait()
+	// A node that etcd could not write or read for the moment (its leader
+	// changed, this member is stopping or cut off) fails the call as a
+	// whole, as Unavailable: the client's retry (internal/dial) makes it
+	// again, on another member if this one goes, which a per-node error
+	// inside a successful answer would never get. Nodes this attempt wrote
+	// find themselves then (unchanged): a retry is safe.
+	for _, r := range out {
+		if codes.Code(r.GetCode()) == codes.Unavailable {
+			return nil, status.Error(codes.Unavailable, r.GetMessage())
+		}
+	}
 	return &sanbootv1.PutNodesResponse{Results: out}, nil
 }
 
@@ -167,7 +178,7 @@ func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []i
 	for _, i := range idx {
 		ops = append(ops, nodeReads(nodeRef(nodes[i]), nodes[i].GetSpec().GetImage())...)
 	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := retryElection(ctx, s.cli.Txn(ctx).Then(ops...).Commit)
 	if err != nil {
 		return etcdError(ctx, "read", err)
 	}

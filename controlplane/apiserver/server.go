@@ -197,7 +197,7 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 // read runs range reads in one transaction, so that they all see one
 // revision, and loads what they return into a store.
 func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, error) {
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := retryElection(ctx, s.cli.Txn(ctx).Then(ops...).Commit)
 	if errors.Is(err, rpctypes.ErrCompacted) {
 		return nil, errCompactedWhilePaging
 	}
@@ -211,6 +211,26 @@ func (s *Server) read(ctx context.Context, ops ...clientv3.Op) (*state.Store, er
 // compacted away.
 var errCompactedWhilePaging = status.Error(codes.FailedPrecondition, "the revision this list was being read at is gone (etcd compacted it) "+
 	"while paging: list again from the first page")
+
+// retryElection makes call, a read, again (up to 6 times in about 3 s)
+// while etcd answers that its raft leader changed or that it has none: a
+// read is safe to repeat, and an election (a member died or was removed)
+// is over in a moment, which the caller need not hear about.
+func retryElection[T any](ctx context.Context, call func() (T, error)) (T, error) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		v, err := call()
+		if err == nil || attempt == 6 || !(errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrNoLeader)) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
 
 // readStore decodes the range responses of a transaction, made at rev,
 // into a store.

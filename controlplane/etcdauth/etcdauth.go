@@ -40,13 +40,16 @@ const RootRole = "root"
 // AgentRole is the role of agent name.
 func AgentRole(name string) string { return "agent-" + name }
 
-// Enable makes sure that etcd's users root and member (each with the root
-// role) exist, then turns authorization on, or, when it is on, brings every
-// agent's role to the current grants. It is idempotent: a member
-// that starts again, with authorization already on, finds its user there
-// (another member must have added it for a member that joins).
-func Enable(ctx context.Context, cli *clientv3.Client, member string) error {
-	for _, u := range []string{"root", member} {
+// Enable makes sure that etcd's users root, member and peers (each with the
+// root role) exist, then turns authorization on, or, when it is on, brings
+// every agent's role to the current grants. peers are the other members the
+// cluster started with (--initial-cluster): members that start at once each
+// make every member's user before any turns authorization on, so none finds
+// it on without its own user. It is idempotent: a member that starts again,
+// with authorization already on, finds its user there (for a member that
+// joins a running cluster, AddMember made it).
+func Enable(ctx context.Context, cli *clientv3.Client, member string, peers ...string) error {
+	for _, u := range append([]string{"root", member}, peers...) {
 		if err := ensureUser(ctx, cli, u, RootRole); err != nil {
 			return fmt.Errorf("etcd user %s: %w", u, err)
 		}
@@ -60,6 +63,23 @@ func Enable(ctx context.Context, cli *clientv3.Client, member string) error {
 	}
 	if _, err := cli.AuthEnable(ctx); err != nil {
 		return fmt.Errorf("turn on etcd authorization: %w", err)
+	}
+	return nil
+}
+
+// AddMember makes sure that member, about to join the cluster, has its etcd
+// user with the root role when authorization is on (its certificate's CN
+// is that user; without it the new member could not use its own etcd).
+func AddMember(ctx context.Context, cli *clientv3.Client, member string) error {
+	st, err := cli.AuthStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("etcd auth status: %w", err)
+	}
+	if !st.Enabled {
+		return nil
+	}
+	if err := ensureUser(ctx, cli, member, RootRole); err != nil {
+		return fmt.Errorf("etcd user %s: %w", member, err)
 	}
 	return nil
 }

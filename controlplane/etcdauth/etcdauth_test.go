@@ -23,9 +23,16 @@ import (
 	"github.com/sanboot/sanboot/internal/tlsconfig"
 )
 
-// An etcd member over mutual TLS with authorization on: each agent's
-// certificate is an etcd user confined by etcd itself.
-func TestAgentsAreConfinedByEtcd(t *testing.T) {
+// tlsMember is an etcd member over mutual TLS, authorization off; root is
+// its client as member cp1, issue makes certificates of its CA, client
+// connects with one.
+type tlsMember struct {
+	root   *clientv3.Client
+	issue  func(pki.Identity) tlsconfig.Files
+	client func(tlsconfig.Files) *clientv3.Client
+}
+
+func startTLSMember(t *testing.T) tlsMember {
 	ctx := context.Background()
 	dir := t.TempDir()
 	ca, err := pki.Init(dir, "test CA", 0, time.Now())
@@ -53,12 +60,33 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(m.Close)
 	root, err := m.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer root.Close()
+	t.Cleanup(func() { root.Close() })
+	client := func(f tlsconfig.Files) *clientv3.Client {
+		tc, err := f.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.Client.ListenURLs[0].String()}, TLS: tc, Logger: zap.NewNop(), DialTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return tlsMember{root: root, issue: issue, client: client}
+}
+
+// An etcd member over mutual TLS with authorization on: each agent's
+// certificate is an etcd user confined by etcd itself.
+func TestAgentsAreConfinedByEtcd(t *testing.T) {
+	ctx := context.Background()
+	tm := startTLSMember(t)
+	root, issue, client := tm.root, tm.issue, tm.client
 	if err := etcdauth.Enable(ctx, root, "cp1"); err != nil {
 		t.Fatal(err)
 	}
@@ -90,18 +118,6 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 		}
 	}
 
-	client := func(f tlsconfig.Files) *clientv3.Client {
-		tc, err := f.Client()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.Client.ListenURLs[0].String()}, TLS: tc, Logger: zap.NewNop(), DialTimeout: 10 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
 	a := client(issue(pki.Identity{Name: "a", Role: pki.RoleAgent}))
 	stranger := client(issue(pki.Identity{Name: "c", Role: pki.RoleAgent})) // not enrolled
 	get := func(c *clientv3.Client, prefix string) error {
@@ -165,5 +181,45 @@ func TestAgentsAreConfinedByEtcd(t *testing.T) {
 		if resp, err := root.Get(ctx, k); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != want {
 			t.Fatalf("%s after a's refused write: %v %v", k, resp, err)
 		}
+	}
+}
+
+// Members that start a cluster together each make every member's user
+// before turning authorization on (the one that turns it on first must not
+// lock the others out); a member added later gets its user from
+// AddMember. Each member's certificate then reads and writes everything.
+func TestMembersHaveTheirUsers(t *testing.T) {
+	ctx := context.Background()
+	tm := startTLSMember(t)
+	if err := etcdauth.AddMember(ctx, tm.root, "cp9"); err != nil { // authorization off: nothing to do
+		t.Fatal(err)
+	}
+	if err := etcdauth.Enable(ctx, tm.root, "cp1", "cp1", "cp2", "cp3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := etcdauth.AddMember(ctx, tm.root, "cp4"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		denied bool
+	}{{"cp2", false}, {"cp3", false}, {"cp4", false}, {"cp9", true}} {
+		c := tm.client(tm.issue(pki.Identity{Name: tc.name, Role: pki.RoleMember}))
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := c.Put(cctx, api.SecretKey("p", tc.name), "x")
+		cancel()
+		switch {
+		case !tc.denied && err != nil:
+			t.Errorf("member %s cannot write: %v", tc.name, err)
+		case tc.denied && err == nil:
+			t.Errorf("member %s, never added, writes", tc.name)
+		}
+	}
+	// Again, with authorization on and the users there: idempotent.
+	if err := etcdauth.Enable(ctx, tm.root, "cp1", "cp2", "cp3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := etcdauth.AddMember(ctx, tm.root, "cp4"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,18 @@ type StorageConfig struct {
 	// bounds the memory the log takes (sanboot batches many records per
 	// entry); higher means fewer snapshots.
 	SnapshotCount uint64
+}
+
+// Names are the members' names in Initial, each once, in order.
+func (c ClusterConfig) Names() []string {
+	var names []string
+	for _, m := range strings.Split(c.Initial, ",") {
+		name, _, ok := strings.Cut(strings.TrimSpace(m), "=")
+		if ok && name != "" && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // Defaults of the flags.

@@ -3,6 +3,7 @@ package member
 import (
 	"flag"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,22 @@ func TestTLSFlags(t *testing.T) {
 				t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestClusterNames(t *testing.T) {
+	for _, tc := range []struct {
+		initial string
+		want    []string
+	}{
+		{"", nil},
+		{"cp1=https://10.0.0.1:2380", []string{"cp1"}},
+		{"cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380, cp3=https://10.0.0.3:2380", []string{"cp1", "cp2", "cp3"}},
+		{"cp1=https://10.0.0.1:2380,cp1=https://10.0.1.1:2380,cp2=https://10.0.0.2:2380", []string{"cp1", "cp2"}}, // two peer URLs of cp1
+	} {
+		got := ClusterConfig{Initial: tc.initial}.Names()
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("Names of %q = %q, want %q", tc.initial, got, tc.want)
+		}
 	}
 }

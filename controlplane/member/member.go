@@ -191,6 +191,10 @@ func (m *Member) AwaitVoter(ctx context.Context) error {
 // Err reports a fatal error of the running member.
 func (m *Member) Err() <-chan error { return m.etcd.Err() }
 
+// Stopped is closed when the etcd member has stopped, by Close or by
+// itself: etcd stops a member that was removed from the cluster.
+func (m *Member) Stopped() <-chan struct{} { return m.etcd.Server.StopNotify() }
+
 // Close stops the member and waits until it has stopped.
 func (m *Member) Close() {
 	// etcd reports its closing listeners as errors; they are not.

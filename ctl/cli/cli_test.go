@@ -383,21 +383,40 @@ func TestDeprovisionWaitsForDeleted(t *testing.T) {
 }
 
 // TestWaitReconnects: when the watch stream breaks (Unavailable), wait opens
-// a new one and still sees the change.
+// a new one and still sees the change. A stream that worked and broke (a
+// member went away) is reopened without a word; a reconnect that fails
+// again before its stream works is reported.
 func TestWaitReconnects(t *testing.T) {
-	f, addr := seededFake(t)
-	f.mu.Lock()
-	f.failWatches = 1
-	f.mu.Unlock()
-	done := runAsync(t, "--endpoints", addr, "wait", "node", "node-02")
-	awaitSynced(t, f, 2, done)
-	f.setNodeStatus(t, "default", "node-02", &sanbootv1.NodeStatus{Phase: api.PhaseReady, ObservedGeneration: 1})
-	r := awaitResult(t, done)
-	if r.code != ExitOK || r.stdout != "node/node-02 ready\n" || !strings.Contains(r.stderr, "watch interrupted (fake: member shutting down); reconnecting") {
-		t.Errorf("code %d stdout %q stderr:\n%s", r.code, r.stdout, r.stderr)
-	}
-	if n := f.callCount("WatchNodes"); n != 2 {
-		t.Errorf("%d WatchNodes calls, want 2", n)
+	for _, tc := range []struct {
+		name           string
+		broken, refuse int
+		wantStderr     string // "": no word of the reconnects
+	}{
+		{"a member goes away", 1, 0, ""},
+		{"two members go away, one after the other", 2, 0, ""},
+		// gRPC retries a refused stream 5 times itself (internal/dial): 10
+		// refusals fail two calls in a row.
+		{"no member answers", 1, 10, "fake: no member reachable); reconnecting in 500ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, addr := seededFake(t)
+			f.mu.Lock()
+			f.failWatches, f.refuseWatches = tc.broken, tc.refuse
+			f.mu.Unlock()
+			done := runAsync(t, "--endpoints", addr, "wait", "node", "node-02")
+			awaitSynced(t, f, tc.broken+1, done)
+			f.setNodeStatus(t, "default", "node-02", &sanbootv1.NodeStatus{Phase: api.PhaseReady, ObservedGeneration: 1})
+			r := awaitResult(t, done)
+			if r.code != ExitOK || r.stdout != "node/node-02 ready\n" {
+				t.Errorf("code %d stdout %q stderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			if got := strings.Contains(r.stderr, "watch interrupted"); got != (tc.wantStderr != "") || !strings.Contains(r.stderr, tc.wantStderr) {
+				t.Errorf("stderr %q, want %q", r.stderr, tc.wantStderr)
+			}
+			if n, want := f.callCount("WatchNodes"), tc.broken+tc.refuse+1; n != want {
+				t.Errorf("%d WatchNodes calls, want %d", n, want)
+			}
+		})
 	}
 }
 

@@ -42,6 +42,9 @@ type fakeSanboot struct {
 	// failWatches makes that many watches end with Unavailable right
 	// after TYPE_SYNCED, the way a stream breaks when a member goes away.
 	failWatches int
+	// refuseWatches makes that many watches end with Unavailable before
+	// they send anything, as when no member can be reached.
+	refuseWatches int
 
 	// synced receives the project of every watch once it has sent
 	// TYPE_SYNCED: a test waits on it before changing state, so that the
@@ -244,6 +247,11 @@ func (f *fakeSanboot) DeleteNode(_ context.Context, req *sanbootv1.DeleteRequest
 func (f *fakeSanboot) WatchNodes(req *sanbootv1.WatchNodesRequest, stream grpc.ServerStreamingServer[sanbootv1.NodeEvent]) error {
 	f.mu.Lock()
 	f.count("WatchNodes")
+	if f.refuseWatches > 0 {
+		f.refuseWatches--
+		f.mu.Unlock()
+		return status.Error(codes.Unavailable, "fake: no member reachable")
+	}
 	w := &fakeWatcher{req: req, events: make(chan *sanbootv1.NodeEvent, 1024)}
 	var initial []*sanbootv1.NodeEvent
 	for _, n := range f.nodes {

@@ -46,15 +46,17 @@ func watchObjects[T proto.Message](ctx context.Context, s *session, f listFlags,
 	header := true
 	var widths []int
 	backoff := 250 * time.Millisecond
+	var breaks reconnects
 	for {
-		err := w.once(ctx, s, f, last, &header, &widths)
+		synced := false
+		err := w.once(ctx, s, f, last, &header, &widths, &synced)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if !retryable(err) {
 			return s.rpcError(err)
 		}
-		fmt.Fprintf(s.env.Stderr, "watch interrupted (%s); reconnecting in %s\n", status.Convert(err).Message(), backoff)
+		breaks.note(s.env.Stderr, synced, err, backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -77,8 +79,9 @@ func (w watcher[T]) kept(obj T) bool {
 	return (w.kind.keep == nil || w.kind.keep(obj)) && (w.names == nil || w.names[w.kind.key(obj)])
 }
 
-// once runs one stream until it breaks or ctx ends.
-func (w watcher[T]) once(ctx context.Context, s *session, f listFlags, last map[string]T, header *bool, widths *[]int) error {
+// once runs one stream until it breaks or ctx ends; synced says whether
+// it got as far as its initial state.
+func (w watcher[T]) once(ctx context.Context, s *session, f listFlags, last map[string]T, header *bool, widths *[]int, synced *bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	recv, err := w.open(ctx)
@@ -86,7 +89,6 @@ func (w watcher[T]) once(ctx context.Context, s *session, f listFlags, last map[
 		return err
 	}
 	var initial []T
-	synced := false
 	for {
 		typ, obj, err := recv()
 		if err != nil {
@@ -96,7 +98,7 @@ func (w watcher[T]) once(ctx context.Context, s *session, f listFlags, last map[
 			return err
 		}
 		if typ == sanbootv1.NodeEvent_TYPE_SYNCED {
-			synced = true
+			*synced = true
 			if len(initial) == 0 && *header && s.noneFound(f, w.kind.plural, w.project) {
 				continue
 			}
@@ -124,7 +126,7 @@ func (w watcher[T]) once(ctx context.Context, s *session, f listFlags, last map[
 		default:
 			last[k] = obj
 		}
-		if synced {
+		if *synced {
 			if err := printWatched(s, f, w.kind, []T{obj}, header, widths); err != nil {
 				return err
 			}

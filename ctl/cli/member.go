@@ -221,7 +221,7 @@ func newMemberRemoveCmd(s *session) *cobra.Command {
 			}
 			fmt.Fprintf(s.env.Stdout, "member/%s removed\n", name)
 			if m.GetHealthy() {
-				fmt.Fprintf(s.env.Stdout, "stop its sanboot-controlplane and delete its --data-dir before using the host again\n")
+				fmt.Fprintf(s.env.Stdout, "its sanboot-controlplane stops by itself (exit 0); delete its --data-dir before using the host again\n")
 			}
 			return nil
 		},

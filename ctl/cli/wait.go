@@ -182,6 +182,7 @@ func (s *session) waitNodes(ctx context.Context, project string, names []string,
 		w.pending[n] = true
 	}
 	backoff := 250 * time.Millisecond
+	var breaks reconnects
 	for {
 		synced, err := w.watchOnce(ctx, c, names)
 		if err == nil {
@@ -207,7 +208,7 @@ func (s *session) waitNodes(ctx context.Context, project string, names []string,
 		if synced {
 			backoff = 250 * time.Millisecond
 		}
-		fmt.Fprintf(w.progress, "watch interrupted (%s); reconnecting in %s\n", status.Convert(se.err).Message(), backoff)
+		breaks.note(w.progress, synced, se.err, backoff)
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -217,6 +218,26 @@ func (s *session) waitNodes(ctx context.Context, project string, names []string,
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// reconnects tells the user about a broken watch stream that is opened
+// again, except the first break after a stream that worked: a member that
+// died or was stopped breaks its streams once, and the reconnect (to
+// another member) repairs that, which is none of the user's business (a
+// member's death costs a client a retried call, never an error printed).
+// A stream that breaks again before it works is reported each time.
+type reconnects struct{ inARow int }
+
+// note records a break of a stream that got as far as its initial state
+// (synced) or not.
+func (r *reconnects) note(w io.Writer, synced bool, err error, backoff time.Duration) {
+	if synced {
+		r.inARow = 0
+	}
+	r.inARow++
+	if r.inARow > 1 {
+		fmt.Fprintf(w, "watch interrupted (%s); reconnecting in %s\n", status.Convert(err).Message(), backoff)
 	}
 }
 
