@@ -34,14 +34,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 )
 
 // Options say how to reach the API.
@@ -130,9 +133,11 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
 	}
+	interceptors := []grpc.UnaryClientInterceptor{retryReads([]time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second})}
 	if opts.CallTimeout > 0 {
-		dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(callTimeout(opts.CallTimeout)))
+		interceptors = append(interceptors, callTimeout(opts.CallTimeout))
 	}
+	dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(interceptors...))
 	name := opts.Name
 	if name == "" {
 		name = "api"
@@ -145,6 +150,41 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 		go disc.run(conn)
 	}
 	return conn, nil
+}
+
+// retryReads makes a read (a unary Get or List call) that ended
+// Unavailable again, once after each pause of backoff. gRPC's own retries
+// (serviceConfig) stop at a call the server had begun to answer: a member
+// killed in the middle of its answer ("connection reset by peer") would
+// otherwise be an error printed to the user. A read is safe to repeat; by
+// then pick_first has moved to the next endpoint. Writes are not repeated
+// here: the API's answer to a repeated compare-and-put is the caller's to
+// read.
+func retryReads(backoff []time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if !isRead(method) {
+			return err
+		}
+		for _, pause := range backoff {
+			if status.Code(err) != codes.Unavailable {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(pause):
+			}
+			err = invoker(ctx, method, req, reply, cc, opts...)
+		}
+		return err
+	}
+}
+
+// isRead says whether method ("/sanboot.v1.Sanboot/ListNodes") only reads.
+func isRead(method string) bool {
+	name := method[strings.LastIndex(method, "/")+1:]
+	return strings.HasPrefix(name, "Get") || strings.HasPrefix(name, "List") || name == "Check"
 }
 
 // callTimeout bounds every unary call by d (streams are bounded by their
