@@ -14,6 +14,8 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/golden"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 )
 
 // imageWatchFake is snapFake with a FAKE WatchImages: it sends the selected
@@ -117,7 +119,7 @@ func TestGetSnapshotsWatch(t *testing.T) {
 	f.readyAfter["node-01-snap-copy"] = 1
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan result, 1)
 	go func() {
 		code := Run(ctx, Env{Stdout: &out, Stderr: &errOut, Now: func() time.Time { return fixedNow },
@@ -155,7 +157,7 @@ func TestGetSnapshotsWatch(t *testing.T) {
 func TestDeleteKeepDisk(t *testing.T) {
 	f, addr := seededFake(t)
 	r := runCLI(t, testCtx(t), nil, "--endpoints", addr, "delete", "node", "node-01", "--keep-disk")
-	checkGolden(t, "delete_keep_disk.txt", transcript(r))
+	golden.Check(t, "delete_keep_disk.txt", transcript(r))
 	if n := f.callCount("PutImage"); n != 0 {
 		t.Errorf("%d PutImage calls: the API server makes the image, not sanbootctl", n)
 	}
