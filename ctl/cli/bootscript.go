@@ -47,14 +47,9 @@ See docs/boot.md.`,
 
 // bootScriptOptions are boot-script's (options.go).
 type bootScriptOptions struct {
-	node    string
+	nameArg        // the node
 	output  string // -o
 	urlOnly bool   // --url
-}
-
-func (o *bootScriptOptions) complete(args []string) error {
-	o.node = args[0]
-	return nil
 }
 
 func (o *bootScriptOptions) validate() error {
@@ -77,7 +72,7 @@ func (o *bootScriptOptions) run(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
-	bs, err := c.GetBootScript(ctx, &sanbootv1.GetRequest{Project: project, Name: o.node})
+	bs, err := c.GetBootScript(ctx, &sanbootv1.GetRequest{Project: project, Name: o.name})
 	if err != nil {
 		return s.rpcError(err)
 	}

@@ -68,16 +68,11 @@ of 1024) or kB, MB, GB, TB (powers of 1000). Images must be a multiple of
 
 // imageCreateOptions are image create's (options.go).
 type imageCreateOptions struct {
-	name      string
+	nameArg
 	size      string // --size, parsed into spec by validate
 	spec      sanbootv1.ImageSpec
 	labelArgs []string // --label
 	labels    map[string]string
-}
-
-func (o *imageCreateOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
 }
 
 func (o *imageCreateOptions) validate() error {
@@ -202,12 +197,7 @@ Issue the agent's certificate with sanbootctl pki issue agent NAME first.`,
 }
 
 // enrollAgentOptions are agents enroll's (options.go).
-type enrollAgentOptions struct{ name string }
-
-func (o *enrollAgentOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
-}
+type enrollAgentOptions struct{ nameArg }
 
 func (o *enrollAgentOptions) validate() error { return nil }
 

@@ -164,13 +164,8 @@ member must start with. Once it has caught up, promote it.`,
 
 // memberAddOptions are member add's (options.go).
 type memberAddOptions struct {
-	name     string
+	nameArg
 	peerURLs []string // --peer-urls
-}
-
-func (o *memberAddOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
 }
 
 func (o *memberAddOptions) validate() error { return nil }
@@ -209,12 +204,7 @@ func newMemberPromoteCmd(s *session) *cobra.Command {
 }
 
 // memberPromoteOptions are member promote's (options.go).
-type memberPromoteOptions struct{ name string }
-
-func (o *memberPromoteOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
-}
+type memberPromoteOptions struct{ nameArg }
 
 func (o *memberPromoteOptions) validate() error { return nil }
 
@@ -248,13 +238,8 @@ func newMemberRemoveCmd(s *session) *cobra.Command {
 
 // memberRemoveOptions are member remove's (options.go).
 type memberRemoveOptions struct {
-	name  string // or the member's ID
-	force bool   // --force
-}
-
-func (o *memberRemoveOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
+	nameArg      // or the member's ID
+	force   bool // --force
 }
 
 func (o *memberRemoveOptions) validate() error { return nil }

@@ -36,3 +36,12 @@ func (o *nameArgs) complete(names []string) error {
 	o.names = names
 	return nil
 }
+
+// nameArg is the argument of a command that takes one name (NAME); its
+// Args check makes sure there is exactly one.
+type nameArg struct{ name string }
+
+func (o *nameArg) complete(args []string) error {
+	o.name = args[0]
+	return nil
+}

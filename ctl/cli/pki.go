@@ -113,9 +113,9 @@ func newPKIIssueKindCmd(s *session, kind string, role pki.Role) *cobra.Command {
 
 // pkiIssueOptions are pki issue KIND's (options.go).
 type pkiIssueOptions struct {
-	kind     string   // member, agent or user
-	role     pki.Role // the kind's role; admin with user --admin
-	name     string
+	nameArg
+	kind     string        // member, agent or user
+	role     pki.Role      // the kind's role; admin with user --admin
 	dir      string        // --dir
 	outDir   string        // --out-dir
 	ips      []net.IP      // --ip
@@ -126,7 +126,9 @@ type pkiIssueOptions struct {
 }
 
 func (o *pkiIssueOptions) complete(args []string) error {
-	o.name = args[0]
+	if err := o.nameArg.complete(args); err != nil {
+		return err
+	}
 	if o.kind == "user" && o.admin {
 		o.role = pki.RoleAdmin
 	}
