@@ -103,22 +103,17 @@ func (o *deleteFilesOptions) run(ctx context.Context, s *session) error {
 
 // deleteNodeOptions are delete node's (options.go).
 type deleteNodeOptions struct {
-	nameArgs
+	nodeArgs
 	deleteFlags
-	selector string // -l
 }
 
 func (o *deleteNodeOptions) validate() error { return nil }
 
 // run deletes the named nodes, or those -l selects.
 func (o *deleteNodeOptions) run(ctx context.Context, s *session) error {
-	project, err := s.project()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	names, err := s.namesOrSelector(ctx, project, o.names, o.selector)
+	project, names, err := o.resolve(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -270,6 +265,24 @@ func keptDiskImage(n *sanbootv1.Node) string {
 	}
 	name, _, _ := strings.Cut(rest, "; ")
 	return name
+}
+
+// nodeArgs are the nodes a command names (NODE...) or selects with -l
+// (delete node, wait node).
+type nodeArgs struct {
+	nameArgs
+	selector string // -l
+}
+
+// resolve returns the project and the named nodes, or those the selector
+// picks now.
+func (o *nodeArgs) resolve(ctx context.Context, s *session) (string, []string, error) {
+	project, err := s.project()
+	if err != nil {
+		return "", nil, err
+	}
+	names, err := s.namesOrSelector(ctx, project, o.names, o.selector)
+	return project, names, err
 }
 
 // namesOrSelector returns names, or, when selector is set instead, the

@@ -117,11 +117,10 @@ status.`,
 
 // waitNodeOptions are wait node's (options.go).
 type waitNodeOptions struct {
-	nameArgs
-	forFlag  string // --for, parsed into cond by validate
-	cond     condition
-	timeout  time.Duration
-	selector string
+	nodeArgs
+	forFlag string // --for, parsed into cond by validate
+	cond    condition
+	timeout time.Duration
 }
 
 func (o *waitNodeOptions) validate() error {
@@ -132,13 +131,9 @@ func (o *waitNodeOptions) validate() error {
 
 // run waits for the named nodes, or for those the selector picks now.
 func (o *waitNodeOptions) run(ctx context.Context, s *session) error {
-	project, err := s.project()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	names, err := s.namesOrSelector(ctx, project, o.names, o.selector)
+	project, names, err := o.resolve(ctx, s)
 	if err != nil {
 		return err
 	}
