@@ -88,12 +88,7 @@ status.`,
 
   # Wait until the scheduler has placed a node on an agent
   sanbootctl wait node node-01 --for=condition=Scheduled`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageErrorf("name what to wait for: wait node NAME...")
-			}
-			return usageErrorf("cannot wait for %q: use wait node NAME...", args[0])
-		},
+		RunE: noSubcommand("wait for", "wait node NAME..."),
 	}
 
 	o := &waitNodeOptions{}
