@@ -290,11 +290,10 @@ func (c *haCluster) imageOnAgents(ctx context.Context, t *testing.T, client sanb
 	t.Helper()
 	var agents []*fakeagent.Agent
 	for _, name := range names {
-		a, err := fakeagent.Register(ctx, c.cli, name, 10)
+		a, err := fakeagent.Start(ctx, c.cli, name, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		go a.Serve(ctx, slog.New(slog.DiscardHandler))
 		agents = append(agents, a)
 	}
 	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
