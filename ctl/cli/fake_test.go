@@ -104,7 +104,11 @@ func newFakeSanboot(now time.Time) *fakeSanboot {
 
 // serve runs f on a random loopback port until the test ends and returns
 // the address.
-func (f *fakeSanboot) serve(t *testing.T) string {
+func (f *fakeSanboot) serve(t *testing.T) string { return serveSanboot(t, f) }
+
+// serveSanboot runs a fake API (fakeSanboot, or one that wraps it) on a
+// random loopback port until the test ends and returns the address.
+func serveSanboot(t *testing.T, f sanbootv1.SanbootServer) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -82,15 +81,7 @@ func newImageWatchFake(t *testing.T) (*imageWatchFake, string) {
 	sf := &snapFake{fakeSanboot: base, readyAfter: map[string]int{}, failAfter: map[string]int{}, gets: map[string]int{}}
 	seedSnapshots(sf)
 	f := &imageWatchFake{snapFake: sf, watches: make(chan struct{}, 16)}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	sanbootv1.RegisterSanbootServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return f, lis.Addr().String()
+	return f, serveSanboot(t, f)
 }
 
 // snapshot create --wait follows WatchImages and polls nothing.
