@@ -58,6 +58,19 @@ func newHarness(t *testing.T, storeOpts ...func(*fakestore.Options)) *harness {
 	return &harness{t: t, cli: m.Client(t), store: s, driver: faketarget.New()}
 }
 
+// holdUntil is a fake store hook (BeforeClone) that holds each call
+// until release is closed or the call's context ends.
+func holdUntil(release <-chan struct{}) func(ctx context.Context, project, node string) error {
+	return func(ctx context.Context, _, _ string) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // start runs a reconciler over the harness's store and driver (which, like
 // a host's disks and kernel, outlive the agent process).
 func (h *harness) start(mods ...func(*reconciler.Config)) {
@@ -505,14 +518,7 @@ func TestProvisioningBeforeASlowCopy(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, func(o *fakestore.Options) {
 		o.CloneMode = store.CloneCopy
-		o.BeforeClone = func(ctx context.Context, _, _ string) error {
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+		o.BeforeClone = holdUntil(release)
 	})
 	h.start()
 	h.putImage("default", "golden", 1)
@@ -533,14 +539,7 @@ func TestProvisioningBeforeASlowCopy(t *testing.T) {
 func TestProvisioningWhenWorkTakesAWhile(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, func(o *fakestore.Options) {
-		o.BeforeClone = func(ctx context.Context, _, _ string) error {
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+		o.BeforeClone = holdUntil(release)
 	})
 	h.start(func(c *reconciler.Config) { c.ProgressAfter = 50 * time.Millisecond })
 	h.putImage("default", "golden", 1)
