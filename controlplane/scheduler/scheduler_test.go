@@ -3,7 +3,6 @@ package scheduler_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -14,6 +13,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
@@ -38,7 +38,7 @@ func start(t *testing.T) *env {
 	cli := m.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	go func() {
 		defer close(done)
 		scheduler.New(cli, scheduler.Config{Log: log}).Run(ctx)
