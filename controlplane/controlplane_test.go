@@ -3,7 +3,6 @@ package controlplane_test
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,11 +48,10 @@ func TestRunProvisionsAndRestarts(t *testing.T) {
 	defer cli.Close()
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
-	a, err := fakeagent.Register(agentCtx, cli, "a", 10)
+	a, err := fakeagent.Start(agentCtx, cli, "a", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go a.Serve(agentCtx, slog.New(slog.DiscardHandler))
 	if _, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
 		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
 		t.Fatal(err)

@@ -91,6 +91,21 @@ type memberProc struct {
 	done chan struct{}
 }
 
+// startThree starts members m1, m2 and m3 and waits until one leads; ctx
+// bounds the test. With -short the test is skipped: it runs that many
+// member processes ("three", or "four" with a replacement).
+func startThree(t *testing.T, processes string) (*haCluster, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs " + processes + " member processes; run without -short")
+	}
+	c := startCluster(t, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	return c, ctx
+}
+
 func startCluster(t *testing.T, names ...string) *haCluster {
 	t.Helper()
 	c := &haCluster{t: t, members: map[string]*memberProc{}}
@@ -290,11 +305,10 @@ func (c *haCluster) imageOnAgents(ctx context.Context, t *testing.T, client sanb
 	t.Helper()
 	var agents []*fakeagent.Agent
 	for _, name := range names {
-		a, err := fakeagent.Register(ctx, c.cli, name, 10)
+		a, err := fakeagent.Start(ctx, c.cli, name, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		go a.Serve(ctx, slog.New(slog.DiscardHandler))
 		agents = append(agents, a)
 	}
 	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
@@ -376,13 +390,7 @@ func tail(s string, n int) string {
 // retries the one that failed, on another member), and the agent's lease,
 // kept through an etcd client over every member, is never lost.
 func TestHAClientAndAgentSurviveAMembersDeath(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs three member processes; run without -short")
-	}
-	c := startCluster(t, "m1", "m2", "m3")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	c, ctx := startThree(t, "three")
 	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
 
 	// The agent's registration, as sanboot-agent keeps it (package lease).
@@ -475,13 +483,7 @@ func ctl(ctx context.Context, endpoints []string, args ...string) (int, string, 
 // up), starts with the flags add printed, is promoted; a removal that
 // would break quorum is refused.
 func TestHAMemberReplaceDeadHost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs four member processes; run without -short")
-	}
-	c := startCluster(t, "m1", "m2", "m3")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	c, ctx := startThree(t, "four")
 	endpoints := []string{c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API}
 	must := func(args ...string) string {
 		t.Helper()
@@ -568,13 +570,7 @@ func regexpLine(text, pattern string) bool {
 // every member keeps calling: not one call fails, and writes made through
 // any member are placed.
 func TestHARollingRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs three member processes; run without -short")
-	}
-	c := startCluster(t, "m1", "m2", "m3")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	c, ctx := startThree(t, "three")
 	client := c.dial(t, c.members["m1"].spec.API, c.members["m2"].spec.API, c.members["m3"].spec.API)
 	c.imageOnAgents(ctx, t, client, "a1")
 
@@ -632,13 +628,7 @@ func TestHARollingRestart(t *testing.T) {
 // connection succeeds, and so does the next sanbootctl run, which prints
 // nothing on stderr.
 func TestHAClientDiscoversMembers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs three member processes; run without -short")
-	}
-	c := startCluster(t, "m1", "m2", "m3")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	c, ctx := startThree(t, "three")
 	one := []string{c.members["m1"].spec.API}
 	home := t.TempDir()
 	run := func(args ...string) (int, string, string) {
@@ -699,13 +689,7 @@ func TestHAClientDiscoversMembers(t *testing.T) {
 // success, as etcd does: it does not linger answering every call with
 // "raft: stopped" (clients that list it would see those errors).
 func TestHARemovedMemberStops(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs three member processes; run without -short")
-	}
-	c := startCluster(t, "m1", "m2", "m3")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	eventually.True(t, "a member leads", func() bool { return c.leader(ctx) != "" })
+	c, ctx := startThree(t, "three")
 	endpoints := []string{c.members["m1"].spec.API, c.members["m2"].spec.API}
 	eventually.True(t, "member list: 3 healthy", func() bool {
 		code, out, _ := ctl(ctx, endpoints, "member", "list")

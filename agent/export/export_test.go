@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/apiserver"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -60,7 +60,7 @@ func start(t *testing.T, images export.Images) *env {
 	t.Helper()
 	m := etcdtest.Start(t)
 	e := &env{cli: m.Client(t)}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	srv := apiserver.New(e.cli, apiserver.Config{Log: log, Member: "cp1", ExportStartTimeout: 30 * time.Second})
 	gs := grpc.NewServer()
 	srv.Register(gs)

@@ -110,14 +110,7 @@ func TestSnapshotBecomesReadyAndProvisions(t *testing.T) {
 func TestSnapshotWaitsForTheDisk(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, func(o *fakestore.Options) {
-		o.BeforeClone = func(ctx context.Context, _, _ string) error {
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+		o.BeforeClone = holdUntil(release)
 	})
 	h.start()
 	h.putImage("default", "golden", 1)

@@ -58,6 +58,37 @@ func newHarness(t *testing.T, storeOpts ...func(*fakestore.Options)) *harness {
 	return &harness{t: t, cli: m.Client(t), store: s, driver: faketarget.New()}
 }
 
+// holdUntil is a fake store hook (BeforeClone) that holds each call
+// until release is closed or the call's context ends.
+func holdUntil(release <-chan struct{}) func(ctx context.Context, project, node string) error {
+	return func(ctx context.Context, _, _ string) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// slowWhile is a fake store hook that, while slow is set, takes d (or
+// until the call's context ends) and counts the slow calls in calls, when
+// given.
+func slowWhile(slow *atomic.Bool, d time.Duration, calls *atomic.Int32) func(ctx context.Context, project, name string) {
+	return func(ctx context.Context, _, _ string) {
+		if !slow.Load() {
+			return
+		}
+		if calls != nil {
+			calls.Add(1)
+		}
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+}
+
 // start runs a reconciler over the harness's store and driver (which, like
 // a host's disks and kernel, outlive the agent process).
 func (h *harness) start(mods ...func(*reconciler.Config)) {
@@ -505,14 +536,7 @@ func TestProvisioningBeforeASlowCopy(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, func(o *fakestore.Options) {
 		o.CloneMode = store.CloneCopy
-		o.BeforeClone = func(ctx context.Context, _, _ string) error {
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+		o.BeforeClone = holdUntil(release)
 	})
 	h.start()
 	h.putImage("default", "golden", 1)
@@ -533,14 +557,7 @@ func TestProvisioningBeforeASlowCopy(t *testing.T) {
 func TestProvisioningWhenWorkTakesAWhile(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, func(o *fakestore.Options) {
-		o.BeforeClone = func(ctx context.Context, _, _ string) error {
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+		o.BeforeClone = holdUntil(release)
 	})
 	h.start(func(c *reconciler.Config) { c.ProgressAfter = 50 * time.Millisecond })
 	h.putImage("default", "golden", 1)
@@ -770,14 +787,7 @@ func TestStatusListsSessions(t *testing.T) {
 func TestReadyNodeStaysReadyWhileChecked(t *testing.T) {
 	var slow atomic.Bool
 	h := newHarness(t, func(o *fakestore.Options) {
-		o.BeforeStatDisk = func(ctx context.Context, _, _ string) {
-			if slow.Load() {
-				select {
-				case <-time.After(300 * time.Millisecond):
-				case <-ctx.Done():
-				}
-			}
-		}
+		o.BeforeStatDisk = slowWhile(&slow, 300*time.Millisecond, nil)
 	})
 	h.start(func(c *reconciler.Config) {
 		c.ProgressAfter = 20 * time.Millisecond
@@ -813,15 +823,7 @@ func TestReadyImageStaysReadyWhileChecked(t *testing.T) {
 	var slow atomic.Bool
 	var passes atomic.Int32
 	h := newHarness(t, func(o *fakestore.Options) {
-		o.BeforeEnsureImage = func(ctx context.Context, _, _ string) {
-			if slow.Load() {
-				passes.Add(1)
-				select {
-				case <-time.After(100 * time.Millisecond):
-				case <-ctx.Done():
-				}
-			}
-		}
+		o.BeforeEnsureImage = slowWhile(&slow, 100*time.Millisecond, &passes)
 	})
 	h.start(func(c *reconciler.Config) {
 		c.ProgressAfter = 10 * time.Millisecond

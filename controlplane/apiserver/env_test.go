@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -142,9 +141,7 @@ func wantCode(t testing.TB, err error, code codes.Code, parts ...string) {
 
 // watcher collects the events of one WatchNodes stream.
 type watcher struct {
-	t      testing.TB
-	events chan *sanbootv1.NodeEvent
-	errc   chan error
+	*objEvents[sanbootv1.NodeEvent]
 }
 
 func (e *env) watch(req *sanbootv1.WatchNodesRequest) *watcher {
@@ -155,52 +152,7 @@ func (e *env) watch(req *sanbootv1.WatchNodesRequest) *watcher {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	w := &watcher{t: e.t, events: make(chan *sanbootv1.NodeEvent, 100000), errc: make(chan error, 1)}
-	go func() {
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				w.errc <- err
-				return
-			}
-			w.events <- ev
-		}
-	}()
-	return w
-}
-
-// next returns the next event.
-func (w *watcher) next() *sanbootv1.NodeEvent {
-	w.t.Helper()
-	select {
-	case ev := <-w.events:
-		return ev
-	case err := <-w.errc:
-		w.t.Fatalf("watch ended: %v", err)
-	case <-time.After(30 * time.Second):
-		w.t.Fatal("timed out waiting for a watch event")
-	}
-	return nil
-}
-
-// until skips events until one satisfies ok, and returns it.
-func (w *watcher) until(what string, ok func(*sanbootv1.NodeEvent) bool) *sanbootv1.NodeEvent {
-	w.t.Helper()
-	deadline := time.After(30 * time.Second)
-	var last *sanbootv1.NodeEvent
-	for {
-		select {
-		case ev := <-w.events:
-			if ok(ev) {
-				return ev
-			}
-			last = ev
-		case err := <-w.errc:
-			w.t.Fatalf("watch ended while waiting for %s: %v", what, err)
-		case <-deadline:
-			w.t.Fatalf("timed out waiting for %s; last event: %v", what, last)
-		}
-	}
+	return &watcher{recvAll(e.t, stream)}
 }
 
 // initial reads the initial events up to SYNCED and returns the nodes.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
@@ -91,11 +92,12 @@ func (e *stageEnv) upload(ctx context.Context, hdr *sanbootv1.UploadHeader, data
 	return st.CloseAndRecv()
 }
 
-func (e *stageEnv) read(id string, off int64) ([]byte, error) {
-	st, err := e.data.ReadUpload(e.ctx, &sanbootv1.ReadUploadRequest{UploadId: id, Offset: off})
-	if err != nil {
-		return nil, err
-	}
+// recvData reads a stream of chunks (ReadUpload, ExportImage) to its end
+// and returns their bytes: all of them, or those before the error.
+func recvData[C any, P interface {
+	*C
+	GetData() []byte
+}](st grpc.ServerStreamingClient[C]) ([]byte, error) {
 	var out []byte
 	for {
 		c, err := st.Recv()
@@ -105,8 +107,16 @@ func (e *stageEnv) read(id string, off int64) ([]byte, error) {
 		if err != nil {
 			return out, err
 		}
-		out = append(out, c.Data...)
+		out = append(out, P(c).GetData()...)
 	}
+}
+
+func (e *stageEnv) read(id string, off int64) ([]byte, error) {
+	st, err := e.data.ReadUpload(e.ctx, &sanbootv1.ReadUploadRequest{UploadId: id, Offset: off})
+	if err != nil {
+		return nil, err
+	}
+	return recvData(st)
 }
 
 func (e *stageEnv) files() []string {
@@ -340,17 +350,7 @@ func (e *stageEnv) export(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []byte
-	for {
-		c, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		out = append(out, c.Data...)
-	}
+	return recvData(st)
 }
 
 func TestExportRelaysWhatTheAgentPushes(t *testing.T) {

@@ -21,7 +21,7 @@ type objEvents[E any] struct {
 }
 
 func recvAll[E any](t testing.TB, stream grpc.ServerStreamingClient[E]) *objEvents[E] {
-	w := &objEvents[E]{t: t, events: make(chan *E, 10000), errc: make(chan error, 1)}
+	w := &objEvents[E]{t: t, events: make(chan *E, 100000), errc: make(chan error, 1)}
 	go func() {
 		for {
 			ev, err := stream.Recv()
@@ -35,6 +35,21 @@ func recvAll[E any](t testing.TB, stream grpc.ServerStreamingClient[E]) *objEven
 	return w
 }
 
+// next returns the next event.
+func (w *objEvents[E]) next() *E {
+	w.t.Helper()
+	select {
+	case ev := <-w.events:
+		return ev
+	case err := <-w.errc:
+		w.t.Fatalf("watch ended: %v", err)
+	case <-time.After(30 * time.Second):
+		w.t.Fatal("timed out waiting for a watch event")
+	}
+	return nil
+}
+
+// until skips events until one satisfies ok, and returns it.
 func (w *objEvents[E]) until(what string, ok func(*E) bool) *E {
 	w.t.Helper()
 	deadline := time.After(30 * time.Second)

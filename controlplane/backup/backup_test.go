@@ -45,11 +45,10 @@ func TestBackupWipeRestore(t *testing.T) {
 	defer cli.Close()
 	actx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
-	a, err := fakeagent.Register(actx, cli, "a", 10)
+	a, err := fakeagent.Start(actx, cli, "a", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go a.Serve(actx, slog.New(slog.DiscardHandler))
 	if _, err := c.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
 		Metadata: &sanbootv1.ObjectMeta{Name: "img", Labels: map[string]string{"os": "debian"}}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package etcdauth_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	"github.com/sanboot/sanboot/controlplane/etcdauth"
 	"github.com/sanboot/sanboot/controlplane/member"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/pki"
 	"github.com/sanboot/sanboot/internal/testsecrets"
@@ -55,7 +55,7 @@ func startTLSMember(t *testing.T) tlsMember {
 	cfg.Client.ListenURLs = []url.URL{{Scheme: "https", Host: etcdtest.FreeAddr(t)}}
 	cfg.Peer.ListenURLs = []url.URL{{Scheme: "https", Host: etcdtest.FreeAddr(t)}}
 	cfg.Client.TLS, cfg.Peer.TLS = mf, mf
-	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Log = cptest.Log(t)
 	m, err := member.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

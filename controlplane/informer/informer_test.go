@@ -14,6 +14,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/informer"
 	"github.com/sanboot/sanboot/controlplane/state"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -51,7 +52,7 @@ func start(t *testing.T) (*clientv3.Client, *informer.Informer, context.Context)
 	t.Helper()
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	inf := informer.New(cli, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

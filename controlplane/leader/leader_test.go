@@ -3,7 +3,6 @@ package leader_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	"github.com/sanboot/sanboot/controlplane/leader"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -33,7 +33,7 @@ type candidate struct {
 func campaign(t *testing.T, cli *clientv3.Client, name string, events chan string) *candidate {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &candidate{name: name, cancel: cancel, done: make(chan struct{}), events: events}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	go func() {
 		defer close(c.done)
 		leader.Run(ctx, cli, leader.Config{Name: name, TTL: 5, Log: log}, func(ctx context.Context, _ kv.Fence) error {
@@ -167,7 +167,7 @@ func TestDeposeADeadLeader(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	go func() {
 		defer close(done)
 		leader.Run(ctx, cli, leader.Config{Name: "m2", TTL: 60, Log: log, ProbeEvery: 50 * time.Millisecond,

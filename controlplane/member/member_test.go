@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sanboot/sanboot/controlplane/member"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 )
 
@@ -22,7 +22,7 @@ func config(t *testing.T, dir string) member.Config {
 	cfg.DataDir = dir
 	cfg.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
 	cfg.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Log = cptest.Log(t)
 	return cfg
 }
 

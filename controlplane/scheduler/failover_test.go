@@ -93,23 +93,14 @@ func TestTeardownOfADeadAgentsNodeMovesInItsDomain(t *testing.T) {
 	e.putNode("n1", &sanbootv1.NodeSpec{Image: image, Agent: "a"})
 	e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Agent == "a" })
 	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
-	var asg *sanbootv1.Assignment
-	eventually.True(t, "n1's teardown asked of a", func() bool {
-		var err error
-		asg, err = e.assignment("a", "n1")
-		return err == nil && asg.Deleting
-	}, eventually.Seen(func() string { return asg.String() }))
+	e.waitDeleting("a", "n1")
 	if _, err := e.cli.Delete(e.ctx, api.ImageKey(project, image)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Revoke(e.ctx); err != nil { // a dies before it tore n1 down
 		t.Fatal(err)
 	}
-	eventually.True(t, "n1's teardown handed to b", func() bool {
-		var err error
-		asg, err = e.assignment("b", "n1")
-		return err == nil && asg.Deleting
-	}, eventually.Seen(func() string { return asg.String() }))
+	e.waitDeleting("b", "n1")
 	e.waitPlacement("n1", func(p *sanbootv1.Placement) bool { return p.Agent == "b" })
 	if _, err := e.assignment("a", "n1"); !errors.Is(err, kv.ErrNotFound) {
 		t.Errorf("n1's assignment on the dead agent a: %v, want it gone", err)

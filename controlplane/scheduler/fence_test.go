@@ -3,7 +3,6 @@ package scheduler_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/kv"
 )
@@ -38,7 +38,7 @@ func TestFencedSchedulerStopsWhenDeposed(t *testing.T) {
 		t.Fatal(err)
 	}
 	fence := kv.Fence{Key: el.Key(), CreateRevision: el.Rev()}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	done := make(chan error, 1)
 	go func() { done <- scheduler.New(cli, scheduler.Config{Log: log, Fence: fence}).Run(ctx) }()
 

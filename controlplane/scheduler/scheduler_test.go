@@ -3,7 +3,6 @@ package scheduler_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -14,6 +13,7 @@ import (
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/internal/fakeagent"
 	"github.com/sanboot/sanboot/controlplane/scheduler"
+	"github.com/sanboot/sanboot/internal/cptest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
@@ -38,7 +38,7 @@ func start(t *testing.T) *env {
 	cli := m.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := cptest.Log(t)
 	go func() {
 		defer close(done)
 		scheduler.New(cli, scheduler.Config{Log: log}).Run(ctx)
@@ -104,6 +104,19 @@ func (e *env) assignment(agent, node string) (*sanbootv1.Assignment, error) {
 	var a sanbootv1.Assignment
 	_, err := kv.Get(e.ctx, e.cli, api.AssignKey(agent, project, node), &a)
 	return &a, err
+}
+
+// waitDeleting waits until the agent's assignment of the node asks for
+// its teardown, and returns it.
+func (e *env) waitDeleting(agent, node string) *sanbootv1.Assignment {
+	e.t.Helper()
+	var asg *sanbootv1.Assignment
+	eventually.True(e.t, "teardown of "+node+" asked of "+agent, func() bool {
+		var err error
+		asg, err = e.assignment(agent, node)
+		return err == nil && asg.Deleting
+	}, eventually.Seen(func() string { return asg.String() }))
+	return asg
 }
 
 func (e *env) count(prefix string) int64 {
@@ -193,10 +206,7 @@ func TestStatusOfAnotherAgentGoes(t *testing.T) {
 
 	stray("c")
 	e.updateNode("n1", func(n *sanbootv1.Node) { n.Metadata.DeleteTime = timestamppb.Now() })
-	eventually.True(t, "assignment.deleting", func() bool {
-		asg, err := e.assignment("a", "n1")
-		return err == nil && asg.Deleting
-	}, eventually.Seen(func() string { return "not yet" }))
+	e.waitDeleting("a", "n1")
 	if err := a.Report(e.ctx, project, "n1", api.PhaseDeleted, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -218,12 +228,7 @@ func TestDeletionTwoSteps(t *testing.T) {
 		n.Metadata.DeleteTime = timestamppb.Now()
 		n.Spec.KeepDisk = true
 	})
-	var asg *sanbootv1.Assignment
-	eventually.True(t, "assignment.deleting", func() bool {
-		var err error
-		asg, err = e.assignment("a", "n1")
-		return err == nil && asg.Deleting
-	}, eventually.Seen(func() string { return asg.String() }))
+	asg := e.waitDeleting("a", "n1")
 	if asg.Generation != 2 || !asg.Spec.GetKeepDisk() {
 		t.Fatalf("deleting assignment = %v, want generation 2 with keep_disk", asg)
 	}
@@ -255,12 +260,7 @@ func TestForcedDeletionOfANodeWhoseAgentIsGone(t *testing.T) {
 		n.Metadata.DeleteTime = timestamppb.Now()
 		n.Metadata.ForceDelete = true
 	})
-	var asg *sanbootv1.Assignment
-	eventually.True(t, "assignment.deleting", func() bool {
-		var err error
-		asg, err = e.assignment("a", "n1")
-		return err == nil && asg.Deleting
-	}, eventually.Seen(func() string { return asg.String() }))
+	e.waitDeleting("a", "n1")
 	if e.count(api.NodeKey(project, "n1")) != 1 {
 		t.Fatal("a forced deletion did not wait for a live agent")
 	}

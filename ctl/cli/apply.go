@@ -36,7 +36,8 @@ type applyFlags struct {
 }
 
 func newApplyCmd(s *session) *cobra.Command {
-	var f applyFlags
+	o := &applyOptions{}
+	f := &o.applyFlags
 	cmd := &cobra.Command{
 		Use:   "apply -f (FILE|DIR|-)... [--dry-run=server] [--wait] [--prune -l SELECTOR]",
 		Short: "Create or update nodes and images from YAML or JSON files",
@@ -79,12 +80,7 @@ selector but are not in the files. Nothing is pruned without --prune.`,
   # Apply what get printed
   sanbootctl get node node-01 -o yaml | sanbootctl apply -f -`,
 		Args: noArgs("apply takes files with -f, not arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			return s.apply(cmd.Context(), f)
-		},
+		RunE: runOptions(s, o),
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVarP(&f.files, "filename", "f", nil, "file, directory or - (standard input) to apply (repeatable)")
@@ -97,6 +93,17 @@ selector but are not in the files. Nothing is pruned without --prune.`,
 	_ = cmd.MarkFlagRequired("filename")
 	_ = cmd.RegisterFlagCompletionFunc("dry-run", cobra.FixedCompletions([]string{dryRunNone, dryRunServer}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// applyOptions are apply's (options.go).
+type applyOptions struct{ applyFlags }
+
+func (o *applyOptions) complete([]string) error { return nil }
+
+func (o *applyOptions) validate() error { return o.check() }
+
+func (o *applyOptions) run(ctx context.Context, s *session) error {
+	return s.apply(ctx, o.applyFlags)
 }
 
 func (f *applyFlags) check() error {

@@ -1,19 +1,19 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/golden"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 )
 
 // transcript is a run's exit code, stdout and stderr as one golden file.
@@ -85,7 +85,7 @@ func TestDeclarativeGolden(t *testing.T) {
 	}
 	for _, st := range steps {
 		r := runCLI(t, testCtx(t), nil, append([]string{"--endpoints", addr}, st.args...)...)
-		checkGolden(t, st.golden, transcript(r))
+		golden.Check(t, st.golden, transcript(r))
 	}
 }
 
@@ -102,7 +102,7 @@ func TestConfigView(t *testing.T) {
 		{"config_view_env.txt", map[string]string{"HOME": home, "SANBOOT_PROJECT": "env-project"}, []string{"--endpoints", "127.0.0.1:9", "config", "view", "-o", "json"}},
 	} {
 		r := runCLI(t, testCtx(t), tc.env, tc.args...)
-		checkGolden(t, tc.golden, strings.ReplaceAll(transcript(r), home, "$HOME"))
+		golden.Check(t, tc.golden, strings.ReplaceAll(transcript(r), home, "$HOME"))
 	}
 }
 
@@ -173,31 +173,13 @@ func (*fakeSanboot) getImageLocked(f *fakeSanboot, project, name string) (*sanbo
 	return im, nil
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestGetWatch: get nodes -w prints the table, then a row per change of a
 // selected node, and ends quietly (exit 0) when interrupted.
 func TestGetWatch(t *testing.T) {
 	f, addr := seededFake(t)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan result, 1)
 	go func() {
 		code := Run(ctx, Env{Stdout: &out, Stderr: &errOut, Now: func() time.Time { return fixedNow },
@@ -213,5 +195,5 @@ func TestGetWatch(t *testing.T) {
 		eventually.Seen(func() string { return "stdout:\n" + out.String() }))
 	cancel()
 	r := awaitResult(t, done)
-	checkGolden(t, "get_nodes_watch.txt", transcript(r))
+	golden.Check(t, "get_nodes_watch.txt", transcript(r))
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -10,8 +11,7 @@ import (
 )
 
 func newBootScriptCmd(s *session) *cobra.Command {
-	var output string
-	var urlOnly bool
+	o := &bootScriptOptions{}
 	cmd := &cobra.Command{
 		Use:   "boot-script NODE",
 		Short: "Print the iPXE script the boot server serves NODE, or its boot URL",
@@ -38,37 +38,51 @@ See docs/boot.md.`,
   sanbootctl boot-script node-01 --url`,
 		Args:              exactArgs(1, "boot-script takes one NODE"),
 		ValidArgsFunction: s.completeFirstNode,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkActionFormat(output); err != nil {
-				return err
-			}
-			if urlOnly && output != formatText {
-				return usageErrorf("--url prints the URL alone; it does not go with -o %s", output)
-			}
-			c, err := s.api()
-			if err != nil {
-				return err
-			}
-			project, err := s.project()
-			if err != nil {
-				return err
-			}
-			bs, err := c.GetBootScript(cmd.Context(), &sanbootv1.GetRequest{Project: project, Name: args[0]})
-			if err != nil {
-				return s.rpcError(err)
-			}
-			switch {
-			case urlOnly:
-				fmt.Fprintln(s.env.Stdout, bs.GetUrl())
-			case output == formatText:
-				fmt.Fprint(s.env.Stdout, bs.GetScript())
-			default:
-				return printers.Printer{W: s.env.Stdout, Format: output, Now: s.env.Now(), Single: true}.StructuredOut("bootScripts", printers.ProtoList([]*sanbootv1.BootScript{bs}))
-			}
-			return nil
-		},
+		RunE:              runOptions(s, o),
 	}
-	cmd.Flags().BoolVar(&urlOnly, "url", false, "print only the URL the node fetches its script from (with a new one-time token when the control plane uses them)")
-	addActionOutput(cmd, &output)
+	cmd.Flags().BoolVar(&o.urlOnly, "url", false, "print only the URL the node fetches its script from (with a new one-time token when the control plane uses them)")
+	addActionOutput(cmd, &o.output)
 	return cmd
+}
+
+// bootScriptOptions are boot-script's (options.go).
+type bootScriptOptions struct {
+	nameArg        // the node
+	output  string // -o
+	urlOnly bool   // --url
+}
+
+func (o *bootScriptOptions) validate() error {
+	if err := checkActionFormat(o.output); err != nil {
+		return err
+	}
+	if o.urlOnly && o.output != formatText {
+		return usageErrorf("--url prints the URL alone; it does not go with -o %s", o.output)
+	}
+	return nil
+}
+
+// run prints the script, its URL, or the script as yaml or json.
+func (o *bootScriptOptions) run(ctx context.Context, s *session) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	project, err := s.project()
+	if err != nil {
+		return err
+	}
+	bs, err := c.GetBootScript(ctx, &sanbootv1.GetRequest{Project: project, Name: o.name})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	switch {
+	case o.urlOnly:
+		fmt.Fprintln(s.env.Stdout, bs.GetUrl())
+	case o.output == formatText:
+		fmt.Fprint(s.env.Stdout, bs.GetScript())
+	default:
+		return printers.Printer{W: s.env.Stdout, Format: o.output, Now: s.env.Now(), Single: true}.StructuredOut("bootScripts", printers.ProtoList([]*sanbootv1.BootScript{bs}))
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"flag"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,9 +15,8 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // fixedNow is the clock of every test: ages in tables are computed from it.
 var fixedNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -165,26 +163,8 @@ func TestOutputFormats(t *testing.T) {
 			if r.code != ExitOK {
 				t.Fatalf("exit code %d, stderr:\n%s", r.code, r.stderr)
 			}
-			checkGolden(t, tc.golden, r.stdout)
+			golden.Check(t, tc.golden, r.stdout)
 		})
-	}
-}
-
-func checkGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got:\n%s\n--- want:\n%s", path, got, want)
 	}
 }
 
@@ -236,6 +216,10 @@ func TestExitCodes(t *testing.T) {
 		{"bad label", []string{"provision", "x", "--image", "y", "--label", "novalue"}, ExitUsage, `--label "novalue" is not key=value`, "", false},
 		{"get without resource", []string{"get"}, ExitUsage, "name what to get", "", false},
 		{"get unknown resource", []string{"get", "pods"}, ExitUsage, `cannot get "pods"`, "", false},
+		{"describe without resource", []string{"describe"}, ExitUsage, "name what to describe: describe node NAME...", "", false},
+		{"describe unknown resource", []string{"describe", "pod", "x"}, ExitUsage, `cannot describe "pod": use describe node NAME...`, "", false},
+		{"wait without resource", []string{"wait"}, ExitUsage, "name what to wait for: wait node NAME...", "", false},
+		{"wait unknown resource", []string{"wait", "pod", "x"}, ExitUsage, `cannot wait for "pod": use wait node NAME...`, "", false},
 		{"wait bad condition", []string{"wait", "node", "x", "--for=happy"}, ExitUsage, "use --for=ready, --for=deleted or --for=condition=TYPE", "", false},
 		{"wait without names", []string{"wait", "node"}, ExitUsage, "name at least one NODE", "", false},
 		{"wait for ready, missing", []string{"wait", "node", "nope"}, ExitNotFound, `node "nope" not found in project "default"`, "", false},

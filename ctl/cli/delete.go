@@ -24,7 +24,7 @@ type deleteFlags struct {
 }
 
 func newDeleteCmd(s *session) *cobra.Command {
-	var f deleteFlags
+	o := &deleteFilesOptions{}
 	cmd := &cobra.Command{
 		Use:   "delete (-f FILE... | node NAME... | image NAME...)",
 		Short: "Delete the nodes and images of files, or nodes or images by name",
@@ -50,18 +50,12 @@ Ready.`,
   # Delete a node but keep its disk as an image
   sanbootctl delete node node-01 --keep-disk`,
 		Args: noArgs("name what to delete: delete -f FILE, delete node NAME... or delete image NAME..."),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(f.files) == 0 {
-				return usageErrorf("name what to delete: delete -f FILE, delete node NAME... or delete image NAME...")
-			}
-			return s.deleteFiles(cmd.Context(), f)
-		},
+		RunE: runOptions(s, o),
 	}
-	f.register(cmd)
-	cmd.Flags().StringArrayVarP(&f.files, "filename", "f", nil, "file, directory or - (standard input) whose objects to delete (repeatable)")
+	o.register(cmd)
+	cmd.Flags().StringArrayVarP(&o.files, "filename", "f", nil, "file, directory or - (standard input) whose objects to delete (repeatable)")
 
-	var nf deleteFlags
-	var nodeSel string
+	no := &deleteNodeOptions{}
 	node := &cobra.Command{
 		Use:     "node NAME...",
 		Aliases: []string{"nodes", "no"},
@@ -70,23 +64,12 @@ Ready.`,
   sanbootctl delete node node-02 --keep-disk
   sanbootctl delete node -l rack=r9 --wait`,
 		ValidArgsFunction: s.completeNodes,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			project, err := s.project()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), nf.timeout)
-			defer cancel()
-			if names, err = s.namesOrSelector(ctx, project, names, nodeSel); err != nil {
-				return err
-			}
-			return s.deleteNodes(ctx, project, names, nf)
-		},
+		RunE:              runOptions(s, no),
 	}
-	nf.register(node)
-	node.Flags().StringVarP(&nodeSel, "selector", "l", "", "delete the nodes with these labels instead of naming them")
+	no.register(node)
+	node.Flags().StringVarP(&no.selector, "selector", "l", "", "delete the nodes with these labels instead of naming them")
 
-	var imf deleteFlags
+	imo := &deleteImageOptions{}
 	image := &cobra.Command{
 		Use:               "image NAME...",
 		Aliases:           []string{"images", "img"},
@@ -94,16 +77,60 @@ Ready.`,
 		Example:           `  sanbootctl delete image scratch`,
 		Args:              minArgs(1, "name at least one IMAGE"),
 		ValidArgsFunction: s.completeImages,
-		RunE: func(cmd *cobra.Command, names []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), imf.timeout)
-			defer cancel()
-			return s.removeImages(ctx, names, imf.ignoreNotFound)
-		},
+		RunE:              runOptions(s, imo),
 	}
-	image.Flags().BoolVar(&imf.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as deleted")
-	image.Flags().DurationVar(&imf.timeout, "timeout", defaultCallTimeout, "bound of the whole command")
+	image.Flags().BoolVar(&imo.ignoreNotFound, "ignore-not-found", false, "treat images that do not exist as deleted")
+	image.Flags().DurationVar(&imo.timeout, "timeout", defaultCallTimeout, "bound of the whole command")
 	cmd.AddCommand(node, image)
 	return cmd
+}
+
+// deleteFilesOptions are delete -f's (options.go).
+type deleteFilesOptions struct{ deleteFlags }
+
+func (o *deleteFilesOptions) complete([]string) error { return nil }
+
+func (o *deleteFilesOptions) validate() error {
+	if len(o.files) == 0 {
+		return usageErrorf("name what to delete: delete -f FILE, delete node NAME... or delete image NAME...")
+	}
+	return nil
+}
+
+func (o *deleteFilesOptions) run(ctx context.Context, s *session) error {
+	return s.deleteFiles(ctx, o.deleteFlags)
+}
+
+// deleteNodeOptions are delete node's (options.go).
+type deleteNodeOptions struct {
+	nodeArgs
+	deleteFlags
+}
+
+func (o *deleteNodeOptions) validate() error { return nil }
+
+// run deletes the named nodes, or those -l selects.
+func (o *deleteNodeOptions) run(ctx context.Context, s *session) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	project, names, err := o.resolve(ctx, s)
+	if err != nil {
+		return err
+	}
+	return s.deleteNodes(ctx, project, names, o.deleteFlags)
+}
+
+// deleteImageOptions are delete image's (options.go): image rm's, with a
+// deadline.
+type deleteImageOptions struct {
+	imageRmOptions
+	timeout time.Duration // --timeout
+}
+
+func (o *deleteImageOptions) run(ctx context.Context, s *session) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	return o.imageRmOptions.run(ctx, s)
 }
 
 func (f *deleteFlags) register(cmd *cobra.Command) {
@@ -238,6 +265,24 @@ func keptDiskImage(n *sanbootv1.Node) string {
 	}
 	name, _, _ := strings.Cut(rest, "; ")
 	return name
+}
+
+// nodeArgs are the nodes a command names (NODE...) or selects with -l
+// (delete node, wait node).
+type nodeArgs struct {
+	nameArgs
+	selector string // -l
+}
+
+// resolve returns the project and the named nodes, or those the selector
+// picks now.
+func (o *nodeArgs) resolve(ctx context.Context, s *session) (string, []string, error) {
+	project, err := s.project()
+	if err != nil {
+		return "", nil, err
+	}
+	names, err := s.namesOrSelector(ctx, project, o.names, o.selector)
+	return project, names, err
 }
 
 // namesOrSelector returns names, or, when selector is set instead, the

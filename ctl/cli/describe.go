@@ -28,12 +28,7 @@ func newDescribeCmd(s *session) *cobra.Command {
 		Short: "Show a node in detail: spec, status, conditions, target and recent events",
 		Example: `  sanbootctl describe node node-01
   sanbootctl describe node node-01 -p lab`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageErrorf("name what to describe: describe node NAME...")
-			}
-			return usageErrorf("cannot describe %q: use describe node NAME...", args[0])
-		},
+		RunE: noSubcommand("describe", "describe node NAME..."),
 	}
 	node := &cobra.Command{
 		Use:     "node NAME...",

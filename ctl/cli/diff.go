@@ -25,7 +25,7 @@ import (
 const exitDiffFound = 1
 
 func newDiffCmd(s *session) *cobra.Command {
-	var files []string
+	o := &diffOptions{}
 	cmd := &cobra.Command{
 		Use:   "diff -f (FILE|DIR|-)...",
 		Short: "Show what apply would change",
@@ -43,24 +43,34 @@ error exits 2 here instead of 1; not found 4, conflict 5 as elsewhere).`,
   # In a script: apply only when something changed
   if ! sanbootctl diff -f nodes.yaml >/dev/null; then sanbootctl apply -f nodes.yaml; fi`,
 		Args: noArgs("diff takes files with -f, not arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			changed, err := s.diff(cmd.Context(), files)
-			if err != nil {
-				code := exitCode(err)
-				if code == ExitError {
-					code = ExitUsage // kubectl diff: an error is above 1
-				}
-				return &fixedExit{code: code, err: err}
-			}
-			if changed {
-				return silentExit(exitDiffFound)
-			}
-			return nil
-		},
+		RunE: runOptions(s, o),
 	}
-	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (standard input) to compare (repeatable)")
+	cmd.Flags().StringArrayVarP(&o.files, "filename", "f", nil, "file, directory or - (standard input) to compare (repeatable)")
 	_ = cmd.MarkFlagRequired("filename")
 	return cmd
+}
+
+// diffOptions are diff's (options.go).
+type diffOptions struct{ files []string } // -f
+
+func (o *diffOptions) complete([]string) error { return nil }
+
+func (o *diffOptions) validate() error { return nil }
+
+// run prints the differences; the exit code says whether there were any.
+func (o *diffOptions) run(ctx context.Context, s *session) error {
+	changed, err := s.diff(ctx, o.files)
+	if err != nil {
+		code := exitCode(err)
+		if code == ExitError {
+			code = ExitUsage // kubectl diff: an error is above 1
+		}
+		return &fixedExit{code: code, err: err}
+	}
+	if changed {
+		return silentExit(exitDiffFound)
+	}
+	return nil
 }
 
 // diff bounds each API call by --timeout (the client does), not the

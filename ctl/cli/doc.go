@@ -3,7 +3,7 @@
 // Everything a command touches outside itself comes in through Env (output
 // streams, environment, clock), and the tree is built afresh by NewRoot for
 // every run, so tests drive the real commands in-process and there is no
-// package-level mutable state. A command keeps its flags and arguments in
+// package-level mutable state. Every command keeps its flags and arguments in
 // options with complete, validate and run (options.go), as kubectl's
 // pkg/cmd/<verb> does; the printers are package ctl/printers.
 //
@@ -11,7 +11,9 @@
 //
 //	root.go         Env, Run, the root command and its global flags
 //	session.go      lazy resolution of endpoints/project and the API connection
-//	options.go      the options interface (complete/validate/run) and runOptions
+//	options.go      the options interface (complete/validate/run), runOptions,
+//	                the NAME and NAME... arguments, and noSubcommand (get,
+//	                describe and wait without a known resource)
 //	exitcodes.go    exit codes and how errors map to them
 //	errors.go       turning gRPC errors into messages a user can act on
 //	complete.go     shell completion of node and image names
@@ -26,7 +28,8 @@
 //	provision.go    provision / deprovision
 //	apply.go        apply -f (manifests, in order, --prune, --wait)
 //	diff.go         diff -f
-//	delete.go       delete node|image, delete -f, --keep-disk
+//	delete.go       delete node|image, delete -f, --keep-disk; nodeArgs (NODE...
+//	                or -l), which wait node shares
 //	inorder.go      calls in flight, results in order (apply, diff, delete -f)
 //	describe.go     describe node|image|agent: conditions, events, sessions
 //	wait.go         wait node, and the watch-driven waiting that provision

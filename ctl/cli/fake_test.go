@@ -104,7 +104,11 @@ func newFakeSanboot(now time.Time) *fakeSanboot {
 
 // serve runs f on a random loopback port until the test ends and returns
 // the address.
-func (f *fakeSanboot) serve(t *testing.T) string {
+func (f *fakeSanboot) serve(t *testing.T) string { return serveSanboot(t, f) }
+
+// serveSanboot runs a fake API (fakeSanboot, or one that wraps it) on a
+// random loopback port until the test ends and returns the address.
+func serveSanboot(t *testing.T, f sanbootv1.SanbootServer) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -115,6 +119,39 @@ func (f *fakeSanboot) serve(t *testing.T) string {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()
+}
+
+// fakeObject is a node or an image of the fake.
+type fakeObject interface {
+	proto.Message
+	GetMetadata() *sanbootv1.ObjectMeta
+}
+
+// getObject is Get of one kind: a copy, or NotFound.
+func getObject[T fakeObject](objs map[string]T, kind string, req *sanbootv1.GetRequest) (T, error) {
+	o, ok := objs[key(req.GetProject(), req.GetName())]
+	if !ok {
+		var none T
+		return none, status.Errorf(codes.NotFound, "%s %q not found in project %q", kind, req.GetName(), api.ProjectOrDefault(req.GetProject()))
+	}
+	return proto.Clone(o).(T), nil
+}
+
+// listObjects is List of one kind: copies of the objects of the project
+// (or of all) that the label selector picks.
+func listObjects[T fakeObject](objs map[string]T, req *sanbootv1.ListRequest) ([]T, error) {
+	sel, err := api.ParseSelector(req.GetLabelSelector())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	var out []T
+	for _, o := range objs {
+		m := o.GetMetadata()
+		if (req.GetAllProjects() || m.GetProject() == api.ProjectOrDefault(req.GetProject())) && sel.Matches(m.GetLabels()) {
+			out = append(out, proto.Clone(o).(T))
+		}
+	}
+	return out, nil
 }
 
 func key(project, name string) string { return api.ProjectOrDefault(project) + "/" + name }
@@ -186,28 +223,15 @@ func (f *fakeSanboot) GetNode(_ context.Context, req *sanbootv1.GetRequest) (*sa
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.count("GetNode")
-	n, ok := f.nodes[key(req.GetProject(), req.GetName())]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "node %q not found in project %q", req.GetName(), api.ProjectOrDefault(req.GetProject()))
-	}
-	return proto.Clone(n).(*sanbootv1.Node), nil
+	return getObject(f.nodes, "node", req)
 }
 
 func (f *fakeSanboot) ListNodes(_ context.Context, req *sanbootv1.ListRequest) (*sanbootv1.ListNodesResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.count("ListNodes")
-	sel, err := api.ParseSelector(req.GetLabelSelector())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	resp := &sanbootv1.ListNodesResponse{Revision: f.rev}
-	for _, n := range f.nodes {
-		if (req.GetAllProjects() || n.Metadata.Project == api.ProjectOrDefault(req.GetProject())) && sel.Matches(n.Metadata.Labels) {
-			resp.Nodes = append(resp.Nodes, proto.Clone(n).(*sanbootv1.Node))
-		}
-	}
-	return resp, nil
+	nodes, err := listObjects(f.nodes, req)
+	return &sanbootv1.ListNodesResponse{Nodes: nodes, Revision: f.rev}, err
 }
 
 func (f *fakeSanboot) DeleteNode(_ context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.Node, error) {
@@ -408,28 +432,15 @@ func (f *fakeSanboot) GetImage(_ context.Context, req *sanbootv1.GetRequest) (*s
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.count("GetImage")
-	im, ok := f.images[key(req.GetProject(), req.GetName())]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "image %q not found in project %q", req.GetName(), api.ProjectOrDefault(req.GetProject()))
-	}
-	return proto.Clone(im).(*sanbootv1.Image), nil
+	return getObject(f.images, "image", req)
 }
 
 func (f *fakeSanboot) ListImages(_ context.Context, req *sanbootv1.ListRequest) (*sanbootv1.ListImagesResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.count("ListImages")
-	sel, err := api.ParseSelector(req.GetLabelSelector())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	resp := &sanbootv1.ListImagesResponse{Revision: f.rev}
-	for _, im := range f.images {
-		if (req.GetAllProjects() || im.Metadata.Project == api.ProjectOrDefault(req.GetProject())) && sel.Matches(im.Metadata.Labels) {
-			resp.Images = append(resp.Images, proto.Clone(im).(*sanbootv1.Image))
-		}
-	}
-	return resp, nil
+	images, err := listObjects(f.images, req)
+	return &sanbootv1.ListImagesResponse{Images: images, Revision: f.rev}, err
 }
 
 func (f *fakeSanboot) DeleteImage(_ context.Context, req *sanbootv1.DeleteRequest) (*sanbootv1.DeleteResponse, error) {

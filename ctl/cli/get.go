@@ -70,12 +70,7 @@ zero values too (lun: 0, portals: []).`,
   # Images and agents
   sanbootctl get images
   sanbootctl get agents -o json`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageErrorf("name what to get: nodes, images, agents or snapshots")
-			}
-			return usageErrorf("cannot get %q: use nodes, images, agents or snapshots", args[0])
-		},
+		RunE: noSubcommand("get", "nodes, images, agents or snapshots"),
 	}
 	cmd.AddCommand(
 		newGetNodesCmd(s),

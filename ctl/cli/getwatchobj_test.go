@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +13,8 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/golden"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 )
 
 // imageWatchFake is snapFake with a FAKE WatchImages: it sends the selected
@@ -80,15 +81,7 @@ func newImageWatchFake(t *testing.T) (*imageWatchFake, string) {
 	sf := &snapFake{fakeSanboot: base, readyAfter: map[string]int{}, failAfter: map[string]int{}, gets: map[string]int{}}
 	seedSnapshots(sf)
 	f := &imageWatchFake{snapFake: sf, watches: make(chan struct{}, 16)}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	sanbootv1.RegisterSanbootServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return f, lis.Addr().String()
+	return f, serveSanboot(t, f)
 }
 
 // snapshot create --wait follows WatchImages and polls nothing.
@@ -117,7 +110,7 @@ func TestGetSnapshotsWatch(t *testing.T) {
 	f.readyAfter["node-01-snap-copy"] = 1
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan result, 1)
 	go func() {
 		code := Run(ctx, Env{Stdout: &out, Stderr: &errOut, Now: func() time.Time { return fixedNow },
@@ -155,7 +148,7 @@ func TestGetSnapshotsWatch(t *testing.T) {
 func TestDeleteKeepDisk(t *testing.T) {
 	f, addr := seededFake(t)
 	r := runCLI(t, testCtx(t), nil, "--endpoints", addr, "delete", "node", "node-01", "--keep-disk")
-	checkGolden(t, "delete_keep_disk.txt", transcript(r))
+	golden.Check(t, "delete_keep_disk.txt", transcript(r))
 	if n := f.callCount("PutImage"); n != 0 {
 		t.Errorf("%d PutImage calls: the API server makes the image, not sanbootctl", n)
 	}

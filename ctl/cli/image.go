@@ -68,16 +68,11 @@ of 1024) or kB, MB, GB, TB (powers of 1000). Images must be a multiple of
 
 // imageCreateOptions are image create's (options.go).
 type imageCreateOptions struct {
-	name      string
+	nameArg
 	size      string // --size, parsed into spec by validate
 	spec      sanbootv1.ImageSpec
 	labelArgs []string // --label
 	labels    map[string]string
-}
-
-func (o *imageCreateOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
 }
 
 func (o *imageCreateOptions) validate() error {
@@ -182,7 +177,13 @@ func newAgentsCmd(s *session) *cobra.Command {
 	cmd.AddCommand(newListAgentsCmd(s, "ls [NAME...]", []string{"list"}, "List agents (same as get agents)",
 		`  sanbootctl agents ls
   sanbootctl agents ls storage-1 -o yaml`))
-	cmd.AddCommand(&cobra.Command{
+	cmd.AddCommand(newEnrollAgentCmd(s))
+	return cmd
+}
+
+func newEnrollAgentCmd(s *session) *cobra.Command {
+	o := &enrollAgentOptions{}
+	return &cobra.Command{
 		Use:   "enroll NAME",
 		Short: "Let the agent with the certificate of NAME use etcd (admins; with TLS)",
 		Long: `enroll gives the agent NAME its etcd user and role: with mutual TLS etcd
@@ -191,17 +192,23 @@ Issue the agent's certificate with sanbootctl pki issue agent NAME first.`,
 		Example: `  sanbootctl pki issue agent storage-1 --dir /etc/sanboot/pki
   sanbootctl agents enroll storage-1`,
 		Args: exactArgs(1, "agents enroll takes the agent's name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := s.api()
-			if err != nil {
-				return err
-			}
-			if _, err := c.EnrollAgent(cmd.Context(), &sanbootv1.EnrollAgentRequest{Name: args[0]}); err != nil {
-				return s.rpcError(err)
-			}
-			fmt.Fprintf(s.env.Stdout, "agent/%s enrolled\n", args[0])
-			return nil
-		},
-	})
-	return cmd
+		RunE: runOptions(s, o),
+	}
+}
+
+// enrollAgentOptions are agents enroll's (options.go).
+type enrollAgentOptions struct{ nameArg }
+
+func (o *enrollAgentOptions) validate() error { return nil }
+
+func (o *enrollAgentOptions) run(ctx context.Context, s *session) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	if _, err := c.EnrollAgent(ctx, &sanbootv1.EnrollAgentRequest{Name: o.name}); err != nil {
+		return s.rpcError(err)
+	}
+	fmt.Fprintf(s.env.Stdout, "agent/%s enrolled\n", o.name)
+	return nil
 }

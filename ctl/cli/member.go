@@ -39,22 +39,28 @@ prints, promote it once it caught up, then remove the old one
 
 // newListMembersCmd builds "member list" and "get members".
 func newListMembersCmd(s *session, use string, aliases []string, short, example string) *cobra.Command {
-	var f listFlags
+	o := &listMembersOptions{}
 	cmd := &cobra.Command{
 		Use:     use,
 		Aliases: aliases,
 		Short:   short,
 		Example: example,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.check(nil); err != nil {
-				return err
-			}
-			return s.listMembers(cmd.Context(), f)
-		},
+		RunE:    runOptions(s, o),
 	}
-	f.register(cmd, false, false)
+	o.register(cmd, false, false)
 	return cmd
+}
+
+// listMembersOptions are member list's and get members' (options.go).
+type listMembersOptions struct{ listFlags }
+
+func (o *listMembersOptions) complete([]string) error { return nil }
+
+func (o *listMembersOptions) validate() error { return o.check(nil) }
+
+func (o *listMembersOptions) run(ctx context.Context, s *session) error {
+	return s.listMembers(ctx, o.listFlags)
 }
 
 func (s *session) listMembers(ctx context.Context, f listFlags) error {
@@ -140,7 +146,7 @@ func (p printer) members(members []*sanbootv1.ClusterMember) error {
 }
 
 func newMemberAddCmd(s *session) *cobra.Command {
-	var peerURLs []string
+	o := &memberAddOptions{}
 	cmd := &cobra.Command{
 		Use:   "add NAME --peer-urls URL[,URL...]",
 		Short: "Add a member as a learner; prints the flags it must start with",
@@ -149,55 +155,74 @@ vote), as etcd's runtime reconfiguration does, and prints the flags the new
 member must start with. Once it has caught up, promote it.`,
 		Example: `  sanbootctl member add cp4 --peer-urls https://10.0.0.4:2380`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := s.api()
-			if err != nil {
-				return err
-			}
-			resp, err := c.AddMember(cmd.Context(), &sanbootv1.AddMemberRequest{Name: args[0], PeerUrls: peerURLs})
-			if err != nil {
-				return s.rpcError(err)
-			}
-			m := resp.GetMember()
-			w := s.env.Stdout
-			fmt.Fprintf(w, "member/%s added as a learner (id %s)\n\n", m.GetName(), m.GetId())
-			fmt.Fprintf(w, "Start it with these flags (and its own --data-dir, client and API URLs, TLS files):\n")
-			fmt.Fprintf(w, "  --name=%s \\\n", m.GetName())
-			fmt.Fprintf(w, "  --initial-advertise-peer-urls=%s \\\n", strings.Join(m.GetPeerUrls(), ","))
-			fmt.Fprintf(w, "  --initial-cluster=%s \\\n", resp.GetInitialCluster())
-			fmt.Fprintf(w, "  --initial-cluster-state=existing\n\n")
-			fmt.Fprintf(w, "then, once sanbootctl member list shows it healthy with a small lag:\n  sanbootctl member promote %s\n", m.GetName())
-			return nil
-		},
+		RunE:    runOptions(s, o),
 	}
-	cmd.Flags().StringSliceVar(&peerURLs, "peer-urls", nil, "URLs the other members reach the new one at (its --initial-advertise-peer-urls)")
+	cmd.Flags().StringSliceVar(&o.peerURLs, "peer-urls", nil, "URLs the other members reach the new one at (its --initial-advertise-peer-urls)")
 	_ = cmd.MarkFlagRequired("peer-urls")
 	return cmd
 }
 
+// memberAddOptions are member add's (options.go).
+type memberAddOptions struct {
+	nameArg
+	peerURLs []string // --peer-urls
+}
+
+func (o *memberAddOptions) validate() error { return nil }
+
+// run adds the learner and prints the flags it must start with.
+func (o *memberAddOptions) run(ctx context.Context, s *session) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.AddMember(ctx, &sanbootv1.AddMemberRequest{Name: o.name, PeerUrls: o.peerURLs})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	m := resp.GetMember()
+	w := s.env.Stdout
+	fmt.Fprintf(w, "member/%s added as a learner (id %s)\n\n", m.GetName(), m.GetId())
+	fmt.Fprintf(w, "Start it with these flags (and its own --data-dir, client and API URLs, TLS files):\n")
+	fmt.Fprintf(w, "  --name=%s \\\n", m.GetName())
+	fmt.Fprintf(w, "  --initial-advertise-peer-urls=%s \\\n", strings.Join(m.GetPeerUrls(), ","))
+	fmt.Fprintf(w, "  --initial-cluster=%s \\\n", resp.GetInitialCluster())
+	fmt.Fprintf(w, "  --initial-cluster-state=existing\n\n")
+	fmt.Fprintf(w, "then, once sanbootctl member list shows it healthy with a small lag:\n  sanbootctl member promote %s\n", m.GetName())
+	return nil
+}
+
 func newMemberPromoteCmd(s *session) *cobra.Command {
+	o := &memberPromoteOptions{}
 	return &cobra.Command{
 		Use:     "promote NAME",
 		Short:   "Make a learner that has caught up a voting member",
 		Example: `  sanbootctl member promote cp4`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := s.api()
-			if err != nil {
-				return err
-			}
-			resp, err := c.PromoteMember(cmd.Context(), &sanbootv1.PromoteMemberRequest{Name: args[0]})
-			if err != nil {
-				return s.rpcError(err)
-			}
-			fmt.Fprintf(s.env.Stdout, "member/%s promoted\n", resp.GetMember().GetName())
-			return nil
-		},
+		RunE:    runOptions(s, o),
 	}
 }
 
+// memberPromoteOptions are member promote's (options.go).
+type memberPromoteOptions struct{ nameArg }
+
+func (o *memberPromoteOptions) validate() error { return nil }
+
+func (o *memberPromoteOptions) run(ctx context.Context, s *session) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.PromoteMember(ctx, &sanbootv1.PromoteMemberRequest{Name: o.name})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	fmt.Fprintf(s.env.Stdout, "member/%s promoted\n", resp.GetMember().GetName())
+	return nil
+}
+
 func newMemberRemoveCmd(s *session) *cobra.Command {
-	var force bool
+	o := &memberRemoveOptions{}
 	cmd := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Remove a member (refused when it would break quorum, unless --force)",
@@ -205,27 +230,37 @@ func newMemberRemoveCmd(s *session) *cobra.Command {
   sanbootctl member remove 8e9e05c52164694d   # a member added but never started, by ID`,
 		Aliases: []string{"rm"},
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := s.api()
-			if err != nil {
-				return err
-			}
-			resp, err := c.RemoveMember(cmd.Context(), &sanbootv1.RemoveMemberRequest{Name: args[0], Force: force})
-			if err != nil {
-				return s.rpcError(err)
-			}
-			m := resp.GetMember()
-			name := m.GetName()
-			if name == "" {
-				name = m.GetId()
-			}
-			fmt.Fprintf(s.env.Stdout, "member/%s removed\n", name)
-			if m.GetHealthy() {
-				fmt.Fprintf(s.env.Stdout, "its sanboot-controlplane stops by itself (exit 0); delete its --data-dir before using the host again\n")
-			}
-			return nil
-		},
+		RunE:    runOptions(s, o),
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "remove even when the healthy voting members left would not make a quorum")
+	cmd.Flags().BoolVar(&o.force, "force", false, "remove even when the healthy voting members left would not make a quorum")
 	return cmd
+}
+
+// memberRemoveOptions are member remove's (options.go).
+type memberRemoveOptions struct {
+	nameArg      // or the member's ID
+	force   bool // --force
+}
+
+func (o *memberRemoveOptions) validate() error { return nil }
+
+func (o *memberRemoveOptions) run(ctx context.Context, s *session) error {
+	c, err := s.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.RemoveMember(ctx, &sanbootv1.RemoveMemberRequest{Name: o.name, Force: o.force})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	m := resp.GetMember()
+	name := m.GetName()
+	if name == "" {
+		name = m.GetId()
+	}
+	fmt.Fprintf(s.env.Stdout, "member/%s removed\n", name)
+	if m.GetHealthy() {
+		fmt.Fprintf(s.env.Stdout, "its sanboot-controlplane stops by itself (exit 0); delete its --data-dir before using the host again\n")
+	}
+	return nil
 }

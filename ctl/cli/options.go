@@ -36,3 +36,24 @@ func (o *nameArgs) complete(names []string) error {
 	o.names = names
 	return nil
 }
+
+// nameArg is the argument of a command that takes one name (NAME); its
+// Args check makes sure there is exactly one.
+type nameArg struct{ name string }
+
+func (o *nameArg) complete(args []string) error {
+	o.name = args[0]
+	return nil
+}
+
+// noSubcommand is the RunE of a command that only groups others (get,
+// describe, wait): without one, or with an unknown one, it says what to
+// type ("name what to VERB: USE", "cannot VERB "X": use USE").
+func noSubcommand(verb, use string) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return usageErrorf("name what to %s: %s", verb, use)
+		}
+		return usageErrorf("cannot %s %q: use %s", verb, args[0], use)
+	}
+}

@@ -57,17 +57,12 @@ and the agent's message; --timeout ends it with exit code 3.`,
 
 // provisionOptions are provision's (options.go).
 type provisionOptions struct {
-	name      string
+	nameArg
 	spec      sanbootv1.NodeSpec
 	labelArgs []string // --label
 	labels    map[string]string
 	wait      bool
 	timeout   time.Duration
-}
-
-func (o *provisionOptions) complete(args []string) error {
-	o.name = args[0]
-	return nil
 }
 
 func (o *provisionOptions) validate() error {

@@ -2,13 +2,11 @@ package cli
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -38,15 +36,7 @@ func newSnapFake(t *testing.T) (*snapFake, string) {
 	base, _ := seededFake(t)
 	f := &snapFake{fakeSanboot: base, readyAfter: map[string]int{}, failAfter: map[string]int{}, gets: map[string]int{}}
 	seedSnapshots(f)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	sanbootv1.RegisterSanbootServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return f, lis.Addr().String()
+	return f, serveSanboot(t, f)
 }
 
 func snapSource(node string) *sanbootv1.ImageSource {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/golden"
 )
 
 // TestSnapshotAndCopyOutputs checks what snapshot, image cp and image mv
@@ -41,7 +42,7 @@ func TestSnapshotAndCopyOutputs(t *testing.T) {
 			if r.code != ExitOK {
 				t.Fatalf("exit code %d, stderr:\n%s", r.code, r.stderr)
 			}
-			checkGolden(t, tc.golden, r.stdout)
+			golden.Check(t, tc.golden, r.stdout)
 		})
 	}
 }

@@ -88,12 +88,7 @@ status.`,
 
   # Wait until the scheduler has placed a node on an agent
   sanbootctl wait node node-01 --for=condition=Scheduled`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageErrorf("name what to wait for: wait node NAME...")
-			}
-			return usageErrorf("cannot wait for %q: use wait node NAME...", args[0])
-		},
+		RunE: noSubcommand("wait for", "wait node NAME..."),
 	}
 
 	o := &waitNodeOptions{}
@@ -117,11 +112,10 @@ status.`,
 
 // waitNodeOptions are wait node's (options.go).
 type waitNodeOptions struct {
-	nameArgs
-	forFlag  string // --for, parsed into cond by validate
-	cond     condition
-	timeout  time.Duration
-	selector string
+	nodeArgs
+	forFlag string // --for, parsed into cond by validate
+	cond    condition
+	timeout time.Duration
 }
 
 func (o *waitNodeOptions) validate() error {
@@ -132,13 +126,9 @@ func (o *waitNodeOptions) validate() error {
 
 // run waits for the named nodes, or for those the selector picks now.
 func (o *waitNodeOptions) run(ctx context.Context, s *session) error {
-	project, err := s.project()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	names, err := s.namesOrSelector(ctx, project, o.names, o.selector)
+	project, names, err := o.resolve(ctx, s)
 	if err != nil {
 		return err
 	}

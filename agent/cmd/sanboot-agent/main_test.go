@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/kv"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 )
 
 func TestFlagDefaults(t *testing.T) {
@@ -103,24 +102,6 @@ func TestDefaultDriver(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer the agent's logger and the test may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The whole program against a real etcd: registers, serves an assignment,
 // revokes its lease on stop, and after a restart registers again and keeps
 // serving its assignments.
@@ -130,7 +111,7 @@ func TestRunRegistersServesAndRestarts(t *testing.T) {
 	ctx := context.Background()
 	args := []string{"--name=agent-1", "--driver=fake", "--etcd-endpoints=" + m.Endpoints[0],
 		"--store-dir=" + t.TempDir(), "--advertise-portal=10.0.2.2:3260", "--lease-ttl=2s", "--metrics-listen=127.0.0.1:0"}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	start := func() (stop func()) {
 		c, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	"github.com/sanboot/sanboot/internal/daemon/daemontest"
 	"github.com/sanboot/sanboot/internal/etcdtest"
+	"github.com/sanboot/sanboot/internal/syncbuf"
 )
 
 // The agent as a service: settings from a --config file, READY=1 on a real
@@ -38,7 +39,7 @@ func TestRunAsService(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := daemontest.Listen(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- run(rctx, []string{"--config", conf, "--workers=2"}, &logs) }()
@@ -105,7 +106,7 @@ func TestRunAsService(t *testing.T) {
 func TestConfigFileErrors(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "agent.yaml")
 	os.WriteFile(conf, []byte("name: agent-1\ndriver: fake\nworkers: many\nportals: [127.0.0.1:3260]\n"), 0o644)
-	_, err := parseFlags([]string{"--config", conf}, &syncBuffer{})
+	_, err := parseFlags([]string{"--config", conf}, &syncbuf.Buffer{})
 	if err == nil {
 		t.Fatal("wrong key and value accepted")
 	}
@@ -118,7 +119,7 @@ func TestConfigFileErrors(t *testing.T) {
 
 // The commented default configuration that packages install loads.
 func TestShippedConfig(t *testing.T) {
-	c, err := parseFlags([]string{"--config", "../../../packaging/etc/agent.yaml", "--name=agent-1", "--driver=fake"}, &syncBuffer{})
+	c, err := parseFlags([]string{"--config", "../../../packaging/etc/agent.yaml", "--name=agent-1", "--driver=fake"}, &syncbuf.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,14 +15,13 @@ import (
 
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/agent/target/targettest"
+	"github.com/sanboot/sanboot/internal/golden"
 )
 
 // These tests run the driver against fakeConfigfs: they check the order
 // of configfs operations, that a second call writes nothing, that an
 // interrupted call is finished by the next, and the EBUSY handling. What
 // the kernel does with the result is for kernel_test.go.
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func fakeDriver(t testing.TB) (*Driver, *fakeConfigfs) {
 	f := newFakeConfigfs(t)
@@ -144,15 +142,7 @@ func TestOperations(t *testing.T) {
 			run(tc.do)
 			got := strings.Join(f.takeOps(), "\n") + "\n"
 			got = strings.ReplaceAll(got, dir, "$DIR")
-			golden := filepath.Join("testdata", tc.name+".ops")
-			if *update {
-				must(t, os.WriteFile(golden, []byte(got), 0o644))
-			}
-			want, err := os.ReadFile(golden)
-			must(t, err)
-			if got != string(want) {
-				t.Errorf("operations differ from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			golden.Check(t, tc.name+".ops", got)
 		})
 	}
 }
@@ -460,15 +450,7 @@ func TestSnapshot(t *testing.T) {
 			t.Errorf("the dump shows a secret:\n%s", got)
 		}
 	}
-	golden := filepath.Join("testdata", "snapshot.txt")
-	if *update {
-		must(t, os.WriteFile(golden, []byte(got), 0o644))
-	}
-	want, err := os.ReadFile(golden)
-	must(t, err)
-	if got != string(want) {
-		t.Errorf("dump differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
-	}
+	golden.Check(t, "snapshot.txt", got)
 	if nt, nb := snap.Owned("iqn.2026-11.io.sanboot"); nt != 2 || nb != 2 {
 		t.Errorf("Owned = %d targets, %d backstores; want 2, 2", nt, nb)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -66,11 +65,10 @@ func TestServe(t *testing.T) {
 	defer cli.Close()
 	actx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
-	a, err := fakeagent.Register(actx, cli, "a", 10)
+	a, err := fakeagent.Start(actx, cli, "a", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go a.Serve(actx, slog.New(slog.DiscardHandler))
 	b, err := fakeagent.Register(actx, cli, "b", 10)
 	if err != nil {
 		t.Fatal(err)

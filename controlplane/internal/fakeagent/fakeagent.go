@@ -51,6 +51,17 @@ func Register(ctx context.Context, cli *clientv3.Client, name string, ttl int64)
 	return a, a.Alive(ctx, ttl)
 }
 
+// Start registers the agent (Register) and serves its assignments
+// (Serve, logging nothing) until ctx ends.
+func Start(ctx context.Context, cli *clientv3.Client, name string, ttl int64) (*Agent, error) {
+	a, err := Register(ctx, cli, name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	go a.Serve(ctx, slog.New(slog.DiscardHandler))
+	return a, nil
+}
+
 // Alive (re)writes the alive key under a new lease of ttl seconds, kept
 // alive in the background.
 func (a *Agent) Alive(ctx context.Context, ttl int64) error {
