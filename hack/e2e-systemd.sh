@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "make deb"
+checking "make deb builds the package"
 make --no-print-directory deb >/dev/null
 cp "$(ls bin/sanboot_*.deb | sort -V | tail -1)" "$SHARE/sanboot.deb"
 cp hack/guest/autorun.sh "$SHARE/autorun.sh"
@@ -63,12 +63,13 @@ wait_file() {
 	done
 }
 
+checking "the guest installs the .deb, starts the units and makes n1 Ready"
 wait_file n1-ready 1800
 T1=iqn.2026-11.io.sanboot:default.n1
 I1=iqn.2026-11.io.sanboot:initiator.default.n1
 URL="driver=iscsi,transport=tcp,portal=127.0.0.1:$PORT,target=$T1,lun=1,initiator-name=$I1"
 WANT=$(cat "$SHARE/golden.sha256")
-log "the host reads n1's disk through iSCSI, again and again, while the guest restarts the agent"
+checking "the host reads n1's disk through iSCSI, again and again, while the guest restarts the agent"
 (
 	while :; do
 		if qemu-img convert --image-opts "$URL" -O raw "$WORK/read.raw" 2>>"$WORK/reader.err" &&
@@ -98,6 +99,8 @@ while kill -0 "$QEMU_PID" 2>/dev/null; do
 done
 QEMU_PID=
 cat "$SHARE/autorun.log"
+checking "the guest's checks (units, restart, stop, journal) passed"
 [ "$(cat "$SHARE/autorun.rc" 2>/dev/null)" = 0 ] || die "the guest's checks failed (see above)"
+checking "no host read of n1 failed across the agent's restart"
 [ "$failed" = 0 ] || die "$failed of $total host reads of n1 failed across systemctl restart sanboot-agent: $(tail -3 "$WORK/reader.err")"
-echo "e2e-systemd: $total host reads across the agent's restart, none failed; 1 passed, 0 failed"
+echo "e2e-systemd: $total host reads across the agent's restart, none failed; $CHECKS passed, 0 failed"
