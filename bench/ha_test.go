@@ -191,7 +191,7 @@ func (s *system) failover(b *testing.B, node string) failoverRound {
 		}
 	}()
 
-	victim.proc.kill()
+	victim.proc.Kill()
 	killedAt := time.Now()
 	if _, err := s.api.PutNode(ctx, &sanbootv1.PutNodeRequest{Mode: sanbootv1.PutMode_PUT_MODE_CREATE, Node: &sanbootv1.Node{
 		Metadata: &sanbootv1.ObjectMeta{Project: "default", Name: node}, Spec: &sanbootv1.NodeSpec{Image: "golden"}}}); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/sanboot/sanboot/internal/dial"
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
+	"github.com/sanboot/sanboot/internal/proctest"
 )
 
 // concurrency is how many goroutines create nodes at once.
@@ -43,14 +44,14 @@ type system struct {
 	// controlPlane and agent are the processes' ids (controlPlane: the
 	// first member's).
 	controlPlane, agent int
-	agentProc           *proc
+	agentProc           *proctest.Proc
 }
 
 // member is one sanboot-controlplane process and where it listens.
 type member struct {
 	name, client, peer, api string
 	args                    []string // to start it again on its data
-	proc                    *proc
+	proc                    *proctest.Proc
 }
 
 // apiAddrs are the members' API addresses, in order.
@@ -112,7 +113,7 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 			"--boot-listen", addrs[5*i+3], "--metrics-listen", addrs[5*i+4]}
 		s.startMember(b, m)
 	}
-	s.controlPlane = s.members[0].proc.cmd.Process.Pid
+	s.controlPlane = s.members[0].proc.PID()
 	conn, err := dial.Dial(dial.Options{Endpoints: s.apiAddrs()})
 	if err != nil {
 		b.Fatal(err)
@@ -130,7 +131,7 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 	})
 	s.agentProc = startProc(b, dir, "sanboot-agent", filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", strings.Join(clientURLs, ","),
 		"--metrics-listen", etcdtest.FreeAddr(b)}, agentArgs...)...)
-	s.agent = s.agentProc.cmd.Process.Pid
+	s.agent = s.agentProc.PID()
 	waitFor(b, "agent Ready", func(ctx context.Context) bool {
 		a, err := s.api.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: "bench"})
 		return err == nil && a.State == "Ready"
@@ -171,80 +172,27 @@ func (s *system) startMember(b *testing.B, m *member) {
 // ends: to run another system in the same benchmark.
 func (s *system) stop(b *testing.B) {
 	b.Helper()
-	s.agentProc.stop(b)
+	s.agentProc.Stop()
 	for _, m := range s.members {
-		m.proc.stop(b)
+		m.proc.Stop()
 	}
-}
-
-// proc is a program started by startProc.
-type proc struct {
-	cmd  *exec.Cmd
-	name string
-	done chan struct{}
 }
 
 // start runs a program until the benchmark ends (startProc) and returns
 // its process id.
 func start(b *testing.B, dir, prog string, args ...string) int {
 	b.Helper()
-	return startProc(b, dir, filepath.Base(prog), prog, args...).cmd.Process.Pid
+	return startProc(b, dir, filepath.Base(prog), prog, args...).PID()
 }
 
 // startProc runs a program until the benchmark ends; its output goes to
 // dir/name.log (appended to: a member started again keeps one log),
 // printed if the benchmark fails. At the end it gets SIGINT, and SIGKILL a
 // minute later (an agent with a tgtd deletes every target first).
-func startProc(b *testing.B, dir, name, prog string, args ...string) *proc {
+func startProc(b *testing.B, dir, name, prog string, args ...string) *proctest.Proc {
 	b.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(prog, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", prog, err)
-	}
-	p := &proc{cmd: cmd, name: name, done: make(chan struct{})}
-	go func() { cmd.Wait(); f.Close(); close(p.done) }()
-	b.Cleanup(func() {
-		p.stop(b)
-		if keep := os.Getenv("SANBOOT_BENCH_LOGS"); keep != "" {
-			out, _ := os.ReadFile(logPath)
-			os.WriteFile(filepath.Join(keep, name+".log"), out, 0o644)
-		}
-		if b.Failed() {
-			out, _ := os.ReadFile(logPath)
-			b.Logf("%s log:\n%s", name, tail(string(out), 20000))
-		}
-	})
-	return p
-}
-
-// stop sends SIGINT and waits for the process to end (SIGKILL after a
-// minute); a process already gone is left alone.
-func (p *proc) stop(b *testing.B) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(time.Minute):
-		b.Errorf("%s did not stop within a minute of SIGINT: killed", p.name)
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// kill sends SIGKILL and waits for the process to end.
-func (p *proc) kill() {
-	p.cmd.Process.Kill()
-	<-p.done
+	return proctest.Start(b, proctest.Options{Dir: dir, Name: name, Path: prog, Args: args,
+		TailLines: 200, KeepLogIn: os.Getenv("SANBOOT_BENCH_LOGS")})
 }
 
 // createImage creates a blank (sparse, zero) 1 GiB image named golden and
