@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -29,6 +28,7 @@ import (
 	"github.com/sanboot/sanboot/internal/etcdtest"
 	"github.com/sanboot/sanboot/internal/eventually"
 	"github.com/sanboot/sanboot/internal/lease"
+	"github.com/sanboot/sanboot/internal/proctest"
 )
 
 // memberEnv, when set, makes the test binary a control-plane member
@@ -86,9 +86,7 @@ type haCluster struct {
 
 type memberProc struct {
 	spec memberSpec
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
+	*proctest.Proc
 }
 
 // startThree starts members m1, m2 and m3 and waits until one leads; ctx
@@ -121,17 +119,6 @@ func startCluster(t *testing.T, names ...string) *haCluster {
 		s.Initial = strings.Join(initial, ",")
 		c.start(s)
 	}
-	t.Cleanup(func() {
-		for _, m := range c.members {
-			m.stop(syscall.SIGTERM)
-		}
-		if t.Failed() {
-			for name, m := range c.members {
-				b, _ := os.ReadFile(m.log)
-				t.Logf("log of member %s (tail):\n%s", name, tail(string(b), 40))
-			}
-		}
-	})
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -141,37 +128,14 @@ func startCluster(t *testing.T, names ...string) *haCluster {
 	return c
 }
 
+// start runs member s in a process of its own: this test binary again
+// (see TestMain). It gets SIGTERM when the test ends, and its log's end is
+// printed if the test failed.
 func (c *haCluster) start(s memberSpec) {
 	c.t.Helper()
-	m := &memberProc{spec: s, log: filepath.Join(c.t.TempDir(), s.Name+".log"), done: make(chan struct{})}
-	out, err := os.Create(m.log)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	m.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	m.cmd.Env = append(os.Environ(), memberEnv+"="+s.encode())
-	m.cmd.Stdout, m.cmd.Stderr = out, out
-	if err := m.cmd.Start(); err != nil {
-		c.t.Fatalf("start member %s: %v", s.Name, err)
-	}
-	go func() { m.cmd.Wait(); out.Close(); close(m.done) }()
-	c.members[s.Name] = m
-}
-
-// stop signals the member's process and waits for it to end.
-func (m *memberProc) stop(sig syscall.Signal) {
-	select {
-	case <-m.done:
-		return
-	default:
-	}
-	m.cmd.Process.Signal(sig)
-	select {
-	case <-m.done:
-	case <-time.After(60 * time.Second):
-		m.cmd.Process.Kill()
-		<-m.done
-	}
+	c.members[s.Name] = &memberProc{spec: s, Proc: proctest.Start(c.t, proctest.Options{
+		Dir: c.t.TempDir(), Name: s.Name, Path: os.Args[0], Args: []string{"-test.run=^$"},
+		Env: []string{memberEnv + "=" + s.encode()}, StopSignal: syscall.SIGTERM})}
 }
 
 // leader is the member that runs the controllers now (the election's
@@ -244,7 +208,7 @@ func TestHALeaderKilledMidPlacement(t *testing.T) {
 	})
 	eventually.True(t, "a third of the nodes placed", func() bool { return c.count(ctx, api.AssignPrefix("")) >= nodes/3 })
 	killed := c.members[first]
-	killed.stop(syscall.SIGKILL)
+	killed.Kill()
 	killedAt, before := time.Now(), c.count(ctx, api.AssignPrefix(""))
 	t.Logf("killed leader %s with %d assignments written", first, before)
 	eventually.True(t, "a placement after the kill", func() bool { return c.count(ctx, api.AssignPrefix("")) > before })
@@ -380,11 +344,6 @@ func (c *haCluster) history(ctx context.Context, prefix string, put func(key str
 	c.t.Fatalf("watch history of %s ended: %v", prefix, ctx.Err())
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
 // A client and an agent that know every member lose nothing when the
 // member they talk to is killed (SIGKILL): every call succeeds (gRPC
 // retries the one that failed, on another member), and the agent's lease,
@@ -446,7 +405,7 @@ func TestHAClientAndAgentSurviveAMembersDeath(t *testing.T) {
 	for i := range 20 {
 		call(i)
 	}
-	c.members["m1"].stop(syscall.SIGKILL)
+	c.members["m1"].Kill()
 	t.Log("killed m1, the member the client talked to")
 	for i := 20; i < 80; i++ {
 		call(i)
@@ -500,7 +459,7 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 	})
 	t.Logf("member list:\n%s", out)
 
-	c.members["m3"].stop(syscall.SIGKILL)
+	c.members["m3"].Kill()
 	eventually.True(t, "member list: m3 unhealthy, quorum at risk", func() bool {
 		out = must("get", "members", "-o", "wide")
 		return regexpLine(out, `^m3\s+UNHEALTHY`) && strings.Contains(out, "quorum: 2 of 3 voting members healthy, 2 needed; AT RISK")
@@ -549,7 +508,7 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 
 	// Lose m2 too: removing a healthy member now would leave one healthy
 	// voter of two.
-	c.members["m2"].stop(syscall.SIGKILL)
+	c.members["m2"].Kill()
 	eventually.True(t, "m2 unhealthy", func() bool {
 		_, out, _ := ctl(ctx, endpoints, "member", "list")
 		return regexpLine(out, `^m2\s+UNHEALTHY`)
@@ -602,7 +561,7 @@ func TestHARollingRestart(t *testing.T) {
 	})
 	for _, name := range []string{"m1", "m2", "m3"} {
 		m := c.members[name]
-		m.stop(syscall.SIGTERM)
+		m.Stop()
 		t.Logf("stopped %s", name)
 		c.start(m.spec)
 		eventually.True(t, name+" back and serving", func() bool {
@@ -672,7 +631,7 @@ func TestHAClientDiscoversMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c.members["m1"].stop(syscall.SIGKILL)
+	c.members["m1"].Kill()
 	t.Log("killed m1, the one configured member")
 	if _, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
 		Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}}); err != nil {
@@ -705,15 +664,14 @@ func TestHARemovedMemberStops(t *testing.T) {
 	})
 	m3 := c.members["m3"]
 	select {
-	case <-m3.done:
+	case <-m3.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("m3, removed, still runs a minute later")
 	}
-	if code := m3.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := m3.ExitCode(); code != 0 {
 		t.Errorf("m3, removed, exited %d, want 0", code)
 	}
-	b, _ := os.ReadFile(m3.log)
-	if !strings.Contains(string(b), "removed from the cluster") {
-		t.Errorf("m3's log does not say it was removed:\n%s", tail(string(b), 20))
+	if log := m3.Log(); !strings.Contains(log, "removed from the cluster") {
+		t.Errorf("m3's log does not say it was removed:\n%s", proctest.Tail(log, 20))
 	}
 }
