@@ -5,10 +5,12 @@ package etcdtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,16 +64,33 @@ func (m *Member) Stop() {
 
 func (m *Member) start() {
 	m.t.Helper()
+	fresh := m.Endpoints == nil
+	for attempt := 1; ; attempt++ {
+		if fresh {
+			m.Endpoints = []string{"http://" + FreeAddr(m.t)}
+			m.peer = "http://" + FreeAddr(m.t)
+		}
+		e, err := m.startOnce()
+		// FreeAddr's port is free when it answers, not when etcd binds it:
+		// another test may take it in between; a new member takes others.
+		if fresh && attempt < 5 && errors.Is(err, syscall.EADDRINUSE) {
+			continue
+		}
+		if err != nil {
+			m.t.Fatalf("start embedded etcd: %v", err)
+		}
+		m.Etcd = e
+		return
+	}
+}
+
+// startOnce starts etcd on m's ports and waits until it is ready.
+func (m *Member) startOnce() (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = m.dir
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.WarningUnaryRequestDuration = 300 * time.Millisecond
-	if m.Endpoints == nil {
-		m.Endpoints = []string{"http://" + FreeAddr(m.t)}
-		peer := "http://" + FreeAddr(m.t)
-		m.peer = peer
-	}
 	cu, _ := url.Parse(m.Endpoints[0])
 	pu, _ := url.Parse(m.peer)
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
@@ -79,15 +98,15 @@ func (m *Member) start() {
 	cfg.InitialCluster = fmt.Sprintf("%s=%s", cfg.Name, m.peer)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		m.t.Fatalf("start embedded etcd: %v", err)
+		return nil, err
 	}
 	select {
 	case <-e.Server.ReadyNotify():
+		return e, nil
 	case <-time.After(30 * time.Second):
 		e.Close()
-		m.t.Fatalf("embedded etcd not ready after 30s")
+		return nil, errors.New("not ready after 30s")
 	}
-	m.Etcd = e
 }
 
 // recordSecrets records every CHAP secret under api.SecretsPrefix when
