@@ -53,8 +53,8 @@ agent s1
 agent s2
 ctl get agents -o wide
 for a in s1 s2; do
-	ctl get agents $a -o json | grep -q '"cloneMode": *"rbd"' || die "agent $a does not report rbd clones"
-	ctl get agents $a -o json | grep -q "\"storageDomain\": *\"rbd:.*/$CEPH_POOL\"" || die "agent $a reports no storage domain"
+	ctl get agents $a -o json | grep '"cloneMode": *"rbd"' >/dev/null || die "agent $a does not report rbd clones"
+	ctl get agents $a -o json | grep "\"storageDomain\": *\"rbd:.*/$CEPH_POOL\"" >/dev/null || die "agent $a reports no storage domain"
 done
 [ "$(ctl get agents s1 -o jsonpath='{.record.storageDomain}')" = "$(ctl get agents s2 -o jsonpath='{.record.storageDomain}')" ] ||
 	die "two agents on one pool report different storage domains"
@@ -109,8 +109,8 @@ for n in $nodes; do
 	[ "$(ctl get nodes "$n" -o jsonpath='{.status.failoverAgents}')" = "[$other]" ] || [ "$(ctl get nodes "$n" -o jsonpath='{.status.failoverAgents[0]}')" = "$other" ] ||
 		die "$n on $a: failover agents $(ctl get nodes "$n" -o jsonpath='{.status.failoverAgents}'), want $other"
 done
-ctl get nodes -o wide | grep -q 'FAILOVER' || die "get nodes -o wide has no FAILOVER column"
-ctl describe node n01 | grep -q 'Failover to: *s[12]' || die "describe node n01 does not say where it fails over to"
+ctl get nodes -o wide | grep 'FAILOVER' >/dev/null || die "get nodes -o wide has no FAILOVER column"
+ctl describe node n01 | grep 'Failover to: *s[12]' >/dev/null || die "describe node n01 does not say where it fails over to"
 uri() { echo "iscsi:${PORTAL[$1]%:*}::${PORTAL[$1]##*:}:1:$(T "$2")"; }
 pass
 
@@ -172,7 +172,7 @@ left=$(tgtadm -C "${CTL[s1]}" --lld iscsi --mode target --op show | grep -c "iqn
 [ "$left" = 0 ] || die "s1 serves $left sanboot targets after its nodes moved to s2"
 for n in $on_s1; do [ "$(served_by "$n")" = s2 ] || die "$n moved back to $(served_by "$n")"; done
 wait_until 30 "$X fails over to s1 again" sh -c "[ \"\$('$BIN/sanbootctl' get nodes $X -o jsonpath='{.status.failoverAgents[0]}')\" = s1 ]"
-ctl boot-script "$X" | grep -q "^sanboot $(uri s1 "$X") || goto sanboot-retry\$" || die "$X's boot script does not name the returned s1 as its failover path"
+ctl boot-script "$X" | grep "^sanboot $(uri s1 "$X") || goto sanboot-retry\$" >/dev/null || die "$X's boot script does not name the returned s1 as its failover path"
 pass
 
 log "snapshot n01 into an image (an RBD clone of n01's disk, no copy); n-snap from it sees n01's write"
