@@ -32,6 +32,15 @@ type snapInfo struct {
 func (s *Store) remove(ctx context.Context, n string) error {
 	var info imageInfo
 	if err := s.c.json(ctx, &info, "info", n); err != nil {
+		if isNotFound(err) && strings.HasPrefix(n, retiredPrefix) {
+			// Listed but without a header: an rm that another agent's
+			// open (its watch) interrupted half-way. rm finishes it. Only
+			// for old.* names, which are never made again.
+			if _, err := s.c.run(ctx, "rm", "--no-progress", n); err != nil && !isGone(err) {
+				return err
+			}
+			return nil
+		}
 		if isNotFound(err) {
 			return nil
 		}
