@@ -60,19 +60,7 @@ ok() { passed=$((passed + 1)); echo "ok: $*"; }
 elapsed() { echo "$((SECONDS - START)) s"; }
 
 log "hosts: namespaces ${HOSTNS[*]} $ST $OP on a bridge in $SW ($NET.0/24)"
-ip netns add "$SW"
-ip -n "$SW" link add br0 type bridge
-ip -n "$SW" link set br0 up
-for i in 1 2 3 4 5 6; do
-	case $i in 5) ns=$ST ;; 6) ns=$OP ;; *) ns=${HOSTNS[i]} ;; esac
-	ip netns add "$ns"
-	ip link add "h$i-$S" netns "$ns" type veth peer name "p$i-$S" netns "$SW"
-	ip -n "$ns" link set "h$i-$S" name eth0
-	ip -n "$ns" addr add "$NET.$i/24" dev eth0
-	ip -n "$ns" link set eth0 up
-	ip -n "$ns" link set lo up
-	ip -n "$SW" link set "p$i-$S" master br0 up
-done
+netns_hosts "$SW" "$S" "$NET" "${HOSTNS[1]}" "${HOSTNS[2]}" "${HOSTNS[3]}" "${HOSTNS[4]}" "$ST" "$OP"
 
 log "certificates: members cp1-cp4, agents s1 s2, an admin"
 pki() { "$BIN/sanbootctl" pki "$@" >>"$OUT/pki.out"; }
@@ -198,7 +186,7 @@ watch_status() {
 		echo "$ENDPOINTS" >"$WORK/using-$1"
 		echo "@ $(date +%T.%N)" >>"$w"
 		ctl get agents -o json 2>>"$w.err" | jq -r '.agents[] | "agent \(.record.name) \(.state)"' >>"$w" || echo "ERROR get agents" >>"$w"
-		phases 2>>"$w.err" | sed 's/^/node /' >>"$w" || true
+		phases 2>>"$w.err" | sed '/^$/d; s/^/node /' >>"$w" || true
 		sleep 0.5
 	done
 }

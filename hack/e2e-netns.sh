@@ -39,20 +39,7 @@ passed=0
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
 
 log "hosts: namespaces $CP $ST $OP $RK on a bridge in $SW"
-ip netns add "$SW"
-ip -n "$SW" link add br0 type bridge
-ip -n "$SW" link set br0 up
-i=0
-for ns in $CP $ST $OP $RK; do
-	i=$((i + 1))
-	ip netns add "$ns"
-	ip link add "h$i-$S" netns "$ns" type veth peer name "p$i-$S" netns "$SW"
-	ip -n "$ns" link set "h$i-$S" name eth0
-	ip -n "$ns" addr add "10.99.0.$i/24" dev eth0
-	ip -n "$ns" link set eth0 up
-	ip -n "$ns" link set lo up
-	ip -n "$SW" link set "p$i-$S" master br0 up
-done
+netns_hosts "$SW" "$S" 10.99.0 $CP $ST $OP $RK
 # on NS CMD...: runs CMD on host NS. Background jobs call ip netns exec
 # directly, so that $! is the program's own PID (ip execs it).
 on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }

@@ -299,3 +299,24 @@ check_ready_readable() {
 		READY_CHECKED=$((READY_CHECKED + 1))
 	done
 }
+
+# netns_hosts SW SUFFIX NET NS...: hosts made of network namespaces on one
+# bridge: namespace SW holds the bridge br0; each NS (the i-th, from 1) is
+# made with an eth0 at NET.i/24 on it (veth pair hI-SUFFIX / pI-SUFFIX).
+netns_hosts() {
+	local sw=$1 s=$2 net=$3 ns i=0
+	shift 3
+	ip netns add "$sw"
+	ip -n "$sw" link add br0 type bridge
+	ip -n "$sw" link set br0 up
+	for ns in "$@"; do
+		i=$((i + 1))
+		ip netns add "$ns"
+		ip link add "h$i-$s" netns "$ns" type veth peer name "p$i-$s" netns "$sw"
+		ip -n "$ns" link set "h$i-$s" name eth0
+		ip -n "$ns" addr add "$net.$i/24" dev eth0
+		ip -n "$ns" link set eth0 up
+		ip -n "$ns" link set lo up
+		ip -n "$sw" link set "p$i-$s" master br0 up
+	done
+}
