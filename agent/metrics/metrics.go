@@ -25,7 +25,21 @@ type Driver struct {
 //
 //	sanboot_target_operations_total{op,result}     op: ensure, delete, list; result: ok, error
 //	sanboot_target_operation_duration_seconds{op}
-func NewDriver(d target.Driver, reg prometheus.Registerer) (*Driver, error) {
+//
+// A d that is a target.SessionReporter gets a wrapper that is one too
+// (EnsureSessions counted as ensure, ListSessions not counted, as Sessions).
+func NewDriver(d target.Driver, reg prometheus.Registerer) (target.Driver, error) {
+	w, err := newDriver(d, reg)
+	if err != nil {
+		return nil, err
+	}
+	if sr, ok := d.(target.SessionReporter); ok {
+		return &sessionDriver{Driver: w, sr: sr}, nil
+	}
+	return w, nil
+}
+
+func newDriver(d target.Driver, reg prometheus.Registerer) (*Driver, error) {
 	w := &Driver{
 		Driver: d,
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -84,6 +98,26 @@ func (w *Driver) List(ctx context.Context) ([]target.Target, error) {
 	ts, err := w.Driver.List(ctx)
 	w.observe("list", start, err)
 	return ts, err
+}
+
+// sessionDriver counts the operations of a target.SessionReporter.
+type sessionDriver struct {
+	*Driver
+	sr target.SessionReporter
+}
+
+// EnsureSessions is the wrapped driver's EnsureSessions, counted as an
+// ensure.
+func (w *sessionDriver) EnsureSessions(ctx context.Context, t target.Target) ([]target.Session, error) {
+	start := time.Now()
+	s, err := w.sr.EnsureSessions(ctx, t)
+	w.observe("ensure", start, err)
+	return s, err
+}
+
+// ListSessions is the wrapped driver's ListSessions.
+func (w *sessionDriver) ListSessions(ctx context.Context) (map[string][]target.Session, error) {
+	return w.sr.ListSessions(ctx)
 }
 
 // Queue registers the reconcile queue's metrics and returns the function

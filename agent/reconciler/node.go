@@ -124,7 +124,8 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 		return retry, errFenced
 	}
 	w.p.step("building the iSCSI target")
-	if err := r.cfg.Driver.Ensure(ctx, want); err != nil {
+	sessions, err := r.ensure(ctx, want)
+	if err != nil {
 		if isInvalid(err) {
 			return w.failed(settled, err, fmt.Sprintf("the target cannot be built from this assignment: %s. "+
 				"Fix the node's spec through the API", oneLine(err)))
@@ -144,20 +145,44 @@ func (r *Reconciler) syncNode(ctx context.Context, k ref) (outcome, error) {
 	if warn := r.storeWarning(); warn != "" {
 		ready.Message += "; " + warn
 	}
-	ready.Sessions = r.sessions(ctx, want.IQN)
+	ready.Sessions = sessions
 	w.final(ready)
 	return done, nil
 }
 
-// sessions returns who is logged in to target iqn for a node's status: at
-// most api.MaxNodeSessions, sorted. When the driver cannot say, it logs
-// why and returns none: the status goes on saying what was built.
+// ensure builds target t and returns who is logged in to it, for the
+// node's status: as the driver's Ensure found it when the driver says
+// (target.SessionReporter: tgt reads no listing for it), else from a
+// Sessions call after Ensure.
+func (r *Reconciler) ensure(ctx context.Context, t target.Target) ([]*sanbootv1.TargetSession, error) {
+	if d, ok := r.cfg.Driver.(target.SessionReporter); ok {
+		got, err := d.EnsureSessions(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		return r.statusSessions(t.IQN, got), nil
+	}
+	if err := r.cfg.Driver.Ensure(ctx, t); err != nil {
+		return nil, err
+	}
+	return r.sessions(ctx, t.IQN), nil
+}
+
+// sessions returns who is logged in to target iqn for a node's status (see
+// statusSessions). When the driver cannot say, it logs why and returns
+// none: the status goes on saying what was built.
 func (r *Reconciler) sessions(ctx context.Context, iqn string) []*sanbootv1.TargetSession {
 	got, err := r.cfg.Driver.Sessions(ctx, iqn)
 	if err != nil {
 		r.log.Warn("cannot read the target's sessions; the node's status lists none", "iqn", iqn, "err", err)
 		return nil
 	}
+	return r.statusSessions(iqn, got)
+}
+
+// statusSessions turns the sessions on target iqn into a node status's: at
+// most api.MaxNodeSessions, sorted.
+func (r *Reconciler) statusSessions(iqn string, got []target.Session) []*sanbootv1.TargetSession {
 	if len(got) > api.MaxNodeSessions {
 		r.log.Warn("more initiators are logged in than a node's status lists", "iqn", iqn, "sessions", len(got), "listed", api.MaxNodeSessions)
 		got = got[:api.MaxNodeSessions]
@@ -189,16 +214,40 @@ func sessionsKey(ss []*sanbootv1.TargetSession) string {
 
 // sessionsChanged reports whether the sessions on the target iqn of a
 // Ready node differ from those its status lists (resync queues it then,
-// and its pass writes the new list).
-func (r *Reconciler) sessionsChanged(ctx context.Context, k ref, iqn string) bool {
+// and its pass writes the new list). read says who is logged in to a
+// target (sessionReader).
+func (r *Reconciler) sessionsChanged(k ref, iqn string, read func(iqn string) []*sanbootv1.TargetSession) bool {
 	r.mu.Lock()
 	s, ok := r.served[k]
 	r.mu.Unlock()
 	if !ok || s.iqn != iqn {
 		return false // not Ready: its next pass lists them
 	}
-	got := r.sessions(ctx, iqn)
-	return sessionsKey(got) != s.sessions
+	return sessionsKey(read(iqn)) != s.sessions
+}
+
+// sessionReader returns what a resync asks who is logged in to a target:
+// a driver that is a target.SessionReporter lists every target's sessions
+// once, at the first question; another is asked per target.
+func (r *Reconciler) sessionReader(ctx context.Context) func(iqn string) []*sanbootv1.TargetSession {
+	d, ok := r.cfg.Driver.(target.SessionReporter)
+	if !ok {
+		return func(iqn string) []*sanbootv1.TargetSession { return r.sessions(ctx, iqn) }
+	}
+	var all map[string][]target.Session
+	read := false
+	return func(iqn string) []*sanbootv1.TargetSession {
+		if !read {
+			read = true
+			var err error
+			if all, err = d.ListSessions(ctx); err != nil {
+				// As a failed Sessions call: none, so that the nodes
+				// whose statuses list some are passed over again.
+				r.log.Warn("cannot read the targets' sessions; taking them for none", "err", err)
+			}
+		}
+		return r.statusSessions(iqn, all[iqn])
+	}
 }
 
 // teardown removes a deleting node's target and disk and says Deleted.

@@ -756,10 +756,27 @@ func TestDiskOfAnEarlierNodeIsNotTaken(t *testing.T) {
 
 // TestStatusListsSessions: a Ready node's status lists who is logged in to
 // its target (on the FAKE driver's logins), refreshed at the resync, and a
-// rebuilt target lists them at once.
+// rebuilt target lists them at once; through a driver that reports
+// sessions with Ensure and lists them all at once (target.SessionReporter,
+// as tgt) and through one asked per target (as LIO).
 func TestStatusListsSessions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		driver func(*faketarget.Driver) target.Driver
+	}{
+		{"SessionReporter", func(d *faketarget.Driver) target.Driver { return d }},
+		{"SessionsPerTarget", func(d *faketarget.Driver) target.Driver { return struct{ target.Driver }{d} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testStatusListsSessions(t, tc.driver) })
+	}
+}
+
+func testStatusListsSessions(t *testing.T, driver func(*faketarget.Driver) target.Driver) {
 	h := newHarness(t)
-	h.start(func(c *reconciler.Config) { c.ResyncInterval = 200 * time.Millisecond })
+	h.start(func(c *reconciler.Config) {
+		c.ResyncInterval = 200 * time.Millisecond
+		c.Driver = driver(h.driver)
+	})
 	h.putImage("default", "golden", 1)
 	h.assign(assignment("default", "node-01", 1))
 	st := h.waitReady("default", "node-01", 1)

@@ -59,6 +59,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 		diskOf[ref{d.Project, d.Node}] = i
 	}
 	wanted := wantedIQNs(assigns)
+	sessions := r.sessionReader(ctx)
 	queued := 0
 	for k, st := range assigns {
 		need := !r.w.covered(api.NodeStatusKey(k.project, k.name, r.cfg.Agent), st.rev)
@@ -77,7 +78,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 				break
 			}
 			want.BackingPath, want.SizeBytes = disks[i].Path, disks[i].SizeBytes
-			if got, ok := actual[want.IQN]; !ok || !target.SameConfig(got, want) || r.sessionsChanged(ctx, k, want.IQN) {
+			if got, ok := actual[want.IQN]; !ok || !target.SameConfig(got, want) || r.sessionsChanged(k, want.IQN, sessions) {
 				need = true
 			}
 		}

@@ -52,6 +52,23 @@ type Driver interface {
 	Sessions(ctx context.Context, iqn string) ([]Session, error)
 }
 
+// SessionReporter is a Driver that tells who is logged in to its targets
+// more cheaply than one Sessions call a target: tgt, whose only way to read
+// sessions is a listing of every target. The reconciler uses it when the
+// driver has it; the conformance suite checks it then.
+type SessionReporter interface {
+	Driver
+	// EnsureSessions is Ensure, and it returns who is logged in to the
+	// target as Ensure found it (sorted, SortSessions): what it read to
+	// converge an existing target; none for a target it created, whose
+	// ACL opens last.
+	EnsureSessions(ctx context.Context, t Target) ([]Session, error)
+	// ListSessions returns who is logged in to every target, by IQN,
+	// each sorted (a target nobody is logged in to may be missing), from
+	// one read of the target system.
+	ListSessions(ctx context.Context) (map[string][]Session, error)
+}
+
 // Session is one initiator logged in to a target.
 type Session struct {
 	// Initiator is the name the initiator logged in with (its IQN).

@@ -27,6 +27,8 @@ type Driver struct {
 	ensures  int
 }
 
+var _ target.SessionReporter = (*Driver)(nil)
+
 // New returns an empty fake driver.
 func New() *Driver {
 	return &Driver{targets: map[string]target.Target{}, sessions: map[string][]target.Session{}}
@@ -58,6 +60,34 @@ func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
 	t.LUN = LUN
 	d.targets[t.IQN] = t
 	return nil
+}
+
+// EnsureSessions implements target.SessionReporter: Ensure, then the
+// target's fake logins.
+func (d *Driver) EnsureSessions(ctx context.Context, t target.Target) ([]target.Session, error) {
+	if err := d.Ensure(ctx, t); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return target.SortSessions(slices.Clone(d.sessions[t.IQN])), nil
+}
+
+// ListSessions implements target.SessionReporter: every target's fake
+// logins.
+func (d *Driver) ListSessions(ctx context.Context) (map[string][]target.Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string][]target.Session{}
+	for iqn, s := range d.sessions {
+		if len(s) > 0 {
+			out[iqn] = target.SortSessions(slices.Clone(s))
+		}
+	}
+	return out, nil
 }
 
 // Delete implements target.Driver.

@@ -440,6 +440,27 @@ func testSessionsNone(t *testing.T, s *suite) {
 	if _, err := s.d.Sessions(canceled, a.IQN); err == nil {
 		t.Errorf("Sessions with a canceled context returned no error")
 	}
+	sr, ok := s.d.(target.SessionReporter)
+	if !ok {
+		return
+	}
+	b := s.target("b")
+	if got, err := sr.EnsureSessions(ctx, b); err != nil || len(got) != 0 {
+		t.Errorf("EnsureSessions creating a target = %v, %v; want none", got, err)
+	}
+	if got, err := sr.EnsureSessions(ctx, a); err != nil || len(got) != 0 {
+		t.Errorf("EnsureSessions of a target nobody logged in to = %v, %v; want none", got, err)
+	}
+	if all, err := sr.ListSessions(ctx); err != nil || len(all[a.IQN]) != 0 || len(all[b.IQN]) != 0 {
+		t.Errorf("ListSessions with nobody logged in = %v, %v; want none for %s and %s", all, err, a.IQN, b.IQN)
+	}
+	if _, err := sr.ListSessions(canceled); err == nil {
+		t.Errorf("ListSessions with a canceled context returned no error")
+	}
+	if _, err := sr.EnsureSessions(canceled, a); err == nil {
+		t.Errorf("EnsureSessions with a canceled context returned no error")
+	}
+	s.expect(a, b)
 }
 
 func testSessionsLogin(t *testing.T, s *suite) {
@@ -457,6 +478,19 @@ func testSessionsLogin(t *testing.T, s *suite) {
 	}
 	if other, err := s.d.Sessions(context.Background(), b.IQN); err != nil || len(other) != 0 {
 		t.Errorf("Sessions of another target = %v, %v; want none", other, err)
+	}
+	if sr, ok := s.d.(target.SessionReporter); ok {
+		// Converging a target someone is logged in to says who.
+		if again, err := sr.EnsureSessions(context.Background(), a); err != nil || !slices.Equal(again, got) {
+			t.Errorf("EnsureSessions of the target %s is logged in to = %v, %v; want %v", in, again, err, got)
+		}
+		if again, err := sr.EnsureSessions(context.Background(), b); err != nil || len(again) != 0 {
+			t.Errorf("EnsureSessions of another target = %v, %v; want none", again, err)
+		}
+		all, err := sr.ListSessions(context.Background())
+		if err != nil || !slices.Equal(all[a.IQN], got) || len(all[b.IQN]) != 0 {
+			t.Errorf("ListSessions = %v, %v; want %v for %s and none for %s", all, err, got, a.IQN, b.IQN)
+		}
 	}
 	logout()
 	s.waitSessions(a.IQN, "the session to end", func(got []target.Session) bool { return len(got) == 0 })

@@ -125,7 +125,7 @@ type account struct {
 	known bool              // false while "account new" has not succeeded
 }
 
-var _ target.Driver = (*Driver)(nil)
+var _ target.SessionReporter = (*Driver)(nil)
 
 // New returns a driver for the tgtd that cfg names. It does not contact
 // tgtd; the first call does.
@@ -243,25 +243,35 @@ func (d *Driver) readState(ctx context.Context) (*state, error) {
 // CHAP accounts, ACL. A new target gets its ACL last, so that nobody can
 // log in before the rest is in place.
 func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
+	_, err := d.EnsureSessions(ctx, t)
+	return err
+}
+
+// EnsureSessions implements target.SessionReporter: Ensure, and the
+// sessions of the target as Ensure found it. An existing target is
+// converged from a listing read for it, which has who is logged in; a
+// target Ensure created has nobody (its ACL is bound last). No tgtadm call
+// is added.
+func (d *Driver) EnsureSessions(ctx context.Context, t target.Target) ([]target.Session, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	if err := target.Validate(t); err != nil {
-		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	if t.CHAP != nil && t.CHAP.Mutual != nil && t.CHAP.Mutual.User == t.CHAP.Incoming.User {
-		return fmt.Errorf("ensure target %s: CHAP user %q is both the incoming and the mutual user: tgt keeps one secret per user name, so they must differ",
+		return nil, fmt.Errorf("ensure target %s: CHAP user %q is both the incoming and the mutual user: tgt keeps one secret per user name, so they must differ",
 			t.IQN, t.CHAP.Incoming.User)
 	}
 	if err := checkBacking(t); err != nil {
-		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if st := d.recent(); st != nil {
-		err := d.ensure(ctx, t, st)
+		sessions, err := d.ensure(ctx, t, st)
 		if err == nil {
-			return nil
+			return sessions, nil
 		}
 		// What tgtd served a moment ago was not enough (someone else
 		// changed it, or the call failed): try again from what it says now.
@@ -288,15 +298,15 @@ func (d *Driver) recent() *state {
 // does not do, from what tgtd serves now. A listing does for a target
 // that is not in it and portals it shows: a new target. An existing one
 // is converged from a fresh listing, which has who is logged in now.
-// d.mu is held.
-func (d *Driver) ensure(ctx context.Context, t target.Target, st *state) (err error) {
+// It returns the target's sessions as the listing has them. d.mu is held.
+func (d *Driver) ensure(ctx context.Context, t target.Target, st *state) (_ []target.Session, err error) {
 	d.listed = nil // until this call succeeds
 	if st != nil && (st.byIQN(t.IQN) != nil || checkPortals(t.Portals, st.portals, d.adm.controlPort) != nil) {
 		st = nil
 	}
 	if st == nil {
 		if st, err = d.readState(ctx); err != nil {
-			return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+			return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 		}
 		d.listedAt = time.Now()
 	}
@@ -306,22 +316,22 @@ func (d *Driver) ensure(ctx context.Context, t target.Target, st *state) (err er
 		}
 	}()
 	if err := checkPortals(t.Portals, st.portals, d.adm.controlPort); err != nil {
-		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	tg := st.byIQN(t.IQN)
 	if tg != nil {
 		// Refuse what cannot be done before changing anything.
 		if err := d.checkCHAP(ctx, st, tg, t.CHAP); err != nil {
-			return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+			return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 		}
 	} else {
 		if err := d.checkCHAP(ctx, st, &tgtTarget{TID: -1}, t.CHAP); err != nil {
-			return fmt.Errorf("ensure target %s: %w", t.IQN, err)
+			return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
 		}
 		tid := st.freeTID()
 		if _, err := d.adm.run(ctx, nil, "--lld", "iscsi", "--mode", "target", "--op", "new",
 			"--tid", strconv.Itoa(tid), "--targetname", t.IQN); err != nil {
-			return fmt.Errorf("ensure target %s: create it as tid %d: %w", t.IQN, tid, err)
+			return nil, fmt.Errorf("ensure target %s: create it as tid %d: %w", t.IQN, tid, err)
 		}
 		d.log.Info("created target", "iqn", t.IQN, "tid", tid)
 		st.targets = append(st.targets, tgtTarget{TID: tid, IQN: t.IQN})
@@ -332,18 +342,18 @@ func (d *Driver) ensure(ctx context.Context, t target.Target, st *state) (err er
 	lunErr := d.convergeLUN(ctx, tg, t)
 	var busy *loggedInError
 	if lunErr != nil && !errors.As(lunErr, &busy) {
-		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, lunErr)
+		return nil, fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, lunErr)
 	}
 	if err := d.convergeCHAP(ctx, st, tg, t.CHAP); err != nil {
-		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
+		return nil, fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
 	}
 	if err := d.convergeACL(ctx, tg, t.Initiators); err != nil {
-		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
+		return nil, fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, err)
 	}
 	if lunErr != nil {
-		return fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, lunErr)
+		return nil, fmt.Errorf("ensure target %s (tid %d): %w", t.IQN, tg.TID, lunErr)
 	}
-	return nil
+	return tg.sessions(), nil
 }
 
 // ErrLoggedIn is returned (wrapped) by Ensure when the target's disk
@@ -712,18 +722,27 @@ func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, er
 	if tg == nil {
 		return nil, nil
 	}
-	out := make([]target.Session, 0, len(tg.Sessions))
-	for _, s := range tg.Sessions {
-		ses := target.Session{Initiator: s.Initiator}
-		for _, c := range s.Connections {
-			if c.Address != "" {
-				ses.Address = c.Address
-				break
-			}
-		}
-		out = append(out, ses)
+	return tg.sessions(), nil
+}
+
+// ListSessions implements target.SessionReporter: every target's sessions
+// from one listing (tgtadm --mode target --op show), as Sessions reads
+// them; targets nobody is logged in to are left out.
+func (d *Driver) ListSessions(ctx context.Context) (map[string][]target.Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
 	}
-	return target.SortSessions(out), nil
+	targets, err := d.showTargets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	out := map[string][]target.Session{}
+	for i := range targets {
+		if s := targets[i].sessions(); len(s) > 0 {
+			out[targets[i].IQN] = s
+		}
+	}
+	return out, nil
 }
 
 // List implements target.Driver. Every target gets tgtd's portals; the LUN

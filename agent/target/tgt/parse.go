@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/sanboot/sanboot/agent/target"
 )
 
 // tgtTarget is one target as "tgtadm --lld iscsi --mode target --op show"
@@ -80,6 +82,24 @@ func (t *tgtTarget) initiators() []string {
 		out = append(out, who)
 	}
 	return out
+}
+
+// sessions returns who is logged in, as target.Driver's Sessions says
+// it: each session's initiator with the address of its first connection
+// that has one, sorted.
+func (t *tgtTarget) sessions() []target.Session {
+	out := make([]target.Session, 0, len(t.Sessions))
+	for _, s := range t.Sessions {
+		ses := target.Session{Initiator: s.Initiator}
+		for _, c := range s.Connections {
+			if c.Address != "" {
+				ses.Address = c.Address
+				break
+			}
+		}
+		out = append(out, ses)
+	}
+	return target.SortSessions(out)
 }
 
 // hasAccount reports whether user is bound to t in either direction.
