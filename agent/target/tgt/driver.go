@@ -63,8 +63,10 @@ type Config struct {
 	// /var/run/tgtd/socket.<ControlPort>. 0 is the default socket, the
 	// one of Debian's tgt service.
 	ControlPort int
-	// Tgtadm is the tgtadm executable, "tgtadm" (looked up in PATH) if
-	// empty.
+	// Tgtadm, if set, is a tgtadm executable that the driver runs for
+	// every request (tests count or fake the calls with it). If empty the
+	// driver makes tgtadm's requests itself, on tgtd's control socket:
+	// the same requests and answers without a process each.
 	Tgtadm string
 	// CallTimeout bounds one tgtadm call; 30 s if zero.
 	CallTimeout time.Duration
@@ -130,9 +132,6 @@ var _ target.SessionReporter = (*Driver)(nil)
 // New returns a driver for the tgtd that cfg names. It does not contact
 // tgtd; the first call does.
 func New(cfg Config) *Driver {
-	if cfg.Tgtadm == "" {
-		cfg.Tgtadm = defaultTgtadm
-	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}

@@ -40,9 +40,11 @@ type ManagedConfig struct {
 	ControlPort int
 	// Portals are the ADDR:PORT endpoints tgtd listens on, at least one.
 	Portals []string
-	// Tgtd and Tgtadm are the executables, "tgtd" and "tgtadm" (looked up
-	// in PATH) if empty.
-	Tgtd, Tgtadm string
+	// Tgtd is the tgtd executable, "tgtd" (looked up in PATH) if empty.
+	Tgtd string
+	// Tgtadm is as Config's: a tgtadm to run for every request, or ""
+	// for the driver's own requests on the control socket.
+	Tgtadm string
 	// StartTimeout bounds how long Start waits for tgtd to answer; 30 s if
 	// zero.
 	StartTimeout time.Duration
@@ -96,9 +98,6 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 	if cfg.Tgtd == "" {
 		cfg.Tgtd = defaultTgtd
 	}
-	if cfg.Tgtadm == "" {
-		cfg.Tgtadm = defaultTgtadm
-	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second
 	}
@@ -109,9 +108,11 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start tgtd: %w: install Debian's tgt package (apt-get install tgt)", err)
 	}
-	tgtadmPath, err := exec.LookPath(cfg.Tgtadm)
-	if err != nil {
-		return nil, fmt.Errorf("start tgtd: %w: install Debian's tgt package (apt-get install tgt)", err)
+	tgtadmPath := ""
+	if cfg.Tgtadm != "" {
+		if tgtadmPath, err = exec.LookPath(cfg.Tgtadm); err != nil {
+			return nil, fmt.Errorf("start tgtd: %w: install Debian's tgt package (apt-get install tgt)", err)
+		}
 	}
 	m := &Managed{
 		cfg:    cfg,

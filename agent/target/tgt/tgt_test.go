@@ -227,10 +227,16 @@ func holdSession(t *testing.T, controlPort int, in initiator) (stop func()) {
 		out.Close()
 	}
 	t.Cleanup(stop)
+	waitSession(t, controlPort, in)
+	return stop
+}
+
+// waitSession waits until tgtd lists a session of in.
+func waitSession(t *testing.T, controlPort int, in initiator) {
+	t.Helper()
 	eventually.True(t, "the initiator's session", func() bool {
 		return strings.Contains(tgtadmShow(t, controlPort, "target"), "Initiator: "+in.name+" ")
 	})
-	return stop
 }
 
 func TestLoggedInNodeKeepsItsDisk(t *testing.T) {
@@ -586,6 +592,9 @@ func TestStrayLUNUnderASessionIsRefused(t *testing.T) {
 	holdSession(t, cp, in)
 	tgtadmRun(t, cp, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "2", "--backing-store", backing(t, "extra-lun.raw", 1<<20))
 	tgtadmRun(t, cp, "--mode", "logicalunit", "--op", "update", "--tid", "1", "--lun", "1", "--params", "thin_provisioning=0")
+	// The new LUN is a unit attention to the initiator, which may log in
+	// again: the session must be there when Ensure looks.
+	waitSession(t, cp, in)
 	err := d.Ensure(ctx, tg)
 	if err == nil || !strings.Contains(err.Error(), "remove LUN 2") {
 		t.Fatalf("Ensure removing a stray LUN under a session = %v; want a refusal naming LUN 2", err)

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,15 +50,14 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // tgtadm's messages (usr/tgtadm_err.c); the exit status is 22 for all of them.
 const (
-	msgNoTarget   = "can't find the target"
-	msgNoAccount  = "can't find the account"
-	msgNoACL      = "this access control rule does not exist"
-	msgNoLUN      = "can't find the logical unit"
-	msgLUNActive  = "this logical unit is still active"
-	msgExists     = "already exists"
-	msgNoDaemon   = "tgt daemon" // "can't connect to the tgt daemon", "failed to send request hdr to tgt daemon"
-	exitNotConn   = 107          // ENOTCONN: no tgtd behind the control socket
-	defaultTgtadm = "tgtadm"
+	msgNoTarget  = "can't find the target"
+	msgNoAccount = "can't find the account"
+	msgNoACL     = "this access control rule does not exist"
+	msgNoLUN     = "can't find the logical unit"
+	msgLUNActive = "this logical unit is still active"
+	msgExists    = "already exists"
+	msgNoDaemon  = "tgt daemon" // "can't connect to the tgt daemon", "failed to send request hdr to tgt daemon"
+	exitNotConn  = 107          // ENOTCONN: no tgtd behind the control socket
 )
 
 // said reports whether err is a tgtadm failure whose message contains msg.
@@ -65,15 +66,16 @@ func said(err error, msg string) bool {
 	return errors.As(err, &e) && strings.Contains(e.Msg, msg)
 }
 
-// tgtadm runs tgtadm against one tgtd's control socket.
+// tgtadm makes tgtadm's requests to one tgtd: itself, through tgtd's
+// control socket (ipc.go), or by running a tgtadm executable.
 type tgtadm struct {
-	path        string
+	path        string // the tgtadm to run; "": speak to the socket
 	controlPort int
 	timeout     time.Duration
 }
 
-// run runs tgtadm -C <port> args... and returns its standard output. The
-// values in secrets are redacted from any error.
+// run makes the request of tgtadm -C <port> args... and returns what
+// tgtadm would print. The values in secrets are redacted from any error.
 func (a *tgtadm) run(ctx context.Context, secrets []string, args ...string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", &Error{Args: redactArgs(args), Err: err}
@@ -84,6 +86,9 @@ func (a *tgtadm) run(ctx context.Context, secrets []string, args ...string) (str
 		defer cancel()
 	}
 	argv := append([]string{"-C", strconv.Itoa(a.controlPort)}, args...)
+	if a.path == "" {
+		return a.ask(ctx, argv, args)
+	}
 	cmd := exec.CommandContext(ctx, a.path, argv...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -102,6 +107,27 @@ func (a *tgtadm) run(ctx context.Context, secrets []string, args ...string) (str
 		e.Hint = "tgtadm is not installed: install Debian's tgt package (apt-get install tgt)"
 	case errors.As(err, &exitErr) && (exitErr.ExitCode() == exitNotConn || strings.Contains(e.Msg, msgNoDaemon)):
 		e.Hint = fmt.Sprintf("no tgtd answers on control port %d: start one (sanboot-agent --tgtd=managed starts its own) or point the agent at the right port", a.controlPort)
+	}
+	return "", e
+}
+
+// ask makes the request through tgtd's control socket; its errors are
+// those run returns for a tgtadm process.
+func (a *tgtadm) ask(ctx context.Context, argv, args []string) (string, error) {
+	out, err := a.call(ctx, args)
+	if err == nil {
+		return out, nil
+	}
+	e := &Error{Args: redactArgs(argv), Err: err}
+	var refused *StatusError
+	switch {
+	case errors.As(err, &refused):
+		e.Msg = refused.Error()
+	case ctx.Err() != nil:
+		e.Err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
+		e.Hint = fmt.Sprintf("no tgtd answers on control port %d (%s): start one (sanboot-agent --tgtd=managed starts its own) or point the agent at the right port",
+			a.controlPort, socketPath(a.controlPort))
 	}
 	return "", e
 }
