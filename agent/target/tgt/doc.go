@@ -1,11 +1,15 @@
 // Package tgt is the target.Driver for the Linux SCSI target framework's
-// user-space daemon tgtd (Debian package "tgt"), driven through tgtadm. It
-// is how sanboot serves disks on hosts whose kernel has no LIO.
+// user-space daemon tgtd (Debian package "tgt"), driven with tgtadm's
+// requests. It is how sanboot serves disks on hosts whose kernel has no
+// LIO.
 //
-// The driver runs tgtadm with os/exec, never a shell, and validates every
-// value (target.Validate) before it becomes an argument. It keeps no state
-// of its own but a fingerprint of the CHAP secrets it set: it reads tgtd's
-// configuration back (tgtadm --op show) on every call and converges it.
+// The driver sends tgtadm's requests itself on tgtd's control socket
+// (ipc.go: the same bytes as tgtadm, without a process each), or runs a
+// tgtadm executable if Config.Tgtadm names one, and validates every value
+// (target.Validate) before it becomes a parameter. It keeps little state
+// of its own: a fingerprint of the CHAP secrets it set, and its last
+// listing of tgtd for a burst of new targets; it reads tgtd's
+// configuration back (--op show) and converges it.
 //
 // Facts about tgtd 1.0.85 (Debian 12) the driver is built around:
 //

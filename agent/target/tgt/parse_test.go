@@ -7,11 +7,14 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sanboot/sanboot/agent/target"
 )
 
 // The files in testdata/ are outputs of Debian 12's tgtadm 1.0.85, captured
 // from a real tgtd (targets with sessions over IPv4 and IPv6, CHAP in both
-// directions, address and name ACLs, several LUNs, no targets at all).
+// directions, address and name ACLs, several LUNs, no targets at all; three
+// targets with two, one and no sessions).
 
 func readTestdata(t *testing.T, name string) string {
 	t.Helper()
@@ -271,5 +274,46 @@ func TestRedaction(t *testing.T) {
 	e := &Error{Args: args, Msg: redactText("tgtadm: bad password "+secret, []string{secret})}
 	if strings.Contains(e.Error(), secret) {
 		t.Errorf("Error() = %q contains the secret", e.Error())
+	}
+}
+
+// TestSessionsOfEveryTarget: each target's sessions from one listing, as
+// Sessions and ListSessions report them (testdata/show-sessions.txt: three
+// targets on one tgtd, two initiators logged in to the first, one to the
+// second, none to the third).
+func TestSessionsOfEveryTarget(t *testing.T) {
+	tests := []struct {
+		file string
+		want map[string][]target.Session
+	}{
+		{"show-empty.txt", map[string][]target.Session{}},
+		{"show-sessions.txt", map[string][]target.Session{
+			"iqn.2026-11.io.sanboot:default.n-1": {
+				{Initiator: "iqn.2026-11.io.example:rescue", Address: "127.0.0.1"},
+				{Initiator: "iqn.2026-11.io.sanboot:initiator.default.n-1", Address: "127.0.0.1"},
+			},
+			"iqn.2026-11.io.sanboot:default.n-2": {{Initiator: "iqn.2026-11.io.sanboot:initiator.default.n-2", Address: "127.0.0.1"}},
+			"iqn.2026-11.io.sanboot:default.n-3": {},
+		}},
+		{"show-targets.txt", map[string][]target.Session{
+			"iqn.2026-11.io.sanboot:default.node-01": {},
+			"iqn.2001-04.com.example:storage.disk2":  {{Initiator: "iqn.1993-08.org.debian:01:abcdef", Address: "::1"}},
+			"iqn.2026-11.io.sanboot:default.bare":    {},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			targets, err := parseTargets(readTestdata(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]target.Session{}
+			for i := range targets {
+				got[targets[i].IQN] = targets[i].sessions()
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("sessions = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
