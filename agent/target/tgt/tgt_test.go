@@ -633,7 +633,8 @@ func TestEnsureRemovesStrayLUNsAndRestoresThin(t *testing.T) {
 }
 
 // A burst of new targets is made from one listing of tgtd (two tgtadm
-// calls fewer per target); a target someone else made meanwhile, at the
+// calls fewer per target), and their sessions come with them (no listing
+// each); a target someone else made meanwhile, at the
 // target id that listing has free, does not stop the next one: Ensure
 // lists tgtd again and converges. Every target ends up served as asked.
 func TestNewTargetsFromOneListing(t *testing.T) {
@@ -654,9 +655,10 @@ func TestNewTargetsFromOneListing(t *testing.T) {
 	ctx := context.Background()
 	var want []target.Target
 	for i := range 3 {
+		// As the reconciler asks: the target and who is logged in.
 		tg := newTarget(t, fmt.Sprint("burst", i), portals[0])
-		if err := d.Ensure(ctx, tg); err != nil {
-			t.Fatal(err)
+		if sessions, err := d.EnsureSessions(ctx, tg); err != nil || len(sessions) != 0 {
+			t.Fatalf("EnsureSessions of a new target = %v, %v; want none", sessions, err)
 		}
 		want = append(want, tg)
 	}
@@ -666,6 +668,11 @@ func TestNewTargetsFromOneListing(t *testing.T) {
 	}
 	if shows := strings.Count(string(out), "--op show"); shows != 2 {
 		t.Fatalf("%d show calls for 3 new targets, want 2 (targets and portals, once):\n%s", shows, out)
+	}
+	// Each new target: target new, LUN new, LUN update (serial, thin
+	// provisioning), bind its initiator. Nothing else.
+	if n := strings.Count(string(out), "\n"); n != 2+3*4 {
+		t.Fatalf("%d tgtadm calls for 3 new targets, want 2 shows and 4 calls a target:\n%s", n, out)
 	}
 
 	// Behind the driver's back: a target at the next free tid.
