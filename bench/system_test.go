@@ -45,6 +45,7 @@ type system struct {
 	// first member's).
 	controlPlane, agent int
 	agentProc           *proctest.Proc
+	agentMetrics        string // the agent's --metrics-listen
 }
 
 // member is one sanboot-controlplane process and where it listens.
@@ -129,8 +130,9 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 		resp, err := s.api.ListMembers(ctx, &sanbootv1.ListMembersRequest{})
 		return err == nil && len(resp.Members) == n
 	})
+	s.agentMetrics = etcdtest.FreeAddr(b)
 	s.agentProc = startProc(b, dir, "sanboot-agent", filepath.Join(bin, "sanboot-agent"), append([]string{"--name", "bench", "--etcd-endpoints", strings.Join(clientURLs, ","),
-		"--metrics-listen", etcdtest.FreeAddr(b)}, agentArgs...)...)
+		"--metrics-listen", s.agentMetrics}, agentArgs...)...)
 	s.agent = s.agentProc.PID()
 	waitFor(b, "agent Ready", func(ctx context.Context) bool {
 		a, err := s.api.GetAgent(ctx, &sanbootv1.GetAgentRequest{Name: "bench"})

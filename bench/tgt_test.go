@@ -21,6 +21,7 @@ import (
 	"github.com/sanboot/sanboot/agent/target/tgt"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/internal/daemon/daemontest"
 	"github.com/sanboot/sanboot/internal/looptest"
 	"github.com/sanboot/sanboot/internal/tgttest"
 )
@@ -73,6 +74,7 @@ func BenchmarkProvisionTgt(b *testing.B) {
 		// before the wait's), until the image is Ready (the wait's first
 		// line), and the rest: the nodes' wait.
 		var written, imageReady time.Duration
+		requests0 := sys.targetRequests(b)
 		applied, _ := sys.ctlWatch(b, func(out []byte, at time.Duration) {
 			if imageReady == 0 {
 				if bytes.Contains(out, []byte(" ready\n")) {
@@ -82,6 +84,8 @@ func BenchmarkProvisionTgt(b *testing.B) {
 				}
 			}
 		}, "apply", "-f", file, "--wait", "--timeout", "10m")
+		// tgtd requests a node, listings and health checks included.
+		requests := float64(sys.targetRequests(b)-requests0) / tgtNodes
 
 		slices.Sort(lat)
 		p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
@@ -95,13 +99,14 @@ func BenchmarkProvisionTgt(b *testing.B) {
 		b.ReportMetric(ms(applied), "apply-wait-200-ms")
 		b.ReportMetric(ms(written), "apply-written-ms")
 		b.ReportMetric(ms(imageReady), "apply-image-ready-ms")
+		b.ReportMetric(requests, "apply-tgtd-requests/node")
 		b.Logf("%d nodes Ready in %v (%.1f ms a node; p50 %v, p99 %v); then %d nodes one at a time: p50 %v (%v to %v); "+
 			"the same %d targets with bare tgtadm (target new, LUN new, bind): %v (%.1f ms a target); ratio %.2f; "+
-			"sanbootctl apply -f --wait of an image and %d nodes: %v (every object written after %v, the image Ready after %v)",
+			"sanbootctl apply -f --wait of an image and %d nodes: %v (every object written after %v, the image Ready after %v; %.2f tgtd requests a node)",
 			tgtNodes, took.Round(time.Millisecond), ms(took)/tgtNodes, p50.Round(time.Millisecond), p99.Round(time.Millisecond),
 			soloNodes, solo[len(solo)/2].Round(time.Millisecond), solo[0].Round(time.Millisecond), solo[len(solo)-1].Round(time.Millisecond),
 			tgtNodes, raw.Round(time.Millisecond), ms(raw)/tgtNodes, float64(took)/float64(raw), tgtNodes, applied.Round(time.Millisecond),
-			written.Round(time.Millisecond), imageReady.Round(time.Millisecond))
+			written.Round(time.Millisecond), imageReady.Round(time.Millisecond), requests)
 	}
 }
 
@@ -132,6 +137,21 @@ func startTgtSystem(b *testing.B, storeSize int64) (*system, tgtHost) {
 		b.Fatalf("the agent's store on XFS reports clone mode %q, want reflink: is mkfs.xfs new enough for -m reflink=1?", m)
 	}
 	return sys, host
+}
+
+// targetRequests is how many requests the agent's tgt driver has made to
+// tgtd (its sanboot_target_requests_total).
+func (s *system) targetRequests(b *testing.B) float64 {
+	b.Helper()
+	fams, err := daemontest.Scrape(s.agentMetrics)
+	if err != nil {
+		b.Fatalf("scrape the agent's metrics: %v", err)
+	}
+	v, ok := daemontest.Value(fams, "sanboot_target_requests_total", nil)
+	if !ok {
+		b.Fatalf("the agent exports no sanboot_target_requests_total: is its driver tgt?")
+	}
+	return v
 }
 
 // checkReflink fails the benchmark unless the project's first node's disk

@@ -25,6 +25,7 @@ type Driver struct {
 //
 //	sanboot_target_operations_total{op,result}     op: ensure, delete, list; result: ok, error
 //	sanboot_target_operation_duration_seconds{op}
+//	sanboot_target_requests_total                  requests to the target system, for a driver that counts them (tgt)
 //
 // A d that is a target.SessionReporter gets a wrapper that is one too
 // (EnsureSessions counted as ensure, ListSessions not counted, as Sessions).
@@ -59,13 +60,25 @@ func newDriver(d target.Driver, reg prometheus.Registerer) (*Driver, error) {
 			w.ops.WithLabelValues(op, r)
 		}
 	}
-	for _, c := range []prometheus.Collector{w.ops, w.duration} {
+	cs := []prometheus.Collector{w.ops, w.duration}
+	if rc, ok := d.(requestCounter); ok {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "sanboot_target_requests_total",
+			Help:        "Requests made to the iSCSI target system (tgt: tgtadm's requests to tgtd).",
+			ConstLabels: prometheus.Labels{"driver": d.Name()},
+		}, func() float64 { return float64(rc.Requests()) }))
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return w, nil
 }
+
+// requestCounter is a driver that counts its requests to the target
+// system (tgt).
+type requestCounter interface{ Requests() uint64 }
 
 func (w *Driver) observe(op string, start time.Time, err error) {
 	w.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())

@@ -156,6 +156,10 @@ func New(cfg Config) *Driver {
 // Name implements target.Driver.
 func (d *Driver) Name() string { return "tgt" }
 
+// Requests is how many tgtadm requests this driver has made to tgtd (the
+// agent's sanboot_target_requests_total).
+func (d *Driver) Requests() uint64 { return d.adm.requests.Load() }
+
 // LUN implements target.Driver.
 func (d *Driver) LUN() int { return LUN }
 

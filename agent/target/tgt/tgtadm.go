@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -72,6 +73,7 @@ type tgtadm struct {
 	path        string // the tgtadm to run; "": speak to the socket
 	controlPort int
 	timeout     time.Duration
+	requests    atomic.Uint64 // made, whatever their outcome
 }
 
 // run makes the request of tgtadm -C <port> args... and returns what
@@ -86,6 +88,7 @@ func (a *tgtadm) run(ctx context.Context, secrets []string, args ...string) (str
 		defer cancel()
 	}
 	argv := append([]string{"-C", strconv.Itoa(a.controlPort)}, args...)
+	a.requests.Add(1)
 	if a.path == "" {
 		return a.ask(ctx, argv, args)
 	}
