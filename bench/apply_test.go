@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +59,12 @@ func BenchmarkApply(b *testing.B) {
 				diff, diffCPU := sys.fastest(b, "diff", "-f", file)
 				cpRSS, agentRSS := rssMiB(b, sys.controlPlane), rssMiB(b, sys.agent)
 				cpAnon := anonMiB(b, sys.controlPlane)
+				sys.saveHeapProfile(b, fmt.Sprintf("apply-%d-%d", n, i))
+				st, err := sys.etcd.Status(context.Background(), sys.etcd.Endpoints()[0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(st.RaftIndex), "raft-index")
 
 				b.ReportMetric(ms(took), "apply-wait-ms")
 				b.ReportMetric(ms(written), "apply-written-ms")
@@ -201,4 +209,37 @@ func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// saveHeapProfile saves the first member's heap profile (after a garbage
+// collection) as DIR/name.heap.pb.gz when SANBOOT_BENCH_PROFILES=DIR is
+// set.
+func (s *system) saveHeapProfile(b *testing.B, name string) {
+	b.Helper()
+	dir := os.Getenv("SANBOOT_BENCH_PROFILES")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	// The text form first (its end is runtime.MemStats as the RSS was
+	// measured), then the profile after a collection.
+	for _, p := range []struct{ query, file string }{
+		{"debug=1", name + ".heap.txt"},
+		{"gc=1", name + ".heap.pb.gz"},
+	} {
+		resp, err := http.Get("http://" + s.members[0].metrics + "/debug/pprof/heap?" + p.query)
+		if err != nil {
+			b.Fatalf("heap profile: %v", err)
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("heap profile: %s %v", resp.Status, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p.file), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -38,6 +38,10 @@
 // over, and how long the node's creation took.
 //
 // SANBOOT_BENCH_LOGS=DIR copies every process's log there at the end.
+// SANBOOT_BENCH_PROFILES=DIR saves, where BenchmarkApply measures the
+// control plane's RSS, its heap profile there (go tool pprof
+// -sample_index=inuse_space or alloc_space FILE; the members run with
+// --enable-pprof).
 //
 // BenchmarkProvisionTgt runs a storage host for real: the agent with
 // --driver=tgt and its own tgtd on a loopback portal, its store on XFS with

@@ -18,6 +18,9 @@ type Common struct {
 	// MetricsListen is the host:port of /healthz, /readyz and /metrics
 	// (--metrics-listen); empty turns the endpoint off.
 	MetricsListen string
+	// Pprof adds /debug/pprof/ to the metrics endpoint (--enable-pprof,
+	// where the daemon defines it: AddPprofFlag).
+	Pprof bool
 }
 
 // Log formats.
@@ -34,6 +37,11 @@ func (c *Common) AddFlags(fs *flag.FlagSet, metricsListen string) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format on stderr: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "host:port serving /healthz, /readyz and Prometheus /metrics over HTTP (empty: off)")
+}
+
+// AddPprofFlag defines --enable-pprof on fs.
+func (c *Common) AddPprofFlag(fs *flag.FlagSet) {
+	fs.BoolVar(&c.Pprof, "enable-pprof", false, "also serve Go's runtime profiles (heap, CPU, goroutines) under /debug/pprof/ on --metrics-listen")
 }
 
 // Logger returns the logger the flags ask for, writing to w.

@@ -76,6 +76,7 @@ func main() {
 	fs.DurationVar(&cfg.Boot.TokenTTL, "boot-token-ttl", boot.DefaultTokenTTL, "how long an unused boot token stays valid")
 	var common daemon.Common
 	common.AddFlags(fs, daemon.DefaultControlPlaneMetrics)
+	common.AddPprofFlag(fs)
 	if len(os.Args) > 1 && subcommands[os.Args[1]] != nil {
 		os.Exit(subcommands[os.Args[1]](fs, &cfg, os.Args[2:]))
 	}

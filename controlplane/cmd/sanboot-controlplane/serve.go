@@ -39,6 +39,9 @@ func serve(ctx context.Context, cfg controlplane.Config, common daemon.Common) e
 			}
 			return nil
 		})
+		if common.Pprof {
+			h = daemon.WithPprof(h)
+		}
 		srv, err := daemon.Listen(common.MetricsListen, h, log)
 		if err != nil {
 			return err
