@@ -51,6 +51,12 @@ func NodeRecord(s *state.Store, ref state.Ref) *sanbootv1.Node {
 	if !ok {
 		return nil
 	}
+	return NodeOf(ref, rec)
+}
+
+// NodeOf is node record rec of ref as Node shows it without its status
+// (what NodeRecord returns for it).
+func NodeOf(ref state.Ref, rec state.Record[*sanbootv1.Node]) *sanbootv1.Node {
 	n := &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{}, Spec: rec.Msg.GetSpec()}
 	if m := rec.Msg.GetMetadata(); m != nil {
 		n.Metadata = shallow(m)
