@@ -221,7 +221,10 @@ func Nodes(s *state.Store, f NodeFilter) []*sanbootv1.Node {
 		if !f.AllProjects && ref.Project != f.Project {
 			continue
 		}
-		if n := Node(s, ref); f.Matches(n) {
+		// The filter reads metadata only: the status of a node it does
+		// not select is not computed.
+		if n := NodeRecord(s, ref); f.Matches(n) {
+			n.Status = nodeStatus(s, ref, n)
 			out = append(out, n)
 		}
 	}
