@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -59,42 +58,52 @@ func appendEntry(b []byte, e entry) []byte {
 	return binary.AppendUvarint(b, uint64(e.count))
 }
 
-// unpack returns the entries of a packed ring (the log wrote it: it
-// stops at anything it cannot read).
-func unpack(b []byte) []entry {
-	var out []entry
-	for len(b) > 0 {
-		var e entry
-		for _, s := range []*string{&e.typ, &e.reason, &e.message} {
-			n, k := binary.Uvarint(b)
-			if k <= 0 || uint64(len(b)-k) < n {
-				return out
-			}
-			*s, b = string(b[k:k+int(n)]), b[k+int(n):]
-		}
-		t, k := binary.Varint(b)
-		if k <= 0 {
-			return out
-		}
-		b = b[k:]
-		c, k := binary.Uvarint(b)
-		if k <= 0 {
-			return out
-		}
-		b = b[k:]
-		e.unixNano, e.count = t, int32(c)
-		out = append(out, e)
-	}
-	return out
+// packed is one entry of a packed ring as read in place: its texts are
+// the ring's bytes.
+type packed struct {
+	texts    [3][]byte // type, reason, message
+	unixNano int64
+	count    uint64
+	size     int // bytes the entry takes in the ring
 }
 
-// pack is a ring of entries packed into a slice of just its size.
-func pack(ring []entry) []byte {
-	var b []byte
-	for _, e := range ring {
-		b = appendEntry(b, e)
+// next reads the entry at the start of b; false at the end of the ring
+// (or at anything it cannot read: the log wrote the ring).
+func next(b []byte) (packed, bool) {
+	var p packed
+	rest := b
+	for i := range p.texts {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || uint64(len(rest)-k) < n {
+			return p, false
+		}
+		p.texts[i], rest = rest[k:k+int(n)], rest[k+int(n):]
 	}
-	return bytes.Clone(b)
+	t, k := binary.Varint(rest)
+	if k <= 0 {
+		return p, false
+	}
+	rest = rest[k:]
+	c, k := binary.Uvarint(rest)
+	if k <= 0 {
+		return p, false
+	}
+	p.unixNano, p.count, p.size = t, c, len(b)-len(rest)+k
+	return p, true
+}
+
+// unpack returns the entries of a packed ring.
+func unpack(b []byte) []entry {
+	var out []entry
+	for {
+		p, ok := next(b)
+		if !ok {
+			return out
+		}
+		out = append(out, entry{typ: string(p.texts[0]), reason: string(p.texts[1]), message: string(p.texts[2]),
+			unixNano: p.unixNano, count: int32(p.count)})
+		b = b[p.size:]
+	}
 }
 
 func newEventLog(max int) *eventLog {
@@ -124,17 +133,28 @@ func (l *eventLog) observe(old, cur *sanbootv1.Node) {
 // event. l.mu is held.
 func (l *eventLog) add(ref state.Ref, e *sanbootv1.Event) {
 	now := l.now().UnixNano()
-	ring := unpack(l.rings[ref])
-	if k := len(ring); k > 0 && ring[k-1].typ == e.GetType() && ring[k-1].reason == e.GetReason() && ring[k-1].message == e.GetMessage() {
-		ring[k-1].count++
-		ring[k-1].unixNano = now
-	} else {
-		ring = append(ring, entry{typ: e.GetType(), reason: e.GetReason(), message: e.GetMessage(), unixNano: now, count: 1})
+	ring := l.rings[ref]
+	// Read the ring in place: where each entry starts, and the last one.
+	var starts []int
+	var last packed
+	for off := 0; ; off += last.size {
+		p, ok := next(ring[off:])
+		if !ok {
+			break
+		}
+		starts, last = append(starts, off), p
 	}
-	if len(ring) > l.max {
-		ring = ring[len(ring)-l.max:]
+	add := entry{typ: e.GetType(), reason: e.GetReason(), message: e.GetMessage(), unixNano: now, count: 1}
+	keep := ring
+	switch k := len(starts); {
+	case k > 0 && string(last.texts[0]) == add.typ && string(last.texts[1]) == add.reason && string(last.texts[2]) == add.message:
+		// The same as the last: counted again, at the new time.
+		keep, add.count = ring[:starts[k-1]], int32(last.count)+1
+	case k >= l.max:
+		keep = ring[starts[k-l.max+1]:]
 	}
-	l.rings[ref] = pack(ring)
+	b := make([]byte, 0, len(keep)+len(add.typ)+len(add.reason)+len(add.message)+3*binary.MaxVarintLen64)
+	l.rings[ref] = appendEntry(append(b, keep...), add)
 }
 
 func (l *eventLog) list(ref state.Ref) []*sanbootv1.Event {

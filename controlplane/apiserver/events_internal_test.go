@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -78,4 +79,13 @@ func TestEventPacking(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pack is a ring of entries packed into a slice of just its size.
+func pack(ring []entry) []byte {
+	var b []byte
+	for _, e := range ring {
+		b = appendEntry(b, e)
+	}
+	return bytes.Clone(b)
 }
