@@ -59,7 +59,15 @@ func BenchmarkApply(b *testing.B) {
 				diff, diffCPU := sys.fastest(b, "diff", "-f", file)
 				cpRSS, agentRSS := rssMiB(b, sys.controlPlane), rssMiB(b, sys.agent)
 				cpAnon := anonMiB(b, sys.controlPlane)
-				sys.saveHeapProfile(b, fmt.Sprintf("apply-%d-%d", n, i))
+				profile := fmt.Sprintf("apply-%d-%d", n, i)
+				sys.saveHeap(b, profile+"-after.heap.txt", "debug=1")
+				// At rest: what the member holds once the burst has
+				// passed (it gives memory back a few seconds after one:
+				// --memory-release-interval).
+				time.Sleep(restAfter)
+				cpRest, cpRestAnon := rssMiB(b, sys.controlPlane), anonMiB(b, sys.controlPlane)
+				sys.saveHeap(b, profile+"-rest.heap.txt", "debug=1")
+				sys.saveHeap(b, profile+".heap.pb.gz", "gc=1")
 				st, err := sys.etcd.Status(context.Background(), sys.etcd.Endpoints()[0])
 				if err != nil {
 					b.Fatal(err)
@@ -77,12 +85,14 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(ms(diffCPU), "diff-cpu-ms")
 				b.ReportMetric(cpRSS, "controlplane-MiB")
 				b.ReportMetric(cpAnon, "controlplane-anon-MiB")
+				b.ReportMetric(cpRest, "controlplane-rest-MiB")
+				b.ReportMetric(cpRestAnon, "controlplane-rest-anon-MiB")
 				b.ReportMetric(agentRSS, "agent-MiB")
 				b.Logf("apply -f --wait of %d new nodes: %v (all written after %v) (%d etcd write txns); %d compare-and-puts on raw etcd %v, ratio %.2f; "+
-					"unchanged apply %v (%v of sanbootctl CPU), diff %v (%v CPU); RSS control plane %.0f MiB (%.0f MiB anonymous), agent %.0f MiB",
+					"unchanged apply %v (%v of sanbootctl CPU), diff %v (%v CPU); RSS control plane %.0f MiB (%.0f MiB anonymous), %v later %.0f MiB (%.0f), agent %.0f MiB",
 					n, took.Round(time.Millisecond), written.Round(time.Millisecond), txns, n, raw.Round(time.Millisecond), float64(took)/float64(raw),
 					again.Round(time.Millisecond), againCPU.Round(time.Millisecond), diff.Round(time.Millisecond), diffCPU.Round(time.Millisecond),
-					cpRSS, cpAnon, agentRSS)
+					cpRSS, cpAnon, restAfter, cpRest, cpRestAnon, agentRSS)
 			}
 		})
 	}
@@ -211,10 +221,16 @@ func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	return 0
 }
 
-// saveHeapProfile saves the first member's heap profile (after a garbage
-// collection) as DIR/name.heap.pb.gz when SANBOOT_BENCH_PROFILES=DIR is
-// set.
-func (s *system) saveHeapProfile(b *testing.B, name string) {
+// restAfter is how long after the last command the benchmark measures
+// the control plane's RSS again, at rest: two of its memory release
+// intervals and a little.
+const restAfter = 12 * time.Second
+
+// saveHeap saves the first member's heap profile, queried with query
+// ("debug=1": the text form, whose end is runtime.MemStats at that moment;
+// "gc=1": the profile after a collection), as DIR/file when
+// SANBOOT_BENCH_PROFILES=DIR is set.
+func (s *system) saveHeap(b *testing.B, file, query string) {
 	b.Helper()
 	dir := os.Getenv("SANBOOT_BENCH_PROFILES")
 	if dir == "" {
@@ -223,23 +239,16 @@ func (s *system) saveHeapProfile(b *testing.B, name string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	// The text form first (its end is runtime.MemStats as the RSS was
-	// measured), then the profile after a collection.
-	for _, p := range []struct{ query, file string }{
-		{"debug=1", name + ".heap.txt"},
-		{"gc=1", name + ".heap.pb.gz"},
-	} {
-		resp, err := http.Get("http://" + s.members[0].metrics + "/debug/pprof/heap?" + p.query)
-		if err != nil {
-			b.Fatalf("heap profile: %v", err)
-		}
-		data, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("heap profile: %s %v", resp.Status, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, p.file), data, 0o644); err != nil {
-			b.Fatal(err)
-		}
+	resp, err := http.Get("http://" + s.members[0].metrics + "/debug/pprof/heap?" + query)
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("heap profile: %s %v", resp.Status, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), data, 0o644); err != nil {
+		b.Fatal(err)
 	}
 }

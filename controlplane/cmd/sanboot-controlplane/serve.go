@@ -10,6 +10,7 @@ import (
 
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/internal/daemon"
+	"github.com/sanboot/sanboot/internal/memrelease"
 )
 
 // serve runs the member as a service: metrics and health on
@@ -52,6 +53,7 @@ func serve(ctx context.Context, cfg controlplane.Config, common daemon.Common) e
 			}
 		})
 	}
+	wg.Go(func() { memrelease.Run(mctx, log, common.MemoryRelease) })
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
