@@ -8,9 +8,12 @@
 // idle process reaches only through the runtime's forced collection two
 // minutes later. Run watches the runtime's own figures and, once no
 // collection has happened for a whole interval (the burst is over) while
-// much more free heap is held than the live heap warrants, collects and
-// returns the free memory at once (debug.FreeOSMemory): one collection per
-// burst, never during one.
+// the heap holds much more memory than is live (garbage not yet
+// collected, and free memory not yet returned), collects and returns the
+// free memory at once (debug.FreeOSMemory): at most one collection per
+// interval, never during a burst, and only after at least MinExcess of
+// garbage or free memory — about as often as the runtime would collect
+// anyway.
 package memrelease
 
 import (
@@ -25,24 +28,32 @@ import (
 type Sample struct {
 	// Cycles counts the collections so far.
 	Cycles uint64
-	// Free is heap memory free and not yet returned to the system.
-	Free uint64
+	// Held is the heap memory the process holds from the system: objects
+	// (live or garbage), unused parts of spans, and free memory not yet
+	// returned.
+	Held uint64
 	// Live is the heap the last collection found live.
 	Live uint64
 }
 
-// MinFree is the least free heap worth a collection to return.
-const MinFree = 32 << 20
+// MinExcess is the least memory held beyond the live heap that is worth a
+// collection to return.
+const MinExcess = 32 << 20
 
 // ShouldRelease says whether to collect and return memory now, given the
 // sample of the tick before (prev) and this one: when no collection
-// happened in between (the process is quiet) and the free heap is at
-// least MinFree and a quarter of the live heap.
+// happened in between (the process is quiet) and the heap holds, beyond
+// what is live, at least MinExcess and a quarter of the live heap.
 func ShouldRelease(prev, cur Sample) bool {
-	return cur.Cycles == prev.Cycles && cur.Free >= MinFree && cur.Free >= cur.Live/4
+	if cur.Cycles != prev.Cycles || cur.Held <= cur.Live {
+		return false
+	}
+	excess := cur.Held - cur.Live
+	return excess >= MinExcess && excess >= cur.Live/4
 }
 
-var names = []string{"/gc/cycles/total:gc-cycles", "/memory/classes/heap/free:bytes", "/gc/heap/live:bytes"}
+var names = []string{"/gc/cycles/total:gc-cycles", "/gc/heap/live:bytes",
+	"/memory/classes/heap/objects:bytes", "/memory/classes/heap/unused:bytes", "/memory/classes/heap/free:bytes"}
 
 // Read samples the runtime.
 func Read() Sample {
@@ -57,7 +68,7 @@ func Read() Sample {
 		}
 		return ms[i].Value.Uint64()
 	}
-	return Sample{Cycles: v(0), Free: v(1), Live: v(2)}
+	return Sample{Cycles: v(0), Live: v(1), Held: v(2) + v(3) + v(4)}
 }
 
 // Run checks every interval until ctx ends, and releases memory when
@@ -80,7 +91,7 @@ func Run(ctx context.Context, log *slog.Logger, interval time.Duration) {
 			begin := time.Now()
 			debug.FreeOSMemory()
 			after := Read()
-			log.Debug("returned free memory to the system after a burst", "free_mib", cur.Free>>20, "live_mib", after.Live>>20,
+			log.Debug("returned memory to the system after a burst", "held_mib", cur.Held>>20, "live_mib", after.Live>>20,
 				"took", time.Since(begin))
 			cur = after
 		}

@@ -14,11 +14,12 @@ func TestShouldRelease(t *testing.T) {
 		prev, cur memrelease.Sample
 		want      bool
 	}{
-		{"quiet after a burst", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Free: 50 * mib, Live: 60 * mib}, true},
-		{"still collecting: a burst goes on", memrelease.Sample{Cycles: 69}, memrelease.Sample{Cycles: 70, Free: 50 * mib, Live: 60 * mib}, false},
-		{"little free memory", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Free: 8 * mib, Live: 10 * mib}, false},
-		{"free memory small beside a large live heap", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Free: 40 * mib, Live: 400 * mib}, false},
-		{"at the thresholds", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Free: memrelease.MinFree, Live: 4 * memrelease.MinFree}, true},
+		{"quiet after a burst", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Held: 120 * mib, Live: 70 * mib}, true},
+		{"still collecting: a burst goes on", memrelease.Sample{Cycles: 69}, memrelease.Sample{Cycles: 70, Held: 120 * mib, Live: 70 * mib}, false},
+		{"little beyond the live heap", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Held: 18 * mib, Live: 10 * mib}, false},
+		{"small beside a large live heap", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Held: 440 * mib, Live: 400 * mib}, false},
+		{"nothing beyond the live heap", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Held: 60 * mib, Live: 70 * mib}, false},
+		{"at the thresholds", memrelease.Sample{Cycles: 70}, memrelease.Sample{Cycles: 70, Held: 5 * memrelease.MinExcess, Live: 4 * memrelease.MinExcess}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,8 +40,8 @@ func TestReadSeesTheRuntime(t *testing.T) {
 	if after.Cycles <= before.Cycles {
 		t.Errorf("collections %d then %d: a GC did not count", before.Cycles, after.Cycles)
 	}
-	if after.Live < 8<<20 {
-		t.Errorf("live heap %d with 8 MiB held", after.Live)
+	if after.Live < 8<<20 || after.Held < after.Live {
+		t.Errorf("live heap %d, held %d, with 8 MiB kept", after.Live, after.Held)
 	}
 	runtime.KeepAlive(keep)
 }
