@@ -18,7 +18,8 @@
 // systemd (Type=notify) READY=1 is sent once the API answers.
 //
 // Unless the environment sets GOGC, the member runs with GOGC=50 (see
-// gcPercent).
+// gcPercent); it gives the memory a burst took back to the system once
+// the burst has passed (--memory-release-interval).
 package main
 
 import (
