@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"maps"
@@ -237,9 +238,10 @@ func (c *cache) summarize(ref state.Ref, v *sanbootv1.Node) shown {
 	var err error
 	c.buf, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(c.buf[:0], v)
 	if err != nil {
-		// A view always encodes; should one not, it counts as changed.
+		// A view always encodes; should one not, it counts as changed
+		// at each revision that touches it.
 		c.log.Error("encode a node view", "node", ref, "err", err)
-		c.buf = c.buf[:0]
+		c.buf = fmt.Appendf(c.buf[:0], "no encoding at revision %d", c.store.Revision)
 	}
 	st := v.GetStatus()
 	return shown{sum: maphash.Bytes(c.seed, c.buf), node: c.store.Nodes[ref],
