@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +59,20 @@ func BenchmarkApply(b *testing.B) {
 				diff, diffCPU := sys.fastest(b, "diff", "-f", file)
 				cpRSS, agentRSS := rssMiB(b, sys.controlPlane), rssMiB(b, sys.agent)
 				cpAnon := anonMiB(b, sys.controlPlane)
+				profile := fmt.Sprintf("apply-%d-%d", n, i)
+				sys.saveHeap(b, profile+"-after.heap.txt", "debug=1")
+				// At rest: what the member holds once the burst has
+				// passed (it gives memory back a few seconds after one:
+				// --memory-release-interval).
+				time.Sleep(restAfter)
+				cpRest, cpRestAnon := rssMiB(b, sys.controlPlane), anonMiB(b, sys.controlPlane)
+				sys.saveHeap(b, profile+"-rest.heap.txt", "debug=1")
+				sys.saveHeap(b, profile+".heap.pb.gz", "gc=1")
+				st, err := sys.etcd.Status(context.Background(), sys.etcd.Endpoints()[0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(st.RaftIndex), "raft-index")
 
 				b.ReportMetric(ms(took), "apply-wait-ms")
 				b.ReportMetric(ms(written), "apply-written-ms")
@@ -69,12 +85,14 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(ms(diffCPU), "diff-cpu-ms")
 				b.ReportMetric(cpRSS, "controlplane-MiB")
 				b.ReportMetric(cpAnon, "controlplane-anon-MiB")
+				b.ReportMetric(cpRest, "controlplane-rest-MiB")
+				b.ReportMetric(cpRestAnon, "controlplane-rest-anon-MiB")
 				b.ReportMetric(agentRSS, "agent-MiB")
 				b.Logf("apply -f --wait of %d new nodes: %v (all written after %v) (%d etcd write txns); %d compare-and-puts on raw etcd %v, ratio %.2f; "+
-					"unchanged apply %v (%v of sanbootctl CPU), diff %v (%v CPU); RSS control plane %.0f MiB (%.0f MiB anonymous), agent %.0f MiB",
+					"unchanged apply %v (%v of sanbootctl CPU), diff %v (%v CPU); RSS control plane %.0f MiB (%.0f MiB anonymous), %v later %.0f MiB (%.0f), agent %.0f MiB",
 					n, took.Round(time.Millisecond), written.Round(time.Millisecond), txns, n, raw.Round(time.Millisecond), float64(took)/float64(raw),
 					again.Round(time.Millisecond), againCPU.Round(time.Millisecond), diff.Round(time.Millisecond), diffCPU.Round(time.Millisecond),
-					cpRSS, cpAnon, agentRSS)
+					cpRSS, cpAnon, restAfter, cpRest, cpRestAnon, agentRSS)
 			}
 		})
 	}
@@ -201,4 +219,36 @@ func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// restAfter is how long after the last command the benchmark measures
+// the control plane's RSS again, at rest: two of its memory release
+// intervals and a little.
+const restAfter = 12 * time.Second
+
+// saveHeap saves the first member's heap profile, queried with query
+// ("debug=1": the text form, whose end is runtime.MemStats at that moment;
+// "gc=1": the profile after a collection), as DIR/file when
+// SANBOOT_BENCH_PROFILES=DIR is set.
+func (s *system) saveHeap(b *testing.B, file, query string) {
+	b.Helper()
+	dir := os.Getenv("SANBOOT_BENCH_PROFILES")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	resp, err := http.Get("http://" + s.members[0].metrics + "/debug/pprof/heap?" + query)
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("heap profile: %s %v", resp.Status, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
 }

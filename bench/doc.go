@@ -38,6 +38,12 @@
 // over, and how long the node's creation took.
 //
 // SANBOOT_BENCH_LOGS=DIR copies every process's log there at the end.
+// BenchmarkApply measures the control plane's RSS right after the last
+// command and again at rest, 12 s later (the member gives memory back a
+// few seconds after a burst). SANBOOT_BENCH_PROFILES=DIR saves there the
+// member's MemStats at both moments and its heap profile at rest (go tool
+// pprof -sample_index=inuse_space or alloc_space FILE; the members run
+// with --enable-pprof).
 //
 // BenchmarkProvisionTgt runs a storage host for real: the agent with
 // --driver=tgt and its own tgtd on a loopback portal, its store on XFS with

@@ -51,6 +51,7 @@ type system struct {
 // member is one sanboot-controlplane process and where it listens.
 type member struct {
 	name, client, peer, api string
+	metrics                 string   // --metrics-listen (and /debug/pprof/)
 	args                    []string // to start it again on its data
 	proc                    *proctest.Proc
 }
@@ -98,7 +99,7 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 	var initial, clientURLs []string
 	addrs := freeAddrs(b, 5*n)
 	for i := range n {
-		m := &member{name: fmt.Sprintf("m%d", i+1), client: addrs[5*i], peer: addrs[5*i+1], api: addrs[5*i+2]}
+		m := &member{name: fmt.Sprintf("m%d", i+1), client: addrs[5*i], peer: addrs[5*i+1], api: addrs[5*i+2], metrics: addrs[5*i+4]}
 		if n == 1 {
 			m.name = "default"
 		}
@@ -111,7 +112,7 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 			"--listen-client-urls", "http://" + m.client, "--advertise-client-urls", "http://" + m.client,
 			"--listen-peer-urls", "http://" + m.peer, "--initial-advertise-peer-urls", "http://" + m.peer,
 			"--initial-cluster", strings.Join(initial, ","), "--api-listen", m.api,
-			"--boot-listen", addrs[5*i+3], "--metrics-listen", addrs[5*i+4]}
+			"--boot-listen", addrs[5*i+3], "--metrics-listen", m.metrics, "--enable-pprof"}
 		s.startMember(b, m)
 	}
 	s.controlPlane = s.members[0].proc.PID()

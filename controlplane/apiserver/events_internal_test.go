@@ -1,7 +1,10 @@
 package apiserver
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,4 +47,45 @@ func TestEventRingIsBounded(t *testing.T) {
 	if got := l.list(ref); len(got) != 0 {
 		t.Errorf("events of a node that went: %v", got)
 	}
+}
+
+// TestEventPacking: a ring packed into bytes reads back as it was written
+// (the texts, times and counts of every event, in order), and a ring cut
+// short reads back as the events before the cut.
+func TestEventPacking(t *testing.T) {
+	tests := []struct {
+		name string
+		ring []entry
+	}{
+		{"empty", nil},
+		{"one", []entry{{typ: "Normal", reason: "Created", message: `node created from image "img" (generation 1)`, unixNano: 1796420000123456789, count: 1}}},
+		{"empty texts, zero and negative times", []entry{{count: 1}, {typ: "Warning", unixNano: -5, count: 3}}},
+		{"long message, large count", []entry{
+			{typ: "Normal", reason: "Scheduled", message: `placed on agent "a"`, unixNano: 1, count: 1},
+			{typ: "Warning", reason: api.PhaseFailed, message: strings.Repeat("é", 300), unixNano: 2, count: 1 << 30},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := pack(tc.ring)
+			if got := unpack(b); !slices.Equal(got, tc.ring) {
+				t.Errorf("unpack(pack(%v)) = %v", tc.ring, got)
+			}
+			if len(tc.ring) > 1 {
+				first := len(pack(tc.ring[:1]))
+				if got := unpack(b[:first+2]); !slices.Equal(got, tc.ring[:1]) {
+					t.Errorf("a ring cut after its first event read back as %v", got)
+				}
+			}
+		})
+	}
+}
+
+// pack is a ring of entries packed into a slice of just its size.
+func pack(ring []entry) []byte {
+	var b []byte
+	for _, e := range ring {
+		b = appendEntry(b, e)
+	}
+	return bytes.Clone(b)
 }

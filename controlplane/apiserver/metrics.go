@@ -126,7 +126,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	cache := c.cache
 	cache.lock()
 	for ref, n := range cache.views {
-		nodes[pp{ref.Project, n.GetStatus().GetPhase()}]++
+		nodes[pp{ref.Project, n.phase}]++
 	}
 	for _, a := range view.Agents(cache.store) {
 		agents[a.GetState()]++

@@ -87,11 +87,20 @@ type StorageConfig struct {
 	// index. A watch that falls further behind lists again.
 	AutoCompactionMode, AutoCompactionRetention string
 	// SnapshotCount is how many committed transactions trigger a snapshot
-	// (--snapshot-count, default 10,000: etcd's); after one, the raft log
-	// in memory keeps the last 5,000 entries for slow followers. Lower
-	// bounds the memory the log takes (sanboot batches many records per
-	// entry); higher means fewer snapshots.
+	// on disk (--snapshot-count, default 10,000: etcd's). It does not bound
+	// the raft log in memory: etcd 3.6 cuts that every 100 entries, down to
+	// SnapshotCatchUpEntries.
 	SnapshotCount uint64
+	// SnapshotCatchUpEntries is how many of the latest raft entries the
+	// member keeps in memory for a follower that lags behind
+	// (--snapshot-catchup-entries; etcd's default is 5,000, sanboot's
+	// 1,000). A follower further behind than that gets a snapshot (the
+	// whole database) instead of the entries it missed. sanboot writes up
+	// to 100 records per entry (16 KB on average while 10,000 nodes are
+	// created), so 5,000 entries can hold ~100 MB; 1,000 bound it to
+	// ~20 MB, and a follower then needs a snapshot only when it is more
+	// than a few seconds of such a burst behind (docs/operations.md).
+	SnapshotCatchUpEntries uint64
 }
 
 // Names are the members' names in Initial, each once, in order.
@@ -111,6 +120,7 @@ const (
 	DefaultCompactionMode      = "periodic"
 	DefaultCompactionRetention = "5m"
 	DefaultSnapshotCount       = 10000
+	DefaultSnapshotCatchUp     = 1000
 
 	DefaultName       = "default"
 	DefaultDataDir    = "./sanboot-data"
@@ -122,7 +132,8 @@ const (
 // DefaultConfig is a single member on loopback, as the flags default.
 func DefaultConfig() Config {
 	c := Config{Name: DefaultName, DataDir: DefaultDataDir, Cluster: ClusterConfig{State: "new"}, ReadyTimeout: DefaultReadyAfter,
-		Storage: StorageConfig{AutoCompactionMode: DefaultCompactionMode, AutoCompactionRetention: DefaultCompactionRetention, SnapshotCount: DefaultSnapshotCount}}
+		Storage: StorageConfig{AutoCompactionMode: DefaultCompactionMode, AutoCompactionRetention: DefaultCompactionRetention, SnapshotCount: DefaultSnapshotCount,
+			SnapshotCatchUpEntries: DefaultSnapshotCatchUp}}
 	c.Client.ClientCertAuth, c.Peer.ClientCertAuth = true, true
 	c.Client.ListenURLs = mustURLs(DefaultClientURL)
 	c.Peer.ListenURLs = mustURLs(DefaultPeerURL)
@@ -150,7 +161,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Peer.ClientCertAuth, "peer-client-cert-auth", c.Peer.ClientCertAuth, "require peers' certificates (sanboot refuses peer TLS without them)")
 	fs.StringVar(&c.Storage.AutoCompactionMode, "auto-compaction-mode", c.Storage.AutoCompactionMode, `"periodic" (--auto-compaction-retention is a duration) or "revision" (a number of revisions)`)
 	fs.StringVar(&c.Storage.AutoCompactionRetention, "auto-compaction-retention", c.Storage.AutoCompactionRetention, `how much of etcd's history to keep ("0": all, never compact)`)
-	fs.Uint64Var(&c.Storage.SnapshotCount, "snapshot-count", c.Storage.SnapshotCount, "committed transactions between two etcd snapshots (bounds the raft log kept in memory)")
+	fs.Uint64Var(&c.Storage.SnapshotCount, "snapshot-count", c.Storage.SnapshotCount, "committed transactions between two etcd snapshots on disk")
+	fs.Uint64Var(&c.Storage.SnapshotCatchUpEntries, "snapshot-catchup-entries", c.Storage.SnapshotCatchUpEntries, "raft entries kept in memory for a follower that lags behind (bounds the raft log's memory; a follower further behind gets a snapshot)")
 }
 
 // Secure says whether clients reach the member (etcd and the API) over

@@ -29,14 +29,15 @@ func TestFlagsAndDefaults(t *testing.T) {
 				return "peer URLs"
 			case c.Cluster.Initial != "default=http://127.0.0.1:2380":
 				return "initial cluster"
-			case c.Storage != StorageConfig{AutoCompactionMode: "periodic", AutoCompactionRetention: "5m", SnapshotCount: 10000}:
+			case c.Storage != StorageConfig{AutoCompactionMode: "periodic", AutoCompactionRetention: "5m", SnapshotCount: 10000, SnapshotCatchUpEntries: 1000}:
 				return "storage settings"
 			}
 			return ""
 		}},
-		{name: "storage settings", args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "20000", "--snapshot-count", "2000"},
+		{name: "storage settings", args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "20000", "--snapshot-count", "2000",
+			"--snapshot-catchup-entries", "300"},
 			want: func(c Config) string {
-				if c.Storage != (StorageConfig{AutoCompactionMode: "revision", AutoCompactionRetention: "20000", SnapshotCount: 2000}) {
+				if c.Storage != (StorageConfig{AutoCompactionMode: "revision", AutoCompactionRetention: "20000", SnapshotCount: 2000, SnapshotCatchUpEntries: 300}) {
 					return "storage settings"
 				}
 				return ""

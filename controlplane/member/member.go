@@ -50,6 +50,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.Storage.SnapshotCount > 0 {
 		ec.SnapshotCount = cfg.Storage.SnapshotCount
 	}
+	if cfg.Storage.SnapshotCatchUpEntries > 0 {
+		ec.SnapshotCatchUpEntries = cfg.Storage.SnapshotCatchUpEntries
+	}
 	// etcd 3.6 leaves this at 0 and then warns about every request.
 	ec.WarningUnaryRequestDuration = 300 * time.Millisecond
 	ec.Logger = "zap"

@@ -51,6 +51,12 @@ func NodeRecord(s *state.Store, ref state.Ref) *sanbootv1.Node {
 	if !ok {
 		return nil
 	}
+	return NodeOf(ref, rec)
+}
+
+// NodeOf is node record rec of ref as Node shows it without its status
+// (what NodeRecord returns for it).
+func NodeOf(ref state.Ref, rec state.Record[*sanbootv1.Node]) *sanbootv1.Node {
 	n := &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{}, Spec: rec.Msg.GetSpec()}
 	if m := rec.Msg.GetMetadata(); m != nil {
 		n.Metadata = shallow(m)
@@ -215,7 +221,10 @@ func Nodes(s *state.Store, f NodeFilter) []*sanbootv1.Node {
 		if !f.AllProjects && ref.Project != f.Project {
 			continue
 		}
-		if n := Node(s, ref); f.Matches(n) {
+		// The filter reads metadata only: the status of a node it does
+		// not select is not computed.
+		if n := NodeRecord(s, ref); f.Matches(n) {
+			n.Status = nodeStatus(s, ref, n)
 			out = append(out, n)
 		}
 	}

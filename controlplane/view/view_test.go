@@ -270,3 +270,43 @@ func TestFailoverAgents(t *testing.T) {
 		t.Errorf("an unplaced node has failover agents %v", got)
 	}
 }
+
+// TestNodesFilters: Nodes returns, sorted, the views of the nodes a filter
+// selects — the same views Node gives — whatever the filter reads.
+func TestNodesFilters(t *testing.T) {
+	labelled := func(rack string) *sanbootv1.Node {
+		return &sanbootv1.Node{Metadata: &sanbootv1.ObjectMeta{Generation: 1, Labels: map[string]string{"rack": rack}}, Spec: &sanbootv1.NodeSpec{Image: "img"}}
+	}
+	s := store(t, map[string]proto.Message{
+		api.NodeKey("p", "b"): labelled("r1"), api.NodeKey("p", "a"): labelled("r2"), api.NodeKey("q", "a"): labelled("r1"),
+		api.PlacementKey("p", "a"): placedOnA, api.NodeStatusKey("p", "a", "a"): ready, aliveA: empty,
+	})
+	r1, err := api.ParseSelector("rack=r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		filter view.NodeFilter
+		want   []state.Ref
+	}{
+		{"a project", view.NodeFilter{Project: "p"}, []state.Ref{{Project: "p", Name: "a"}, {Project: "p", Name: "b"}}},
+		{"all projects", view.NodeFilter{AllProjects: true}, []state.Ref{{Project: "p", Name: "a"}, {Project: "p", Name: "b"}, {Project: "q", Name: "a"}}},
+		{"names", view.NodeFilter{Project: "p", Names: map[string]bool{"a": true}}, []state.Ref{{Project: "p", Name: "a"}}},
+		{"labels", view.NodeFilter{AllProjects: true, Selector: r1}, []state.Ref{{Project: "p", Name: "b"}, {Project: "q", Name: "a"}}},
+		{"none", view.NodeFilter{Project: "r"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := view.Nodes(s, tc.filter)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d nodes, want %d: %v", len(got), len(tc.want), got)
+			}
+			for i, ref := range tc.want {
+				if want := view.Node(s, ref); !proto.Equal(got[i], want) {
+					t.Errorf("node %d:\n%v\nwant\n%v", i, got[i], want)
+				}
+			}
+		})
+	}
+}

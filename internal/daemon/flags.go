@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 )
 
 // Common are the flags both daemons have.
@@ -18,6 +19,14 @@ type Common struct {
 	// MetricsListen is the host:port of /healthz, /readyz and /metrics
 	// (--metrics-listen); empty turns the endpoint off.
 	MetricsListen string
+	// Pprof adds /debug/pprof/ to the metrics endpoint (--enable-pprof,
+	// where the daemon defines it: AddPprofFlag).
+	Pprof bool
+	// MemoryRelease is how often the daemon checks whether a burst of
+	// work has passed and its free memory should go back to the system
+	// (--memory-release-interval, where the daemon defines it:
+	// AddMemoryReleaseFlag; internal/memrelease); 0 turns it off.
+	MemoryRelease time.Duration
 }
 
 // Log formats.
@@ -34,6 +43,17 @@ func (c *Common) AddFlags(fs *flag.FlagSet, metricsListen string) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format on stderr: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "host:port serving /healthz, /readyz and Prometheus /metrics over HTTP (empty: off)")
+}
+
+// AddPprofFlag defines --enable-pprof on fs.
+func (c *Common) AddPprofFlag(fs *flag.FlagSet) {
+	fs.BoolVar(&c.Pprof, "enable-pprof", false, "also serve Go's runtime profiles (heap, CPU, goroutines) under /debug/pprof/ on --metrics-listen")
+}
+
+// AddMemoryReleaseFlag defines --memory-release-interval on fs.
+func (c *Common) AddMemoryReleaseFlag(fs *flag.FlagSet, def time.Duration) {
+	c.MemoryRelease = def
+	fs.DurationVar(&c.MemoryRelease, "memory-release-interval", def, "how often to check whether a burst of work has passed, and then give the memory it took back to the system at once (one garbage collection; 0: leave it to Go's runtime)")
 }
 
 // Logger returns the logger the flags ask for, writing to w.

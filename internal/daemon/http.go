@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,4 +75,19 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 		return nil
 	}
 	return fmt.Errorf("metrics endpoint %s: %w", s.Addr(), err)
+}
+
+// WithPprof adds Go's runtime profiles under /debug/pprof/ (heap,
+// goroutine, profile, ...: net/http/pprof) to h, for an operator who asks
+// for them (--enable-pprof): they show memory and CPU by function, and
+// cost nothing until fetched.
+func WithPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
 }

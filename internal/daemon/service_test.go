@@ -102,3 +102,42 @@ func TestHTTPEndpoints(t *testing.T) {
 		t.Error("still listening after Run returned")
 	}
 }
+
+// TestPprofOnlyWhenAsked: /debug/pprof/ is served with WithPprof (the
+// other endpoints still answer), and not without it.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pprof bool
+		want  int
+	}{
+		{name: "without", want: 404},
+		{name: "with", pprof: true, want: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := daemon.Handler(prometheus.NewRegistry(), func() error { return nil })
+			if tc.pprof {
+				h = daemon.WithPprof(h)
+			}
+			srv, err := daemon.Listen("127.0.0.1:0", h, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}()
+			if code, _, err := daemontest.Get(srv.Addr(), "/debug/pprof/heap"); err != nil || code != tc.want {
+				t.Errorf("/debug/pprof/heap: %d %v, want %d", code, err, tc.want)
+			}
+			if code, _, err := daemontest.Get(srv.Addr(), "/healthz"); err != nil || code != 200 {
+				t.Errorf("/healthz: %d %v", code, err)
+			}
+		})
+	}
+}

@@ -34,6 +34,9 @@ type Queue[K comparable] struct {
 	failures   map[K]int
 	timers     map[K]*time.Timer
 	shutdown   bool
+	// peak is the most keys waiting or in process since the queue last
+	// let go of its memory (shrinkLocked).
+	peak int
 
 	baseDelay, maxDelay time.Duration
 }
@@ -65,6 +68,7 @@ func (q *Queue[K]) addLocked(key K) {
 		return
 	}
 	q.dirty[key] = true
+	q.peak = max(q.peak, len(q.dirty)+len(q.processing))
 	if q.processing[key] {
 		return
 	}
@@ -128,6 +132,7 @@ func (q *Queue[K]) Get() (K, bool) {
 	q.queue = q.queue[1:]
 	delete(q.dirty, key)
 	q.processing[key] = true
+	q.shrinkLocked()
 	return key, true
 }
 
@@ -153,6 +158,7 @@ func (q *Queue[K]) GetBatch(max int) ([]K, bool) {
 		q.processing[keys[i]] = true
 	}
 	q.queue = q.queue[n:]
+	q.shrinkLocked()
 	return keys, true
 }
 
@@ -165,7 +171,23 @@ func (q *Queue[K]) Done(key K) {
 		q.queue = append(q.queue, key)
 		q.cond.Signal()
 	}
+	q.shrinkLocked()
 }
+
+// shrinkLocked lets go of what a burst grew once it has passed and
+// nothing waits or is in process: a drained queue's slice still holds its
+// whole backing array, and a Go map keeps its size when emptied (a burst
+// of 10,000 nodes left a queue of the control plane holding 1.5 MB).
+func (q *Queue[K]) shrinkLocked() {
+	if q.peak < shrinkAfter || len(q.queue) > 0 || len(q.dirty) > 0 || len(q.processing) > 0 {
+		return
+	}
+	q.queue, q.dirty, q.processing, q.peak = nil, map[K]bool{}, map[K]bool{}, 0
+}
+
+// shrinkAfter is the peak of keys after which a drained queue lets go of
+// its memory; below it, keeping the small maps saves allocations.
+const shrinkAfter = 256
 
 // Len is the number of keys waiting.
 func (q *Queue[K]) Len() int {

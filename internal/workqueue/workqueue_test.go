@@ -75,3 +75,49 @@ func TestGetBatchAndShutDown(t *testing.T) {
 	q.ShutDown()
 	wg.Wait()
 }
+
+// TestBurstMemoryGoesOnceDrained: after a burst of keys has been processed
+// the queue lets go of the slice and maps it grew, and works as before.
+func TestBurstMemoryGoesOnceDrained(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		keys   int
+		shrunk bool
+	}{
+		{"a few keys", 10, false},
+		{"a burst", 10000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := New[int](time.Millisecond, time.Second)
+			for k := range tc.keys {
+				q.Add(k)
+			}
+			for range tc.keys / 2 {
+				k, _ := q.Get()
+				q.Done(k)
+			}
+			batch, _ := q.GetBatch(tc.keys)
+			if len(batch) != tc.keys-tc.keys/2 {
+				t.Fatalf("batch of %d keys, want %d", len(batch), tc.keys-tc.keys/2)
+			}
+			q.Add(batch[0]) // added while in process: back after Done
+			for _, k := range batch {
+				q.Done(k)
+			}
+			if k, _ := q.Get(); k != batch[0] {
+				t.Fatalf("got %d, want %d again", k, batch[0])
+			}
+			q.Done(batch[0])
+			q.mu.Lock()
+			shrunk := q.queue == nil && q.peak == 0
+			q.mu.Unlock()
+			if shrunk != tc.shrunk {
+				t.Errorf("drained queue let go of its memory: %v, want %v", shrunk, tc.shrunk)
+			}
+			q.Add(1)
+			if k, _ := q.Get(); k != 1 {
+				t.Errorf("after draining: got %d, want 1", k)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sanboot/sanboot/controlplane"
 	"github.com/sanboot/sanboot/internal/daemon"
+	"github.com/sanboot/sanboot/internal/memrelease"
 )
 
 // serve runs the member as a service: metrics and health on
@@ -39,6 +40,9 @@ func serve(ctx context.Context, cfg controlplane.Config, common daemon.Common) e
 			}
 			return nil
 		})
+		if common.Pprof {
+			h = daemon.WithPprof(h)
+		}
 		srv, err := daemon.Listen(common.MetricsListen, h, log)
 		if err != nil {
 			return err
@@ -49,6 +53,7 @@ func serve(ctx context.Context, cfg controlplane.Config, common daemon.Common) e
 			}
 		})
 	}
+	wg.Go(func() { memrelease.Run(mctx, log, common.MemoryRelease) })
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
