@@ -158,7 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// scheduler (while this member leads).
 	inf := informer.New(cli, log)
 	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot,
-		EtcdAuth: secure, Informer: inf})
+		EtcdAuth: secure, Informer: inf, HasLeader: m.HasLeader, LeaderWait: 3 * m.Raft().ElectionTimeoutDuration()})
 	opts := apiserver.ServerOptions(log)
 	var clientTLS *tls.Config // the member's, for its own readiness check
 	if secure {
@@ -189,6 +189,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		opts = append(opts, api.MetricsServerOptions()...)
 	}
+	// After authorization: a leaderless member refuses calls (an
+	// unauthorized caller hears that first).
+	opts = append(opts, api.LeaderServerOptions()...)
 	gs := grpc.NewServer(opts...)
 	health := api.Register(gs)
 	log.Info("API serving", "addr", lis.Addr().String())

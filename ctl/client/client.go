@@ -36,6 +36,9 @@ type Options struct {
 	// CacheDir, with Discover, keeps the learned addresses for the next
 	// client of the same endpoints (members.go); empty: none kept.
 	CacheDir string
+	// OnFailover is called when the connection leaves an endpoint whose
+	// member has no etcd leader, for another (dial.Options.OnFailover).
+	OnFailover func(endpoint string, err error)
 }
 
 // Client is a connection to the sanboot API. It is safe for concurrent use.
@@ -72,7 +75,7 @@ func New(opts Options) (*Client, error) {
 		close(c.discovered)
 	}
 	conn, err := dial.Dial(dial.Options{Endpoints: opts.Endpoints, TLS: opts.TLS, CallTimeout: opts.CallTimeout,
-		Discover: opts.Discover, Learned: cached, OnDiscover: onDiscover})
+		Discover: opts.Discover, Learned: cached, OnDiscover: onDiscover, OnFailover: opts.OnFailover})
 	if err != nil {
 		return nil, err
 	}
