@@ -70,10 +70,15 @@ func (s *endpointSet) stateLocked(now time.Time) resolver.State {
 }
 
 // leave takes endpoint out for LeaveFor, unless it is the last one in use
-// (false).
+// (false). An endpoint already left (calls made at once were answered
+// NoLeader) is left once, and said once.
 func (s *endpointSet) leave(endpoint string, err error) bool {
 	s.mu.Lock()
 	now := time.Now()
+	if until, ok := s.left[endpoint]; ok && now.Before(until) {
+		s.mu.Unlock()
+		return true
+	}
 	if !slices.Contains(s.all, endpoint) || len(s.stateLocked(now).Addresses) < 2 {
 		s.mu.Unlock()
 		return false
@@ -123,16 +128,20 @@ func (s *endpointSet) endpointOf(p *peer.Peer) string {
 }
 
 // unary makes a call answered NoLeader again on another endpoint, as long
-// as there is one to leave for.
+// as there is one to leave for (and at most maxFailovers times).
 func (s *endpointSet) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	for {
+	for attempt := 1; ; attempt++ {
 		var p peer.Peer
 		err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
-		if !IsNoLeader(err) || ctx.Err() != nil || !s.leave(s.endpointOf(&p), err) {
+		if !IsNoLeader(err) || ctx.Err() != nil || attempt > maxFailovers || !s.leave(s.endpointOf(&p), err) {
 			return err
 		}
 	}
 }
+
+// maxFailovers bounds the endpoints one call leaves (a cluster has 3 or 5
+// members, each perhaps at two addresses).
+const maxFailovers = 10
 
 // stream leaves the endpoint of a stream that ends NoLeader; its caller
 // opens it again (a watch reconnects), on another endpoint.

@@ -77,6 +77,20 @@ func startLeaderless(t *testing.T, names ...string) ([]*leaderless, []string) {
 	return fakes, addrs
 }
 
+// connect dials opts and returns an API client and a context bounding the
+// test; both end with the test.
+func connect(t *testing.T, opts dial.Options) (sanbootv1.SanbootClient, context.Context) {
+	t.Helper()
+	conn, err := dial.Dial(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return sanbootv1.NewSanbootClient(conn), ctx
+}
+
 // A member that answers NoLeader (alive, reachable, cut off from its
 // peers) is left for the next endpoint: reads and writes are answered by
 // another member, each asked of the leaderless one once (no retry there),
@@ -85,7 +99,7 @@ func TestLeavesMemberWithoutLeader(t *testing.T) {
 	fakes, addrs := startLeaderless(t, "m1", "m2", "m3")
 	var mu sync.Mutex
 	var left []string
-	conn, err := dial.Dial(dial.Options{Endpoints: addrs, OnFailover: func(ep string, err error) {
+	api, ctx := connect(t, dial.Options{Endpoints: addrs, OnFailover: func(ep string, err error) {
 		if !dial.IsNoLeader(err) {
 			t.Errorf("failover for %v, not a NoLeader answer", err)
 		}
@@ -93,13 +107,6 @@ func TestLeavesMemberWithoutLeader(t *testing.T) {
 		left = append(left, ep)
 		mu.Unlock()
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	api := sanbootv1.NewSanbootClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	// The connection settles on m1 while it has a leader.
 	if resp, err := api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{}); err != nil || resp.Agents[0].State != "answered-by-m1" {
 		t.Fatalf("before: %v, %v", resp, err)
@@ -143,14 +150,8 @@ func TestNoMemberHasALeader(t *testing.T) {
 	for _, f := range fakes {
 		f.noLeader.Store(true)
 	}
-	conn, err := dial.Dial(dial.Options{Endpoints: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_, err = sanbootv1.NewSanbootClient(conn).PutNodes(ctx, &sanbootv1.PutNodesRequest{})
+	api, ctx := connect(t, dial.Options{Endpoints: addrs})
+	_, err := api.PutNodes(ctx, &sanbootv1.PutNodesRequest{})
 	if !dial.IsNoLeader(err) {
 		t.Fatalf("got %v, want the NoLeader answer", err)
 	}
@@ -164,14 +165,7 @@ func TestNoMemberHasALeader(t *testing.T) {
 func TestStreamLeavesMemberWithoutLeader(t *testing.T) {
 	fakes, addrs := startLeaderless(t, "m1", "m2")
 	fakes[0].noLeader.Store(true)
-	conn, err := dial.Dial(dial.Options{Endpoints: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	api := sanbootv1.NewSanbootClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	api, ctx := connect(t, dial.Options{Endpoints: addrs})
 	watch := func() (*sanbootv1.NodeEvent, error) {
 		s, err := api.WatchNodes(ctx, &sanbootv1.WatchNodesRequest{})
 		if err != nil {
@@ -201,5 +195,30 @@ func TestIsNoLeader(t *testing.T) {
 		if got := dial.IsNoLeader(tc.err); got != tc.want {
 			t.Errorf("IsNoLeader(%v) = %v", tc.err, got)
 		}
+	}
+}
+
+// Calls made at once to a member without a leader all end up answered
+// by another; the endpoint is left (and said) once.
+func TestConcurrentCallsLeaveOnce(t *testing.T) {
+	fakes, addrs := startLeaderless(t, "m1", "m2", "m3")
+	var failovers atomic.Int32
+	api, ctx := connect(t, dial.Options{Endpoints: addrs, OnFailover: func(string, error) { failovers.Add(1) }})
+	if _, err := api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	fakes[0].noLeader.Store(true)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			resp, err := api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
+			if err != nil || resp.Agents[0].State == "answered-by-m1" {
+				t.Errorf("%v, %v", resp, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := failovers.Load(); n != 1 {
+		t.Errorf("m1 left %d times, want once", n)
 	}
 }
