@@ -109,9 +109,10 @@ func startCluster(t *testing.T, names ...string) *haCluster {
 	c := &haCluster{t: t, members: map[string]*memberProc{}}
 	var initial, endpoints []string
 	specs := make([]memberSpec, len(names))
+	addrs := etcdtest.FreeAddrs(t, 3*len(names))
 	for i, name := range names {
-		specs[i] = memberSpec{Name: name, Dir: filepath.Join(t.TempDir(), name), Client: etcdtest.FreeAddr(t),
-			Peer: etcdtest.FreeAddr(t), API: etcdtest.FreeAddr(t), State: "new"}
+		specs[i] = memberSpec{Name: name, Dir: filepath.Join(t.TempDir(), name), Client: addrs[3*i],
+			Peer: addrs[3*i+1], API: addrs[3*i+2], State: "new"}
 		initial = append(initial, name+"=http://"+specs[i].Peer)
 		endpoints = append(endpoints, "http://"+specs[i].Client)
 	}
@@ -468,7 +469,8 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 
 	// The new host: m4. etcd adds a member only while every voter is
 	// connected: the dead one goes first, then m4 joins, a learner first.
-	spec := memberSpec{Name: "m4", Dir: filepath.Join(t.TempDir(), "m4"), Client: etcdtest.FreeAddr(t), Peer: etcdtest.FreeAddr(t), API: etcdtest.FreeAddr(t), State: "existing"}
+	addrs := etcdtest.FreeAddrs(t, 3)
+	spec := memberSpec{Name: "m4", Dir: filepath.Join(t.TempDir(), "m4"), Client: addrs[0], Peer: addrs[1], API: addrs[2], State: "existing"}
 	code, _, errOut := ctl(ctx, endpoints, "member", "add", "m4", "--peer-urls", "http://"+spec.Peer)
 	if code == 0 || !strings.Contains(errOut, "remove it first") {
 		t.Fatalf("member add with m3 dead: exit %d, %s", code, errOut)

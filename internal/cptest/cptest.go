@@ -170,9 +170,10 @@ func MemberConfig(t testing.TB, name string) controlplane.Config {
 	cfg := controlplane.DefaultConfig()
 	cfg.Member.Name = name
 	cfg.Member.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.APIListen = etcdtest.FreeAddr(t)
+	addrs := etcdtest.FreeAddrs(t, 3)
+	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: addrs[0]}}
+	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: addrs[1]}}
+	cfg.APIListen = addrs[2]
 	cfg.BootListen = ""
 	cfg.Log = Log(t)
 	return cfg
