@@ -74,8 +74,13 @@ type Options struct {
 	OnDiscover func(endpoints []string, err error)
 	// OnFailover, if set, is called when the connection leaves an
 	// endpoint whose member answered that its etcd has no leader (err),
-	// before the call is made again on another (failover.go).
-	OnFailover func(endpoint string, err error)
+	// until the time given, before the call is made again on another
+	// (failover.go).
+	OnFailover func(endpoint string, until time.Time, err error)
+	// Left are endpoints an earlier connection left (a cache), and until
+	// when: this one does not use them before then either, unless no
+	// other endpoint is left.
+	Left map[string]time.Time
 }
 
 // scheme names the static resolver of one connection.

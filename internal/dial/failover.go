@@ -29,7 +29,7 @@ const LeaveFor = 30 * time.Second
 type endpointSet struct {
 	r          *manual.Resolver
 	tls        bool
-	onFailover func(endpoint string, err error)
+	onFailover func(endpoint string, until time.Time, err error)
 
 	mu  sync.Mutex
 	all []string
@@ -43,7 +43,14 @@ type endpointSet struct {
 func newEndpointSet(r *manual.Resolver, opts Options, initial []string) *endpointSet {
 	s := &endpointSet{r: r, tls: opts.TLS != nil, onFailover: opts.OnFailover, all: initial,
 		left: map[string]time.Time{}, byRemote: map[string]string{}}
-	r.InitialState(s.stateLocked(time.Now()))
+	now := time.Now()
+	for e, until := range opts.Left {
+		if now.Before(until) {
+			s.left[e] = until
+			time.AfterFunc(until.Sub(now), s.refresh) // back in use then
+		}
+	}
+	r.InitialState(s.stateLocked(now))
 	return s
 }
 
@@ -56,7 +63,8 @@ func (s *endpointSet) set(endpoints []string) {
 	s.r.UpdateState(st)
 }
 
-// stateLocked is the resolver state: the endpoints not left, in order.
+// stateLocked is the resolver state: the endpoints not left, in order;
+// all of them if every one was left.
 func (s *endpointSet) stateLocked(now time.Time) resolver.State {
 	var use []string
 	for _, e := range s.all {
@@ -65,6 +73,9 @@ func (s *endpointSet) stateLocked(now time.Time) resolver.State {
 		}
 		delete(s.left, e)
 		use = append(use, e)
+	}
+	if len(use) == 0 {
+		use = s.all
 	}
 	return resolver.State{Addresses: addresses(use, s.tls)}
 }
@@ -83,11 +94,12 @@ func (s *endpointSet) leave(endpoint string, err error) bool {
 		s.mu.Unlock()
 		return false
 	}
-	s.left[endpoint] = now.Add(LeaveFor)
+	until := now.Add(LeaveFor)
+	s.left[endpoint] = until
 	st := s.stateLocked(now)
 	s.mu.Unlock()
 	if s.onFailover != nil {
-		s.onFailover(endpoint, err)
+		s.onFailover(endpoint, until, err)
 	}
 	s.r.UpdateState(st)
 	time.AfterFunc(LeaveFor, s.refresh)

@@ -99,7 +99,7 @@ func TestLeavesMemberWithoutLeader(t *testing.T) {
 	fakes, addrs := startLeaderless(t, "m1", "m2", "m3")
 	var mu sync.Mutex
 	var left []string
-	api, ctx := connect(t, dial.Options{Endpoints: addrs, OnFailover: func(ep string, err error) {
+	api, ctx := connect(t, dial.Options{Endpoints: addrs, OnFailover: func(ep string, _ time.Time, err error) {
 		if !dial.IsNoLeader(err) {
 			t.Errorf("failover for %v, not a NoLeader answer", err)
 		}
@@ -203,7 +203,7 @@ func TestIsNoLeader(t *testing.T) {
 func TestConcurrentCallsLeaveOnce(t *testing.T) {
 	fakes, addrs := startLeaderless(t, "m1", "m2", "m3")
 	var failovers atomic.Int32
-	api, ctx := connect(t, dial.Options{Endpoints: addrs, OnFailover: func(string, error) { failovers.Add(1) }})
+	api, ctx := connect(t, dial.Options{Endpoints: addrs, OnFailover: func(string, time.Time, error) { failovers.Add(1) }})
 	if _, err := api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -220,5 +220,24 @@ func TestConcurrentCallsLeaveOnce(t *testing.T) {
 	wg.Wait()
 	if n := failovers.Load(); n != 1 {
 		t.Errorf("m1 left %d times, want once", n)
+	}
+}
+
+// Endpoints an earlier connection left (sanbootctl's cache) are not used
+// until their time is up: the first call goes to the next member, the
+// left one never asked; when every endpoint was left, all are used.
+func TestLeftEndpointsOfAnEarlierConnection(t *testing.T) {
+	fakes, addrs := startLeaderless(t, "m1", "m2")
+	api, ctx := connect(t, dial.Options{Endpoints: addrs, Left: map[string]time.Time{addrs[0]: time.Now().Add(time.Hour)}})
+	if resp, err := api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{}); err != nil || resp.Agents[0].State != "answered-by-m2" {
+		t.Fatalf("%v, %v; want m2's answer", resp, err)
+	}
+	if n := fakes[0].calls.Load(); n != 0 {
+		t.Errorf("m1, left by an earlier connection, was asked %d times", n)
+	}
+	all := map[string]time.Time{addrs[0]: time.Now().Add(time.Hour), addrs[1]: time.Now().Add(time.Hour)}
+	api, ctx = connect(t, dial.Options{Endpoints: addrs, Left: all})
+	if resp, err := api.ListAgents(ctx, &sanbootv1.ListAgentsRequest{}); err != nil || resp.Agents[0].State != "answered-by-m1" {
+		t.Fatalf("every endpoint left: %v, %v; want m1's answer (the first)", resp, err)
 	}
 }
