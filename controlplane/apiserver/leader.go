@@ -26,8 +26,9 @@ import (
 // again (dial.NoRetryHere); the client makes it again on another member
 // (package dial). The call's etcd requests also carry etcd's
 // require-leader flag (clientv3.WithRequireLeader), so a leader lost
-// mid-call fails them at once ("no leader") instead of after etcd's
-// timeout; that too is answered NoLeader. A watch stream open on this
+// mid-call fails them ("no leader": a write at once; a read after the
+// retries that carry it through an election, retryElection) instead of
+// after etcd's timeout; that too is answered NoLeader. A watch stream open on this
 // member ends NoLeader once its etcd has had no leader for LeaderWait.
 
 // DefaultLeaderWait is how long a call waits for this member's etcd to

@@ -20,8 +20,8 @@ import (
 // the endpoint is taken out of the addresses gRPC is given, pick_first
 // connects to the next one, and the call is made again there. The last
 // endpoint left is never taken out (when no member has a leader, the
-// caller hears so). After LeaveFor the endpoint is given back, after the
-// one in use (pick_first stays where it is).
+// caller hears so). After LeaveFor the endpoint is given back, in its
+// place; pick_first stays on the connection it uses then.
 const LeaveFor = 30 * time.Second
 
 // endpointSet is the addresses of one connection: every endpoint it knows
