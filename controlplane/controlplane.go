@@ -116,7 +116,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	closeCli := sync.OnceFunc(func() { cli.Close() })
+	defer closeCli()
 
 	if secure {
 		// With mutual TLS, etcd itself confines each client to its
@@ -275,7 +276,15 @@ func Run(ctx context.Context, cfg Config) error {
 	health.Shutdown()
 	stopGRPC(gs, 5*time.Second)
 	cancel()
-	wg.Wait()
+	if !waitGroup(&wg, stopGrace) {
+		// A part may wait on etcd with the client's own context (the
+		// etcd election library resigns so when its campaign is
+		// cancelled), which never ends while etcd has no leader:
+		// closing the client ends those calls.
+		log.Warn("parts still stopping (etcd has no leader?): closing the etcd client", "after", stopGrace)
+		closeCli()
+		wg.Wait()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -383,6 +392,21 @@ func openUploads(cfg Config, log *slog.Logger) (*staging.Area, error) {
 		return nil, fmt.Errorf("upload directory: %w", err)
 	}
 	return staging.Open(dir, staging.Options{Log: log})
+}
+
+// stopGrace bounds how long the parts of a stopping member may use etcd.
+const stopGrace = 10 * time.Second
+
+// waitGroup waits for wg up to d; false if it had not finished.
+func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // stopGRPC lets RPCs in flight finish for up to grace, then cuts them.

@@ -677,3 +677,37 @@ func TestHARemovedMemberStops(t *testing.T) {
 		t.Errorf("m3's log does not say it was removed:\n%s", proctest.Tail(log, 20))
 	}
 }
+
+// With quorum lost (two of three members killed), the last member answers
+// reads and writes at once that it has no etcd leader, naming itself,
+// instead of holding them until the caller's deadline (a minute here);
+// then it stops on SIGTERM (proctest fails the test if not within a
+// minute: the etcd election's resign used to hold it for ever).
+func TestHAQuorumLostRefusesCalls(t *testing.T) {
+	c, ctx := startThree(t, "three")
+	client := c.dial(t, c.members["m1"].spec.API)
+	eventually.True(t, "m1 answers", func() bool {
+		_, err := client.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
+		return err == nil
+	})
+	c.members["m2"].Kill()
+	c.members["m3"].Kill()
+	for name, call := range map[string]func(context.Context) error{
+		"read": func(ctx context.Context) error {
+			_, err := client.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
+			return err
+		},
+		"write": func(ctx context.Context) error {
+			_, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+				Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}})
+			return err
+		},
+	} {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := call(cctx)
+		cancel()
+		if !dial.IsNoLeader(err) || !strings.Contains(err.Error(), "m1 has no etcd leader") {
+			t.Errorf("%s with quorum lost: %v; want m1's NoLeader answer", name, err)
+		}
+	}
+}
