@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +96,7 @@ func startCluster(b *testing.B, n int, agentArgs ...string) *system {
 	bin := buildBinaries(b, dir)
 	s := &system{dir: dir, bin: bin}
 	var initial, clientURLs []string
-	addrs := freeAddrs(b, 5*n)
+	addrs := etcdtest.FreeAddrs(b, 5*n)
 	for i := range n {
 		m := &member{name: fmt.Sprintf("m%d", i+1), client: addrs[5*i], peer: addrs[5*i+1], api: addrs[5*i+2], metrics: addrs[5*i+4]}
 		if n == 1 {
@@ -151,18 +150,6 @@ func waitFor(b *testing.B, what string, ok func(context.Context) bool) {
 		defer cancel()
 		return ok(ctx)
 	}, eventually.Within(2*time.Minute))
-}
-
-// freeAddrs returns n distinct free loopback addresses (etcdtest.FreeAddr
-// frees each port at once, so two calls can return the same one).
-func freeAddrs(b *testing.B, n int) []string {
-	var out []string
-	for len(out) < n {
-		if a := etcdtest.FreeAddr(b); !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // startMember starts (or starts again, on its data) member m.

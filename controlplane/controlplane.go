@@ -116,7 +116,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	closeCli := sync.OnceFunc(func() { cli.Close() })
+	defer closeCli()
 
 	if secure {
 		// With mutual TLS, etcd itself confines each client to its
@@ -158,7 +159,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// scheduler (while this member leads).
 	inf := informer.New(cli, log)
 	api := apiserver.New(cli, apiserver.Config{Log: log, Member: m.Name(), Uploads: uploads, UploadTTL: cfg.UploadTTL, Boot: cfg.Boot,
-		EtcdAuth: secure, Informer: inf})
+		EtcdAuth: secure, Informer: inf, HasLeader: m.HasLeader, LeaderWait: 3 * m.Raft().ElectionTimeoutDuration()})
 	opts := apiserver.ServerOptions(log)
 	var clientTLS *tls.Config // the member's, for its own readiness check
 	if secure {
@@ -189,6 +190,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		opts = append(opts, api.MetricsServerOptions()...)
 	}
+	// After authorization: a leaderless member refuses calls (an
+	// unauthorized caller hears that first).
+	opts = append(opts, api.LeaderServerOptions()...)
 	gs := grpc.NewServer(opts...)
 	health := api.Register(gs)
 	log.Info("API serving", "addr", lis.Addr().String())
@@ -272,7 +276,15 @@ func Run(ctx context.Context, cfg Config) error {
 	health.Shutdown()
 	stopGRPC(gs, 5*time.Second)
 	cancel()
-	wg.Wait()
+	if !waitGroup(&wg, stopGrace) {
+		// A part may wait on etcd with the client's own context (the
+		// etcd election library resigns so when its campaign is
+		// cancelled), which never ends while etcd has no leader:
+		// closing the client ends those calls.
+		log.Warn("parts still stopping (etcd has no leader?): closing the etcd client", "after", stopGrace)
+		closeCli()
+		wg.Wait()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -380,6 +392,21 @@ func openUploads(cfg Config, log *slog.Logger) (*staging.Area, error) {
 		return nil, fmt.Errorf("upload directory: %w", err)
 	}
 	return staging.Open(dir, staging.Options{Log: log})
+}
+
+// stopGrace bounds how long the parts of a stopping member may use etcd.
+const stopGrace = 10 * time.Second
+
+// waitGroup waits for wg up to d; false if it had not finished.
+func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // stopGRPC lets RPCs in flight finish for up to grace, then cuts them.

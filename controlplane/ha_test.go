@@ -109,9 +109,10 @@ func startCluster(t *testing.T, names ...string) *haCluster {
 	c := &haCluster{t: t, members: map[string]*memberProc{}}
 	var initial, endpoints []string
 	specs := make([]memberSpec, len(names))
+	addrs := etcdtest.FreeAddrs(t, 3*len(names))
 	for i, name := range names {
-		specs[i] = memberSpec{Name: name, Dir: filepath.Join(t.TempDir(), name), Client: etcdtest.FreeAddr(t),
-			Peer: etcdtest.FreeAddr(t), API: etcdtest.FreeAddr(t), State: "new"}
+		specs[i] = memberSpec{Name: name, Dir: filepath.Join(t.TempDir(), name), Client: addrs[3*i],
+			Peer: addrs[3*i+1], API: addrs[3*i+2], State: "new"}
 		initial = append(initial, name+"=http://"+specs[i].Peer)
 		endpoints = append(endpoints, "http://"+specs[i].Client)
 	}
@@ -468,7 +469,8 @@ func TestHAMemberReplaceDeadHost(t *testing.T) {
 
 	// The new host: m4. etcd adds a member only while every voter is
 	// connected: the dead one goes first, then m4 joins, a learner first.
-	spec := memberSpec{Name: "m4", Dir: filepath.Join(t.TempDir(), "m4"), Client: etcdtest.FreeAddr(t), Peer: etcdtest.FreeAddr(t), API: etcdtest.FreeAddr(t), State: "existing"}
+	addrs := etcdtest.FreeAddrs(t, 3)
+	spec := memberSpec{Name: "m4", Dir: filepath.Join(t.TempDir(), "m4"), Client: addrs[0], Peer: addrs[1], API: addrs[2], State: "existing"}
 	code, _, errOut := ctl(ctx, endpoints, "member", "add", "m4", "--peer-urls", "http://"+spec.Peer)
 	if code == 0 || !strings.Contains(errOut, "remove it first") {
 		t.Fatalf("member add with m3 dead: exit %d, %s", code, errOut)
@@ -673,5 +675,39 @@ func TestHARemovedMemberStops(t *testing.T) {
 	}
 	if log := m3.Log(); !strings.Contains(log, "removed from the cluster") {
 		t.Errorf("m3's log does not say it was removed:\n%s", proctest.Tail(log, 20))
+	}
+}
+
+// With quorum lost (two of three members killed), the last member answers
+// reads and writes at once that it has no etcd leader, naming itself,
+// instead of holding them until the caller's deadline (a minute here);
+// then it stops on SIGTERM (proctest fails the test if not within a
+// minute: the etcd election's resign used to hold it for ever).
+func TestHAQuorumLostRefusesCalls(t *testing.T) {
+	c, ctx := startThree(t, "three")
+	client := c.dial(t, c.members["m1"].spec.API)
+	eventually.True(t, "m1 answers", func() bool {
+		_, err := client.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
+		return err == nil
+	})
+	c.members["m2"].Kill()
+	c.members["m3"].Kill()
+	for name, call := range map[string]func(context.Context) error{
+		"read": func(ctx context.Context) error {
+			_, err := client.ListAgents(ctx, &sanbootv1.ListAgentsRequest{})
+			return err
+		},
+		"write": func(ctx context.Context) error {
+			_, err := client.PutImage(ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+				Metadata: &sanbootv1.ObjectMeta{Name: "img"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}})
+			return err
+		},
+	} {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := call(cctx)
+		cancel()
+		if !dial.IsNoLeader(err) || !strings.Contains(err.Error(), "m1 has no etcd leader") {
+			t.Errorf("%s with quorum lost: %v; want m1's NoLeader answer", name, err)
+		}
 	}
 }

@@ -80,10 +80,11 @@ func TestMutualTLSAndIdentity(t *testing.T) {
 	cfg := controlplane.DefaultConfig()
 	cfg.Member.Name = "cp1"
 	cfg.Member.DataDir = t.TempDir()
-	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "https", Host: etcdtest.FreeAddr(t)}}
-	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "https", Host: etcdtest.FreeAddr(t)}}
+	addrs := etcdtest.FreeAddrs(t, 3)
+	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "https", Host: addrs[0]}}
+	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "https", Host: addrs[1]}}
 	cfg.Member.Client.TLS, cfg.Member.Peer.TLS = member, member
-	cfg.APIListen = etcdtest.FreeAddr(t)
+	cfg.APIListen = addrs[2]
 	cfg.BootListen = ""
 	cfg.Log = slog.New(slog.NewTextHandler(e.log, nil))
 	e.cfg = cfg

@@ -48,7 +48,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[
 # create to Ready.
 for img in g1gib:1GiB g10gib:10GiB; do
 	ctl image create "${img%%:*}" --size "${img#*:}" >/dev/null
-	wait_until 300 "image ${img%%:*} Ready" sh -c "'$BIN/sanbootctl' get images '${img%%:*}' | grep -q Ready"
+	wait_until 300 "image ${img%%:*} Ready" sh -c "'$BIN/sanbootctl' get images '${img%%:*}' | grep Ready >/dev/null"
 done
 provision_ms() {
 	local t0
@@ -120,6 +120,6 @@ ctl wait node $(seq -f "fo-%g" 1 "$F") --for=ready --timeout=600s >/dev/null 2>&
 t0=$(ms)
 kill -9 "$S1_PID"
 for i in $(seq 1 "$F"); do
-	wait_until 300 "fo-$i on s2" sh -c "'$BIN/sanbootctl' get nodes fo-$i -o jsonpath='{.status.agent} {.status.phase}' | grep -qx 's2 Ready'"
+	wait_until 300 "fo-$i on s2" sh -c "'$BIN/sanbootctl' get nodes fo-$i -o jsonpath='{.status.agent} {.status.phase}' | grep -x 's2 Ready' >/dev/null"
 done
 echo "failover after kill -9 (lease TTL 4 s): all $F nodes Ready on the other agent in $(($(ms) - t0)) ms"

@@ -30,7 +30,7 @@ say() { echo "ceph-cluster: $(date +%T.%3N) $*" >&2; }
 
 # ours PID: PID is a live daemon of this DIR's cluster (a zombie has an
 # empty cmdline, so kill -0 is not enough).
-ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -q -- "$DIR/ceph.conf"; }
+ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -- "$DIR/ceph.conf" >/dev/null; }
 
 down() {
 	[ -d "$DIR" ] || return 0
@@ -55,7 +55,7 @@ free_base() { # a port P with P..P+99 free, below 32768
 	local p
 	for _ in $(seq 1 50); do
 		p=$((20000 + RANDOM % 12000))
-		if ! ss -Htln "( sport >= :$p and sport <= :$((p + 99)) )" | grep -q .; then
+		if ! ss -Htln "( sport >= :$p and sport <= :$((p + 99)) )" | grep . >/dev/null; then
 			echo "$p"
 			return
 		fi

@@ -153,7 +153,7 @@ marker_seen() {
 # serial_has NAME TEXT; serial_text_has NAME TEXT also finds TEXT where
 # the console wrapped it (iPXE's BIOS console breaks lines at 80 columns).
 serial_has() { grep -aqF "$2" "$WORK/$1.serial"; }
-serial_text_has() { tr -d '\r\n' <"$WORK/$1.serial" | grep -aqF "$2"; }
+serial_text_has() { tr -d '\r\n' <"$WORK/$1.serial" | grep -aF "$2" >/dev/null; }
 
 # await_marker NAME SECONDS [FIRMWARE]: waits for the guest's marker and
 # checks what iPXE told the booted kernel (iBFT): its initiator, its target
@@ -182,13 +182,13 @@ t0=$(now_ms)
 ctl provision n1 --image golden --mac 52:54:00:5b:00:01 --wait --timeout 60s
 ctl provision n2 --image golden --mac 52:54:00:5b:00:02 --chap --mutual-chap --wait --timeout 60s
 ctl get nodes -o wide
-ctl boot-script n2 | grep -q '^set reverse-password ' || die "n2's script does not carry mutual CHAP credentials"
-if ctl get nodes n2 -o json | grep -q "$(ctl boot-script n2 | sed -n 's/^set password //p')"; then die "get nodes prints n2's CHAP secret"; fi
+ctl boot-script n2 | grep '^set reverse-password ' >/dev/null || die "n2's script does not carry mutual CHAP credentials"
+if ctl get nodes n2 -o json | grep "$(ctl boot-script n2 | sed -n 's/^set password //p')" >/dev/null; then die "get nodes prints n2's CHAP secret"; fi
 
 # sessions_of NAME: the Sessions lines of describe node NAME.
 sessions_of() { ctl describe node "$1" | sed -n '/^  Sessions:/,/^Conditions:/p' | sed '$d'; }
 # sessions_show NAME PATTERN: whether they match the (grep) pattern.
-sessions_show() { sessions_of "$1" | grep -q "$2"; }
+sessions_show() { sessions_of "$1" | grep "$2" >/dev/null; }
 # vm_gone NAME: whether NAME's qemu has ended.
 vm_gone() { ! kill -0 "${VM_PID[$1]}" 2>/dev/null; }
 NO_SESSION='^  Sessions: *none (no initiator is logged in to the target)$'
@@ -245,7 +245,7 @@ PASSED=$((PASSED + 1))
 # tgtd (a stopped process dies on SIGKILL; its connections are reset).
 log "the first portal: from hung to not listening (kill -9 its tgtd)"
 kill -9 "$HUNG_PID"
-wait_until 30 "nothing listening on 127.0.0.1:$DEAD_PORT" sh -c "! ss -ltnH 'sport = :$DEAD_PORT' | grep -q ."
+wait_until 30 "nothing listening on 127.0.0.1:$DEAD_PORT" sh -c "! ss -ltnH 'sport = :$DEAD_PORT' | grep . >/dev/null"
 
 log "a wrong CHAP secret does not boot"
 {
@@ -257,7 +257,7 @@ grep -q '^set password WRONGWRONGWRONGWRONG$' "$WORK/n2-wrong.ipxe" || die "coul
 power_on n2 52:54:00:5b:00:02 "$WORK/n2-wrong.ipxe"
 wait_until 240 "n2 failing to log in with a wrong secret" serial_has n2 "node default/n2 could not boot from its disk"
 fail_line=$(grep -anF "node default/n2 could not boot from its disk" "$WORK/n2.serial" | head -1 | cut -d: -f1)
-if head -n "$fail_line" "$WORK/n2.serial" | grep -aq "SANBOOT-OK"; then die "n2 booted with a wrong CHAP secret"; fi
+if head -n "$fail_line" "$WORK/n2.serial" | grep -a "SANBOOT-OK" >/dev/null; then die "n2 booted with a wrong CHAP secret"; fi
 grep -a -B3 "node default/n2 could not boot" "$WORK/n2.serial" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g; s/^/    n2: /'
 log "... and the node recovers: its retry fetches its script again"
 await_marker n2 240
@@ -271,7 +271,7 @@ wait_until 120 "n3 told that no node has its MAC" serial_has n3 "no node has MAC
 ctl snapshot create n1 n1-snap --wait --timeout 120s
 ctl provision n3 --image n1-snap --mac 52:54:00:5b:00:03 --wait --timeout 60s
 await_marker n3 240
-qio n3 "read -P 0x5b 64k 4k" | grep -q "read 4096/4096" || die "n3's disk lacks what was written to n1 before the snapshot"
+qio n3 "read -P 0x5b 64k 4k" | grep "read 4096/4096" >/dev/null || die "n3's disk lacks what was written to n1 before the snapshot"
 ctl get nodes -o wide
 PASSED=$((PASSED + 1))
 

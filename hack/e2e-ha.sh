@@ -19,6 +19,11 @@
 #   3. a member cut off (its link down): refuses writes and linearizable
 #      reads, the others list it UNHEALTHY and go on (an apply works); back
 #      on the network it catches up by itself.
+#   3b. a member cut off from its peers only (policy routing refuses etcd's
+#      ports; its API is reachable): it refuses calls at once, saying it
+#      has no etcd leader, and a client that tries it first (--timeout
+#      600s) leaves it for another member, saying so (get nodes); the next
+#      run skips it (apply --wait).
 #   4. the agents keep their leases through 1 and 2 (etcd's history of
 #      their alive keys; no agent or node seen Unavailable meanwhile) and
 #      lose them, visibly, when cut off from every member.
@@ -79,11 +84,13 @@ ctl() {
 	ip netns exec "$OP" "$BIN/sanbootctl" --endpoints "$ENDPOINTS" --timeout 30s \
 		--cert "$PKI/user-root.crt" --key "$PKI/user-root.key" --cacert "$PKI/ca.crt" "$@"
 }
-# ctl_on N ARGS...: sanbootctl on member N's own host, to its API only.
+# ctl_on N ARGS...: sanbootctl on member N's own host, to its API (with
+# an empty cache: no member learned or left by an earlier run).
 ctl_on() {
 	local i=$1
 	shift
-	ip netns exec "${HOSTNS[i]}" "$BIN/sanbootctl" --endpoints 127.0.0.1:7443 \
+	rm -rf "$WORK/ctl-on-cache"
+	XDG_CACHE_HOME=$WORK/ctl-on-cache ip netns exec "${HOSTNS[i]}" "$BIN/sanbootctl" --endpoints 127.0.0.1:7443 \
 		--cert "$PKI/user-root.crt" --key "$PKI/user-root.key" --cacert "$PKI/ca.crt" "$@"
 }
 # etcd_history PREFIX: every change etcd kept under PREFIX (etcdprobe
@@ -344,6 +351,52 @@ ctl_on "$cut" get node cut-write >/dev/null 2>&1 || rc=$?
 ctl member list
 ok "cp$cut, back on the network, caught up with no command: it serves c019, written while it was away"
 
+log "3b. cut the controllers' leader off from its peers only (its API still reachable): a client that tries it first is answered by another"
+cut=$(member_index "$(controllers)")
+others=$(for i in 1 2 3; do [ "$i" = "$cut" ] || printf 'cp%s ' "$i"; done)
+others=${others% }
+ENDPOINTS=$(endpoints_first "$cut")
+# etcd's peer (2380) and client (2379) traffic to and from the other hosts
+# is refused by policy routing; loopback (its API's own etcd client) and
+# its API (7443) still work.
+peers_rules() { # peers_rules add|del N
+	local p
+	for p in 2379 2380; do
+		ip -n "${HOSTNS[$2]}" rule "$1" dport "$p" prohibit
+		ip -n "${HOSTNS[$2]}" rule "$1" sport "$p" prohibit
+	done
+}
+peers_rules add "$cut"
+echo "cp$cut cut off from its peers ($(date +%T)); sanbootctl --endpoints $ENDPOINTS"
+wait_until 60 "the others list cp$cut unhealthy" all_healthy "$others"
+no_leader_err() { grep "cp$cut has no etcd leader" "$1" >/dev/null; }
+rc=0
+ctl_on "$cut" --timeout 600s get nodes -o name >"$OUT/peercut-own.out" 2>"$OUT/peercut-own.err" || rc=$?
+[ "$rc" != 0 ] || die "cp$cut, without a leader, served a read"
+no_leader_err "$OUT/peercut-own.err" || die "cp$cut's refusal does not say it has no etcd leader: $(cat "$OUT/peercut-own.err")"
+ok "cp$cut, cut off from its peers, refuses a call at once, with --timeout 600s, saying why: $(head -c 200 "$OUT/peercut-own.err")"
+# Clients that try cp$cut first, with a --timeout longer than the test:
+# answered by another member, saying they left cp$cut; the next run
+# skips cp$cut (sanbootctl's cache keeps it left for 30 s).
+export XDG_CACHE_HOME=$WORK/op-cache
+t0=$SECONDS
+ctl --timeout 600s get nodes -o name >"$OUT/peercut-get.out" 2>"$OUT/peercut-get.err" ||
+	die "get nodes, cp$cut first: $(cat "$OUT/peercut-get.err")"
+[ "$(wc -l <"$OUT/peercut-get.out")" = "$(phases | wc -l)" ] || die "get nodes, cp$cut first, listed $(wc -l <"$OUT/peercut-get.out") nodes"
+grep "^leaving $NET.$cut:7443: .*cp$cut has no etcd leader" "$OUT/peercut-get.err" >/dev/null ||
+	die "sanbootctl did not say it left cp$cut: $(cat "$OUT/peercut-get.err")"
+gen_nodes "$WORK/e.yaml" e 10
+ctl --timeout 600s apply -f "$WORK/e.yaml" --wait >"$OUT/peercut-apply.out" 2>"$OUT/peercut-apply.err" ||
+	die "apply --wait, cp$cut first: $(tail -5 "$OUT/peercut-apply.err")"
+! grep -Ev '^node/[a-z0-9-]+: (Pending|Provisioning|Ready)(: .*)?$' "$OUT/peercut-apply.err" ||
+	die "apply, cp$cut first, wrote this on stderr besides progress (cp$cut, left by the run before, should be skipped)"
+unset XDG_CACHE_HOME
+ok "get nodes, cp$cut first, answered by another member, said: $(head -1 "$OUT/peercut-get.err" | head -c 150); apply --wait of 10 nodes right after skipped cp$cut ($((SECONDS - t0)) s)"
+peers_rules del "$cut"
+wait_until 120 "cp$cut healthy again" all_healthy "cp1 cp2 cp3"
+wait_until 120 "cp$cut caught up" caught_up
+ctl_on "$cut" get node e009 -o jsonpath='{.status.phase}' >"$OUT/peercut-healed.out" || die "cp$cut, healed, does not serve e009"
+ok "cp$cut, back with its peers, serves e009, written while it was cut off"
 
 log "4. the storage host cut off from every member: the agents lose their leases, visibly"
 total=$(phases | wc -l)

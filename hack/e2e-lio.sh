@@ -86,7 +86,7 @@ EOF
 chmod +x "$LIO_SHARE/autorun.sh"
 vm 'setsid /mnt/host/autorun.sh </dev/null >/dev/null 2>&1 &'
 wait_until 120 "agent lio1 Ready" agent_state_is lio1 Ready
-ctl get agents lio1 -o json | grep -q '"driver": *"lio"' || die "agent lio1 does not report the lio driver"
+ctl get agents lio1 -o json | grep '"driver": *"lio"' >/dev/null || die "agent lio1 does not report the lio driver"
 pass "agent lio1 (--driver=lio) registered from the VM"
 timing "agent Ready"
 
@@ -99,7 +99,7 @@ busybox httpd -f -p "127.0.0.1:$HTTP_PORT" -h "$WORK/www" &
 SANBOOT_PIDS+=("$!")
 ctl image import golden --from-url "http://10.0.2.2:$HTTP_PORT/golden.raw" --size 64MiB \
 	--sha256 "$(sha256sum "$WORK/www/golden.raw" | cut -d' ' -f1)"
-wait_until 180 "image golden Ready on lio1" sh -c "'$BIN/sanbootctl' get images golden -o json | grep -q '\"phase\": *\"Ready\"'"
+wait_until 180 "image golden Ready on lio1" sh -c "'$BIN/sanbootctl' get images golden -o json | grep '\"phase\": *\"Ready\"' >/dev/null"
 ctl provision n1 --image golden --wait --timeout 180s
 ctl provision n2 --image golden --chap --mutual-chap --wait --timeout 180s
 ctl get nodes -o wide
@@ -107,15 +107,15 @@ T1=iqn.2026-11.io.sanboot:default.n1
 T2=iqn.2026-11.io.sanboot:default.n2
 I1=iqn.2026-11.io.sanboot:initiator.default.n1
 I2=iqn.2026-11.io.sanboot:initiator.default.n2
-ctl get nodes n1 -o json | grep -q "\"$PORTAL\"" || die "n1's status does not advertise $PORTAL"
-ctl get nodes n1 -o json | grep -q '"lun": *[1-9]' && die "n1's status has a LUN other than 0"
+ctl get nodes n1 -o json | grep "\"$PORTAL\"" >/dev/null || die "n1's status does not advertise $PORTAL"
+ctl get nodes n1 -o json | grep '"lun": *[1-9]' >/dev/null && die "n1's status has a LUN other than 0"
 timing "image + 2 nodes Ready"
 check_ready_readable
 ((READY_CHECKED == 2)) || die "$READY_CHECKED of the 2 Ready nodes were read by their own initiators"
 pass "both Ready nodes read by their own initiators with their boot scripts' credentials"
 
 log "ACL: the right initiator logs in, others are refused"
-iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/0" | grep -q 'Vendor:LIO-ORG' || die "n1's initiator cannot log in"
+iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/0" | grep 'Vendor:LIO-ORG' >/dev/null || die "n1's initiator cannot log in"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T1/0" >/dev/null 2>&1; then die "n2's initiator logged in to n1"; fi
 if iscsi-inq -i iqn.2026-11.io.example:intruder "iscsi://$PORTAL/$T1/0" >/dev/null 2>&1; then die "a stranger logged in to n1"; fi
 [ "$(iscsi-readcapacity16 -s -i "$I1" "iscsi://$PORTAL/$T1/0")" = 67108864 ] || die "n1 does not present 64 MiB"
@@ -132,7 +132,7 @@ if chap "${C[0]}" "${C[1]}x" "" "" iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" >/
 if chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}x" iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" >/dev/null 2>&1; then
 	die "mutual CHAP: the initiator accepted a target that proved a wrong secret"
 fi
-chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}" iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" | grep -q 'Vendor:LIO-ORG' ||
+chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}" iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" | grep 'Vendor:LIO-ORG' >/dev/null ||
 	die "n2's initiator cannot log in with the CHAP credentials the agent set"
 # The node's boot script (the control plane's view) names this portal, LUN 0
 # and the very credentials the agent put on the target.
@@ -152,12 +152,12 @@ iscsi_opts() { echo "driver=iscsi,transport=tcp,portal=$PORTAL,target=$1,lun=0,i
 qemu-img convert --image-opts "$(iscsi_opts "$T1" "$I1")" -O raw "$WORK/n1.raw" 2>"$WORK/qemu-img.log"
 cmp -s "$WORK/n1.raw" "$WORK/www/golden.raw" || die "n1's disk does not hold the image's bytes"
 qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "write -P 0xa5 8M 1M" >/dev/null
-qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "read -P 0xa5 8M 1M" | grep -q "read 1048576/1048576" ||
+qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "read -P 0xa5 8M 1M" | grep "read 1048576/1048576" >/dev/null ||
 	die "n1 does not read back what was written"
 pass "n1 serves the image's bytes and reads back a write"
 
 log "thin provisioning: a discard through iSCSI frees the space in n1's clone"
-iscsi-inq -i "$I1" -e 1 -c 178 "iscsi://$PORTAL/$T1/0" | grep -q 'lbpu:1' || die "n1 does not announce UNMAP (emulate_tpu)"
+iscsi-inq -i "$I1" -e 1 -c 178 "iscsi://$PORTAL/$T1/0" | grep 'lbpu:1' >/dev/null || die "n1 does not announce UNMAP (emulate_tpu)"
 blocks() { vm 'stat -c %b /var/lib/sanboot/disks/default/n1.raw'; }
 b0=$(blocks)
 qemu-io --image-opts "$(iscsi_opts "$T1" "$I1"),discard=unmap" -c "write -P 0x5a 16M 4M" >/dev/null
@@ -190,14 +190,14 @@ log "reboot: configfs comes back empty; the agent builds the targets again by it
 mv "$LIO_SHARE/agent.log" "$LIO_SHARE/agent.log.boot1"
 P0=$SECONDS
 "$VM" boot
-grep -a 'LIO targets at boot' "$LIO_VM_DIR/run/console.log" | grep -q 'boot: 0' || die "configfs was not empty after the reboot"
+grep -a 'LIO targets at boot' "$LIO_VM_DIR/run/console.log" | grep 'boot: 0' >/dev/null || die "configfs was not empty after the reboot"
 wait_until 180 "n1 served again" iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/0"
 wait_until 60 "n2 served again" chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}" iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0"
 timing "boot to both targets served again"
 echo "BENCH rebuild of 2 targets after a reboot: $(agent_secs 'msg=starting' 'msg="enabled target"') s from the agent's start to the last target enabled"
 [ "$(serial "$T1" "$I1")" = "$S1" ] || die "n1's serial changed across the reboot"
 [ "$(chap "${C[0]}" "${C[1]}" "${C[2]}" "${C[3]}" serial "$T2" "$I2")" = "$S2" ] || die "n2's serial changed across the reboot"
-qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "read -P 0xa5 8M 1M" | grep -q "read 1048576/1048576" ||
+qemu-io --image-opts "$(iscsi_opts "$T1" "$I1")" -c "read -P 0xa5 8M 1M" | grep "read 1048576/1048576" >/dev/null ||
 	die "n1 lost a write across the reboot"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/0" >/dev/null 2>&1; then die "after the reboot n2 lets its initiator in without CHAP"; fi
 pass "after the reboot: both targets back, same serials, same data, CHAP still required"
@@ -213,7 +213,7 @@ wait_until 60 "n1's session" vm "grep -q InitiatorName /sys/kernel/config/target
 ctl deprovision n1 n2 --wait --timeout 180s
 stop_pid "$QIO"
 vm 'sanboot-agent lio dump' >"$WORK/lio-dump.txt"
-tail -1 "$WORK/lio-dump.txt" | grep -q ': 0 targets, 0 backstores$' || { cat "$WORK/lio-dump.txt"; die "sanboot objects left in configfs"; }
+tail -1 "$WORK/lio-dump.txt" | grep ': 0 targets, 0 backstores$' >/dev/null || { cat "$WORK/lio-dump.txt"; die "sanboot objects left in configfs"; }
 if vm 'find /sys/kernel/config/target | grep io.sanboot'; then die "configfs still names a sanboot object"; fi
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/0" >/dev/null 2>&1; then die "n1's target still serves after deprovision"; fi
 grep -q 'configfs says busy' "$LIO_SHARE/agent.log" && echo "note: the agent met EBUSY during the teardown and retried (see agent.log)"
@@ -233,13 +233,13 @@ if [ -n "${LIO_BENCH:-}" ]; then
 	wait_until 900 "$N targets enabled again" sh -c "[ \$(grep -c 'msg=\"enabled target\"' '$LIO_SHARE/agent.log') -ge $N ]"
 	timing "boot to $N targets served again"
 	echo "BENCH rebuild of $N targets after a reboot: $(agent_secs 'msg=starting' 'msg="enabled target"') s from the agent's start to the last target enabled"
-	iscsi-inq -i "iqn.2026-11.io.sanboot:initiator.default.b$N" "iscsi://$PORTAL/iqn.2026-11.io.sanboot:default.b$N/0" | grep -q LIO-ORG ||
+	iscsi-inq -i "iqn.2026-11.io.sanboot:initiator.default.b$N" "iscsi://$PORTAL/iqn.2026-11.io.sanboot:default.b$N/0" | grep LIO-ORG >/dev/null ||
 		die "b$N is not served after the rebuild"
 	nodes=()
 	for i in $(seq -w 1 "$N"); do nodes+=("b$i"); done
 	ctl deprovision "${nodes[@]}" --wait --timeout 900s >/dev/null
 	echo "BENCH deprovision of $N targets: $(agent_secs 'msg="deleted target"' 'msg="deleted target"') s from the first target deleted to the last"
-	vm 'sanboot-agent lio dump' | tail -1 | grep -q ': 0 targets, 0 backstores$' || die "sanboot objects left in configfs after the benchmark"
+	vm 'sanboot-agent lio dump' | tail -1 | grep ': 0 targets, 0 backstores$' >/dev/null || die "sanboot objects left in configfs after the benchmark"
 	timing "$N nodes deprovisioned"
 fi
 ctl image rm golden

@@ -43,7 +43,7 @@ netns_hosts "$SW" "$S" 10.99.0 $CP $ST $OP $RK
 # on NS CMD...: runs CMD on host NS. Background jobs call ip netns exec
 # directly, so that $! is the program's own PID (ip execs it).
 on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-ip -n "$OP" -br addr show eth0 | grep -q 10.99.0.3 || die "the operator host has no address"
+ip -n "$OP" -br addr show eth0 | grep 10.99.0.3 >/dev/null || die "the operator host has no address"
 
 n=0
 ctl_as() { # ctl_as WHO ARGS...: sanbootctl on the operator host

@@ -65,7 +65,7 @@ truncate -s 64M "$WORK/golden.raw"
 head -c 4M /dev/urandom | dd of="$WORK/golden.raw" bs=1M seek=8 conv=notrunc status=none
 GOLDEN_SHA=$(sha256sum <"$WORK/golden.raw" | cut -d' ' -f1)
 ctl image import golden "$WORK/golden.raw" --wait --timeout 180s
-admin_rbd snap ls img.default.golden | grep -q 'sanboot.*yes' || admin_rbd snap ls img.default.golden --format json | grep -q '"protected":"true"' ||
+admin_rbd snap ls img.default.golden | grep 'sanboot.*yes' >/dev/null || admin_rbd snap ls img.default.golden --format json | grep '"protected":"true"' >/dev/null ||
 	die "img.default.golden has no protected snapshot"
 pass
 
@@ -76,7 +76,7 @@ nodes=$(seq -f "n%02g" 1 "$N" | tr '\n' ' ')
 ctl wait node $nodes --for=ready --timeout=600s
 ctl get nodes -o wide | sed -n 1,5p
 for i in $(seq -f %02g 1 "$N"); do
-	admin_rbd info "disk.default.n$i" --format json | grep -q '"image":"img.default.golden"' || die "disk of n$i is not a clone of the image"
+	admin_rbd info "disk.default.n$i" --format json | grep '"image":"img.default.golden"' >/dev/null || die "disk of n$i is not a clone of the image"
 done
 pass
 
@@ -116,8 +116,8 @@ pass
 
 log "a write through iSCSI lands in n01's clone only"
 qemu-io --image-opts "$(iscsi_opts n01)" -c "write -P 0xa5 1M 1M" >/dev/null
-qemu-io --image-opts "$(iscsi_opts n01)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "cannot read back what was written"
-qemu-io --image-opts "$(iscsi_opts n02)" -c "read -P 0 1M 1M" | grep -q "read 1048576/1048576" || die "n01's write shows in n02"
+qemu-io --image-opts "$(iscsi_opts n01)" -c "read -P 0xa5 1M 1M" | grep "read 1048576/1048576" >/dev/null || die "cannot read back what was written"
+qemu-io --image-opts "$(iscsi_opts n02)" -c "read -P 0 1M 1M" | grep "read 1048576/1048576" >/dev/null || die "n01's write shows in n02"
 admin_rbd export --no-progress img.default.golden "$WORK/golden-now.raw" >/dev/null
 [ "$(sha256sum <"$WORK/golden-now.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "the write reached the image"
 pass
@@ -134,14 +134,14 @@ qemu-io --image-opts "$(iscsi_opts "$X")" -c "write -P 0x6b 3M 1M" >/dev/null
 t0=$(date +%s%N)
 kill -9 "$PID_s1"
 for n in $on_s1; do
-	wait_until 120 "$n served by s2" sh -c "[ \"\$('$BIN/sanbootctl' get nodes $n -o jsonpath='{.status.agent}')\" = s2 ] && '$BIN/sanbootctl' get nodes $n | grep -q Ready"
+	wait_until 120 "$n served by s2" sh -c "[ \"\$('$BIN/sanbootctl' get nodes $n -o jsonpath='{.status.agent}')\" = s2 ] && '$BIN/sanbootctl' get nodes $n | grep Ready >/dev/null"
 done
 FAILOVER_MS=$((($(date +%s%N) - t0) / 1000000))
 echo "all of s1's nodes Ready on s2 ${FAILOVER_MS} ms after kill -9 (lease TTL ${TTL}s)"
 for n in $on_s1; do
 	[ "$(portal "$n")" = "${PORTAL[s2]}" ] || die "$n reports portal $(portal "$n"), want s2's ${PORTAL[s2]}"
 done
-qemu-io --image-opts "$(iscsi_opts "$X")" -c "read -P 0x6b 3M 1M" | grep -q "read 1048576/1048576" || die "$X lost its write in the move"
+qemu-io --image-opts "$(iscsi_opts "$X")" -c "read -P 0x6b 3M 1M" | grep "read 1048576/1048576" >/dev/null || die "$X lost its write in the move"
 qemu-img convert --image-opts "$(iscsi_opts "$X")" -O raw "$WORK/moved.raw"
 admin_rbd export --no-progress "disk.default.$X" "$WORK/rbd.raw" >/dev/null
 cmp -s "$WORK/moved.raw" "$WORK/rbd.raw" || die "$X read through s2 differs from its RBD image"
@@ -177,23 +177,23 @@ pass
 
 log "snapshot n01 into an image (an RBD clone of n01's disk, no copy); n-snap from it sees n01's write"
 ctl snapshot create n01 n01-snap --wait --timeout 120s
-admin_rbd info img.default.n01-snap --format json | grep -q '"image":"disk.default.n01"' || die "the snapshot image is not a clone of n01's disk"
+admin_rbd info img.default.n01-snap --format json | grep '"image":"disk.default.n01"' >/dev/null || die "the snapshot image is not a clone of n01's disk"
 ctl provision n-snap --image n01-snap --wait --timeout 120s
-qemu-io --image-opts "$(iscsi_opts n-snap)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" ||
+qemu-io --image-opts "$(iscsi_opts n-snap)" -c "read -P 0xa5 1M 1M" | grep "read 1048576/1048576" >/dev/null ||
 	die "n-snap does not hold the bytes written to n01 before the snapshot"
 pass
 
 log "a snapshot of n-snap (4 images deep, limit 2): published at once, flattened in the background, reported; its node reads its bytes"
 qemu-io --image-opts "$(iscsi_opts n-snap)" -c "write -P 0x3c 5M 1M" >/dev/null
 ctl snapshot create n-snap snap2 --wait --timeout 120s
-wait_until 120 "snap2 flat and reported flat" sh -c "! rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' info img.default.snap2 --format json | grep -q '\"parent\"' &&
+wait_until 120 "snap2 flat and reported flat" sh -c "! rbd --conf '$CEPH_CONF' -p '$CEPH_POOL' info img.default.snap2 --format json | grep '\"parent\"' >/dev/null &&
 	[ \"\$('$BIN/sanbootctl' get images snap2 -o jsonpath='{.status.replicas[0].phase} {.status.replicas[0].cloneDepth} {.status.replicas[0].flattening}')\" = 'Ready 0 false' ]"
-grep -h "flattening an image in the background" "$WORK"/agent-s*.log | grep -q "img.default.snap2.*depth=4" ||
+grep -h "flattening an image in the background" "$WORK"/agent-s*.log | grep "img.default.snap2.*depth=4" >/dev/null ||
 	die "no agent says it flattened snap2 (4 deep) in the background: $(grep -h flatten "$WORK"/agent-s*.log)"
 ctl get images snap2 -o wide
 ctl provision n-snap2 --image snap2 --wait --timeout 120s
-qemu-io --image-opts "$(iscsi_opts n-snap2)" -c "read -P 0x3c 5M 1M" | grep -q "read 1048576/1048576" || die "n-snap2 lacks the write to n-snap"
-qemu-io --image-opts "$(iscsi_opts n-snap2)" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "n-snap2 lacks the write to n01"
+qemu-io --image-opts "$(iscsi_opts n-snap2)" -c "read -P 0x3c 5M 1M" | grep "read 1048576/1048576" >/dev/null || die "n-snap2 lacks the write to n-snap"
+qemu-io --image-opts "$(iscsi_opts n-snap2)" -c "read -P 0xa5 1M 1M" | grep "read 1048576/1048576" >/dev/null || die "n-snap2 lacks the write to n01"
 pass
 
 log "an image with clones cannot be removed, and the refusal names them"

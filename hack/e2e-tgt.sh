@@ -38,14 +38,14 @@ log "control plane, and agent s1 with tgt on $PORTAL and its store on $FS ($WANT
 start_controlplane "$WORK"
 start_agent "$WORK" s1
 ctl get agents -o wide
-ctl get agents s1 -o json | grep -q "\"cloneMode\": *\"$WANT_MODE\"" || die "the agent does not report $WANT_MODE clones"
+ctl get agents s1 -o json | grep "\"cloneMode\": *\"$WANT_MODE\"" >/dev/null || die "the agent does not report $WANT_MODE clones"
 
 checking "import an image (64 MiB, 4 MiB of it random data), two nodes from it (n2 with CHAP)"
 truncate -s 64M "$WORK/golden.raw"
 head -c 4M /dev/urandom | dd of="$WORK/golden.raw" bs=1M seek=8 conv=notrunc status=none
 GOLDEN_SHA=$(sha256sum <"$WORK/golden.raw" | cut -d' ' -f1)
 ctl image import golden "$WORK/golden.raw" --wait --timeout 120s
-ctl get images golden -o json | grep -q "\"sha256\": *\"$GOLDEN_SHA\"" || die "the image's recorded sha256 is not the file's"
+ctl get images golden -o json | grep "\"sha256\": *\"$GOLDEN_SHA\"" >/dev/null || die "the image's recorded sha256 is not the file's"
 ctl provision n1 --image golden --wait --timeout 60s
 ctl provision n2 --image golden --chap --wait --timeout 60s
 ctl get nodes -o wide
@@ -55,14 +55,14 @@ T1=iqn.2026-11.io.sanboot:default.n1
 T2=iqn.2026-11.io.sanboot:default.n2
 I1=iqn.2026-11.io.sanboot:initiator.default.n1
 I2=iqn.2026-11.io.sanboot:initiator.default.n2
-ctl get nodes n1 -o json | grep -q "\"targetIqn\": *\"$T1\"" || die "n1 has the wrong target IQN"
+ctl get nodes n1 -o json | grep "\"targetIqn\": *\"$T1\"" >/dev/null || die "n1 has the wrong target IQN"
 
 checking "the right initiator logs in; a wrong one is refused"
 iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null || die "n1's initiator cannot log in"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "another node's initiator logged in to n1"; fi
 if iscsi-inq -i iqn.2026-11.io.example:intruder "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "a stranger logged in to n1"; fi
 cap=$(iscsi-readcapacity16 -i "$I1" "iscsi://$PORTAL/$T1/1")
-echo "$cap" | grep -Eq "Total Size:? *67108864|Total size:? *67108864" || { echo "$cap"; die "n1 does not present 64 MiB"; }
+echo "$cap" | grep -E "Total Size:? *67108864|Total size:? *67108864" >/dev/null || { echo "$cap"; die "n1 does not present 64 MiB"; }
 
 checking "CHAP: n2 refuses its own initiator without credentials"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 let its initiator in without CHAP"; fi
@@ -77,7 +77,7 @@ checking "data written through iSCSI lands in n1's clone only"
 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=$T1,lun=1,initiator-name=$I1" \
 	-c "write -P 0xa5 1M 1M" >/dev/null
 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$PORTAL,target=$T1,lun=1,initiator-name=$I1" \
-	-c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" || die "cannot read back what was written"
+	-c "read -P 0xa5 1M 1M" | grep "read 1048576/1048576" >/dev/null || die "cannot read back what was written"
 cmp -s -n 1048576 -i 1048576:0 "$STORE_DIR/disks/default/n1.raw" <(head -c 1048576 /dev/zero | tr '\0' '\245') ||
 	die "n1's disk file does not hold the bytes written through iSCSI"
 [ "$(sha256sum <"$STORE_DIR/images/default/golden.raw" | cut -d' ' -f1)" = "$GOLDEN_SHA" ] || die "the write reached the image"
@@ -98,7 +98,7 @@ kill -9 "$AGENT_PID"
 wait_until 30 "n1's target gone with tgtd" sh -c "! timeout 10 iscsi-inq -i '$I1' 'iscsi://$PORTAL/$T1/1' >/dev/null 2>&1"
 start_agent "$WORK" s1
 wait_until 60 "n1 served again" iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1"
-wait_until 60 "n2's target (CHAP) rebuilt" sh -c "tgtadm -C $CTL --lld iscsi --mode target --op show | grep -q '$T2\$'"
+wait_until 60 "n2's target (CHAP) rebuilt" sh -c "tgtadm -C $CTL --lld iscsi --mode target --op show | grep '$T2\$' >/dev/null"
 if iscsi-inq -i "$I2" "iscsi://$PORTAL/$T2/1" >/dev/null 2>&1; then die "n2 came back without CHAP"; fi
 ctl wait node n1 n2 --for=ready --timeout=60s
 check_ready_readable
@@ -112,10 +112,10 @@ touch "$HOLD"
 kill -9 "$TGTD_PID"
 wait_until 60 "n1 Unavailable, saying tgtd died" node_says n1 Unavailable "tgtd.*died"
 wait_until 60 "n2 Unavailable too" node_phase_is n2 Unavailable
-ctl get nodes n1 -o json | grep -q '"reason": *"Unavailable"' || die "n1's Ready condition does not say Unavailable"
+ctl get nodes n1 -o json | grep '"reason": *"Unavailable"' >/dev/null || die "n1's Ready condition does not say Unavailable"
 wait_until 60 "agent s1 NotReady" agent_state_is s1 NotReady
 ctl get agents -o wide
-ctl get agents s1 -o json | grep -q '"message": *".*tgtd.*died' || die "get agents does not say that tgtd died"
+ctl get agents s1 -o json | grep '"message": *".*tgtd.*died' >/dev/null || die "get agents does not say that tgtd died"
 [ "$(readyz)" = 503 ] && grep -q "tgtd.*died" "$WORK/readyz" || die "/readyz with tgtd dead: $(cat "$WORK/readyz")"
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/1" >/dev/null 2>&1; then die "n1 is read although tgtd is dead"; fi
 check_ready_readable # no node says Ready now
@@ -181,7 +181,7 @@ ctl snapshot ls
 ctl provision n3 --image n1-snap --wait --timeout 60s
 check_ready_readable
 T3=iqn.2026-11.io.sanboot:default.n3 I3=iqn.2026-11.io.sanboot:initiator.default.n3
-qemu-io --image-opts "$(iscsi_url "$T3" "$I3")" -c "read -P 0xa5 1M 1M" | grep -q "read 1048576/1048576" ||
+qemu-io --image-opts "$(iscsi_url "$T3" "$I3")" -c "read -P 0xa5 1M 1M" | grep "read 1048576/1048576" >/dev/null ||
 	die "n3 does not hold the bytes written to n1 before the snapshot"
 set +e
 ctl image rm golden 2>"$WORK/err"; rc=$?

@@ -43,7 +43,7 @@ DEBS=(protobuf-compiler libprotobuf-dev ca-certificates git make tgt libiscsi-bi
 	qemu-system-x86 extlinux syslinux-common busybox-static cpio e2fsprogs xz-utils zstd dosfstools mtools binutils ovmf
 	debootstrap systemd curl procps dnsmasq-base jq ceph-mon ceph-mgr ceph-osd ceph-common tgt-rbd)
 
-installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep '^install ok installed$' >/dev/null; }
 need_debs=()
 for p in "${DEBS[@]}"; do
 	installed "$p" || need_debs+=("$p")

@@ -18,7 +18,7 @@ fi
 export GOBIN=$PWD/.tools/bin
 want_go=$(sed -n 's/^PROTOC_GEN_GO_VERSION := //p' Makefile)
 want_grpc=$(sed -n 's/^PROTOC_GEN_GO_GRPC_VERSION := //p' Makefile)
-[ -x "$GOBIN/protoc-gen-go" ] && "$GOBIN/protoc-gen-go" --version | grep -q "${want_go}" ||
+[ -x "$GOBIN/protoc-gen-go" ] && "$GOBIN/protoc-gen-go" --version | grep "${want_go}" >/dev/null ||
 	go install "google.golang.org/protobuf/cmd/protoc-gen-go@${want_go}"
-[ -x "$GOBIN/protoc-gen-go-grpc" ] && "$GOBIN/protoc-gen-go-grpc" --version | grep -q "${want_grpc#v}" ||
+[ -x "$GOBIN/protoc-gen-go-grpc" ] && "$GOBIN/protoc-gen-go-grpc" --version | grep "${want_grpc#v}" >/dev/null ||
 	go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@${want_grpc}"

@@ -47,7 +47,7 @@ free_port() {
 		# on Debian), so that no outgoing connection holds the port either.
 		p=$((10000 + RANDOM % 22000))
 		grep -qx "$p" "$SANBOOT_PORTS_FILE" 2>/dev/null && continue
-		if ! ss -Htln "sport = :$p" | grep -q .; then
+		if ! ss -Htln "sport = :$p" | grep . >/dev/null; then
 			echo "$p" >>"$SANBOOT_PORTS_FILE"
 			echo "$p"
 			return
@@ -111,10 +111,10 @@ iscsi-ls() { timeout 60 iscsi-ls "$@"; }
 qemu-io() { timeout 300 qemu-io "$@"; }
 
 # agent_state_is NAME STATE
-agent_state_is() { ctl get agents "$1" -o json 2>/dev/null | grep -q "\"state\": *\"$2\""; }
+agent_state_is() { ctl get agents "$1" -o json 2>/dev/null | grep "\"state\": *\"$2\"" >/dev/null; }
 
 # node_phase_is NAME PHASE
-node_phase_is() { ctl get nodes "$1" -o json 2>/dev/null | grep -q "\"phase\": *\"$2\""; }
+node_phase_is() { ctl get nodes "$1" -o json 2>/dev/null | grep "\"phase\": *\"$2\"" >/dev/null; }
 
 # wait_until SECONDS WHAT CMD...: runs CMD until it succeeds, or fails after SECONDS.
 wait_until() {
@@ -292,7 +292,7 @@ check_ready_readable() {
 			die "node $node's target let in a stranger's initiator ($iqn.stranger) with the node's credentials: $url"
 		fi
 		if [ -z "$user" ] && ! on_initiator timeout 300 qemu-io --image-opts "driver=iscsi,transport=tcp,portal=$host:${port:-3260},target=$target,lun=${lun:-0},initiator-name=$iqn" \
-			-c "read 0 64k" 2>/dev/null | grep -q "read 65536/65536"; then
+			-c "read 0 64k" 2>/dev/null | grep "read 65536/65536" >/dev/null; then
 			node_phase_is "$node" Ready || continue
 			die "node $node says Ready, but its initiator $iqn cannot read the first 64 KiB of its disk"
 		fi

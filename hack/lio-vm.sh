@@ -145,14 +145,14 @@ extract_vmlinux() {
 	rm -f "$v"
 	for off in $(grep -abo $'\xfd7zXZ' "$OUT/vmlinuz" | cut -d: -f1 | head -3); do
 		tail -c +$((off + 1)) "$OUT/vmlinuz" | xz -dc --single-stream >"$v" 2>/dev/null || true
-		head -c 4 "$v" | grep -q ELF && return
+		head -c 4 "$v" | grep ELF >/dev/null && return
 	done
 	rm -f "$v"
 	log "no ELF kernel found in the bzImage (not xz?): booting the bzImage"
 }
 
 # ours PID: is PID the qemu this script started for $OUT?
-ours() { [ -n "${1:-}" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "qemu-system.*$OUT/initrd.img"; }
+ours() { [ -n "${1:-}" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep "qemu-system.*$OUT/initrd.img" >/dev/null; }
 
 # accel chooses KVM only where it runs stock kernels: kvm_pvm (this
 # project's machines) does not.

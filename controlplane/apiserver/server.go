@@ -64,6 +64,11 @@ type Config struct {
 	// watch cache; the caller runs it. Nil: the server makes its own and
 	// Run runs it.
 	Informer *informer.Informer
+	// HasLeader says whether this member's etcd has a raft leader; calls
+	// wait up to LeaderWait (default DefaultLeaderWait) for one, then are
+	// refused (leader.go). Nil: no such check.
+	HasLeader  func() bool
+	LeaderWait time.Duration
 }
 
 // Server implements sanbootv1.SanbootServer. Create it with New, call Run
@@ -97,6 +102,9 @@ func New(cli *clientv3.Client, cfg Config) *Server {
 	}
 	if cfg.UploadGCInterval <= 0 {
 		cfg.UploadGCInterval = 5 * time.Minute
+	}
+	if cfg.LeaderWait <= 0 {
+		cfg.LeaderWait = DefaultLeaderWait
 	}
 	if cfg.ExportStartTimeout <= 0 {
 		cfg.ExportStartTimeout = time.Minute

@@ -52,8 +52,9 @@ func startTLSMember(t *testing.T) tlsMember {
 	mf := issue(pki.Identity{Name: "cp1", Role: pki.RoleMember})
 	cfg := member.DefaultConfig()
 	cfg.Name, cfg.DataDir = "cp1", t.TempDir()
-	cfg.Client.ListenURLs = []url.URL{{Scheme: "https", Host: etcdtest.FreeAddr(t)}}
-	cfg.Peer.ListenURLs = []url.URL{{Scheme: "https", Host: etcdtest.FreeAddr(t)}}
+	addrs := etcdtest.FreeAddrs(t, 2)
+	cfg.Client.ListenURLs = []url.URL{{Scheme: "https", Host: addrs[0]}}
+	cfg.Peer.ListenURLs = []url.URL{{Scheme: "https", Host: addrs[1]}}
 	cfg.Client.TLS, cfg.Peer.TLS = mf, mf
 	cfg.Log = cptest.Log(t)
 	m, err := member.Start(ctx, cfg)

@@ -28,6 +28,7 @@ type Config struct {
 	Peer    PeerConfig
 	Cluster ClusterConfig
 	Storage StorageConfig
+	Raft    RaftConfig
 	// ReadyTimeout bounds the wait for the member to join its cluster and
 	// serve clients (default 60s).
 	ReadyTimeout time.Duration
@@ -103,6 +104,40 @@ type StorageConfig struct {
 	SnapshotCatchUpEntries uint64
 }
 
+// RaftConfig is how quickly members notice a dead or cut-off leader.
+type RaftConfig struct {
+	// HeartbeatInterval is how often the raft leader tells followers it
+	// lives, in milliseconds (--heartbeat-interval, default 100: etcd's).
+	HeartbeatInterval uint
+	// ElectionTimeout is how long a follower hears nothing from the leader
+	// before it calls an election, in milliseconds (--election-timeout,
+	// default 1000: etcd's); at least 5 heartbeats. A member cut off from
+	// its peers has no leader after about this long, and its API refuses
+	// calls after three of them (apiserver.Config.LeaderWait). etcd's
+	// tuning guide: about the round-trip time between members for the
+	// heartbeat, ten times that for the election timeout; every member of
+	// a cluster should use the same values.
+	ElectionTimeout uint
+}
+
+// check validates the raft timings as etcd will.
+func (r RaftConfig) check() error {
+	switch {
+	case r.HeartbeatInterval == 0 || r.ElectionTimeout == 0:
+		return errors.New("--heartbeat-interval and --election-timeout must be positive (milliseconds)")
+	case r.ElectionTimeout < 5*r.HeartbeatInterval:
+		return fmt.Errorf("--election-timeout %d ms is less than 5 times --heartbeat-interval %d ms: raise it", r.ElectionTimeout, r.HeartbeatInterval)
+	case r.ElectionTimeout > 50000:
+		return fmt.Errorf("--election-timeout %d ms is more than etcd's limit of 50000 ms", r.ElectionTimeout)
+	}
+	return nil
+}
+
+// ElectionTimeoutDuration is ElectionTimeout as a duration.
+func (r RaftConfig) ElectionTimeoutDuration() time.Duration {
+	return time.Duration(r.ElectionTimeout) * time.Millisecond
+}
+
 // Names are the members' names in Initial, each once, in order.
 func (c ClusterConfig) Names() []string {
 	var names []string
@@ -121,6 +156,8 @@ const (
 	DefaultCompactionRetention = "5m"
 	DefaultSnapshotCount       = 10000
 	DefaultSnapshotCatchUp     = 1000
+	DefaultHeartbeatInterval   = 100  // ms, etcd's
+	DefaultElectionTimeout     = 1000 // ms, etcd's
 
 	DefaultName       = "default"
 	DefaultDataDir    = "./sanboot-data"
@@ -133,7 +170,8 @@ const (
 func DefaultConfig() Config {
 	c := Config{Name: DefaultName, DataDir: DefaultDataDir, Cluster: ClusterConfig{State: "new"}, ReadyTimeout: DefaultReadyAfter,
 		Storage: StorageConfig{AutoCompactionMode: DefaultCompactionMode, AutoCompactionRetention: DefaultCompactionRetention, SnapshotCount: DefaultSnapshotCount,
-			SnapshotCatchUpEntries: DefaultSnapshotCatchUp}}
+			SnapshotCatchUpEntries: DefaultSnapshotCatchUp},
+		Raft: RaftConfig{HeartbeatInterval: DefaultHeartbeatInterval, ElectionTimeout: DefaultElectionTimeout}}
 	c.Client.ClientCertAuth, c.Peer.ClientCertAuth = true, true
 	c.Client.ListenURLs = mustURLs(DefaultClientURL)
 	c.Peer.ListenURLs = mustURLs(DefaultPeerURL)
@@ -163,6 +201,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Storage.AutoCompactionRetention, "auto-compaction-retention", c.Storage.AutoCompactionRetention, `how much of etcd's history to keep ("0": all, never compact)`)
 	fs.Uint64Var(&c.Storage.SnapshotCount, "snapshot-count", c.Storage.SnapshotCount, "committed transactions between two etcd snapshots on disk")
 	fs.Uint64Var(&c.Storage.SnapshotCatchUpEntries, "snapshot-catchup-entries", c.Storage.SnapshotCatchUpEntries, "raft entries kept in memory for a follower that lags behind (bounds the raft log's memory; a follower further behind gets a snapshot)")
+	fs.UintVar(&c.Raft.HeartbeatInterval, "heartbeat-interval", c.Raft.HeartbeatInterval, "milliseconds between the raft leader's heartbeats (etcd's; about the round-trip time between members; the same on every member)")
+	fs.UintVar(&c.Raft.ElectionTimeout, "election-timeout", c.Raft.ElectionTimeout, "milliseconds without a heartbeat before a follower calls an election (etcd's; at least 5 heartbeats; a member cut off this long has no leader, and its API refuses calls after three times this)")
 }
 
 // Secure says whether clients reach the member (etcd and the API) over
@@ -176,6 +216,9 @@ func (c Config) complete() (Config, error) {
 	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = DefaultReadyAfter
+	}
+	if c.Raft == (RaftConfig{}) {
+		c.Raft = RaftConfig{HeartbeatInterval: DefaultHeartbeatInterval, ElectionTimeout: DefaultElectionTimeout}
 	}
 	if len(c.Client.AdvertiseURLs) == 0 {
 		c.Client.AdvertiseURLs = c.Client.ListenURLs
@@ -193,7 +236,7 @@ func (c Config) complete() (Config, error) {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is empty: give a directory for the member's data"))
 	}
-	errs = append(errs, c.Storage.check())
+	errs = append(errs, c.Storage.check(), c.Raft.check())
 	if c.Cluster.State != "new" && c.Cluster.State != "existing" {
 		errs = append(errs, fmt.Errorf("--initial-cluster-state is %q: use \"new\" or \"existing\"", c.Cluster.State))
 	}

@@ -31,6 +31,8 @@ func TestFlagsAndDefaults(t *testing.T) {
 				return "initial cluster"
 			case c.Storage != StorageConfig{AutoCompactionMode: "periodic", AutoCompactionRetention: "5m", SnapshotCount: 10000, SnapshotCatchUpEntries: 1000}:
 				return "storage settings"
+			case c.Raft != RaftConfig{HeartbeatInterval: 100, ElectionTimeout: 1000}:
+				return "raft timings (etcd's defaults)"
 			}
 			return ""
 		}},
@@ -57,6 +59,15 @@ func TestFlagsAndDefaults(t *testing.T) {
 		{name: "bad retention", args: []string{"--auto-compaction-retention", "soon"}, wantErr: "give a duration such as 5m"},
 		{name: "bad revisions", args: []string{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "5m"}, wantErr: "number of revisions"},
 		{name: "bad mode", args: []string{"--auto-compaction-mode", "daily"}, wantErr: `use "periodic" or "revision"`},
+		{name: "raft timings", args: []string{"--heartbeat-interval", "50", "--election-timeout", "500"}, want: func(c Config) string {
+			if c.Raft != (RaftConfig{HeartbeatInterval: 50, ElectionTimeout: 500}) || c.Raft.ElectionTimeoutDuration().String() != "500ms" {
+				return "raft timings"
+			}
+			return ""
+		}},
+		{name: "election under 5 heartbeats", args: []string{"--heartbeat-interval", "300"}, wantErr: "less than 5 times --heartbeat-interval"},
+		{name: "election past etcd's limit", args: []string{"--election-timeout", "60000"}, wantErr: "etcd's limit of 50000"},
+		{name: "no heartbeat", args: []string{"--heartbeat-interval", "0"}, wantErr: "must be positive"},
 		{name: "etcd vocabulary", args: []string{"--name", "cp1", "--data-dir", "/d",
 			"--listen-client-urls", "http://127.0.0.1:3379,http://[::1]:3379", "--advertise-client-urls", "http://localhost:3379",
 			"--listen-peer-urls", "http://127.0.0.1:3380", "--initial-advertise-peer-urls", "http://localhost:3380",

@@ -47,6 +47,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	ec.ClusterState = cfg.Cluster.State
 	ec.InitialClusterToken = "sanboot"
 	ec.AutoCompactionMode, ec.AutoCompactionRetention = cfg.Storage.AutoCompactionMode, cfg.Storage.AutoCompactionRetention
+	ec.TickMs, ec.ElectionMs = cfg.Raft.HeartbeatInterval, cfg.Raft.ElectionTimeout
 	if cfg.Storage.SnapshotCount > 0 {
 		ec.SnapshotCount = cfg.Storage.SnapshotCount
 	}
@@ -190,6 +191,14 @@ func (m *Member) AwaitVoter(ctx context.Context) error {
 	m.cfg.Log.Info("promoted: this member votes now; starting the control plane", "name", m.cfg.Name)
 	return nil
 }
+
+// HasLeader says whether the member's etcd knows a raft leader now. A
+// member cut off from a quorum of its peers has none an election timeout
+// after it last heard from the leader.
+func (m *Member) HasLeader() bool { return m.etcd.Server.Leader() != 0 } // 0: raft.None
+
+// Raft is the member's raft timing (heartbeat, election timeout).
+func (m *Member) Raft() RaftConfig { return m.cfg.Raft }
 
 // Err reports a fatal error of the running member.
 func (m *Member) Err() <-chan error { return m.etcd.Err() }

@@ -20,8 +20,9 @@ func config(t *testing.T, dir string) member.Config {
 	cfg := member.DefaultConfig()
 	cfg.Name = "m1"
 	cfg.DataDir = dir
-	cfg.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
+	addrs := etcdtest.FreeAddrs(t, 2)
+	cfg.Client.ListenURLs = []url.URL{{Scheme: "http", Host: addrs[0]}}
+	cfg.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: addrs[1]}}
 	cfg.Log = cptest.Log(t)
 	return cfg
 }

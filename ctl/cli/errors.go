@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sanboot/sanboot/internal/dial"
 )
 
 // rpcError turns the error of an API call into one whose text is the
@@ -32,6 +34,10 @@ func (s *session) rpcError(err error) error {
 	case codes.Unavailable:
 		msg = fmt.Sprintf("cannot reach %s: %s; check that sanboot-controlplane runs there, or point --endpoints at it", s.where(), msg)
 		switch {
+		case dial.IsNoLeader(err):
+			// Reached, but cut off from the other members: its
+			// message says so.
+			msg = fmt.Sprintf("%s: %s", s.where(), st.Message())
 		case s.settings != nil && !s.settings.TLS.Enabled():
 			msg += "; if it serves TLS, give --cert, --key and --cacert (or cert:, key:, cacert: in the config file)"
 		case !strings.Contains(msg, "connection refused"):

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/status"
 
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/ctl/client"
@@ -66,7 +69,12 @@ func (s *session) api() (sanbootv1.SanbootClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout, Discover: true, CacheDir: s.cacheDir()}
+	opts := client.Options{Endpoints: st.Endpoints, CallTimeout: s.flags.callTimeout, Discover: true, CacheDir: s.cacheDir(),
+		// A member without an etcd leader is left for another: say so,
+		// as it is cut off (or quorum is at risk).
+		OnFailover: func(endpoint string, err error) {
+			fmt.Fprintf(s.env.Stderr, "leaving %s: %s; trying the next member\n", endpoint, status.Convert(err).Message())
+		}}
 	if st.TLS.Enabled() {
 		if opts.TLS, err = st.TLS.Client(); err != nil {
 			return nil, err

@@ -36,6 +36,11 @@ type Options struct {
 	// CacheDir, with Discover, keeps the learned addresses for the next
 	// client of the same endpoints (members.go); empty: none kept.
 	CacheDir string
+	// OnFailover is called when the connection leaves an endpoint whose
+	// member has no etcd leader, for another (dial.Options.OnFailover).
+	// With Discover and CacheDir the next runs skip it as long
+	// (dial.LeaveFor).
+	OnFailover func(endpoint string, err error)
 }
 
 // Client is a connection to the sanboot API. It is safe for concurrent use.
@@ -57,22 +62,40 @@ func New(opts Options) (*Client, error) {
 	}
 	c := &Client{endpoints: append([]string(nil), opts.Endpoints...), discovered: make(chan struct{})}
 	var cached []string
+	var left map[string]time.Time
 	var onDiscover func([]string, error)
+	onFailover := func(endpoint string, _ time.Time, err error) {
+		if opts.OnFailover != nil {
+			opts.OnFailover(endpoint, err)
+		}
+	}
 	if opts.Discover {
 		configured := slices.Clone(opts.Endpoints)
 		cached = learnedEndpoints(opts.CacheDir, configured)
+		left = leftEndpoints(opts.CacheDir, configured, time.Now())
 		var once sync.Once
+		var mu sync.Mutex // one write of the cache at a time
 		onDiscover = func(eps []string, err error) {
 			if err == nil {
+				mu.Lock()
 				saveEndpoints(opts.CacheDir, configured, eps)
+				mu.Unlock()
 			}
 			once.Do(func() { close(c.discovered) })
+		}
+		onFailover = func(endpoint string, until time.Time, err error) {
+			mu.Lock()
+			saveLeft(opts.CacheDir, configured, endpoint, until)
+			mu.Unlock()
+			if opts.OnFailover != nil {
+				opts.OnFailover(endpoint, err)
+			}
 		}
 	} else {
 		close(c.discovered)
 	}
 	conn, err := dial.Dial(dial.Options{Endpoints: opts.Endpoints, TLS: opts.TLS, CallTimeout: opts.CallTimeout,
-		Discover: opts.Discover, Learned: cached, OnDiscover: onDiscover})
+		Discover: opts.Discover, Learned: cached, Left: left, OnDiscover: onDiscover, OnFailover: onFailover})
 	if err != nil {
 		return nil, err
 	}

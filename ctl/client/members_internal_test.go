@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The cache of learned members: what a run saved is what the next run of
@@ -31,5 +32,27 @@ func TestLearnedEndpointsCache(t *testing.T) {
 	}
 	if got := learnedEndpoints(dir, configured); got != nil {
 		t.Fatalf("a damaged cache learned %v", got)
+	}
+}
+
+// Endpoints left because their member had no etcd leader are kept for the
+// next runs until their time is up, through a save of discovered members
+// too; expired ones are dropped.
+func TestLeftEndpointsCache(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sanboot")
+	configured := []string{"127.0.0.1:7443", "127.0.0.2:7443"}
+	now := time.Now()
+	saveLeft(dir, configured, "127.0.0.1:7443", now.Add(time.Minute))
+	saveLeft(dir, configured, "127.0.0.3:7443", now.Add(-time.Second)) // already up
+	saveEndpoints(dir, configured, []string{"127.0.0.1:7443", "127.0.0.2:7443", "127.0.0.3:7443"})
+	left := leftEndpoints(dir, configured, now)
+	if len(left) != 1 || !left["127.0.0.1:7443"].Equal(now.Add(time.Minute)) {
+		t.Fatalf("left %v, want 127.0.0.1:7443 for a minute", left)
+	}
+	if got := learnedEndpoints(dir, configured); !slices.Equal(got, []string{"127.0.0.3:7443"}) {
+		t.Fatalf("learned %v beside the left ones", got)
+	}
+	if got := leftEndpoints(dir, configured, now.Add(2*time.Minute)); len(got) != 0 {
+		t.Fatalf("after its time, still left: %v", got)
 	}
 }

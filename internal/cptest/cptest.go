@@ -68,7 +68,8 @@ type Options struct {
 	// test's client reach etcd directly.
 	EtcdProxy bool
 	// GRPC are the gRPC server's options; nil means
-	// apiserver.ServerOptions, as the member uses.
+	// apiserver.ServerOptions and the server's LeaderServerOptions, as
+	// the member uses.
 	GRPC []grpc.ServerOption
 }
 
@@ -115,7 +116,7 @@ func StartAPI(t testing.TB, o Options) *API {
 	a.Server = apiserver.New(srvCli, cfg)
 	gopts := o.GRPC
 	if gopts == nil {
-		gopts = apiserver.ServerOptions(a.Log)
+		gopts = append(apiserver.ServerOptions(a.Log), a.Server.LeaderServerOptions()...)
 	}
 	gs := grpc.NewServer(gopts...)
 	a.Server.Register(gs)
@@ -169,9 +170,10 @@ func MemberConfig(t testing.TB, name string) controlplane.Config {
 	cfg := controlplane.DefaultConfig()
 	cfg.Member.Name = name
 	cfg.Member.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: etcdtest.FreeAddr(t)}}
-	cfg.APIListen = etcdtest.FreeAddr(t)
+	addrs := etcdtest.FreeAddrs(t, 3)
+	cfg.Member.Client.ListenURLs = []url.URL{{Scheme: "http", Host: addrs[0]}}
+	cfg.Member.Peer.ListenURLs = []url.URL{{Scheme: "http", Host: addrs[1]}}
+	cfg.APIListen = addrs[2]
 	cfg.BootListen = ""
 	cfg.Log = Log(t)
 	return cfg

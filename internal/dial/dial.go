@@ -13,7 +13,10 @@
 // or its etcd has no leader for a moment) are retried by gRPC with backoff
 // (serviceConfig), on the next endpoint once the connection to the dead
 // one has failed; keepalive pings notice a member cut off from the
-// network, whose connection would otherwise hang. Every write of the API
+// network, whose connection would otherwise hang. A member that still
+// answers but whose etcd has no leader (cut off from its peers only) says
+// so (NoLeader, noleader.go) and the connection leaves it for another
+// endpoint (failover.go). Every write of the API
 // is a compare-and-put or a put of the whole object, so a write retried
 // after the first attempt was applied finds its own result (apply reports
 // it unchanged).
@@ -42,7 +45,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 )
@@ -70,6 +72,15 @@ type Options struct {
 	// endpoint the connection uses now (the configured ones first), or
 	// with the error that left them as they were.
 	OnDiscover func(endpoints []string, err error)
+	// OnFailover, if set, is called when the connection leaves an
+	// endpoint whose member answered that its etcd has no leader (err),
+	// until the time given, before the call is made again on another
+	// (failover.go).
+	OnFailover func(endpoint string, until time.Time, err error)
+	// Left are endpoints an earlier connection left (a cache), and until
+	// when: this one does not use them before then either, unless no
+	// other endpoint is left.
+	Left map[string]time.Time
 }
 
 // scheme names the static resolver of one connection.
@@ -121,7 +132,10 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	}
 	// Each endpoint's certificate is verified against its own host, not
 	// against the connection's one authority.
-	r.InitialState(resolver.State{Addresses: addresses(initial, opts.TLS != nil)})
+	set := newEndpointSet(r, opts, initial)
+	if disc != nil {
+		disc.set = set
+	}
 
 	creds := insecure.NewCredentials()
 	if opts.TLS != nil {
@@ -129,15 +143,17 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	}
 	dialOpts := []grpc.DialOption{
 		grpc.WithResolvers(r),
+		grpc.WithContextDialer(set.dial),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
 	}
-	interceptors := []grpc.UnaryClientInterceptor{retryReads([]time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second})}
+	// Each attempt on another endpoint (set.unary) has its own CallTimeout.
+	interceptors := []grpc.UnaryClientInterceptor{retryReads([]time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second}), set.unary}
 	if opts.CallTimeout > 0 {
 		interceptors = append(interceptors, callTimeout(opts.CallTimeout))
 	}
-	dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(interceptors...))
+	dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(interceptors...), grpc.WithChainStreamInterceptor(set.stream))
 	name := opts.Name
 	if name == "" {
 		name = "api"

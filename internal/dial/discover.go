@@ -30,7 +30,7 @@ const (
 // discoverer keeps one connection's addresses: the configured ones first,
 // then the learned ones.
 type discoverer struct {
-	r          *manual.Resolver
+	set        *endpointSet
 	configured []string
 	tls        bool
 	onDiscover func([]string, error)
@@ -38,7 +38,7 @@ type discoverer struct {
 }
 
 func newDiscoverer(r *manual.Resolver, opts Options) *discoverer {
-	d := &discoverer{r: r, configured: opts.Endpoints, tls: opts.TLS != nil, onDiscover: opts.OnDiscover, now: make(chan struct{}, 1)}
+	d := &discoverer{configured: opts.Endpoints, tls: opts.TLS != nil, onDiscover: opts.OnDiscover, now: make(chan struct{}, 1)}
 	r.ResolveNowCallback = func(resolver.ResolveNowOptions) {
 		select {
 		case d.now <- struct{}{}:
@@ -68,7 +68,7 @@ func (d *discoverer) run(conn *grpc.ClientConn) {
 		if err == nil {
 			if eps := d.endpoints(resp.GetMembers(), nil); !slices.Equal(eps, known) {
 				known = eps
-				d.r.UpdateState(resolver.State{Addresses: addresses(eps, d.tls)})
+				d.set.set(eps)
 			}
 		}
 		if d.onDiscover != nil {

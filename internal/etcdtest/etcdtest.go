@@ -7,9 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -67,8 +70,9 @@ func (m *Member) start() {
 	fresh := m.Endpoints == nil
 	for attempt := 1; ; attempt++ {
 		if fresh {
-			m.Endpoints = []string{"http://" + FreeAddr(m.t)}
-			m.peer = "http://" + FreeAddr(m.t)
+			addrs := FreeAddrs(m.t, 2)
+			m.Endpoints = []string{"http://" + addrs[0]}
+			m.peer = "http://" + addrs[1]
 		}
 		e, err := m.startOnce()
 		// FreeAddr's port is free when it answers, not when etcd binds it:
@@ -164,13 +168,68 @@ func (m *Member) Compact(t testing.TB, c *clientv3.Client) int64 {
 	return resp.Header.Revision
 }
 
-// FreeAddr returns a free 127.0.0.1:port.
+// FreeAddr returns a free 127.0.0.1:port (see FreeAddrs).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	return FreeAddrs(t, 1)[0]
+}
+
+// FreeAddrs returns n distinct 127.0.0.1:port addresses whose ports are
+// free now, for a program that binds them later. A port is free when it
+// is returned, not when the program binds it: something else may take it
+// in between. The ports are chosen at random below the kernel's ephemeral
+// range (ip_local_port_range, 32768 and up by default), from which the
+// kernel takes the local port of every outgoing connection and of every
+// listener on port 0: the connections of every test running beside this
+// one cannot take them, only another test choosing the same port in the
+// same moment (hack/lib.sh's free_port chooses so too). Start still
+// starts a member again on other ports when its port was taken.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	low := ephemeralLow()
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for tries := 0; len(held) < n; tries++ {
+		port := 0 // the kernel's choice, when there is no room below its range
+		if low > firstPort+1000 && tries < 1000 {
+			port = firstPort + rand.IntN(low-firstPort)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		switch {
+		case err == nil:
+			held = append(held, l) // held until all n are found: distinct
+		case port == 0:
+			t.Fatalf("find a free port: %v", err)
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	out := make([]string, n)
+	for i, l := range held {
+		out[i] = l.Addr().String()
+	}
+	return out
+}
+
+// firstPort is the lowest port FreeAddrs chooses.
+const firstPort = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return low
 }
