@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -463,14 +464,20 @@ func BenchmarkKernelDelete(b *testing.B) {
 	reportOps(b, d.Ops().Sub(before), b.N)
 }
 
-// BenchmarkKernelRebuild100 measures what an agent does after a reboot
-// emptied configfs: build 100 targets, 8 at a time (the reconciler's
-// default --workers), with CHAP on every other one.
-func BenchmarkKernelRebuild100(b *testing.B) {
+// BenchmarkKernelRebuild measures what an agent does after a reboot
+// emptied configfs: build 100 (or 500) targets, 8 at a time (the
+// reconciler's default --workers), with CHAP on every other one.
+func BenchmarkKernelRebuild(b *testing.B) {
+	for _, n := range []int{100, 500} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) { benchRebuild(b, n) })
+	}
+}
+
+func benchRebuild(b *testing.B, n int) {
 	root := kernelRoot(b)
 	d := kernelDriver(b, root)
 	ctx := context.Background()
-	const n, workers = 100, 8
+	const workers = 8
 	targets := make([]target.Target, n)
 	for i := range targets {
 		targets[i] = kernelTarget(b, d, fmt.Sprintf("bench-rebuild-%03d", i), 8<<20)
