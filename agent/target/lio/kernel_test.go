@@ -527,4 +527,5 @@ func benchRebuild(b *testing.B, n int) {
 func reportOps(b *testing.B, ops Ops, targets int) {
 	b.ReportMetric(float64(ops.Total())/float64(targets), "ops/target")
 	b.ReportMetric(float64(ops.Changes())/float64(targets), "changes/target")
+	b.ReportMetric(float64(ops.Entries)/float64(targets), "dirents/target")
 }
