@@ -91,7 +91,7 @@ cat >"$LIO_SHARE/autorun.sh" <<EOF
 # Started by the VM's /init at every boot, as a service manager would
 # (not while the file no-agent is in the share: --bench's baseline).
 [ -e /mnt/host/no-agent ] && exit 0
-exec sanboot-agent --name lio1 --driver=lio --etcd-endpoints http://10.0.2.2:${ETCD_URL##*:} \\
+exec sanboot-agent --name lio1 --driver=lio --etcd-endpoints http://10.0.2.2:${ETCD_URL##*:} --etcd-sync-endpoints=false \\
 	--store-dir /var/lib/sanboot --portal 10.0.2.15:3260 --advertise-portal $PORTAL \\
 	--lease-ttl 5s --resync-interval 15s --log-level $AGENT_LOG_LEVEL >>/mnt/host/agent.log 2>&1
 EOF
@@ -247,9 +247,11 @@ bench_fleet() {
 	load() { cut -d' ' -f1-3 /proc/loadavg; }
 	# phases: NAME PHASE UPDATE_TIME of every bench node.
 	phases() { ctl get nodes -l bench=lio -o 'jsonpath={range .nodes[*]}{.metadata.name}{"\t"}{.status.phase}{"\t"}{.status.updateTime}{"\n"}{end}'; }
-	# ready_since MARK: every bench node Ready by a status written at or
-	# after MARK (UTC, to the second: the statuses before the reboot are
-	# older than the VM's boot).
+	# written_since MARK: a bench node has a status written at or after
+	# MARK (UTC, to the second: the statuses from before the reboot are
+	# older than the VM's boot); ready_since MARK: every one is Ready by
+	# such a status.
+	written_since() { phases | awk -F'\t' -v m="$1" 'substr($3, 1, 19) >= m' | grep -q .; }
 	ready_since() { [ "$(phases | awk -F'\t' -v m="$1" '$2 == "Ready" && substr($3, 1, 19) >= m' | wc -l)" -eq "$n" ]; }
 	for i in $(seq -w 1 "$n"); do
 		chap=
@@ -288,7 +290,9 @@ bench_fleet() {
 	t0=$(now)
 	"$VM" boot
 	grep -a 'LIO targets at boot' "$LIO_VM_DIR/run/console.log" | grep -q 'boot: 0' || die "configfs was not empty after the reboot"
-	wait_until 120 "agent lio1 Ready" agent_state_is lio1 Ready
+	# The agent's first resync says, in a few transactions, which nodes it
+	# has to build again: they must not say Ready from before the reboot.
+	wait_until 300 "a status written after the reboot" written_since "$mark"
 	echo "note: when the agent is back, before its rebuild: $(phases | awk -F'\t' -v m="$mark" '{ print $2 (substr($3, 1, 19) >= m ? " (new status)" : " (status from before the reboot)") }' | sort | uniq -c | xargs)"
 	wait_until 1800 "$n nodes Ready by a status written after the reboot" ready_since "$mark"
 	t1=$(now)
