@@ -250,7 +250,8 @@ bench_fleet() {
 	# written_since MARK: a bench node has a status written at or after
 	# MARK (UTC, to the second: the statuses from before the reboot are
 	# older than the VM's boot); ready_since MARK: every one is Ready by
-	# such a status.
+	# such a status; no_stale_ready MARK: none is Ready by an older one.
+	no_stale_ready() { ! phases | awk -F'\t' -v m="$1" '$2 == "Ready" && substr($3, 1, 19) < m' | grep -q .; }
 	written_since() { phases | awk -F'\t' -v m="$1" 'substr($3, 1, 19) >= m' | grep -q .; }
 	ready_since() { [ "$(phases | awk -F'\t' -v m="$1" '$2 == "Ready" && substr($3, 1, 19) >= m' | wc -l)" -eq "$n" ]; }
 	for i in $(seq -w 1 "$n"); do
@@ -291,8 +292,10 @@ bench_fleet() {
 	"$VM" boot
 	grep -a 'LIO targets at boot' "$LIO_VM_DIR/run/console.log" | grep -q 'boot: 0' || die "configfs was not empty after the reboot"
 	# The agent's first resync says, in a few transactions, which nodes it
-	# has to build again: they must not say Ready from before the reboot.
+	# has to build again: none may go on saying Ready from before the
+	# reboot while its target is not there.
 	wait_until 300 "a status written after the reboot" written_since "$mark"
+	wait_until 300 "no node Ready by a status from before the reboot" no_stale_ready "$mark"
 	echo "note: when the agent is back, before its rebuild: $(phases | awk -F'\t' -v m="$mark" '{ print $2 (substr($3, 1, 19) >= m ? " (new status)" : " (status from before the reboot)") }' | sort | uniq -c | xargs)"
 	wait_until 1800 "$n nodes Ready by a status written after the reboot" ready_since "$mark"
 	t1=$(now)
