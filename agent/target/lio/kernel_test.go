@@ -529,3 +529,113 @@ func reportOps(b *testing.B, ops Ops, targets int) {
 	b.ReportMetric(float64(ops.Changes())/float64(targets), "changes/target")
 	b.ReportMetric(float64(ops.Entries)/float64(targets), "dirents/target")
 }
+
+// BenchmarkKernelBare is the floor the driver is measured against: 500
+// targets made by bare configfs calls from 8 goroutines, the objects of a
+// new target in the order Ensure makes them (hack/lio/bare-targets.sh
+// does the same from the shell), CHAP on every other one, nothing read
+// back or checked. hack/e2e-lio.sh --bench runs it once in a guest that it
+// reboots next, with SANBOOT_LIO_BENCH_KEEP=1: the targets stay (removing
+// 500 takes minutes under TCG).
+func BenchmarkKernelBare(b *testing.B) {
+	root := kernelRoot(b)
+	const n, workers = 500, 8
+	dir := b.TempDir()
+	keep := os.Getenv("SANBOOT_LIO_BENCH_KEEP") == "1"
+	if keep && b.N > 1 {
+		b.Fatal("SANBOOT_LIO_BENCH_KEEP=1 builds the targets once: use -test.benchtime 1x")
+	}
+	files := make([]string, n)
+	for i := range files {
+		files[i] = filepath.Join(dir, fmt.Sprintf("bare-%03d.raw", i))
+		if err := os.WriteFile(files[i], nil, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(files[i], 8<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var raw osFS
+	build := func(i int) error {
+		name := fmt.Sprintf("bare-%03d", i)
+		iqn, in := kernelPrefix+name, kernelPrefix+"initiator."+name
+		bs := filepath.Join(root, coreDir, fmt.Sprintf("fileio_%d", 900000+i), iqn)
+		tpg := filepath.Join(root, fabricDir, iqn, tpgName)
+		lun := filepath.Join(tpg, "lun", "lun_0")
+		acl := filepath.Join(tpg, "acls", in)
+		steps := []func() error{
+			func() error { return raw.Mkdir(filepath.Dir(bs)) },
+			func() error { return raw.Mkdir(bs) },
+			func() error {
+				return raw.WriteFile(filepath.Join(bs, "control"), fmt.Sprintf("fd_dev_name=%s,fd_dev_size=%d", files[i], 8<<20))
+			},
+			func() error { return raw.WriteFile(filepath.Join(bs, "enable"), "1") },
+			func() error { return raw.WriteFile(filepath.Join(bs, "wwn", "vpd_unit_serial"), "bare-"+name) },
+			func() error { return raw.WriteFile(filepath.Join(bs, "attrib", "emulate_tpu"), "1") },
+			func() error { return raw.WriteFile(filepath.Join(bs, "attrib", "emulate_tpws"), "1") },
+			func() error { return raw.Mkdir(filepath.Dir(tpg)) },
+			func() error { return raw.Mkdir(tpg) },
+			func() error { return raw.Mkdir(filepath.Join(tpg, "np", kernelPortal())) },
+			func() error { return raw.Mkdir(lun) },
+			func() error { return raw.Symlink(bs, filepath.Join(lun, lunLink)) },
+			func() error { return raw.WriteFile(filepath.Join(tpg, "attrib", "generate_node_acls"), "0") },
+			func() error { return raw.Mkdir(acl) },
+			func() error { return raw.Mkdir(filepath.Join(acl, "lun_0")) },
+			func() error { return raw.Symlink(lun, filepath.Join(acl, "lun_0", mapLink)) },
+		}
+		if i%2 == 1 {
+			steps = append(steps,
+				func() error { return raw.WriteFile(filepath.Join(acl, "auth", "userid"), in) },
+				func() error {
+					return raw.WriteFile(filepath.Join(acl, "auth", "password"), fmt.Sprintf("secret-%03d-0123456", i))
+				},
+				func() error { return raw.WriteFile(filepath.Join(tpg, "attrib", "authentication"), "1") })
+		} else {
+			steps = append(steps, func() error { return raw.WriteFile(filepath.Join(tpg, "attrib", "authentication"), "0") })
+		}
+		steps = append(steps, func() error { return raw.WriteFile(filepath.Join(tpg, "enable"), "1") })
+		for _, f := range steps {
+			if err := f(); err != nil {
+				return fmt.Errorf("target %s: %w", name, err)
+			}
+		}
+		return nil
+	}
+	d := kernelDriver(b, root)
+	if err := os.Mkdir(filepath.Join(root, fabricDir), 0o755); err != nil && !os.IsExist(err) {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		work := make(chan int)
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := range work {
+					if err := build(i); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		for i := range n {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		b.StopTimer()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		if !keep {
+			for i := range n {
+				if err := d.Delete(context.Background(), kernelPrefix+fmt.Sprintf("bare-%03d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.StartTimer()
+	}
+}
