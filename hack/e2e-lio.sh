@@ -283,11 +283,12 @@ bench_fleet() {
 	iscsi-inq -i "iqn.2026-12.io.example.bare:initiator.$first" "iscsi://$PORTAL/iqn.2026-12.io.example.bare:$first/0" | grep -q LIO-ORG ||
 		die "the baseline's target $first does not serve"
 	echo "BENCH lio: baseline, $n targets by bare configfs writes from the guest's shell: $base s (load $(load))"
-	# The floor: the same calls from a program, 8 at a time, in a guest
-	# booted again (configfs empty, as for the agent).
+	# The floor: the same calls from a program, 8 at a time, on the same
+	# disks, in a guest booted again (configfs empty and the disks' inodes
+	# not cached, as for the agent).
 	"$VM" stop
 	"$VM" boot
-	out=$(vm 'cd /tmp && SANBOOT_LIO_CONFIGFS=/sys/kernel/config/target SANBOOT_LIO_BENCH_KEEP=1 lio.test -test.run "^$" -test.bench "^BenchmarkKernelBare$" -test.benchtime 1x 2>&1')
+	out=$(vm 'cd /tmp && SANBOOT_LIO_CONFIGFS=/sys/kernel/config/target SANBOOT_LIO_BENCH_KEEP=1 SANBOOT_LIO_BARE_DIR=/var/lib/sanboot/disks/default lio.test -test.run "^$" -test.bench "^BenchmarkKernelBare$" -test.benchtime 1x 2>&1')
 	floor=$(awk '/^BenchmarkKernelBare/ { printf "%.2f", $3 / 1e9 }' <<<"$out")
 	[ -n "$floor" ] || die "BenchmarkKernelBare: $out"
 	echo "BENCH lio: floor, 500 targets by bare configfs calls from a Go program, 8 at a time: $floor s (load $(load))"

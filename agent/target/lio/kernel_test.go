@@ -534,9 +534,12 @@ func reportOps(b *testing.B, ops Ops, targets int) {
 // targets made by bare configfs calls from 8 goroutines, the objects of a
 // new target in the order Ensure makes them (hack/lio/bare-targets.sh
 // does the same from the shell), CHAP on every other one, nothing read
-// back or checked. hack/e2e-lio.sh --bench runs it once in a guest that it
-// reboots next, with SANBOOT_LIO_BENCH_KEEP=1: the targets stay (removing
-// 500 takes minutes under TCG).
+// back or checked. Their backing files are 8 MiB sparse files, or the
+// first 500 *.raw files of SANBOOT_LIO_BARE_DIR (the agent's disks: after
+// a reboot their inodes are not cached, as for the agent's rebuild).
+// hack/e2e-lio.sh --bench runs it once in a guest that it reboots next,
+// with SANBOOT_LIO_BENCH_KEEP=1: the targets stay (removing 500 takes
+// minutes under TCG).
 func BenchmarkKernelBare(b *testing.B) {
 	root := kernelRoot(b)
 	const n, workers = 500, 8
@@ -546,13 +549,22 @@ func BenchmarkKernelBare(b *testing.B) {
 		b.Fatal("SANBOOT_LIO_BENCH_KEEP=1 builds the targets once: use -test.benchtime 1x")
 	}
 	files := make([]string, n)
-	for i := range files {
-		files[i] = filepath.Join(dir, fmt.Sprintf("bare-%03d.raw", i))
-		if err := os.WriteFile(files[i], nil, 0o600); err != nil {
-			b.Fatal(err)
+	if disks := os.Getenv("SANBOOT_LIO_BARE_DIR"); disks != "" {
+		found, err := filepath.Glob(filepath.Join(disks, "*.raw"))
+		if err != nil || len(found) < n {
+			b.Fatalf("SANBOOT_LIO_BARE_DIR=%s: %d *.raw files (%v), want %d", disks, len(found), err, n)
 		}
-		if err := os.Truncate(files[i], 8<<20); err != nil {
-			b.Fatal(err)
+		copy(files, found)
+	}
+	for i := range files {
+		if files[i] == "" {
+			files[i] = filepath.Join(dir, fmt.Sprintf("bare-%03d.raw", i))
+			if err := os.WriteFile(files[i], nil, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.Truncate(files[i], 8<<20); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	var raw osFS
@@ -563,11 +575,15 @@ func BenchmarkKernelBare(b *testing.B) {
 		tpg := filepath.Join(root, fabricDir, iqn, tpgName)
 		lun := filepath.Join(tpg, "lun", "lun_0")
 		acl := filepath.Join(tpg, "acls", in)
+		fi, err := os.Stat(files[i]) // the size, as Ensure checks the backing file (timed: a cold inode after a reboot)
+		if err != nil {
+			return err
+		}
 		steps := []func() error{
 			func() error { return raw.Mkdir(filepath.Dir(bs)) },
 			func() error { return raw.Mkdir(bs) },
 			func() error {
-				return raw.WriteFile(filepath.Join(bs, "control"), fmt.Sprintf("fd_dev_name=%s,fd_dev_size=%d", files[i], 8<<20))
+				return raw.WriteFile(filepath.Join(bs, "control"), fmt.Sprintf("fd_dev_name=%s,fd_dev_size=%d", files[i], fi.Size()))
 			},
 			func() error { return raw.WriteFile(filepath.Join(bs, "enable"), "1") },
 			func() error { return raw.WriteFile(filepath.Join(bs, "wwn", "vpd_unit_serial"), "bare-"+name) },
