@@ -69,6 +69,12 @@ type Config struct {
 	// Portals are the ADDR:PORT targets listen on; AdvertisePortals what
 	// nodes are told when it differs.
 	Portals, AdvertisePortals []string
+	// KeepEndpoints keeps Endpoints as given. By default the etcd client
+	// follows the members' advertised client URLs (AutoSync); an agent
+	// that reaches etcd through a NAT or a port forward (10.0.2.2 in a
+	// qemu guest) would swap them for addresses it cannot reach, and every
+	// write would time out a minute after the start.
+	KeepEndpoints bool
 	// LeaseTTL is the registration lease's TTL.
 	LeaseTTL time.Duration
 	// ResyncInterval is the interval of full resyncs.
@@ -110,10 +116,14 @@ func Run(ctx context.Context, c Config) error {
 	}
 	// Several members: the client balances over them and fails over on its
 	// own; keepalive pings notice a member cut off from the network, and
-	// the endpoint list follows the cluster's members (AutoSync), so an
-	// agent given one member still finds the others.
+	// the endpoint list follows the cluster's members (AutoSync, unless
+	// KeepEndpoints), so an agent given one member still finds the others.
+	autoSync := time.Minute
+	if c.KeepEndpoints {
+		autoSync = 0
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsConfig,
-		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second, AutoSyncInterval: time.Minute})
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second, AutoSyncInterval: autoSync})
 	if err != nil {
 		return fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
 	}

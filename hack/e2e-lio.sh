@@ -18,13 +18,21 @@
 #   5. deprovision, with a session still logged in: configfs holds no
 #      sanboot object afterwards (sanboot-agent lio dump in the VM).
 #
-# LIO_BENCH=1 also runs the driver benchmarks in the VM (figures for
-# docs/benchmarks.md). Needs (Debian): qemu-system-x86 busybox-static cpio
+# --bench (or LIO_BENCH=1) also runs the driver benchmarks in the VM and,
+# at the end, issue 14's fleet benchmark (bench_fleet: LIO_BENCH_NODES
+# nodes, default 500, applied, rebuilt after a reboot, against a baseline
+# of bare configfs writes): BENCH lines, figures for docs/benchmarks.md
+# (`make bench` runs it). Needs (Debian): qemu-system-x86 busybox-static cpio
 # xz-utils xfsprogs libiscsi-bin qemu-utils qemu-block-extra, and go. Root is
 # not needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
+case ${1:-} in
+--bench) LIO_BENCH=1 ;;
+"") ;;
+*) die "usage: $0 [--bench]" ;;
+esac
 for tool in qemu-system-x86_64 busybox cpio xz mkfs.xfs iscsi-inq iscsi-readcapacity16 qemu-io qemu-img apt-get dpkg-deb sha256sum; do
 	command -v "$tool" >/dev/null || die "$tool is missing: run hack/install-deps.sh (Debian: qemu-system-x86 busybox-static cpio xz-utils xfsprogs libiscsi-bin qemu-utils qemu-block-extra)"
 done
@@ -69,19 +77,23 @@ timing "kernel tests in the VM"
 if [ -n "${LIO_BENCH:-}" ]; then
 	log "driver benchmarks in the VM"
 	vm 'cd /tmp && SANBOOT_LIO_CONFIGFS=/sys/kernel/config/target lio.test -test.run "^$" -test.bench "BenchmarkKernel(EnsureNew|EnsureExisting|Delete)" -test.benchtime 50x 2>&1 &&
-		SANBOOT_LIO_CONFIGFS=/sys/kernel/config/target lio.test -test.run "^$" -test.bench BenchmarkKernelRebuild100 -test.benchtime 3x 2>&1' |
+		SANBOOT_LIO_CONFIGFS=/sys/kernel/config/target lio.test -test.run "^$" -test.bench "BenchmarkKernelRebuild/100" -test.benchtime 3x 2>&1' |
 		grep -v 'level=INFO' | tee "$WORK/bench.txt"
 	timing "benchmarks in the VM"
 fi
 
 log "control plane on the host; agent lio1 in the VM, through 10.0.2.2"
+AGENT_LOG_LEVEL=debug
+[ -n "${LIO_BENCH:-}" ] && AGENT_LOG_LEVEL=info # as a service would log: the benchmark's agent
 start_controlplane "$WORK"
 cat >"$LIO_SHARE/autorun.sh" <<EOF
 #!/bin/sh
-# Started by the VM's /init at every boot, as a service manager would.
-exec sanboot-agent --name lio1 --driver=lio --etcd-endpoints http://10.0.2.2:${ETCD_URL##*:} \\
+# Started by the VM's /init at every boot, as a service manager would
+# (not while the file no-agent is in the share: --bench's baseline).
+[ -e /mnt/host/no-agent ] && exit 0
+exec sanboot-agent --name lio1 --driver=lio --etcd-endpoints http://10.0.2.2:${ETCD_URL##*:} --etcd-sync-endpoints=false \\
 	--store-dir /var/lib/sanboot --portal 10.0.2.15:3260 --advertise-portal $PORTAL \\
-	--lease-ttl 5s --resync-interval 15s --log-level debug >>/mnt/host/agent.log 2>&1
+	--lease-ttl 5s --resync-interval 15s --log-level $AGENT_LOG_LEVEL >>/mnt/host/agent.log 2>&1
 EOF
 chmod +x "$LIO_SHARE/autorun.sh"
 vm 'setsid /mnt/host/autorun.sh </dev/null >/dev/null 2>&1 &'
@@ -220,27 +232,105 @@ grep -q 'configfs says busy' "$LIO_SHARE/agent.log" && echo "note: the agent met
 pass "deprovision with a live session: configfs holds no sanboot object"
 timing "deprovision"
 
-if [ -n "${LIO_BENCH:-}" ]; then
-	N=${LIO_BENCH_NODES:-100}
-	log "benchmark: $N nodes, a reboot, the time until the agent serves them all again"
-	for i in $(seq -w 1 "$N"); do ctl provision "b$i" --image golden >/dev/null; done
-	wait_until 900 "$N nodes Ready" sh -c "[ \$('$BIN/sanbootctl' get nodes -o json | grep -c '\"phase\": *\"Ready\"') -eq $N ]"
-	timing "$N nodes provisioned"
+# bench_fleet (--bench): issue 14's LIO figures, on the user's path. N
+# nodes (LIO_BENCH_NODES, default 500; CHAP on every other one) through
+# `sanbootctl apply -f --wait`; then the baseline: the guest rebooted
+# without the agent, the same N disks made targets by bare configfs writes
+# from its shell (hack/lio/bare-targets.sh); then a real reboot with the
+# agent, and the time until it has built every target again and every
+# node says Ready again by a status written after the reboot; the ratio;
+# `delete -f --wait` of the N.
+bench_fleet() {
+	local n=${LIO_BENCH_NODES:-500} i chap t0 t1 t2 out base floor mark first last rebuild
+	now() { date +%s.%N; }
+	secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+	load() { cut -d' ' -f1-3 /proc/loadavg; }
+	# phases: NAME PHASE UPDATE_TIME of every bench node.
+	phases() { ctl get nodes -l bench=lio -o 'jsonpath={range .nodes[*]}{.metadata.name}{"\t"}{.status.phase}{"\t"}{.status.updateTime}{"\n"}{end}'; }
+	# written_since MARK: a bench node has a status written at or after
+	# MARK (UTC, to the second: the statuses from before the reboot are
+	# older than the VM's boot); ready_since MARK: every one is Ready by
+	# such a status; no_stale_ready MARK: none is Ready by an older one.
+	# (awk counts: grep -q would leave at the first line, awk would die of
+	# SIGPIPE, and pipefail would turn a match into a failure.)
+	no_stale_ready() { [ "$(phases | awk -F'\t' -v m="$1" '$2 == "Ready" && substr($3, 1, 19) < m { c++ } END { print c + 0 }')" -eq 0 ]; }
+	written_since() { [ "$(phases | awk -F'\t' -v m="$1" 'substr($3, 1, 19) >= m { c++ } END { print c + 0 }')" -gt 0 ]; }
+	ready_since() { [ "$(phases | awk -F'\t' -v m="$1" '$2 == "Ready" && substr($3, 1, 19) >= m { c++ } END { print c + 0 }')" -eq "$n" ]; }
+	for i in $(seq -w 1 "$n"); do
+		chap=
+		((10#$i % 2 == 0)) && chap=', chap: true'
+		printf -- '---\napiVersion: sanboot.io/v1\nkind: Node\nmetadata: {name: b%s, labels: {bench: lio}}\nspec: {image: golden%s}\n' "$i" "$chap"
+	done >"$WORK/bench-nodes.yaml"
+	first=b$(seq -w 1 "$n" | head -1)
+	log "benchmark: apply -f of $n new nodes --wait (a reflink clone and a target each; CHAP on every other one)"
+	t0=$(now)
+	ctl apply -f "$WORK/bench-nodes.yaml" --wait --timeout 1800s >"$WORK/bench-apply.out" 2>&1
+	t1=$(now)
+	[ "$(phases | awk -F'\t' '$2 == "Ready"' | wc -l)" -eq "$n" ] || die "apply --wait returned before the $n nodes were Ready"
+	iscsi-inq -i "iqn.2026-11.io.sanboot:initiator.default.$first" "iscsi://$PORTAL/iqn.2026-11.io.sanboot:default.$first/0" | grep LIO-ORG >/dev/null ||
+		die "$first is not served after the apply"
+	echo "BENCH lio: apply -f --wait of $n new nodes: $(secs "$t0" "$t1") s (load $(load))"
+	timing "$n nodes applied"
+
+	log "baseline: a guest booted without the agent; the same $n disks made targets by bare configfs writes from its shell"
 	"$VM" stop
-	mv "$LIO_SHARE/agent.log" "$LIO_SHARE/agent.log.1"
-	P0=$SECONDS
+	touch "$LIO_SHARE/no-agent"
+	cp hack/lio/bare-targets.sh "$LIO_SHARE/"
 	"$VM" boot
-	wait_until 900 "$N targets enabled again" sh -c "[ \$(grep -c 'msg=\"enabled target\"' '$LIO_SHARE/agent.log') -ge $N ]"
-	timing "boot to $N targets served again"
-	echo "BENCH rebuild of $N targets after a reboot: $(agent_secs 'msg=starting' 'msg="enabled target"') s from the agent's start to the last target enabled"
-	iscsi-inq -i "iqn.2026-11.io.sanboot:initiator.default.b$N" "iscsi://$PORTAL/iqn.2026-11.io.sanboot:default.b$N/0" | grep LIO-ORG >/dev/null ||
-		die "b$N is not served after the rebuild"
-	nodes=()
-	for i in $(seq -w 1 "$N"); do nodes+=("b$i"); done
-	ctl deprovision "${nodes[@]}" --wait --timeout 900s >/dev/null
-	echo "BENCH deprovision of $N targets: $(agent_secs 'msg="deleted target"' 'msg="deleted target"') s from the first target deleted to the last"
+	out=$(vm 'sh /mnt/host/bare-targets.sh /var/lib/sanboot/disks/default')
+	base=$(sed -n 's/^bare: [0-9]* targets in \([0-9.]*\) s$/\1/p' <<<"$out")
+	[ -n "$base" ] && grep -q "^bare: $n targets" <<<"$out" || die "bare-targets.sh: $out"
+	iscsi-inq -i "iqn.2026-12.io.example.bare:initiator.$first" "iscsi://$PORTAL/iqn.2026-12.io.example.bare:$first/0" | grep LIO-ORG >/dev/null ||
+		die "the baseline's target $first does not serve"
+	echo "BENCH lio: baseline, $n targets by bare configfs writes from the guest's shell: $base s (load $(load))"
+	# The floor: the same calls from a program, 8 at a time, on the same
+	# disks, in a guest booted again (configfs empty and the disks' inodes
+	# not cached, as for the agent).
+	"$VM" stop
+	"$VM" boot
+	out=$(vm 'cd /tmp && SANBOOT_LIO_CONFIGFS=/sys/kernel/config/target SANBOOT_LIO_BENCH_KEEP=1 SANBOOT_LIO_BARE_DIR=/var/lib/sanboot/disks/default lio.test -test.run "^$" -test.bench "^BenchmarkKernelBare$" -test.benchtime 1x 2>&1')
+	floor=$(awk '/^BenchmarkKernelBare/ { printf "%.2f", $3 / 1e9 }' <<<"$out")
+	[ -n "$floor" ] || die "BenchmarkKernelBare: $out"
+	echo "BENCH lio: floor, 500 targets by bare configfs calls from a Go program, 8 at a time: $floor s (load $(load))"
+	"$VM" stop
+	rm "$LIO_SHARE/no-agent"
+	mv "$LIO_SHARE/agent.log" "$LIO_SHARE/agent.log.bench-apply"
+	timing "baseline"
+
+	log "reboot: the agent builds the $n targets again by itself"
+	mark=$(date -u +%Y-%m-%dT%H:%M:%S)
+	t0=$(now)
+	"$VM" boot
+	grep -a 'LIO targets at boot' "$LIO_VM_DIR/run/console.log" | grep 'boot: 0' >/dev/null || die "configfs was not empty after the reboot"
+	# The agent's first resync says, in a few transactions, which nodes it
+	# has to build again: none may go on saying Ready from before the
+	# reboot while its target is not there.
+	wait_until 300 "a status written after the reboot" written_since "$mark"
+	wait_until 300 "no node Ready by a status from before the reboot" no_stale_ready "$mark"
+	echo "note: when the agent is back, before its rebuild: $(phases | awk -F'\t' -v m="$mark" '{ print $2 (substr($3, 1, 19) >= m ? " (new status)" : " (status from before the reboot)") }' | sort | uniq -c | xargs)"
+	wait_until 1800 "$n nodes Ready by a status written after the reboot" ready_since "$mark"
+	t1=$(now)
+	last=$(phases | cut -f3 | sort | tail -1)
+	t2=$(date -d "$(grep -m1 'msg=starting' "$LIO_SHARE/agent.log" | sed -n 's/^time=\([^ ]*\).*/\1/p')" +%s.%N)
+	rebuild=$(secs "$t2" "$(date -d "$last" +%s.%N)")
+	iscsi-inq -i "iqn.2026-11.io.sanboot:initiator.default.$first" "iscsi://$PORTAL/iqn.2026-11.io.sanboot:default.$first/0" | grep LIO-ORG >/dev/null ||
+		die "$first is not served after the rebuild"
+	echo "BENCH lio: rebuild of $n targets after a reboot: $rebuild s from the agent's start to the last node's Ready status" \
+		"($(agent_secs 'msg=starting' 'msg="enabled target"') s to the last target enabled; $(secs "$t0" "$t1") s from the VM's start, boot included; load $(load))"
+	echo "BENCH lio: rebuild / shell baseline = $(awk -v a="$rebuild" -v b="$base" 'BEGIN { printf "%.2f", a / b }');" \
+		"rebuild / floor = $(awk -v a="$rebuild" -v b="$floor" 'BEGIN { printf "%.2f", a / b }')"
+	timing "reboot to $n nodes Ready again"
+
+	t0=$(now)
+	ctl delete -f "$WORK/bench-nodes.yaml" --wait --timeout 1800s >/dev/null
+	t1=$(now)
 	vm 'sanboot-agent lio dump' | tail -1 | grep ': 0 targets, 0 backstores$' >/dev/null || die "sanboot objects left in configfs after the benchmark"
-	timing "$N nodes deprovisioned"
+	echo "BENCH lio: delete -f --wait of $n nodes: $(secs "$t0" "$t1") s (load $(load))"
+	timing "$n nodes deleted"
+}
+
+if [ -n "${LIO_BENCH:-}" ]; then
+	bench_fleet
 fi
 ctl image rm golden
 

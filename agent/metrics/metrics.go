@@ -133,6 +133,14 @@ func (w *sessionDriver) ListSessions(ctx context.Context) (map[string][]target.S
 	return w.sr.ListSessions(ctx)
 }
 
+// Names is the wrapped driver's target.Names, counted as a list.
+func (w *Driver) Names(ctx context.Context) ([]string, error) {
+	start := time.Now()
+	names, err := target.Names(ctx, w.Driver)
+	w.observe("list", start, err)
+	return names, err
+}
+
 // Queue registers the reconcile queue's metrics and returns the function
 // the reconciler calls on each retry (reconciler.Config.OnRetry):
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
@@ -103,7 +104,7 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 	}
 	listed := map[string]bool{}
 	if problem == "" {
-		targets, err := r.cfg.Driver.List(ctx)
+		names, err := target.Names(ctx, r.cfg.Driver)
 		if ctx.Err() != nil {
 			return
 		}
@@ -112,8 +113,8 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 				"start it again (e.g. systemctl start tgt for --tgtd=system); the agent rebuilds the targets when it answers",
 				r.cfg.Driver.Name(), oneLine(err))
 		}
-		for _, t := range targets {
-			listed[t.IQN] = true
+		for _, iqn := range names {
+			listed[iqn] = true
 		}
 	}
 

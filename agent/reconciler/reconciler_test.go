@@ -367,6 +367,53 @@ func TestResyncRebuildsTargetsAfterReboot(t *testing.T) {
 	}
 }
 
+// After a reboot emptied the target system, a restarted agent says at
+// once that its nodes are not served, not when each node's turn in the
+// queue comes (their statuses said Ready from before the reboot); each says
+// Ready again once its target is built, and the agent's Problem counts
+// the targets still to build.
+func TestRestartAfterRebootSaysUnavailableUntilRebuilt(t *testing.T) {
+	var hold atomic.Bool
+	release := make(chan struct{})
+	h := newHarness(t, func(o *fakestore.Options) {
+		o.BeforeStatDisk = func(ctx context.Context, _, _ string) {
+			if hold.Load() {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+		}
+	})
+	h.start()
+	h.putImage("default", "golden", 1)
+	nodes := []string{"node-01", "node-02", "node-03"}
+	for _, n := range nodes {
+		h.assign(assignment("default", n, 1))
+	}
+	for _, n := range nodes {
+		h.waitReady("default", n, 1)
+	}
+	h.stop()
+	h.driver.Reset() // the reboot
+	hold.Store(true) // the restarted agent's passes wait
+	h.start(func(c *reconciler.Config) { c.Workers = 1; c.ProgressAfter = time.Hour })
+	for _, n := range nodes {
+		st := h.waitStatus("default", n, "Unavailable", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseUnavailable })
+		if !strings.Contains(st.Message, "builds it again") {
+			t.Errorf("%s: message %q", n, st.Message)
+		}
+	}
+	if p := h.r.Problem(); !strings.Contains(p, "rebuilding 3 target(s)") {
+		t.Errorf("Problem() = %q while no target is built", p)
+	}
+	close(release)
+	for _, n := range nodes {
+		h.waitReady("default", n, 1)
+	}
+	eventually.True(t, "no problem once every target is built", func() bool { return h.r.Problem() == "" })
+}
+
 func TestGCRemovesOnlyUnwantedSanbootTargets(t *testing.T) {
 	h := newHarness(t)
 	mk := func(iqn string) target.Target {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sanboot/sanboot/agent/target"
 	"github.com/sanboot/sanboot/api"
+	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 )
 
 // resync compares desired (the assignments and images mirrored from etcd)
@@ -61,8 +62,10 @@ func (r *Reconciler) resync(ctx context.Context) error {
 	wanted := wantedIQNs(assigns)
 	sessions := r.sessionReader(ctx)
 	queued := 0
+	var missing []ref // nodes with a disk but no target, whose status this process has not written
 	for k, st := range assigns {
-		need := !r.w.covered(api.NodeStatusKey(k.project, k.name, r.cfg.Agent), st.rev)
+		covered := r.w.covered(api.NodeStatusKey(k.project, k.name, r.cfg.Agent), st.rev)
+		need := !covered
 		switch {
 		case st.err != nil:
 		case st.a.GetDeleting():
@@ -78,7 +81,11 @@ func (r *Reconciler) resync(ctx context.Context) error {
 				break
 			}
 			want.BackingPath, want.SizeBytes = disks[i].Path, disks[i].SizeBytes
-			if got, ok := actual[want.IQN]; !ok || !target.SameConfig(got, want) || r.sessionsChanged(k, want.IQN, sessions) {
+			got, ok := actual[want.IQN]
+			if !ok && !covered {
+				missing = append(missing, k)
+			}
+			if !ok || !target.SameConfig(got, want) || r.sessionsChanged(k, want.IQN, sessions) {
 				need = true
 			}
 		}
@@ -87,6 +94,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 			queued++
 		}
 	}
+	r.markMissing(missing)
 
 	removed := 0
 	for _, t := range targets {
@@ -129,6 +137,41 @@ func (r *Reconciler) resync(ctx context.Context) error {
 	r.log.Debug("resync", "assignments", len(assigns), "queued", queued, "targets", len(targets),
 		"removed", removed, "images", len(imageKeys))
 	return nil
+}
+
+// markMissing says, at once, that the targets of nodes are not served:
+// nodes whose disk is here but whose target the target system does not
+// have, and whose status this process has not written. That is every node
+// of an agent started after a reboot emptied LIO (or after a managed tgtd
+// started empty): their statuses still say Ready from before, and the
+// rebuild, queued above, reaches the last of 500 nodes seconds later.
+// Until its own pass writes its status, each says Unavailable, and the
+// agent's Problem counts them (as for targets lost while it runs, see
+// health.go). A node this process has marked Ready meanwhile is left alone.
+func (r *Reconciler) markMissing(nodes []ref) {
+	if len(nodes) == 0 {
+		return
+	}
+	marked := 0
+	r.mu.Lock()
+	for _, k := range nodes {
+		st, ok := r.assigns[k]
+		if _, served := r.served[k]; served || !ok || st.a == nil || st.a.GetDeleting() {
+			continue
+		}
+		r.lost[k] = true
+		r.w.submit(statusItem(r.cfg.Agent, k.project, k.name, st.rev, &sanbootv1.NodeStatus{
+			Phase: api.PhaseUnavailable, Agent: r.cfg.Agent, ObservedGeneration: st.a.GetGeneration(),
+			Message: fmt.Sprintf("target %s is not served by the %s target system (the host rebooted, or the target system "+
+				"restarted empty); the agent builds it again", targetIQN(k, st.a), r.cfg.Driver.Name()),
+		}))
+		marked++
+	}
+	r.mu.Unlock()
+	if marked > 0 {
+		r.log.Info("targets of nodes are missing; their nodes say Unavailable until they are built again", "nodes", marked)
+		kick(r.healthCh) // the agent's Problem says it now
+	}
 }
 
 // gcTargets removes sanboot targets that no assignment wants.

@@ -69,6 +69,32 @@ type SessionReporter interface {
 	ListSessions(ctx context.Context) (map[string][]Session, error)
 }
 
+// Namer is implemented by a Driver that can name the targets it serves
+// more cheaply than List reads them whole (LIO: one readdir instead of
+// some 25 reads per target). The agent's health checks, every few
+// seconds, want the names only.
+type Namer interface {
+	// Names returns the IQN of every target List would return, sorted.
+	Names(ctx context.Context) ([]string, error)
+}
+
+// Names returns the IQNs of the targets d serves, sorted: through Namer
+// when d implements it, else from List.
+func Names(ctx context.Context, d Driver) ([]string, error) {
+	if n, ok := d.(Namer); ok {
+		return n.Names(ctx)
+	}
+	ts, err := d.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.IQN
+	}
+	return names, nil
+}
+
 // Session is one initiator logged in to a target.
 type Session struct {
 	// Initiator is the name the initiator logged in with (its IQN).

@@ -78,6 +78,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		capacity  string
 		portals   = listFlag{vals: []string{"127.0.0.1:3260"}}
 		advertise listFlag
+		syncEPs   bool
 	)
 	fs.StringVar(&c.Name, "name", "", "this agent's name, a DNS label unique among agents (required; with --cert, default and must be its CN)")
 	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs of one or more control-plane members, comma separated (the client fails over between them and finds the cluster's other members itself): https:// with --cert, else http:// on loopback")
@@ -93,6 +94,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.TgtdControl, "tgtd-control", -1, "tgtd control socket number (tgtadm -C); default 0 with --tgtd=system, 3260 with --tgtd=managed")
 	fs.Var(&portals, "portal", "ADDR:PORT targets listen on (repeatable)")
 	fs.Var(&advertise, "advertise-portal", "ADDR:PORT nodes are told to use, when it differs from --portal (NAT, VM; repeatable)")
+	fs.BoolVar(&syncEPs, "etcd-sync-endpoints", true, "replace --etcd-endpoints every minute with the client URLs the members advertise (finds members added later); "+
+		"=false when this agent reaches etcd through addresses the members do not advertise (NAT, port forwarding, a VM's user network)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 10*time.Second, "TTL of the registration lease: how long after a crash the agent shows Unavailable")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", time.Minute, "interval of full resyncs (desired in etcd vs actual store and targets)")
 	fs.IntVar(&c.Workers, "workers", 8, "nodes and images worked on at once")
@@ -105,6 +108,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments %q: every setting is a flag; see --help", fs.Args())
 	}
 	c.Portals, c.AdvertisePortals = portals.vals, advertise.vals
+	c.KeepEndpoints = !syncEPs
 
 	var errs []error
 	if err := c.TLS.Check(tlsconfig.ClientNames); err != nil {

@@ -64,7 +64,10 @@ func (osFS) WriteFile(name, value string) error {
 
 // Ops counts the configfs operations a Driver made, by kind.
 type Ops struct {
-	Reads    int64 // attribute reads, readdir, readlink, lstat
+	Reads int64 // attribute reads, readdir, readlink, lstat
+	// Entries is how many directory entries the readdirs returned: a
+	// readdir of core/ or iscsi/ costs more as targets accumulate.
+	Entries  int64
 	Writes   int64 // attribute writes
 	Mkdirs   int64
 	Removes  int64 // rmdir and unlink
@@ -79,23 +82,23 @@ func (o Ops) Total() int64 { return o.Reads + o.Changes() }
 
 // Sub returns o - p.
 func (o Ops) Sub(p Ops) Ops {
-	return Ops{Reads: o.Reads - p.Reads, Writes: o.Writes - p.Writes, Mkdirs: o.Mkdirs - p.Mkdirs,
+	return Ops{Reads: o.Reads - p.Reads, Entries: o.Entries - p.Entries, Writes: o.Writes - p.Writes, Mkdirs: o.Mkdirs - p.Mkdirs,
 		Removes: o.Removes - p.Removes, Symlinks: o.Symlinks - p.Symlinks}
 }
 
 func (o Ops) String() string {
-	return fmt.Sprintf("%d operations: %d reads, %d writes, %d mkdir, %d rmdir/unlink, %d symlink",
-		o.Total(), o.Reads, o.Writes, o.Mkdirs, o.Removes, o.Symlinks)
+	return fmt.Sprintf("%d operations: %d reads (%d directory entries), %d writes, %d mkdir, %d rmdir/unlink, %d symlink",
+		o.Total(), o.Reads, o.Entries, o.Writes, o.Mkdirs, o.Removes, o.Symlinks)
 }
 
 // countingFS counts what passes through it.
 type countingFS struct {
-	fs                                      fsys
-	reads, writes, mkdirs, removes, symlink atomic.Int64
+	fs                                               fsys
+	reads, entries, writes, mkdirs, removes, symlink atomic.Int64
 }
 
 func (c *countingFS) ops() Ops {
-	return Ops{Reads: c.reads.Load(), Writes: c.writes.Load(), Mkdirs: c.mkdirs.Load(),
+	return Ops{Reads: c.reads.Load(), Entries: c.entries.Load(), Writes: c.writes.Load(), Mkdirs: c.mkdirs.Load(),
 		Removes: c.removes.Load(), Symlinks: c.symlink.Load()}
 }
 
@@ -122,7 +125,9 @@ func (c *countingFS) WriteFile(name, value string) error {
 }
 func (c *countingFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	c.reads.Add(1)
-	return c.fs.ReadDir(name)
+	es, err := c.fs.ReadDir(name)
+	c.entries.Add(int64(len(es)))
+	return es, err
 }
 func (c *countingFS) Lstat(name string) (fs.FileInfo, error) {
 	c.reads.Add(1)

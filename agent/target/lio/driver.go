@@ -110,15 +110,15 @@ func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, er
 	if err := d.checkRoot(); err != nil {
 		return nil, fmt.Errorf("sessions of target %s: %w", iqn, err)
 	}
-	s, err := d.r.tpg(iqn)
-	if isNotExist(err) || err == nil && s == nil {
+	acls, err := d.r.sessions(iqn)
+	if isNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sessions of target %s: %w", iqn, wrapRead("the target", err))
 	}
 	var out []target.Session
-	for _, a := range s.ACLs {
+	for _, a := range acls {
 		if a.Session == "" {
 			continue
 		}
@@ -129,6 +129,23 @@ func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, er
 		out = append(out, target.Session{Initiator: name, Address: a.SessionAddress})
 	}
 	return target.SortSessions(out), nil
+}
+
+// Names implements target.Namer: the target directories, read with one
+// readdir (a target List would skip because it vanished meanwhile is
+// named).
+func (d *Driver) Names(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list targets: %w", err)
+	}
+	if err := d.checkRoot(); err != nil {
+		return nil, fmt.Errorf("list targets: %w", err)
+	}
+	names, err := d.r.targetNames()
+	if err != nil {
+		return nil, fmt.Errorf("list targets: %w", wrapRead("the targets", err))
+	}
+	return names, nil
 }
 
 // List implements target.Driver: every target in configfs, in the

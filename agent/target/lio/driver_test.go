@@ -471,3 +471,39 @@ func TestCHAPValuesLIOCannotHold(t *testing.T) {
 		t.Errorf("the refused Ensure changed %q", ops)
 	}
 }
+
+// TestReadsStayFlat: what a new target's Ensure and a Sessions call read
+// does not grow with the number of targets (an agent rebuilding 500 after
+// a reboot must not read core/ or iscsi/ whole for each), and Sessions
+// reads the ACLs' info, not the whole portal group.
+func TestReadsStayFlat(t *testing.T) {
+	d, _ := fakeDriver(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	cost := func(name string) (ensure, sessions Ops) {
+		t.Helper()
+		tg := withCHAP(testTarget(t, dir, name), false)
+		before := d.Ops()
+		must(t, d.Ensure(ctx, tg))
+		mid := d.Ops()
+		if _, err := d.Sessions(ctx, tg.IQN); err != nil {
+			t.Fatal(err)
+		}
+		return mid.Sub(before), d.Ops().Sub(mid)
+	}
+	firstEnsure, firstSessions := cost("first")
+	for i := range 100 {
+		must(t, d.Ensure(ctx, testTarget(t, dir, fmt.Sprintf("n%03d", i))))
+	}
+	lastEnsure, lastSessions := cost("last")
+	// (The first Ensure also makes iscsi/.)
+	if firstEnsure.Reads != lastEnsure.Reads || firstEnsure.Entries != lastEnsure.Entries || firstSessions != lastSessions {
+		t.Errorf("a new target beside 1 other: Ensure %v, Sessions %v; beside 101: Ensure %v, Sessions %v; want the same reads",
+			firstEnsure, firstSessions, lastEnsure, lastSessions)
+	}
+	// lstat of the root, readdir of the target and of its ACLs, and one
+	// info per ACL.
+	if lastSessions.Total() != 4 {
+		t.Errorf("Sessions of a target with one ACL: %v, want 4 reads", lastSessions)
+	}
+}

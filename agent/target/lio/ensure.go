@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -255,7 +256,7 @@ func (d *Driver) ensureTPG(ctx context.Context, t target.Target, s *tpgState) (*
 	if err := d.mkdir(ctx, d.p.tpg(t.IQN)); err != nil {
 		return nil, err
 	}
-	d.log.Info("created target", "iqn", t.IQN)
+	d.log.Debug("created target", "iqn", t.IQN)
 	s = &tpgState{IQN: t.IQN, Dir: d.p.tpg(t.IQN), TPG: tpgName}
 	// The kernel's defaults (authentication is on) are read, not assumed.
 	var err error
@@ -281,7 +282,7 @@ func (d *Driver) ensurePortals(ctx context.Context, t target.Target, s *tpgState
 		if err := d.mkdir(ctx, filepath.Join(s.Dir, "np", portalDir(ap))); err != nil {
 			return fmt.Errorf("%w (%s)", err, portalHint(err))
 		}
-		d.log.Info("added portal", "iqn", t.IQN, "portal", ap.String())
+		d.log.Log(ctx, changeLevel(s), "added portal", "iqn", t.IQN, "portal", ap.String())
 	}
 	for _, p := range s.Portals {
 		if !slices.Contains(want, p.Addr) {
@@ -378,8 +379,21 @@ func (d *Driver) enable(ctx context.Context, t target.Target, s *tpgState, bs *b
 	if err := d.write(ctx, filepath.Join(s.Dir, "enable"), "1"); err != nil {
 		return err
 	}
-	d.log.Info("enabled target", "iqn", t.IQN, "backstore", bs.Ref.String(), "portals", t.Portals, "initiators", t.Initiators)
+	d.log.Info("enabled target", "iqn", t.IQN, "backstore", bs.Ref.String(), "backing", t.BackingPath, "serial", t.Serial,
+		"portals", t.Portals, "initiators", t.Initiators, "chap", t.CHAP != nil)
 	return nil
+}
+
+// changeLevel is the level of a step's log line: Info for a change to a
+// target that serves (rare, and worth reading), Debug for a step of
+// building one, which "enabled target" sums up at Info. Five lines at
+// Info per target made logging a tenth of an agent's work when it
+// rebuilt 500 targets after a reboot.
+func changeLevel(s *tpgState) slog.Level {
+	if s.Enabled {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 // matches reports whether b serves t's disk as t wants it.
@@ -468,7 +482,7 @@ func (d *Driver) createBackstore(ctx context.Context, t target.Target, kind stri
 	if err := d.thin(ctx, &backstoreState{Ref: ref, EmulateTPU: "0", TPWS: "0"}, kind); err != nil {
 		return ref, err
 	}
-	d.log.Info("created backstore", "iqn", t.IQN, "backstore", ref.String(), "backing", t.BackingPath, "serial", t.Serial)
+	d.log.Debug("created backstore", "iqn", t.IQN, "backstore", ref.String(), "backing", t.BackingPath, "serial", t.Serial)
 	return ref, nil
 }
 
@@ -530,7 +544,7 @@ func (d *Driver) ensureACL(ctx context.Context, s *tpgState, a *aclState, in, lu
 		if err := d.mkdir(ctx, dir); err != nil {
 			return err
 		}
-		d.log.Info("added ACL", "iqn", s.IQN, "initiator", in)
+		d.log.Log(ctx, changeLevel(s), "added ACL", "iqn", s.IQN, "initiator", in)
 		a = &aclState{Initiator: in, Dir: dir}
 		var err error
 		if a.Authentication, err = d.r.readAttr(filepath.Join(dir, "attrib", "authentication")); isNotExist(err) {

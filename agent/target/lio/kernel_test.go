@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -463,14 +464,20 @@ func BenchmarkKernelDelete(b *testing.B) {
 	reportOps(b, d.Ops().Sub(before), b.N)
 }
 
-// BenchmarkKernelRebuild100 measures what an agent does after a reboot
-// emptied configfs: build 100 targets, 8 at a time (the reconciler's
-// default --workers), with CHAP on every other one.
-func BenchmarkKernelRebuild100(b *testing.B) {
+// BenchmarkKernelRebuild measures what an agent does after a reboot
+// emptied configfs: build 100 (or 500) targets, 8 at a time (the
+// reconciler's default --workers), with CHAP on every other one.
+func BenchmarkKernelRebuild(b *testing.B) {
+	for _, n := range []int{100, 500} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) { benchRebuild(b, n) })
+	}
+}
+
+func benchRebuild(b *testing.B, n int) {
 	root := kernelRoot(b)
 	d := kernelDriver(b, root)
 	ctx := context.Background()
-	const n, workers = 100, 8
+	const workers = 8
 	targets := make([]target.Target, n)
 	for i := range targets {
 		targets[i] = kernelTarget(b, d, fmt.Sprintf("bench-rebuild-%03d", i), 8<<20)
@@ -520,4 +527,131 @@ func BenchmarkKernelRebuild100(b *testing.B) {
 func reportOps(b *testing.B, ops Ops, targets int) {
 	b.ReportMetric(float64(ops.Total())/float64(targets), "ops/target")
 	b.ReportMetric(float64(ops.Changes())/float64(targets), "changes/target")
+	b.ReportMetric(float64(ops.Entries)/float64(targets), "dirents/target")
+}
+
+// BenchmarkKernelBare is the floor the driver is measured against: 500
+// targets made by bare configfs calls from 8 goroutines, the objects of a
+// new target in the order Ensure makes them (hack/lio/bare-targets.sh
+// does the same from the shell), CHAP on every other one, nothing read
+// back or checked. Their backing files are 8 MiB sparse files, or the
+// first 500 *.raw files of SANBOOT_LIO_BARE_DIR (the agent's disks: after
+// a reboot their inodes are not cached, as for the agent's rebuild).
+// hack/e2e-lio.sh --bench runs it once in a guest that it reboots next,
+// with SANBOOT_LIO_BENCH_KEEP=1: the targets stay (removing 500 takes
+// minutes under TCG).
+func BenchmarkKernelBare(b *testing.B) {
+	root := kernelRoot(b)
+	const n, workers = 500, 8
+	dir := b.TempDir()
+	keep := os.Getenv("SANBOOT_LIO_BENCH_KEEP") == "1"
+	if keep && b.N > 1 {
+		b.Fatal("SANBOOT_LIO_BENCH_KEEP=1 builds the targets once: use -test.benchtime 1x")
+	}
+	files := make([]string, n)
+	if disks := os.Getenv("SANBOOT_LIO_BARE_DIR"); disks != "" {
+		found, err := filepath.Glob(filepath.Join(disks, "*.raw"))
+		if err != nil || len(found) < n {
+			b.Fatalf("SANBOOT_LIO_BARE_DIR=%s: %d *.raw files (%v), want %d", disks, len(found), err, n)
+		}
+		copy(files, found)
+	}
+	for i := range files {
+		if files[i] == "" {
+			files[i] = filepath.Join(dir, fmt.Sprintf("bare-%03d.raw", i))
+			if err := os.WriteFile(files[i], nil, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.Truncate(files[i], 8<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var raw osFS
+	build := func(i int) error {
+		name := fmt.Sprintf("bare-%03d", i)
+		iqn, in := kernelPrefix+name, kernelPrefix+"initiator."+name
+		bs := filepath.Join(root, coreDir, fmt.Sprintf("fileio_%d", 900000+i), iqn)
+		tpg := filepath.Join(root, fabricDir, iqn, tpgName)
+		lun := filepath.Join(tpg, "lun", "lun_0")
+		acl := filepath.Join(tpg, "acls", in)
+		fi, err := os.Stat(files[i]) // the size, as Ensure checks the backing file (timed: a cold inode after a reboot)
+		if err != nil {
+			return err
+		}
+		steps := []func() error{
+			func() error { return raw.Mkdir(filepath.Dir(bs)) },
+			func() error { return raw.Mkdir(bs) },
+			func() error {
+				return raw.WriteFile(filepath.Join(bs, "control"), fmt.Sprintf("fd_dev_name=%s,fd_dev_size=%d", files[i], fi.Size()))
+			},
+			func() error { return raw.WriteFile(filepath.Join(bs, "enable"), "1") },
+			func() error { return raw.WriteFile(filepath.Join(bs, "wwn", "vpd_unit_serial"), "bare-"+name) },
+			func() error { return raw.WriteFile(filepath.Join(bs, "attrib", "emulate_tpu"), "1") },
+			func() error { return raw.WriteFile(filepath.Join(bs, "attrib", "emulate_tpws"), "1") },
+			func() error { return raw.Mkdir(filepath.Dir(tpg)) },
+			func() error { return raw.Mkdir(tpg) },
+			func() error { return raw.Mkdir(filepath.Join(tpg, "np", kernelPortal())) },
+			func() error { return raw.Mkdir(lun) },
+			func() error { return raw.Symlink(bs, filepath.Join(lun, lunLink)) },
+			func() error { return raw.WriteFile(filepath.Join(tpg, "attrib", "generate_node_acls"), "0") },
+			func() error { return raw.Mkdir(acl) },
+			func() error { return raw.Mkdir(filepath.Join(acl, "lun_0")) },
+			func() error { return raw.Symlink(lun, filepath.Join(acl, "lun_0", mapLink)) },
+		}
+		if i%2 == 1 {
+			steps = append(steps,
+				func() error { return raw.WriteFile(filepath.Join(acl, "auth", "userid"), in) },
+				func() error {
+					return raw.WriteFile(filepath.Join(acl, "auth", "password"), fmt.Sprintf("secret-%03d-0123456", i))
+				},
+				func() error { return raw.WriteFile(filepath.Join(tpg, "attrib", "authentication"), "1") })
+		} else {
+			steps = append(steps, func() error { return raw.WriteFile(filepath.Join(tpg, "attrib", "authentication"), "0") })
+		}
+		steps = append(steps, func() error { return raw.WriteFile(filepath.Join(tpg, "enable"), "1") })
+		for _, f := range steps {
+			if err := f(); err != nil {
+				return fmt.Errorf("target %s: %w", name, err)
+			}
+		}
+		return nil
+	}
+	d := kernelDriver(b, root)
+	if err := os.Mkdir(filepath.Join(root, fabricDir), 0o755); err != nil && !os.IsExist(err) {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		work := make(chan int)
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := range work {
+					if err := build(i); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		for i := range n {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		b.StopTimer()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		if !keep {
+			for i := range n {
+				if err := d.Delete(context.Background(), kernelPrefix+fmt.Sprintf("bare-%03d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.StartTimer()
+	}
 }

@@ -156,15 +156,16 @@ func (r reader) entries(dir string) (dirs, links []string, err error) {
 	return dirs, links, nil
 }
 
-// tpg reads the target iqn's portal group: tpgt_1, or the lowest there is.
-// It returns nil, nil when the target or its portal group does not exist.
-func (r reader) tpg(iqn string) (*tpgState, error) {
+// tpgNames finds the target iqn's portal group: tpgt_1, or the lowest
+// there is (tpg), and the others. tpg is "" when the target or its portal
+// group does not exist.
+func (r reader) tpgNames(iqn string) (tpg string, others []string, err error) {
 	tdirs, _, err := r.entries(r.p.target(iqn))
 	if isNotExist(err) {
-		return nil, nil
+		return "", nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	var tpgs []string
 	for _, d := range tdirs {
@@ -173,17 +174,27 @@ func (r reader) tpg(iqn string) (*tpgState, error) {
 		}
 	}
 	if len(tpgs) == 0 {
-		return nil, nil
+		return "", nil, nil
 	}
 	slices.SortFunc(tpgs, func(a, b string) int {
 		na, _ := tpgNumber(a)
 		nb, _ := tpgNumber(b)
 		return cmp.Compare(na, nb)
 	})
-	s := &tpgState{IQN: iqn, TPG: tpgs[0], Others: tpgs[1:]}
 	if i := slices.Index(tpgs, tpgName); i > 0 {
-		s.TPG, s.Others = tpgName, slices.Delete(slices.Clone(tpgs), i, i+1)
+		return tpgName, slices.Delete(slices.Clone(tpgs), i, i+1), nil
 	}
+	return tpgs[0], tpgs[1:], nil
+}
+
+// tpg reads the target iqn's portal group (see tpgNames). It returns nil,
+// nil when the target or its portal group does not exist.
+func (r reader) tpg(iqn string) (*tpgState, error) {
+	name, others, err := r.tpgNames(iqn)
+	if err != nil || name == "" {
+		return nil, err
+	}
+	s := &tpgState{IQN: iqn, TPG: name, Others: others}
 	s.Dir = filepath.Join(r.p.target(iqn), s.TPG)
 
 	en, err := r.readAttr(filepath.Join(s.Dir, "enable"))
@@ -246,6 +257,32 @@ func (r reader) tpg(iqn string) (*tpgState, error) {
 		s.ACLs = append(s.ACLs, a)
 	}
 	return s, nil
+}
+
+// sessions reads who is logged in to the target iqn's portal group: the
+// info of each ACL, and nothing else (a node's status lists them after
+// every pass; reading the whole portal group would cost five times more).
+func (r reader) sessions(iqn string) ([]aclState, error) {
+	name, _, err := r.tpgNames(iqn)
+	if err != nil || name == "" {
+		return nil, err
+	}
+	dir := filepath.Join(r.p.target(iqn), name, "acls")
+	acls, _, err := r.entries(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]aclState, 0, len(acls))
+	for _, in := range acls {
+		a := aclState{Initiator: in, Dir: filepath.Join(dir, in)}
+		info, err := r.readAttr(filepath.Join(a.Dir, "info"))
+		if err != nil {
+			return nil, err
+		}
+		a.Session, a.SessionName, a.SessionAddress = parseACLInfo(info)
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (r reader) acl(dir, initiator string) (aclState, error) {
@@ -463,24 +500,37 @@ func (r reader) look(sc *hbaScan, hbas []string, name string) error {
 	return nil
 }
 
+// hbaKinds are the kinds of HBA directory sanboot puts backstores in.
+var hbaKinds = []string{kindFileio, kindIblock}
+
 // probeHBAs reads the HBAs of iqn's probe chain: from hbaHome(iqn) up to
-// the first index no HBA uses. It finds the backstore named iqn that an
-// interrupted call left behind, and an empty HBA such a call left, in a
-// few reads. (A backstore behind a hole that a removed HBA left in the
-// chain is missed: scanHBAs finds it.)
+// the first index at which no HBA of sanboot's kinds (hbaKinds) exists,
+// looked up by name (one lstat per kind), never by reading core/, so that
+// it costs the same beside 10 targets or 10,000. It finds the backstore
+// named iqn that an interrupted call left behind, and an empty HBA such a
+// call left, in a few reads. (A backstore behind a hole that a removed HBA
+// left in the chain is missed: scanHBAs finds it.)
 func (r reader) probeHBAs(iqn string) (*hbaScan, error) {
 	sc := &hbaScan{empty: map[string][]string{}}
-	byIndex, err := r.hbaIndexes()
-	if err != nil {
-		return nil, err
-	}
 	for k := 0; k < hbaSpace; k++ {
 		n := (hbaHome(iqn) + k) % hbaSpace
-		if len(byIndex[n]) == 0 {
+		var hbas []string
+		for _, kind := range hbaKinds {
+			h := kind + "_" + strconv.Itoa(n)
+			_, err := r.fs.Lstat(r.p.hba(h))
+			if isNotExist(err) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			hbas = append(hbas, h)
+		}
+		if len(hbas) == 0 {
 			sc.free = n
 			return sc, nil
 		}
-		if err := r.look(sc, byIndex[n], iqn); err != nil {
+		if err := r.look(sc, hbas, iqn); err != nil {
 			return nil, err
 		}
 	}

@@ -157,12 +157,24 @@ func (s *suite) list() []target.Target {
 		s.t.Fatalf("List: %v", err)
 	}
 	var out []target.Target
+	var iqns []string
 	for i, tg := range all {
 		if i > 0 && all[i-1].IQN >= tg.IQN {
 			s.t.Errorf("List is not sorted by IQN: %s before %s", all[i-1].IQN, tg.IQN)
 		}
+		iqns = append(iqns, tg.IQN)
 		if strings.HasPrefix(tg.IQN, Prefix) {
 			out = append(out, tg)
+		}
+	}
+	// A driver that names its targets more cheaply names the same ones.
+	if n, ok := s.d.(target.Namer); ok {
+		names, err := n.Names(context.Background())
+		if err != nil {
+			s.t.Fatalf("Names: %v", err)
+		}
+		if !slices.Equal(names, iqns) {
+			s.t.Errorf("Names = %q, List has %q", names, iqns)
 		}
 	}
 	return out
