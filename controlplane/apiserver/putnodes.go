@@ -75,6 +75,7 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		creates, at = append(creates, c), append(at, i)
 	}
+	s.placeNew(creates)
 	for len(creates) > 0 {
 		n := min(len(creates), createsPerTxn)
 		chunk, idx := creates[:n], at[:n]
@@ -163,7 +164,7 @@ func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done fu
 	for k, r := range resp.Responses {
 		t := r.GetResponseTxn()
 		if t.GetSucceeded() {
-			done(k, s.created(creates[k], rev), nil)
+			done(k, s.created(creates[k], rev, t.GetResponses()), nil)
 			continue
 		}
 		done(k, nil, s.readStore(rev, t.GetResponses()))
