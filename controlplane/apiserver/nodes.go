@@ -323,7 +323,7 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 		// Its status key names the placed agent, which this read told.
 		return nil, read, s.readStatus(ctx, read, ref)
 	}
-	return s.created(c, resp.Header.Revision, resp.Responses), nil, nil
+	return s.created(s.createdStore(), c, resp.Header.Revision, resp.Responses), nil, nil
 }
 
 // nodeCreate is the transaction that creates one node: its comparisons
@@ -367,8 +367,9 @@ func newNodeCreate(ref state.Ref, n *sanbootv1.Node) (*nodeCreate, error) {
 
 // created is the answer to a node that c created at rev; responses are
 // the create's (its Then branch), which tell whether it placed the node.
-func (s *Server) created(c *nodeCreate, rev int64, responses []*etcdserverpb.ResponseOp) *sanbootv1.PutNodeResponse {
-	st := state.New(s.log, state.Nodes, state.Placements, state.Alive)
+// st (createdStore) holds what the answer shows; the creates of one
+// transaction share it.
+func (s *Server) created(st *state.Store, c *nodeCreate, rev int64, responses []*etcdserverpb.ResponseOp) *sanbootv1.PutNodeResponse {
 	st.Nodes[c.ref] = state.Record[*sanbootv1.Node]{Msg: c.rec, ModRevision: rev}
 	if c.place.done(responses) {
 		s.log.Debug("node created and placed", "node", c.ref, "agent", c.place.agent, "rev", rev)
@@ -378,6 +379,11 @@ func (s *Server) created(c *nodeCreate, rev int64, responses []*etcdserverpb.Res
 		s.log.Debug("node created", "node", c.ref, "rev", rev)
 	}
 	return &sanbootv1.PutNodeResponse{Node: view.Node(st, c.ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}
+}
+
+// createdStore is the store the answers of created nodes are made from.
+func (s *Server) createdStore() *state.Store {
+	return state.New(s.log, state.Nodes, state.Placements, state.Alive)
 }
 
 // DeleteNode marks a node deleting; the scheduler and its agent do the

@@ -59,8 +59,14 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 			continue
 		}
 		nodes[i] = n
+	}
+	known := s.cache.hasAll(nodes)
+	for i, n := range nodes {
+		if n == nil {
+			continue
+		}
 		ref := nodeRef(n)
-		if req.GetDryRun() || n.Metadata.Revision != 0 || creating[ref] || s.cache.has(ref) ||
+		if req.GetDryRun() || n.Metadata.Revision != 0 || creating[ref] || known[i] ||
 			slices.ContainsFunc(n.Spec.GetMacs(), func(m string) bool { return claimed[m] }) {
 			continue
 		}
@@ -161,10 +167,11 @@ func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done fu
 		return etcdError(ctx, "write", err)
 	}
 	rev := resp.Header.Revision
+	answers := s.createdStore()
 	for k, r := range resp.Responses {
 		t := r.GetResponseTxn()
 		if t.GetSucceeded() {
-			done(k, s.created(creates[k], rev, t.GetResponses()), nil)
+			done(k, s.created(answers, creates[k], rev, t.GetResponses()), nil)
 			continue
 		}
 		done(k, nil, s.readStore(rev, t.GetResponses()))
@@ -226,6 +233,21 @@ func (s *Server) readStatuses(ctx context.Context, pre []*state.Store) error {
 		}
 	}
 	return nil
+}
+
+// hasAll is has of each of nodes (false for nil), under one lock: the
+// informer's lock, which its updates hold while the API's cache and the
+// scheduler take them in, is taken once per call, not once per node.
+func (c *cache) hasAll(nodes []*sanbootv1.Node) []bool {
+	out := make([]bool, len(nodes))
+	c.lock()
+	defer c.unlock()
+	for i, n := range nodes {
+		if n != nil {
+			_, out[i] = c.views[nodeRef(n)]
+		}
+	}
+	return out
 }
 
 func nodeRef(n *sanbootv1.Node) state.Ref {
