@@ -235,3 +235,32 @@ func TestPlacedAtCreateFailsOver(t *testing.T) {
 		return err != nil
 	}, eventually.Seen(func() string { return "still there" }))
 }
+
+// The scheduler finds a node placed at its creation up to date and writes
+// nothing for it: its records are exactly the scheduler's own. Node "b"
+// has two candidates, so the scheduler places it; it plans the nodes in
+// the order their changes came, so by the time b is placed it has planned
+// "a", created before.
+func TestSchedulerLeavesAPlacementAtCreate(t *testing.T) {
+	e := start(t)
+	e.image("", "one")
+	e.image("", "two")
+	e.agent("x", 10, "one", "two")
+	e.agent("y", 10, "two")
+	e.caughtUp()
+
+	a := newNode("a", "one")
+	a.Spec.Chap, a.Spec.MutualChap = true, true
+	a.Spec.Macs = []string{"52:54:00:00:00:0a"}
+	if _, err := e.api.PutNode(e.ctx, &sanbootv1.PutNodeRequest{Node: a}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.placedAtCreate("a", "x") {
+		t.Fatal("node a not placed at its creation")
+	}
+	e.node("b", "two")
+	e.waitNode("b", func(n *sanbootv1.Node) bool { return n.GetStatus().GetAgent() != "" })
+	if !e.placedAtCreate("a", "x") { // fails the test if a's records were written again
+		t.Fatal("node a lost its placement")
+	}
+}
