@@ -35,8 +35,11 @@ const putNodesAtOnce = 16
 // are created in one etcd transaction: one nested transaction per node,
 // each with its own comparisons (absent, image present), so that one
 // raft proposal and one WAL fsync create them all. A node whose
-// comparisons fail gets, from the same transaction, what PutNode's
-// general path reads, and takes that path. Every node has its own result.
+// comparisons fail (it exists, and this member's cache had not seen it
+// yet: rare) is read afterwards with the others, a few dozen per
+// read-only transaction, and takes PutNode's general path; reads carried
+// in every create, for the rare one that fails, made every create
+// transaction larger. Every node has its own result.
 func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (*sanbootv1.PutNodesResponse, error) {
 	if len(req.GetNodes()) > MaxPutNodes {
 		return nil, status.Errorf(codes.InvalidArgument, "%d nodes in one PutNodes call: send at most %d per call", len(req.GetNodes()), MaxPutNodes)
@@ -85,11 +88,10 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 	for len(creates) > 0 {
 		n := min(len(creates), createsPerTxn)
 		chunk, idx := creates[:n], at[:n]
-		if err := s.createNodes(ctx, chunk, func(k int, resp *sanbootv1.PutNodeResponse, read *state.Store) {
+		if err := s.createNodes(ctx, chunk, func(k int, resp *sanbootv1.PutNodeResponse) {
 			if resp != nil {
 				out[idx[k]] = &sanbootv1.PutNodesResult{Node: resp.GetNode(), Result: resp.GetResult()}
 			}
-			pre[idx[k]] = read
 		}); err != nil {
 			for _, i := range idx {
 				out[i] = failed(err)
@@ -97,8 +99,8 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		creates, at = creates[n:], at[n:]
 	}
-	// The others (existing nodes, dry runs) are read a few dozen per
-	// read-only transaction, then decided one by one.
+	// The others (existing nodes, dry runs, failed creates) are read a few
+	// dozen per read-only transaction, then decided one by one.
 	var toRead []int
 	for i, n := range nodes {
 		if n != nil && out[i] == nil && pre[i] == nil {
@@ -155,12 +157,12 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 }
 
 // createNodes commits creates in one transaction, a nested one per node,
-// and calls done for each: with the answer when it was created, with what
-// readNode would read when its comparisons failed.
-func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done func(k int, resp *sanbootv1.PutNodeResponse, read *state.Store)) error {
+// and calls done for each: with the answer when it was created, with nil
+// when its comparisons failed.
+func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done func(k int, resp *sanbootv1.PutNodeResponse)) error {
 	ops := make([]clientv3.Op, len(creates))
 	for k, c := range creates {
-		ops[k] = clientv3.OpTxn(c.cmps, c.ops, nodeReads(c.ref, c.rec.GetSpec().GetImage()))
+		ops[k] = clientv3.OpTxn(c.cmps, c.ops, nil)
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
@@ -171,10 +173,10 @@ func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done fu
 	for k, r := range resp.Responses {
 		t := r.GetResponseTxn()
 		if t.GetSucceeded() {
-			done(k, s.created(answers, creates[k], rev, t.GetResponses()), nil)
+			done(k, s.created(answers, creates[k], rev, t.GetResponses()))
 			continue
 		}
-		done(k, nil, s.readStore(rev, t.GetResponses()))
+		done(k, nil)
 	}
 	return nil
 }
@@ -199,8 +201,8 @@ func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []i
 	return nil
 }
 
-// readStatuses adds to each store of pre (one node's reads, readNodes or
-// createNodes) the status its node's placed agent reports, read at the
+// readStatuses adds to each store of pre (one node's reads, readNodes)
+// the status its node's placed agent reports, read at the
 // store's revision: many nodes per read-only transaction, where
 // readStatus reads one.
 func (s *Server) readStatuses(ctx context.Context, pre []*state.Store) error {
