@@ -20,7 +20,8 @@ import (
 // new nodes (one image, the agent with the fake driver), the program and
 // the daemons as users run them; then the same apply again (every node
 // unchanged) and `diff -f` of the file. It reports the times, the etcd
-// write txns the first apply needed, the time of one compare-and-put txn
+// write txns the first apply needed and the CPU time each process spent
+// on it, the time of one compare-and-put txn
 // per node on a raw embedded etcd in the same run and the ratio, and the
 // control plane's and the agent's resident memory.
 func BenchmarkApply(b *testing.B) {
