@@ -20,7 +20,10 @@
 // the time to every node Ready and the ratio to one compare-and-put
 // transaction per node on a raw embedded etcd (what creating each node
 // with its own comparison costs on etcd alone; sanboot batches them, so
-// the ratio can be below 1), then times the same apply again
+// the ratio can be below 1), the etcd write transactions it took and the
+// CPU time the control plane, the agent and sanbootctl spent on it (a
+// count a loaded machine disturbs less than the wall time), then times
+// the same apply again
 // (every node unchanged; it fails if etcd's revision moves) and `diff -f`,
 // and reports the control plane's and the agent's resident memory.
 //

@@ -40,7 +40,12 @@ type option func(*envOptions)
 type envOptions struct {
 	proxy       bool
 	watchBuffer int
+	noScheduler bool
 }
+
+// withoutScheduler runs no scheduler: a node is placed only by the API
+// server, when it creates it (placenew.go).
+func withoutScheduler(o *envOptions) { o.noScheduler = true }
 
 // watchBuffer sets the API server's WatchBuffer.
 func watchBuffer(n int) option { return func(o *envOptions) { o.watchBuffer = n } }
@@ -54,7 +59,7 @@ func start(t testing.TB, opts ...option) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	a := cptest.StartAPI(t, cptest.Options{Config: apiserver.Config{WatchBuffer: o.watchBuffer}, Scheduler: true, EtcdProxy: o.proxy})
+	a := cptest.StartAPI(t, cptest.Options{Config: apiserver.Config{WatchBuffer: o.watchBuffer}, Scheduler: !o.noScheduler, EtcdProxy: o.proxy})
 	return &env{t: t, etcd: a.Etcd, cli: a.Client, api: a.API, conn: a.Conn, ctx: a.Ctx, log: a.Log, proxy: a.Proxy,
 		srv: a.Server, hold: apiserver.HoldCache(a.Server)}
 }

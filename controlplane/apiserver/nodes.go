@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -284,7 +285,7 @@ func (s *Server) putNode(ctx context.Context, ref state.Ref, n *sanbootv1.Node, 
 		if err != nil {
 			return nil, apiError(err)
 		}
-		ops, err := withSecret(ref, rec.Spec, append([]clientv3.Op{put}, macOps...)...)
+		ops, _, err := withSecret(ref, rec.Spec, append([]clientv3.Op{put}, macOps...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -312,25 +313,32 @@ func (s *Server) createNode(ctx context.Context, ref state.Ref, n *sanbootv1.Nod
 	if err != nil {
 		return nil, nil, err
 	}
-	rev, read, err := s.writeElseRead(ctx, c.cmps, c.ops, nodeReads(ref, n.Spec.Image))
+	s.placeNew([]*nodeCreate{c})
+	resp, err := s.commit(ctx, c.cmps, c.ops, nodeReads(ref, n.Spec.Image))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, etcdError(ctx, "write", err)
 	}
-	if read != nil {
+	if !resp.Succeeded {
+		read := s.readStore(resp.Header.Revision, resp.Responses)
 		// Its status key names the placed agent, which this read told.
 		return nil, read, s.readStatus(ctx, read, ref)
 	}
-	return s.created(c, rev), nil, nil
+	return s.created(s.createdStore(), c, resp.Header.Revision, resp.Responses), nil, nil
 }
 
 // nodeCreate is the transaction that creates one node: its comparisons
 // (the node is absent, its image present) and writes. createNode and
-// PutNodes both build it here.
+// PutNodes both build it here, and place the node in it when the choice
+// is forced (placeNew).
 type nodeCreate struct {
-	ref  state.Ref
-	rec  *sanbootv1.Node
-	cmps []clientv3.Cmp
-	ops  []clientv3.Op
+	ref    state.Ref
+	rec    *sanbootv1.Node
+	secret *sanbootv1.ChapSecret // the CHAP credentials ops create, or nil
+	cmps   []clientv3.Cmp
+	ops    []clientv3.Op
+	// place is set when ops end with the nested transaction that places
+	// the node (placeNew).
+	place *placeAtCreate
 }
 
 func newNodeCreate(ref state.Ref, n *sanbootv1.Node) (*nodeCreate, error) {
@@ -347,22 +355,35 @@ func newNodeCreate(ref state.Ref, n *sanbootv1.Node) (*nodeCreate, error) {
 	if err != nil {
 		return nil, err
 	}
-	ops, err := withSecret(ref, n.Spec, append([]clientv3.Op{put}, macOps...)...)
+	ops, secret, err := withSecret(ref, n.Spec, append([]clientv3.Op{put}, macOps...)...)
 	if err != nil {
 		return nil, err
 	}
-	return &nodeCreate{ref: ref, rec: rec, ops: ops, cmps: append([]clientv3.Cmp{
+	return &nodeCreate{ref: ref, rec: rec, secret: secret, ops: ops, cmps: append([]clientv3.Cmp{
 		kv.Unchanged(key, 0),
 		clientv3.Compare(clientv3.Version(api.ImageKey(ref.Project, n.Spec.Image)), ">", 0),
 	}, macCmps...)}, nil
 }
 
-// created is the answer to a node that c created at rev.
-func (s *Server) created(c *nodeCreate, rev int64) *sanbootv1.PutNodeResponse {
-	s.log.Debug("node created", "node", c.ref, "rev", rev)
-	st := state.New(s.log, state.Nodes)
+// created is the answer to a node that c created at rev; responses are
+// the create's (its Then branch), which tell whether it placed the node.
+// st (createdStore) holds what the answer shows; the creates of one
+// transaction share it.
+func (s *Server) created(st *state.Store, c *nodeCreate, rev int64, responses []*etcdserverpb.ResponseOp) *sanbootv1.PutNodeResponse {
 	st.Nodes[c.ref] = state.Record[*sanbootv1.Node]{Msg: c.rec, ModRevision: rev}
+	if c.place.done(responses) {
+		s.log.Debug("node created and placed", "node", c.ref, "agent", c.place.agent, "rev", rev)
+		st.Placements[c.ref] = state.Record[*sanbootv1.Placement]{Msg: c.place.rec, ModRevision: rev}
+		st.Alive[c.place.agent] = c.place.aliveRev
+	} else {
+		s.log.Debug("node created", "node", c.ref, "rev", rev)
+	}
 	return &sanbootv1.PutNodeResponse{Node: view.Node(st, c.ref), Result: sanbootv1.PutResult_PUT_RESULT_CREATED}
+}
+
+// createdStore is the store the answers of created nodes are made from.
+func (s *Server) createdStore() *state.Store {
+	return state.New(s.log, state.Nodes, state.Placements, state.Alive)
 }
 
 // DeleteNode marks a node deleting; the scheduler and its agent do the

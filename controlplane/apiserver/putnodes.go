@@ -35,8 +35,11 @@ const putNodesAtOnce = 16
 // are created in one etcd transaction: one nested transaction per node,
 // each with its own comparisons (absent, image present), so that one
 // raft proposal and one WAL fsync create them all. A node whose
-// comparisons fail gets, from the same transaction, what PutNode's
-// general path reads, and takes that path. Every node has its own result.
+// comparisons fail (it exists, and this member's cache had not seen it
+// yet: rare) is read afterwards with the others, a few dozen per
+// read-only transaction, and takes PutNode's general path; reads carried
+// in every create, for the rare one that fails, made every create
+// transaction larger. Every node has its own result.
 func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (*sanbootv1.PutNodesResponse, error) {
 	if len(req.GetNodes()) > MaxPutNodes {
 		return nil, status.Errorf(codes.InvalidArgument, "%d nodes in one PutNodes call: send at most %d per call", len(req.GetNodes()), MaxPutNodes)
@@ -59,8 +62,14 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 			continue
 		}
 		nodes[i] = n
+	}
+	known := s.cache.hasAll(nodes)
+	for i, n := range nodes {
+		if n == nil {
+			continue
+		}
 		ref := nodeRef(n)
-		if req.GetDryRun() || n.Metadata.Revision != 0 || creating[ref] || s.cache.has(ref) ||
+		if req.GetDryRun() || n.Metadata.Revision != 0 || creating[ref] || known[i] ||
 			slices.ContainsFunc(n.Spec.GetMacs(), func(m string) bool { return claimed[m] }) {
 			continue
 		}
@@ -75,14 +84,14 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		creates, at = append(creates, c), append(at, i)
 	}
+	s.placeNew(creates)
 	for len(creates) > 0 {
 		n := min(len(creates), createsPerTxn)
 		chunk, idx := creates[:n], at[:n]
-		if err := s.createNodes(ctx, chunk, func(k int, resp *sanbootv1.PutNodeResponse, read *state.Store) {
+		if err := s.createNodes(ctx, chunk, func(k int, resp *sanbootv1.PutNodeResponse) {
 			if resp != nil {
 				out[idx[k]] = &sanbootv1.PutNodesResult{Node: resp.GetNode(), Result: resp.GetResult()}
 			}
-			pre[idx[k]] = read
 		}); err != nil {
 			for _, i := range idx {
 				out[i] = failed(err)
@@ -90,8 +99,8 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		creates, at = creates[n:], at[n:]
 	}
-	// The others (existing nodes, dry runs) are read a few dozen per
-	// read-only transaction, then decided one by one.
+	// The others (existing nodes, dry runs, failed creates) are read a few
+	// dozen per read-only transaction, then decided one by one.
 	var toRead []int
 	for i, n := range nodes {
 		if n != nil && out[i] == nil && pre[i] == nil {
@@ -148,25 +157,26 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 }
 
 // createNodes commits creates in one transaction, a nested one per node,
-// and calls done for each: with the answer when it was created, with what
-// readNode would read when its comparisons failed.
-func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done func(k int, resp *sanbootv1.PutNodeResponse, read *state.Store)) error {
+// and calls done for each: with the answer when it was created, with nil
+// when its comparisons failed.
+func (s *Server) createNodes(ctx context.Context, creates []*nodeCreate, done func(k int, resp *sanbootv1.PutNodeResponse)) error {
 	ops := make([]clientv3.Op, len(creates))
 	for k, c := range creates {
-		ops[k] = clientv3.OpTxn(c.cmps, c.ops, nodeReads(c.ref, c.rec.GetSpec().GetImage()))
+		ops[k] = clientv3.OpTxn(c.cmps, c.ops, nil)
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return etcdError(ctx, "write", err)
 	}
 	rev := resp.Header.Revision
+	answers := s.createdStore()
 	for k, r := range resp.Responses {
 		t := r.GetResponseTxn()
 		if t.GetSucceeded() {
-			done(k, s.created(creates[k], rev), nil)
+			done(k, s.created(answers, creates[k], rev, t.GetResponses()))
 			continue
 		}
-		done(k, nil, s.readStore(rev, t.GetResponses()))
+		done(k, nil)
 	}
 	return nil
 }
@@ -191,8 +201,8 @@ func (s *Server) readNodes(ctx context.Context, nodes []*sanbootv1.Node, idx []i
 	return nil
 }
 
-// readStatuses adds to each store of pre (one node's reads, readNodes or
-// createNodes) the status its node's placed agent reports, read at the
+// readStatuses adds to each store of pre (one node's reads, readNodes)
+// the status its node's placed agent reports, read at the
 // store's revision: many nodes per read-only transaction, where
 // readStatus reads one.
 func (s *Server) readStatuses(ctx context.Context, pre []*state.Store) error {
@@ -225,6 +235,21 @@ func (s *Server) readStatuses(ctx context.Context, pre []*state.Store) error {
 		}
 	}
 	return nil
+}
+
+// hasAll is has of each of nodes (false for nil), under one lock: the
+// informer's lock, which its updates hold while the API's cache and the
+// scheduler take them in, is taken once per call, not once per node.
+func (c *cache) hasAll(nodes []*sanbootv1.Node) []bool {
+	out := make([]bool, len(nodes))
+	c.lock()
+	defer c.unlock()
+	for i, n := range nodes {
+		if n != nil {
+			_, out[i] = c.views[nodeRef(n)]
+		}
+	}
+	return out
 }
 
 func nodeRef(n *sanbootv1.Node) state.Ref {

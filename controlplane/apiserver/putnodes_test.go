@@ -220,3 +220,30 @@ func TestPutNodesAnswersWithStatus(t *testing.T) {
 		}
 	}
 }
+
+// A node that exists though the API's cache has not seen it yet is first
+// offered a create, whose comparisons fail; it is then read with the
+// others and found unchanged (or configured), as PutNode's general path
+// decides, and the creates beside it in the transaction are made.
+func TestPutNodesCacheBehind(t *testing.T) {
+	e := start(t)
+	t.Cleanup(e.hold.Resume)
+	e.image("", "base")
+	e.caughtUp()
+	e.hold.Pause()
+	e.node("old", "base")
+	changed := newNode("changed", "base")
+	e.node("changed", "base")
+	changed.Metadata.Labels = map[string]string{"rack": "r2"}
+	resp, err := e.api.PutNodes(e.ctx, &sanbootv1.PutNodesRequest{Nodes: []*sanbootv1.Node{newNode("new", "base"), newNode("old", "base"), changed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sanbootv1.PutResult{sanbootv1.PutResult_PUT_RESULT_CREATED, sanbootv1.PutResult_PUT_RESULT_UNCHANGED, sanbootv1.PutResult_PUT_RESULT_CONFIGURED}
+	for i, r := range resp.GetResults() {
+		if r.GetCode() != 0 || r.GetResult() != want[i] {
+			t.Errorf("node %d: %v, want %v", i, r, want[i])
+		}
+	}
+	e.hold.Resume()
+}

@@ -20,12 +20,13 @@ import (
 const secretLen = 20
 
 // withSecret returns ops plus, when spec asks for CHAP, an operation that
-// creates the node's CHAP credentials unless they exist. Credentials are
-// made once and kept for the node's life, so that turning CHAP off and on
-// again, or a retry, does not change what the node was told.
-func withSecret(ref state.Ref, spec *sanbootv1.NodeSpec, ops ...clientv3.Op) ([]clientv3.Op, error) {
+// creates the node's CHAP credentials unless they exist, and those
+// credentials (nil without CHAP). Credentials are made once and kept for
+// the node's life, so that turning CHAP off and on again, or a retry, does
+// not change what the node was told.
+func withSecret(ref state.Ref, spec *sanbootv1.NodeSpec, ops ...clientv3.Op) ([]clientv3.Op, *sanbootv1.ChapSecret, error) {
 	if !spec.GetChap() {
-		return ops, nil
+		return ops, nil, nil
 	}
 	sec := &sanbootv1.ChapSecret{
 		User:         ref.Project + "." + ref.Name,
@@ -36,10 +37,10 @@ func withSecret(ref state.Ref, spec *sanbootv1.NodeSpec, ops ...clientv3.Op) ([]
 	key := api.SecretKey(ref.Project, ref.Name)
 	put, err := kv.PutOp(key, sec)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "encode CHAP secret: %v", err)
+		return nil, nil, status.Errorf(codes.Internal, "encode CHAP secret: %v", err)
 	}
 	create := clientv3.OpTxn([]clientv3.Cmp{kv.Unchanged(key, 0)}, []clientv3.Op{put}, nil)
-	return append(ops, create), nil
+	return append(ops, create), sec, nil
 }
 
 // newSecret returns a random CHAP secret. LIO takes any value that starts

@@ -258,20 +258,6 @@ func (s *Server) storeOf(rev int64, kvss ...[]*mvccpb.KeyValue) *state.Store {
 	return st
 }
 
-// writeElseRead commits ops when cmps hold (the revision); otherwise it
-// reads reads in the same transaction and returns them as a store, so
-// that a caller deciding what to do next saves a round trip.
-func (s *Server) writeElseRead(ctx context.Context, cmps []clientv3.Cmp, ops, reads []clientv3.Op) (int64, *state.Store, error) {
-	resp, err := s.commit(ctx, cmps, ops, reads)
-	if err != nil {
-		return 0, nil, etcdError(ctx, "write", err)
-	}
-	if !resp.Succeeded {
-		return 0, s.readStore(resp.Header.Revision, resp.Responses), nil
-	}
-	return resp.Header.Revision, nil, nil
-}
-
 func get(key string, opts ...clientv3.OpOption) clientv3.Op { return clientv3.OpGet(key, opts...) }
 
 func list(prefix string, opts ...clientv3.OpOption) clientv3.Op {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
+	"github.com/sanboot/sanboot/controlplane/placement"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/golden"
 	"github.com/sanboot/sanboot/internal/kv"
@@ -78,7 +79,7 @@ func placed(n rec, a string) []rec {
 	ref := state.Ref{Project: project, Name: nd.Metadata.Name}
 	return []rec{
 		{api.PlacementKey(project, ref.Name), &sanbootv1.Placement{Agent: a, Reason: api.ReasonScheduled, Generation: nd.Metadata.Generation}},
-		{api.AssignKey(a, project, ref.Name), assignment(ref, nd, nil)},
+		{api.AssignKey(a, project, ref.Name), placement.Assignment(ref, nd, nil)},
 	}
 }
 
@@ -86,7 +87,7 @@ func placed(n rec, a string) []rec {
 // scheduler asked its agent to tear it down.
 func tearDown(n rec) *sanbootv1.Assignment {
 	nd := n.msg.(*sanbootv1.Node)
-	a := assignment(state.Ref{Project: project, Name: nd.Metadata.Name}, nd, nil)
+	a := placement.Assignment(state.Ref{Project: project, Name: nd.Metadata.Name}, nd, nil)
 	a.Deleting = true
 	return a
 }
@@ -161,7 +162,7 @@ func TestPlan(t *testing.T) {
 		{name: "placed on a dead agent without a domain waits", records: records(domainAgent("a", "Ready", "", false), agent("b", "Ready"), n1, placed(n1, "a"))},
 		{name: "status of another agent goes", records: records(agent("a", "Ready"), n1, placed(n1, "a"), status("n1", "a", api.PhaseReady), status("n1", "b", api.PhaseReady))},
 		{name: "assignment to another agent goes", records: records(agent("a", "Ready"), n1, placed(n1, "a"),
-			rec{api.AssignKey("b", project, "n1"), assignment(state.Ref{Project: project, Name: "n1"}, n1.msg.(*sanbootv1.Node), nil)})},
+			rec{api.AssignKey("b", project, "n1"), placement.Assignment(state.Ref{Project: project, Name: "n1"}, n1.msg.(*sanbootv1.Node), nil)})},
 		{name: "failover within the storage domain", records: records(domainAgent("a", "Ready", domain, false), domainAgent("b", "Ready", domain, true),
 			domainAgent("c", "Ready", "rbd:6f1c2a9e/other", true), n1, placed(n1, "a"))},
 		{name: "no failover when no agent of the domain holds the image", records: records(domainAgent("a", "", domain, false),

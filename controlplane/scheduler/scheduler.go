@@ -6,13 +6,16 @@
 // of api.Prefix, see package informer), queues the keys of affected nodes in a keyed work queue, and for each node makes
 // etcd hold what it should:
 //
-//   - a node without a placement gets one: its pinned agent (spec.agent) when
-//     that agent is alive and holds a Ready replica of the image, else the
-//     live agent with a Ready replica and the fewest assignments (ties: by
-//     name). Placement and Assignment are written in one transaction that
-//     compares the mod_revisions it decided on. A node no agent can take gets
-//     a Placement with an empty agent and a message, and is tried again when
-//     agents or replicas change.
+//   - a node without a placement gets one (package placement decides):
+//     its pinned agent (spec.agent) when that agent is alive and holds a
+//     Ready replica of the image, else the live agent with a Ready replica
+//     and the fewest assignments (ties: by name). Placement and Assignment
+//     are written in one transaction that compares the mod_revisions it
+//     decided on. A node no agent can take gets a Placement with an empty
+//     agent and a message, and is tried again when agents or replicas
+//     change. (A new node whose agent is forced, pinned or the only
+//     candidate, the API server places in the transaction that creates
+//     it, with the same records: the scheduler finds it up to date.)
 //   - a placed node never moves (its disk lives there), unless its agent is
 //     unavailable and another agent of its storage domain can serve the
 //     same disk (failover.go); spec changes are copied into its Assignment.
@@ -36,13 +39,11 @@
 package scheduler
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,7 @@ import (
 	"github.com/sanboot/sanboot/api"
 	sanbootv1 "github.com/sanboot/sanboot/api/v1"
 	"github.com/sanboot/sanboot/controlplane/informer"
+	"github.com/sanboot/sanboot/controlplane/placement"
 	"github.com/sanboot/sanboot/controlplane/state"
 	"github.com/sanboot/sanboot/internal/kv"
 	"github.com/sanboot/sanboot/internal/workqueue"
@@ -485,13 +487,13 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		// have set keep_disk). A dead agent's node of a storage domain is
 		// torn down by another agent of the domain (failover.go).
 		p.cmps = append(p.cmps, kv.Unchanged(nodeKey, node.ModRevision))
-		want := assignment(ref, node.Msg, st.Secrets[ref].Msg)
+		want := placement.Assignment(ref, node.Msg, st.Secrets[ref].Msg)
 		want.Deleting = true
 		if to := s.failoverTarget(agent, node.Msg, picks); to != "" {
 			p.what = fmt.Sprintf("moved the teardown of a deleted node from unavailable agent %q to %q of its storage domain", agent, to)
 			agent, p.agent = to, to
 			if err := p.put(api.PlacementKey(ref.Project, ref.Name), pl.ModRevision,
-				&sanbootv1.Placement{Agent: to, Reason: api.ReasonScheduled, Generation: node.Msg.GetMetadata().GetGeneration()}); err != nil {
+				placement.Placed(to, node.Msg.GetMetadata().GetGeneration())); err != nil {
 				return nil, err
 			}
 			a = assigns[to]
@@ -534,7 +536,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 	}
 
 	// A placed node: keep its placement and assignment up to date.
-	want := &sanbootv1.Placement{Agent: agent, Reason: api.ReasonScheduled, Generation: gen}
+	want := placement.Placed(agent, gen)
 	if pin := node.Msg.GetSpec().GetAgent(); pin != "" && pin != agent {
 		want.Reason = api.ReasonPinIgnored
 		want.Message = fmt.Sprintf("spec.agent is %q but the node's disk lives on %q and a placement never moves: delete the node and create it again to move it", pin, agent)
@@ -545,7 +547,7 @@ func (s *Scheduler) plan(ref state.Ref, picks map[string]int) (*plan, error) {
 		}
 	}
 	a := assigns[agent]
-	if wantA := assignment(ref, node.Msg, st.Secrets[ref].Msg); !holds(a, wantA) {
+	if wantA := placement.Assignment(ref, node.Msg, st.Secrets[ref].Msg); !holds(a, wantA) {
 		if err := p.put(api.AssignKey(agent, ref.Project, ref.Name), a.ModRevision, wantA); err != nil {
 			return nil, err
 		}
@@ -581,64 +583,11 @@ func holds(a state.Encoded, want *sanbootv1.Assignment) bool {
 	return err == nil && cur != nil && proto.Equal(cur, want)
 }
 
-// assignment is what the node's agent must make true. It carries the
-// node's CHAP credentials when CHAP is on.
-func assignment(ref state.Ref, n *sanbootv1.Node, secret *sanbootv1.ChapSecret) *sanbootv1.Assignment {
-	spec := n.GetSpec()
-	initiator := spec.GetInitiatorIqn()
-	if initiator == "" {
-		initiator = api.DefaultInitiatorIQN(ref.Project, ref.Name)
-	}
-	a := &sanbootv1.Assignment{
-		Project:      ref.Project,
-		Node:         ref.Name,
-		Generation:   n.GetMetadata().GetGeneration(),
-		Spec:         proto.CloneOf(spec),
-		InitiatorIqn: initiator,
-		TargetIqn:    api.TargetIQN("", ref.Project, ref.Name),
-		Uid:          n.GetMetadata().GetUid(),
-	}
-	if spec.GetChap() && secret != nil {
-		a.Chap = proto.CloneOf(secret)
-		if !spec.GetMutualChap() {
-			a.Chap.MutualUser, a.Chap.MutualSecret = "", ""
-		}
-	}
-	return a
-}
-
-// choose picks the agent for an unplaced node, or says why there is none.
+// choose picks the agent for an unplaced node (placement.Choose), its
+// load being its assignments, the placements this scheduler wrote that the
+// store has not seen, and those decided earlier in the same batch (picks).
 func (s *Scheduler) choose(n *sanbootv1.Node, picks map[string]int) (agent, reason, msg string) {
-	st := s.store
-	img := state.Ref{Project: n.GetMetadata().GetProject(), Name: n.GetSpec().GetImage()}
-	replicas := st.Replicas[img]
-	holds := func(a string) bool { return replicas[a].Msg.GetPhase() == api.ReplicaReady }
-
-	if pin := n.GetSpec().GetAgent(); pin != "" {
-		_, registered := st.Agents[pin]
-		switch {
-		case !registered && !st.IsAlive(pin):
-			return "", api.ReasonAgentNotFound, fmt.Sprintf("pinned agent %q is not registered", pin)
-		case !st.IsAlive(pin):
-			return "", api.ReasonAgentUnavailable, fmt.Sprintf("pinned agent %q is unavailable (lease expired)", pin)
-		case !holds(pin):
-			phase := cmp.Or(replicas[pin].Msg.GetPhase(), "missing")
-			return "", api.ReasonImageNotReady, fmt.Sprintf("pinned agent %q does not hold image %q yet (replica: %s)", pin, img.Name, phase)
-		}
-		return pin, api.ReasonScheduled, ""
-	}
-	best, bestLoad := "", 0
-	for _, a := range slices.Sorted(maps.Keys(st.Alive)) {
-		if !holds(a) {
-			continue
-		}
-		load := st.AssignCount(a) + s.writtenPerAgent[a] + picks[a]
-		if best == "" || load < bestLoad {
-			best, bestLoad = a, load
-		}
-	}
-	if best == "" {
-		return "", api.ReasonNoAgent, fmt.Sprintf("no Ready agent holds image %q", img.Name)
-	}
-	return best, api.ReasonScheduled, ""
+	return placement.Choose(s.store, n, func(a string) int {
+		return s.store.AssignCount(a) + s.writtenPerAgent[a] + picks[a]
+	})
 }
