@@ -123,6 +123,11 @@ func (s *Server) ListNodes(ctx context.Context, req *sanbootv1.ListRequest) (*sa
 	if err != nil {
 		return nil, err
 	}
+	if resp, ok, err := s.listNodesCached(ctx, f, p, req); ok || err != nil {
+		return resp, err
+	}
+	// A next page whose snapshot this member does not hold: read from
+	// etcd at the list's revision.
 	if !f.AllProjects && p.size > 0 {
 		return s.listNodesPage(ctx, f, p, req.GetSpecOnly())
 	}

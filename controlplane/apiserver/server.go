@@ -87,6 +87,9 @@ type Server struct {
 	metrics *metrics
 	// events are the recent events of each node (events.go).
 	events *eventLog
+	// lists are the snapshots of node lists whose next pages are to come
+	// (listcache.go).
+	lists listSnapshots
 }
 
 // New returns a server over cli.

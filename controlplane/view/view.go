@@ -216,15 +216,29 @@ func (f NodeFilter) Matches(n *sanbootv1.Node) bool {
 
 // Nodes returns the views of every node f selects, sorted by project and name.
 func Nodes(s *state.Store, f NodeFilter) []*sanbootv1.Node {
-	var out []*sanbootv1.Node
-	for _, ref := range sortedRefs(s.Nodes) {
-		if !f.AllProjects && ref.Project != f.Project {
-			continue
+	out := NodeRecords(s, f)
+	for _, n := range out {
+		m := n.GetMetadata()
+		n.Status = nodeStatus(s, state.Ref{Project: m.GetProject(), Name: m.GetName()}, n)
+	}
+	return out
+}
+
+// NodeRecords returns every node f selects as NodeRecord shows it
+// (metadata and spec, no status), sorted by project and name. The nodes
+// share their spec and labels with the store's records: never change them.
+func NodeRecords(s *state.Store, f NodeFilter) []*sanbootv1.Node {
+	var refs []state.Ref
+	for ref := range s.Nodes {
+		if f.AllProjects || ref.Project == f.Project {
+			refs = append(refs, ref)
 		}
-		// The filter reads metadata only: the status of a node it does
-		// not select is not computed.
+	}
+	slices.SortFunc(refs, compareRefs)
+	var out []*sanbootv1.Node
+	for _, ref := range refs {
+		// The filter reads metadata only.
 		if n := NodeRecord(s, ref); f.Matches(n) {
-			n.Status = nodeStatus(s, ref, n)
 			out = append(out, n)
 		}
 	}
@@ -396,8 +410,11 @@ func Agents(s *state.Store) []*sanbootv1.Agent {
 
 func sortedRefs[V any](m map[state.Ref]V) []state.Ref {
 	refs := slices.Collect(maps.Keys(m))
-	slices.SortFunc(refs, func(a, b state.Ref) int {
-		return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(refs, compareRefs)
 	return refs
+}
+
+// compareRefs orders refs by project, then name.
+func compareRefs(a, b state.Ref) int {
+	return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.Name, b.Name))
 }
