@@ -33,7 +33,7 @@ func TestListPagesFromCacheStayAtOneRevision(t *testing.T) {
 		{"all projects, snapshot gone", &sanbootv1.ListRequest{AllProjects: true, PageSize: 3}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := start(t)
+			e := start(t, withoutScheduler) // nothing writes but the test
 			e.image("", "img")
 			e.image("other", "img")
 			for i := range 8 {
@@ -118,6 +118,7 @@ func TestListAfterWriteSeesItWhileCacheIsHeldBack(t *testing.T) {
 	eventually.True(t, "the cache to list", func() bool { return apiserver.CacheRevision(e.srv) >= base },
 		eventually.Seen(func() string { return fmt.Sprint(apiserver.CacheRevision(e.srv)) }))
 	e.hold.Pause()
+	defer e.hold.Resume()
 	rev := e.node("n1", "base").GetMetadata().GetRevision()
 
 	ctx, cancel := context.WithTimeout(e.ctx, 500*time.Millisecond)
@@ -148,7 +149,7 @@ func TestListAfterWriteSeesItWhileCacheIsHeldBack(t *testing.T) {
 // checks against: with the cache held back after the list, a node changed
 // or created since is still refused, one unchanged since is written.
 func TestPutNodesReadRevisionOfACachedList(t *testing.T) {
-	e := start(t)
+	e := start(t, withoutScheduler) // nothing writes but the test
 	e.image("", "base")
 	e.node("kept", "base")
 	e.node("changed", "base")
@@ -194,5 +195,52 @@ func TestPutNodesReadRevisionOfACachedList(t *testing.T) {
 		if r.GetResult() != w.result || codes.Code(r.GetCode()) != w.code {
 			t.Errorf("node %d: result %v code %v (%s), want %v %v", k, r.GetResult(), codes.Code(r.GetCode()), r.GetMessage(), w.result, w.code)
 		}
+	}
+}
+
+// An image's users come from the cache once it has reached the revision
+// the image was read at, and from etcd while it is held back: GetImage and
+// PutImage name every node that uses the image, never an older list.
+func TestImageUsersWhileCacheIsHeldBack(t *testing.T) {
+	e := start(t, withoutScheduler)
+	defer e.hold.Resume()
+	e.image("", "base")
+	e.image("", "other")
+	e.node("n1", "base")
+	e.node("n2", "other")
+	for _, held := range []bool{false, true} {
+		name := "n3"
+		if held {
+			e.hold.Pause()
+			name = "n4"
+		}
+		e.node(name, "base")
+		want := []string{"n1", "n3"}
+		if held {
+			want = append(want, "n4")
+		}
+		im, err := e.api.GetImage(e.ctx, &sanbootv1.GetRequest{Name: "base"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put, err := e.api.PutImage(e.ctx, &sanbootv1.PutImageRequest{Image: &sanbootv1.Image{
+			Metadata: &sanbootv1.ObjectMeta{Name: "base"}, Spec: &sanbootv1.ImageSpec{SizeBytes: 1 << 20}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, got := range map[string][]string{"GetImage": im.GetStatus().GetUsedBy(), "PutImage": put.GetImage().GetStatus().GetUsedBy()} {
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("cache held %v: %s says the image is used by %v, want %v", held, what, got, want)
+			}
+		}
+		if put.GetResult() != sanbootv1.PutResult_PUT_RESULT_UNCHANGED {
+			t.Errorf("PutImage of the same image: %v, want unchanged", put.GetResult())
+		}
+	}
+	e.hold.Resume()
+	if _, err := e.api.GetImage(e.ctx, &sanbootv1.GetRequest{Name: "none"}); err == nil {
+		t.Error("GetImage of an image that does not exist: no error")
+	} else {
+		wantCode(t, err, codes.NotFound)
 	}
 }

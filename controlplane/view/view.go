@@ -321,6 +321,18 @@ func UsedBy(s *state.Store) map[state.Ref][]string {
 	return out
 }
 
+// UsedByImage names the nodes that use image ref (of its project), sorted.
+func UsedByImage(s *state.Store, ref state.Ref) []string {
+	var out []string
+	for n, rec := range s.Nodes {
+		if n.Project == ref.Project && rec.Msg.GetSpec().GetImage() == ref.Name {
+			out = append(out, n.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Images returns the views of every image in project (all when empty),
 // sorted, with selector applied to their labels.
 func Images(s *state.Store, project string, sel api.Selector) []*sanbootv1.Image {
