@@ -19,25 +19,31 @@ import (
 // etcd held when the list was asked for, as a watch does), and its nodes
 // share their spec and labels with the informer's records (gRPC encodes
 // them straight from there). Reading every page from etcd and decoding it
-// again cost ~114 MB of allocations per list of 10,000 nodes.
+// again cost ~90-114 MB of allocations per list of 10,000 nodes.
 //
 // A list is one revision, the cache's when its first page was asked for.
 // The first page computes every node the list selects (metadata and spec,
-// with their statuses unless spec_only: a few hundred bytes a node, the
-// records themselves shared) and, when more pages follow, keeps them as
+// with their statuses unless spec_only: ~600 bytes a node, the records
+// themselves shared) and, when more pages follow, keeps them as
 // the list's snapshot until its last page is served or it is left unused
 // for listSnapshotTTL; the next pages are cut from the snapshot. A page
-// token whose snapshot this member no longer holds (it expired, too many
-// lists were open, or the token came from another member) is served from
+// token whose snapshot this member no longer holds (it expired, newer
+// lists pushed it out, or the token came from another member) is served from
 // etcd at the token's revision instead (listNodesPage), as before.
 
 // listSnapshotTTL is how long a list's snapshot waits for its next page.
 const listSnapshotTTL = time.Minute
 
-// maxListSnapshots is how many lists' snapshots a member keeps at once;
-// the oldest goes first. With 10,000 nodes of a few hundred bytes each
-// (spec and labels shared with the cache), a snapshot is a few MB.
-const maxListSnapshots = 16
+// maxListSnapshots is how many lists' snapshots a member keeps at once,
+// and maxListSnapshotNodes how many nodes they hold together; the least
+// recently used goes first. A node of a snapshot costs ~600 bytes, more
+// with its status (its spec and labels are shared with the cache): 40,000
+// of them, four lists of 10,000 nodes, are ~25–35 MB at most, however
+// many lists clients open and leave.
+const (
+	maxListSnapshots     = 16
+	maxListSnapshotNodes = 40_000
+)
 
 // listKey is what a list's snapshot is found by: its revision and the
 // request's fields other than paging, which a next page repeats.
@@ -59,6 +65,7 @@ type listSnapshot struct {
 type listSnapshots struct {
 	mu    sync.Mutex
 	lists map[listKey]*listSnapshot
+	nodes int // in lists
 }
 
 // get returns the snapshot of key, or nil.
@@ -74,16 +81,21 @@ func (l *listSnapshots) get(key listKey, now time.Time) []*sanbootv1.Node {
 	return snap.nodes
 }
 
-// put keeps nodes as the snapshot of key, dropping the oldest beyond
-// maxListSnapshots.
+// put keeps nodes as the snapshot of key, dropping the least recently
+// used beyond maxListSnapshots and maxListSnapshotNodes. A list larger
+// than maxListSnapshotNodes is not kept (its next pages are read from
+// etcd).
 func (l *listSnapshots) put(key listKey, nodes []*sanbootv1.Node, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.expire(now)
+	if len(nodes) > maxListSnapshotNodes {
+		return
+	}
 	if l.lists == nil {
 		l.lists = map[listKey]*listSnapshot{}
 	}
-	for len(l.lists) >= maxListSnapshots {
+	for len(l.lists) >= maxListSnapshots || l.nodes+len(nodes) > maxListSnapshotNodes {
 		var oldest listKey
 		var at time.Time
 		for k, s := range l.lists {
@@ -91,23 +103,31 @@ func (l *listSnapshots) put(key listKey, nodes []*sanbootv1.Node, now time.Time)
 				oldest, at = k, s.used
 			}
 		}
-		delete(l.lists, oldest)
+		l.drop(oldest)
 	}
 	l.lists[key] = &listSnapshot{nodes: nodes, used: now}
+	l.nodes += len(nodes)
 }
 
 // done drops the snapshot of key (its last page was served).
 func (l *listSnapshots) done(key listKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.lists, key)
+	l.drop(key)
 }
 
 func (l *listSnapshots) expire(now time.Time) {
 	for k, s := range l.lists {
 		if now.Sub(s.used) > listSnapshotTTL {
-			delete(l.lists, k)
+			l.drop(k)
 		}
+	}
+}
+
+func (l *listSnapshots) drop(key listKey) {
+	if s, ok := l.lists[key]; ok {
+		l.nodes -= len(s.nodes)
+		delete(l.lists, key)
 	}
 }
 

@@ -8,11 +8,14 @@ import (
 )
 
 // A list's snapshot is kept until its last page (done), until it is left
-// unused for listSnapshotTTL, or until maxListSnapshots newer ones push it
-// out, the least recently used first.
+// unused for listSnapshotTTL, or until newer ones push it out (more than
+// maxListSnapshots lists or maxListSnapshotNodes nodes), the least
+// recently used first; a list larger than maxListSnapshotNodes is not
+// kept.
 func TestListSnapshots(t *testing.T) {
 	now := time.Unix(1000, 0)
 	nodes := []*sanbootv1.Node{{}}
+	quarter := make([]*sanbootv1.Node, maxListSnapshotNodes/4)
 	key := func(rev int64) listKey { return listKey{rev: rev, project: "p"} }
 	for _, tc := range []struct {
 		name string
@@ -36,6 +39,18 @@ func TestListSnapshots(t *testing.T) {
 			}
 			return now.Add(time.Second)
 		}, false},
+		{"other lists, too many nodes", func(l *listSnapshots) time.Time {
+			for i := range 4 {
+				l.put(key(int64(10+i)), quarter, now.Add(time.Duration(i+1)*time.Millisecond))
+			}
+			return now.Add(time.Second)
+		}, false},
+		{"other lists, nodes to spare", func(l *listSnapshots) time.Time {
+			for i := range 3 {
+				l.put(key(int64(10+i)), quarter, now.Add(time.Duration(i+1)*time.Millisecond))
+			}
+			return now.Add(time.Second)
+		}, true},
 		{"other revision or fields", func(l *listSnapshots) time.Time {
 			if l.get(key(2), now) != nil || l.get(listKey{rev: 1, project: "p", specOnly: true}, now) != nil {
 				t.Error("a snapshot found by another key")
@@ -50,9 +65,19 @@ func TestListSnapshots(t *testing.T) {
 			if got := l.get(key(1), at) != nil; got != tc.kept {
 				t.Errorf("snapshot kept: %v, want %v", got, tc.kept)
 			}
-			if len(l.lists) > maxListSnapshots {
-				t.Errorf("%d snapshots kept, at most %d", len(l.lists), maxListSnapshots)
+			held := 0
+			for _, s := range l.lists {
+				held += len(s.nodes)
+			}
+			if len(l.lists) > maxListSnapshots || held > maxListSnapshotNodes || held != l.nodes {
+				t.Errorf("%d snapshots kept of %d nodes (counted %d), at most %d of %d", len(l.lists), held, l.nodes, maxListSnapshots, maxListSnapshotNodes)
 			}
 		})
+	}
+
+	var l listSnapshots
+	l.put(key(1), make([]*sanbootv1.Node, maxListSnapshotNodes+1), now)
+	if l.get(key(1), now) != nil || l.nodes != 0 {
+		t.Errorf("a list of more than %d nodes was kept", maxListSnapshotNodes)
 	}
 }
