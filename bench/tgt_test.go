@@ -75,9 +75,9 @@ func BenchmarkProvisionTgt(b *testing.B) {
 		// line), and the rest: the nodes' wait.
 		var written, imageReady time.Duration
 		requests0 := sys.targetRequests(b)
-		applied, _ := sys.ctlWatch(b, func(out []byte, at time.Duration) {
+		applied, _ := sys.ctlWatch(b, func(line []byte, at time.Duration) {
 			if imageReady == 0 {
-				if bytes.Contains(out, []byte(" ready\n")) {
+				if bytes.HasSuffix(line, []byte(" ready")) {
 					imageReady = at
 				} else {
 					written = at

@@ -54,18 +54,48 @@ func (s *Server) placeNew(creates []*nodeCreate) {
 		return
 	}
 	st := s.cfg.Informer.RLock()
-	defer s.cfg.Informer.RUnlock()
-	for _, c := range creates {
-		if err := c.placeIn(st); err != nil {
-			s.log.Warn("cannot place a new node with its creation; the scheduler will", "node", c.ref, "err", err)
-		}
+	forced := make([]forcedAgent, len(creates))
+	for k, c := range creates {
+		forced[k] = forcedOf(st, c.rec)
+	}
+	s.cfg.Informer.RUnlock()
+	for k, c := range creates {
+		s.placeIn(c, forced[k])
 	}
 }
 
-// placeIn adds to c the nested transaction that places its node on the
-// agent placement.Forced names in st, if any.
-func (c *nodeCreate) placeIn(st *state.Store) error {
-	agent := placement.Forced(st, c.rec)
+// forcedAgent is the agent placement.Forced names for a new node, and
+// what the decision read (compared in the create): the mod_revisions of
+// the agent's alive key and of its replica of the node's image.
+type forcedAgent struct {
+	agent                string
+	aliveRev, replicaRev int64
+}
+
+// forcedOf is the agent placement.Forced names for n in st (agent "" when
+// none). It only reads st: the records are built outside the informer's
+// lock (placeIn).
+func forcedOf(st *state.Store, n *sanbootv1.Node) forcedAgent {
+	agent := placement.Forced(st, n)
+	if agent == "" {
+		return forcedAgent{}
+	}
+	img := state.Ref{Project: n.GetMetadata().GetProject(), Name: n.GetSpec().GetImage()}
+	return forcedAgent{agent: agent, aliveRev: st.Alive[agent], replicaRev: st.Replicas[img][agent].ModRevision}
+}
+
+// placeIn adds to c the nested transaction that places its node on f's
+// agent, if any.
+func (s *Server) placeIn(c *nodeCreate, f forcedAgent) {
+	if err := c.placeOn(f); err != nil {
+		s.log.Warn("cannot place a new node with its creation; the scheduler will", "node", c.ref, "err", err)
+	}
+}
+
+// placeOn adds to c the nested transaction that places its node on f's
+// agent, if any.
+func (c *nodeCreate) placeOn(f forcedAgent) error {
+	agent := f.agent
 	if agent == "" {
 		return nil
 	}
@@ -79,10 +109,9 @@ func (c *nodeCreate) placeIn(st *state.Store) error {
 	if err != nil {
 		return err
 	}
-	replica := st.Replicas[state.Ref{Project: ref.Project, Name: spec.GetImage()}][agent]
 	cmps := []clientv3.Cmp{
-		kv.Unchanged(api.AliveKey(agent), st.Alive[agent]),
-		kv.Unchanged(api.ReplicaKey(ref.Project, spec.GetImage(), agent), replica.ModRevision),
+		kv.Unchanged(api.AliveKey(agent), f.aliveRev),
+		kv.Unchanged(api.ReplicaKey(ref.Project, spec.GetImage(), agent), f.replicaRev),
 		kv.Unchanged(api.PlacementKey(ref.Project, ref.Name), 0),
 		kv.Unchanged(api.AssignKey(agent, ref.Project, ref.Name), 0),
 		kv.Unchanged(api.NodeStatusKey(ref.Project, ref.Name, agent), 0),
@@ -90,7 +119,7 @@ func (c *nodeCreate) placeIn(st *state.Store) error {
 	if c.secret != nil {
 		cmps = append(cmps, kv.Unchanged(api.SecretKey(ref.Project, ref.Name), 0))
 	}
-	c.place = &placeAtCreate{agent: agent, aliveRev: st.Alive[agent], rec: rec, at: len(c.ops)}
+	c.place = &placeAtCreate{agent: agent, aliveRev: f.aliveRev, rec: rec, at: len(c.ops)}
 	c.ops = append(c.ops, clientv3.OpTxn(cmps, []clientv3.Op{put, assign}, nil))
 	return nil
 }

@@ -63,7 +63,7 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 		}
 		nodes[i] = n
 	}
-	known := s.cache.hasAll(nodes)
+	known, forced := s.cache.newNodes(nodes)
 	for i, n := range nodes {
 		if n == nil {
 			continue
@@ -82,9 +82,9 @@ func (s *Server) PutNodes(ctx context.Context, req *sanbootv1.PutNodesRequest) (
 			out[i] = failed(err)
 			continue
 		}
+		s.placeIn(c, forced[i])
 		creates, at = append(creates, c), append(at, i)
 	}
-	s.placeNew(creates)
 	for len(creates) > 0 {
 		n := min(len(creates), createsPerTxn)
 		chunk, idx := creates[:n], at[:n]
@@ -237,19 +237,24 @@ func (s *Server) readStatuses(ctx context.Context, pre []*state.Store) error {
 	return nil
 }
 
-// hasAll is has of each of nodes (false for nil), under one lock: the
-// informer's lock, which its updates hold while the API's cache and the
-// scheduler take them in, is taken once per call, not once per node.
-func (c *cache) hasAll(nodes []*sanbootv1.Node) []bool {
-	out := make([]bool, len(nodes))
+// newNodes tells which of nodes (nil ones excepted) the cache knows and,
+// for each of the others, the agent its placement at creation names
+// (forcedOf), under one lock of the informer: taken twice per call, once
+// for each, a call waited twice for the informer's updates (its write
+// lock, held while the API's cache and the scheduler take them in).
+func (c *cache) newNodes(nodes []*sanbootv1.Node) (known []bool, forced []forcedAgent) {
+	known, forced = make([]bool, len(nodes)), make([]forcedAgent, len(nodes))
 	c.lock()
 	defer c.unlock()
 	for i, n := range nodes {
-		if n != nil {
-			_, out[i] = c.views[nodeRef(n)]
+		if n == nil {
+			continue
+		}
+		if _, known[i] = c.views[nodeRef(n)]; !known[i] {
+			forced[i] = forcedOf(c.store, n)
 		}
 	}
-	return out
+	return known, forced
 }
 
 func nodeRef(n *sanbootv1.Node) state.Ref {

@@ -7,8 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -241,24 +244,26 @@ func Decode(data []byte, name, dir, project string, validate bool) ([]*Object, e
 		return nil, err
 	}
 	d := &decoder{file: name, dir: dir, project: project, anchors: map[string]ast.Node{}}
-	for _, part := range documents(data) {
-		f, err := parser.ParseBytes(part.data, 0)
-		if err != nil {
-			return nil, syntaxError(name, err, part.lines)
-		}
-		d.lines = part.lines
-		for _, doc := range f.Docs {
-			body := d.unwrap(doc.Body)
-			if body == nil || isNull(body) {
-				continue // an empty document (comments only, or a trailing ---)
+	for window := range slices.Chunk(documents(data), partsAtOnce) {
+		files, errs := parseAll(window)
+		for k, part := range window {
+			if errs[k] != nil {
+				return nil, syntaxError(name, errs[k], part.lines)
 			}
-			if seq, ok := body.(*ast.SequenceNode); ok { // a JSON array of objects
-				for i, item := range seq.Values {
-					d.object(item, fmt.Sprintf("[%d]", i))
+			d.lines = part.lines
+			for _, doc := range files[k].Docs {
+				body := d.unwrap(doc.Body)
+				if body == nil || isNull(body) {
+					continue // an empty document (comments only, or a trailing ---)
 				}
-				continue
+				if seq, ok := body.(*ast.SequenceNode); ok { // a JSON array of objects
+					for i, item := range seq.Values {
+						d.object(item, fmt.Sprintf("[%d]", i))
+					}
+					continue
+				}
+				d.object(body, "")
 			}
-			d.object(body, "")
 		}
 	}
 	if validate {
@@ -281,6 +286,29 @@ func Decode(data []byte, name, dir, project string, validate bool) ([]*Object, e
 		return nil, err
 	}
 	return d.objs, nil
+}
+
+// partsAtOnce is how many parts (documents) Decode parses at once, on
+// every core, before decoding them in order: the parser is most of a
+// large manifest's cost, which the commands pay before writing anything,
+// and the window bounds the syntax trees held at once.
+const partsAtOnce = 256
+
+// parseAll parses each of parts, on as many goroutines as there are
+// cores (GOMAXPROCS).
+func parseAll(parts []part) ([]*ast.File, []error) {
+	files, errs := make([]*ast.File, len(parts)), make([]error, len(parts))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(parts)) {
+		wg.Go(func() {
+			for k := int(next.Add(1) - 1); k < len(parts); k = int(next.Add(1) - 1) {
+				files[k], errs[k] = parser.ParseBytes(parts[k].data, 0)
+			}
+		})
+	}
+	wg.Wait()
+	return files, errs
 }
 
 // part is a piece of an input that holds whole YAML documents, and how
