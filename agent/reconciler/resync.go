@@ -194,16 +194,18 @@ func (r *Reconciler) gcTargets(ctx context.Context) error {
 	return nil
 }
 
-// wantedIQNs are the targets the GC keeps: those of every assignment not
-// being deleted, valid or not. A node whose spec became invalid keeps its
-// old target (it may be running from it) until it is deleted.
+// wantedIQNs are the targets the GC keeps: those of every assignment,
+// valid or not. A node whose spec became invalid keeps its old target (it
+// may be running from it) until it is deleted; the target of a node being
+// deleted is its teardown's to remove (a GC that removed those too raced
+// the teardowns of a mass delete, doing their work twice and holding up
+// the resync meanwhile).
 func wantedIQNs(assigns map[ref]assignState) map[string]bool {
 	wanted := make(map[string]bool, len(assigns))
 	for k, st := range assigns {
-		switch {
-		case st.err != nil:
+		if st.err != nil {
 			wanted[api.TargetIQN("", k.project, k.name)] = true
-		case !st.a.GetDeleting():
+		} else {
 			wanted[targetIQN(k, st.a)] = true
 		}
 	}
