@@ -64,16 +64,16 @@ func (d *Driver) delete(ctx context.Context, iqn string) error {
 	if err := d.remove(ctx, d.p.target(iqn)); err != nil {
 		return err
 	}
-	found, err := d.backstoresOf(iqn, linked)
+	sc, err := d.r.scanHBAs(iqn)
 	if err != nil {
-		return err
+		return wrapRead("the backstores", err)
 	}
 	for _, ref := range linked {
 		if ref.Name != iqn {
 			d.log.Info("kept a backstore sanboot did not name: it may serve others", "iqn", iqn, "backstore", ref.String())
 		}
 	}
-	for _, ref := range found {
+	for _, ref := range sc.found {
 		if err := d.removeBackstore(ctx, ref); err != nil {
 			return err
 		}
@@ -96,33 +96,6 @@ func (d *Driver) delete(ctx context.Context, iqn string) error {
 		d.log.Info("deleted target", "iqn", iqn)
 	}
 	return nil
-}
-
-// backstoresOf returns the backstores named after the target iqn: those
-// its LUNs linked to and those in its HBA probe chain (an interrupted
-// Ensure's leftovers), read in a few operations whatever the number of
-// targets. Only when neither names one is every HBA read (scanHBAs): a
-// leftover behind a hole that a removed HBA left in the chain is found
-// then. Reading every HBA for each target made deleting 500 targets read
-// core/ 500 times.
-func (d *Driver) backstoresOf(iqn string, linked []backstoreRef) ([]backstoreRef, error) {
-	sc, err := d.r.probeHBAs(iqn)
-	if err != nil {
-		return nil, wrapRead("the HBAs", err)
-	}
-	found := sc.found
-	for _, ref := range linked {
-		if ref.Name == iqn && !slices.Contains(found, ref) {
-			found = append(found, ref)
-		}
-	}
-	if len(found) > 0 {
-		return found, nil
-	}
-	if sc, err = d.r.scanHBAs(iqn); err != nil {
-		return nil, wrapRead("the backstores", err)
-	}
-	return sc.found, nil
 }
 
 // removeTPG tears one portal group down in reverse order of building it.
