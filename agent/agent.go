@@ -88,7 +88,9 @@ type Config struct {
 	// MetricsListen is where /healthz, /readyz and /metrics are served;
 	// empty: nowhere.
 	MetricsListen string
-	Log           *slog.Logger
+	// Pprof adds Go's runtime profiles (/debug/pprof/) to MetricsListen.
+	Pprof bool
+	Log   *slog.Logger
 }
 
 // Run runs the agent until ctx ends (then it revokes its lease, stops
@@ -210,7 +212,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	svc, err := startService(ctx, c.MetricsListen, reg, registration, rec, log)
+	svc, err := startService(ctx, c.MetricsListen, c.Pprof, reg, registration, rec, log)
 	if err != nil {
 		return err
 	}
