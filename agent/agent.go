@@ -88,9 +88,7 @@ type Config struct {
 	// MetricsListen is where /healthz, /readyz and /metrics are served;
 	// empty: nowhere.
 	MetricsListen string
-	// Pprof adds Go's runtime profiles (/debug/pprof/) to MetricsListen.
-	Pprof bool
-	Log   *slog.Logger
+	Log           *slog.Logger
 }
 
 // Run runs the agent until ctx ends (then it revokes its lease, stops
@@ -212,7 +210,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	svc, err := startService(ctx, c.MetricsListen, c.Pprof, reg, registration, rec, log)
+	svc, err := startService(ctx, c.MetricsListen, reg, registration, rec, log)
 	if err != nil {
 		return err
 	}

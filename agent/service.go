@@ -25,7 +25,7 @@ type service struct {
 	stopOnce sync.Once
 }
 
-func startService(ctx context.Context, listen string, pprof bool, g prometheus.Gatherer, reg *registry.Registry, rec *reconciler.Reconciler, log *slog.Logger) (*service, error) {
+func startService(ctx context.Context, listen string, g prometheus.Gatherer, reg *registry.Registry, rec *reconciler.Reconciler, log *slog.Logger) (*service, error) {
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &service{stop: cancel, log: log}
 	ready := func() error {
@@ -45,11 +45,7 @@ func startService(ctx context.Context, listen string, pprof bool, g prometheus.G
 		}
 	}
 	if listen != "" {
-		h := daemon.Handler(g, ready)
-		if pprof {
-			h = daemon.WithPprof(h)
-		}
-		srv, err := daemon.Listen(listen, h, log)
+		srv, err := daemon.Listen(listen, daemon.Handler(g, ready), log)
 		if err != nil {
 			cancel()
 			return nil, err

@@ -45,18 +45,13 @@ LIO_CTL_PORT=$(free_port)
 export LIO_ISCSI_PORT LIO_CTL_PORT
 PORTAL=127.0.0.1:$LIO_ISCSI_PORT
 VM=hack/lio-vm.sh
-trap 'agent_log >/dev/null 2>&1 || true; "$VM" stop >/dev/null 2>&1 || true; stop_all; echo "logs and data: $WORK"' EXIT
+trap '"$VM" stop >/dev/null 2>&1 || true; stop_all; echo "logs and data: $WORK"' EXIT
 T0=$SECONDS
 P0=$SECONDS
 timing() { printf 'TIMING %-44s %4ds (total %4ds)\n' "$1" $((SECONDS - P0)) $((SECONDS - T0)); P0=$SECONDS; }
 PASSED=0
 pass() { PASSED=$((PASSED + 1)); echo "ok: $*"; }
 vm() { "$VM" exec "$@"; }
-# The agent logs to the guest's tmpfs (/tmp/agent.log): writing each line
-# through 9p to the host costs the agent under TCG. agent_log copies this
-# boot's log to $LIO_SHARE/agent.log: before reading it, and before the
-# guest stops.
-agent_log() { vm '[ ! -e /tmp/agent.log ] || cp /tmp/agent.log /mnt/host/agent.log'; }
 
 log "building: host binaries, and the VM (kernel, static agent and test binary, initramfs)"
 build_binaries "$BIN"
@@ -98,7 +93,7 @@ cat >"$LIO_SHARE/autorun.sh" <<EOF
 [ -e /mnt/host/no-agent ] && exit 0
 exec sanboot-agent --name lio1 --driver=lio --etcd-endpoints http://10.0.2.2:${ETCD_URL##*:} --etcd-sync-endpoints=false \\
 	--store-dir /var/lib/sanboot --portal 10.0.2.15:3260 --advertise-portal $PORTAL \\
-	--lease-ttl 5s --resync-interval 15s --log-level $AGENT_LOG_LEVEL >>/tmp/agent.log 2>&1
+	--lease-ttl 5s --resync-interval 15s --log-level $AGENT_LOG_LEVEL >>/mnt/host/agent.log 2>&1
 EOF
 chmod +x "$LIO_SHARE/autorun.sh"
 vm 'setsid /mnt/host/autorun.sh </dev/null >/dev/null 2>&1 &'
@@ -159,7 +154,6 @@ for kv in "username:0" "password:1" "reverse-username:2" "reverse-password:3"; d
 	[ "$(sed -n "s/^set ${kv%%:*} //p" "$WORK/n2.ipxe")" = "${C[${kv##*:}]}" ] || die "n2's boot script and its target disagree on the CHAP ${kv%%:*}"
 done
 rm -f "$WORK/n2.ipxe"
-agent_log
 if grep -qF -e "${C[1]}" -e "${C[3]}" "$LIO_SHARE/agent.log" "$WORK/controlplane.log"; then die "a CHAP secret is in a log"; fi
 if grep -qF -e "${C[1]}" -e "${C[3]}" <(vm 'sanboot-agent lio dump'); then die "lio dump prints a CHAP secret"; fi
 pass "CHAP + mutual CHAP on n2 (values without trailing newline: login works; the boot script's credentials); no secret in the logs"
@@ -198,14 +192,12 @@ timing "iSCSI checks"
 # FROM and its last line matching TO.
 agent_secs() {
 	local a b
-	agent_log
 	a=$(grep -m1 "$1" "$LIO_SHARE/agent.log" | sed -n 's/^time=\([^ ]*\).*/\1/p')
 	b=$(grep "$2" "$LIO_SHARE/agent.log" | tail -1 | sed -n 's/^time=\([^ ]*\).*/\1/p')
 	awk -v a="$(date -d "$a" +%s.%N)" -v b="$(date -d "$b" +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
 }
 
 log "reboot: configfs comes back empty; the agent builds the targets again by itself"
-agent_log
 "$VM" stop
 mv "$LIO_SHARE/agent.log" "$LIO_SHARE/agent.log.boot1"
 P0=$SECONDS
@@ -236,7 +228,6 @@ vm 'sanboot-agent lio dump' >"$WORK/lio-dump.txt"
 tail -1 "$WORK/lio-dump.txt" | grep ': 0 targets, 0 backstores$' >/dev/null || { cat "$WORK/lio-dump.txt"; die "sanboot objects left in configfs"; }
 if vm 'find /sys/kernel/config/target | grep io.sanboot'; then die "configfs still names a sanboot object"; fi
 if iscsi-inq -i "$I1" "iscsi://$PORTAL/$T1/0" >/dev/null 2>&1; then die "n1's target still serves after deprovision"; fi
-agent_log
 grep -q 'configfs says busy' "$LIO_SHARE/agent.log" && echo "note: the agent met EBUSY during the teardown and retried (see agent.log)"
 pass "deprovision with a live session: configfs holds no sanboot object"
 timing "deprovision"
@@ -282,7 +273,6 @@ bench_fleet() {
 	timing "$n nodes applied"
 
 	log "baseline: a guest booted without the agent; the same $n disks made targets by bare configfs writes from its shell"
-	agent_log
 	"$VM" stop
 	touch "$LIO_SHARE/no-agent"
 	cp hack/lio/bare-targets.sh "$LIO_SHARE/"
@@ -321,7 +311,6 @@ bench_fleet() {
 	wait_until 1800 "$n nodes Ready by a status written after the reboot" ready_since "$mark"
 	t1=$(now)
 	last=$(phases | cut -f3 | sort | tail -1)
-	agent_log
 	t2=$(date -d "$(grep -m1 'msg=starting' "$LIO_SHARE/agent.log" | sed -n 's/^time=\([^ ]*\).*/\1/p')" +%s.%N)
 	rebuild=$(secs "$t2" "$(date -d "$last" +%s.%N)")
 	iscsi-inq -i "iqn.2026-11.io.sanboot:initiator.default.$first" "iscsi://$PORTAL/iqn.2026-11.io.sanboot:default.$first/0" | grep LIO-ORG >/dev/null ||
@@ -345,7 +334,6 @@ if [ -n "${LIO_BENCH:-}" ]; then
 fi
 ctl image rm golden
 
-agent_log
 "$VM" stop
 # Keep the logs; the binaries, the initramfs and the disks go.
 rm -rf "$BIN" "$LIO_VM_DIR/out" "$LIO_DISK" "$WORK/www" "$WORK/n1.raw"

@@ -132,8 +132,8 @@ func (r *Reconciler) checkTargets(ctx context.Context) {
 		}
 		st, ok := r.assigns[k]
 		delete(r.served, k)
-		if !ok || st.a == nil || st.a.GetDeleting() {
-			continue // gone, or its teardown removed the target and says so
+		if !ok || st.a == nil {
+			continue
 		}
 		r.lost[k] = true
 		msg := problem

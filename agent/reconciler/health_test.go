@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,55 +172,4 @@ func TestFullStoreShowsOnNodes(t *testing.T) {
 		return st.Phase == api.PhaseReady && !strings.Contains(st.Message, "is full")
 	})
 	eventually.True(t, "Problem cleared", func() bool { return h.r.Problem() == "" })
-}
-
-// TestDeletingNodeIsNotLost: the check that runs while a node's teardown
-// has removed its target, before its Deleted status, does not take the
-// node for one whose target vanished (Unavailable, "rebuilding", queued
-// again): during a mass delete every deleting node went through that.
-func TestDeletingNodeIsNotLost(t *testing.T) {
-	var holding atomic.Bool
-	held, release := make(chan struct{}), make(chan struct{})
-	h := newHarness(t, func(o *fakestore.Options) {
-		o.BeforeStatDisk = func(ctx context.Context, project, node string) {
-			// The teardown's StatDisk comes after its Delete.
-			if node == "node-01" && holding.CompareAndSwap(true, false) {
-				close(held)
-				select {
-				case <-release:
-				case <-ctx.Done():
-				}
-			}
-		}
-	})
-	// Each check starts by asking TargetProblem; the checks run one at a
-	// time, so when the next one starts, the one before has ended.
-	var checks atomic.Int64
-	h.start(func(c *reconciler.Config) {
-		c.HealthInterval = time.Hour // only CheckTargets runs the checks here
-		c.ResyncInterval = time.Hour
-		c.TargetProblem = func() error { checks.Add(1); return nil }
-	})
-	h.putImage("default", "golden", 1)
-	a := assignment("default", "node-01", 1)
-	h.assign(a)
-	h.waitReady("default", "node-01", 1)
-
-	holding.Store(true)
-	a.Deleting = true
-	h.assign(a)
-	<-held // node-01's target is removed; its teardown goes on
-	for range 2 {
-		n := checks.Load()
-		h.r.CheckTargets()
-		eventually.True(t, "a target check", func() bool { return checks.Load() > n })
-	}
-	if p := h.r.Problem(); p != "" {
-		t.Errorf("Problem while node-01 is being deleted = %q; want none", p)
-	}
-	if st, _ := h.status("default", "node-01"); st.GetPhase() == api.PhaseUnavailable {
-		t.Errorf("node-01 being deleted: %v; want no Unavailable", st)
-	}
-	close(release)
-	h.waitStatus("default", "node-01", "Deleted", func(st *sanbootv1.NodeStatus) bool { return st.Phase == api.PhaseDeleted })
 }

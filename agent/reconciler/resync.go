@@ -97,15 +97,8 @@ func (r *Reconciler) resync(ctx context.Context) error {
 	r.markMissing(missing)
 
 	removed := 0
-	// The listing above may be seconds old (a List of 500 LIO targets
-	// under TCG): a target gone since (its teardown removed it and then
-	// its assignment went) is not removed again; only the names are read.
-	still, err := r.stillServed(ctx, targets)
-	if err != nil {
-		return err
-	}
 	for _, t := range targets {
-		if strings.HasPrefix(t.IQN, r.cfg.ManagedPrefix) && !wanted[t.IQN] && still[t.IQN] {
+		if strings.HasPrefix(t.IQN, r.cfg.ManagedPrefix) && !wanted[t.IQN] {
 			if err := r.cfg.Driver.Delete(ctx, t.IQN); err != nil {
 				r.log.Warn("could not remove an unwanted target; the next resync tries again", "iqn", t.IQN, "err", err)
 				continue
@@ -181,58 +174,36 @@ func (r *Reconciler) markMissing(nodes []ref) {
 	}
 }
 
-// stillServed returns which of the listed targets the target system
-// still serves, from their names (target.Names: one readdir for LIO).
-func (r *Reconciler) stillServed(ctx context.Context, listed []target.Target) (map[string]bool, error) {
-	names, err := target.Names(ctx, r.cfg.Driver)
-	if err != nil {
-		return nil, fmt.Errorf("list targets: %w", err)
-	}
-	now := make(map[string]bool, len(names))
-	for _, n := range names {
-		now[n] = true
-	}
-	still := make(map[string]bool, len(listed))
-	for _, t := range listed {
-		still[t.IQN] = now[t.IQN]
-	}
-	return still, nil
-}
-
-// gcTargets removes sanboot targets that no assignment wants. It runs
-// whenever an assignment goes (during a mass delete, once for each), so it
-// reads the targets' names only (target.Names), not whole targets.
+// gcTargets removes sanboot targets that no assignment wants.
 func (r *Reconciler) gcTargets(ctx context.Context) error {
-	names, err := target.Names(ctx, r.cfg.Driver)
+	targets, err := r.cfg.Driver.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list targets: %w", err)
 	}
 	r.mu.Lock()
 	wanted := wantedIQNs(r.assigns)
 	r.mu.Unlock()
-	for _, iqn := range names {
-		if strings.HasPrefix(iqn, r.cfg.ManagedPrefix) && !wanted[iqn] {
-			if err := r.cfg.Driver.Delete(ctx, iqn); err != nil {
-				return fmt.Errorf("remove target %s: %w", iqn, err)
+	for _, t := range targets {
+		if strings.HasPrefix(t.IQN, r.cfg.ManagedPrefix) && !wanted[t.IQN] {
+			if err := r.cfg.Driver.Delete(ctx, t.IQN); err != nil {
+				return fmt.Errorf("remove target %s: %w", t.IQN, err)
 			}
-			r.log.Info("removed a target no assignment wants", "iqn", iqn)
+			r.log.Info("removed a target no assignment wants", "iqn", t.IQN)
 		}
 	}
 	return nil
 }
 
-// wantedIQNs are the targets the GC keeps: those of every assignment,
-// valid or not. A node whose spec became invalid keeps its old target (it
-// may be running from it) until it is deleted; the target of a node being
-// deleted is its teardown's to remove (a GC that removed those too raced
-// the teardowns of a mass delete, doing their work twice and holding up
-// the resync meanwhile).
+// wantedIQNs are the targets the GC keeps: those of every assignment not
+// being deleted, valid or not. A node whose spec became invalid keeps its
+// old target (it may be running from it) until it is deleted.
 func wantedIQNs(assigns map[ref]assignState) map[string]bool {
 	wanted := make(map[string]bool, len(assigns))
 	for k, st := range assigns {
-		if st.err != nil {
+		switch {
+		case st.err != nil:
 			wanted[api.TargetIQN("", k.project, k.name)] = true
-		} else {
+		case !st.a.GetDeleting():
 			wanted[targetIQN(k, st.a)] = true
 		}
 	}

@@ -101,7 +101,6 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.Workers, "workers", 8, "nodes and images worked on at once")
 	fs.StringVar(&capacity, "fake-capacity", "1TiB", "size the fake store pretends to have (--driver=fake)")
 	c.common.AddFlags(fs, daemon.DefaultAgentMetrics)
-	c.common.AddPprofFlag(fs)
 	if err := daemon.Parse(fs, args); err != nil {
 		return c, err
 	}
@@ -253,6 +252,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if c.Log, err = c.common.Logger(stderr); err != nil {
 		return err
 	}
-	c.MetricsListen, c.Pprof = c.common.MetricsListen, c.common.Pprof
+	c.MetricsListen = c.common.MetricsListen
 	return agent.Run(ctx, c.Config)
 }

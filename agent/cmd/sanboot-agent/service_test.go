@@ -34,7 +34,6 @@ func TestRunAsService(t *testing.T) {
 		"lease-ttl: 2s",
 		"log-format: json",
 		"metrics-listen: " + metrics,
-		"enable-pprof: true",
 		"fake-capacity: 2TiB",
 	}, "\n")), 0o644); err != nil {
 		t.Fatal(err)
@@ -61,9 +60,6 @@ func TestRunAsService(t *testing.T) {
 	}
 	if code, _, err := daemontest.Get(metrics, "/healthz"); err != nil || code != 200 {
 		t.Errorf("/healthz: %d %v", code, err)
-	}
-	if code, _, err := daemontest.Get(metrics, "/debug/pprof/heap"); err != nil || code != 200 {
-		t.Errorf("/debug/pprof/heap with enable-pprof: %d %v", code, err)
 	}
 	fams, err := daemontest.Scrape(metrics)
 	if err != nil {

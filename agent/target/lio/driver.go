@@ -38,7 +38,7 @@ type Driver struct {
 	locks       keylock.Locks
 }
 
-var _ target.SessionReporter = (*Driver)(nil)
+var _ target.Driver = (*Driver)(nil)
 
 // New returns a driver for the LIO under cfg.Root. It does not touch
 // configfs; the first call does.
@@ -117,11 +117,6 @@ func (d *Driver) Sessions(ctx context.Context, iqn string) ([]target.Session, er
 	if err != nil {
 		return nil, fmt.Errorf("sessions of target %s: %w", iqn, wrapRead("the target", err))
 	}
-	return sessionsOf(acls), nil
-}
-
-// sessionsOf returns the sessions the ACLs' info shows, sorted.
-func sessionsOf(acls []aclState) []target.Session {
 	var out []target.Session
 	for _, a := range acls {
 		if a.Session == "" {
@@ -133,40 +128,7 @@ func sessionsOf(acls []aclState) []target.Session {
 		}
 		out = append(out, target.Session{Initiator: name, Address: a.SessionAddress})
 	}
-	return target.SortSessions(out)
-}
-
-// ListSessions implements target.SessionReporter: the sessions of every
-// target (those nobody is logged in to left out), read as Sessions reads
-// one target's: one readdir of the targets, then each one's ACLs' info.
-func (d *Driver) ListSessions(ctx context.Context) (map[string][]target.Session, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	if err := d.checkRoot(); err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	names, err := d.r.targetNames()
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", wrapRead("the targets", err))
-	}
-	out := map[string][]target.Session{}
-	for _, iqn := range names {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		acls, err := d.r.sessions(iqn)
-		if isNotExist(err) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %s: %w", iqn, wrapRead("the target", err))
-		}
-		if s := sessionsOf(acls); len(s) > 0 {
-			out[iqn] = s
-		}
-	}
-	return out, nil
+	return target.SortSessions(out), nil
 }
 
 // Names implements target.Namer: the target directories, read with one

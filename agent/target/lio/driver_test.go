@@ -506,14 +506,4 @@ func TestReadsStayFlat(t *testing.T) {
 	if lastSessions.Total() != 4 {
 		t.Errorf("Sessions of a target with one ACL: %v, want 4 reads", lastSessions)
 	}
-	// EnsureSessions of a new target reads no more than Ensure: it
-	// reports the sessions Ensure read.
-	tg := withCHAP(testTarget(t, dir, "reporter"), false)
-	before := d.Ops()
-	if got, err := d.EnsureSessions(ctx, tg); err != nil || len(got) != 0 {
-		t.Fatalf("EnsureSessions of a new target = %v, %v; want none", got, err)
-	}
-	if got := d.Ops().Sub(before); got.Reads != lastEnsure.Reads || got.Entries != lastEnsure.Entries {
-		t.Errorf("EnsureSessions of a new target: %v; want Ensure's reads, %v", got, lastEnsure)
-	}
 }

@@ -25,46 +25,31 @@ import (
 // and the authentication attribute; enable, last. For an existing target
 // it reads what is there and writes only what differs.
 func (d *Driver) Ensure(ctx context.Context, t target.Target) error {
-	_, err := d.EnsureSessions(ctx, t)
-	return err
-}
-
-// EnsureSessions implements target.SessionReporter: Ensure, and who is
-// logged in to the target as Ensure read it (each ACL's info is part of
-// what it reads), for the initiators t keeps. A target Ensure built has
-// nobody: its portal group is enabled last. No configfs read is added,
-// where Ensure and then Sessions read the ACLs twice.
-func (d *Driver) EnsureSessions(ctx context.Context, t target.Target) ([]target.Session, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	if err := target.Validate(t); err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	if err := checkCHAP(t.CHAP); err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	kind, err := checkBacking(t)
 	if err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	unlock, err := d.locks.Lock(ctx, t.IQN)
 	if err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
 	defer unlock()
 	if err := d.checkRoot(); err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
-	found, err := d.ensure(ctx, t, kind)
-	if err != nil {
-		return nil, fmt.Errorf("ensure target %s: %w", t.IQN, err)
+	if err := d.ensure(ctx, t, kind); err != nil {
+		return fmt.Errorf("ensure target %s: %w", t.IQN, err)
 	}
-	if found == nil || !found.Enabled {
-		return nil, nil
-	}
-	kept := slices.DeleteFunc(slices.Clone(found.ACLs), func(a aclState) bool { return !slices.Contains(t.Initiators, a.Initiator) })
-	return sessionsOf(kept), nil
+	return nil
 }
 
 // checkCHAP refuses CHAP values LIO cannot hold: LIO takes any value that
@@ -125,45 +110,43 @@ func checkBacking(t target.Target) (string, error) {
 
 // ensure makes configfs serve t, in numbered steps; a step reads what the
 // earlier ones left in s. The disk's error (ErrLoggedIn) comes last, after
-// the rest has converged. It returns the portal group as it found it (nil
-// when there was none).
-func (d *Driver) ensure(ctx context.Context, t target.Target, kind string) (*tpgState, error) {
+// the rest has converged.
+func (d *Driver) ensure(ctx context.Context, t target.Target, kind string) error {
 	// The iscsi fabric's group exists only once something made it: mkdir
 	// loads and registers iscsi_target_mod.
 	if _, err := d.fs.Lstat(d.p.fabric()); isNotExist(err) {
 		if err := d.mkdir(ctx, d.p.fabric()); err != nil {
-			return nil, fmt.Errorf("%w (is iscsi_target_mod available?)", err)
+			return fmt.Errorf("%w (is iscsi_target_mod available?)", err)
 		}
 	}
 	s, err := d.r.tpg(t.IQN)
 	if err != nil {
-		return nil, wrapRead("the target", err)
+		return wrapRead("the target", err)
 	}
-	found := s
 	disk, err := d.ensureBackstore(ctx, t, kind, s) // 1
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if s, err = d.ensureTPG(ctx, t, s); err != nil { // 2
-		return nil, err
+		return err
 	}
 	if err := d.ensurePortals(ctx, t, s); err != nil { // 3
-		return nil, err
+		return err
 	}
 	lunDir, err := d.ensureLUN(ctx, s, disk) // 4
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.ensureACLs(ctx, t, s, lunDir); err != nil { // 5
-		return nil, err
+		return err
 	}
 	if err := d.ensureAuth(ctx, t, s); err != nil { // 6
-		return nil, err
+		return err
 	}
 	if err := d.enable(ctx, t, s, disk.bs); err != nil { // 7
-		return nil, err
+		return err
 	}
-	return found, disk.err
+	return disk.err
 }
 
 // disk is what step 1 leaves for the others: the backstore LUN 0 is to
