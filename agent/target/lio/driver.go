@@ -151,15 +151,9 @@ func (d *Driver) Names(ctx context.Context) ([]string, error) {
 // List implements target.Driver: every target in configfs, in the
 // driver's model (see model).
 func (d *Driver) List(ctx context.Context) ([]target.Target, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("list targets: %w", err)
-	}
-	if err := d.checkRoot(); err != nil {
-		return nil, fmt.Errorf("list targets: %w", err)
-	}
-	names, err := d.r.targetNames()
+	names, err := d.Names(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list targets: %w", wrapRead("the targets", err))
+		return nil, err
 	}
 	out := make([]target.Target, 0, len(names))
 	for _, iqn := range names {
